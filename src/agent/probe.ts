@@ -1,0 +1,216 @@
+import { EventEmitter } from 'node:events';
+import { metrics } from '@opentelemetry/api';
+import { describeError, ErrorCode, SysprobeError } from '../errors.js';
+import { defaultLogger } from '../logger.js';
+import { resolveOptions, type Logger, type ProbeOptions, type ResolvedOptions } from '../options.js';
+import type { Sample, WorkerToMain } from '../protocol.js';
+import { OtelExporter } from '../exporters/otel.js';
+import { GcObserver } from './gc.js';
+import { Heartbeat } from './heartbeat.js';
+import { WorkerSupervisor } from './supervisor.js';
+
+const REQUEST_TIMEOUT_MS = 2_000;
+const PACKAGE_VERSION: string = (require('../../../package.json') as { version: string }).version;
+
+/** The stall the worker saw, reported once the main thread runs again. */
+export interface StallEvent {
+  /** When the loop stopped answering (ms since the epoch; accurate to one heartbeat). */
+  startedAt: number;
+  /** How long the heartbeat was missing, ms (at most one heartbeat interval more than the block itself). */
+  durationMs: number;
+}
+
+/** Options for {@link Probe.recent}. */
+export interface RecentOptions {
+  /** Only samples from the last `sinceMs` milliseconds. Default: everything the recorder holds. */
+  sinceMs?: number;
+}
+
+/** The single running probe, or the one starting. */
+let current: Probe | undefined;
+let starting = false;
+
+/**
+ * A running sysprobe. Get one from {@link start}; release it with {@link Probe.stop}.
+ *
+ * Events: `'stall'` ({@link StallEvent}) once a stall of the event loop has ended.
+ */
+export class Probe extends EventEmitter {
+  /** The checked, frozen options this probe runs with. */
+  readonly options: ResolvedOptions;
+  readonly #logger: Logger;
+  readonly #gc: GcObserver | undefined;
+  readonly #heartbeat: Heartbeat;
+  readonly #supervisor: WorkerSupervisor;
+  readonly #exporter: OtelExporter;
+  readonly #startedAt = Date.now();
+  #stopped: Promise<void> | undefined;
+  #lastSamples: Sample[] = [];
+
+  /** @internal Use {@link start}. */
+  constructor(options: ResolvedOptions) {
+    super();
+    this.options = options;
+    this.#logger = (options.logger ?? defaultLogger()).child({ component: 'sysprobe', service: options.serviceName });
+    const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('sysprobe', PACKAGE_VERSION);
+    this.#gc = options.samplers.gc ? new GcObserver((kind, ms) => this.#exporter.recordGc(kind, ms)) : undefined;
+    this.#heartbeat = new Heartbeat(options, this.#gc,
+      (gapMs) => this.#exporter.recordDelay(gapMs),
+      (sample) => this.#supervisor.post({ type: 'main-sample', sample }));
+    this.#supervisor = new WorkerSupervisor({
+      heartbeat: this.#heartbeat.shared,
+      sampleIntervalMs: options.sampleIntervalMs,
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      stallThresholdMs: options.stallThresholdMs,
+      recorderWindowMs: options.recorderWindowMs,
+      mainTid: process.pid,
+      samplers: options.samplers,
+      delayHistogram: this.#heartbeat.workerHistogram,
+    }, this.#logger, {
+      onMessage: (message) => this.#onWorkerMessage(message),
+      onRestart: () => undefined,
+    });
+    this.#exporter = new OtelExporter(meter, {
+      samplesSince: (sinceMs) => this.#samplesSince(sinceMs),
+      exportHistogram: this.#heartbeat.exportHistogram,
+      gcTotals: () => this.#gc?.totals,
+      workerRestarts: () => this.#supervisor.restarts,
+    }, options);
+  }
+
+  /** @internal */
+  async begin(): Promise<void> {
+    try {
+      await this.#supervisor.start();
+    } catch (err) {
+      this.#release();
+      throw err;
+    }
+    this.#heartbeat.start();
+    this.#logger.info({
+      node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
+      sampleIntervalMs: this.options.sampleIntervalMs, heartbeatIntervalMs: this.options.heartbeatIntervalMs,
+      stallThresholdMs: this.options.stallThresholdMs, samplers: this.options.samplers,
+    }, 'sysprobe started');
+  }
+
+  /** True until {@link Probe.stop} is called. */
+  get running(): boolean {
+    return this.#stopped === undefined;
+  }
+
+  /**
+   * The flight recorder's samples, oldest first: the last `sinceMs` ms, or all it holds
+   * (15 minutes by default). Rejects with SYSPROBE_ERR_WORKER_UNAVAILABLE while the worker restarts.
+   */
+  async recent(options: RecentOptions = {}): Promise<Sample[]> {
+    this.#assertRunning('recent');
+    const { sinceMs } = options;
+    if (sinceMs !== undefined && (typeof sinceMs !== 'number' || !(sinceMs >= 0))) {
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, `recent({ sinceMs }) needs a number of milliseconds >= 0; got ${String(sinceMs)}.`);
+    }
+    return (await this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
+  }
+
+  /** Releases everything the probe started: timers, observers, the worker, the instruments' callbacks. */
+  stop(): Promise<void> {
+    this.#stopped ??= (async () => {
+      this.#heartbeat.stop();
+      this.#gc?.stop();
+      this.#exporter.stop();
+      await this.#supervisor.stop();
+      this.#release();
+      this.#logger.info({ uptimeMs: Date.now() - this.#startedAt, workerRestarts: this.#supervisor.restarts }, 'sysprobe stopped');
+    })();
+    return this.#stopped;
+  }
+
+  #release(): void {
+    if (current === this) current = undefined;
+  }
+
+  #assertRunning(method: string): void {
+    if (this.#stopped) throw new SysprobeError(ErrorCode.STOPPED, `probe.${method}() was called after stop(); call start() for a new probe.`);
+  }
+
+  async #samplesSince(sinceMs: number): Promise<Sample[]> {
+    try {
+      this.#lastSamples = (await this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
+    } catch (err) {
+      // The collection goes on with what we had: a restarting worker must not fail the app's exporter.
+      this.#exporter.countError('exporter');
+      this.#logger.debug({ err: describeError(err) }, 'sysprobe metrics used cached samples');
+      return this.#lastSamples.slice(-1);
+    }
+    return this.#lastSamples;
+  }
+
+  #onWorkerMessage(message: WorkerToMain): void {
+    switch (message.type) {
+      case 'log':
+        this.#logger[message.level](message.fields, message.msg);
+        if (message.level === 'error') this.#exporter.countError(String(message.fields.component ?? 'worker'));
+        return;
+      case 'stall': {
+        const event: StallEvent = { startedAt: message.startedAt, durationMs: message.durationMs };
+        this.#logger.warn({ ...event, thresholdMs: this.options.stallThresholdMs }, 'event loop stalled');
+        this.#emitSafely('stall', event);
+        return;
+      }
+      case 'ready':
+      case 'response':
+        return; // handled by the supervisor
+      default: {
+        const unknown: never = message;
+        this.#logger.error({ message: String((unknown as { type?: unknown }).type) }, 'sysprobe got an unknown message from its worker');
+      }
+    }
+  }
+
+  /** A listener that throws must not take the host down through sysprobe's stack. */
+  #emitSafely(event: string, payload: unknown): void {
+    for (const listener of this.listeners(event)) {
+      try {
+        (listener as (p: unknown) => void)(payload);
+      } catch (err) {
+        this.#logger.error({ event, err: describeError(err) }, 'a sysprobe event listener threw');
+      }
+    }
+  }
+
+  /** @internal For tests only: the worker supervisor. */
+  get unsafeSupervisor(): WorkerSupervisor {
+    return this.#supervisor;
+  }
+
+  /** @internal */
+  static async create(input: ProbeOptions | undefined): Promise<Probe> {
+    const options = resolveOptions(input);
+    if (current || starting) {
+      throw new SysprobeError(ErrorCode.ALREADY_STARTED,
+        'sysprobe is already running in this process; reuse the probe that start() returned, or await probe.stop() before starting again.');
+    }
+    starting = true;
+    try {
+      const probe = new Probe(options);
+      current = probe;
+      await probe.begin();
+      return probe;
+    } finally {
+      starting = false;
+    }
+  }
+}
+
+/**
+ * Starts sysprobe: checks the options, starts the probe worker and the main thread's
+ * heartbeat, and registers the OpenTelemetry instruments. One probe runs per process:
+ * a second `start()` while one runs (or starts) rejects with SYSPROBE_ERR_ALREADY_STARTED;
+ * after `stop()`, `start()` may be called again.
+ *
+ * Rejects with SYSPROBE_ERR_INVALID_OPTION when an option is unknown, of the wrong type
+ * or out of range; the message names the option and what is allowed.
+ */
+export function start(options?: ProbeOptions): Promise<Probe> {
+  return Probe.create(options);
+}

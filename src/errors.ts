@@ -1,0 +1,41 @@
+/**
+ * Every error sysprobe raises is a {@link SysprobeError} with a stable `code`,
+ * so callers can branch on `err.code` instead of parsing messages.
+ * The codes are listed in docs/errors.md.
+ */
+export const ErrorCode = {
+  /** An option is unknown, has the wrong type, or is out of range. */
+  INVALID_OPTION: 'SYSPROBE_ERR_INVALID_OPTION',
+  /** `start()` was called while another probe is running or starting. */
+  ALREADY_STARTED: 'SYSPROBE_ERR_ALREADY_STARTED',
+  /** A method was called on a probe after `stop()`. */
+  STOPPED: 'SYSPROBE_ERR_STOPPED',
+  /** The probe worker did not start, or is restarting and could not answer. */
+  WORKER_UNAVAILABLE: 'SYSPROBE_ERR_WORKER_UNAVAILABLE',
+  /** A bounded wait ran out. */
+  TIMEOUT: 'SYSPROBE_ERR_TIMEOUT',
+} as const;
+
+/** One of the values of {@link ErrorCode}. */
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** The one error class sysprobe throws or rejects with. */
+export class SysprobeError extends Error {
+  /** Stable, documented identifier of the failure, e.g. `SYSPROBE_ERR_INVALID_OPTION`. */
+  readonly code: ErrorCodeValue;
+
+  constructor(code: ErrorCodeValue, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SysprobeError';
+    this.code = code;
+  }
+}
+
+/** Turns anything thrown into something a log line can carry. */
+export function describeError(err: unknown): { message: string; code?: string; stack?: string } {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return { message: err.message, ...(typeof code === 'string' ? { code } : {}), ...(err.stack ? { stack: err.stack } : {}) };
+  }
+  return { message: String(err) };
+}

@@ -1,0 +1,200 @@
+import * as os from 'node:os';
+import { performance, type EventLoopUtilization, type RecordableHistogram } from 'node:perf_hooks';
+import type { Attributes, BatchObservableResult, Counter, Histogram, Meter, Observable } from '@opentelemetry/api';
+import type { ResolvedOptions } from '../options.js';
+import type { Sample } from '../protocol.js';
+
+/** Bucket bounds (s) for the event-loop delay histogram: fine below the heartbeat, coarse for stalls. */
+const DELAY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
+/** The semantic conventions' buckets for v8js.gc.duration. */
+const GC_BUCKETS_S = [0.01, 0.1, 1, 10];
+const NS_PER_S = 1e9;
+
+/** What the exporter needs from the probe, read at collection time only. */
+export interface MetricsSource {
+  /** Samples recorded since `sinceMs` ago, oldest first; cached values when the worker cannot answer. */
+  samplesSince(sinceMs: number): Promise<Sample[]>;
+  readonly exportHistogram: RecordableHistogram;
+  gcTotals(): Record<string, { count: number; durationMs: number }> | undefined;
+  workerRestarts(): number;
+}
+
+/**
+ * sysprobe's OpenTelemetry instruments. Observable instruments are read in one
+ * batch callback at collection time, so nothing runs between collections;
+ * the two histograms are recorded as events happen (a heartbeat, a GC).
+ */
+export class OtelExporter {
+  readonly #meter: Meter;
+  readonly #source: MetricsSource;
+  readonly #options: ResolvedOptions;
+  readonly #observables: Observable[] = [];
+  readonly #callback: (result: BatchObservableResult) => Promise<void>;
+  readonly #delayHistogram: Histogram;
+  readonly #gcDuration: Histogram;
+  readonly #errors: Counter;
+  #lastCollectAt = Date.now();
+  #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+  #lastSample: Sample | undefined;
+
+  constructor(meter: Meter, source: MetricsSource, options: ResolvedOptions) {
+    this.#meter = meter;
+    this.#source = source;
+    this.#options = options;
+    this.#delayHistogram = meter.createHistogram('sysprobe.eventloop.delay', {
+      description: 'Gaps between heartbeats of the main thread (like monitorEventLoopDelay at the heartbeat resolution); aggregatable across instances.',
+      unit: 's',
+      advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
+    });
+    this.#gcDuration = meter.createHistogram('v8js.gc.duration', {
+      description: 'Garbage collection duration.', unit: 's', advice: { explicitBucketBoundaries: GC_BUCKETS_S },
+    });
+    this.#errors = meter.createCounter('sysprobe.errors', { description: 'Failures inside sysprobe that it survived, by component.', unit: '{error}' });
+
+    const gauge = (name: string, unit: string, description: string) => this.#track(meter.createObservableGauge(name, { unit, description }));
+    const counter = (name: string, unit: string, description: string) => this.#track(meter.createObservableCounter(name, { unit, description }));
+    const upDown = (name: string, unit: string, description: string) => this.#track(meter.createObservableUpDownCounter(name, { unit, description }));
+
+    const { samplers } = options;
+    const observe: Array<(result: BatchObservableResult, recent: Sample[], latest: Sample | undefined) => void> = [];
+
+    if (samplers.eventLoop) {
+      const delay = Object.fromEntries(['min', 'max', 'mean', 'stddev', 'p50', 'p90', 'p99'].map((stat) => [stat,
+        gauge(`nodejs.eventloop.delay.${stat}`, 's', `Event loop delay ${stat} since the last collection, from the heartbeat (resolution: the heartbeat interval).`)]));
+      const utilization = gauge('nodejs.eventloop.utilization', '1', 'Event loop utilization since the last collection.');
+      const time = counter('nodejs.eventloop.time', 's', 'Cumulative time the event loop spent in each state.');
+      const lag = gauge('sysprobe.eventloop.lag', 's', 'Longest time without a heartbeat since the last collection, as the worker saw it (it sees a stall while it lasts).');
+      observe.push((result, recent) => {
+        const h = this.#source.exportHistogram;
+        if (h.count > 0) {
+          const values: Record<string, number> = {
+            min: h.min, max: h.max, mean: h.mean, stddev: h.stddev,
+            p50: h.percentile(50), p90: h.percentile(90), p99: h.percentile(99),
+          };
+          for (const [stat, instrument] of Object.entries(delay)) result.observe(instrument, (values[stat] ?? 0) / NS_PER_S);
+          h.reset();
+        }
+        const elu = performance.eventLoopUtilization();
+        result.observe(utilization, performance.eventLoopUtilization(elu, this.#lastElu).utilization);
+        this.#lastElu = elu;
+        result.observe(time, elu.active / 1000, { 'nodejs.eventloop.state': 'active' });
+        result.observe(time, elu.idle / 1000, { 'nodejs.eventloop.state': 'idle' });
+        const lagMaxMs = recent.reduce((max, s) => Math.max(max, s.eventLoop?.lagMaxMs ?? 0), 0);
+        if (recent.length > 0) result.observe(lag, lagMaxMs / 1000);
+      });
+    }
+
+    if (samplers.cpu) {
+      const time = counter('process.cpu.time', 's', 'Total CPU seconds of the process, by mode.');
+      const utilization = gauge('process.cpu.utilization', '1', 'CPU time over the last sample interval, divided by elapsed time and available CPUs, by mode.');
+      const load = gauge('sysprobe.system.load_average', '{thread}', 'System load average, by window.');
+      const cpus = os.availableParallelism();
+      observe.push((result, recent, latest) => {
+        const cpu = latest?.cpu;
+        if (!cpu) return;
+        result.observe(time, cpu.userMs / 1000, { 'cpu.mode': 'user' });
+        result.observe(time, cpu.systemMs / 1000, { 'cpu.mode': 'system' });
+        result.observe(utilization, cpu.utilization / cpus);
+        cpu.loadAverage.forEach((value, i) => result.observe(load, value, { 'sysprobe.load.window': ['1m', '5m', '15m'][i] }));
+      });
+    }
+
+    if (samplers.threads) {
+      const time = counter('sysprobe.thread.cpu.time', 's', 'CPU seconds per thread (Linux, /proc/self/task), by mode.');
+      const utilization = gauge('sysprobe.thread.cpu.utilization', '1', 'Share of one CPU each thread used over the last sample interval.');
+      observe.push((result, recent, latest) => {
+        for (const thread of latest?.threads ?? []) {
+          const attributes: Attributes = { 'thread.id': thread.tid, 'thread.name': thread.name, 'sysprobe.thread.role': thread.role };
+          result.observe(time, thread.userMs / 1000, { ...attributes, 'cpu.mode': 'user' });
+          result.observe(time, thread.systemMs / 1000, { ...attributes, 'cpu.mode': 'system' });
+          result.observe(utilization, thread.utilization, attributes);
+        }
+      });
+    }
+
+    if (samplers.memory) {
+      const used = upDown('v8js.memory.heap.used', 'By', 'Heap memory used, by V8 heap space.');
+      const limit = upDown('v8js.memory.heap.limit', 'By', 'Heap memory reserved, by V8 heap space.');
+      const available = upDown('v8js.memory.heap.space.available_size', 'By', 'Heap space available, by V8 heap space.');
+      const physical = upDown('v8js.memory.heap.space.physical_size', 'By', 'Committed physical memory of each V8 heap space.');
+      const heapUsed = upDown('sysprobe.memory.heap.used', 'By', 'V8 heap used, all spaces.');
+      const heapTotal = upDown('sysprobe.memory.heap.total', 'By', 'V8 heap allocated, all spaces.');
+      const heapLimit = upDown('sysprobe.memory.heap.limit', 'By', 'The V8 heap size limit (the OOM line).');
+      const rss = upDown('process.memory.usage', 'By', 'Resident set size of the process.');
+      const external = upDown('sysprobe.memory.external', 'By', 'Memory of C++ objects bound to JS objects (includes array buffers).');
+      const arrayBuffers = upDown('sysprobe.memory.array_buffers', 'By', 'Memory of ArrayBuffers and SharedArrayBuffers.');
+      observe.push((result, recent, latest) => {
+        const memory = latest?.memory;
+        if (!memory) return;
+        for (const space of memory.spaces) {
+          const attributes = { 'v8js.heap.space.name': space.name };
+          result.observe(used, space.used, attributes);
+          result.observe(limit, space.size, attributes);
+          result.observe(available, space.available, attributes);
+          result.observe(physical, space.physical, attributes);
+        }
+        result.observe(heapUsed, memory.heapUsed);
+        result.observe(heapTotal, memory.heapTotal);
+        result.observe(heapLimit, memory.heapLimit);
+        result.observe(rss, memory.rss);
+        result.observe(external, memory.external);
+        result.observe(arrayBuffers, memory.arrayBuffers);
+      });
+    }
+
+    if (samplers.gc) {
+      const count = counter('sysprobe.gc.count', '{gc}', 'Garbage collections, by kind.');
+      observe.push((result) => {
+        for (const [kind, total] of Object.entries(this.#source.gcTotals() ?? {})) result.observe(count, total.count, { 'v8js.gc.type': kind });
+      });
+    }
+
+    if (samplers.handles) {
+      const resources = gauge('sysprobe.active_resources', '{resource}', 'Active handles and requests keeping the main event loop alive, by type.');
+      observe.push((result, recent, latest) => {
+        for (const [type, n] of Object.entries(latest?.handles ?? {})) result.observe(resources, n, { 'sysprobe.resource.type': type });
+      });
+    }
+
+    const restarts = counter('sysprobe.worker.restarts', '{restart}', 'Times the probe worker died and was restarted.');
+    observe.push((result) => result.observe(restarts, this.#source.workerRestarts()));
+
+    this.#callback = async (result) => {
+      const now = Date.now();
+      const recent = await this.#source.samplesSince(Math.max(options.sampleIntervalMs, now - this.#lastCollectAt));
+      this.#lastCollectAt = now;
+      const latest = recent.at(-1) ?? this.#lastSample;
+      this.#lastSample = latest;
+      for (const fn of observe) {
+        try {
+          fn(result, recent, latest);
+        } catch (err) {
+          this.countError('exporter');
+        }
+      }
+    };
+    meter.addBatchObservableCallback(this.#callback, this.#observables);
+  }
+
+  #track<T extends Observable>(instrument: T): T {
+    this.#observables.push(instrument);
+    return instrument;
+  }
+
+  recordDelay(gapMs: number): void {
+    this.#delayHistogram.record(gapMs / 1000);
+  }
+
+  recordGc(kind: string, durationMs: number): void {
+    this.#gcDuration.record(durationMs / 1000, { 'v8js.gc.type': kind });
+  }
+
+  countError(component: string): void {
+    this.#errors.add(1, { component });
+  }
+
+  /** Unregisters the observable callback; the synchronous histograms simply stop receiving values. */
+  stop(): void {
+    this.#meter.removeBatchObservableCallback(this.#callback, this.#observables);
+  }
+}

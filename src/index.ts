@@ -1,0 +1,17 @@
+/**
+ * sysprobe: an in-process diagnostics SDK for Node.js services.
+ *
+ * ```ts
+ * import { start } from 'sysprobe';
+ * const probe = await start({ serviceName: 'api' });
+ * // ...
+ * await probe.stop();
+ * ```
+ * @packageDocumentation
+ */
+export { start, Probe } from './agent/probe.js';
+export type { StallEvent, RecentOptions } from './agent/probe.js';
+export { SysprobeError, ErrorCode } from './errors.js';
+export type { ErrorCodeValue } from './errors.js';
+export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './options.js';
+export type { Sample, ThreadCpu, MainSample } from './protocol.js';

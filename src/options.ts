@@ -1,0 +1,161 @@
+import * as path from 'node:path';
+import type { MeterProvider } from '@opentelemetry/api';
+import { ErrorCode, SysprobeError } from './errors.js';
+
+/** The samplers that can be switched off one by one. All are on by default. */
+export interface SamplerSwitches {
+  /** Event-loop delay, utilization and the worker's live lag. */
+  eventLoop?: boolean;
+  /** Process CPU time and utilization, and load average. */
+  cpu?: boolean;
+  /** CPU per thread from /proc/self/task (Linux only). */
+  threads?: boolean;
+  /** Heap (total and per space), RSS, external and array buffers. */
+  memory?: boolean;
+  /** GC count and duration by kind. */
+  gc?: boolean;
+  /** Active handles and requests by type. */
+  handles?: boolean;
+}
+
+/** The part of a pino logger that sysprobe uses. Any pino logger fits. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child(bindings: Record<string, unknown>): Logger;
+}
+
+/** What `start()` accepts. Every field is optional. */
+export interface ProbeOptions {
+  /** Names the service in logs and metrics. Default: `OTEL_SERVICE_NAME`, else `unknown_service:node`. */
+  serviceName?: string;
+  /** How often the worker records a sample, in ms (100 to 60000). Default 1000. */
+  sampleIntervalMs?: number;
+  /**
+   * The event loop counts as stalled when blocked longer than this, in ms (20 to 60000).
+   * Default 200. The main thread's heartbeat runs at `min(stallThresholdMs, sampleIntervalMs)`.
+   */
+  stallThresholdMs?: number;
+  /** How much history the flight recorder keeps, in ms (at least one sample). Default 15 minutes. */
+  recorderWindowMs?: number;
+  /** Where instruments are created. Default: the global OpenTelemetry MeterProvider. */
+  meterProvider?: MeterProvider;
+  /** A pino logger. Default: sysprobe's own pino logger writing JSON to stdout at `info`. */
+  logger?: Logger;
+  /** Directory for captures (used by captures and incidents). Default `./sysprobe-dumps`. */
+  dumpDir?: string;
+  /** Switch samplers off, e.g. `{ threads: false }`. */
+  samplers?: SamplerSwitches;
+}
+
+/** Options after checking: every field present, frozen. */
+export interface ResolvedOptions {
+  readonly serviceName: string;
+  readonly sampleIntervalMs: number;
+  readonly stallThresholdMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly recorderWindowMs: number;
+  readonly meterProvider: MeterProvider | undefined;
+  readonly logger: Logger | undefined;
+  readonly dumpDir: string;
+  readonly samplers: Readonly<Required<SamplerSwitches>>;
+}
+
+const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
+const OPTION_NAMES = [
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'recorderWindowMs',
+  'meterProvider', 'logger', 'dumpDir', 'samplers',
+] as const;
+
+function invalid(message: string): SysprobeError {
+  return new SysprobeError(ErrorCode.INVALID_OPTION, message);
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 40))}`;
+  if (typeof value === 'number') return String(value);
+  return `a ${typeof value}`;
+}
+
+function checkInteger(name: string, value: unknown, min: number, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(`Option ${name} must be an integer from ${min} to ${max}; got ${describe(value)}.`);
+  }
+  return value;
+}
+
+function checkPlainObject(name: string, value: unknown): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw invalid(`Option ${name} must be an object; got ${describe(value)}.`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function checkKnownKeys(name: string, value: Record<string, unknown>, known: readonly string[]): void {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      throw invalid(`Unknown option ${name ? `${name}.${key}` : key}; the known ones are: ${known.join(', ')}.`);
+    }
+  }
+}
+
+function hasFunctions(value: unknown, names: readonly string[]): boolean {
+  return typeof value === 'object' && value !== null
+    && names.every((n) => typeof (value as Record<string, unknown>)[n] === 'function');
+}
+
+/** Checks the options once, fills defaults, and freezes the result. Throws SYSPROBE_ERR_INVALID_OPTION. */
+export function resolveOptions(input: unknown): ResolvedOptions {
+  const options = input === undefined ? {} : checkPlainObject('(the options argument)', input);
+  checkKnownKeys('', options, OPTION_NAMES);
+  const {
+    serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, recorderWindowMs: rawWindow,
+    meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
+  } = options as ProbeOptions;
+
+  if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
+    throw invalid(`Option serviceName must be a non-empty string of at most 256 characters; got ${describe(serviceName)}.`);
+  }
+  const sampleIntervalMs = checkInteger('sampleIntervalMs', rawInterval, 100, 60_000, 1000);
+  const stallThresholdMs = checkInteger('stallThresholdMs', rawThreshold, 20, 60_000, 200);
+  const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
+  if (recorderWindowMs < sampleIntervalMs) {
+    throw invalid(`Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`);
+  }
+  if (meterProvider !== undefined && !hasFunctions(meterProvider, ['getMeter'])) {
+    throw invalid('Option meterProvider must be an OpenTelemetry MeterProvider (an object with getMeter()).');
+  }
+  if (logger !== undefined && !hasFunctions(logger, ['debug', 'info', 'warn', 'error', 'child'])) {
+    throw invalid('Option logger must be a pino logger (an object with debug, info, warn, error and child methods).');
+  }
+  if (typeof dumpDir !== 'string' || dumpDir.length === 0 || dumpDir.includes('\0')) {
+    throw invalid(`Option dumpDir must be a non-empty path string; got ${describe(dumpDir)}.`);
+  }
+  const samplerInput = checkPlainObject('samplers', rawSamplers);
+  checkKnownKeys('samplers', samplerInput, SAMPLER_NAMES);
+  const samplers = {} as Required<SamplerSwitches>;
+  for (const name of SAMPLER_NAMES) {
+    const value = samplerInput[name] ?? true;
+    if (typeof value !== 'boolean') throw invalid(`Option samplers.${name} must be true or false; got ${describe(value)}.`);
+    samplers[name] = value;
+  }
+
+  return Object.freeze({
+    serviceName,
+    sampleIntervalMs,
+    stallThresholdMs,
+    // The heartbeat is the main thread's only periodic wake-up; see docs/architecture.md for its cost.
+    heartbeatIntervalMs: Math.min(stallThresholdMs, sampleIntervalMs),
+    recorderWindowMs,
+    meterProvider,
+    logger,
+    dumpDir: path.resolve(dumpDir),
+    samplers: Object.freeze(samplers),
+  });
+}

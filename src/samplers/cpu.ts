@@ -1,0 +1,90 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import type { Sample, ThreadCpu } from '../protocol.js';
+import { parseTaskStat, threadRole } from './proc.js';
+
+/** Reading more threads than this is a sign of something else going wrong; the rest are skipped. */
+const MAX_THREADS = 512;
+/** A stat line is ~300 bytes; a bigger read means it is not what we expect. */
+const STAT_READ_BYTES = 1024;
+
+/** Process CPU time and utilization, from process.cpuUsage (process-wide, so it works from the worker). */
+export class ProcessCpuSampler {
+  #last = process.cpuUsage();
+  #lastTime = performance.now();
+
+  sample(): NonNullable<Sample['cpu']> {
+    const now = performance.now();
+    const usage = process.cpuUsage();
+    const elapsedUs = Math.max(1, (now - this.#lastTime) * 1000);
+    const deltaUs = usage.user - this.#last.user + (usage.system - this.#last.system);
+    this.#last = usage;
+    this.#lastTime = now;
+    const load = os.loadavg();
+    return {
+      userMs: usage.user / 1000,
+      systemMs: usage.system / 1000,
+      utilization: deltaUs / elapsedUs,
+      loadAverage: [load[0] ?? 0, load[1] ?? 0, load[2] ?? 0],
+    };
+  }
+}
+
+function readSmall(file: string, buffer: Buffer): string | undefined {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, 'r');
+    const n = fs.readSync(fd, buffer, 0, buffer.length, 0);
+    return buffer.toString('latin1', 0, n);
+  } catch {
+    return undefined; // the thread exited between readdir and read: not an error
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** CPU per thread from /proc/self/task (Linux). `supported` is false elsewhere. */
+export class ThreadCpuSampler {
+  readonly supported: boolean;
+  readonly #taskDir: string;
+  readonly #mainTid: number;
+  readonly #workerTid: number | undefined;
+  readonly #buffer = Buffer.alloc(STAT_READ_BYTES);
+  #last = new Map<number, { userMs: number; systemMs: number }>();
+  #lastTime = performance.now();
+
+  constructor(mainTid: number, workerTid: number | undefined, taskDir = '/proc/self/task') {
+    this.#taskDir = taskDir;
+    this.#mainTid = mainTid;
+    this.#workerTid = workerTid;
+    this.supported = process.platform === 'linux' && fs.existsSync(taskDir);
+  }
+
+  sample(): ThreadCpu[] {
+    if (!this.supported) return [];
+    const now = performance.now();
+    const elapsedMs = Math.max(1, now - this.#lastTime);
+    const next = new Map<number, { userMs: number; systemMs: number }>();
+    const threads: ThreadCpu[] = [];
+    const tids = fs.readdirSync(this.#taskDir).slice(0, MAX_THREADS);
+    for (const entry of tids) {
+      const text = readSmall(`${this.#taskDir}/${entry}/stat`, this.#buffer);
+      const stat = text === undefined ? undefined : parseTaskStat(text);
+      if (stat === undefined) continue;
+      next.set(stat.tid, { userMs: stat.userMs, systemMs: stat.systemMs });
+      const before = this.#last.get(stat.tid);
+      const busyMs = before ? stat.userMs - before.userMs + (stat.systemMs - before.systemMs) : 0;
+      threads.push({
+        tid: stat.tid,
+        name: stat.comm,
+        role: threadRole(stat.tid, stat.comm, this.#mainTid, this.#workerTid),
+        userMs: stat.userMs,
+        systemMs: stat.systemMs,
+        utilization: Math.max(0, busyMs / elapsedMs),
+      });
+    }
+    this.#last = next;
+    this.#lastTime = now;
+    return threads;
+  }
+}
