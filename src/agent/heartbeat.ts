@@ -91,7 +91,8 @@ export class Heartbeat {
         })),
       };
     }
-    if (samplers.gc && this.#gc) sample.gc = structuredClone(this.#gc.totals);
+    // A plain copy: structuredClone() would open a MessageChannel per call on Node 20.
+    if (samplers.gc && this.#gc) sample.gc = Object.fromEntries(Object.entries(this.#gc.totals).map(([kind, t]) => [kind, { ...t }]));
     if (samplers.handles) {
       const handles: Record<string, number> = {};
       for (const type of process.getActiveResourcesInfo()) handles[type] = (handles[type] ?? 0) + 1;

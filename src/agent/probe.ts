@@ -87,6 +87,8 @@ export class Probe extends EventEmitter {
       throw err;
     }
     this.#heartbeat.start();
+    // A first sample now, so the recorder and a collection right after start() have values.
+    this.#supervisor.post({ type: 'main-sample', sample: this.#heartbeat.sampleMain() });
     this.#logger.info({
       node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
       sampleIntervalMs: this.options.sampleIntervalMs, heartbeatIntervalMs: this.options.heartbeatIntervalMs,

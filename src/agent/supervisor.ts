@@ -63,7 +63,6 @@ export class WorkerSupervisor {
         reject(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker did not start within ${READY_TIMEOUT_MS} ms.`));
         void this.#worker?.terminate();
       }, READY_TIMEOUT_MS);
-      timer.unref();
       this.#spawn((err) => {
         clearTimeout(timer);
         if (err) reject(err);
@@ -81,7 +80,6 @@ export class WorkerSupervisor {
       stdout: false,
       stderr: false,
     });
-    worker.unref();
     this.#worker = worker;
     this.#startedAt = Date.now();
     worker.on('message', (message: WorkerToMain) => {
@@ -112,6 +110,8 @@ export class WorkerSupervisor {
       }
       if (!this.#stopping) this.#scheduleRestart(exitCode);
     });
+    // After the listeners: adding a 'message' listener re-refs the worker's port.
+    worker.unref();
   }
 
   #scheduleRestart(exitCode: number): void {
@@ -141,7 +141,10 @@ export class WorkerSupervisor {
     }
   }
 
-  /** Asks the worker; rejects with SYSPROBE_ERR_WORKER_UNAVAILABLE or SYSPROBE_ERR_TIMEOUT rather than wait forever. */
+  /**
+   * Asks the worker; rejects with SYSPROBE_ERR_WORKER_UNAVAILABLE or SYSPROBE_ERR_TIMEOUT rather than wait forever.
+   * The timeout timer stays ref'd: someone is awaiting the answer, and the wait is bounded.
+   */
   request(request: Request, timeoutMs: number): Promise<unknown> {
     if (!this.#ready || !this.#worker) {
       return Promise.reject(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, 'The probe worker is not running (it may be restarting); try again shortly.'));
@@ -152,7 +155,6 @@ export class WorkerSupervisor {
         this.#pending.delete(id);
         reject(new SysprobeError(ErrorCode.TIMEOUT, `The probe worker did not answer a '${request.kind}' request within ${timeoutMs} ms.`));
       }, timeoutMs);
-      timer.unref();
       this.#pending.set(id, { resolve, reject, timer });
       this.post({ type: 'request', id, request });
     });
@@ -183,10 +185,9 @@ export class WorkerSupervisor {
     if (!worker) return;
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     this.post({ type: 'stop' });
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), STOP_TIMEOUT_MS); });
-    if ((await Promise.race([exited, late])) === 'late') await worker.terminate();
-    clearTimeout(timer);
+    const overdue = setTimeout(() => void worker.terminate(), STOP_TIMEOUT_MS);
+    await exited;
+    clearTimeout(overdue);
     this.#failPending(new SysprobeError(ErrorCode.STOPPED, 'sysprobe stopped before the worker answered.'));
   }
 

@@ -1,0 +1,74 @@
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import {
+  AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader,
+  type DataPoint, type MetricData,
+} from '@opentelemetry/sdk-metrics';
+import type { Logger } from '../src/index.js';
+
+/** A real pino logger whose JSON lines are kept in memory for assertions. */
+export function memoryLogger(): { logger: Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, stream), lines };
+}
+
+/** A real MeterProvider with an in-memory exporter; `collect()` forces one export and returns the metrics. */
+export function memoryMetrics(): { meterProvider: MeterProvider; collect(): Promise<MetricData[]>; shutdown(): Promise<void> } {
+  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  return {
+    meterProvider,
+    async collect() {
+      exporter.reset();
+      await reader.forceFlush();
+      return exporter.getMetrics().flatMap((rm) => rm.scopeMetrics.flatMap((sm) => sm.metrics));
+    },
+    shutdown: () => meterProvider.shutdown(),
+  };
+}
+
+export function findMetric(metrics: MetricData[], name: string): MetricData {
+  const metric = metrics.find((m) => m.descriptor.name === name);
+  if (!metric) throw new Error(`metric ${name} not exported; got: ${metrics.map((m) => m.descriptor.name).join(', ')}`);
+  return metric;
+}
+
+/** The numeric value of the first point whose attributes include `match`. */
+export function pointValue(metric: MetricData, match: Record<string, unknown> = {}): number {
+  const point = (metric.dataPoints as Array<DataPoint<unknown>>).find((p) =>
+    Object.entries(match).every(([k, v]) => p.attributes[k] === v));
+  if (!point) throw new Error(`no point of ${metric.descriptor.name} with ${JSON.stringify(match)}`);
+  if (typeof point.value !== 'number') throw new Error(`${metric.descriptor.name} is not a number metric`);
+  return point.value;
+}
+
+/** Blocks the main thread for exactly `ms` without burning a CPU: deterministic lag. */
+export function blockFor(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Keeps the main thread's CPU busy for `ms`. */
+export function spinFor(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* busy on purpose */ }
+}
+
+/** Polls `predicate` until it returns a value, or fails after `timeoutMs` with `what` in the message. */
+export async function waitFor<T>(what: string, predicate: () => T | undefined | Promise<T | undefined>, timeoutMs = 5000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await predicate();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

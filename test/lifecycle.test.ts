@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { ErrorCode, start } from '../src/index.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+
+const run = promisify(execFile);
+const ROOT = path.resolve(__dirname, '..', '..');
+
+/** Runs a script in a fresh node process from the package root; resolves with its stdout and how long it took. */
+async function node(args: string[], timeoutMs = 15_000): Promise<{ stdout: string; ms: number }> {
+  const t0 = Date.now();
+  const { stdout } = await run(process.execPath, args, { cwd: ROOT, timeout: timeoutMs, env: { ...process.env, SYSPROBE_LOG_LEVEL: 'silent' } });
+  return { stdout, ms: Date.now() - t0 };
+}
+
+describe('lifecycle', () => {
+  it('stop() releases everything: no resource sysprobe created outlives it', async () => {
+    // In a fresh process, so the test runner's own timers do not blur the picture. async_hooks sees
+    // unref()ed resources too, which process.getActiveResourcesInfo() does not list.
+    const script = `const { createHook } = require('node:async_hooks');
+      const { start } = require('sysprobe');
+      const live = new Map();
+      let tracking = false;
+      createHook({
+        // Promises are not resources; stdout's stream (opened by the default logger) belongs to the process.
+        init(id, type) { if (tracking && !['PROMISE', 'PIPEWRAP', 'TTYWRAP'].includes(type)) live.set(id, type); },
+        destroy(id) { live.delete(id); },
+      }).enable();
+      (async () => {
+        const before = process.getActiveResourcesInfo();
+        tracking = true;
+        const probe = await start({ sampleIntervalMs: 100 });
+        await new Promise((r) => setTimeout(r, 300));
+        const samples = (await probe.recent()).length;
+        const created = [...new Set(live.values())].sort();
+        await probe.stop();
+        tracking = false;
+        await new Promise((r) => setTimeout(r, 100));
+        console.log(JSON.stringify({ before, after: process.getActiveResourcesInfo(), samples, created, left: [...live.values()] }));
+      })();`;
+    const { stdout } = await node(['-e', script]);
+    const result = JSON.parse(stdout.trim()) as { before: string[]; after: string[]; samples: number; created: string[]; left: string[] };
+    assert.ok(result.samples >= 2, `${result.samples} samples while running`);
+    assert.ok(result.created.includes('Timeout') && result.created.includes('WORKER'), `created: ${result.created.join(', ')}`);
+    assert.deepEqual(result.left, [], 'every resource created since start() was destroyed by stop()');
+    const notStdio = (types: string[]): string[] => types.filter((t) => t !== 'PipeWrap' && t !== 'TTYWrap');
+    assert.deepEqual(notStdio(result.after), notStdio(result.before));
+  });
+
+  it('a process that only ran start() and stop() exits by itself, promptly', async () => {
+    const script = `const { start } = require('sysprobe');
+      start({ serviceName: 'exit-test' }).then((p) => p.stop()).then(() => { globalThis.t = Date.now(); });
+      process.on('exit', () => console.log(JSON.stringify({ exitAfterStopMs: Date.now() - globalThis.t })));`;
+    const { stdout } = await node(['-e', script]);
+    const { exitAfterStopMs } = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { exitAfterStopMs: number };
+    assert.ok(exitAfterStopMs < 200, `exited ${exitAfterStopMs} ms after stop()`);
+  });
+
+  it('a process that never calls stop() is not kept alive by sysprobe', async () => {
+    const { ms } = await node(['-e', `require('sysprobe').start({ serviceName: 'no-stop' }).then(() => console.log('started'))`]);
+    assert.ok(ms < 5000, `took ${ms} ms`);
+  });
+
+  it('loads from ESM (import) and CommonJS (require) as one package', async () => {
+    const esm = await node(['--input-type=module', '-e',
+      `import { start, SysprobeError, ErrorCode } from 'sysprobe'; import * as all from 'sysprobe'; import { createRequire } from 'node:module';
+       const cjs = createRequire(import.meta.url)('sysprobe');
+       const probe = await start({ serviceName: 'esm' });
+       console.log(JSON.stringify({ same: cjs.start === start, names: Object.keys(all).filter((k) => k !== 'default').sort(), cjsNames: Object.keys(cjs).sort(), code: ErrorCode.INVALID_OPTION, isError: new SysprobeError(ErrorCode.TIMEOUT, 'x') instanceof Error, samples: (await probe.recent()).length >= 0 }));
+       await probe.stop();`]);
+    const result = JSON.parse(esm.stdout.trim()) as { same: boolean; names: string[]; cjsNames: string[]; code: string; isError: boolean; samples: boolean };
+    assert.equal(result.same, true, 'ESM and CJS share one module instance');
+    assert.deepEqual(result.names, result.cjsNames, 'the ESM door exports every CommonJS export');
+    assert.equal(result.code, 'SYSPROBE_ERR_INVALID_OPTION');
+    assert.ok(result.isError && result.samples);
+  });
+
+  it('the worker is restarted with backoff after a crash, logged and counted, and answers again', async () => {
+    const { logger, lines } = memoryLogger();
+    const metrics = memoryMetrics();
+    const probe = await start({ sampleIntervalMs: 100, logger, meterProvider: metrics.meterProvider });
+    try {
+      await probe.unsafeSupervisor.crashForTest();
+      await assert.rejects(probe.recent(), { code: ErrorCode.WORKER_UNAVAILABLE }, 'no answer while it restarts');
+      await waitFor('the restart', () => lines.find((l) => l.msg === 'sysprobe worker restarted'));
+      const exited = lines.find((l) => l.msg === 'sysprobe worker exited; restarting');
+      assert.equal(exited?.restarts, 1);
+      assert.equal(exited?.backoffMs, 100);
+      await waitFor('samples from the new worker', async () => ((await probe.recent()).length > 0 ? true : undefined));
+      assert.equal(pointValue(findMetric(await metrics.collect(), 'sysprobe.worker.restarts')), 1);
+
+      // A second crash soon after waits longer: the backoff doubles.
+      await probe.unsafeSupervisor.crashForTest();
+      await waitFor('the second exit', () => lines.filter((l) => l.msg === 'sysprobe worker exited; restarting')[1]);
+      assert.equal(lines.filter((l) => l.msg === 'sysprobe worker exited; restarting')[1]?.backoffMs, 200);
+    } finally {
+      await probe.stop();
+      await metrics.shutdown();
+    }
+    assert.ok(lines.some((l) => l.msg === 'sysprobe stopped' && l.workerRestarts === 2));
+  });
+
+  it('logs start and stop with the fields a person searches for', async () => {
+    const { logger, lines } = memoryLogger();
+    const probe = await start({ serviceName: 'log-test', logger });
+    await probe.stop();
+    const started = lines.find((l) => l.msg === 'sysprobe started');
+    assert.equal(started?.service, 'log-test');
+    assert.equal(started?.component, 'sysprobe');
+    assert.equal(started?.node, process.version);
+    assert.equal(typeof started?.workerTid, process.platform === 'linux' ? 'number' : 'undefined');
+    assert.equal(started?.heartbeatIntervalMs, 200);
+    assert.ok(lines.some((l) => l.msg === 'sysprobe stopped' && typeof l.uptimeMs === 'number'));
+  });
+});

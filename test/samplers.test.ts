@@ -1,0 +1,191 @@
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import type { HistogramMetricData } from '@opentelemetry/sdk-metrics';
+import { start, type Probe, type Sample } from '../src/index.js';
+import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, sleep, spinFor, waitFor } from './helpers.js';
+
+const MB = 1024 * 1024;
+
+describe('samplers (real MeterProvider, in-memory exporter)', () => {
+  let probe: Probe;
+  let metrics: ReturnType<typeof memoryMetrics>;
+
+  beforeEach(async () => {
+    metrics = memoryMetrics();
+    probe = await start({ serviceName: 'sampler-test', sampleIntervalMs: 200, logger: memoryLogger().logger, meterProvider: metrics.meterProvider });
+  });
+
+  afterEach(async () => {
+    await probe.stop();
+    await metrics.shutdown();
+  });
+
+  /** Waits for samples recorded after now. */
+  async function nextSamples(count = 1): Promise<Sample[]> {
+    const since = Date.now();
+    return waitFor(`${count} new samples`, async () => {
+      const fresh = (await probe.recent()).filter((s) => s.time > since);
+      return fresh.length >= count ? fresh : undefined;
+    });
+  }
+
+  it('event loop: a 300 ms block shows in the delay max, the delay histogram and the worker\'s live lag', async () => {
+    await nextSamples(); // settle: the heartbeat is running
+    await metrics.collect(); // start a fresh collection window
+    blockFor(300);
+    await nextSamples(2);
+    const exported = await metrics.collect();
+
+    const delayMax = findMetric(exported, 'nodejs.eventloop.delay.max');
+    assert.equal(delayMax.descriptor.unit, 's');
+    assert.ok(pointValue(delayMax) >= 0.25, `delay max ${pointValue(delayMax)} s`);
+    const p50 = pointValue(findMetric(exported, 'nodejs.eventloop.delay.p50'));
+    assert.ok(p50 > 0 && p50 <= pointValue(delayMax));
+
+    const lag = findMetric(exported, 'sysprobe.eventloop.lag');
+    assert.equal(lag.descriptor.unit, 's');
+    assert.ok(pointValue(lag) >= 0.25, `worker lag ${pointValue(lag)} s`);
+
+    const histogram = findMetric(exported, 'sysprobe.eventloop.delay') as HistogramMetricData;
+    const point = histogram.dataPoints[0];
+    assert.ok(point, 'the delay histogram has a point');
+    assert.ok((point.value.max ?? 0) >= 0.25, `histogram max ${point.value.max}`);
+    assert.ok(point.value.buckets.boundaries.includes(0.25), 'bucket bounds resolve stalls');
+
+    const utilization = pointValue(findMetric(exported, 'nodejs.eventloop.utilization'));
+    assert.ok(utilization > 0 && utilization <= 1, `utilization ${utilization}`);
+    const active = pointValue(findMetric(exported, 'nodejs.eventloop.time'), { 'nodejs.eventloop.state': 'active' });
+    assert.ok(active >= 0.3, `active time ${active} s includes the block`);
+
+    // The flight recorder saw the same stall from the worker.
+    const recorded = await probe.recent({ sinceMs: 5000 });
+    const worst = Math.max(...recorded.map((s) => s.eventLoop?.lagMaxMs ?? 0));
+    assert.ok(worst >= 250, `recorded lag max ${worst} ms`);
+  });
+
+  it('event loop: the worker records the stall while it lasts, and a stall event follows', async () => {
+    const stalls: Array<{ startedAt: number; durationMs: number }> = [];
+    probe.on('stall', (event) => stalls.push(event));
+    await nextSamples();
+    const blockedAt = Date.now();
+    blockFor(1000);
+    const unblockedAt = Date.now();
+    await waitFor('the stall event', () => stalls[0]);
+    // Samples the worker took during the block, with the main thread silent.
+    const during = (await probe.recent()).filter((s) => s.time > blockedAt + 100 && s.time < unblockedAt);
+    assert.ok(during.length >= 2, `${during.length} samples recorded during the block`);
+    assert.ok(during.every((s) => s.mainStale), 'flagged: main-thread values are stale');
+    assert.ok(Math.max(...during.map((s) => s.eventLoop?.lagMs ?? 0)) >= 500, 'lag seen growing live');
+    const [stall] = stalls;
+    assert.ok(stall && stall.durationMs >= 1000 && stall.durationMs < 1000 + 2 * probe.options.heartbeatIntervalMs + 50, `duration ${stall?.durationMs}`);
+    assert.ok(Math.abs(stall.startedAt - blockedAt) <= probe.options.heartbeatIntervalMs + 50, `started ${stall.startedAt - blockedAt} ms off`);
+  });
+
+  it('memory: heap figures move when the test allocates, and per-space values add up', async () => {
+    const before = pointValue(findMetric(await metrics.collect(), 'sysprobe.memory.heap.used'));
+    const retained = Array.from({ length: 40 }, () => Array.from({ length: 100_000 }, (_, i) => ({ i })));
+    await nextSamples();
+    const exported = await metrics.collect();
+    const after = pointValue(findMetric(exported, 'sysprobe.memory.heap.used'));
+    assert.ok(after - before > 50 * MB, `heap used grew by ${((after - before) / MB).toFixed(1)} MB`);
+    assert.equal(retained.length, 40);
+
+    const perSpace = findMetric(exported, 'v8js.memory.heap.used');
+    assert.equal(perSpace.descriptor.unit, 'By');
+    const spaces = perSpace.dataPoints.map((p) => p.attributes['v8js.heap.space.name']);
+    assert.ok(spaces.includes('old_space') && spaces.includes('new_space'), `spaces: ${spaces.join(', ')}`);
+    const sum = perSpace.dataPoints.reduce((total, p) => total + (p.value as number), 0);
+    assert.ok(Math.abs(sum - after) < 0.05 * after, 'spaces add up to the total');
+    const limit = pointValue(findMetric(exported, 'sysprobe.memory.heap.limit'));
+    assert.ok(limit > after);
+    const rss = pointValue(findMetric(exported, 'process.memory.usage'));
+    assert.ok(rss > after, 'RSS holds the heap');
+    for (const name of ['sysprobe.memory.external', 'sysprobe.memory.array_buffers', 'v8js.memory.heap.limit',
+      'v8js.memory.heap.space.available_size', 'v8js.memory.heap.space.physical_size']) findMetric(exported, name);
+  });
+
+  it('CPU: process time and utilization, and per thread with the main thread named', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const before = pointValue(findMetric(await metrics.collect(), 'process.cpu.time'), { 'cpu.mode': 'user' });
+    spinFor(400);
+    const [sample] = await nextSamples();
+    const exported = await metrics.collect();
+    const after = pointValue(findMetric(exported, 'process.cpu.time'), { 'cpu.mode': 'user' });
+    assert.ok(after - before >= 0.3, `user CPU grew ${after - before} s during a 400 ms spin`);
+    assert.equal(findMetric(exported, 'process.cpu.time').descriptor.unit, 's');
+    assert.ok(sample?.cpu && sample.cpu.loadAverage.length === 3);
+
+    const threads = findMetric(exported, 'sysprobe.thread.cpu.time');
+    const roles = new Set(threads.dataPoints.map((p) => p.attributes['sysprobe.thread.role']));
+    assert.ok(roles.has('main') && roles.has('sysprobe-worker'), `roles: ${[...roles].join(', ')}`);
+    const mainUser = pointValue(threads, { 'sysprobe.thread.role': 'main', 'cpu.mode': 'user' });
+    assert.ok(mainUser >= 0.3, `main thread user CPU ${mainUser} s`);
+    findMetric(exported, 'sysprobe.system.load_average');
+    findMetric(exported, 'process.cpu.utilization');
+  });
+
+  it('per-thread CPU: the recorder shows the main thread busy while it spins', async function () {
+    if (process.platform !== 'linux') this.skip();
+    await nextSamples();
+    const spinStart = Date.now();
+    spinFor(600);
+    const samples = await nextSamples(2);
+    const during = (await probe.recent()).filter((s) => s.time >= spinStart).concat(samples);
+    const busiest = Math.max(...during.map((s) => s.threads?.find((t) => t.role === 'main')?.utilization ?? 0));
+    assert.ok(busiest > 0.5, `main thread utilization ${busiest}`);
+  });
+
+  it('GC: count and duration by kind', async () => {
+    const churn = (): number => { let n = 0; for (let i = 0; i < 200; i++) n += new Array(10_000).fill(i).length; return n; };
+    churn();
+    (globalThis as { gc?: () => void }).gc?.();
+    await sleep(50); // GC entries are delivered to the observer asynchronously
+    const exported = await metrics.collect();
+    const duration = findMetric(exported, 'v8js.gc.duration') as HistogramMetricData;
+    assert.equal(duration.descriptor.unit, 's');
+    const kinds = duration.dataPoints.map((p) => p.attributes['v8js.gc.type']);
+    assert.ok(kinds.includes('minor'), `kinds: ${kinds.join(', ')}`);
+    assert.ok(pointValue(findMetric(exported, 'sysprobe.gc.count'), { 'v8js.gc.type': 'minor' }) >= 1);
+    if ((globalThis as { gc?: unknown }).gc) assert.ok(kinds.includes('major'), 'a forced GC is a major one');
+  });
+
+  it('handles: an open server shows as an active resource by type', async () => {
+    const server = net.createServer().listen(0, '127.0.0.1');
+    try {
+      await nextSamples();
+      const exported = await metrics.collect();
+      assert.ok(pointValue(findMetric(exported, 'sysprobe.active_resources'), { 'sysprobe.resource.type': 'TCPServerWrap' }) >= 1);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('recent({ sinceMs }) returns samples oldest first within the window', async () => {
+    await nextSamples(5);
+    const all = await probe.recent();
+    const last = await probe.recent({ sinceMs: 300 });
+    assert.ok(all.length >= 5);
+    assert.ok(last.length >= 1 && last.length < all.length, `${last.length} of ${all.length}`);
+    for (let i = 1; i < all.length; i++) assert.ok((all[i]?.time ?? 0) >= (all[i - 1]?.time ?? 0), 'oldest first');
+    assert.ok(last.every((s) => s.time >= Date.now() - 1000));
+  });
+});
+
+describe('switching samplers off', () => {
+  it('exports nothing of a switched-off sampler and records nothing for it', async () => {
+    const metrics = memoryMetrics();
+    const probe = await start({ sampleIntervalMs: 100, logger: memoryLogger().logger, meterProvider: metrics.meterProvider, samplers: { threads: false, gc: false, memory: false } });
+    try {
+      const [sample] = await waitFor('a sample', async () => { const r = await probe.recent(); return r.length ? r : undefined; });
+      assert.equal(sample?.threads, undefined);
+      assert.equal(sample?.memory, undefined);
+      assert.ok(sample?.cpu, 'cpu still on');
+      const names = (await metrics.collect()).map((m) => m.descriptor.name);
+      for (const off of ['sysprobe.thread.cpu.time', 'sysprobe.gc.count', 'v8js.memory.heap.used']) assert.ok(!names.includes(off), `${off} exported`);
+      assert.ok(names.includes('process.cpu.time'));
+    } finally {
+      await probe.stop();
+      await metrics.shutdown();
+    }
+  });
+});
