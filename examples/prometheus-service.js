@@ -13,6 +13,7 @@
 const http = require('node:http');
 const pino = require('pino');
 const { MeterProvider } = require('@opentelemetry/sdk-metrics');
+const { resourceFromAttributes } = require('@opentelemetry/resources');
 const { PrometheusExporter } = require('@opentelemetry/exporter-prometheus');
 const { start } = require('sysprobe');
 
@@ -40,7 +41,8 @@ function listen(server, p) {
 async function main() {
   // The exporter's own server treats port 0 as "use 9464", so we serve its handler ourselves.
   const exporter = new PrometheusExporter({ preventServerStart: true });
-  const meterProvider = new MeterProvider({ readers: [exporter] });
+  // The app owns the OpenTelemetry SDK and its resource; sysprobe only creates instruments on it.
+  const meterProvider = new MeterProvider({ readers: [exporter], resource: resourceFromAttributes({ 'service.name': 'prometheus-example' }) });
   const metricsServer = http.createServer((req, res) => {
     if (req.url === '/metrics') exporter.getMetricsRequestHandler(req, res);
     else res.writeHead(404).end('try /metrics\n');
@@ -58,6 +60,9 @@ async function main() {
     if (req.url === '/work') {
       busyWork(20);
       res.end('worked\n');
+    } else if (req.url === '/block') {
+      busyWork(400); // a stall: sysprobe's worker sees it while it lasts and logs "event loop stalled"
+      res.end('blocked 400 ms\n');
     } else {
       res.end('hello world\n');
     }
@@ -70,11 +75,27 @@ async function main() {
     process.stderr.write(`Service on http://${host}:${appPort}/ — metrics at http://${host}:${boundMetricsPort}/metrics (Ctrl-C to stop)\n`);
   }
 
-  // A trickle of requests so the numbers move when someone is watching.
+  // A trickle of requests so the numbers move when someone is watching, and a stall every 10 s.
+  let ticks = 0;
   const load = selfLoad
     ? setInterval(() => {
-      for (const path of ['/', '/work']) fetch(`http://${host}:${appPort}${path}`).then((r) => r.text(), () => {});
+      const paths = ++ticks % 40 === 0 ? ['/block'] : ['/', '/work'];
+      for (const path of paths) fetch(`http://${host}:${appPort}${path}`).then((r) => r.text(), () => {});
     }, 250)
+    : undefined;
+  // What sysprobe saw, every 5 s, from its flight recorder.
+  const report = interactive
+    ? setInterval(async () => {
+      const samples = await probe.recent({ sinceMs: 5000 }).catch(() => []);
+      const last = samples.at(-1);
+      if (!last) return;
+      const lagMax = Math.max(...samples.map((s) => s.eventLoop?.lagMaxMs ?? 0));
+      const main = last.threads?.find((t) => t.role === 'main');
+      process.stderr.write(`[sysprobe] last 5 s: longest heartbeat gap ${lagMax.toFixed(0)} ms (beats every ${probe.options.heartbeatIntervalMs} ms), ` +
+        `ELU ${((last.eventLoop?.utilization ?? 0) * 100).toFixed(0)}%, process CPU ${((last.cpu?.utilization ?? 0) * 100).toFixed(0)}%` +
+        `${main ? ` (main thread ${(main.utilization * 100).toFixed(0)}%)` : ''}, heap ${((last.memory?.heapUsed ?? 0) / 1048576).toFixed(1)} MB, ` +
+        `RSS ${((last.memory?.rss ?? 0) / 1048576).toFixed(0)} MB\n`);
+    }, 5000)
     : undefined;
 
   let stopping = false;
@@ -82,6 +103,7 @@ async function main() {
     if (stopping) return;
     stopping = true;
     clearInterval(load);
+    clearInterval(report);
     await probe.stop();
     await Promise.all([app, metricsServer].map((s) => new Promise((resolve) => {
       s.close(() => resolve());

@@ -150,11 +150,15 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
   });
 
   it('handles: an open server shows as an active resource by type', async () => {
-    const server = net.createServer().listen(0, '127.0.0.1');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
-      await nextSamples();
-      const exported = await metrics.collect();
-      assert.ok(pointValue(findMetric(exported, 'sysprobe.active_resources'), { 'sysprobe.resource.type': 'TCPServerWrap' }) >= 1);
+      const servers = await waitFor('a TCPServerWrap in the exported resources', async () => {
+        const point = findMetric(await metrics.collect(), 'sysprobe.active_resources').dataPoints
+          .find((p) => p.attributes['sysprobe.resource.type'] === 'TCPServerWrap');
+        return point?.value as number | undefined;
+      }, 5000, 100);
+      assert.ok(servers >= 1);
     } finally {
       server.close();
     }
