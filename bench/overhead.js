@@ -12,11 +12,13 @@ const os = require('node:os');
 const path = require('node:path');
 const autocannon = require('autocannon');
 
-const ALL_CONFIGS = ['none', 'sysprobe', 'prom-client', 'none-2', 'otel-runtime-node', 'sysprobe-export1s'];
+const DEFAULT_CONFIGS = ['none', 'sysprobe', 'prom-client', 'none-2', 'otel-runtime-node'];
+// Opt-in with --only (keeps the default run under ~8 min): sysprobe at the same export cadence as otel-runtime-node.
+const ALL_CONFIGS = [...DEFAULT_CONFIGS, 'sysprobe-export1s'];
 const CONFIG_NOTES = {
   'none': 'no instrumentation',
   'none-2': 'no instrumentation again (A/A control)',
-  'sysprobe': 'start() defaults (heartbeat 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter (export cost excluded: no export happens in the window)',
+  'sysprobe': 'start() defaults (heartbeat 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter; the child lives < 60 s, so export cost is excluded (no export ever runs)',
   'sysprobe-export1s': 'as sysprobe, but the reader exports every 1 s (same export cadence as otel-runtime-node)',
   'prom-client': 'collectDefaultMetrics() with defaults (event-loop monitor at 10 ms); never scraped',
   'otel-runtime-node': 'RuntimeNodeInstrumentation defaults (monitoringPrecision 10 ms) + MeterProvider, PeriodicExportingMetricReader 1 s interval → InMemoryMetricExporter',
@@ -27,18 +29,23 @@ const START_TIMEOUT_MS = 15_000;
 const CLK_TCK = clockTicks();
 
 const USAGE = `usage: node bench/overhead.js [--quick] [--rounds N] [--idle-seconds S] [--load-seconds S]
-       [--warmup-seconds S] [--connections N] [--only ${ALL_CONFIGS.join(',')}]`;
+       [--warmup-seconds S] [--connections N] [--rate REQ_PER_S] [--pin] [--only ${ALL_CONFIGS.join(',')}]
+default configurations: ${DEFAULT_CONFIGS.join(', ')} ('none' always runs, as the baseline)`;
 
 function parseArgs(argv) {
   const quick = argv.includes('--quick');
-  // --quick: a ~1.5 min smoke run; explicit flags still override it.
+  // Default warm-up is 10 s, not 3: about 8 s after start V8's memory reducer runs a one-off
+  // Mark-Compact in every isolate that allocated at startup (~50 ms CPU for sysprobe across
+  // main, worker and GC helper threads); a 3 s warm-up puts it inside the idle window.
+  // --quick: a ~1.5 min smoke run (its idle window ends before that GC); explicit flags override it.
   const opts = quick
-    ? { quick, rounds: 2, idleSeconds: 3, loadSeconds: 2, warmupSeconds: 1, loadWarmupSeconds: 1, connections: 10, only: ALL_CONFIGS }
-    : { quick, rounds: 3, idleSeconds: 10, loadSeconds: 10, warmupSeconds: 3, loadWarmupSeconds: 1, connections: 10, only: ALL_CONFIGS };
-  const numeric = { '--rounds': 'rounds', '--idle-seconds': 'idleSeconds', '--load-seconds': 'loadSeconds', '--warmup-seconds': 'warmupSeconds', '--connections': 'connections' };
+    ? { quick, rounds: 2, idleSeconds: 3, loadSeconds: 2, warmupSeconds: 1, loadWarmupSeconds: 1, connections: 10, rate: 0, pin: false, only: DEFAULT_CONFIGS }
+    : { quick, rounds: 3, idleSeconds: 10, loadSeconds: 10, warmupSeconds: 10, loadWarmupSeconds: 1, connections: 10, rate: 0, pin: false, only: DEFAULT_CONFIGS };
+  const numeric = { '--rounds': 'rounds', '--idle-seconds': 'idleSeconds', '--load-seconds': 'loadSeconds', '--warmup-seconds': 'warmupSeconds', '--connections': 'connections', '--rate': 'rate' };
   for (let i = 0; i < argv.length; i++) {
     let [flag, value] = argv[i].split('=', 2);
     if (flag === '--quick') continue;
+    if (flag === '--pin') { opts.pin = true; continue; }
     if (flag === '--help' || flag === '-h') { console.log(USAGE); process.exit(0); }
     if (!(flag in numeric) && flag !== '--only') throw new Error(`unknown flag ${flag}\n${USAGE}`);
     value ??= argv[++i];
@@ -124,9 +131,16 @@ function cpuBetween(a, b, pid, labels) {
 
 const children = new Set();
 
-function startServer(name) {
+/** --pin: the load generator (this process) on CPU 0, the server on the last CPU, so they stop trading places. */
+function pinSelf() {
+  execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
+}
+
+function startServer(name, pin) {
   return new Promise((resolve, reject) => {
-    const child = fork(SERVER, [name], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    // With --pin, `taskset -c N node server.js` (taskset execs node, so the pid and the IPC channel carry over).
+    const pinned = pin ? { execPath: 'taskset', execArgv: ['-c', String(os.cpus().length - 1), process.execPath] } : {};
+    const child = fork(SERVER, [name], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], ...pinned });
     children.add(child);
     child.once('exit', () => children.delete(child));
     const fail = (err) => {
@@ -165,7 +179,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => p
 // ---- one run ----------------------------------------------------------------
 
 async function runOnce(name, opts) {
-  const server = await startServer(name);
+  const server = await startServer(name, opts.pin);
   try {
     const { pid, url, threads } = server;
     // Idle: let startup (JIT, worker start, first samples) settle, then read /proc at both ends only.
@@ -175,9 +189,11 @@ async function runOnce(name, opts) {
     const idle = cpuBetween(i0, snapshot(pid), pid, threads);
 
     // Load: a short untimed run first so every configuration is measured with a warm JIT.
-    await autocannon({ url, connections: opts.connections, duration: opts.loadWarmupSeconds });
+    // rate 0: closed loop, as fast as it goes; --rate N: open loop at N req/s overall.
+    const load = (duration) => autocannon({ url, connections: opts.connections, duration, ...(opts.rate ? { overallRate: opts.rate } : {}) });
+    await load(opts.loadWarmupSeconds);
     const l0 = snapshot(pid);
-    const result = await autocannon({ url, connections: opts.connections, duration: opts.loadSeconds });
+    const result = await load(opts.loadSeconds);
     const cpu = cpuBetween(l0, snapshot(pid), pid, threads);
     const requests = result['2xx'];
     if (!requests) throw new Error(`${name}: no successful requests under load`);
@@ -224,6 +240,7 @@ function summarize(runs, configs) {
       idleProcessMsPerS: m((r) => r.idle.processMsPerS),
       idleProcessTicksMsPerS: m((r) => r.idle.processTicksMsPerS),
       idleSysprobeWorkerMsPerS: own.some((r) => 'sysprobe-worker' in r.idle.byThreadMsPerS) ? m((r) => r.idle.byThreadMsPerS['sysprobe-worker']) : undefined,
+      idleOtherThreadsMsPerS: m((r) => r.idle.byThreadMsPerS.other),
       idleProcessDeltaVsNoneMsPerS: median(paired.map(([c, n]) => c.idle.processMsPerS - n.idle.processMsPerS)),
       idleMainDeltaVsNoneMsPerS: median(paired.map(([c, n]) => c.idle.mainMsPerS - n.idle.mainMsPerS)),
       loadCpuUsPerReq: m((r) => r.load.cpuUsPerReq),
@@ -245,20 +262,20 @@ function markdown(report) {
     '',
     `Machine: ${mc.cpus}× ${mc.cpuModel}, ${mc.os}, Node ${mc.node}. Commit ${mc.commit}.`,
     `Settings: ${s.rounds} rounds (configurations alternate, order rotated each round), warm-up ${s.warmupSeconds} s, idle ${s.idleSeconds} s, ` +
-      `load ${s.loadSeconds} s after a ${s.loadWarmupSeconds} s warm-up, autocannon ${s.connections} connections from the parent process${s.quick ? ' (--quick)' : ''}.`,
+      `load ${s.loadSeconds} s after a ${s.loadWarmupSeconds} s warm-up, autocannon ${s.connections} connections from the parent process, ${s.rate ? `${s.rate} req/s` : 'unthrottled'}` +
+      `${s.pin ? ', parent pinned to CPU 0 and server to the last CPU' : ''}${s.quick ? ' (--quick)' : ''}.`,
     '',
-    'Idle CPU is ms of CPU per wall second (medians across rounds; Δ is the median of per-round differences from `none`). ' +
+    'Idle CPU is ms of CPU per wall second, split by thread (medians across rounds, so the parts need not add up exactly; ' +
+      'Δ is the median of per-round differences from `none`). "other threads" are V8\'s GC/compiler helpers and libuv\'s pool. ' +
       'Load CPU is server-process CPU µs per request; the ratio is the median of per-round ratios to `none` in the same round (min–max in brackets). ' +
       '`none-2` is identical to `none`: its row is the noise floor.',
     '',
-    '| configuration | idle main thread ms/s | idle process ms/s | Δ process vs none | idle process ms/s (stat ticks) | load CPU µs/req | ratio vs none | req/s |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|',
-    ...report.summary.map((r) => `| ${r.config} | ${f(r.idleMainMsPerS)} | ${f(r.idleProcessMsPerS)} | ${r.config === 'none' ? '' : signed(r.idleProcessDeltaVsNoneMsPerS)} | ` +
+    '| configuration | idle main thread ms/s | idle sysprobe worker ms/s | idle other threads ms/s | idle process ms/s | Δ process vs none | idle process ms/s (stat ticks) | load CPU µs/req | ratio vs none | req/s |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...report.summary.map((r) => `| ${r.config} | ${f(r.idleMainMsPerS)} | ${r.idleSysprobeWorkerMsPerS === undefined ? '' : f(r.idleSysprobeWorkerMsPerS)} | ` +
+      `${f(r.idleOtherThreadsMsPerS)} | ${f(r.idleProcessMsPerS)} | ${r.config === 'none' ? '' : signed(r.idleProcessDeltaVsNoneMsPerS)} | ` +
       `${f(r.idleProcessTicksMsPerS, 1)} | ${f(r.loadCpuUsPerReq, 1)} | ` +
       `${r.config === 'none' ? '1 (baseline)' : `${f(r.loadRatioVsNone, 3)} (${f(r.loadRatioVsNoneMin, 3)}–${f(r.loadRatioVsNoneMax, 3)})`} | ${f(r.loadReqPerS, 0)} |`),
-    '',
-    ...report.summary.filter((r) => r.idleSysprobeWorkerMsPerS !== undefined)
-      .map((r) => `- ${r.config}: of the idle process CPU, the sysprobe worker thread used ${f(r.idleSysprobeWorkerMsPerS)} ms/s and the main thread ${f(r.idleMainMsPerS)} ms/s.`),
     '',
     'Configurations:',
     ...report.settings.configs.map((c) => `- \`${c}\`: ${CONFIG_NOTES[c]}`),
@@ -294,6 +311,7 @@ async function main() {
   const configs = opts.only;
   const perRun = 1 + opts.warmupSeconds + opts.idleSeconds + opts.loadWarmupSeconds + opts.loadSeconds + 1;
   console.log(`overhead: ${configs.join(', ')} × ${opts.rounds} rounds, about ${Math.ceil(perRun * configs.length * opts.rounds / 60)} min`);
+  if (opts.pin) pinSelf();
   const machine = machineInfo();
   const runs = [];
   for (let round = 0; round < opts.rounds; round++) {

@@ -14,7 +14,7 @@ export const Beat = {
   SIZE: 2,
 } as const;
 
-/** Values only the main thread can read (its own isolate and loop), sent to the worker each sample. */
+/** Values only the main thread can read (its own isolate and loop), left in shared memory for the worker each sample. */
 export interface MainSample {
   /** Wall-clock time of the reading, ms since the epoch. */
   time: number;
@@ -82,7 +82,6 @@ export type Request =
   | { kind: 'latest' };
 
 export type MainToWorker =
-  | { type: 'main-sample'; sample: MainSample }
   | { type: 'request'; id: number; request: Request }
   | { type: 'stop' };
 
@@ -98,6 +97,8 @@ export type WorkerToMain =
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
   heartbeat: SharedArrayBuffer;
+  /** A SharedJsonSlot where the main thread leaves its latest MainSample. */
+  mainSlot: SharedArrayBuffer;
   sampleIntervalMs: number;
   heartbeatIntervalMs: number;
   stallThresholdMs: number;

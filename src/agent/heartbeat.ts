@@ -1,20 +1,27 @@
 import * as v8 from 'node:v8';
 import { createHistogram, performance, type EventLoopUtilization, type RecordableHistogram } from 'node:perf_hooks';
 import { Beat, type MainSample } from '../protocol.js';
+import { SharedJsonSlot } from '../shared-slot.js';
 import type { ResolvedOptions } from '../options.js';
 import type { GcObserver } from './gc.js';
+
+/** Room for one MainSample as JSON; a typical one is ~2 KB, most of it heap spaces and handle types. */
+const MAIN_SLOT_BYTES = 64 * 1024;
 
 /**
  * The main thread's only periodic work. Each beat stamps the time into shared
  * memory (the worker reads it to see a stall while it lasts), records the gap
  * since the previous beat into the delay histograms, and, once per sample
- * interval, reads what only the main thread can read and hands it to `onSample`.
+ * interval, reads what only the main thread can read and leaves it in
+ * `mainSlot` (no message, so nobody is woken).
  *
  * One timer, unref()ed, at `heartbeatIntervalMs`: on this kind of machine each
  * wake-up costs ~170 µs of CPU, so the period is the cost knob.
  */
 export class Heartbeat {
   readonly shared = new SharedArrayBuffer(Beat.SIZE * BigInt64Array.BYTES_PER_ELEMENT);
+  /** Where each sample's main-thread readings are left for the worker (no message, so no wake-up). */
+  readonly mainSlot = new SharedJsonSlot(MAIN_SLOT_BYTES);
   /** Gaps between beats (ns), read and reset by the worker once per sample. */
   readonly workerHistogram: RecordableHistogram = createHistogram();
   /** Gaps between beats (ns), read and reset by the exporter once per collection. */
@@ -23,16 +30,16 @@ export class Heartbeat {
   readonly #options: ResolvedOptions;
   readonly #gc: GcObserver | undefined;
   readonly #onGap: (gapMs: number) => void;
-  readonly #onSample: (sample: MainSample) => void;
+  readonly #onSlotFull: () => void;
   #timer: NodeJS.Timeout | undefined;
   #lastSampleAt = 0;
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
 
-  constructor(options: ResolvedOptions, gc: GcObserver | undefined, onGap: (gapMs: number) => void, onSample: (sample: MainSample) => void) {
+  constructor(options: ResolvedOptions, gc: GcObserver | undefined, onGap: (gapMs: number) => void, onSlotFull: () => void) {
     this.#options = options;
     this.#gc = gc;
     this.#onGap = onGap;
-    this.#onSample = onSample;
+    this.#onSlotFull = onSlotFull;
     Atomics.store(this.#beat, Beat.LAST, process.hrtime.bigint());
   }
 
@@ -62,8 +69,13 @@ export class Heartbeat {
     // Half a beat of slack so a sample is not pushed a whole beat late by timer jitter.
     if (nowMs - this.#lastSampleAt >= this.#options.sampleIntervalMs - this.#options.heartbeatIntervalMs / 2) {
       this.#lastSampleAt = nowMs;
-      this.#onSample(this.sampleMain());
+      this.publish();
     }
+  }
+
+  /** Leaves the main thread's readings for the worker. */
+  publish(): void {
+    if (!this.mainSlot.write(this.sampleMain())) this.#onSlotFull();
   }
 
   /** Reads the values only the main thread can read. Cheap: no I/O but one small /proc read inside memoryUsage(). */

@@ -56,9 +56,10 @@ export class Probe extends EventEmitter {
     this.#gc = options.samplers.gc ? new GcObserver((kind, ms) => this.#exporter.recordGc(kind, ms)) : undefined;
     this.#heartbeat = new Heartbeat(options, this.#gc,
       (gapMs) => this.#exporter.recordDelay(gapMs),
-      (sample) => this.#supervisor.post({ type: 'main-sample', sample }));
+      () => this.#logger.warn({ bytes: 64 * 1024 }, 'sysprobe main-thread sample too large; kept the previous one'));
     this.#supervisor = new WorkerSupervisor({
       heartbeat: this.#heartbeat.shared,
+      mainSlot: this.#heartbeat.mainSlot.buffer,
       sampleIntervalMs: options.sampleIntervalMs,
       heartbeatIntervalMs: options.heartbeatIntervalMs,
       stallThresholdMs: options.stallThresholdMs,
@@ -88,7 +89,7 @@ export class Probe extends EventEmitter {
     }
     this.#heartbeat.start();
     // A first sample now, so the recorder and a collection right after start() have values.
-    this.#supervisor.post({ type: 'main-sample', sample: this.#heartbeat.sampleMain() });
+    this.#heartbeat.publish();
     this.#logger.info({
       node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
       sampleIntervalMs: this.options.sampleIntervalMs, heartbeatIntervalMs: this.options.heartbeatIntervalMs,

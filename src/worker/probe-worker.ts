@@ -12,6 +12,7 @@ import type { RecordableHistogram } from 'node:perf_hooks';
 import { describeError, ErrorCode } from '../errors.js';
 import { Beat, type LogLevel, type MainSample, type MainToWorker, type Request, type Sample, type WorkerSettings, type WorkerToMain } from '../protocol.js';
 import { ProcessCpuSampler, ThreadCpuSampler } from '../samplers/cpu.js';
+import { SharedJsonSlot } from '../shared-slot.js';
 import { FlightRecorder } from './recorder.js';
 
 const NS_PER_MS = 1e6;
@@ -30,20 +31,23 @@ class ProbeWorker {
   readonly #port: NonNullable<typeof parentPort>;
   readonly #settings: WorkerSettings;
   readonly #beat: BigInt64Array;
+  readonly #mainSlot: SharedJsonSlot;
   readonly #delay: RecordableHistogram | undefined;
   readonly #recorder: FlightRecorder<Sample>;
   readonly #processCpu = new ProcessCpuSampler();
   readonly #threadCpu: ThreadCpuSampler;
   #lastMain: MainSample | undefined;
+  #lastMainVersion = 0;
   #lastSampleAt = performance.now();
-  #fallbackTimer: NodeJS.Timeout | undefined;
-  #watchTimer: NodeJS.Timeout | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #stalled = false;
   #stopped = false;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
     this.#settings = settings;
     this.#beat = new BigInt64Array(settings.heartbeat);
+    this.#mainSlot = new SharedJsonSlot(settings.mainSlot);
     this.#delay = settings.delayHistogram as RecordableHistogram | undefined;
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
     this.#recorder = new FlightRecorder<Sample>(capacity);
@@ -54,8 +58,7 @@ class ProbeWorker {
     }
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
     this.#send({ type: 'ready', tid });
-    this.#armFallback();
-    if (settings.samplers.eventLoop) this.#armWatch();
+    this.#arm();
   }
 
   #send(message: WorkerToMain): void {
@@ -77,11 +80,8 @@ class ProbeWorker {
 
   #onMessage(message: MainToWorker): void {
     switch (message.type) {
-      case 'main-sample':
-        this.#lastMain = message.sample;
-        this.#guarded('recorder', () => this.#record(false));
-        return;
       case 'request':
+        this.#guarded('recorder', () => this.#collect());
         this.#answer(message.id, message.request);
         return;
       case 'stop':
@@ -110,7 +110,38 @@ class ProbeWorker {
     }
   }
 
-  /** Builds one sample from the main thread's last answer and the worker's own readings. */
+  /**
+   * The worker's one timer. It wakes for whichever comes first: the moment a stall
+   * would be certain (see #watchDueMs), or the next sample when nothing else wakes it.
+   */
+  #arm(): void {
+    if (this.#stopped || this.#stalled) return;
+    const { sampleIntervalMs, samplers } = this.#settings;
+    const sampleDue = sampleIntervalMs * (samplers.eventLoop ? 1.5 : 1) - (performance.now() - this.#lastSampleAt);
+    const due = samplers.eventLoop ? Math.min(this.#watchDueMs(), sampleDue) : sampleDue;
+    this.#timer = setTimeout(() => this.#wake(), Math.max(1, due));
+    this.#timer.unref();
+  }
+
+  #wake(): void {
+    this.#guarded('recorder', () => this.#collect());
+    if (this.#settings.samplers.eventLoop) this.#guarded('watchdog', () => this.#watch());
+    this.#arm();
+  }
+
+  /** Records a sample when the main thread left new readings, or when one is overdue (main blocked). */
+  #collect(): void {
+    const news = this.#mainSlot.version !== this.#lastMainVersion ? this.#mainSlot.read<MainSample>() : undefined;
+    if (news) {
+      this.#lastMainVersion = news.version;
+      this.#lastMain = news.value;
+      this.#record(false);
+    } else if (performance.now() - this.#lastSampleAt >= this.#settings.sampleIntervalMs * 1.5) {
+      this.#record(true);
+    }
+  }
+
+  /** Builds one sample from the main thread's last readings and the worker's own. */
   #record(mainStale: boolean): void {
     const now = performance.now();
     const intervalMs = now - this.#lastSampleAt;
@@ -125,7 +156,6 @@ class ProbeWorker {
     if (main?.gc) sample.gc = main.gc;
     if (main?.handles) sample.handles = main.handles;
     this.#recorder.push(sample);
-    this.#armFallback();
   }
 
   #eventLoop(main: MainSample | undefined): NonNullable<Sample['eventLoop']> {
@@ -150,51 +180,33 @@ class ProbeWorker {
     return Math.max(0, Number(process.hrtime.bigint() - last) / NS_PER_MS);
   }
 
-  /** If the main thread stops sending samples (blocked, or busy), the worker records on its own. */
-  #armFallback(): void {
-    if (this.#stopped) return;
-    if (this.#fallbackTimer) this.#fallbackTimer.refresh();
-    else {
-      this.#fallbackTimer = setTimeout(() => {
-        this.#fallbackTimer = undefined;
-        this.#guarded('recorder', () => this.#record(true));
-      }, this.#settings.sampleIntervalMs * 1.5);
-      this.#fallbackTimer.unref();
-    }
-  }
-
   /**
-   * Wakes when a stall would have lasted the threshold for certain: the next
-   * heartbeat was due at LAST + heartbeat, so no beat by LAST + heartbeat +
-   * threshold means the loop has been blocked at least the threshold.
+   * A stall is certain once the heartbeat is `stallThresholdMs` overdue: the next
+   * beat was due at LAST + heartbeat, so none by LAST + heartbeat + threshold means
+   * the loop has been blocked at least the threshold. A healthy loop thus costs one
+   * wake-up per heartbeat + threshold, not one per beat.
    */
-  #armWatch(): void {
-    if (this.#stopped) return;
+  #watchDueMs(): number {
     const { heartbeatIntervalMs, stallThresholdMs } = this.#settings;
-    const dueIn = heartbeatIntervalMs + stallThresholdMs - this.#lagMs();
-    this.#watchTimer = setTimeout(() => this.#guarded('watchdog', () => this.#check()), Math.max(1, dueIn));
-    this.#watchTimer.unref();
+    return heartbeatIntervalMs + stallThresholdMs - this.#lagMs();
   }
 
-  #check(): void {
-    const { heartbeatIntervalMs, stallThresholdMs } = this.#settings;
-    const lag = this.#lagMs();
-    if (lag < heartbeatIntervalMs + stallThresholdMs) {
-      this.#armWatch();
-      return;
-    }
+  #watch(): void {
+    if (this.#watchDueMs() > 0) return;
     const last = Atomics.load(this.#beat, Beat.LAST);
-    const startedAt = Date.now() - lag;
-    void this.#awaitBeat(last).then((endLag) => {
-      if (this.#stopped) return;
-      this.#send({ type: 'stall', startedAt, durationMs: endLag });
-      this.#armWatch();
+    const startedAt = Date.now() - this.#lagMs();
+    this.#stalled = true;
+    void this.#awaitBeat(last).then((durationMs) => {
+      this.#stalled = false;
+      this.#send({ type: 'stall', startedAt, durationMs });
+      this.#arm();
     });
   }
 
-  /** Resolves with the final gap once the heartbeat moves past `last`, sampling meanwhile. */
+  /** Resolves with the whole gap once the heartbeat moves past `last`, recording samples meanwhile. */
   async #awaitBeat(last: bigint): Promise<number> {
     for (;;) {
+      // The heartbeat's Atomics.notify wakes us the moment the loop runs again.
       const result = Atomics.waitAsync(this.#beat, Beat.LAST, last, this.#settings.sampleIntervalMs);
       const outcome = result.async ? await result.value : result.value;
       const now = Atomics.load(this.#beat, Beat.LAST);
@@ -208,8 +220,7 @@ class ProbeWorker {
 
   #stop(): void {
     this.#stopped = true;
-    clearTimeout(this.#fallbackTimer);
-    clearTimeout(this.#watchTimer);
+    clearTimeout(this.#timer);
     this.#port.close();
   }
 }
