@@ -29,7 +29,7 @@ const START_TIMEOUT_MS = 15_000;
 const CLK_TCK = clockTicks();
 
 const USAGE = `usage: node bench/overhead.js [--quick] [--rounds N] [--idle-seconds S] [--load-seconds S]
-       [--warmup-seconds S] [--connections N] [--rate REQ_PER_S] [--pin] [--only ${ALL_CONFIGS.join(',')}]
+       [--warmup-seconds S] [--connections N] [--only ${ALL_CONFIGS.join(',')}]
 default configurations: ${DEFAULT_CONFIGS.join(', ')} ('none' always runs, as the baseline)`;
 
 function parseArgs(argv) {
@@ -39,13 +39,12 @@ function parseArgs(argv) {
   // main, worker and GC helper threads); a 3 s warm-up puts it inside the idle window.
   // --quick: a ~1.5 min smoke run (its idle window ends before that GC); explicit flags override it.
   const opts = quick
-    ? { quick, rounds: 2, idleSeconds: 3, loadSeconds: 2, warmupSeconds: 1, loadWarmupSeconds: 1, connections: 10, rate: 0, pin: false, only: DEFAULT_CONFIGS }
-    : { quick, rounds: 3, idleSeconds: 10, loadSeconds: 10, warmupSeconds: 10, loadWarmupSeconds: 1, connections: 10, rate: 0, pin: false, only: DEFAULT_CONFIGS };
-  const numeric = { '--rounds': 'rounds', '--idle-seconds': 'idleSeconds', '--load-seconds': 'loadSeconds', '--warmup-seconds': 'warmupSeconds', '--connections': 'connections', '--rate': 'rate' };
+    ? { quick, rounds: 2, idleSeconds: 3, loadSeconds: 2, warmupSeconds: 1, loadWarmupSeconds: 1, connections: 10, only: DEFAULT_CONFIGS }
+    : { quick, rounds: 3, idleSeconds: 10, loadSeconds: 10, warmupSeconds: 10, loadWarmupSeconds: 1, connections: 10, only: DEFAULT_CONFIGS };
+  const numeric = { '--rounds': 'rounds', '--idle-seconds': 'idleSeconds', '--load-seconds': 'loadSeconds', '--warmup-seconds': 'warmupSeconds', '--connections': 'connections' };
   for (let i = 0; i < argv.length; i++) {
     let [flag, value] = argv[i].split('=', 2);
     if (flag === '--quick') continue;
-    if (flag === '--pin') { opts.pin = true; continue; }
     if (flag === '--help' || flag === '-h') { console.log(USAGE); process.exit(0); }
     if (!(flag in numeric) && flag !== '--only') throw new Error(`unknown flag ${flag}\n${USAGE}`);
     value ??= argv[++i];
@@ -131,16 +130,9 @@ function cpuBetween(a, b, pid, labels) {
 
 const children = new Set();
 
-/** --pin: the load generator (this process) on CPU 0, the server on the last CPU, so they stop trading places. */
-function pinSelf() {
-  execFileSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
-}
-
-function startServer(name, pin) {
+function startServer(name) {
   return new Promise((resolve, reject) => {
-    // With --pin, `taskset -c N node server.js` (taskset execs node, so the pid and the IPC channel carry over).
-    const pinned = pin ? { execPath: 'taskset', execArgv: ['-c', String(os.cpus().length - 1), process.execPath] } : {};
-    const child = fork(SERVER, [name], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], ...pinned });
+    const child = fork(SERVER, [name], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
     children.add(child);
     child.once('exit', () => children.delete(child));
     const fail = (err) => {
@@ -179,7 +171,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => p
 // ---- one run ----------------------------------------------------------------
 
 async function runOnce(name, opts) {
-  const server = await startServer(name, opts.pin);
+  const server = await startServer(name);
   try {
     const { pid, url, threads } = server;
     // Idle: let startup (JIT, worker start, first samples) settle, then read /proc at both ends only.
@@ -189,8 +181,7 @@ async function runOnce(name, opts) {
     const idle = cpuBetween(i0, snapshot(pid), pid, threads);
 
     // Load: a short untimed run first so every configuration is measured with a warm JIT.
-    // rate 0: closed loop, as fast as it goes; --rate N: open loop at N req/s overall.
-    const load = (duration) => autocannon({ url, connections: opts.connections, duration, ...(opts.rate ? { overallRate: opts.rate } : {}) });
+    const load = (duration) => autocannon({ url, connections: opts.connections, duration });
     await load(opts.loadWarmupSeconds);
     const l0 = snapshot(pid);
     const result = await load(opts.loadSeconds);
@@ -262,8 +253,7 @@ function markdown(report) {
     '',
     `Machine: ${mc.cpus}× ${mc.cpuModel}, ${mc.os}, Node ${mc.node}. Commit ${mc.commit}.`,
     `Settings: ${s.rounds} rounds (configurations alternate, order rotated each round), warm-up ${s.warmupSeconds} s, idle ${s.idleSeconds} s, ` +
-      `load ${s.loadSeconds} s after a ${s.loadWarmupSeconds} s warm-up, autocannon ${s.connections} connections from the parent process, ${s.rate ? `${s.rate} req/s` : 'unthrottled'}` +
-      `${s.pin ? ', parent pinned to CPU 0 and server to the last CPU' : ''}${s.quick ? ' (--quick)' : ''}.`,
+      `load ${s.loadSeconds} s after a ${s.loadWarmupSeconds} s warm-up, autocannon ${s.connections} connections from the parent process${s.quick ? ' (--quick)' : ''}.`,
     '',
     'Idle CPU is ms of CPU per wall second, split by thread (medians across rounds, so the parts need not add up exactly; ' +
       'Δ is the median of per-round differences from `none`). "other threads" are V8\'s GC/compiler helpers and libuv\'s pool. ' +
@@ -309,9 +299,8 @@ function machineInfo() {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const configs = opts.only;
-  const perRun = 1 + opts.warmupSeconds + opts.idleSeconds + opts.loadWarmupSeconds + opts.loadSeconds + 1;
-  console.log(`overhead: ${configs.join(', ')} × ${opts.rounds} rounds, about ${Math.ceil(perRun * configs.length * opts.rounds / 60)} min`);
-  if (opts.pin) pinSelf();
+  const perRun = 0.5 + opts.warmupSeconds + opts.idleSeconds + opts.loadWarmupSeconds + opts.loadSeconds + 0.5; // + start and stop
+  console.log(`overhead: ${configs.join(', ')} × ${opts.rounds} rounds, about ${(perRun * configs.length * opts.rounds / 60).toFixed(1)} min`);
   const machine = machineInfo();
   const runs = [];
   for (let round = 0; round < opts.rounds; round++) {

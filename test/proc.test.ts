@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ThreadCpuSampler } from '../src/samplers/cpu.js';
 import { parseTaskStat, threadRole } from '../src/samplers/proc.js';
 
 // Recorded from /proc/self/task/*/stat on Linux 6.x (fields after stime trimmed in some lines).
@@ -26,5 +30,44 @@ describe('/proc parsers', () => {
     assert.equal(threadRole(12, 'libuv-worker', 10, 11), 'libuv');
     assert.equal(threadRole(13, 'V8 DefaultWorke', 10, 11), 'v8');
     assert.equal(threadRole(14, 'node', 10, undefined), 'other');
+  });
+});
+
+describe('per-thread CPU sampler on a recorded /proc tree', () => {
+  // A copy of /proc/self/task laid out in a temp dir, with one thread that exits mid-read and one malformed file.
+  let dir: string;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-proc-'));
+    const write = (tid: string, stat: string | undefined): void => {
+      fs.mkdirSync(path.join(dir, tid));
+      if (stat !== undefined) fs.writeFileSync(path.join(dir, tid, 'stat'), stat);
+    };
+    write('100', '100 (node) S 1 100 1 0 -1 0 0 0 0 0 150 50 0 0');
+    write('101', '101 (libuv-worker) S 1 100 1 0 -1 0 0 0 0 0 20 10 0 0');
+    write('102', 'this is not a stat line');
+    write('103', undefined); // exited between readdir and read
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('reads every parsable thread, skips the rest, and names roles', function () {
+    if (process.platform !== 'linux') this.skip();
+    const sampler = new ThreadCpuSampler(100, undefined, dir);
+    assert.equal(sampler.supported, true);
+    const threads = sampler.sample();
+    assert.deepEqual(threads.map((t) => [t.tid, t.name, t.role, t.userMs, t.systemMs]), [
+      [100, 'node', 'main', 1500, 500],
+      [101, 'libuv-worker', 'libuv', 200, 100],
+    ]);
+    // Utilization comes from the change between two samples.
+    fs.writeFileSync(path.join(dir, '100', 'stat'), '100 (node) S 1 100 1 0 -1 0 0 0 0 0 160 50 0 0');
+    const again = sampler.sample();
+    assert.ok((again[0]?.utilization ?? 0) > 0, 'the main thread used CPU between samples');
+    assert.equal(again[1]?.utilization, 0);
+  });
+
+  it('says unsupported where there is no /proc task directory', () => {
+    const sampler = new ThreadCpuSampler(1, undefined, path.join(dir, 'missing'));
+    assert.equal(sampler.supported, false);
+    assert.deepEqual(sampler.sample(), []);
   });
 });
