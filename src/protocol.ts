@@ -78,8 +78,7 @@ export interface Sample {
 
 /** What the main thread can ask the worker. */
 export type Request =
-  | { kind: 'recent'; sinceMs: number | undefined }
-  | { kind: 'latest' };
+  | { kind: 'recent'; sinceMs: number | undefined };
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }

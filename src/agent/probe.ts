@@ -67,10 +67,7 @@ export class Probe extends EventEmitter {
       mainTid: process.pid,
       samplers: options.samplers,
       delayHistogram: this.#heartbeat.workerHistogram,
-    }, this.#logger, {
-      onMessage: (message) => this.#onWorkerMessage(message),
-      onRestart: () => undefined,
-    });
+    }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#exporter = new OtelExporter(meter, {
       samplesSince: (sinceMs) => this.#samplesSince(sinceMs),
       exportHistogram: this.#heartbeat.exportHistogram,

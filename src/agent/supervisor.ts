@@ -16,10 +16,8 @@ const BACKOFF_RESET_AFTER_MS = 60_000;
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout };
 
-export interface SupervisorEvents {
-  onMessage(message: WorkerToMain): void;
-  onRestart(restarts: number): void;
-}
+/** Receives the worker's own messages (logs, stall reports); responses are settled here. */
+export type WorkerMessageHandler = (message: WorkerToMain) => void;
 
 /**
  * Owns the probe worker: starts it, restarts it with exponential backoff when it
@@ -29,7 +27,7 @@ export interface SupervisorEvents {
 export class WorkerSupervisor {
   readonly #settings: WorkerSettings;
   readonly #logger: Logger;
-  readonly #events: SupervisorEvents;
+  readonly #onMessage: WorkerMessageHandler;
   readonly #pending = new Map<number, Pending>();
   #worker: Worker | undefined;
   #ready = false;
@@ -42,10 +40,10 @@ export class WorkerSupervisor {
   /** The worker's kernel thread id, once it said ready. */
   workerTid: number | undefined;
 
-  constructor(settings: WorkerSettings, logger: Logger, events: SupervisorEvents) {
+  constructor(settings: WorkerSettings, logger: Logger, onMessage: WorkerMessageHandler) {
     this.#settings = settings;
     this.#logger = logger;
-    this.#events = events;
+    this.#onMessage = onMessage;
   }
 
   get restarts(): number {
@@ -94,7 +92,7 @@ export class WorkerSupervisor {
         this.#settle(message);
         return;
       }
-      this.#events.onMessage(message);
+      this.#onMessage(message);
     });
     worker.on('error', (err) => {
       this.#logger.error({ err: describeError(err) }, 'sysprobe worker failed');
@@ -120,7 +118,6 @@ export class WorkerSupervisor {
     this.#backoffMs = Math.min(BACKOFF_MAX_MS, this.#backoffMs * 2);
     this.#restarts += 1;
     this.#logger.warn({ exitCode, restarts: this.#restarts, backoffMs: delay }, 'sysprobe worker exited; restarting');
-    this.#events.onRestart(this.#restarts);
     this.#restartTimer = setTimeout(() => {
       this.#restartTimer = undefined;
       if (this.#stopping) return;

@@ -27,7 +27,6 @@ export interface MetricsSource {
 export class OtelExporter {
   readonly #meter: Meter;
   readonly #source: MetricsSource;
-  readonly #options: ResolvedOptions;
   readonly #observables: Observable[] = [];
   readonly #callback: (result: BatchObservableResult) => Promise<void>;
   readonly #delayHistogram: Histogram;
@@ -40,7 +39,6 @@ export class OtelExporter {
   constructor(meter: Meter, source: MetricsSource, options: ResolvedOptions) {
     this.#meter = meter;
     this.#source = source;
-    this.#options = options;
     this.#delayHistogram = meter.createHistogram('sysprobe.eventloop.delay', {
       description: 'Gaps between heartbeats of the main thread (like monitorEventLoopDelay at the heartbeat resolution); aggregatable across instances.',
       unit: 's',

@@ -101,7 +101,6 @@ class ProbeWorker {
       let value: unknown;
       switch (request.kind) {
         case 'recent': value = this.#recorder.since(request.sinceMs === undefined ? undefined : Date.now() - request.sinceMs); break;
-        case 'latest': value = this.#recorder.latest() ?? null; break;
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
