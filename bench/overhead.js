@@ -7,6 +7,7 @@
 // and 'none' runs twice per round ('none-2') as an A/A control for the noise floor.
 
 const { fork, execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -251,7 +252,8 @@ function markdown(report) {
   const lines = [
     `# sysprobe overhead benchmark (${report.date})`,
     '',
-    `Machine: ${mc.cpus}× ${mc.cpuModel}, ${mc.os}, Node ${mc.node}. Commit ${mc.commit}.`,
+    `Machine: ${mc.cpus}× ${mc.cpuModel}, ${mc.os}, Node ${mc.node}. Commit ${mc.commit}, dist/src hash ${report.dist.atStart}.`,
+    ...(report.dist.changedDuringRun ? ['', `**Warning: dist/src was rebuilt during the run (hash ${report.dist.atEnd} at the end); later children loaded different code.**`] : []),
     `Settings: ${s.rounds} rounds (configurations alternate, order rotated each round), warm-up ${s.warmupSeconds} s, idle ${s.idleSeconds} s, ` +
       `load ${s.loadSeconds} s after a ${s.loadWarmupSeconds} s warm-up, autocannon ${s.connections} connections from the parent process${s.quick ? ' (--quick)' : ''}.`,
     '',
@@ -275,6 +277,20 @@ function markdown(report) {
     '',
   ];
   return lines.join('\n');
+}
+
+/** A hash of the built SDK the children load, to notice a rebuild (e.g. a concurrent `npm test`) mid-run. */
+function distHash() {
+  const hash = crypto.createHash('sha256');
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(file);
+      else hash.update(file).update(fs.readFileSync(file));
+    }
+  };
+  walk(path.join(__dirname, '..', 'dist', 'src'));
+  return hash.digest('hex').slice(0, 12);
 }
 
 function machineInfo() {
@@ -302,6 +318,7 @@ async function main() {
   const perRun = 0.5 + opts.warmupSeconds + opts.idleSeconds + opts.loadWarmupSeconds + opts.loadSeconds + 0.5; // + start and stop
   console.log(`overhead: ${configs.join(', ')} × ${opts.rounds} rounds, about ${(perRun * configs.length * opts.rounds / 60).toFixed(1)} min`);
   const machine = machineInfo();
+  const distAtStart = distHash();
   const runs = [];
   for (let round = 0; round < opts.rounds; round++) {
     // Rotate the order each round so no configuration always runs first or last.
@@ -316,8 +333,10 @@ async function main() {
 
   const date = new Date().toISOString();
   const jsonFile = `bench/results/overhead-${date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}${opts.quick ? '-quick' : ''}.json`;
+  const distAtEnd = distHash();
   const report = {
     date, jsonFile, machine,
+    dist: { atStart: distAtStart, atEnd: distAtEnd, changedDuringRun: distAtStart !== distAtEnd },
     settings: { ...opts, only: undefined, configs, configNotes: Object.fromEntries(configs.map((c) => [c, CONFIG_NOTES[c]])) },
     summary: summarize(runs, configs),
     runs,
