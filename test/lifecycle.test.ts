@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { ErrorCode, start } from '../src/index.js';
-import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -100,6 +100,22 @@ describe('lifecycle', () => {
       await metrics.shutdown();
     }
     assert.ok(lines.some((l) => l.msg === 'sysprobe stopped' && l.workerRestarts === 2));
+  });
+
+  it('a listener that throws does not reach the host: it is logged and the probe goes on', async () => {
+    const { logger, lines } = memoryLogger();
+    const probe = await start({ sampleIntervalMs: 100, stallThresholdMs: 50, logger });
+    try {
+      let calls = 0;
+      probe.on('stall', () => { calls += 1; throw new Error('listener bug'); });
+      blockFor(400);
+      const logged = await waitFor('the listener failure log', () => lines.find((l) => l.msg === 'a sysprobe event listener threw'));
+      assert.equal(calls, 1);
+      assert.equal((logged.err as { message?: string }).message, 'listener bug');
+      assert.ok((await probe.recent()).length > 0, 'still answering');
+    } finally {
+      await probe.stop();
+    }
   });
 
   it('logs start and stop with the fields a person searches for', async () => {
