@@ -54,10 +54,19 @@ export function blockFor(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-/** Keeps the main thread's CPU busy for `ms`. */
-export function spinFor(ms: number): void {
-  const end = performance.now() + ms;
-  while (performance.now() < end) { /* busy on purpose */ }
+/**
+ * Keeps the main thread busy until the process has used `ms` more CPU time: counted in CPU,
+ * not wall time, so a loaded machine that gives us less of a core cannot shrink it.
+ */
+export function spinCpu(ms: number): number {
+  const start = process.cpuUsage();
+  let x = 0;
+  for (;;) {
+    // Real work between checks: process.cpuUsage() is a syscall, and a loop of syscalls is system time.
+    for (let i = 0; i < 100_000; i++) x += Math.sqrt(i);
+    const used = process.cpuUsage(start);
+    if ((used.user + used.system) / 1000 >= ms) return x;
+  }
 }
 
 /** Polls `predicate` until it returns a value, or fails after `timeoutMs` with `what` in the message. */
