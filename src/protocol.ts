@@ -8,10 +8,8 @@
 export const Beat = {
   /** When the main thread's heartbeat last ran. */
   LAST: 0,
-  /** The longest gap between two heartbeats since the worker last read (and zeroed) it. */
-  MAX_GAP: 1,
   /** Number of slots. */
-  SIZE: 2,
+  SIZE: 1,
 } as const;
 
 /** Values only the main thread can read (its own isolate and loop), left in shared memory for the worker each sample. */
@@ -59,7 +57,7 @@ export interface Sample {
     delayMinMs: number; delayMaxMs: number; delayMeanMs: number; delayP50Ms: number; delayP90Ms: number; delayP99Ms: number;
     /** The worker's view: time since the main thread's heartbeat last ran, when sampled, ms. */
     lagMs: number;
-    /** The longest time without a heartbeat during the interval, ms. */
+    /** The longest time without a heartbeat during the interval, ms: the longest completed gap, or the live lag if longer. */
     lagMaxMs: number;
     utilization: number;
   };

@@ -22,6 +22,11 @@ export class SharedJsonSlot {
     this.#bytes = new Uint8Array(this.buffer, HEADER_BYTES);
   }
 
+  /** The most JSON bytes a value may take. */
+  get capacity(): number {
+    return this.#bytes.length;
+  }
+
   /** How many values were written so far (a reader compares it to see whether there is news). */
   get version(): number {
     return Atomics.load(this.#header, SEQ) >>> 1;
@@ -30,7 +35,7 @@ export class SharedJsonSlot {
   /** Writes the value; returns false (and keeps the previous value) when its JSON exceeds the capacity. */
   write(value: unknown): boolean {
     const encoded = this.#encoder.encode(JSON.stringify(value));
-    if (encoded.length > this.#bytes.length) return false;
+    if (encoded.length > this.capacity) return false;
     Atomics.add(this.#header, SEQ, 1); // odd: writing
     this.#bytes.set(encoded);
     Atomics.store(this.#header, LENGTH, encoded.length);
@@ -45,7 +50,7 @@ export class SharedJsonSlot {
       if (before === 0) return undefined;
       if (before % 2 === 1) continue;
       const length = Atomics.load(this.#header, LENGTH);
-      const copy = this.#bytes.slice(0, Math.min(length, this.#bytes.length));
+      const copy = this.#bytes.slice(0, Math.min(length, this.capacity));
       if (Atomics.load(this.#header, SEQ) !== before) continue;
       return { version: before >>> 1, value: JSON.parse(this.#decoder.decode(copy)) as T };
     }

@@ -30,12 +30,12 @@ export class Heartbeat {
   readonly #options: ResolvedOptions;
   readonly #gc: GcObserver | undefined;
   readonly #onGap: (gapMs: number) => void;
-  readonly #onSlotFull: () => void;
+  readonly #onSlotFull: (capacityBytes: number) => void;
   #timer: NodeJS.Timeout | undefined;
   #lastSampleAt = 0;
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
 
-  constructor(options: ResolvedOptions, gc: GcObserver | undefined, onGap: (gapMs: number) => void, onSlotFull: () => void) {
+  constructor(options: ResolvedOptions, gc: GcObserver | undefined, onGap: (gapMs: number) => void, onSlotFull: (capacityBytes: number) => void) {
     this.#options = options;
     this.#gc = gc;
     this.#onGap = onGap;
@@ -57,7 +57,6 @@ export class Heartbeat {
     const now = process.hrtime.bigint();
     const gap = now - Atomics.load(this.#beat, Beat.LAST);
     Atomics.store(this.#beat, Beat.LAST, now);
-    if (gap > Atomics.load(this.#beat, Beat.MAX_GAP)) Atomics.store(this.#beat, Beat.MAX_GAP, gap);
     // Wakes the worker only if it is waiting for a stall to end; free otherwise.
     Atomics.notify(this.#beat, Beat.LAST);
     if (gap > 0n && this.#options.samplers.eventLoop) {
@@ -75,11 +74,11 @@ export class Heartbeat {
 
   /** Leaves the main thread's readings for the worker. */
   publish(): void {
-    if (!this.mainSlot.write(this.sampleMain())) this.#onSlotFull();
+    if (!this.mainSlot.write(this.#sampleMain())) this.#onSlotFull(this.mainSlot.capacity);
   }
 
   /** Reads the values only the main thread can read. Cheap: no I/O but one small /proc read inside memoryUsage(). */
-  sampleMain(): MainSample {
+  #sampleMain(): MainSample {
     const { samplers } = this.#options;
     const sample: MainSample = { time: Date.now() };
     if (samplers.eventLoop) {

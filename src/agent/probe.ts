@@ -56,7 +56,7 @@ export class Probe extends EventEmitter {
     this.#gc = options.samplers.gc ? new GcObserver((kind, ms) => this.#exporter.recordGc(kind, ms)) : undefined;
     this.#heartbeat = new Heartbeat(options, this.#gc,
       (gapMs) => this.#exporter.recordDelay(gapMs),
-      () => this.#logger.warn({ bytes: 64 * 1024 }, 'sysprobe main-thread sample too large; kept the previous one'));
+      (capacityBytes) => this.#logger.warn({ capacityBytes }, 'sysprobe main-thread sample too large; kept the previous one'));
     this.#supervisor = new WorkerSupervisor({
       heartbeat: this.#heartbeat.shared,
       mainSlot: this.#heartbeat.mainSlot.buffer,
@@ -73,6 +73,10 @@ export class Probe extends EventEmitter {
       exportHistogram: this.#heartbeat.exportHistogram,
       gcTotals: () => this.#gc?.totals,
       workerRestarts: () => this.#supervisor.restarts,
+      failed: (component, err) => {
+        this.#exporter.countError(component);
+        this.#logger.error({ component, err: describeError(err) }, 'sysprobe exporter failed');
+      },
     }, options);
   }
 

@@ -17,6 +17,8 @@ export interface MetricsSource {
   readonly exportHistogram: RecordableHistogram;
   gcTotals(): Record<string, { count: number; durationMs: number }> | undefined;
   workerRestarts(): number;
+  /** Called when reading an instrument failed; the collection goes on without it. */
+  failed(component: string, err: unknown): void;
 }
 
 /**
@@ -167,7 +169,7 @@ export class OtelExporter {
         try {
           fn(result, recent, latest);
         } catch (err) {
-          this.countError('exporter');
+          this.#source.failed('exporter', err);
         }
       }
     };

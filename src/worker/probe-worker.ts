@@ -159,17 +159,17 @@ class ProbeWorker {
 
   #eventLoop(main: MainSample | undefined): NonNullable<Sample['eventLoop']> {
     const lagMs = this.#lagMs();
-    const maxGapMs = Number(Atomics.exchange(this.#beat, Beat.MAX_GAP, 0n)) / NS_PER_MS;
-    const lagMaxMs = Math.max(lagMs, maxGapMs);
     const h = this.#delay;
     const stats = h && h.count > 0
       ? {
-        delayMinMs: h.min / NS_PER_MS, delayMaxMs: Math.max(h.max / NS_PER_MS, lagMs), delayMeanMs: h.mean / NS_PER_MS,
+        delayMinMs: h.min / NS_PER_MS, delayMaxMs: h.max / NS_PER_MS, delayMeanMs: h.mean / NS_PER_MS,
         delayP50Ms: h.percentile(50) / NS_PER_MS, delayP90Ms: h.percentile(90) / NS_PER_MS, delayP99Ms: h.percentile(99) / NS_PER_MS,
       }
       // No heartbeat in the whole interval: the loop was blocked throughout; the lag is the only measure.
       : { delayMinMs: lagMs, delayMaxMs: lagMs, delayMeanMs: lagMs, delayP50Ms: lagMs, delayP90Ms: lagMs, delayP99Ms: lagMs };
     h?.reset();
+    // The histogram holds the gaps that ended; an ongoing one is only visible as the live lag.
+    const lagMaxMs = Math.max(stats.delayMaxMs, lagMs);
     return { ...stats, lagMs, lagMaxMs, utilization: main?.eventLoop?.utilization ?? 0 };
   }
 
