@@ -14,12 +14,14 @@ const path = require('node:path');
 const autocannon = require('autocannon');
 
 const DEFAULT_CONFIGS = ['none', 'sysprobe', 'prom-client', 'none-2', 'otel-runtime-node'];
-// Opt-in with --only (keeps the default run under ~8 min): sysprobe at the same export cadence as otel-runtime-node.
-const ALL_CONFIGS = [...DEFAULT_CONFIGS, 'sysprobe-export1s'];
+// Opt-in with --only (keeps the default run under ~8 min): sysprobe with the JS heartbeat instead of the
+// native loop watch, and sysprobe at the same export cadence as otel-runtime-node.
+const ALL_CONFIGS = [...DEFAULT_CONFIGS, 'sysprobe-heartbeat', 'sysprobe-export1s'];
 const CONFIG_NOTES = {
   'none': 'no instrumentation',
   'none-2': 'no instrumentation again (A/A control)',
-  'sysprobe': 'start() defaults (heartbeat 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter; the child lives < 60 s, so export cost is excluded (no export ever runs)',
+  'sysprobe': 'start() defaults (native loop watch, stall threshold 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter; the child lives < 60 s, so export cost is excluded (no export ever runs)',
+  'sysprobe-heartbeat': 'as sysprobe, but loopWatch: \'heartbeat\' (the JS fallback: a main-thread timer every 200 ms)',
   'sysprobe-export1s': 'as sysprobe, but the reader exports every 1 s (same export cadence as otel-runtime-node)',
   'prom-client': 'collectDefaultMetrics() with defaults (event-loop monitor at 10 ms); never scraped',
   'otel-runtime-node': 'RuntimeNodeInstrumentation defaults (monitoringPrecision 10 ms) + MeterProvider, PeriodicExportingMetricReader 1 s interval → InMemoryMetricExporter',
@@ -232,6 +234,7 @@ function summarize(runs, configs) {
       idleProcessMsPerS: m((r) => r.idle.processMsPerS),
       idleProcessTicksMsPerS: m((r) => r.idle.processTicksMsPerS),
       idleSysprobeWorkerMsPerS: own.some((r) => 'sysprobe-worker' in r.idle.byThreadMsPerS) ? m((r) => r.idle.byThreadMsPerS['sysprobe-worker']) : undefined,
+      idleSysprobeWatchdogMsPerS: own.some((r) => 'sysprobe-watchdog' in r.idle.byThreadMsPerS) ? m((r) => r.idle.byThreadMsPerS['sysprobe-watchdog']) : undefined,
       idleOtherThreadsMsPerS: m((r) => r.idle.byThreadMsPerS.other),
       idleProcessDeltaVsNoneMsPerS: median(paired.map(([c, n]) => c.idle.processMsPerS - n.idle.processMsPerS)),
       idleMainDeltaVsNoneMsPerS: median(paired.map(([c, n]) => c.idle.mainMsPerS - n.idle.mainMsPerS)),
@@ -262,9 +265,10 @@ function markdown(report) {
       'Load CPU is server-process CPU µs per request; the ratio is the median of per-round ratios to `none` in the same round (min–max in brackets). ' +
       '`none-2` is identical to `none`: its row is the noise floor.',
     '',
-    '| configuration | idle main thread ms/s | idle sysprobe worker ms/s | idle other threads ms/s | idle process ms/s | Δ process vs none | idle process ms/s (stat ticks) | load CPU µs/req | ratio vs none | req/s |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| configuration | idle main thread ms/s | idle sysprobe worker ms/s | idle sysprobe watchdog ms/s | idle other threads ms/s | idle process ms/s | Δ process vs none | idle process ms/s (stat ticks) | load CPU µs/req | ratio vs none | req/s |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...report.summary.map((r) => `| ${r.config} | ${f(r.idleMainMsPerS)} | ${r.idleSysprobeWorkerMsPerS === undefined ? '' : f(r.idleSysprobeWorkerMsPerS)} | ` +
+      `${r.idleSysprobeWatchdogMsPerS === undefined ? '' : f(r.idleSysprobeWatchdogMsPerS)} | ` +
       `${f(r.idleOtherThreadsMsPerS)} | ${f(r.idleProcessMsPerS)} | ${r.config === 'none' ? '' : signed(r.idleProcessDeltaVsNoneMsPerS)} | ` +
       `${f(r.idleProcessTicksMsPerS, 1)} | ${f(r.loadCpuUsPerReq, 1)} | ` +
       `${r.config === 'none' ? '1 (baseline)' : `${f(r.loadRatioVsNone, 3)} (${f(r.loadRatioVsNoneMin, 3)}–${f(r.loadRatioVsNoneMax, 3)})`} | ${f(r.loadReqPerS, 0)} |`),

@@ -3,6 +3,7 @@
 // instrumentation configuration applied. It tells the parent its port over IPC
 // and then sends nothing more, so the parent's measurements never wake it.
 
+const fs = require('node:fs');
 const http = require('node:http');
 
 const name = process.argv[2];
@@ -25,16 +26,24 @@ async function instrument() {
     case 'none-2': // A/A control: identical to 'none'
       return {};
     case 'sysprobe':
+    case 'sysprobe-heartbeat':
     case 'sysprobe-export1s': {
       const { start } = require('..');
       const probe = await start({
         serviceName: 'bench',
         logger: require('pino')({ level: 'silent' }),
-        meterProvider: meterProvider(name === 'sysprobe' ? 60_000 : 1_000),
+        meterProvider: meterProvider(name === 'sysprobe-export1s' ? 1_000 : 60_000),
+        loopWatch: name === 'sysprobe-heartbeat' ? 'heartbeat' : 'auto',
       });
-      // Label the worker thread so the parent can split its CPU from the other threads.
-      const tid = probe.unsafeSupervisor?.workerTid;
-      return tid ? { [tid]: 'sysprobe-worker' } : {};
+      if (name !== 'sysprobe-heartbeat' && probe.loopWatch !== 'native') throw new Error('the native loop watch did not load: run npm ci (or npm run build:native)');
+      // Label sysprobe's threads so the parent can split their CPU from the others.
+      const labels = {};
+      const workerTid = probe.unsafeSupervisor?.workerTid;
+      if (workerTid) labels[workerTid] = 'sysprobe-worker';
+      for (const tid of fs.readdirSync('/proc/self/task')) {
+        if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'sysprobe-watch') labels[tid] = 'sysprobe-watchdog';
+      }
+      return labels;
     }
     case 'prom-client':
       // Defaults only (event-loop delay monitor at 10 ms resolution); nothing scrapes it.

@@ -12,6 +12,8 @@ export const ErrorCode = {
   STOPPED: 'SYSPROBE_ERR_STOPPED',
   /** The probe worker did not start, or is restarting and could not answer. */
   WORKER_UNAVAILABLE: 'SYSPROBE_ERR_WORKER_UNAVAILABLE',
+  /** Something asked for explicitly is not available here (e.g. `loopWatch: 'native'` without the addon). */
+  UNSUPPORTED: 'SYSPROBE_ERR_UNSUPPORTED',
   /** A bounded wait ran out. */
   TIMEOUT: 'SYSPROBE_ERR_TIMEOUT',
 } as const;

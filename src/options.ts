@@ -33,11 +33,15 @@ export interface ProbeOptions {
   serviceName?: string;
   /** How often the worker records a sample, in ms (100 to 60000). Default 1000. */
   sampleIntervalMs?: number;
-  /**
-   * The event loop counts as stalled when blocked longer than this, in ms (20 to 60000).
-   * Default 200. The main thread's heartbeat runs at `min(stallThresholdMs, sampleIntervalMs)`.
-   */
+  /** The event loop counts as stalled when blocked longer than this, in ms (20 to 60000). Default 200. */
   stallThresholdMs?: number;
+  /**
+   * How stalls are seen. `native` hooks the loop from a small addon built at install and
+   * never wakes the main thread; `heartbeat` is a JS timer on the main thread at
+   * `min(stallThresholdMs, sampleIntervalMs)`, which costs more CPU at idle. Default `auto`:
+   * native when the addon loads, else the heartbeat. `native` fails start() when it cannot load.
+   */
+  loopWatch?: 'auto' | 'native' | 'heartbeat';
   /** How much history the flight recorder keeps, in ms (at least one sample). Default 15 minutes. */
   recorderWindowMs?: number;
   /** Where instruments are created. Default: the global OpenTelemetry MeterProvider. */
@@ -55,7 +59,7 @@ export interface ResolvedOptions {
   readonly serviceName: string;
   readonly sampleIntervalMs: number;
   readonly stallThresholdMs: number;
-  readonly heartbeatIntervalMs: number;
+  readonly loopWatch: 'auto' | 'native' | 'heartbeat';
   readonly recorderWindowMs: number;
   readonly meterProvider: MeterProvider | undefined;
   readonly logger: Logger | undefined;
@@ -63,9 +67,10 @@ export interface ResolvedOptions {
   readonly samplers: Readonly<Required<SamplerSwitches>>;
 }
 
+const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'recorderWindowMs',
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers',
 ] as const;
 
@@ -115,7 +120,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, recorderWindowMs: rawWindow,
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
   } = options as ProbeOptions;
 
@@ -124,6 +129,9 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   }
   const sampleIntervalMs = checkInteger('sampleIntervalMs', rawInterval, 100, 60_000, 1000);
   const stallThresholdMs = checkInteger('stallThresholdMs', rawThreshold, 20, 60_000, 200);
+  if (!LOOP_WATCH_KINDS.includes(loopWatch)) {
+    throw invalid(`Option loopWatch must be one of ${LOOP_WATCH_KINDS.join(', ')}; got ${describe(loopWatch)}.`);
+  }
   const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
   if (recorderWindowMs < sampleIntervalMs) {
     throw invalid(`Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`);
@@ -150,8 +158,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     serviceName,
     sampleIntervalMs,
     stallThresholdMs,
-    // The heartbeat is the main thread's only periodic wake-up; see docs/architecture.md for its cost.
-    heartbeatIntervalMs: Math.min(stallThresholdMs, sampleIntervalMs),
+    loopWatch,
     recorderWindowMs,
     meterProvider,
     logger,

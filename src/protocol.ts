@@ -12,19 +12,24 @@ export const Beat = {
   SIZE: 1,
 } as const;
 
-/** Values only the main thread can read (its own isolate and loop), left in shared memory for the worker each sample. */
+/**
+ * The main thread's readings, one per sample interval, appended to a shared ring
+ * for the worker: what only the main thread can read (its isolate, its loop) and
+ * the process-wide counters that cost a syscall or two, so the worker need not wake
+ * each interval to read them.
+ */
 export interface MainSample {
   /** Wall-clock time of the reading, ms since the epoch. */
   time: number;
-  eventLoop?: { utilization: number; activeMs: number; idleMs: number };
-  memory?: {
-    heapUsed: number;
-    heapTotal: number;
-    heapLimit: number;
-    external: number;
-    arrayBuffers: number;
-    spaces: Array<{ name: string; used: number; size: number; available: number; physical: number }>;
+  eventLoop?: {
+    utilization: number; activeMs: number; idleMs: number;
+    /** The longest the loop went without turning since the previous reading, ms (native watch: the longest turn; heartbeat: the longest gap between beats). */
+    maxDelayMs: number;
   };
+  /** Process CPU since process start, ms. */
+  cpu?: { userMs: number; systemMs: number };
+  /** V8's heap figures (one cheap call); RSS, ArrayBuffers and per-space figures are read elsewhere (see Sample, and the exporter). */
+  memory?: { heapUsed: number; heapTotal: number; heapLimit: number; external: number };
   /** Cumulative since start, by GC kind (major, minor, incremental, weakcb). */
   gc?: Record<string, { count: number; durationMs: number }>;
   /** Active resources (handles and requests) on the main thread, by type. */
@@ -50,14 +55,17 @@ export interface Sample {
   time: number;
   /** Length of the interval this sample covers, ms. */
   intervalMs: number;
-  /** True when the main thread did not answer for this sample: main-thread values are from its last answer. */
+  /**
+   * True when the main thread was blocked: the worker recorded this sample during a
+   * stall, and main-thread values (heap, GC, handles, utilization) are from its last reading.
+   */
   mainStale: boolean;
   eventLoop?: {
-    /** Heartbeat interval statistics over the sample interval, ms (like monitorEventLoopDelay, they include the heartbeat period). */
-    delayMinMs: number; delayMaxMs: number; delayMeanMs: number; delayP50Ms: number; delayP90Ms: number; delayP99Ms: number;
-    /** The worker's view: time since the main thread's heartbeat last ran, when sampled, ms. */
+    /** The longest the loop went without turning during the interval, as the main thread measured it afterwards, ms. */
+    delayMaxMs: number;
+    /** Live samples only (mainStale): how long the loop had been blocked when the worker recorded this, ms; else 0. */
     lagMs: number;
-    /** The longest time without a heartbeat during the interval, ms: the longest completed gap, or the live lag if longer. */
+    /** The larger of the two: the longest the loop went without turning, as far as this sample knows, ms. */
     lagMaxMs: number;
     utilization: number;
   };
@@ -66,10 +74,13 @@ export interface Sample {
     userMs: number; systemMs: number;
     /** Share of one CPU over the interval (can exceed 1 with several threads busy). */
     utilization: number;
-    loadAverage: [number, number, number];
+    /** The system's load average (1, 5, 15 min), where the worker read it (the samples that carry `threads`). */
+    loadAverage?: [number, number, number];
   };
+  /** Per-thread CPU, read by the worker when it wakes (every few seconds, and each sample during a stall): present on those samples only. */
   threads?: ThreadCpu[];
-  memory?: MainSample['memory'] & { rss: number };
+  /** Heap figures each sample; `rss` where the worker read it (the samples that carry `threads`). */
+  memory?: MainSample['memory'] & { rss?: number };
   gc?: MainSample['gc'];
   handles?: MainSample['handles'];
 }
@@ -94,14 +105,14 @@ export type WorkerToMain =
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
   heartbeat: SharedArrayBuffer;
-  /** A SharedJsonSlot where the main thread leaves its latest MainSample. */
-  mainSlot: SharedArrayBuffer;
+  /** A SharedJsonRing where the main thread appends a MainSample each interval. */
+  mainRing: SharedArrayBuffer;
   sampleIntervalMs: number;
   heartbeatIntervalMs: number;
   stallThresholdMs: number;
+  /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
+  loopWatch: 'native' | 'heartbeat';
   recorderWindowMs: number;
   mainTid: number;
   samplers: { eventLoop: boolean; cpu: boolean; threads: boolean; memory: boolean };
-  /** Delay histogram shared with the main thread (a node:perf_hooks RecordableHistogram handle). */
-  delayHistogram: unknown;
 }

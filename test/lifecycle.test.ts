@@ -49,6 +49,57 @@ describe('lifecycle', () => {
     assert.deepEqual(notStdio(result.after), notStdio(result.before));
   });
 
+  it('the native loop watch: its thread runs while the probe does, is gone after stop(), and comes back on a new start()', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const script = `const fs = require('node:fs');
+      const { start } = require('sysprobe');
+      const watchdogs = () => fs.readdirSync('/proc/self/task').filter((t) => fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() === 'sysprobe-watch').length;
+      (async () => {
+        const seen = [watchdogs()];
+        let probe = await start({ loopWatch: 'native' });
+        seen.push(watchdogs());
+        await probe.stop();
+        seen.push(watchdogs());
+        probe = await start({ loopWatch: 'native' });
+        seen.push(watchdogs(), probe.loopWatch);
+        await probe.stop();
+        seen.push(watchdogs());
+        console.log(JSON.stringify(seen));
+      })();`;
+    const { stdout } = await node(['-e', script]);
+    assert.deepEqual(JSON.parse(stdout.trim()), [0, 1, 0, 1, 'native', 0]);
+  });
+
+  it('a second thread cannot have the native watch: loopWatch native is refused, auto falls back to the heartbeat and says why', async () => {
+    // One loop per process can be hooked; a probe started inside a worker thread while the main thread has one is the case.
+    const script = `const { Worker } = require('node:worker_threads');
+      const { start } = require('sysprobe');
+      (async () => {
+        const probe = await start({ loopWatch: 'native' });
+        const inner = new Worker(\`
+          const { parentPort } = require('node:worker_threads');
+          const { start } = require('sysprobe');
+          const lines = [];
+          const logger = { debug() {}, info(o, m) { lines.push({ ...o, msg: m }); }, warn() {}, error() {}, child() { return logger; } };
+          (async () => {
+            const refused = await start({ loopWatch: 'native', logger }).then(() => 'started', (err) => err.code + ': ' + err.message);
+            const fallback = await start({ logger });
+            const kind = fallback.loopWatch;
+            await fallback.stop();
+            parentPort.postMessage({ refused, kind, why: lines.find((l) => l.msg === 'sysprobe started').loopWatchFallback });
+          })();\`, { eval: true });
+        const result = await new Promise((resolve) => inner.once('message', resolve));
+        await probe.stop();
+        console.log(JSON.stringify({ ...result, main: probe.loopWatch }));
+      })();`;
+    const { stdout } = await node(['-e', script]);
+    const result = JSON.parse(stdout.trim()) as { refused: string; kind: string; why: string; main: string };
+    assert.equal(result.main, 'native');
+    assert.match(result.refused, /^SYSPROBE_ERR_UNSUPPORTED: Option loopWatch is 'native' but another thread of this process already watches its loop natively/);
+    assert.equal(result.kind, 'heartbeat');
+    assert.match(result.why, /another thread/);
+  });
+
   it('a process that only ran start() and stop() exits by itself, promptly', async () => {
     const script = `const { start } = require('sysprobe');
       start({ serviceName: 'exit-test' }).then((p) => p.stop()).then(() => { globalThis.t = Date.now(); });
@@ -127,7 +178,7 @@ describe('lifecycle', () => {
     assert.equal(started?.component, 'sysprobe');
     assert.equal(started?.node, process.version);
     assert.equal(typeof started?.workerTid, process.platform === 'linux' ? 'number' : 'undefined');
-    assert.equal(started?.heartbeatIntervalMs, 200);
+    assert.ok(['native', 'heartbeat'].includes(started?.loopWatch as string), `loopWatch ${started?.loopWatch}`);
     assert.ok(lines.some((l) => l.msg === 'sysprobe stopped' && typeof l.uptimeMs === 'number'));
   });
 });

@@ -20,7 +20,7 @@ describe('options', () => {
     const resolved = resolveOptions({ serviceName: 'api' });
     assert.equal(resolved.sampleIntervalMs, 1000);
     assert.equal(resolved.stallThresholdMs, 200);
-    assert.equal(resolved.heartbeatIntervalMs, 200);
+    assert.equal(resolved.loopWatch, 'auto');
     assert.equal(resolved.recorderWindowMs, 15 * 60_000);
     assert.equal(resolved.dumpDir, path.resolve('./sysprobe-dumps'));
     assert.deepEqual({ ...resolved.samplers }, { eventLoop: true, cpu: true, threads: true, memory: true, gc: true, handles: true });
@@ -28,8 +28,9 @@ describe('options', () => {
   });
 
   it('keeps 0-like and explicit values instead of treating them as unset', () => {
-    const resolved = resolveOptions({ sampleIntervalMs: 100, stallThresholdMs: 50, samplers: { gc: false } });
-    assert.equal(resolved.heartbeatIntervalMs, 50);
+    const resolved = resolveOptions({ sampleIntervalMs: 100, stallThresholdMs: 50, loopWatch: 'heartbeat', samplers: { gc: false } });
+    assert.equal(resolved.stallThresholdMs, 50);
+    assert.equal(resolved.loopWatch, 'heartbeat');
     assert.equal(resolved.samplers.gc, false);
     assert.equal(resolved.samplers.cpu, true);
   });
@@ -47,6 +48,7 @@ describe('options', () => {
     await assertRefused({ logger: console }, /logger must be a pino logger/);
     await assertRefused({ dumpDir: 7 }, /dumpDir must be a non-empty path string/);
     await assertRefused({ samplers: { cpu: 'no' } }, /samplers\.cpu must be true or false/);
+    await assertRefused({ loopWatch: 'fast' }, /loopWatch must be one of auto, native, heartbeat; got the string "fast"/);
     await assertRefused({ samplers: [] }, /samplers must be an object; got an array/);
     await assertRefused('fast', /options argument\) must be an object/);
   });

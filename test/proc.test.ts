@@ -29,6 +29,7 @@ describe('/proc parsers', () => {
     assert.equal(threadRole(11, 'node', 10, 11), 'sysprobe-worker');
     assert.equal(threadRole(12, 'libuv-worker', 10, 11), 'libuv');
     assert.equal(threadRole(13, 'V8 DefaultWorke', 10, 11), 'v8');
+    assert.equal(threadRole(15, 'sysprobe-watch', 10, 11), 'sysprobe-watchdog');
     assert.equal(threadRole(14, 'node', 10, undefined), 'other');
   });
 });

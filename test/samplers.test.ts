@@ -6,6 +6,15 @@ import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, sleep, s
 
 const MB = 1024 * 1024;
 
+/** Waits for samples recorded after now. */
+async function newSamples(probe: Probe, count: number): Promise<Sample[]> {
+  const since = Date.now();
+  return waitFor(`${count} new samples`, async () => {
+    const fresh = (await probe.recent()).filter((s) => s.time > since);
+    return fresh.length >= count ? fresh : undefined;
+  });
+}
+
 describe('samplers (real MeterProvider, in-memory exporter)', () => {
   let probe: Probe;
   let metrics: ReturnType<typeof memoryMetrics>;
@@ -20,66 +29,7 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
     await metrics.shutdown();
   });
 
-  /** Waits for samples recorded after now. */
-  async function nextSamples(count = 1): Promise<Sample[]> {
-    const since = Date.now();
-    return waitFor(`${count} new samples`, async () => {
-      const fresh = (await probe.recent()).filter((s) => s.time > since);
-      return fresh.length >= count ? fresh : undefined;
-    });
-  }
-
-  it('event loop: a 300 ms block shows in the delay max, the delay histogram and the worker\'s live lag', async () => {
-    await nextSamples(); // settle: the heartbeat is running
-    await metrics.collect(); // start a fresh collection window
-    blockFor(300);
-    await nextSamples(2);
-    const exported = await metrics.collect();
-
-    const delayMax = findMetric(exported, 'nodejs.eventloop.delay.max');
-    assert.equal(delayMax.descriptor.unit, 's');
-    assert.ok(pointValue(delayMax) >= 0.25, `delay max ${pointValue(delayMax)} s`);
-    const p50 = pointValue(findMetric(exported, 'nodejs.eventloop.delay.p50'));
-    assert.ok(p50 > 0 && p50 <= pointValue(delayMax));
-
-    const lag = findMetric(exported, 'sysprobe.eventloop.lag');
-    assert.equal(lag.descriptor.unit, 's');
-    assert.ok(pointValue(lag) >= 0.25, `worker lag ${pointValue(lag)} s`);
-
-    const histogram = findMetric(exported, 'sysprobe.eventloop.delay') as HistogramMetricData;
-    const point = histogram.dataPoints[0];
-    assert.ok(point, 'the delay histogram has a point');
-    assert.ok((point.value.max ?? 0) >= 0.25, `histogram max ${point.value.max}`);
-    assert.ok(point.value.buckets.boundaries.includes(0.25), 'bucket bounds resolve stalls');
-
-    const utilization = pointValue(findMetric(exported, 'nodejs.eventloop.utilization'));
-    assert.ok(utilization > 0 && utilization <= 1, `utilization ${utilization}`);
-    const active = pointValue(findMetric(exported, 'nodejs.eventloop.time'), { 'nodejs.eventloop.state': 'active' });
-    assert.ok(active >= 0.3, `active time ${active} s includes the block`);
-
-    // The flight recorder saw the same stall from the worker.
-    const recorded = await probe.recent({ sinceMs: 5000 });
-    const worst = Math.max(...recorded.map((s) => s.eventLoop?.lagMaxMs ?? 0));
-    assert.ok(worst >= 250, `recorded lag max ${worst} ms`);
-  });
-
-  it('event loop: the worker records the stall while it lasts, and a stall event follows', async () => {
-    const stalls: Array<{ startedAt: number; durationMs: number }> = [];
-    probe.on('stall', (event) => stalls.push(event));
-    await nextSamples();
-    const blockedAt = Date.now();
-    blockFor(1000);
-    const unblockedAt = Date.now();
-    await waitFor('the stall event', () => stalls[0]);
-    // Samples the worker took during the block, with the main thread silent.
-    const during = (await probe.recent()).filter((s) => s.time > blockedAt + 100 && s.time < unblockedAt);
-    assert.ok(during.length >= 2, `${during.length} samples recorded during the block`);
-    assert.ok(during.every((s) => s.mainStale), 'flagged: main-thread values are stale');
-    assert.ok(Math.max(...during.map((s) => s.eventLoop?.lagMs ?? 0)) >= 500, 'lag seen growing live');
-    const [stall] = stalls;
-    assert.ok(stall && stall.durationMs >= 1000 && stall.durationMs < 1000 + 2 * probe.options.heartbeatIntervalMs + 50, `duration ${stall?.durationMs}`);
-    assert.ok(Math.abs(stall.startedAt - blockedAt) <= probe.options.heartbeatIntervalMs + 50, `started ${stall.startedAt - blockedAt} ms off`);
-  });
+  const nextSamples = (count = 1): Promise<Sample[]> => newSamples(probe, count);
 
   it('memory: heap figures move when the test allocates, and per-space values add up', async () => {
     const before = pointValue(findMetric(await metrics.collect(), 'sysprobe.memory.heap.used'));
@@ -110,13 +60,15 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
       pointValue(findMetric(exported, 'sysprobe.thread.cpu.time'), { 'sysprobe.thread.role': 'main', 'cpu.mode': 'user' });
     const before = await metrics.collect();
     spinCpu(400);
-    const [sample] = await nextSamples();
+    const sample = (await nextSamples()).at(-1);
     const after = await metrics.collect();
     const processCpu = (m: typeof after): number => pointValue(findMetric(m, 'process.cpu.time'), { 'cpu.mode': 'user' })
       + pointValue(findMetric(m, 'process.cpu.time'), { 'cpu.mode': 'system' });
     assert.ok(processCpu(after) - processCpu(before) >= 0.38, `process CPU grew ${processCpu(after) - processCpu(before)} s during 400 ms of spinning`);
     assert.equal(findMetric(after, 'process.cpu.time').descriptor.unit, 's');
-    assert.ok(sample?.cpu && sample.cpu.loadAverage.length === 3);
+    // The newest sample carries the worker's own readings: load average, RSS, per-thread CPU.
+    assert.equal(sample?.cpu?.loadAverage?.length, 3);
+    assert.ok((sample?.memory?.rss ?? 0) > 0 && (sample?.threads?.length ?? 0) > 0);
 
     const roles = new Set(findMetric(after, 'sysprobe.thread.cpu.time').dataPoints.map((p) => p.attributes['sysprobe.thread.role']));
     assert.ok(roles.has('main') && roles.has('sysprobe-worker'), `roles: ${[...roles].join(', ')}`);
@@ -182,6 +134,84 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
     assert.ok(last.every((s) => s.time >= Date.now() - 1000));
   });
 });
+
+for (const loopWatch of ['native', 'heartbeat'] as const) {
+  describe(`event loop, ${loopWatch} loop watch`, () => {
+    let probe: Probe;
+    let metrics: ReturnType<typeof memoryMetrics>;
+
+    beforeEach(async () => {
+      metrics = memoryMetrics();
+      probe = await start({ loopWatch, sampleIntervalMs: 200, logger: memoryLogger().logger, meterProvider: metrics.meterProvider });
+    });
+
+    afterEach(async () => {
+      await probe.stop();
+      await metrics.shutdown();
+    });
+
+    const nextSamples = (count = 1): Promise<Sample[]> => newSamples(probe, count);
+
+    it('reports which watch it runs', () => {
+      assert.equal(probe.loopWatch, loopWatch);
+    });
+
+    it('event loop: a 300 ms block shows in the delay max, the delay histogram and the worker\'s live lag', async () => {
+      await nextSamples(); // settle: the heartbeat is running
+      await metrics.collect(); // start a fresh collection window
+      blockFor(300);
+      await nextSamples(2);
+      const exported = await metrics.collect();
+
+      const delayMax = findMetric(exported, 'nodejs.eventloop.delay.max');
+      assert.equal(delayMax.descriptor.unit, 's');
+      assert.ok(pointValue(delayMax) >= 0.25, `delay max ${pointValue(delayMax)} s`);
+      const p50 = pointValue(findMetric(exported, 'nodejs.eventloop.delay.p50'));
+      assert.ok(p50 > 0 && p50 <= pointValue(delayMax));
+
+      const lag = findMetric(exported, 'sysprobe.eventloop.lag');
+      assert.equal(lag.descriptor.unit, 's');
+      assert.ok(pointValue(lag) >= 0.25, `worker lag ${pointValue(lag)} s`);
+
+      const histogram = findMetric(exported, 'sysprobe.eventloop.delay') as HistogramMetricData;
+      const point = histogram.dataPoints[0];
+      assert.ok(point, 'the delay histogram has a point');
+      assert.ok((point.value.max ?? 0) >= 0.25, `histogram max ${point.value.max}`);
+      assert.ok(point.value.buckets.boundaries.includes(0.25), 'bucket bounds resolve stalls');
+
+      const utilization = pointValue(findMetric(exported, 'nodejs.eventloop.utilization'));
+      assert.ok(utilization > 0 && utilization <= 1, `utilization ${utilization}`);
+      const active = pointValue(findMetric(exported, 'nodejs.eventloop.time'), { 'nodejs.eventloop.state': 'active' });
+      assert.ok(active >= 0.3, `active time ${active} s includes the block`);
+
+      // The flight recorder saw the same stall from the worker.
+      const recorded = await probe.recent({ sinceMs: 5000 });
+      const worst = Math.max(...recorded.map((s) => s.eventLoop?.lagMaxMs ?? 0));
+      assert.ok(worst >= 250, `recorded lag max ${worst} ms`);
+    });
+
+    it('event loop: the worker records the stall while it lasts, and a stall event follows', async () => {
+      const stalls: Array<{ startedAt: number; durationMs: number }> = [];
+      probe.on('stall', (event) => stalls.push(event));
+      await nextSamples();
+      const blockedAt = Date.now();
+      blockFor(1000);
+      const unblockedAt = Date.now();
+      await waitFor('the stall event', () => stalls[0]);
+      // Samples the worker took during the block, with the main thread silent.
+      // Main-thread readings count as stale once 1.5 intervals old: from blockedAt + 300 ms.
+      const during = (await probe.recent()).filter((s) => s.time > blockedAt + 350 && s.time < unblockedAt);
+      assert.ok(during.length >= 2, `${during.length} samples recorded during the block`);
+      assert.ok(during.every((s) => s.mainStale), 'flagged: main-thread values are stale');
+      assert.ok(Math.max(...during.map((s) => s.eventLoop?.lagMs ?? 0)) >= 500, 'lag seen growing live');
+      const [stall] = stalls;
+      // The native watch measures the blocked turn itself; the heartbeat is off by up to a beat each way.
+      const slackMs = loopWatch === 'native' ? 50 : 2 * 200 + 50;
+      assert.ok(stall && stall.durationMs >= 1000 && stall.durationMs < 1000 + slackMs, `duration ${stall?.durationMs}`);
+      assert.ok(Math.abs(stall.startedAt - blockedAt) <= slackMs / 2, `started ${stall.startedAt - blockedAt} ms off`);
+    });
+  });
+}
 
 describe('switching samplers off', () => {
   it('exports nothing of a switched-off sampler and records nothing for it', async () => {

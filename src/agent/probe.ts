@@ -5,6 +5,7 @@ import { defaultLogger } from '../logger.js';
 import { resolveOptions, type Logger, type ProbeOptions, type ResolvedOptions } from '../options.js';
 import type { Sample, WorkerToMain } from '../protocol.js';
 import { OtelExporter } from '../exporters/otel.js';
+import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } from '../loop-watch.js';
 import { GcObserver } from './gc.js';
 import { Heartbeat } from './heartbeat.js';
 import { WorkerSupervisor } from './supervisor.js';
@@ -14,9 +15,9 @@ const PACKAGE_VERSION: string = (require('../../../package.json') as { version: 
 
 /** The stall the worker saw, reported once the main thread runs again. */
 export interface StallEvent {
-  /** When the loop stopped answering (ms since the epoch; accurate to one heartbeat). */
+  /** When the loop stopped answering, ms since the epoch (exact with the native loop watch; within one beat with the heartbeat). */
   startedAt: number;
-  /** How long the heartbeat was missing, ms (at most one heartbeat interval more than the block itself). */
+  /** How long the loop was blocked, ms (with the heartbeat: the gap between beats, up to one beat more). */
   durationMs: number;
 }
 
@@ -43,6 +44,7 @@ export class Probe extends EventEmitter {
   readonly #heartbeat: Heartbeat;
   readonly #supervisor: WorkerSupervisor;
   readonly #exporter: OtelExporter;
+  readonly #loopWatch: { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined };
   readonly #startedAt = Date.now();
   #stopped: Promise<void> | undefined;
   #lastSamples: Sample[] = [];
@@ -54,23 +56,28 @@ export class Probe extends EventEmitter {
     this.#logger = (options.logger ?? defaultLogger()).child({ component: 'sysprobe', service: options.serviceName });
     const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('sysprobe', PACKAGE_VERSION);
     this.#gc = options.samplers.gc ? new GcObserver((kind, ms) => this.#exporter.recordGc(kind, ms)) : undefined;
-    this.#heartbeat = new Heartbeat(options, this.#gc,
+    this.#loopWatch = chooseLoopWatch(options);
+    // Without the native watch, the main thread's timer is also the stall detector's heartbeat.
+    const beats = options.samplers.eventLoop && this.#loopWatch.kind === 'heartbeat';
+    const heartbeatIntervalMs = beats ? Math.min(options.stallThresholdMs, options.sampleIntervalMs) : options.sampleIntervalMs;
+    const { addon } = this.#loopWatch;
+    this.#heartbeat = new Heartbeat(options, { intervalMs: heartbeatIntervalMs, beats, takeMaxDelayMs: addon && (() => addon.takeLongestTurn()) }, this.#gc,
       (gapMs) => this.#exporter.recordDelay(gapMs),
-      (capacityBytes) => this.#logger.warn({ capacityBytes }, 'sysprobe main-thread sample too large; kept the previous one'));
+      (capacityBytes) => this.#logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'));
     this.#supervisor = new WorkerSupervisor({
       heartbeat: this.#heartbeat.shared,
-      mainSlot: this.#heartbeat.mainSlot.buffer,
+      mainRing: this.#heartbeat.mainRing.buffer,
       sampleIntervalMs: options.sampleIntervalMs,
-      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      heartbeatIntervalMs,
+      loopWatch: this.#loopWatch.kind,
       stallThresholdMs: options.stallThresholdMs,
       recorderWindowMs: options.recorderWindowMs,
       mainTid: process.pid,
       samplers: options.samplers,
-      delayHistogram: this.#heartbeat.workerHistogram,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#exporter = new OtelExporter(meter, {
       samplesSince: (sinceMs) => this.#samplesSince(sinceMs),
-      exportHistogram: this.#heartbeat.exportHistogram,
+      drainDelays: () => this.#loopWatch.lag?.drain((ms) => this.#exporter.recordDelay(ms)),
       gcTotals: () => this.#gc?.totals,
       workerRestarts: () => this.#supervisor.restarts,
       failed: (component, err) => {
@@ -82,6 +89,8 @@ export class Probe extends EventEmitter {
 
   /** @internal */
   async begin(): Promise<void> {
+    // First readings before the worker starts, so its first sample has them.
+    this.#heartbeat.publish();
     try {
       await this.#supervisor.start();
     } catch (err) {
@@ -89,13 +98,17 @@ export class Probe extends EventEmitter {
       throw err;
     }
     this.#heartbeat.start();
-    // A first sample now, so the recorder and a collection right after start() have values.
-    this.#heartbeat.publish();
     this.#logger.info({
       node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
-      sampleIntervalMs: this.options.sampleIntervalMs, heartbeatIntervalMs: this.options.heartbeatIntervalMs,
-      stallThresholdMs: this.options.stallThresholdMs, samplers: this.options.samplers,
+      sampleIntervalMs: this.options.sampleIntervalMs, stallThresholdMs: this.options.stallThresholdMs,
+      loopWatch: this.#loopWatch.kind, ...(this.#loopWatch.why ? { loopWatchFallback: this.#loopWatch.why } : {}),
+      samplers: this.options.samplers,
     }, 'sysprobe started');
+  }
+
+  /** How this probe sees stalls: `native` (no main-thread wake-ups) or `heartbeat` (the JS fallback). */
+  get loopWatch(): LoopWatchKind {
+    return this.#loopWatch.kind;
   }
 
   /** True until {@link Probe.stop} is called. */
@@ -130,6 +143,8 @@ export class Probe extends EventEmitter {
   }
 
   #release(): void {
+    // After the worker is gone, so its watchdog no longer reads the hook's stamps.
+    this.#loopWatch.addon?.detach();
     if (current === this) current = undefined;
   }
 
@@ -157,6 +172,8 @@ export class Probe extends EventEmitter {
         return;
       case 'stall': {
         const event: StallEvent = { startedAt: message.startedAt, durationMs: message.durationMs };
+        // The heartbeat's gaps already hold the stall; the native watch reports it only here.
+        if (this.#loopWatch.kind === 'native' && this.options.samplers.eventLoop) this.#exporter.recordDelay(event.durationMs);
         this.#logger.warn({ ...event, thresholdMs: this.options.stallThresholdMs }, 'event loop stalled');
         this.#emitSafely('stall', event);
         return;
@@ -204,6 +221,19 @@ export class Probe extends EventEmitter {
       starting = false;
     }
   }
+}
+
+/** Native when asked for (or 'auto') and the addon loads and can hook this thread's loop; else the heartbeat. */
+function chooseLoopWatch(options: ResolvedOptions): { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined } {
+  const heartbeat = (why: string) => {
+    if (options.loopWatch === 'native') throw new SysprobeError(ErrorCode.UNSUPPORTED, `Option loopWatch is 'native' but ${why}.`);
+    return { kind: 'heartbeat' as const, addon: undefined, lag: undefined, why };
+  };
+  if (options.loopWatch === 'heartbeat' || !options.samplers.eventLoop) return { kind: 'heartbeat', addon: undefined, lag: undefined, why: undefined };
+  const { addon, error } = loadLoopWatch();
+  if (!addon) return heartbeat(`the native loop watch did not load (${error})`);
+  if (!addon.attach()) return heartbeat('another thread of this process already watches its loop natively');
+  return { kind: 'native', addon, lag: new LagSamples(addon), why: undefined };
 }
 
 /**

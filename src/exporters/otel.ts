@@ -1,5 +1,6 @@
 import * as os from 'node:os';
-import { performance, type EventLoopUtilization, type RecordableHistogram } from 'node:perf_hooks';
+import * as v8 from 'node:v8';
+import { createHistogram, performance, type EventLoopUtilization, type RecordableHistogram } from 'node:perf_hooks';
 import type { Attributes, BatchObservableResult, Counter, Histogram, Meter, Observable } from '@opentelemetry/api';
 import type { ResolvedOptions } from '../options.js';
 import type { Sample } from '../protocol.js';
@@ -14,7 +15,8 @@ const NS_PER_S = 1e9;
 export interface MetricsSource {
   /** Samples recorded since `sinceMs` ago, oldest first; cached values when the worker cannot answer. */
   samplesSince(sinceMs: number): Promise<Sample[]>;
-  readonly exportHistogram: RecordableHistogram;
+  /** Hands over event-loop delays observed elsewhere (recordDelay), just before they are read. */
+  drainDelays(): void;
   gcTotals(): Record<string, { count: number; durationMs: number }> | undefined;
   workerRestarts(): number;
   /** Called when reading an instrument failed; the collection goes on without it. */
@@ -32,6 +34,8 @@ export class OtelExporter {
   readonly #observables: Observable[] = [];
   readonly #callback: (result: BatchObservableResult) => Promise<void>;
   readonly #delayHistogram: Histogram;
+  /** The same delays (ns), for the percentile gauges; reset each collection. */
+  readonly #delayStats: RecordableHistogram = createHistogram();
   readonly #gcDuration: Histogram;
   readonly #errors: Counter;
   #lastCollectAt = Date.now();
@@ -42,7 +46,7 @@ export class OtelExporter {
     this.#meter = meter;
     this.#source = source;
     this.#delayHistogram = meter.createHistogram('sysprobe.eventloop.delay', {
-      description: 'Gaps between heartbeats of the main thread (like monitorEventLoopDelay at the heartbeat resolution); aggregatable across instances.',
+      description: 'Event-loop delay observations: the lag sampled once per stall threshold plus each stall whole (heartbeat fallback: gaps between beats); aggregatable across instances.',
       unit: 's',
       advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
     });
@@ -60,12 +64,12 @@ export class OtelExporter {
 
     if (samplers.eventLoop) {
       const delay = Object.fromEntries(['min', 'max', 'mean', 'stddev', 'p50', 'p90', 'p99'].map((stat) => [stat,
-        gauge(`nodejs.eventloop.delay.${stat}`, 's', `Event loop delay ${stat} since the last collection, from the heartbeat (resolution: the heartbeat interval).`)]));
+        gauge(`nodejs.eventloop.delay.${stat}`, 's', `Event loop delay ${stat} since the last collection (see sysprobe.eventloop.delay for what is observed).`)]));
       const utilization = gauge('nodejs.eventloop.utilization', '1', 'Event loop utilization since the last collection.');
       const time = counter('nodejs.eventloop.time', 's', 'Cumulative time the event loop spent in each state.');
       const lag = gauge('sysprobe.eventloop.lag', 's', 'Longest time without a heartbeat since the last collection, as the worker saw it (it sees a stall while it lasts).');
       observe.push((result, recent) => {
-        const h = this.#source.exportHistogram;
+        const h = this.#delayStats;
         if (h.count > 0) {
           const values: Record<string, number> = {
             min: h.min, max: h.max, mean: h.mean, stddev: h.stddev,
@@ -95,7 +99,7 @@ export class OtelExporter {
         result.observe(time, cpu.userMs / 1000, { 'cpu.mode': 'user' });
         result.observe(time, cpu.systemMs / 1000, { 'cpu.mode': 'system' });
         result.observe(utilization, cpu.utilization / cpus);
-        cpu.loadAverage.forEach((value, i) => result.observe(load, value, { 'sysprobe.load.window': ['1m', '5m', '15m'][i] }));
+        cpu.loadAverage?.forEach((value, i) => result.observe(load, value, { 'sysprobe.load.window': ['1m', '5m', '15m'][i] }));
       });
     }
 
@@ -123,22 +127,24 @@ export class OtelExporter {
       const rss = upDown('process.memory.usage', 'By', 'Resident set size of the process.');
       const external = upDown('sysprobe.memory.external', 'By', 'Memory of C++ objects bound to JS objects (includes array buffers).');
       const arrayBuffers = upDown('sysprobe.memory.array_buffers', 'By', 'Memory of ArrayBuffers and SharedArrayBuffers.');
-      observe.push((result, recent, latest) => {
-        const memory = latest?.memory;
-        if (!memory) return;
-        for (const space of memory.spaces) {
-          const attributes = { 'v8js.heap.space.name': space.name };
-          result.observe(used, space.used, attributes);
-          result.observe(limit, space.size, attributes);
-          result.observe(available, space.available, attributes);
-          result.observe(physical, space.physical, attributes);
+      // Read here, at collection time, on the main thread: fresher than the last sample, and the
+      // per-space and ArrayBuffer figures cost the main thread nothing between collections.
+      observe.push((result) => {
+        for (const space of v8.getHeapSpaceStatistics()) {
+          const attributes = { 'v8js.heap.space.name': space.space_name };
+          result.observe(used, space.space_used_size, attributes);
+          result.observe(limit, space.space_size, attributes);
+          result.observe(available, space.space_available_size, attributes);
+          result.observe(physical, space.physical_space_size, attributes);
         }
-        result.observe(heapUsed, memory.heapUsed);
-        result.observe(heapTotal, memory.heapTotal);
-        result.observe(heapLimit, memory.heapLimit);
-        result.observe(rss, memory.rss);
-        result.observe(external, memory.external);
-        result.observe(arrayBuffers, memory.arrayBuffers);
+        const heap = v8.getHeapStatistics();
+        const usage = process.memoryUsage();
+        result.observe(heapUsed, heap.used_heap_size);
+        result.observe(heapTotal, heap.total_heap_size);
+        result.observe(heapLimit, heap.heap_size_limit);
+        result.observe(rss, usage.rss);
+        result.observe(external, usage.external);
+        result.observe(arrayBuffers, usage.arrayBuffers);
       });
     }
 
@@ -160,18 +166,13 @@ export class OtelExporter {
     observe.push((result) => result.observe(restarts, this.#source.workerRestarts()));
 
     this.#callback = async (result) => {
+      this.#guard(() => this.#source.drainDelays());
       const now = Date.now();
       const recent = await this.#source.samplesSince(Math.max(options.sampleIntervalMs, now - this.#lastCollectAt));
       this.#lastCollectAt = now;
       const latest = recent.at(-1) ?? this.#lastSample;
       this.#lastSample = latest;
-      for (const fn of observe) {
-        try {
-          fn(result, recent, latest);
-        } catch (err) {
-          this.#source.failed('exporter', err);
-        }
-      }
+      for (const fn of observe) this.#guard(() => fn(result, recent, latest));
     };
     meter.addBatchObservableCallback(this.#callback, this.#observables);
   }
@@ -181,8 +182,19 @@ export class OtelExporter {
     return instrument;
   }
 
-  recordDelay(gapMs: number): void {
-    this.#delayHistogram.record(gapMs / 1000);
+  #guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#source.failed('exporter', err);
+    }
+  }
+
+  /** One observation of the event-loop delay, ms. */
+  recordDelay(delayMs: number): void {
+    this.#delayHistogram.record(delayMs / 1000);
+    // RecordableHistogram takes integers >= 1 (ns).
+    this.#delayStats.record(Math.max(1, Math.round(delayMs * 1e6)));
   }
 
   recordGc(kind: string, durationMs: number): void {

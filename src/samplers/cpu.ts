@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import type { Sample, ThreadCpu } from '../protocol.js';
+import type { MainSample, ThreadCpu } from '../protocol.js';
 import { parseTaskStat, threadRole } from './proc.js';
 
 /** Reading more threads than this is a sign of something else going wrong; the rest are skipped. */
@@ -8,26 +8,16 @@ const MAX_THREADS = 512;
 /** A stat line is ~300 bytes; a bigger read means it is not what we expect. */
 const STAT_READ_BYTES = 1024;
 
-/** Process CPU time and utilization, from process.cpuUsage (process-wide, so it works from the worker). */
-export class ProcessCpuSampler {
-  #last = process.cpuUsage();
-  #lastTime = performance.now();
+/** Process CPU since process start: process-wide, so either thread may read it. */
+export function readProcessCpu(): NonNullable<MainSample['cpu']> {
+  const { user, system } = process.cpuUsage();
+  return { userMs: user / 1000, systemMs: system / 1000 };
+}
 
-  sample(): NonNullable<Sample['cpu']> {
-    const now = performance.now();
-    const usage = process.cpuUsage();
-    const elapsedUs = Math.max(1, (now - this.#lastTime) * 1000);
-    const deltaUs = usage.user - this.#last.user + (usage.system - this.#last.system);
-    this.#last = usage;
-    this.#lastTime = now;
-    const load = os.loadavg();
-    return {
-      userMs: usage.user / 1000,
-      systemMs: usage.system / 1000,
-      utilization: deltaUs / elapsedUs,
-      loadAverage: [load[0] ?? 0, load[1] ?? 0, load[2] ?? 0],
-    };
-  }
+/** The system's load average; ~90 µs cold here, so the worker reads it, not the main thread. */
+export function readLoadAverage(): [number, number, number] {
+  const [one = 0, five = 0, fifteen = 0] = os.loadavg();
+  return [one, five, fifteen];
 }
 
 function readSmall(file: string, buffer: Buffer): string | undefined {

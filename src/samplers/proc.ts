@@ -41,6 +41,7 @@ export function parseTaskStat(text: string): TaskStat | undefined {
 export function threadRole(tid: number, comm: string, mainTid: number, workerTid: number | undefined): string {
   if (tid === mainTid) return 'main';
   if (tid === workerTid) return 'sysprobe-worker';
+  if (comm === 'sysprobe-watch') return 'sysprobe-watchdog';
   if (comm.startsWith('libuv-worker')) return 'libuv';
   if (comm.startsWith('V8 ') || comm.startsWith('v8:')) return 'v8';
   return 'other';

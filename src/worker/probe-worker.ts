@@ -1,21 +1,30 @@
 /**
- * The probe worker's entry point. It samples what need not run on the main
- * thread (/proc, process CPU), keeps the flight recorder, and watches the main
- * thread's heartbeat so it sees a stall while the stall lasts.
+ * The probe worker's entry point. It keeps the flight recorder, reads what need
+ * not be read on the main thread (per-thread CPU from /proc), and runs the stall
+ * watch, which sees a stall of the main thread while the stall lasts.
+ *
+ * It wakes rarely: the main thread appends its readings to a shared ring, and the
+ * worker turns them into samples in batches (every DRAIN_SLOTS readings at most,
+ * before answering a request, when a stall starts). During a stall it records a
+ * sample of its own each interval, flagged mainStale.
  *
  * Nothing here may throw out of a handler: every failure becomes a 'log'
  * message to the main thread, which logs and counts it.
  */
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import type { RecordableHistogram } from 'node:perf_hooks';
 import { describeError, ErrorCode } from '../errors.js';
-import { Beat, type LogLevel, type MainSample, type MainToWorker, type Request, type Sample, type WorkerSettings, type WorkerToMain } from '../protocol.js';
-import { ProcessCpuSampler, ThreadCpuSampler } from '../samplers/cpu.js';
-import { SharedJsonSlot } from '../shared-slot.js';
+import { loadLoopWatch } from '../loop-watch.js';
+import type { LogLevel, MainSample, MainToWorker, Request, Sample, WorkerSettings, WorkerToMain } from '../protocol.js';
+import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
+import { SharedJsonRing } from '../shared-ring.js';
 import { FlightRecorder } from './recorder.js';
+import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 
-const NS_PER_MS = 1e6;
+/** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
+const DRAIN_SLOTS = 32;
+/** ...and at least this often, so per-thread CPU has a useful resolution. */
+const DRAIN_MAX_MS = 10_000;
 
 function ownThreadId(): number | undefined {
   try {
@@ -30,25 +39,24 @@ function ownThreadId(): number | undefined {
 class ProbeWorker {
   readonly #port: NonNullable<typeof parentPort>;
   readonly #settings: WorkerSettings;
-  readonly #beat: BigInt64Array;
-  readonly #mainSlot: SharedJsonSlot;
-  readonly #delay: RecordableHistogram | undefined;
+  readonly #mainRing: SharedJsonRing;
+  readonly #drainIntervalMs: number;
+  readonly #watch: StallWatch | undefined;
   readonly #recorder: FlightRecorder<Sample>;
-  readonly #processCpu = new ProcessCpuSampler();
   readonly #threadCpu: ThreadCpuSampler;
+  #cursor = 0;
   #lastMain: MainSample | undefined;
-  #lastMainVersion = 0;
-  #lastSampleAt = performance.now();
-  #timer: NodeJS.Timeout | undefined;
+  #lastSample: Sample | undefined;
+  #lastDrainAt = performance.now();
   #stalled = false;
+  #timer: NodeJS.Timeout | undefined;
   #stopped = false;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
     this.#settings = settings;
-    this.#beat = new BigInt64Array(settings.heartbeat);
-    this.#mainSlot = new SharedJsonSlot(settings.mainSlot);
-    this.#delay = settings.delayHistogram as RecordableHistogram | undefined;
+    this.#mainRing = new SharedJsonRing(settings.mainRing);
+    this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
     this.#recorder = new FlightRecorder<Sample>(capacity);
     const tid = ownThreadId();
@@ -57,8 +65,25 @@ class ProbeWorker {
       this.#log('info', 'per-thread CPU sampler unsupported on this platform', { sampler: 'threads', platform: process.platform });
     }
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
+    this.#watch = settings.samplers.eventLoop ? this.#startWatch() : undefined;
     this.#send({ type: 'ready', tid });
+    // The main thread left its first reading before starting us: a first sample now, so a collection right after start() has values.
+    this.#drain();
     this.#arm();
+  }
+
+  #startWatch(): StallWatch | undefined {
+    const onStall = (report: StallReport) => this.#onStall(report);
+    if (this.#settings.loopWatch === 'heartbeat') return new HeartbeatStallWatch(this.#settings, onStall);
+    try {
+      const { addon, error } = loadLoopWatch();
+      if (!addon) throw new Error(error);
+      return new NativeStallWatch(addon, this.#settings.stallThresholdMs, onStall);
+    } catch (err) {
+      // The main thread found the addon, so this is unexpected; without a heartbeat nobody can watch.
+      this.#log('error', 'sysprobe stall watch failed to start; stalls will not be seen', { component: 'watchdog', err: describeError(err) });
+      return undefined;
+    }
   }
 
   #send(message: WorkerToMain): void {
@@ -81,7 +106,7 @@ class ProbeWorker {
   #onMessage(message: MainToWorker): void {
     switch (message.type) {
       case 'request':
-        this.#guarded('recorder', () => this.#collect());
+        this.#drain();
         this.#answer(message.id, message.request);
         return;
       case 'stop':
@@ -109,117 +134,91 @@ class ProbeWorker {
     }
   }
 
-  /**
-   * The worker's one timer. It wakes for whichever comes first: the moment a stall
-   * would be certain (see #watchDueMs), or the next sample when nothing else wakes it.
-   */
+  #onStall(report: StallReport): void {
+    if (report.ended) {
+      this.#stalled = false;
+      this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs });
+    } else {
+      // From now until the loop runs again, the worker records a sample of its own each interval.
+      this.#drain();
+      this.#stalled = true;
+      this.#guarded('recorder', () => this.#recordStale());
+    }
+    clearTimeout(this.#timer);
+    this.#arm();
+  }
+
+  /** The worker's one timer: the next drain, a sample during a stall, or sooner when the heartbeat watch needs a look. */
   #arm(): void {
-    if (this.#stopped || this.#stalled) return;
-    const { sampleIntervalMs, samplers } = this.#settings;
-    const sampleDue = sampleIntervalMs * (samplers.eventLoop ? 1.5 : 1) - (performance.now() - this.#lastSampleAt);
-    const due = samplers.eventLoop ? Math.min(this.#watchDueMs(), sampleDue) : sampleDue;
-    this.#timer = setTimeout(() => this.#wake(), Math.max(1, due));
+    if (this.#stopped) return;
+    const next = this.#stalled
+      ? this.#settings.sampleIntervalMs
+      : this.#drainIntervalMs - (performance.now() - this.#lastDrainAt);
+    this.#timer = setTimeout(() => this.#wake(), Math.max(1, Math.min(this.#watch?.dueMs() ?? Infinity, next)));
     this.#timer.unref();
   }
 
   #wake(): void {
-    this.#guarded('recorder', () => this.#collect());
-    if (this.#settings.samplers.eventLoop) this.#guarded('watchdog', () => this.#watch());
+    if (this.#watch) this.#guarded('watchdog', () => this.#watch?.check());
+    if (this.#stalled) this.#guarded('recorder', () => this.#recordStale());
+    else if (performance.now() - this.#lastDrainAt >= this.#drainIntervalMs - 5) this.#drain();
     this.#arm();
   }
 
-  /** Records a sample when the main thread left new readings, or when one is overdue (main blocked). */
-  #collect(): void {
-    const news = this.#mainSlot.version !== this.#lastMainVersion ? this.#mainSlot.read<MainSample>() : undefined;
-    if (news) {
-      this.#lastMainVersion = news.version;
-      this.#lastMain = news.value;
-      this.#record(false);
-    } else if (performance.now() - this.#lastSampleAt >= this.#settings.sampleIntervalMs * 1.5) {
-      this.#record(true);
-    }
-  }
-
-  /** Builds one sample from the main thread's last readings and the worker's own. */
-  #record(mainStale: boolean): void {
-    const now = performance.now();
-    const intervalMs = now - this.#lastSampleAt;
-    this.#lastSampleAt = now;
-    const { samplers } = this.#settings;
-    const main = this.#lastMain;
-    const sample: Sample = { time: Date.now(), intervalMs, mainStale };
-    if (samplers.eventLoop) sample.eventLoop = this.#eventLoop(main);
-    if (samplers.cpu) sample.cpu = this.#processCpu.sample();
-    if (samplers.threads && this.#threadCpu.supported) sample.threads = this.#threadCpu.sample();
-    if (samplers.memory && main?.memory) sample.memory = { ...main.memory, rss: process.memoryUsage.rss() };
-    if (main?.gc) sample.gc = main.gc;
-    if (main?.handles) sample.handles = main.handles;
-    this.#recorder.push(sample);
-  }
-
-  #eventLoop(main: MainSample | undefined): NonNullable<Sample['eventLoop']> {
-    const lagMs = this.#lagMs();
-    const h = this.#delay;
-    const stats = h && h.count > 0
-      ? {
-        delayMinMs: h.min / NS_PER_MS, delayMaxMs: h.max / NS_PER_MS, delayMeanMs: h.mean / NS_PER_MS,
-        delayP50Ms: h.percentile(50) / NS_PER_MS, delayP90Ms: h.percentile(90) / NS_PER_MS, delayP99Ms: h.percentile(99) / NS_PER_MS,
-      }
-      // No heartbeat in the whole interval: the loop was blocked throughout; the lag is the only measure.
-      : { delayMinMs: lagMs, delayMaxMs: lagMs, delayMeanMs: lagMs, delayP50Ms: lagMs, delayP90Ms: lagMs, delayP99Ms: lagMs };
-    h?.reset();
-    // The histogram holds the gaps that ended; an ongoing one is only visible as the live lag.
-    const lagMaxMs = Math.max(stats.delayMaxMs, lagMs);
-    return { ...stats, lagMs, lagMaxMs, utilization: main?.eventLoop?.utilization ?? 0 };
-  }
-
-  /** Time since the main thread's heartbeat last ran. */
-  #lagMs(): number {
-    const last = Atomics.load(this.#beat, Beat.LAST);
-    return Math.max(0, Number(process.hrtime.bigint() - last) / NS_PER_MS);
-  }
-
-  /**
-   * A stall is certain once the heartbeat is `stallThresholdMs` overdue: the next
-   * beat was due at LAST + heartbeat, so none by LAST + heartbeat + threshold means
-   * the loop has been blocked at least the threshold. A healthy loop thus costs one
-   * wake-up per heartbeat + threshold, not one per beat.
-   */
-  #watchDueMs(): number {
-    const { heartbeatIntervalMs, stallThresholdMs } = this.#settings;
-    return heartbeatIntervalMs + stallThresholdMs - this.#lagMs();
-  }
-
-  #watch(): void {
-    if (this.#watchDueMs() > 0) return;
-    const last = Atomics.load(this.#beat, Beat.LAST);
-    const startedAt = Date.now() - this.#lagMs();
-    this.#stalled = true;
-    void this.#awaitBeat(last).then((durationMs) => {
-      this.#stalled = false;
-      this.#send({ type: 'stall', startedAt, durationMs });
-      this.#arm();
+  /** Turns the main thread's readings since the last drain into samples; per-thread CPU, RSS and load, read now, go on the newest. */
+  #drain(): void {
+    this.#lastDrainAt = performance.now();
+    this.#guarded('recorder', () => {
+      const { values, next, lost } = this.#mainRing.readSince<MainSample>(this.#cursor);
+      this.#cursor = next;
+      if (lost > 0) this.#log('warn', 'sysprobe worker fell behind; main-thread readings were lost', { component: 'recorder', lost });
+      values.forEach((main, i) => this.#record(main, false, i === values.length - 1));
     });
   }
 
-  /** Resolves with the whole gap once the heartbeat moves past `last`, recording samples meanwhile. */
-  async #awaitBeat(last: bigint): Promise<number> {
-    for (;;) {
-      // The heartbeat's Atomics.notify wakes us the moment the loop runs again.
-      const result = Atomics.waitAsync(this.#beat, Beat.LAST, last, this.#settings.sampleIntervalMs);
-      const outcome = result.async ? await result.value : result.value;
-      const now = Atomics.load(this.#beat, Beat.LAST);
-      if (outcome !== 'timed-out' || now !== last || this.#stopped) {
-        return Number(now - last) / NS_PER_MS;
-      }
-      // Still stalled after a full interval: keep the recorder going, flagged stale.
-      this.#guarded('recorder', () => this.#record(true));
+  /** A sample taken while the main thread is blocked: its values are the last it left, the rest is read now. */
+  #recordStale(): void {
+    const main = this.#lastMain;
+    const now: MainSample = { time: Date.now() };
+    if (main?.eventLoop) now.eventLoop = { ...main.eventLoop, utilization: 1, maxDelayMs: 0 };
+    if (this.#settings.samplers.cpu) now.cpu = readProcessCpu();
+    if (main?.memory) now.memory = main.memory;
+    if (main?.gc) now.gc = main.gc;
+    if (main?.handles) now.handles = main.handles;
+    this.#record(now, true, true);
+    // Keep the main thread's own reading as the base for the next interval's deltas.
+    this.#lastMain = main;
+  }
+
+  /** Builds one sample from a main-thread reading (and, `withWorkerReadings`, per-thread CPU, RSS and load read now). */
+  #record(main: MainSample, mainStale: boolean, withWorkerReadings: boolean): void {
+    const { samplers } = this.#settings;
+    const previous = this.#lastSample;
+    const sample: Sample = { time: main.time, intervalMs: previous ? main.time - previous.time : 0, mainStale };
+    if (samplers.eventLoop && main.eventLoop) {
+      const lagMs = mainStale ? this.#watch?.lagMs() ?? 0 : 0;
+      const delayMaxMs = main.eventLoop.maxDelayMs;
+      sample.eventLoop = { delayMaxMs, lagMs, lagMaxMs: Math.max(delayMaxMs, lagMs), utilization: main.eventLoop.utilization };
     }
+    if (samplers.cpu && main.cpu) {
+      const before = previous?.cpu;
+      const busyMs = before ? main.cpu.userMs - before.userMs + (main.cpu.systemMs - before.systemMs) : 0;
+      sample.cpu = { ...main.cpu, utilization: before && sample.intervalMs > 0 ? busyMs / sample.intervalMs : 0 };
+      if (withWorkerReadings) sample.cpu.loadAverage = readLoadAverage();
+    }
+    if (samplers.threads && withWorkerReadings && this.#threadCpu.supported) sample.threads = this.#threadCpu.sample();
+    if (samplers.memory && main.memory) sample.memory = withWorkerReadings ? { ...main.memory, rss: process.memoryUsage.rss() } : main.memory;
+    if (main.gc) sample.gc = main.gc;
+    if (main.handles) sample.handles = main.handles;
+    this.#lastMain = main;
+    this.#lastSample = sample;
+    this.#recorder.push(sample);
   }
 
   #stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#watch?.stop();
     this.#port.close();
   }
 }
