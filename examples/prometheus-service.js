@@ -91,10 +91,10 @@ async function main() {
       if (!last) return;
       const lagMax = Math.max(...samples.map((s) => s.eventLoop?.lagMaxMs ?? 0));
       const main = last.threads?.find((t) => t.role === 'main');
-      process.stderr.write(`[sysprobe] last 5 s: longest heartbeat gap ${lagMax.toFixed(0)} ms (beats every ${probe.options.heartbeatIntervalMs} ms), ` +
+      process.stderr.write(`[sysprobe] last 5 s: longest the loop went without turning ${lagMax.toFixed(0)} ms (${probe.loopWatch} loop watch), ` +
         `ELU ${((last.eventLoop?.utilization ?? 0) * 100).toFixed(0)}%, process CPU ${((last.cpu?.utilization ?? 0) * 100).toFixed(0)}%` +
-        `${main ? ` (main thread ${(main.utilization * 100).toFixed(0)}%)` : ''}, heap ${((last.memory?.heapUsed ?? 0) / 1048576).toFixed(1)} MB, ` +
-        `RSS ${((last.memory?.rss ?? 0) / 1048576).toFixed(0)} MB\n`);
+        `${main ? ` (main thread ${(main.utilization * 100).toFixed(0)}%)` : ''}, heap ${((last.memory?.heapUsed ?? 0) / 1048576).toFixed(1)} MB` +
+        `${last.memory?.rss ? `, RSS ${(last.memory.rss / 1048576).toFixed(0)} MB` : ''}\n`);
     }, 5000)
     : undefined;
 

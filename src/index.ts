@@ -15,3 +15,4 @@ export { SysprobeError, ErrorCode } from './errors.js';
 export type { ErrorCodeValue } from './errors.js';
 export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './options.js';
 export type { Sample, ThreadCpu, MainSample } from './protocol.js';
+export type { LoopWatchKind } from './loop-watch.js';
