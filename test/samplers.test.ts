@@ -114,7 +114,8 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
       const servers = await waitFor('a TCPServerWrap in the exported resources', async () => {
-        const point = findMetric(await metrics.collect(), 'sysprobe.active_resources').dataPoints
+        // Absent until a main-thread reading taken after listen() reaches a collection.
+        const point = (await metrics.collect()).find((m) => m.descriptor.name === 'sysprobe.active_resources')?.dataPoints
           .find((p) => p.attributes['sysprobe.resource.type'] === 'TCPServerWrap');
         return point?.value as number | undefined;
       }, 5000, 100);
