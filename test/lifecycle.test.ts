@@ -141,6 +141,12 @@ describe('lifecycle', () => {
       assert.equal(exited?.backoffMs, 100);
       await waitFor('samples from the new worker', async () => ((await probe.recent()).length > 0 ? true : undefined));
       assert.equal(pointValue(findMetric(await metrics.collect(), 'sysprobe.worker.restarts')), 1);
+      // The new worker watches the loop again (with the native watch: a new watchdog thread).
+      const stalls: number[] = [];
+      probe.on('stall', (event: { durationMs: number }) => stalls.push(event.durationMs));
+      blockFor(300);
+      await waitFor('a stall seen by the new worker', () => stalls[0]);
+      assert.ok((stalls[0] ?? 0) >= 300, `stall of ${stalls[0]} ms`);
 
       // A second crash soon after waits longer: the backoff doubles.
       await probe.unsafeSupervisor.crashForTest();
