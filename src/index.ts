@@ -10,9 +10,9 @@
  * @packageDocumentation
  */
 export { start, Probe } from './agent/probe.js';
-export type { StallEvent, RecentOptions } from './agent/probe.js';
+export type { StallEvent, RecentOptions, CpuProfileOptions } from './agent/probe.js';
 export { SysprobeError, ErrorCode } from './errors.js';
 export type { ErrorCodeValue } from './errors.js';
 export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './options.js';
-export type { Sample, ThreadCpu, MainSample } from './protocol.js';
+export type { Sample, ThreadCpu, MainSample, Frame, StallCapture, CpuProfileResult } from './protocol.js';
 export type { LoopWatchKind } from './loop-watch.js';

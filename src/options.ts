@@ -42,6 +42,8 @@ export interface ProbeOptions {
    * native when the addon loads, else the heartbeat. `native` fails start() when it cannot load.
    */
   loopWatch?: 'auto' | 'native' | 'heartbeat';
+  /** Automatic captures (the stack of each stall) allowed per minute, 0 to 600; 0 turns them off. Default 6. */
+  capturesPerMinute?: number;
   /** How much history the flight recorder keeps, in ms (at least one sample). Default 15 minutes. */
   recorderWindowMs?: number;
   /** Where instruments are created. Default: the global OpenTelemetry MeterProvider. */
@@ -60,6 +62,7 @@ export interface ResolvedOptions {
   readonly sampleIntervalMs: number;
   readonly stallThresholdMs: number;
   readonly loopWatch: 'auto' | 'native' | 'heartbeat';
+  readonly capturesPerMinute: number;
   readonly recorderWindowMs: number;
   readonly meterProvider: MeterProvider | undefined;
   readonly logger: Logger | undefined;
@@ -70,7 +73,7 @@ export interface ResolvedOptions {
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'recorderWindowMs',
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers',
 ] as const;
 
@@ -120,7 +123,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', recorderWindowMs: rawWindow,
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
   } = options as ProbeOptions;
 
@@ -132,6 +135,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   if (!LOOP_WATCH_KINDS.includes(loopWatch)) {
     throw invalid(`Option loopWatch must be one of ${LOOP_WATCH_KINDS.join(', ')}; got ${describe(loopWatch)}.`);
   }
+  const capturesPerMinute = checkInteger('capturesPerMinute', rawCaptures, 0, 600, 6);
   const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
   if (recorderWindowMs < sampleIntervalMs) {
     throw invalid(`Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`);
@@ -159,6 +163,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     sampleIntervalMs,
     stallThresholdMs,
     loopWatch,
+    capturesPerMinute,
     recorderWindowMs,
     meterProvider,
     logger,

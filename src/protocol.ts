@@ -3,6 +3,7 @@
  * the shape of a sample. Both sides import this file; nothing here runs code
  * except the layout constants of the shared heartbeat.
  */
+import type { ProfileSummary } from './captures/cpuprofile.js';
 
 /** Slots of the heartbeat's shared BigInt64Array; all values are process.hrtime nanoseconds. */
 export const Beat = {
@@ -85,9 +86,46 @@ export interface Sample {
   handles?: MainSample['handles'];
 }
 
+/** One JS stack frame, as the inspector protocol gives it: `lineNumber` and `columnNumber` are 0-based. */
+export interface Frame {
+  /** `(anonymous)` for anonymous functions. */
+  functionName: string;
+  /** The script's URL or path; empty for code without one (eval). */
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+
+/** How the stack of a stall was taken, or why it was not. */
+export interface StallCapture {
+  /**
+   * `debugger-pause`: paused in the JS that blocked the loop, while it was blocking.
+   * `blocked-in-native`: the loop was blocked in native code (execSync, a sync crypto call, …);
+   * the pause landed only when JS resumed, so the stack shows where, not the culprit.
+   * `skipped`: the capture budget for the minute was spent. `failed`: see `reason`.
+   */
+  how: 'debugger-pause' | 'blocked-in-native' | 'skipped' | 'failed';
+  /** When the main thread paused, ms since the epoch. */
+  takenAt?: number;
+  /** From the pause request to the pause, ms (~1 ms when the main thread runs JS). */
+  pauseLatencyMs?: number;
+  reason?: string;
+}
+
+/** What a CPU profile capture wrote, and what it found. */
+export interface CpuProfileResult {
+  /** The .cpuprofile file (Chrome DevTools, speedscope). */
+  file: string;
+  /** The same profile as gzipped pprof (profile back ends such as Pyroscope). */
+  pprofFile: string;
+  summary: ProfileSummary;
+}
+
 /** What the main thread can ask the worker. */
 export type Request =
-  | { kind: 'recent'; sinceMs: number | undefined };
+  | { kind: 'recent'; sinceMs: number | undefined }
+  | { kind: 'captureStack' }
+  | { kind: 'captureCpuProfile'; durationMs: number };
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
@@ -100,7 +138,7 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
-  | { type: 'stall'; startedAt: number; durationMs: number };
+  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture };
 
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
@@ -110,6 +148,10 @@ export interface WorkerSettings {
   sampleIntervalMs: number;
   heartbeatIntervalMs: number;
   stallThresholdMs: number;
+  /** Where captures are written. */
+  dumpDir: string;
+  /** Automatic captures (stall stacks) allowed per minute. */
+  capturesPerMinute: number;
   /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
   loopWatch: 'native' | 'heartbeat';
   recorderWindowMs: number;

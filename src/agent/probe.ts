@@ -3,7 +3,7 @@ import { metrics } from '@opentelemetry/api';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { defaultLogger } from '../logger.js';
 import { resolveOptions, type Logger, type ProbeOptions, type ResolvedOptions } from '../options.js';
-import type { Sample, WorkerToMain } from '../protocol.js';
+import type { CpuProfileResult, Frame, Sample, StallCapture, WorkerToMain } from '../protocol.js';
 import { OtelExporter } from '../exporters/otel.js';
 import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } from '../loop-watch.js';
 import { GcObserver } from './gc.js';
@@ -11,6 +11,8 @@ import { Heartbeat } from './heartbeat.js';
 import { WorkerSupervisor } from './supervisor.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
+/** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
+const STACK_REQUEST_TIMEOUT_MS = 5_000;
 const PACKAGE_VERSION: string = (require('../../../package.json') as { version: string }).version;
 
 /** The stall the worker saw, reported once the main thread runs again. */
@@ -19,6 +21,16 @@ export interface StallEvent {
   startedAt: number;
   /** How long the loop was blocked, ms (with the heartbeat: the gap between beats, up to one beat more). */
   durationMs: number;
+  /** The main thread's JS stack, taken by the worker while the loop was still blocked (innermost frame first); absent when not taken. */
+  stack: Frame[] | undefined;
+  /** How the stack was taken, or why not. */
+  capture: StallCapture;
+}
+
+/** Options for {@link Probe.captureCpuProfile}. */
+export interface CpuProfileOptions {
+  /** How long to profile, ms (10 to 600000). Default 5000. */
+  durationMs?: number;
 }
 
 /** Options for {@link Probe.recent}. */
@@ -72,6 +84,8 @@ export class Probe extends EventEmitter {
       loopWatch: this.#loopWatch.kind,
       stallThresholdMs: options.stallThresholdMs,
       recorderWindowMs: options.recorderWindowMs,
+      dumpDir: options.dumpDir,
+      capturesPerMinute: options.capturesPerMinute,
       mainTid: process.pid,
       samplers: options.samplers,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
@@ -129,6 +143,33 @@ export class Probe extends EventEmitter {
     return (await this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
   }
 
+  /**
+   * The main thread's JS stack, taken from the worker through the inspector (innermost frame
+   * first). Called from the main thread itself, the pause lands in the next JS the loop runs,
+   * often sysprobe's own; the stack that matters is the one a stall event carries.
+   * Rejects with SYSPROBE_ERR_CAPTURE_BUSY or SYSPROBE_ERR_CAPTURE_FAILED.
+   */
+  async captureStack(): Promise<Frame[]> {
+    this.#assertRunning('captureStack');
+    const result = (await this.#supervisor.request({ kind: 'captureStack' }, STACK_REQUEST_TIMEOUT_MS)) as { frames: Frame[] };
+    return result.frames;
+  }
+
+  /**
+   * Runs V8's CPU profiler on the main thread for `durationMs` (from the worker, so it works
+   * while the main thread is blocked), writes a .cpuprofile and a gzipped pprof file into
+   * `dumpDir`, and resolves with their paths and a summary: top functions by self time and
+   * the busy-loop signature. Rejects with SYSPROBE_ERR_CAPTURE_BUSY while another profile runs.
+   */
+  async captureCpuProfile(options: CpuProfileOptions = {}): Promise<CpuProfileResult> {
+    this.#assertRunning('captureCpuProfile');
+    const { durationMs = 5000 } = options;
+    if (!Number.isInteger(durationMs) || durationMs < 10 || durationMs > 600_000) {
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, `captureCpuProfile({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
+    }
+    return (await this.#supervisor.request({ kind: 'captureCpuProfile', durationMs }, durationMs + 15_000)) as CpuProfileResult;
+  }
+
   /** Releases everything the probe started: timers, observers, the worker, the instruments' callbacks. */
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
@@ -171,10 +212,15 @@ export class Probe extends EventEmitter {
         if (message.level === 'error') this.#exporter.countError(String(message.fields.component ?? 'worker'));
         return;
       case 'stall': {
-        const event: StallEvent = { startedAt: message.startedAt, durationMs: message.durationMs };
+        const event: StallEvent = { startedAt: message.startedAt, durationMs: message.durationMs, stack: message.stack, capture: message.capture };
+        this.#exporter.recordStall(event.durationMs, event.capture.how);
         // The heartbeat's gaps already hold the stall; the native watch reports it only here.
         if (this.#loopWatch.kind === 'native' && this.options.samplers.eventLoop) this.#exporter.recordDelay(event.durationMs);
-        this.#logger.warn({ ...event, thresholdMs: this.options.stallThresholdMs }, 'event loop stalled');
+        this.#logger.warn({
+          startedAt: event.startedAt, durationMs: event.durationMs, thresholdMs: this.options.stallThresholdMs, capture: event.capture,
+          // The top frames are what a person reads first; the event carries the whole stack.
+          top: event.stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
+        }, 'event loop stalled');
         this.#emitSafely('stall', event);
         return;
       }

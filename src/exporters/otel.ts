@@ -38,6 +38,8 @@ export class OtelExporter {
   readonly #delayStats: RecordableHistogram = createHistogram();
   readonly #gcDuration: Histogram;
   readonly #errors: Counter;
+  readonly #stalls: Counter;
+  readonly #stallDuration: Histogram;
   #lastCollectAt = Date.now();
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
   #lastSample: Sample | undefined;
@@ -52,6 +54,10 @@ export class OtelExporter {
     });
     this.#gcDuration = meter.createHistogram('v8js.gc.duration', {
       description: 'Garbage collection duration.', unit: 's', advice: { explicitBucketBoundaries: GC_BUCKETS_S },
+    });
+    this.#stalls = meter.createCounter('sysprobe.eventloop.stalls', { description: 'Stalls of the event loop (blocked longer than stallThresholdMs), by how their stack was taken.', unit: '{stall}' });
+    this.#stallDuration = meter.createHistogram('sysprobe.eventloop.stall.duration', {
+      description: 'How long each stall of the event loop lasted.', unit: 's', advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
     });
     this.#errors = meter.createCounter('sysprobe.errors', { description: 'Failures inside sysprobe that it survived, by component.', unit: '{error}' });
 
@@ -195,6 +201,11 @@ export class OtelExporter {
     this.#delayHistogram.record(delayMs / 1000);
     // RecordableHistogram takes integers >= 1 (ns).
     this.#delayStats.record(Math.max(1, Math.round(delayMs * 1e6)));
+  }
+
+  recordStall(durationMs: number, capture: string): void {
+    this.#stalls.add(1, { 'sysprobe.capture': capture });
+    this.#stallDuration.record(durationMs / 1000);
   }
 
   recordGc(kind: string, durationMs: number): void {

@@ -12,12 +12,17 @@
  * message to the main thread, which logs and counts it.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, ErrorCode } from '../errors.js';
 import { loadLoopWatch } from '../loop-watch.js';
-import type { LogLevel, MainSample, MainToWorker, Request, Sample, WorkerSettings, WorkerToMain } from '../protocol.js';
+import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
+import { summarizeProfile } from '../captures/cpuprofile.js';
+import { toPprof } from '../captures/pprof.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
 import { SharedJsonRing } from '../shared-ring.js';
+import { CaptureBudget } from './capture-budget.js';
+import { MainInspector } from './main-inspector.js';
 import { FlightRecorder } from './recorder.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 
@@ -25,6 +30,10 @@ import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatc
 const DRAIN_SLOTS = 32;
 /** ...and at least this often, so per-thread CPU has a useful resolution. */
 const DRAIN_MAX_MS = 10_000;
+/** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
+const STALL_STACK_TIMEOUT_MS = 2_000;
+/** V8's default sampling interval: fine enough for a spike of a few seconds, cheap enough to leave on during one. */
+const PROFILE_SAMPLING_INTERVAL_US = 1000;
 
 function ownThreadId(): number | undefined {
   try {
@@ -44,6 +53,10 @@ class ProbeWorker {
   readonly #watch: StallWatch | undefined;
   readonly #recorder: FlightRecorder<Sample>;
   readonly #threadCpu: ThreadCpuSampler;
+  readonly #inspector = new MainInspector();
+  readonly #budget: CaptureBudget;
+  /** The stack capture of the stall in progress, settled before the stall is reported. */
+  #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture }> | undefined;
   #cursor = 0;
   #lastMain: MainSample | undefined;
   #lastSample: Sample | undefined;
@@ -57,6 +70,7 @@ class ProbeWorker {
     this.#settings = settings;
     this.#mainRing = new SharedJsonRing(settings.mainRing);
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
+    this.#budget = new CaptureBudget(settings.capturesPerMinute);
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
     this.#recorder = new FlightRecorder<Sample>(capacity);
     const tid = ownThreadId();
@@ -107,7 +121,7 @@ class ProbeWorker {
     switch (message.type) {
       case 'request':
         this.#drain();
-        this.#answer(message.id, message.request);
+        void this.#answer(message.id, message.request);
         return;
       case 'stop':
         this.#stop();
@@ -121,24 +135,45 @@ class ProbeWorker {
     }
   }
 
-  #answer(id: number, request: Request): void {
+  async #answer(id: number, request: Request): Promise<void> {
     try {
       let value: unknown;
       switch (request.kind) {
         case 'recent': value = this.#recorder.since(request.sinceMs === undefined ? undefined : Date.now() - request.sinceMs); break;
+        case 'captureStack': value = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS); break;
+        case 'captureCpuProfile': value = await this.#captureCpuProfile(request.durationMs); break;
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
     } catch (err) {
-      this.#send({ type: 'response', id, ok: false, error: { code: ErrorCode.WORKER_UNAVAILABLE, message: describeError(err).message } });
+      const { message, code } = describeError(err);
+      this.#send({ type: 'response', id, ok: false, error: { code: code?.startsWith('SYSPROBE_') ? code : ErrorCode.WORKER_UNAVAILABLE, message } });
     }
+  }
+
+  /** Profiles the main thread, writes .cpuprofile and pprof into dumpDir, and summarizes. */
+  async #captureCpuProfile(durationMs: number): Promise<CpuProfileResult> {
+    const profile = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US);
+    const base = path.join(this.#settings.dumpDir, `cpu-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`);
+    await fs.promises.mkdir(this.#settings.dumpDir, { recursive: true });
+    const file = `${base}.cpuprofile`;
+    const pprofFile = `${base}.pb.gz`;
+    await fs.promises.writeFile(file, JSON.stringify(profile));
+    await fs.promises.writeFile(pprofFile, toPprof(profile));
+    return { file, pprofFile, summary: summarizeProfile(profile) };
   }
 
   #onStall(report: StallReport): void {
     if (report.ended) {
       this.#stalled = false;
-      this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs });
+      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, reason: 'no capture started' } });
+      this.#stallStack = undefined;
+      // The capture has its own timeout, so the report is late by at most that.
+      void stallStack.then(({ stack, capture }) =>
+        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture }));
     } else {
+      // Take the stack now, while the loop is still blocked: that is the whole point.
+      this.#stallStack = this.#captureStallStack();
       // From now until the loop runs again, the worker records a sample of its own each interval.
       this.#drain();
       this.#stalled = true;
@@ -146,6 +181,18 @@ class ProbeWorker {
     }
     clearTimeout(this.#timer);
     this.#arm();
+  }
+
+  async #captureStallStack(): Promise<{ stack: Frame[] | undefined; capture: StallCapture }> {
+    if (!this.#budget.take()) {
+      return { stack: undefined, capture: { how: 'skipped', reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` } };
+    }
+    try {
+      const { frames, how, takenAt, pauseLatencyMs } = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS);
+      return { stack: frames, capture: { how, takenAt, pauseLatencyMs } };
+    } catch (err) {
+      return { stack: undefined, capture: { how: 'failed', reason: describeError(err).message } };
+    }
   }
 
   /** The worker's one timer: the next drain, a sample during a stall, or sooner when the heartbeat watch needs a look. */
@@ -219,6 +266,7 @@ class ProbeWorker {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#watch?.stop();
+    this.#inspector.close();
     this.#port.close();
   }
 }

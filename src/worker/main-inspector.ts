@@ -1,0 +1,154 @@
+/**
+ * Captures from the probe worker into the main thread, through the inspector
+ * (`Session#connectToMainThread()`). The inspector reaches a main thread that
+ * is spinning in JS (V8 interrupts it), so these work during a stall, which
+ * is when they matter.
+ *
+ * The host comes first:
+ * - every inspector call has a timeout (a person may have the app paused in
+ *   DevTools, and then nothing answers);
+ * - the Debugger domain is enabled only for a stack capture and disabled right
+ *   after (an enabled debugger slows `await`-heavy code ~10×);
+ * - a pause we asked for is always resumed, even when it lands after we gave
+ *   up waiting (a main thread blocked in native code takes the pause only when
+ *   it returns to JS); a pause we did not ask for is never touched;
+ * - one capture of each kind at a time (V8 has one profiler, one pause).
+ */
+import * as inspector from 'node:inspector';
+import { ErrorCode, SysprobeError } from '../errors.js';
+import type { CpuProfile } from '../captures/cpuprofile.js';
+import type { Frame } from '../protocol.js';
+
+/** How a stack was taken. */
+export interface StackCapture {
+  frames: Frame[];
+  /** When the main thread paused, ms since the epoch. */
+  takenAt: number;
+  /** From the pause request to the pause, ms: ~1 ms when the main thread runs JS. */
+  pauseLatencyMs: number;
+  /**
+   * `debugger-pause`: paused in the JS that was running. `blocked-in-native`: the pause
+   * only landed after a native call (execSync, a sync crypto call, …) returned, so the top
+   * frames show where JS resumed, which is near, but not, the blocking call.
+   */
+  how: 'debugger-pause' | 'blocked-in-native';
+}
+
+/** A pause that took longer than this did not land in running JS: the main thread was in native code. */
+const NATIVE_PAUSE_LATENCY_MS = 50;
+const MAX_FRAMES = 64;
+
+interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; location: { scriptId: string; lineNumber: number; columnNumber?: number } }> }
+
+export class MainInspector {
+  #session: inspector.Session | undefined;
+  #stackBusy = false;
+  #profileBusy = false;
+  /** Set while a pause we requested may still land; its handler resumes it. */
+  #onOurPause: ((event: PausedEvent) => void) | undefined;
+  #pauseOutstanding = false;
+
+  #connect(): inspector.Session {
+    if (!this.#session) {
+      const session = new inspector.Session();
+      session.connectToMainThread();
+      session.on('Debugger.paused', (message: { params: PausedEvent }) => this.#paused(message.params));
+      this.#session = session;
+    }
+    return this.#session;
+  }
+
+  #paused(event: PausedEvent): void {
+    if (!this.#pauseOutstanding) return; // someone else's pause (a breakpoint in DevTools): not ours to resume
+    this.#pauseOutstanding = false;
+    const deliver = this.#onOurPause;
+    this.#onOurPause = undefined;
+    try {
+      deliver?.(event);
+    } finally {
+      // Resume at once; then stop debugging, unless the capture that waits for this pause does it.
+      void this.#post('Debugger.resume', undefined, 1000).catch(() => undefined);
+      if (!this.#stackBusy) void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+    }
+  }
+
+  /** One inspector call with a timeout; rejects with SYSPROBE_ERR_CAPTURE_FAILED. */
+  #post<T>(method: string, params: object | undefined, timeoutMs: number): Promise<T> {
+    const session = this.#connect();
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED,
+        `inspector ${method} did not answer within ${timeoutMs} ms (is the app paused in a debugger, or blocked in native code?)`)), timeoutMs);
+      session.post(method, params ?? {}, (err, result) => {
+        clearTimeout(timer);
+        if (err) reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, `inspector ${method} failed: ${err.message}`, { cause: err }));
+        else resolve(result as T);
+      });
+    });
+  }
+
+  /** The main thread's JS stack, taken now. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
+  async captureStack(timeoutMs: number): Promise<StackCapture> {
+    if (this.#stackBusy || this.#pauseOutstanding) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running');
+    this.#stackBusy = true;
+    try {
+      const deadline = Date.now() + timeoutMs;
+      await this.#post('Debugger.enable', undefined, timeoutMs);
+      const requestedAt = performance.now();
+      const paused = new Promise<PausedEvent>((resolve) => { this.#onOurPause = resolve; });
+      this.#pauseOutstanding = true;
+      await this.#post('Debugger.pause', undefined, Math.max(1, deadline - Date.now()));
+      const event = await withTimeout(paused, Math.max(1, deadline - Date.now()),
+        'the main thread did not pause in time (blocked in native code, or paused in a debugger)');
+      const pauseLatencyMs = performance.now() - requestedAt;
+      void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+      return {
+        frames: event.callFrames.slice(0, MAX_FRAMES).map((f) => ({
+          functionName: f.functionName || '(anonymous)',
+          url: f.url ?? '',
+          lineNumber: f.location.lineNumber,
+          columnNumber: f.location.columnNumber ?? 0,
+        })),
+        takenAt: Date.now(),
+        pauseLatencyMs,
+        how: pauseLatencyMs > NATIVE_PAUSE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
+      };
+    } catch (err) {
+      // A pause still outstanding will be resumed by #paused when (if) it lands; stop debugging otherwise.
+      this.#onOurPause = undefined;
+      if (!this.#pauseOutstanding) void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+      throw err;
+    } finally {
+      this.#stackBusy = false;
+    }
+  }
+
+  /** Runs V8's CPU profiler on the main thread for `durationMs`. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
+  async captureCpuProfile(durationMs: number, samplingIntervalUs: number): Promise<CpuProfile> {
+    if (this.#profileBusy) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a CPU profile is already running');
+    this.#profileBusy = true;
+    try {
+      await this.#post('Profiler.enable', undefined, 2000);
+      await this.#post('Profiler.setSamplingInterval', { interval: samplingIntervalUs }, 2000);
+      await this.#post('Profiler.start', undefined, 2000);
+      await new Promise((resolve) => setTimeout(resolve, durationMs));
+      const { profile } = await this.#post<{ profile: CpuProfile }>('Profiler.stop', undefined, 5000);
+      return profile;
+    } finally {
+      void this.#post('Profiler.disable', undefined, 1000).catch(() => undefined);
+      this.#profileBusy = false;
+    }
+  }
+
+  close(): void {
+    this.#session?.disconnect();
+    this.#session = undefined;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, message)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,175 @@
+import assert from 'node:assert/strict';
+import { execFile, execSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as inspector from 'node:inspector';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { start, type Probe, type StallEvent } from '../src/index.js';
+import { memoryLogger, memoryMetrics, findMetric, pointValue, waitFor } from './helpers.js';
+
+const BLOCK_MS = 600;
+
+// The culprits. Named, so the stall's stack can be checked for them.
+function spinBusyLoop(ms: number): number {
+  const end = Date.now() + ms;
+  let n = 0;
+  while (Date.now() < end) n += 1;
+  return n;
+}
+
+class NightlySync {
+  reconcile(ms: number): number {
+    const end = Date.now() + ms;
+    let n = 0;
+    while (Date.now() < end) n += Math.sqrt(n);
+    return n;
+  }
+}
+
+function waitOnAtomics(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function shellOutSync(ms: number): void {
+  execSync(`sleep ${ms / 1000}`);
+}
+
+describe('stall stacks: the worker takes the main thread\'s stack while the loop is blocked', () => {
+  let probe: Probe;
+  let metrics: ReturnType<typeof memoryMetrics>;
+  const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-captures-'));
+
+  beforeEach(async () => {
+    metrics = memoryMetrics();
+    probe = await start({ logger: memoryLogger().logger, meterProvider: metrics.meterProvider, dumpDir, capturesPerMinute: 60 });
+  });
+
+  afterEach(async () => {
+    await probe.stop();
+    await metrics.shutdown();
+  });
+
+  /** Blocks the loop with `block`, and resolves with the stall event and when the block ran. */
+  async function stallWith(block: () => void): Promise<{ event: StallEvent; blockedAt: number; unblockedAt: number }> {
+    const stalls: StallEvent[] = [];
+    probe.on('stall', (event: StallEvent) => stalls.push(event));
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the worker is settled
+    const blockedAt = Date.now();
+    block();
+    const unblockedAt = Date.now();
+    const event = await waitFor('the stall event', () => stalls[0], 5000);
+    return { event, blockedAt, unblockedAt };
+  }
+
+  for (const [kind, block, culprit] of [
+    ['a busy loop', () => spinBusyLoop(BLOCK_MS), 'spinBusyLoop'],
+    ['a loop in a class method', () => new NightlySync().reconcile(BLOCK_MS), 'reconcile'],
+    ['Atomics.wait', () => waitOnAtomics(BLOCK_MS), 'waitOnAtomics'],
+  ] as const) {
+    it(`${kind}: the top frame is ${culprit}, taken while the block went on`, async () => {
+      const { event, blockedAt, unblockedAt } = await stallWith(block);
+      assert.equal(event.capture.how, 'debugger-pause', JSON.stringify(event.capture));
+      const top = event.stack?.[0];
+      assert.equal(top?.functionName, culprit, `stack: ${event.stack?.slice(0, 4).map((f) => f.functionName).join(' < ')}`);
+      assert.ok(top.url.endsWith('captures.test.js'), `url ${top.url}`);
+      assert.ok(top.lineNumber > 0 && top.columnNumber >= 0);
+      const takenAt = event.capture.takenAt ?? 0;
+      assert.ok(takenAt > blockedAt && takenAt < unblockedAt, `taken ${takenAt - blockedAt} ms into a ${unblockedAt - blockedAt} ms block`);
+      assert.ok(event.durationMs >= BLOCK_MS - 5, `duration ${event.durationMs}`);
+    });
+  }
+
+  it('execSync: reported as blocked in native code, not blamed on the JS that ran next', async () => {
+    const { event } = await stallWith(() => shellOutSync(BLOCK_MS));
+    assert.equal(event.capture.how, 'blocked-in-native', JSON.stringify(event.capture));
+    assert.ok((event.capture.pauseLatencyMs ?? 0) > 50, `pause latency ${event.capture.pauseLatencyMs} ms`);
+  });
+
+  it('counts stalls by how they were captured, with a duration histogram', async () => {
+    await stallWith(() => spinBusyLoop(300));
+    const exported = await metrics.collect();
+    assert.equal(pointValue(findMetric(exported, 'sysprobe.eventloop.stalls'), { 'sysprobe.capture': 'debugger-pause' }), 1);
+    const duration = findMetric(exported, 'sysprobe.eventloop.stall.duration');
+    assert.equal(duration.descriptor.unit, 's');
+  });
+
+  it('another inspector session in the process (a debugger attached): captures still work, nothing hangs', async () => {
+    const other = new inspector.Session();
+    other.connect();
+    await new Promise<void>((resolve, reject) => other.post('Debugger.enable', (err) => (err ? reject(err) : resolve())));
+    try {
+      const { event } = await stallWith(() => spinBusyLoop(BLOCK_MS));
+      assert.equal(event.stack?.[0]?.functionName, 'spinBusyLoop');
+    } finally {
+      other.disconnect();
+    }
+  });
+});
+
+describe('stall stacks: budget and --inspect', () => {
+  it('spends at most capturesPerMinute on automatic captures, and says so', async () => {
+    const probe = await start({ logger: memoryLogger().logger, capturesPerMinute: 1, stallThresholdMs: 50 });
+    const stalls: StallEvent[] = [];
+    probe.on('stall', (event: StallEvent) => stalls.push(event));
+    try {
+      spinBusyLoop(200);
+      await waitFor('the first stall', () => stalls[0]);
+      spinBusyLoop(200);
+      await waitFor('the second stall', () => stalls[1]);
+      assert.equal(stalls[0]?.capture.how, 'debugger-pause');
+      assert.equal(stalls[1]?.capture.how, 'skipped');
+      assert.match(stalls[1]?.capture.reason ?? '', /budget/);
+      assert.equal(stalls[1]?.stack, undefined);
+    } finally {
+      await probe.stop();
+    }
+  });
+
+  it('with --inspect on, a stall is still captured and the process exits normally', async () => {
+    const script = `const { start } = require('sysprobe');
+      function spinUnderInspect(ms) { const end = Date.now() + ms; while (Date.now() < end); }
+      start({ logger: require('pino')({ level: 'silent' }) }).then((probe) => {
+        probe.on('stall', (e) => { console.log(JSON.stringify({ top: e.stack && e.stack[0].functionName, how: e.capture.how })); probe.stop(); });
+        setTimeout(() => spinUnderInspect(500), 50);
+      });`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--inspect=127.0.0.1:0', '-e', script],
+      { cwd: path.resolve(__dirname, '..', '..'), timeout: 15_000 });
+    assert.deepEqual(JSON.parse(stdout.trim()), { top: 'spinUnderInspect', how: 'debugger-pause' });
+  });
+});
+
+describe('CPU profiles: captureCpuProfile()', () => {
+  it('profiles the main thread from the worker, writes .cpuprofile and pprof, and names the busy function', async () => {
+    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-profile-'));
+    const probe = await start({ logger: memoryLogger().logger, dumpDir });
+    try {
+      const pending = probe.captureCpuProfile({ durationMs: 1500 });
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the profiler is running
+      spinBusyLoop(900); // blocks the loop: the worker still stops the profiler on time
+      const result = await pending;
+      assert.ok(result.file.startsWith(dumpDir) && result.file.endsWith('.cpuprofile'));
+      const profile = JSON.parse(fs.readFileSync(result.file, 'utf8')) as { nodes: unknown[]; samples: number[] };
+      assert.ok(profile.nodes.length > 0 && profile.samples.length > 100, `${profile.samples.length} samples`);
+      assert.ok(fs.statSync(result.pprofFile).size > 0 && result.pprofFile.endsWith('.pb.gz'));
+      const busy = result.summary.busyLoop;
+      assert.ok(busy.detected, JSON.stringify(busy));
+      assert.equal(busy.frame?.functionName, 'spinBusyLoop', 'V8 reports inlined frames by their own name');
+      assert.equal(result.summary.topFunctions[0]?.functionName, busy.frame?.functionName);
+      await assert.rejects(probe.captureCpuProfile({ durationMs: 5 }), { code: 'SYSPROBE_ERR_INVALID_OPTION' });
+    } finally {
+      await probe.stop();
+    }
+  });
+
+  it('refuses a second profile while one runs', async () => {
+    const probe = await start({ logger: memoryLogger().logger, dumpDir: fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-profile-')) });
+    try {
+      const first = probe.captureCpuProfile({ durationMs: 300 });
+      await assert.rejects(probe.captureCpuProfile({ durationMs: 300 }), { code: 'SYSPROBE_ERR_CAPTURE_BUSY' });
+      await first;
+    } finally {
+      await probe.stop();
+    }
+  });
+});
