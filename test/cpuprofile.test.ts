@@ -189,6 +189,7 @@ describe('CPU profile summary', () => {
       ['a node without a callFrame', { ...ok(), nodes: [{ id: 1 }] }, /node 1 has no callFrame object/],
       ['a callFrame without a url', { ...ok(), nodes: [{ id: 1, callFrame: { functionName: 'a', lineNumber: 0, columnNumber: 0 } }] }, /node 1: callFrame\.functionName and callFrame\.url must be strings/],
       ['a callFrame with a string line', { ...ok(), nodes: [{ id: 1, callFrame: { ...node(1, 'a').callFrame, lineNumber: '3' } }] }, /node 1: callFrame\.lineNumber/],
+      ['a line number below -1', { ...ok(), nodes: [{ id: 1, callFrame: { ...node(1, 'a').callFrame, lineNumber: -2 } }] }, /node 1: callFrame\.lineNumber and callFrame\.columnNumber must be integers from -1/],
       ['a negative hitCount', { ...ok(), nodes: [node(1, 'a', [], { hitCount: -1 })] }, /node 1: hitCount must be a non-negative integer/],
       ['children that are not an array', { ...ok(), nodes: [{ ...node(1, 'a'), children: 2 }] }, /node 1: children is not an array/],
       ['a duplicate node id', { ...ok(), nodes: [node(1, '(root)', [2]), node(2, 'a'), node(2, 'b')] }, /node id 2 appears twice/],

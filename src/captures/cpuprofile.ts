@@ -133,8 +133,9 @@ function checkNode(node: unknown, index: number): asserts node is CpuProfileNode
   if (typeof frame.functionName !== 'string' || typeof frame.url !== 'string') {
     invalid(`node ${String(node.id)}: callFrame.functionName and callFrame.url must be strings`);
   }
-  if (!Number.isInteger(frame.lineNumber) || !Number.isInteger(frame.columnNumber)) {
-    invalid(`node ${String(node.id)}: callFrame.lineNumber and callFrame.columnNumber must be integers`);
+  const isPosition = (n: unknown): boolean => Number.isSafeInteger(n) && (n as number) >= -1;
+  if (!isPosition(frame.lineNumber) || !isPosition(frame.columnNumber)) {
+    invalid(`node ${String(node.id)}: callFrame.lineNumber and callFrame.columnNumber must be integers from -1 (unknown)`);
   }
   if (node.hitCount !== undefined && !(Number.isSafeInteger(node.hitCount) && (node.hitCount as number) >= 0)) {
     invalid(`node ${String(node.id)}: hitCount must be a non-negative integer`);
