@@ -79,7 +79,7 @@ export const SYNTHETIC_FRAMES = { root: '(root)', idle: '(idle)', program: '(pro
 const SYNTHETIC_NAMES: ReadonlySet<string> = new Set(Object.values(SYNTHETIC_FRAMES));
 
 /** V8 names anonymous functions ''. */
-export const ANONYMOUS = '(anonymous)';
+const ANONYMOUS = '(anonymous)';
 
 /** A validated profile with each node's parent and self time, as both the summary and the pprof encoder need them. */
 export interface WeighedProfile {
