@@ -16,3 +16,4 @@ export type { ErrorCodeValue } from './errors.js';
 export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './options.js';
 export type { Sample, ThreadCpu, MainSample, Frame, StallCapture, CpuProfileResult } from './protocol.js';
 export type { LoopWatchKind } from './loop-watch.js';
+export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofile.js';

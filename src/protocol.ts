@@ -3,7 +3,9 @@
  * the shape of a sample. Both sides import this file; nothing here runs code
  * except the layout constants of the shared heartbeat.
  */
-import type { ProfileSummary } from './captures/cpuprofile.js';
+import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
+
+export type { Frame };
 
 /** Slots of the heartbeat's shared BigInt64Array; all values are process.hrtime nanoseconds. */
 export const Beat = {
@@ -84,16 +86,6 @@ export interface Sample {
   memory?: MainSample['memory'] & { rss?: number };
   gc?: MainSample['gc'];
   handles?: MainSample['handles'];
-}
-
-/** One JS stack frame, as the inspector protocol gives it: `lineNumber` and `columnNumber` are 0-based. */
-export interface Frame {
-  /** `(anonymous)` for anonymous functions. */
-  functionName: string;
-  /** The script's URL or path; empty for code without one (eval). */
-  url: string;
-  lineNumber: number;
-  columnNumber: number;
 }
 
 /** How the stack of a stall was taken, or why it was not. */

@@ -32,8 +32,12 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
   const nextSamples = (count = 1): Promise<Sample[]> => newSamples(probe, count);
 
   it('memory: heap figures move when the test allocates, and per-space values add up', async () => {
+    // Collect garbage on both sides, so earlier tests' leftovers cannot shrink or inflate the difference.
+    const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
+    gc();
     const before = pointValue(findMetric(await metrics.collect(), 'sysprobe.memory.heap.used'));
     const retained = Array.from({ length: 40 }, () => Array.from({ length: 100_000 }, (_, i) => ({ i })));
+    gc();
     await nextSamples();
     const exported = await metrics.collect();
     const after = pointValue(findMetric(exported, 'sysprobe.memory.heap.used'));

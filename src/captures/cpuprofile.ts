@@ -7,7 +7,11 @@
  * the profile.
  */
 
-/** A frame as the inspector protocol reports it: lines and columns are 0-based, -1 when unknown. */
+/**
+ * A JS stack frame as the inspector protocol reports it (stall stacks, profile summaries):
+ * lines and columns are 0-based, -1 when unknown; `functionName` is `(anonymous)` for
+ * anonymous functions, `url` empty for code without one.
+ */
 export interface Frame {
   functionName: string;
   url: string;

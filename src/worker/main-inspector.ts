@@ -37,6 +37,8 @@ export interface StackCapture {
 /** A pause that took longer than this did not land in running JS: the main thread was in native code. */
 const NATIVE_PAUSE_LATENCY_MS = 50;
 const MAX_FRAMES = 64;
+/** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
+const MAX_SCRIPTS = 50_000;
 
 interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; location: { scriptId: string; lineNumber: number; columnNumber?: number } }> }
 
@@ -47,12 +49,17 @@ export class MainInspector {
   /** Set while a pause we requested may still land; its handler resumes it. */
   #onOurPause: ((event: PausedEvent) => void) | undefined;
   #pauseOutstanding = false;
+  /** Script URLs by id: paused call frames carry only the id. V8 reports every script on Debugger.enable. */
+  readonly #scriptUrls = new Map<string, string>();
 
   #connect(): inspector.Session {
     if (!this.#session) {
       const session = new inspector.Session();
       session.connectToMainThread();
       session.on('Debugger.paused', (message: { params: PausedEvent }) => this.#paused(message.params));
+      session.on('Debugger.scriptParsed', (message: { params: { scriptId: string; url: string } }) => {
+        if (message.params.url && this.#scriptUrls.size < MAX_SCRIPTS) this.#scriptUrls.set(message.params.scriptId, message.params.url);
+      });
       this.#session = session;
     }
     return this.#session;
@@ -104,7 +111,7 @@ export class MainInspector {
       return {
         frames: event.callFrames.slice(0, MAX_FRAMES).map((f) => ({
           functionName: f.functionName || '(anonymous)',
-          url: f.url ?? '',
+          url: f.url || this.#scriptUrls.get(f.location.scriptId) || '',
           lineNumber: f.location.lineNumber,
           columnNumber: f.location.columnNumber ?? 0,
         })),
@@ -123,16 +130,18 @@ export class MainInspector {
   }
 
   /** Runs V8's CPU profiler on the main thread for `durationMs`. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
-  async captureCpuProfile(durationMs: number, samplingIntervalUs: number): Promise<CpuProfile> {
+  async captureCpuProfile(durationMs: number, samplingIntervalUs: number): Promise<{ profile: CpuProfile; startedAtMs: number }> {
     if (this.#profileBusy) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a CPU profile is already running');
     this.#profileBusy = true;
     try {
       await this.#post('Profiler.enable', undefined, 2000);
       await this.#post('Profiler.setSamplingInterval', { interval: samplingIntervalUs }, 2000);
       await this.#post('Profiler.start', undefined, 2000);
+      // The profile's own times are monotonic; pprof wants the wall-clock start.
+      const startedAtMs = Date.now();
       await new Promise((resolve) => setTimeout(resolve, durationMs));
       const { profile } = await this.#post<{ profile: CpuProfile }>('Profiler.stop', undefined, 5000);
-      return profile;
+      return { profile, startedAtMs };
     } finally {
       void this.#post('Profiler.disable', undefined, 1000).catch(() => undefined);
       this.#profileBusy = false;

@@ -153,13 +153,13 @@ class ProbeWorker {
 
   /** Profiles the main thread, writes .cpuprofile and pprof into dumpDir, and summarizes. */
   async #captureCpuProfile(durationMs: number): Promise<CpuProfileResult> {
-    const profile = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US);
+    const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US);
     const base = path.join(this.#settings.dumpDir, `cpu-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`);
     await fs.promises.mkdir(this.#settings.dumpDir, { recursive: true });
     const file = `${base}.cpuprofile`;
     const pprofFile = `${base}.pb.gz`;
     await fs.promises.writeFile(file, JSON.stringify(profile));
-    await fs.promises.writeFile(pprofFile, toPprof(profile));
+    await fs.promises.writeFile(pprofFile, toPprof(profile, { startedAtMs }));
     return { file, pprofFile, summary: summarizeProfile(profile) };
   }
 
