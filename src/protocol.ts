@@ -97,6 +97,8 @@ export interface StallCapture {
    * `skipped`: the capture budget for the minute was spent. `failed`: see `reason`.
    */
   how: 'debugger-pause' | 'blocked-in-native' | 'skipped' | 'failed';
+  /** When the worker learned of the stall (it had lasted the threshold), ms since the epoch. */
+  detectedAt: number;
   /** When the main thread paused, ms since the epoch. */
   takenAt?: number;
   /** From the pause request to the pause, ms (~1 ms when the main thread runs JS). */

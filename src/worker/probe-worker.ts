@@ -166,7 +166,7 @@ class ProbeWorker {
   #onStall(report: StallReport): void {
     if (report.ended) {
       this.#stalled = false;
-      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, reason: 'no capture started' } });
+      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' } });
       this.#stallStack = undefined;
       // The capture has its own timeout, so the report is late by at most that.
       void stallStack.then(({ stack, capture }) =>
@@ -184,14 +184,15 @@ class ProbeWorker {
   }
 
   async #captureStallStack(): Promise<{ stack: Frame[] | undefined; capture: StallCapture }> {
+    const detectedAt = Date.now();
     if (!this.#budget.take()) {
-      return { stack: undefined, capture: { how: 'skipped', reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` } };
+      return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` } };
     }
     try {
       const { frames, how, takenAt, pauseLatencyMs } = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS);
-      return { stack: frames, capture: { how, takenAt, pauseLatencyMs } };
+      return { stack: frames, capture: { how, detectedAt, takenAt, pauseLatencyMs } };
     } catch (err) {
-      return { stack: undefined, capture: { how: 'failed', reason: describeError(err).message } };
+      return { stack: undefined, capture: { how: 'failed', detectedAt, reason: describeError(err).message } };
     }
   }
 
