@@ -77,11 +77,11 @@ const OPTION_NAMES = [
   'meterProvider', 'logger', 'dumpDir', 'samplers',
 ] as const;
 
-function invalid(message: string): SysprobeError {
+export function invalid(message: string): SysprobeError {
   return new SysprobeError(ErrorCode.INVALID_OPTION, message);
 }
 
-function describe(value: unknown): string {
+export function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 40))}`;
@@ -89,7 +89,7 @@ function describe(value: unknown): string {
   return `a ${typeof value}`;
 }
 
-function checkInteger(name: string, value: unknown, min: number, max: number, fallback: number): number {
+export function checkInteger(name: string, value: unknown, min: number, max: number, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw invalid(`Option ${name} must be an integer from ${min} to ${max}; got ${describe(value)}.`);
@@ -97,14 +97,14 @@ function checkInteger(name: string, value: unknown, min: number, max: number, fa
   return value;
 }
 
-function checkPlainObject(name: string, value: unknown): Record<string, unknown> {
+export function checkPlainObject(name: string, value: unknown): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw invalid(`Option ${name} must be an object; got ${describe(value)}.`);
   }
   return value as Record<string, unknown>;
 }
 
-function checkKnownKeys(name: string, value: Record<string, unknown>, known: readonly string[]): void {
+export function checkKnownKeys(name: string, value: Record<string, unknown>, known: readonly string[]): void {
   for (const key of Object.keys(value)) {
     if (!known.includes(key)) {
       throw invalid(`Unknown option ${name ? `${name}.${key}` : key}; the known ones are: ${known.join(', ')}.`);
