@@ -17,3 +17,4 @@ export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './o
 export type { Sample, ThreadCpu, MainSample, Frame, StallCapture, CpuProfileResult } from './protocol.js';
 export type { LoopWatchKind } from './loop-watch.js';
 export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofile.js';
+export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './agent/guard.js';

@@ -6,7 +6,8 @@ import { performance } from 'node:perf_hooks';
 import type { ResourceLimits } from 'node:worker_threads';
 import { ErrorCode, SysprobeError, type ErrorCodeValue } from '../src/errors.js';
 import { JobGuard, type JobEvent } from '../src/agent/guard.js';
-import { memoryLogger, waitFor } from './helpers.js';
+import { start } from '../src/index.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
 
 /** Timers fire on the loop's millisecond clock, which can read up to 1 ms behind performance.now(). */
 const CLOCK_SLACK_MS = 1;
@@ -335,5 +336,28 @@ describe('JobGuard', () => {
       assert.deepEqual(events, [], 'stopped runs are not reported');
       await rejectsWith(guard.guard('late', () => 1, { timeoutMs: 10 }), ErrorCode.STOPPED);
     });
+  });
+});
+
+describe('probe.guard: the job watchdog through the public API', () => {
+  it('aborts the job\'s signal at the timeout, rejects with a coded error, and exports runs and durations', async () => {
+    const metrics = memoryMetrics();
+    const probe = await start({ logger: memoryLogger().logger, meterProvider: metrics.meterProvider });
+    try {
+      let seen: AbortSignal | undefined;
+      await assert.rejects(probe.guard('nightly-sync', (signal) => {
+        seen = signal;
+        return new Promise(() => undefined); // never settles by itself
+      }, { timeoutMs: 100 }), { code: 'SYSPROBE_ERR_TIMEOUT' });
+      assert.equal(seen?.aborted, true);
+      assert.equal(await probe.guard('nightly-sync', () => 42, { timeoutMs: 1000 }), 42);
+      const runs = findMetric(await metrics.collect(), 'sysprobe.job.runs');
+      assert.equal(pointValue(runs, { 'sysprobe.job': 'nightly-sync', 'sysprobe.job.outcome': 'timeout', 'sysprobe.job.kind': 'async' }), 1);
+      assert.equal(pointValue(runs, { 'sysprobe.job': 'nightly-sync', 'sysprobe.job.outcome': 'ok', 'sysprobe.job.kind': 'async' }), 1);
+    } finally {
+      await probe.stop();
+      await metrics.shutdown();
+    }
+    await assert.rejects(probe.guard('late', () => 1, { timeoutMs: 100 }), { code: 'SYSPROBE_ERR_STOPPED' });
   });
 });

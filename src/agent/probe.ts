@@ -7,6 +7,7 @@ import type { CpuProfileResult, Frame, Sample, StallCapture, WorkerToMain } from
 import { OtelExporter } from '../exporters/otel.js';
 import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } from '../loop-watch.js';
 import { GcObserver } from './gc.js';
+import { JobGuard, type GuardOptions, type GuardWorkerOptions } from './guard.js';
 import { Heartbeat } from './heartbeat.js';
 import { WorkerSupervisor } from './supervisor.js';
 
@@ -56,6 +57,7 @@ export class Probe extends EventEmitter {
   readonly #heartbeat: Heartbeat;
   readonly #supervisor: WorkerSupervisor;
   readonly #exporter: OtelExporter;
+  readonly #jobs: JobGuard;
   readonly #loopWatch: { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined };
   readonly #startedAt = Date.now();
   #stopped: Promise<void> | undefined;
@@ -99,6 +101,7 @@ export class Probe extends EventEmitter {
         this.#logger.error({ component, err: describeError(err) }, 'sysprobe exporter failed');
       },
     }, options);
+    this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
   }
 
   /** @internal */
@@ -170,10 +173,32 @@ export class Probe extends EventEmitter {
     return (await this.#supervisor.request({ kind: 'captureCpuProfile', durationMs }, durationMs + 15_000)) as CpuProfileResult;
   }
 
+  /**
+   * Runs an async job with a deadline. The job gets an AbortSignal that aborts at `timeoutMs`;
+   * the call then rejects with SYSPROBE_ERR_TIMEOUT (a job that ignores its signal runs on in
+   * the background: a JS function on the main thread cannot be stopped safely). Overlapping
+   * runs of the same name are refused (SYSPROBE_ERR_JOB_RUNNING), queued or allowed
+   * (`overlap`). Runs, outcomes and durations are metrics (`sysprobe.job.*`).
+   */
+  async guard<T>(name: string, job: (signal: AbortSignal) => Promise<T> | T, options: GuardOptions): Promise<T> {
+    this.#assertRunning('guard');
+    return this.#jobs.guard(name, job, options);
+  }
+
+  /**
+   * Runs a CPU-bound job in its own worker thread (`file` is the module; its first message is
+   * the result), terminated at `timeoutMs`: the way to stop a job that must really stop.
+   */
+  async guardWorker<T>(name: string, file: string | URL, options: GuardWorkerOptions): Promise<T> {
+    this.#assertRunning('guardWorker');
+    return this.#jobs.guardWorker(name, file, options);
+  }
+
   /** Releases everything the probe started: timers, observers, the worker, the instruments' callbacks. */
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
       this.#heartbeat.stop();
+      await this.#jobs.stop();
       this.#gc?.stop();
       this.#exporter.stop();
       await this.#supervisor.stop();

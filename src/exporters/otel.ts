@@ -4,6 +4,7 @@ import { createHistogram, performance, type EventLoopUtilization, type Recordabl
 import type { Attributes, BatchObservableResult, Counter, Histogram, Meter, Observable } from '@opentelemetry/api';
 import type { ResolvedOptions } from '../options.js';
 import type { Sample } from '../protocol.js';
+import type { JobEvent } from '../agent/guard.js';
 
 /** Bucket bounds (s) for the event-loop delay histogram: fine below the heartbeat, coarse for stalls. */
 const DELAY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
@@ -40,6 +41,8 @@ export class OtelExporter {
   readonly #errors: Counter;
   readonly #stalls: Counter;
   readonly #stallDuration: Histogram;
+  readonly #jobRuns: Counter;
+  readonly #jobDuration: Histogram;
   #lastCollectAt = Date.now();
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
   #lastSample: Sample | undefined;
@@ -59,6 +62,8 @@ export class OtelExporter {
     this.#stallDuration = meter.createHistogram('sysprobe.eventloop.stall.duration', {
       description: 'How long each stall of the event loop lasted.', unit: 's', advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
     });
+    this.#jobRuns = meter.createCounter('sysprobe.job.runs', { description: 'Guarded job runs, by job, outcome (ok, failed, timeout, refused) and kind (async, worker).', unit: '{run}' });
+    this.#jobDuration = meter.createHistogram('sysprobe.job.duration', { description: 'How long each guarded job run took (refused runs excluded).', unit: 's' });
     this.#errors = meter.createCounter('sysprobe.errors', { description: 'Failures inside sysprobe that it survived, by component.', unit: '{error}' });
 
     const gauge = (name: string, unit: string, description: string) => this.#track(meter.createObservableGauge(name, { unit, description }));
@@ -206,6 +211,12 @@ export class OtelExporter {
   recordStall(durationMs: number, capture: string): void {
     this.#stalls.add(1, { 'sysprobe.capture': capture });
     this.#stallDuration.record(durationMs / 1000);
+  }
+
+  recordJob(event: JobEvent): void {
+    const attributes = { 'sysprobe.job': event.job, 'sysprobe.job.outcome': event.outcome, 'sysprobe.job.kind': event.kind };
+    this.#jobRuns.add(1, attributes);
+    if (event.outcome !== 'refused') this.#jobDuration.record(event.durationMs / 1000, attributes);
   }
 
   recordGc(kind: string, durationMs: number): void {
