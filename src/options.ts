@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import type { MeterProvider } from '@opentelemetry/api';
 import { ErrorCode, SysprobeError } from './errors.js';
+import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -44,6 +45,10 @@ export interface ProbeOptions {
   loopWatch?: 'auto' | 'native' | 'heartbeat';
   /** Automatic captures (the stack of each stall) allowed per minute, 0 to 600; 0 turns them off. Default 6. */
   capturesPerMinute?: number;
+  /** Triggers over the sampled values and what they do; see {@link RuleOptions}. Added to the defaults. */
+  rules?: RuleOptions[];
+  /** The default rules (a CPU profile when the loop stays saturated, or the CPU stays busy). Default true. */
+  defaultRules?: boolean;
   /** How much history the flight recorder keeps, in ms (at least one sample). Default 15 minutes. */
   recorderWindowMs?: number;
   /** Where instruments are created. Default: the global OpenTelemetry MeterProvider. */
@@ -63,6 +68,7 @@ export interface ResolvedOptions {
   readonly stallThresholdMs: number;
   readonly loopWatch: 'auto' | 'native' | 'heartbeat';
   readonly capturesPerMinute: number;
+  readonly rules: readonly ResolvedRule[];
   readonly recorderWindowMs: number;
   readonly meterProvider: MeterProvider | undefined;
   readonly logger: Logger | undefined;
@@ -73,7 +79,7 @@ export interface ResolvedOptions {
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'recorderWindowMs',
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers',
 ] as const;
 
@@ -123,7 +129,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, recorderWindowMs: rawWindow,
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
   } = options as ProbeOptions;
 
@@ -136,6 +142,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     throw invalid(`Option loopWatch must be one of ${LOOP_WATCH_KINDS.join(', ')}; got ${describe(loopWatch)}.`);
   }
   const capturesPerMinute = checkInteger('capturesPerMinute', rawCaptures, 0, 600, 6);
+  if (typeof defaultRules !== 'boolean') throw invalid(`Option defaultRules must be true or false; got ${describe(defaultRules)}.`);
+  const rules = resolveRules(rawRules, defaultRules);
   const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
   if (recorderWindowMs < sampleIntervalMs) {
     throw invalid(`Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`);
@@ -164,6 +172,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     stallThresholdMs,
     loopWatch,
     capturesPerMinute,
+    rules: Object.freeze(rules),
     recorderWindowMs,
     meterProvider,
     logger,

@@ -4,6 +4,7 @@
  * except the layout constants of the shared heartbeat.
  */
 import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
+import type { RuleCondition, RuleFiring } from './worker/rules.js';
 
 export type { Frame };
 
@@ -112,7 +113,19 @@ export interface CpuProfileResult {
   file: string;
   /** The same profile as gzipped pprof (profile back ends such as Pyroscope). */
   pprofFile: string;
+  /** A JSON file beside them: the summary, and the rule that triggered the capture, if one did. */
+  manifestFile: string;
   summary: ProfileSummary;
+  /** The rule firing that triggered this capture; absent for a capture asked for directly. */
+  trigger?: RuleFiring;
+}
+
+/** What the worker did for a rule that fired. */
+export interface RuleCaptures {
+  stack?: Frame[];
+  cpuProfile?: CpuProfileResult;
+  /** Captures that were skipped (budget) or failed, and why. */
+  notTaken?: string[];
 }
 
 /** What the main thread can ask the worker. */
@@ -132,7 +145,8 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
-  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture };
+  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture }
+  | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures };
 
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
@@ -144,8 +158,10 @@ export interface WorkerSettings {
   stallThresholdMs: number;
   /** Where captures are written. */
   dumpDir: string;
-  /** Automatic captures (stall stacks) allowed per minute. */
+  /** Automatic captures (stall stacks, rule captures) allowed per minute. */
   capturesPerMinute: number;
+  /** The rules' conditions and the captures each asks for (the rest of a rule stays on the main thread). */
+  rules: Array<{ condition: RuleCondition; captureStack: boolean; cpuProfileMs: number | undefined }>;
   /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
   loopWatch: 'native' | 'heartbeat';
   recorderWindowMs: number;

@@ -3,7 +3,8 @@ import { metrics } from '@opentelemetry/api';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { defaultLogger } from '../logger.js';
 import { resolveOptions, type Logger, type ProbeOptions, type ResolvedOptions } from '../options.js';
-import type { CpuProfileResult, Frame, Sample, StallCapture, WorkerToMain } from '../protocol.js';
+import type { CpuProfileResult, Frame, RuleCaptures, Sample, StallCapture, WorkerToMain } from '../protocol.js';
+import type { RuleFiring } from '../worker/rules.js';
 import { OtelExporter } from '../exporters/otel.js';
 import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } from '../loop-watch.js';
 import { GcObserver } from './gc.js';
@@ -28,6 +29,19 @@ export interface StallEvent {
   capture: StallCapture;
 }
 
+/** A rule that fired, and what the worker captured for it. */
+export interface RuleEvent {
+  firing: RuleFiring;
+  captures: RuleCaptures;
+}
+
+/** What {@link Probe.health} reports. */
+export interface Health {
+  healthy: boolean;
+  /** Why not: the rules with a `markUnhealthy` action that fired within their cooldown. */
+  reasons: Array<{ rule: string; since: number; until: number; observed: number; threshold: number }>;
+}
+
 /** Options for {@link Probe.captureCpuProfile}. */
 export interface CpuProfileOptions {
   /** How long to profile, ms (10 to 600000). Default 5000. */
@@ -47,7 +61,8 @@ let starting = false;
 /**
  * A running sysprobe. Get one from {@link start}; release it with {@link Probe.stop}.
  *
- * Events: `'stall'` ({@link StallEvent}) once a stall of the event loop has ended.
+ * Events: `'stall'` ({@link StallEvent}) once a stall of the event loop has ended;
+ * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures.
  */
 export class Probe extends EventEmitter {
   /** The checked, frozen options this probe runs with. */
@@ -58,6 +73,8 @@ export class Probe extends EventEmitter {
   readonly #supervisor: WorkerSupervisor;
   readonly #exporter: OtelExporter;
   readonly #jobs: JobGuard;
+  /** Rules with markUnhealthy that fired, by name, until their cooldown ends. */
+  readonly #unhealthy = new Map<string, Health['reasons'][number]>();
   readonly #loopWatch: { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined };
   readonly #startedAt = Date.now();
   #stopped: Promise<void> | undefined;
@@ -88,6 +105,7 @@ export class Probe extends EventEmitter {
       recorderWindowMs: options.recorderWindowMs,
       dumpDir: options.dumpDir,
       capturesPerMinute: options.capturesPerMinute,
+      rules: options.rules.map(({ condition, captureStack, cpuProfileMs }) => ({ condition, captureStack, cpuProfileMs })),
       mainTid: process.pid,
       samplers: options.samplers,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
@@ -126,6 +144,13 @@ export class Probe extends EventEmitter {
   /** How this probe sees stalls: `native` (no main-thread wake-ups) or `heartbeat` (the JS fallback). */
   get loopWatch(): LoopWatchKind {
     return this.#loopWatch.kind;
+  }
+
+  /** Whether a rule marked the process unhealthy (the health endpoint builds on this). */
+  health(now = Date.now()): Health {
+    for (const [rule, reason] of this.#unhealthy) if (reason.until <= now) this.#unhealthy.delete(rule);
+    const reasons = [...this.#unhealthy.values()];
+    return { healthy: reasons.length === 0, reasons };
   }
 
   /** True until {@link Probe.stop} is called. */
@@ -249,6 +274,9 @@ export class Probe extends EventEmitter {
         this.#emitSafely('stall', event);
         return;
       }
+      case 'rule':
+        this.#onRule({ firing: message.firing, captures: message.captures });
+        return;
       case 'ready':
       case 'response':
         return; // handled by the supervisor
@@ -257,6 +285,24 @@ export class Probe extends EventEmitter {
         this.#logger.error({ message: String((unknown as { type?: unknown }).type) }, 'sysprobe got an unknown message from its worker');
       }
     }
+  }
+
+  #onRule(event: RuleEvent): void {
+    const { firing, captures } = event;
+    const rule = this.options.rules.find((r) => r.condition.name === firing.rule);
+    this.#exporter.recordRule(firing.rule);
+    this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
+    if (rule?.markUnhealthy) {
+      this.#unhealthy.set(firing.rule, { rule: firing.rule, since: firing.firedAt, until: firing.firedAt + rule.condition.cooldownMs, observed: firing.observed, threshold: firing.threshold });
+    }
+    for (const callback of rule?.callbacks ?? []) {
+      try {
+        callback(firing);
+      } catch (err) {
+        this.#logger.error({ rule: firing.rule, err: describeError(err) }, 'a sysprobe rule action threw');
+      }
+    }
+    this.#emitSafely('rule', event);
   }
 
   /** A listener that throws must not take the host down through sysprobe's stack. */

@@ -42,6 +42,7 @@ export class OtelExporter {
   readonly #stalls: Counter;
   readonly #stallDuration: Histogram;
   readonly #jobRuns: Counter;
+  readonly #ruleFirings: Counter;
   readonly #jobDuration: Histogram;
   #lastCollectAt = Date.now();
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
@@ -62,6 +63,7 @@ export class OtelExporter {
     this.#stallDuration = meter.createHistogram('sysprobe.eventloop.stall.duration', {
       description: 'How long each stall of the event loop lasted.', unit: 's', advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
     });
+    this.#ruleFirings = meter.createCounter('sysprobe.rule.firings', { description: 'Rules that fired, by rule.', unit: '{firing}' });
     this.#jobRuns = meter.createCounter('sysprobe.job.runs', { description: 'Guarded job runs, by job, outcome (ok, failed, timeout, refused) and kind (async, worker).', unit: '{run}' });
     this.#jobDuration = meter.createHistogram('sysprobe.job.duration', { description: 'How long each guarded job run took (refused runs excluded).', unit: 's' });
     this.#errors = meter.createCounter('sysprobe.errors', { description: 'Failures inside sysprobe that it survived, by component.', unit: '{error}' });
@@ -211,6 +213,10 @@ export class OtelExporter {
   recordStall(durationMs: number, capture: string): void {
     this.#stalls.add(1, { 'sysprobe.capture': capture });
     this.#stallDuration.record(durationMs / 1000);
+  }
+
+  recordRule(rule: string): void {
+    this.#ruleFirings.add(1, { 'sysprobe.rule': rule });
   }
 
   recordJob(event: JobEvent): void {

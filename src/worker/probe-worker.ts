@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, ErrorCode } from '../errors.js';
 import { loadLoopWatch } from '../loop-watch.js';
-import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
+import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
 import { summarizeProfile } from '../captures/cpuprofile.js';
 import { toPprof } from '../captures/pprof.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
@@ -24,6 +24,7 @@ import { SharedJsonRing } from '../shared-ring.js';
 import { CaptureBudget } from './capture-budget.js';
 import { MainInspector } from './main-inspector.js';
 import { FlightRecorder } from './recorder.js';
+import { RuleEngine, type RuleFiring } from './rules.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
@@ -55,6 +56,7 @@ class ProbeWorker {
   readonly #threadCpu: ThreadCpuSampler;
   readonly #inspector = new MainInspector();
   readonly #budget: CaptureBudget;
+  readonly #rules: RuleEngine;
   /** The stack capture of the stall in progress, settled before the stall is reported. */
   #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture }> | undefined;
   #cursor = 0;
@@ -71,6 +73,7 @@ class ProbeWorker {
     this.#mainRing = new SharedJsonRing(settings.mainRing);
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
     this.#budget = new CaptureBudget(settings.capturesPerMinute);
+    this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
     this.#recorder = new FlightRecorder<Sample>(capacity);
     const tid = ownThreadId();
@@ -151,16 +154,34 @@ class ProbeWorker {
     }
   }
 
-  /** Profiles the main thread, writes .cpuprofile and pprof into dumpDir, and summarizes. */
-  async #captureCpuProfile(durationMs: number): Promise<CpuProfileResult> {
+  /** Profiles the main thread, writes .cpuprofile, pprof and a manifest (summary, trigger) into dumpDir. */
+  async #captureCpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
     const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US);
-    const base = path.join(this.#settings.dumpDir, `cpu-${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}`);
+    const base = path.join(this.#settings.dumpDir, `cpu-${new Date(startedAtMs).toISOString().replace(/[:.]/g, '-')}-${process.pid}${trigger ? `-${trigger.rule}` : ''}`);
     await fs.promises.mkdir(this.#settings.dumpDir, { recursive: true });
-    const file = `${base}.cpuprofile`;
-    const pprofFile = `${base}.pb.gz`;
-    await fs.promises.writeFile(file, JSON.stringify(profile));
-    await fs.promises.writeFile(pprofFile, toPprof(profile, { startedAtMs }));
-    return { file, pprofFile, summary: summarizeProfile(profile) };
+    const result: CpuProfileResult = {
+      file: `${base}.cpuprofile`, pprofFile: `${base}.pb.gz`, manifestFile: `${base}.json`,
+      summary: summarizeProfile(profile), ...(trigger ? { trigger } : {}),
+    };
+    await fs.promises.writeFile(result.file, JSON.stringify(profile));
+    await fs.promises.writeFile(result.pprofFile, toPprof(profile, { startedAtMs }));
+    await fs.promises.writeFile(result.manifestFile, JSON.stringify({ kind: 'cpu-profile', pid: process.pid, startedAt: startedAtMs, durationMs, ...result }, null, 2));
+    return result;
+  }
+
+  /** Runs the captures a fired rule asks for (within the budget) and reports the firing to the main thread. */
+  async #onRuleFired(firing: RuleFiring): Promise<void> {
+    const rule = this.#settings.rules.find((r) => r.condition.name === firing.rule);
+    const captures: RuleCaptures = {};
+    const notTaken: string[] = [];
+    const take = async (kind: string, capture: () => Promise<void>) => {
+      if (!this.#budget.take()) return void notTaken.push(`${kind}: capture budget spent (${this.#settings.capturesPerMinute} per minute)`);
+      await capture().catch((err: unknown) => { notTaken.push(`${kind}: ${describeError(err).message}`); });
+    };
+    if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS)).frames; });
+    if (rule?.cpuProfileMs) await take('cpuProfile', async () => { captures.cpuProfile = await this.#captureCpuProfile(rule.cpuProfileMs!, firing); });
+    if (notTaken.length > 0) captures.notTaken = notTaken;
+    this.#send({ type: 'rule', firing, captures });
   }
 
   #onStall(report: StallReport): void {
@@ -261,6 +282,7 @@ class ProbeWorker {
     this.#lastMain = main;
     this.#lastSample = sample;
     this.#recorder.push(sample);
+    for (const firing of this.#rules.observe(sample)) void this.#onRuleFired(firing);
   }
 
   #stop(): void {

@@ -1,0 +1,82 @@
+/**
+ * Rules: declarative triggers over the sampled values. A rule fires when its
+ * value stays above the threshold for `forMs`, then rests for `cooldownMs`.
+ * The worker feeds each sample in as it records it; what to do on a firing
+ * (capture, log, count, mark unhealthy, call the user) is the caller's.
+ * Pure and clock-free (time comes from the samples), so it is tested on
+ * made-up sample sequences.
+ */
+import type { Sample } from '../protocol.js';
+
+/** The sampled values a rule can watch. */
+export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed';
+
+/** How each value is read from a sample. */
+export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
+  /** Event-loop utilization over the sample interval, 0..1. */
+  'eventLoop.utilization': (s: Sample) => s.eventLoop?.utilization,
+  /** The longest the loop went without turning in the interval, ms. */
+  'eventLoop.lagMaxMs': (s: Sample) => s.eventLoop?.lagMaxMs,
+  /** Process CPU over the interval, in CPUs (1 = one core busy). */
+  'cpu.utilization': (s: Sample) => s.cpu?.utilization,
+  /** V8 heap used, bytes. */
+  'memory.heapUsed': (s: Sample) => s.memory?.heapUsed,
+};
+
+/** What a rule watches and when it fires (the actions live with the caller). */
+export interface RuleCondition {
+  name: string;
+  value: RuleValue;
+  above: number;
+  forMs: number;
+  cooldownMs: number;
+}
+
+/** A firing: which rule, and the values that fired it. */
+export interface RuleFiring {
+  rule: string;
+  value: RuleValue;
+  threshold: number;
+  /** The value in the sample that completed the `forMs` window. */
+  observed: number;
+  /** How long the value had been above the threshold, ms. */
+  aboveForMs: number;
+  /** The sample time it fired at, ms since the epoch. */
+  firedAt: number;
+}
+
+interface RuleState { aboveSince: number | undefined; restUntil: number }
+
+export class RuleEngine {
+  readonly #rules: readonly RuleCondition[];
+  readonly #state = new Map<string, RuleState>();
+
+  constructor(rules: readonly RuleCondition[]) {
+    this.#rules = rules;
+    for (const rule of rules) this.#state.set(rule.name, { aboveSince: undefined, restUntil: 0 });
+  }
+
+  /** Feeds one sample (in time order); returns the rules it fired. */
+  observe(sample: Sample): RuleFiring[] {
+    const firings: RuleFiring[] = [];
+    for (const rule of this.#rules) {
+      const state = this.#state.get(rule.name)!;
+      const observed = RULE_VALUES[rule.value](sample);
+      // A sample without the value (its sampler is off) neither starts nor breaks a window.
+      if (observed === undefined) continue;
+      if (!(observed > rule.above)) {
+        state.aboveSince = undefined;
+        continue;
+      }
+      // The window starts at the beginning of the first interval above the threshold.
+      state.aboveSince ??= sample.time - sample.intervalMs;
+      const aboveForMs = sample.time - state.aboveSince;
+      if (aboveForMs >= rule.forMs && sample.time >= state.restUntil) {
+        firings.push({ rule: rule.name, value: rule.value, threshold: rule.above, observed, aboveForMs, firedAt: sample.time });
+        state.restUntil = sample.time + rule.cooldownMs;
+        state.aboveSince = undefined; // a new window after the cooldown
+      }
+    }
+    return firings;
+  }
+}
