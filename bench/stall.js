@@ -50,7 +50,7 @@ async function latencyChild() {
     results.push({
       detectionDelayMs: capture.detectedAt - startedAt - probe.options.stallThresholdMs,
       detectionToStackMs: capture.takenAt - capture.detectedAt,
-      pauseLatencyMs: capture.pauseLatencyMs,
+      latencyMs: capture.latencyMs,
       how: capture.how,
       top: stack && stack[0].functionName,
     });

@@ -14,7 +14,7 @@ export const ErrorCode = {
   WORKER_UNAVAILABLE: 'SYSPROBE_ERR_WORKER_UNAVAILABLE',
   /** Something asked for explicitly is not available here (e.g. `loopWatch: 'native'` without the addon). */
   UNSUPPORTED: 'SYSPROBE_ERR_UNSUPPORTED',
-  /** `probe.guard()` refused to start a job because a run of the same name is still going (`overlap: 'refuse'`). */
+  /** `probe.guard()` refused to start a job: a run of the same name is still going (`overlap: 'refuse'`), or its queue is full. */
   JOB_RUNNING: 'SYSPROBE_ERR_JOB_RUNNING',
   /** A capture (stack, CPU profile) could not be taken: the inspector refused, timed out, or the capture budget is spent. */
   CAPTURE_FAILED: 'SYSPROBE_ERR_CAPTURE_FAILED',

@@ -20,3 +20,5 @@ export type { RuleFiring, RuleValue, RuleCondition } from './worker/rules.js';
 export type { LoopWatchKind } from './loop-watch.js';
 export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofile.js';
 export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './agent/guard.js';
+export { profileThread } from './captures/thread-profile.js';
+export type { ThreadProfileOptions } from './captures/thread-profile.js';

@@ -102,8 +102,8 @@ export interface StallCapture {
   detectedAt: number;
   /** When the main thread paused, ms since the epoch. */
   takenAt?: number;
-  /** From the pause request to the pause, ms (~1 ms when the main thread runs JS). */
-  pauseLatencyMs?: number;
+  /** How long the main thread took to answer the capture's first (trivial) inspector command, ms: ~1 ms when it runs JS. */
+  latencyMs?: number;
   reason?: string;
 }
 

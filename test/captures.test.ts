@@ -83,7 +83,7 @@ describe('stall stacks: the worker takes the main thread\'s stack while the loop
   it('execSync: reported as blocked in native code, not blamed on the JS that ran next', async () => {
     const { event } = await stallWith(() => shellOutSync(BLOCK_MS));
     assert.equal(event.capture.how, 'blocked-in-native', JSON.stringify(event.capture));
-    assert.ok((event.capture.pauseLatencyMs ?? 0) > 50, `pause latency ${event.capture.pauseLatencyMs} ms`);
+    assert.ok((event.capture.latencyMs ?? 0) > 50, `pause latency ${event.capture.latencyMs} ms`);
   });
 
   it('counts stalls by how they were captured, with a duration histogram', async () => {
@@ -183,4 +183,33 @@ describe('CPU profiles: captureCpuProfile()', () => {
       await probe.stop();
     }
   });
+});
+
+describe('profileThread(): an app\'s own worker thread profiles itself', () => {
+  for (const backend of ['inspector', 'v8-profiler-next'] as const) {
+    it(`with the ${backend} backend: files written, the busy function named`, async () => {
+      const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-thread-profile-'));
+      const { Worker } = await import('node:worker_threads');
+      const worker = new Worker(`
+        const { parentPort, workerData } = require('node:worker_threads');
+        const { profileThread } = require(${JSON.stringify(path.resolve(__dirname, '..', 'src', 'index.js'))});
+        function crunchInAppWorker(ms) { const end = Date.now() + ms; let n = 0; while (Date.now() < end) n += Math.sqrt(n); return n; }
+        const pending = profileThread({ durationMs: 400, dumpDir: workerData.dumpDir, backend: workerData.backend });
+        // Busy in slices, so the inspector backend's timer can fire in between.
+        const end = Date.now() + 600;
+        (function slice() { crunchInAppWorker(20); if (Date.now() < end) setImmediate(slice); })();
+        pending.then((result) => parentPort.postMessage(result), (err) => parentPort.postMessage({ error: err.message }));`,
+      { eval: true, workerData: { dumpDir, backend } });
+      try {
+        const result = await new Promise<{ file: string; manifestFile: string; summary: { busyLoop: { frame?: { functionName: string } } }; error?: string }>(
+          (resolve) => worker.once('message', resolve));
+        assert.equal(result.error, undefined);
+        assert.ok(fs.existsSync(result.file) && result.file.includes('-thread-'), result.file);
+        assert.equal(JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')).kind, 'cpu-profile');
+        assert.equal(result.summary.busyLoop.frame?.functionName, 'crunchInAppWorker');
+      } finally {
+        await worker.terminate();
+      }
+    });
+  }
 });

@@ -4,20 +4,10 @@ import { Profile } from 'pprof-format';
 import type { CpuProfile } from '../src/captures/cpuprofile.js';
 import { MAX_PPROF_STACK_DEPTH, toPprof } from '../src/captures/pprof.js';
 import { captureCpuProfile, deepRecursion, node, profileOf } from './cpuprofile-helpers.js';
-
-/** Spins for `ms` of CPU time, mostly in its own frame. */
-function spinForPprofTest(ms: number): number {
-  const start = process.cpuUsage();
-  let x = 0;
-  for (;;) {
-    for (let i = 0; i < 100_000; i++) x += Math.sqrt(i);
-    const used = process.cpuUsage(start);
-    if ((used.user + used.system) / 1000 >= ms) return x;
-  }
-}
+import { spinCpu } from './helpers.js';
 
 function callerOfSpinForPprofTest(): number {
-  return spinForPprofTest(200);
+  return spinCpu(200);
 }
 
 interface DecodedSample {
@@ -81,8 +71,8 @@ describe('pprof encoding', () => {
       const heaviest = decoded.samples.reduce((a, b) => (b.nanos > a.nanos ? b : a));
       const leaf = heaviest.stack[0]?.[0];
       assert.ok(
-        leaf === 'spinForPprofTest' || leaf === 'callerOfSpinForPprofTest',
-        `leaf ${leaf}: expected spinForPprofTest, or callerOfSpinForPprofTest if V8 inlined the spin into its caller`,
+        leaf === 'spinCpu' || leaf === 'callerOfSpinForPprofTest',
+        `leaf ${leaf}: expected spinCpu, or callerOfSpinForPprofTest if V8 inlined the spin into its caller`,
       );
       assert.ok(heaviest.stack.every(([name]) => name !== '(root)'), 'the synthetic (root) is left out of stacks');
     });

@@ -18,14 +18,19 @@ export class GcObserver {
   readonly totals: Record<string, { count: number; durationMs: number }> = {};
   readonly #observer: PerformanceObserver;
 
-  constructor(listener: GcListener) {
+  /** `onError`: the observer's callback runs on the host's loop, so nothing may escape it. */
+  constructor(listener: GcListener, onError: (err: unknown) => void) {
     this.#observer = new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) {
-        const kind = KIND_NAMES[(entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? -1] ?? 'other';
-        const total = (this.totals[kind] ??= { count: 0, durationMs: 0 });
-        total.count += 1;
-        total.durationMs += entry.duration;
-        listener(kind, entry.duration);
+      try {
+        for (const entry of list.getEntries()) {
+          const kind = KIND_NAMES[(entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? -1] ?? 'other';
+          const total = (this.totals[kind] ??= { count: 0, durationMs: 0 });
+          total.count += 1;
+          total.durationMs += entry.duration;
+          listener(kind, entry.duration);
+        }
+      } catch (err) {
+        onError(err);
       }
     });
     this.#observer.observe({ entryTypes: ['gc'] });

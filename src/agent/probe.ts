@@ -86,8 +86,18 @@ export class Probe extends EventEmitter {
     this.options = options;
     this.#logger = (options.logger ?? defaultLogger()).child({ component: 'sysprobe', service: options.serviceName });
     const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('sysprobe', PACKAGE_VERSION);
-    this.#gc = options.samplers.gc ? new GcObserver((kind, ms) => this.#exporter.recordGc(kind, ms)) : undefined;
+    // First what can refuse (nothing to undo yet), then the exporter, which everything reports to.
     this.#loopWatch = chooseLoopWatch(options);
+    this.#exporter = new OtelExporter(meter, {
+      samplesSince: (sinceMs) => this.#samplesSince(sinceMs),
+      drainDelays: () => this.#loopWatch.lag?.drain((ms) => this.#exporter.recordDelay(ms)),
+      gcTotals: () => this.#gc?.totals,
+      workerRestarts: () => this.#supervisor.restarts,
+      failed: (component, err) => this.#failed(component, err),
+    }, options);
+    this.#gc = options.samplers.gc
+      ? new GcObserver((kind, ms) => this.#exporter.recordGc(kind, ms), (err) => this.#failed('gc', err))
+      : undefined;
     // Without the native watch, the main thread's timer is also the stall detector's heartbeat.
     const beats = options.samplers.eventLoop && this.#loopWatch.kind === 'heartbeat';
     const heartbeatIntervalMs = beats ? Math.min(options.stallThresholdMs, options.sampleIntervalMs) : options.sampleIntervalMs;
@@ -109,16 +119,6 @@ export class Probe extends EventEmitter {
       mainTid: process.pid,
       samplers: options.samplers,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
-    this.#exporter = new OtelExporter(meter, {
-      samplesSince: (sinceMs) => this.#samplesSince(sinceMs),
-      drainDelays: () => this.#loopWatch.lag?.drain((ms) => this.#exporter.recordDelay(ms)),
-      gcTotals: () => this.#gc?.totals,
-      workerRestarts: () => this.#supervisor.restarts,
-      failed: (component, err) => {
-        this.#exporter.countError(component);
-        this.#logger.error({ component, err: describeError(err) }, 'sysprobe exporter failed');
-      },
-    }, options);
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
   }
 
@@ -129,6 +129,8 @@ export class Probe extends EventEmitter {
     try {
       await this.#supervisor.start();
     } catch (err) {
+      this.#gc?.stop();
+      this.#exporter.stop();
       this.#release();
       throw err;
     }
@@ -231,6 +233,12 @@ export class Probe extends EventEmitter {
       this.#logger.info({ uptimeMs: Date.now() - this.#startedAt, workerRestarts: this.#supervisor.restarts }, 'sysprobe stopped');
     })();
     return this.#stopped;
+  }
+
+  /** Something of ours failed in the background: logged and counted, never thrown into the host. */
+  #failed(component: string, err: unknown): void {
+    this.#exporter.countError(component);
+    this.#logger.error({ component, err: describeError(err) }, `sysprobe ${component} failed`);
   }
 
   #release(): void {

@@ -24,8 +24,8 @@ export interface StackCapture {
   frames: Frame[];
   /** When the main thread paused, ms since the epoch. */
   takenAt: number;
-  /** From the pause request to the pause, ms: ~1 ms when the main thread runs JS. */
-  pauseLatencyMs: number;
+  /** How long the main thread took to run a trivial inspector command at the start of the capture, ms: ~1 ms when it runs JS. */
+  latencyMs: number;
   /**
    * `debugger-pause`: paused in the JS that was running. `blocked-in-native`: the pause
    * only landed after a native call (execSync, a sync crypto call, …) returned, so the top
@@ -34,8 +34,13 @@ export interface StackCapture {
   how: 'debugger-pause' | 'blocked-in-native';
 }
 
-/** A pause that took longer than this did not land in running JS: the main thread was in native code. */
-const NATIVE_PAUSE_LATENCY_MS = 50;
+/**
+ * A main thread running JS answers a trivial inspector command within a millisecond or two
+ * (V8 interrupts it); one that takes longer than this was in native code. Measured with a
+ * no-op Runtime.evaluate rather than Debugger.enable, whose cost (it replays every script to
+ * the session) grows with the app and with the machine's load.
+ */
+const NATIVE_LATENCY_MS = 50;
 const MAX_FRAMES = 64;
 /** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
 const MAX_SCRIPTS = 50_000;
@@ -99,14 +104,15 @@ export class MainInspector {
     this.#stackBusy = true;
     try {
       const deadline = Date.now() + timeoutMs;
-      await this.#post('Debugger.enable', undefined, timeoutMs);
       const requestedAt = performance.now();
+      await this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
+      const latencyMs = performance.now() - requestedAt;
+      await this.#post('Debugger.enable', undefined, Math.max(1, deadline - Date.now()));
       const paused = new Promise<PausedEvent>((resolve) => { this.#onOurPause = resolve; });
       this.#pauseOutstanding = true;
       await this.#post('Debugger.pause', undefined, Math.max(1, deadline - Date.now()));
       const event = await withTimeout(paused, Math.max(1, deadline - Date.now()),
         'the main thread did not pause in time (blocked in native code, or paused in a debugger)');
-      const pauseLatencyMs = performance.now() - requestedAt;
       void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
       return {
         frames: event.callFrames.slice(0, MAX_FRAMES).map((f) => ({
@@ -116,8 +122,8 @@ export class MainInspector {
           columnNumber: f.location.columnNumber ?? 0,
         })),
         takenAt: Date.now(),
-        pauseLatencyMs,
-        how: pauseLatencyMs > NATIVE_PAUSE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
+        latencyMs,
+        how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
       };
     } catch (err) {
       // A pause still outstanding will be resumed by #paused when (if) it lands; stop debugging otherwise.

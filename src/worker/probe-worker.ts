@@ -12,13 +12,11 @@
  * message to the main thread, which logs and counts it.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, ErrorCode } from '../errors.js';
 import { loadLoopWatch } from '../loop-watch.js';
 import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
-import { summarizeProfile } from '../captures/cpuprofile.js';
-import { toPprof } from '../captures/pprof.js';
+import { writeProfileFiles } from '../captures/profile-files.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
 import { SharedJsonRing } from '../shared-ring.js';
 import { CaptureBudget } from './capture-budget.js';
@@ -154,19 +152,10 @@ class ProbeWorker {
     }
   }
 
-  /** Profiles the main thread, writes .cpuprofile, pprof and a manifest (summary, trigger) into dumpDir. */
+  /** Profiles the main thread and writes .cpuprofile, pprof and a manifest (summary, trigger) into dumpDir. */
   async #captureCpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
     const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US);
-    const base = path.join(this.#settings.dumpDir, `cpu-${new Date(startedAtMs).toISOString().replace(/[:.]/g, '-')}-${process.pid}${trigger ? `-${trigger.rule}` : ''}`);
-    await fs.promises.mkdir(this.#settings.dumpDir, { recursive: true });
-    const result: CpuProfileResult = {
-      file: `${base}.cpuprofile`, pprofFile: `${base}.pb.gz`, manifestFile: `${base}.json`,
-      summary: summarizeProfile(profile), ...(trigger ? { trigger } : {}),
-    };
-    await fs.promises.writeFile(result.file, JSON.stringify(profile));
-    await fs.promises.writeFile(result.pprofFile, toPprof(profile, { startedAtMs }));
-    await fs.promises.writeFile(result.manifestFile, JSON.stringify({ kind: 'cpu-profile', pid: process.pid, startedAt: startedAtMs, durationMs, ...result }, null, 2));
-    return result;
+    return writeProfileFiles(this.#settings.dumpDir, profile, { startedAtMs, durationMs, thread: 'main', trigger });
   }
 
   /** Runs the captures a fired rule asks for (within the budget) and reports the firing to the main thread. */
@@ -210,8 +199,8 @@ class ProbeWorker {
       return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` } };
     }
     try {
-      const { frames, how, takenAt, pauseLatencyMs } = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS);
-      return { stack: frames, capture: { how, detectedAt, takenAt, pauseLatencyMs } };
+      const { frames, how, takenAt, latencyMs } = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS);
+      return { stack: frames, capture: { how, detectedAt, takenAt, latencyMs } };
     } catch (err) {
       return { stack: undefined, capture: { how: 'failed', detectedAt, reason: describeError(err).message } };
     }
