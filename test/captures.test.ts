@@ -126,6 +126,35 @@ describe('stall stacks: budget and --inspect', () => {
     }
   });
 
+  it('paused by someone else in a debugger: no hang, no false blame, and their pause is not ours to end', async () => {
+    // "A person in DevTools": another session pauses the main thread for 1.5 s, then resumes it.
+    const script = `const { Worker } = require('node:worker_threads');
+      const { start } = require('sysprobe');
+      start({ logger: require('pino')({ level: 'silent' }) }).then((probe) => {
+        const ticking = setInterval(() => {}, 20); // main runs JS now and then, so the pause lands
+        probe.on('stall', (e) => {
+          console.log(JSON.stringify({ durationMs: e.durationMs, how: e.capture.how, reason: e.capture.reason, stack: e.stack }));
+          clearInterval(ticking);
+          probe.stop();
+        });
+        new Worker(\`
+          const inspector = require('node:inspector');
+          const session = new inspector.Session();
+          session.connectToMainThread();
+          const alive = setInterval(() => {}, 1000);
+          session.post('Debugger.enable', () => session.post('Debugger.pause', () => setTimeout(() =>
+            // Linger after disconnecting: Node 20 can abort if a worker exits while the main thread still tears down its session.
+            session.post('Debugger.resume', () => { session.disconnect(); setTimeout(() => clearInterval(alive), 200); }), 2500)));
+        \`, { eval: true });
+      });`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: path.resolve(__dirname, '..', '..'), timeout: 20_000 });
+    const event = JSON.parse(stdout.trim()) as { durationMs: number; how: string; reason: string; stack?: unknown };
+    assert.equal(event.how, 'failed');
+    assert.match(event.reason, /did not pause in time/);
+    assert.equal(event.stack, undefined, 'no stack, so nothing is blamed');
+    assert.ok(event.durationMs >= 2400, `the other session's pause lasted ${event.durationMs} ms: sysprobe did not resume it`);
+  });
+
   it('with --inspect on, a stall is still captured and the process exits normally', async () => {
     const script = `const { start } = require('sysprobe');
       function spinUnderInspect(ms) { const end = Date.now() + ms; while (Date.now() < end); }

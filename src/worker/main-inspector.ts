@@ -154,9 +154,12 @@ export class MainInspector {
     }
   }
 
-  close(): void {
-    this.#session?.disconnect();
+  /** Disconnects; true if there was a session to disconnect. */
+  close(): boolean {
+    const session = this.#session;
+    session?.disconnect();
     this.#session = undefined;
+    return session !== undefined;
   }
 }
 

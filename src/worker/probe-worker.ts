@@ -31,6 +31,8 @@ const DRAIN_SLOTS = 32;
 const DRAIN_MAX_MS = 10_000;
 /** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
 const STALL_STACK_TIMEOUT_MS = 2_000;
+/** How long the worker lingers after closing its inspector session, before it exits. */
+const SESSION_TEARDOWN_MS = 100;
 /** V8's default sampling interval: fine enough for a spike of a few seconds, cheap enough to leave on during one. */
 const PROFILE_SAMPLING_INTERVAL_US = 1000;
 
@@ -278,8 +280,10 @@ class ProbeWorker {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#watch?.stop();
-    this.#inspector.close();
-    this.#port.close();
+    // Node 20 can abort the process when a worker exits while the main thread is still
+    // tearing down that worker's inspector session; give the main thread a moment first.
+    if (this.#inspector.close()) setTimeout(() => this.#port.close(), SESSION_TEARDOWN_MS);
+    else this.#port.close();
   }
 }
 
