@@ -84,7 +84,16 @@ export interface Sample {
   /** Per-thread CPU, read by the worker when it wakes (every few seconds, and each sample during a stall): present on those samples only. */
   threads?: ThreadCpu[];
   /** Heap figures each sample; `rss` where the worker read it (the samples that carry `threads`). */
-  memory?: MainSample['memory'] & { rss?: number };
+  memory?: MainSample['memory'] & {
+    rss?: number;
+    /**
+     * Sustained growth of the heap's floor (the low points the GCs bring it back to), fitted over
+     * the last 10 minutes, bytes per minute; `heapGrowthR2` says how well a line fits (0..1).
+     * Absent until the window holds three floors (1.5 minutes).
+     */
+    heapGrowthPerMin?: number;
+    heapGrowthR2?: number;
+  };
   gc?: MainSample['gc'];
   handles?: MainSample['handles'];
 }

@@ -140,6 +140,14 @@ export class OtelExporter {
       const rss = upDown('process.memory.usage', 'By', 'Resident set size of the process.');
       const external = upDown('sysprobe.memory.external', 'By', 'Memory of C++ objects bound to JS objects (includes array buffers).');
       const arrayBuffers = upDown('sysprobe.memory.array_buffers', 'By', 'Memory of ArrayBuffers and SharedArrayBuffers.');
+      const growth = gauge('sysprobe.memory.heap.growth_rate', 'By/min', 'Sustained growth of the heap floor (after GCs), fitted over 10 minutes.');
+      const growthFit = gauge('sysprobe.memory.heap.growth_fit', '1', 'How well a line explains the heap floor over the window (r², 0..1); trust the growth rate when it is high.');
+      observe.push((result, recent, latest) => {
+        const rate = latest?.memory?.heapGrowthPerMin;
+        if (rate === undefined) return;
+        result.observe(growth, rate);
+        result.observe(growthFit, latest?.memory?.heapGrowthR2 ?? 0);
+      });
       // Read here, at collection time, on the main thread: fresher than the last sample, and the
       // per-space and ArrayBuffer figures cost the main thread nothing between collections.
       observe.push((result) => {

@@ -22,6 +22,7 @@ import { SharedJsonRing } from '../shared-ring.js';
 import { CaptureBudget } from './capture-budget.js';
 import { MainInspector } from './main-inspector.js';
 import { FlightRecorder } from './recorder.js';
+import { GrowthTracker } from './growth.js';
 import { RuleEngine, type RuleFiring } from './rules.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 
@@ -31,6 +32,9 @@ const DRAIN_SLOTS = 32;
 const DRAIN_MAX_MS = 10_000;
 /** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
 const STALL_STACK_TIMEOUT_MS = 2_000;
+/** Heap growth: the fit looks back this far, over floors of this long (tens of GC cycles each at 1 s samples). */
+const GROWTH_WINDOW_MS = 10 * 60_000;
+const GROWTH_BUCKET_MS = 30_000;
 /** How long the worker lingers after closing its inspector session, before it exits. */
 const SESSION_TEARDOWN_MS = 100;
 /** V8's default sampling interval: fine enough for a spike of a few seconds, cheap enough to leave on during one. */
@@ -57,6 +61,7 @@ class ProbeWorker {
   readonly #inspector = new MainInspector();
   readonly #budget: CaptureBudget;
   readonly #rules: RuleEngine;
+  readonly #heapGrowth = new GrowthTracker(GROWTH_WINDOW_MS, GROWTH_BUCKET_MS);
   /** The stack capture of the stall in progress, settled before the stall is reported. */
   #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture }> | undefined;
   #cursor = 0;
@@ -267,7 +272,16 @@ class ProbeWorker {
       if (withWorkerReadings) sample.cpu.loadAverage = readLoadAverage();
     }
     if (samplers.threads && withWorkerReadings && this.#threadCpu.supported) sample.threads = this.#threadCpu.sample();
-    if (samplers.memory && main.memory) sample.memory = withWorkerReadings ? { ...main.memory, rss: process.memoryUsage.rss() } : main.memory;
+    if (samplers.memory && main.memory) {
+      sample.memory = withWorkerReadings ? { ...main.memory, rss: process.memoryUsage.rss() } : { ...main.memory };
+      // Stale samples repeat the last reading: feeding them would flatten the floors.
+      if (!mainStale) this.#heapGrowth.add(main.time, main.memory.heapUsed);
+      const growth = this.#heapGrowth.growth();
+      if (growth) {
+        sample.memory.heapGrowthPerMin = growth.perMinute;
+        sample.memory.heapGrowthR2 = growth.r2;
+      }
+    }
     if (main.gc) sample.gc = main.gc;
     if (main.handles) sample.handles = main.handles;
     this.#lastMain = main;

@@ -9,7 +9,7 @@
 import type { Sample } from '../protocol.js';
 
 /** The sampled values a rule can watch. */
-export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed';
+export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapGrowthPerMin';
 
 /** How each value is read from a sample. */
 export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
@@ -21,6 +21,11 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   'cpu.utilization': (s: Sample) => s.cpu?.utilization,
   /** V8 heap used, bytes. */
   'memory.heapUsed': (s: Sample) => s.memory?.heapUsed,
+  /** Sustained heap growth, bytes per minute; 0 unless a line explains the heap's floors (r² >= 0.5), so noise does not fire. */
+  'memory.heapGrowthPerMin': (s: Sample) => {
+    const rate = s.memory?.heapGrowthPerMin;
+    return rate === undefined ? undefined : (s.memory?.heapGrowthR2 ?? 0) >= 0.5 ? rate : 0;
+  },
 };
 
 /** What a rule watches and when it fires (the actions live with the caller). */
