@@ -10,11 +10,12 @@
  * @packageDocumentation
  */
 export { start, Probe } from './agent/probe.js';
-export type { StallEvent, RecentOptions, CpuProfileOptions, RuleEvent, Health } from './agent/probe.js';
+export type { StallEvent, RecentOptions, CpuProfileOptions, RuleEvent, Health, AllocationProfileOptions } from './agent/probe.js';
 export { SysprobeError, ErrorCode } from './errors.js';
 export type { ErrorCodeValue } from './errors.js';
 export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './options.js';
-export type { Sample, ThreadCpu, MainSample, Frame, StallCapture, CpuProfileResult, RuleCaptures } from './protocol.js';
+export type { Sample, ThreadCpu, MainSample, Frame, StallCapture, CpuProfileResult, AllocationProfileResult, RuleCaptures } from './protocol.js';
+export type { AllocationSummary, AllocationSite } from './captures/heapprofile.js';
 export type { RuleOptions, RuleAction, ResolvedRule } from './rule-options.js';
 export type { RuleFiring, RuleValue, RuleCondition } from './worker/rules.js';
 export type { LoopWatchKind } from './loop-watch.js';

@@ -4,6 +4,7 @@
  * except the layout constants of the shared heartbeat.
  */
 import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
+import type { AllocationSummary } from './captures/heapprofile.js';
 import type { RuleCondition, RuleFiring } from './worker/rules.js';
 
 export type { Frame };
@@ -129,6 +130,16 @@ export interface CpuProfileResult {
   trigger?: RuleFiring;
 }
 
+/** What an allocation profile capture wrote, and what it found. */
+export interface AllocationProfileResult {
+  /** The .heapprofile file (Chrome DevTools, Memory tab). */
+  file: string;
+  /** A JSON file beside it: the summary, and the rule that triggered the capture, if one did. */
+  manifestFile: string;
+  summary: AllocationSummary;
+  trigger?: RuleFiring;
+}
+
 /** What the worker did for a rule that fired. */
 export interface RuleCaptures {
   stack?: Frame[];
@@ -141,7 +152,8 @@ export interface RuleCaptures {
 export type Request =
   | { kind: 'recent'; sinceMs: number | undefined }
   | { kind: 'captureStack' }
-  | { kind: 'captureCpuProfile'; durationMs: number };
+  | { kind: 'captureCpuProfile'; durationMs: number }
+  | { kind: 'captureAllocationProfile'; durationMs: number };
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }

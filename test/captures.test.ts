@@ -242,3 +242,34 @@ describe('profileThread(): an app\'s own worker thread profiles itself', () => {
     });
   }
 });
+
+/** Retains what it allocates, so the sampling heap profiler still sees it live at the end. */
+const retainedForAllocationTest: unknown[] = [];
+function allocateRetainedRecords(count: number): void {
+  for (let i = 0; i < count; i++) retainedForAllocationTest.push({ id: i, payload: `record ${i} `.repeat(8) });
+}
+
+describe('allocation profiles: captureAllocationProfile()', () => {
+  it('samples allocations on the main thread from the worker, writes a .heapprofile, and names the allocating stack', async () => {
+    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-alloc-'));
+    const probe = await start({ logger: memoryLogger().logger, dumpDir });
+    try {
+      const pending = probe.captureAllocationProfile({ durationMs: 800 });
+      await new Promise((resolve) => setTimeout(resolve, 200)); // sampling has started
+      allocateRetainedRecords(200_000);
+      const result = await pending;
+      assert.ok(result.file.endsWith('.heapprofile') && fs.existsSync(result.file));
+      const profile = JSON.parse(fs.readFileSync(result.file, 'utf8')) as { head: { children: unknown[] } };
+      assert.ok(profile.head.children.length > 0, 'a real profile tree');
+      const { topFunctions, topStacks, totalBytes } = result.summary;
+      assert.ok(totalBytes > 1_000_000, `${totalBytes} bytes sampled live`);
+      const names = topStacks.slice(0, 3).map((s) => s.stack.map((f) => f.functionName));
+      assert.ok(names.some((stack) => stack.includes('allocateRetainedRecords')), `top stacks: ${JSON.stringify(names)}`);
+      assert.ok(topFunctions[0] && topFunctions[0].share > 0 && topFunctions[0].share <= 1);
+      assert.equal(JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')).kind, 'allocation-profile');
+    } finally {
+      retainedForAllocationTest.length = 0;
+      await probe.stop();
+    }
+  });
+});

@@ -3,7 +3,7 @@ import { metrics } from '@opentelemetry/api';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { defaultLogger } from '../logger.js';
 import { resolveOptions, type Logger, type ProbeOptions, type ResolvedOptions } from '../options.js';
-import type { CpuProfileResult, Frame, RuleCaptures, Sample, StallCapture, WorkerToMain } from '../protocol.js';
+import type { AllocationProfileResult, CpuProfileResult, Frame, RuleCaptures, Sample, StallCapture, WorkerToMain } from '../protocol.js';
 import type { RuleFiring } from '../worker/rules.js';
 import { OtelExporter } from '../exporters/otel.js';
 import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } from '../loop-watch.js';
@@ -40,6 +40,12 @@ export interface Health {
   healthy: boolean;
   /** Why not: the rules with a `markUnhealthy` action that fired within their cooldown. */
   reasons: Array<{ rule: string; since: number; until: number; observed: number; threshold: number }>;
+}
+
+/** Options for {@link Probe.captureAllocationProfile}. */
+export interface AllocationProfileOptions {
+  /** How long to sample allocations, ms (10 to 600000). Default 10000. */
+  durationMs?: number;
 }
 
 /** Options for {@link Probe.captureCpuProfile}. */
@@ -198,6 +204,21 @@ export class Probe extends EventEmitter {
       throw new SysprobeError(ErrorCode.INVALID_OPTION, `captureCpuProfile({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
     }
     return (await this.#supervisor.request({ kind: 'captureCpuProfile', durationMs }, durationMs + 15_000)) as CpuProfileResult;
+  }
+
+  /**
+   * Runs V8's sampling heap profiler on the main thread for `durationMs` (from the worker) and
+   * writes a .heapprofile (Chrome DevTools) into `dumpDir`; resolves with its path and a summary
+   * of the stacks that allocated what was still live at the end. Rejects with CAPTURE_BUSY
+   * while another allocation profile runs.
+   */
+  async captureAllocationProfile(options: AllocationProfileOptions = {}): Promise<AllocationProfileResult> {
+    this.#assertRunning('captureAllocationProfile');
+    const { durationMs = 10_000 } = options;
+    if (!Number.isInteger(durationMs) || durationMs < 10 || durationMs > 600_000) {
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, `captureAllocationProfile({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
+    }
+    return (await this.#supervisor.request({ kind: 'captureAllocationProfile', durationMs }, durationMs + 15_000)) as AllocationProfileResult;
   }
 
   /**

@@ -17,6 +17,7 @@
 import * as inspector from 'node:inspector';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { CpuProfile } from '../captures/cpuprofile.js';
+import type { AllocationProfile } from '../captures/heapprofile.js';
 import type { Frame } from '../protocol.js';
 
 /** How a stack was taken. */
@@ -51,6 +52,7 @@ export class MainInspector {
   #session: inspector.Session | undefined;
   #stackBusy = false;
   #profileBusy = false;
+  #allocationBusy = false;
   /** Set while a pause we requested may still land; its handler resumes it. */
   #onOurPause: ((event: PausedEvent) => void) | undefined;
   #pauseOutstanding = false;
@@ -151,6 +153,26 @@ export class MainInspector {
     } finally {
       void this.#post('Profiler.disable', undefined, 1000).catch(() => undefined);
       this.#profileBusy = false;
+    }
+  }
+
+  /**
+   * Runs V8's sampling heap profiler on the main thread for `durationMs`: a sample every
+   * `samplingIntervalBytes` allocated, with its stack; what is still live at the end is kept.
+   */
+  async captureAllocationProfile(durationMs: number, samplingIntervalBytes: number): Promise<{ profile: AllocationProfile; startedAtMs: number }> {
+    if (this.#allocationBusy) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'an allocation profile is already running');
+    this.#allocationBusy = true;
+    try {
+      await this.#post('HeapProfiler.enable', undefined, 2000);
+      await this.#post('HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes }, 2000);
+      const startedAtMs = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, durationMs));
+      const { profile } = await this.#post<{ profile: AllocationProfile }>('HeapProfiler.stopSampling', undefined, 5000);
+      return { profile, startedAtMs };
+    } finally {
+      void this.#post('HeapProfiler.disable', undefined, 1000).catch(() => undefined);
+      this.#allocationBusy = false;
     }
   }
 

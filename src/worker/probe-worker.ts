@@ -16,7 +16,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, ErrorCode } from '../errors.js';
 import { loadLoopWatch } from '../loop-watch.js';
 import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
-import { writeProfileFiles } from '../captures/profile-files.js';
+import { writeAllocationFiles, writeProfileFiles } from '../captures/profile-files.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
 import { SharedJsonRing } from '../shared-ring.js';
 import { CaptureBudget } from './capture-budget.js';
@@ -35,6 +35,8 @@ const STALL_STACK_TIMEOUT_MS = 2_000;
 /** Heap growth: the fit looks back this far, over floors of this long (tens of GC cycles each at 1 s samples). */
 const GROWTH_WINDOW_MS = 10 * 60_000;
 const GROWTH_BUCKET_MS = 30_000;
+/** V8's default for the sampling heap profiler: one sample per 32 KB allocated, cheap enough to run for minutes. */
+const ALLOCATION_SAMPLING_BYTES = 32 * 1024;
 /** How long the worker lingers after closing its inspector session, before it exits. */
 const SESSION_TEARDOWN_MS = 100;
 /** V8's default sampling interval: fine enough for a spike of a few seconds, cheap enough to leave on during one. */
@@ -150,6 +152,11 @@ class ProbeWorker {
         case 'recent': value = this.#recorder.since(request.sinceMs === undefined ? undefined : Date.now() - request.sinceMs); break;
         case 'captureStack': value = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS); break;
         case 'captureCpuProfile': value = await this.#captureCpuProfile(request.durationMs); break;
+        case 'captureAllocationProfile': {
+          const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(request.durationMs, ALLOCATION_SAMPLING_BYTES);
+          value = await writeAllocationFiles(this.#settings.dumpDir, profile, { startedAtMs, durationMs: request.durationMs });
+          break;
+        }
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
