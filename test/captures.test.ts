@@ -235,7 +235,9 @@ describe('profileThread(): an app\'s own worker thread profiles itself', () => {
         assert.equal(result.error, undefined);
         assert.ok(fs.existsSync(result.file) && result.file.includes('-thread-'), result.file);
         assert.equal(JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')).kind, 'cpu-profile');
-        assert.equal(result.summary.busyLoop.frame?.functionName, 'crunchInAppWorker');
+        // When V8 inlines the loop into its caller (`slice`), the caller holds the samples.
+        const busy = result.summary.busyLoop.frame?.functionName ?? '';
+        assert.ok(['crunchInAppWorker', 'slice'].includes(busy), `busy frame ${busy}: neither the loop nor its caller`);
       } finally {
         await worker.terminate();
       }
