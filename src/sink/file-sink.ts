@@ -1,0 +1,305 @@
+/**
+ * The one place captures are written to disk. Two promises, whatever happens to the
+ * process: the dump directory does not fill the disk, and no file under a capture's
+ * final name is ever half written.
+ *
+ * - Data goes to `<final>.partial`, chunk by chunk, is fsynced, and only then renamed
+ *   to its final name; the JSON sidecar follows the same way. A crash leaves a
+ *   `.partial`, which the next FileSink on the directory removes once it is stale.
+ * - Before writing, the free space must cover the expected size plus `reserveBytes`.
+ *   While writing, a capture that grows past its cap is cut off and deleted.
+ * - After each write, the oldest whole captures (data and sidecar) go until at most
+ *   `maxFiles` captures and `maxBytes` remain. Only files named the way this sink
+ *   names them are ever deleted; whatever else lives in the directory is left alone.
+ *
+ * Writes run one at a time, in call order: a capture already taken is worth waiting
+ * for, so a second write queues instead of failing with CAPTURE_BUSY. A queued write's
+ * body is not read, and the disk not checked, until its turn.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ErrorCode, SysprobeError } from '../errors.js';
+import type { Logger } from '../options.js';
+import type { CaptureInput, CaptureSink, WrittenCapture } from './sink.js';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const HOUR_MS = 3_600_000;
+const PARTIAL = '.partial';
+const SIDECAR = '.json';
+
+const KIND = /^[a-z0-9]+(?:-[a-z0-9]+)*$/i;
+const EXTENSION = /^(?:\.[a-z0-9]+)+$/i;
+/** `<kind>-<ISO time without colons>-<pid>[-<seq>]<extension>`; a sidecar matches too (its extension ends in `.json`). */
+const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
+
+/** The part of `fs.promises.statfs` the free-space check reads. */
+export type StatFs = (dir: string) => Promise<{ bavail: number; bsize: number }>;
+
+export interface FileSinkOptions {
+  /** The dump directory; created when missing. */
+  dir: string;
+  /** The most captures kept in `dir`; the oldest go first. Default 20. */
+  maxFiles?: number;
+  /**
+   * The most bytes of captures (data and sidecars) kept in `dir`, and the most one
+   * capture's data may take while it is written. Default 1 GiB.
+   */
+  maxBytes?: number;
+  /** Disk space that must stay free: a capture that would eat into it is refused. Default 512 MiB. */
+  reserveBytes?: number;
+  /** Written into each sidecar. */
+  service?: string;
+  /** Written into each file name and sidecar. Default `process.pid`. */
+  pid?: number;
+  /** sysprobe's version, written into each sidecar when given. */
+  sysprobeVersion?: string;
+  /** A `.partial` file older than this is taken for a crashed write and removed at startup. Default one hour. */
+  stalePartialAgeMs?: number;
+  /** Reads the free space; tests pass a fake to play a nearly full disk. Default `fs.promises.statfs`. */
+  statfs?: StatFs;
+  /** Told when rotation could not list or delete old captures; the write itself still succeeds. */
+  logger?: Logger;
+}
+
+/** A capture found in the directory: its files and their total size. */
+interface StoredCapture {
+  name: string;
+  stamp: string;
+  seq: number;
+  files: string[];
+  bytes: number;
+}
+
+export class FileSink implements CaptureSink {
+  readonly dir: string;
+  readonly maxFiles: number;
+  readonly maxBytes: number;
+  readonly reserveBytes: number;
+  /** Settles once leftover partial files from crashed writes are removed; lists the ones removed. */
+  readonly ready: Promise<string[]>;
+  readonly #options: FileSinkOptions;
+  readonly #pid: number;
+  readonly #statfs: StatFs;
+  #queue: Promise<unknown>;
+
+  constructor(options: FileSinkOptions) {
+    const { dir, maxFiles = 20, maxBytes = GiB, reserveBytes = 512 * MiB, stalePartialAgeMs = HOUR_MS } = options;
+    if (typeof dir !== 'string' || dir.length === 0) throw invalid(`FileSink needs a dir; got ${String(dir)}.`);
+    if (!(Number.isInteger(maxFiles) && maxFiles > 0)) throw invalid(`FileSink maxFiles must be a positive integer; got ${maxFiles}.`);
+    if (!(maxBytes > 0)) throw invalid(`FileSink maxBytes must be positive; got ${maxBytes}.`);
+    if (!(reserveBytes >= 0)) throw invalid(`FileSink reserveBytes must be zero or more; got ${reserveBytes}.`);
+    if (!(stalePartialAgeMs >= 0)) throw invalid(`FileSink stalePartialAgeMs must be zero or more; got ${stalePartialAgeMs}.`);
+    this.dir = path.resolve(dir);
+    this.maxFiles = maxFiles;
+    this.maxBytes = maxBytes;
+    this.reserveBytes = reserveBytes;
+    this.#options = options;
+    this.#pid = options.pid ?? process.pid;
+    this.#statfs = options.statfs ?? ((target) => fs.promises.statfs(target));
+    this.ready = this.#removeStalePartials(stalePartialAgeMs);
+    this.#queue = this.ready;
+  }
+
+  /** Writes the capture once the writes before it are done. Rejects with a SysprobeError; nothing is left half written. */
+  write(capture: CaptureInput): Promise<WrittenCapture> {
+    const run = this.#queue.then(() => this.#write(capture));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #write(capture: CaptureInput): Promise<WrittenCapture> {
+    const { kind, extension, expectedBytes } = capture;
+    if (typeof kind !== 'string' || !KIND.test(kind)) throw invalid(`A capture kind must be letters, digits and dashes; got ${String(kind)}.`);
+    if (typeof extension !== 'string' || !EXTENSION.test(extension)) throw invalid(`A capture extension must look like .heapsnapshot; got ${String(extension)}.`);
+    if (expectedBytes !== undefined && !(expectedBytes >= 0)) throw invalid(`A capture's expectedBytes must be zero or more; got ${expectedBytes}.`);
+    try {
+      await fs.promises.mkdir(this.dir, { recursive: true });
+      const limit = await this.#sizeLimit(kind, expectedBytes);
+      const startedAt = new Date();
+      const { file, handle } = await this.#createPartial(kind, startedAt, extension);
+      const bytes = await writeThenRename(handle, file, chunksOf(capture.body), limit, kind);
+      const finishedAt = new Date();
+      const sidecarFile = file + SIDECAR;
+      const reserved = {
+        kind, file: path.basename(file), bytes, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
+        pid: this.#pid, service: this.#options.service, node: process.version, sysprobe: this.#options.sysprobeVersion,
+      };
+      // Reserved fields first and last: they lead the JSON, and a sidecar field cannot overwrite them.
+      const sidecar = JSON.stringify({ ...reserved, ...capture.sidecar, ...reserved }, null, 2);
+      try {
+        const sidecarHandle = await fs.promises.open(sidecarFile + PARTIAL, 'w');
+        await writeThenRename(sidecarHandle, sidecarFile, chunksOf(sidecar), { bytes: Infinity, why: '' }, kind);
+      } catch (err) {
+        await removeQuietly(file); // a capture is its data and its sidecar, or nothing
+        throw err;
+      }
+      await this.#rotate(path.basename(file)).catch((err: unknown) => {
+        this.#options.logger?.warn({ err, dir: this.dir }, 'sysprobe could not rotate the dump directory');
+      });
+      return { file, sidecarFile, bytes };
+    } catch (err) {
+      if (err instanceof SysprobeError) throw err;
+      throw new SysprobeError(ErrorCode.CAPTURE_FAILED,
+        `Could not write the ${kind} capture to ${this.dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * Refuses the capture when the disk cannot hold it above the reserve, and returns
+   * the most bytes it may grow to: the smallest of `maxBytes`, twice `expectedBytes`
+   * (a capture that far off its estimate is running away), and the free space above
+   * the reserve.
+   */
+  async #sizeLimit(kind: string, expectedBytes: number | undefined): Promise<{ bytes: number; why: string }> {
+    const { bavail, bsize } = await this.#statfs(this.dir);
+    const free = bavail * bsize;
+    const needed = (expectedBytes ?? 0) + this.reserveBytes;
+    if (free < needed) {
+      throw new SysprobeError(ErrorCode.CAPTURE_FAILED,
+        `Not writing the ${kind} capture: ${this.dir} has ${free} bytes free, and it needs ${expectedBytes ?? 0} expected + ${this.reserveBytes} reserve = ${needed} bytes.`);
+    }
+    const limits = [{ bytes: this.maxBytes, why: `maxBytes (${this.maxBytes} bytes)` }];
+    if (expectedBytes !== undefined) limits.push({ bytes: 2 * expectedBytes, why: `twice the expected ${expectedBytes} bytes` });
+    limits.push({ bytes: free - this.reserveBytes, why: `the ${free - this.reserveBytes} bytes free above the reserve` });
+    return limits.reduce((smallest, limit) => (limit.bytes < smallest.bytes ? limit : smallest));
+  }
+
+  /**
+   * Opens the partial file of the first free name. The partial is created exclusively
+   * before the final name is checked, so two sinks on one directory cannot pick the same name.
+   */
+  async #createPartial(kind: string, startedAt: Date, extension: string): Promise<{ file: string; handle: fs.promises.FileHandle }> {
+    const base = `${kind}-${startedAt.toISOString().replace(/:/g, '')}-${this.#pid}`;
+    for (let seq = 0; ; seq++) {
+      const file = path.join(this.dir, `${base}${seq === 0 ? '' : `-${seq}`}${extension}`);
+      let handle: fs.promises.FileHandle;
+      try {
+        handle = await fs.promises.open(file + PARTIAL, 'wx');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+        throw err;
+      }
+      if (!(await exists(file)) && !(await exists(file + SIDECAR))) return { file, handle };
+      await handle.close();
+      await removeQuietly(file + PARTIAL);
+    }
+  }
+
+  /** Deletes the oldest whole captures beyond `maxFiles` and `maxBytes`; the one just written always stays. */
+  async #rotate(justWritten: string): Promise<void> {
+    const captures = await this.#storedCaptures();
+    captures.sort((a, b) => Number(b.name === justWritten) - Number(a.name === justWritten)
+      || b.stamp.localeCompare(a.stamp) || b.seq - a.seq || b.name.localeCompare(a.name));
+    let count = 0;
+    let bytes = 0;
+    for (const capture of captures) {
+      count += 1;
+      bytes += capture.bytes;
+      if (capture.name === justWritten || (count <= this.maxFiles && bytes <= this.maxBytes)) continue;
+      count -= 1;
+      bytes -= capture.bytes;
+      for (const file of capture.files) {
+        try {
+          await fs.promises.unlink(path.join(this.dir, file));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // another process rotated it first
+          this.#options.logger?.warn({ err, file: path.join(this.dir, file) }, 'sysprobe could not delete an old capture');
+        }
+      }
+    }
+  }
+
+  /** The captures in the directory named the way this sink names them, each with its sidecar when there is one. */
+  async #storedCaptures(): Promise<StoredCapture[]> {
+    const names = new Set((await fs.promises.readdir(this.dir)).filter((name) => CAPTURE_NAME.test(name)));
+    const captures: StoredCapture[] = [];
+    for (const name of names) {
+      if (name.endsWith(SIDECAR) && names.has(name.slice(0, -SIDECAR.length))) continue; // counted with its data file
+      const files = names.has(name + SIDECAR) ? [name, name + SIDECAR] : [name];
+      let bytes = 0;
+      let regular = true;
+      for (const file of files) {
+        const stat = await fs.promises.lstat(path.join(this.dir, file)).catch(() => undefined);
+        if (stat === undefined || !stat.isFile()) regular = false;
+        else bytes += stat.size;
+      }
+      if (!regular) continue;
+      const [, stamp = '', seq = '0'] = CAPTURE_NAME.exec(name) ?? [];
+      captures.push({ name, stamp, seq: Number(seq), files, bytes });
+    }
+    return captures;
+  }
+
+  /**
+   * Removes `.partial` files of this sink's naming older than `ageMs`. A write in progress
+   * touches its partial with every chunk, so only a crashed write's partial gets that old.
+   */
+  async #removeStalePartials(ageMs: number): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(this.dir);
+    } catch {
+      return []; // no directory yet: nothing left over
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+      if (!name.endsWith(PARTIAL) || !CAPTURE_NAME.test(name.slice(0, -PARTIAL.length))) continue;
+      const file = path.join(this.dir, name);
+      const stat = await fs.promises.lstat(file).catch(() => undefined);
+      if (stat === undefined || !stat.isFile() || Date.now() - stat.mtimeMs < ageMs) continue;
+      if (await removeQuietly(file)) removed.push(file);
+    }
+    return removed;
+  }
+}
+
+async function* chunksOf(body: CaptureInput['body']): AsyncIterable<Buffer> {
+  if (typeof body === 'string') yield Buffer.from(body);
+  else if (Buffer.isBuffer(body)) yield body;
+  else for await (const chunk of body) yield typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+}
+
+/**
+ * Streams `chunks` into the open partial file of `file`, fsyncs it and renames it to
+ * `file`. Past `limit` bytes, or on any failure, the partial file is deleted instead.
+ */
+async function writeThenRename(handle: fs.promises.FileHandle, file: string, chunks: AsyncIterable<Buffer>,
+  limit: { bytes: number; why: string }, kind: string): Promise<number> {
+  let bytes = 0;
+  try {
+    try {
+      for await (const chunk of chunks) {
+        bytes += chunk.length;
+        if (bytes > limit.bytes) {
+          throw new SysprobeError(ErrorCode.CAPTURE_FAILED,
+            `The ${kind} capture grew past ${limit.why}; it was cut off and deleted.`);
+        }
+        for (let offset = 0; offset < chunk.length;) {
+          offset += (await handle.write(chunk, offset, chunk.length - offset)).bytesWritten;
+        }
+      }
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.promises.rename(file + PARTIAL, file);
+  } catch (err) {
+    await removeQuietly(file + PARTIAL);
+    throw err;
+  }
+  return bytes;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.promises.lstat(file).then(() => true, () => false);
+}
+
+/** Deletes the file if it is there; true when it was. */
+async function removeQuietly(file: string): Promise<boolean> {
+  return fs.promises.unlink(file).then(() => true, () => false);
+}
+
+function invalid(message: string): SysprobeError {
+  return new SysprobeError(ErrorCode.INVALID_OPTION, message);
+}
