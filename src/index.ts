@@ -23,3 +23,4 @@ export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofi
 export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './agent/guard.js';
 export { profileThread } from './captures/thread-profile.js';
 export type { ThreadProfileOptions } from './captures/thread-profile.js';
+export type { HeapSnapshotResult } from './agent/heap-snapshots.js';

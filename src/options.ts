@@ -45,6 +45,8 @@ export interface ProbeOptions {
   loopWatch?: 'auto' | 'native' | 'heartbeat';
   /** Automatic captures (the stack of each stall) allowed per minute, 0 to 600; 0 turns them off. Default 6. */
   capturesPerMinute?: number;
+  /** Heap snapshots allowed in any 24 hours (on demand and from rules), 0 to 100. Default 3. */
+  heapSnapshotsPerDay?: number;
   /** Triggers over the sampled values and what they do; see {@link RuleOptions}. Added to the defaults. */
   rules?: RuleOptions[];
   /** The default rules (a CPU profile when the loop stays saturated, or the CPU stays busy). Default true. */
@@ -69,6 +71,7 @@ export interface ResolvedOptions {
   readonly loopWatch: 'auto' | 'native' | 'heartbeat';
   readonly capturesPerMinute: number;
   readonly rules: readonly ResolvedRule[];
+  readonly heapSnapshotsPerDay: number;
   readonly recorderWindowMs: number;
   readonly meterProvider: MeterProvider | undefined;
   readonly logger: Logger | undefined;
@@ -79,7 +82,7 @@ export interface ResolvedOptions {
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'rules', 'defaultRules', 'recorderWindowMs',
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotsPerDay', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers',
 ] as const;
 
@@ -129,7 +132,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
   } = options as ProbeOptions;
 
@@ -144,6 +147,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   const capturesPerMinute = checkInteger('capturesPerMinute', rawCaptures, 0, 600, 6);
   if (typeof defaultRules !== 'boolean') throw invalid(`Option defaultRules must be true or false; got ${describe(defaultRules)}.`);
   const rules = resolveRules(rawRules, defaultRules);
+  const heapSnapshotsPerDay = checkInteger('heapSnapshotsPerDay', rawSnapshots, 0, 100, 3);
   const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
   if (recorderWindowMs < sampleIntervalMs) {
     throw invalid(`Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`);
@@ -173,6 +177,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     loopWatch,
     capturesPerMinute,
     rules: Object.freeze(rules),
+    heapSnapshotsPerDay,
     recorderWindowMs,
     meterProvider,
     logger,

@@ -144,6 +144,8 @@ export interface AllocationProfileResult {
 export interface RuleCaptures {
   stack?: Frame[];
   cpuProfile?: CpuProfileResult;
+  /** Taken by the main thread after the worker's captures (the writer must run in the snapshotted isolate). */
+  heapSnapshot?: { file: string; sidecarFile: string; bytes: number; pauseMs: number };
   /** Captures that were skipped (budget) or failed, and why. */
   notTaken?: string[];
 }

@@ -10,12 +10,14 @@ import { RULE_VALUES, type RuleCondition, type RuleFiring, type RuleValue } from
 /**
  * What a rule does when it fires (every firing is also logged and counted):
  * `'captureStack'` the main thread's JS stack; `{ captureCpuProfile: { durationMs } }` a CPU
- * profile into dumpDir; `'markUnhealthy'` makes `probe.health()` report the process unhealthy
+ * profile into dumpDir; `'captureHeapSnapshot'` a heap snapshot (within the safety checks and
+ * the daily budget); `'markUnhealthy'` makes `probe.health()` report the process unhealthy
  * for the rule's cooldown; a function is called on the main thread with the firing.
  */
 export type RuleAction =
   | 'captureStack'
   | 'markUnhealthy'
+  | 'captureHeapSnapshot'
   | { captureCpuProfile: { durationMs: number } }
   | ((firing: RuleFiring) => void);
 
@@ -39,11 +41,17 @@ export interface ResolvedRule {
   captureStack: boolean;
   cpuProfileMs: number | undefined;
   markUnhealthy: boolean;
+  captureHeapSnapshot: boolean;
   callbacks: Array<(firing: RuleFiring) => void>;
 }
 
-/** On by default (`defaultRules: false` turns them off): a CPU profile when the loop or the CPU stays busy. */
+/**
+ * On by default (`defaultRules: false` turns them off): a CPU profile when the loop or the CPU
+ * stays busy; heap snapshots while the heap keeps growing (the first is the baseline, later
+ * ones after each cooldown let a diff separate new objects from old).
+ */
 export const DEFAULT_RULES: readonly RuleOptions[] = [
+  { name: 'heap-growing', value: 'memory.heapGrowthPerMin', above: 1024 * 1024, forMs: 5 * 60_000, cooldownMs: 30 * 60_000, actions: ['captureHeapSnapshot'] },
   { name: 'loop-saturated', value: 'eventLoop.utilization', above: 0.9, forMs: 10_000, actions: [{ captureCpuProfile: { durationMs: 5000 } }] },
   { name: 'cpu-high', value: 'cpu.utilization', above: 0.9, forMs: 30_000, actions: [{ captureCpuProfile: { durationMs: 5000 } }] },
 ];
@@ -62,7 +70,7 @@ export function resolveRules(input: unknown, defaults: boolean): ResolvedRule[] 
     checkKnownKeys(where, rule, RULE_KEYS);
     const { name, value, above, actions } = rule;
     if (typeof name !== 'string' || name.length === 0 || name.length > 100) throw invalid(`Option ${where}.name must be a non-empty string of at most 100 characters; got ${describe(name)}.`);
-    if (names.has(name)) throw invalid(`Option ${where}.name "${name}" is used twice${defaults ? ' (the default rules are loop-saturated and cpu-high)' : ''}.`);
+    if (names.has(name)) throw invalid(`Option ${where}.name "${name}" is used twice${defaults ? ' (the default rules are heap-growing, loop-saturated and cpu-high)' : ''}.`);
     names.add(name);
     if (typeof value !== 'string' || !(value in RULE_VALUES)) throw invalid(`Option ${where}.value must be one of ${Object.keys(RULE_VALUES).join(', ')}; got ${describe(value)}.`);
     if (typeof above !== 'number' || !Number.isFinite(above)) throw invalid(`Option ${where}.above must be a finite number; got ${describe(above)}.`);
@@ -71,17 +79,18 @@ export function resolveRules(input: unknown, defaults: boolean): ResolvedRule[] 
     if (!Array.isArray(actions) || actions.length === 0) throw invalid(`Option ${where}.actions must be a non-empty array; got ${describe(actions)}.`);
     const resolved: ResolvedRule = {
       condition: { name, value: value as RuleValue, above, forMs, cooldownMs },
-      captureStack: false, cpuProfileMs: undefined, markUnhealthy: false, callbacks: [],
+      captureStack: false, cpuProfileMs: undefined, markUnhealthy: false, captureHeapSnapshot: false, callbacks: [],
     };
     for (const action of actions as unknown[]) {
       if (action === 'captureStack') resolved.captureStack = true;
       else if (action === 'markUnhealthy') resolved.markUnhealthy = true;
+      else if (action === 'captureHeapSnapshot') resolved.captureHeapSnapshot = true;
       else if (typeof action === 'function') resolved.callbacks.push(action as (firing: RuleFiring) => void);
       else if (typeof action === 'object' && action !== null && 'captureCpuProfile' in action) {
         const profile = checkPlainObject(`${where}.actions captureCpuProfile`, (action as { captureCpuProfile: unknown }).captureCpuProfile);
         resolved.cpuProfileMs = checkInteger(`${where}.actions captureCpuProfile.durationMs`, profile.durationMs, 10, 600_000, 5000);
       } else {
-        throw invalid(`Option ${where}.actions: each action must be 'captureStack', 'markUnhealthy', { captureCpuProfile: { durationMs } } or a function; got ${describe(action)}.`);
+        throw invalid(`Option ${where}.actions: each action must be 'captureStack', 'captureHeapSnapshot', 'markUnhealthy', { captureCpuProfile: { durationMs } } or a function; got ${describe(action)}.`);
       }
     }
     return resolved;

@@ -10,6 +10,8 @@ import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } fr
 import { GcObserver } from './gc.js';
 import { JobGuard, type GuardOptions, type GuardWorkerOptions } from './guard.js';
 import { Heartbeat } from './heartbeat.js';
+import { HeapSnapshots, type HeapSnapshotResult } from './heap-snapshots.js';
+import { FileSink } from '../sink/file-sink.js';
 import { WorkerSupervisor } from './supervisor.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
@@ -79,6 +81,7 @@ export class Probe extends EventEmitter {
   readonly #supervisor: WorkerSupervisor;
   readonly #exporter: OtelExporter;
   readonly #jobs: JobGuard;
+  readonly #snapshots: HeapSnapshots;
   /** Rules with markUnhealthy that fired, by name, until their cooldown ends. */
   readonly #unhealthy = new Map<string, Health['reasons'][number]>();
   readonly #loopWatch: { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined };
@@ -126,6 +129,8 @@ export class Probe extends EventEmitter {
       samplers: options.samplers,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
+    const sink = new FileSink({ dir: options.dumpDir, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
+    this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger);
   }
 
   /** @internal */
@@ -204,6 +209,17 @@ export class Probe extends EventEmitter {
       throw new SysprobeError(ErrorCode.INVALID_OPTION, `captureCpuProfile({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
     }
     return (await this.#supervisor.request({ kind: 'captureCpuProfile', durationMs }, durationMs + 15_000)) as CpuProfileResult;
+  }
+
+  /**
+   * Writes a heap snapshot of the main thread's heap into `dumpDir` (with a JSON sidecar),
+   * after checking that it is safe: heap and system memory to spare, disk space for it plus a
+   * reserve, the daily budget (`heapSnapshotsPerDay`), no other snapshot running. The process is
+   * paused while V8 writes it. Rejects with SYSPROBE_ERR_CAPTURE_FAILED saying why when refused.
+   */
+  async captureHeapSnapshot(): Promise<HeapSnapshotResult> {
+    this.#assertRunning('captureHeapSnapshot');
+    return this.#snapshots.capture({ trigger: 'captureHeapSnapshot()' });
   }
 
   /**
@@ -304,7 +320,7 @@ export class Probe extends EventEmitter {
         return;
       }
       case 'rule':
-        this.#onRule({ firing: message.firing, captures: message.captures });
+        void this.#onRule({ firing: message.firing, captures: message.captures });
         return;
       case 'ready':
       case 'response':
@@ -316,11 +332,18 @@ export class Probe extends EventEmitter {
     }
   }
 
-  #onRule(event: RuleEvent): void {
+  async #onRule(event: RuleEvent): Promise<void> {
     const { firing, captures } = event;
     const rule = this.options.rules.find((r) => r.condition.name === firing.rule);
+    if (rule?.captureHeapSnapshot && !this.#stopped) {
+      try {
+        captures.heapSnapshot = await this.#snapshots.capture({ trigger: firing });
+      } catch (err) {
+        (captures.notTaken ??= []).push(`heapSnapshot: ${describeError(err).message}`);
+      }
+    }
     this.#exporter.recordRule(firing.rule);
-    this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
+    this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, heapSnapshot: captures.heapSnapshot?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
     if (rule?.markUnhealthy) {
       this.#unhealthy.set(firing.rule, { rule: firing.rule, since: firing.firedAt, until: firing.firedAt + rule.condition.cooldownMs, observed: firing.observed, threshold: firing.threshold });
     }

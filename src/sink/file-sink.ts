@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Logger } from '../options.js';
-import type { CaptureInput, CaptureSink, WrittenCapture } from './sink.js';
+import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -118,7 +118,10 @@ export class FileSink implements CaptureSink {
       const limit = await this.#sizeLimit(kind, expectedBytes);
       const startedAt = new Date();
       const { file, handle } = await this.#createPartial(kind, startedAt, extension);
-      const bytes = await writeThenRename(handle, file, chunksOf(capture.body), limit, kind);
+      const { body } = capture;
+      const bytes = isProducer(body)
+        ? await produceThenRename(handle, file, body, limit, kind)
+        : await writeThenRename(handle, file, chunksOf(body), limit, kind);
       const finishedAt = new Date();
       const sidecarFile = file + SIDECAR;
       const reserved = {
@@ -254,7 +257,39 @@ export class FileSink implements CaptureSink {
   }
 }
 
-async function* chunksOf(body: CaptureInput['body']): AsyncIterable<Buffer> {
+function isProducer(body: CaptureInput['body']): body is FileProducer {
+  return typeof body === 'object' && body !== null && typeof (body as FileProducer).writeTo === 'function';
+}
+
+/**
+ * Lets `producer` write the partial file of `file` itself, then checks its size, fsyncs it
+ * and renames it. The cap can only be checked afterwards here; the free-space check before
+ * it is what keeps the reserve.
+ */
+async function produceThenRename(handle: fs.promises.FileHandle, file: string, producer: FileProducer,
+  limit: { bytes: number; why: string }, kind: string): Promise<number> {
+  await handle.close();
+  try {
+    await producer.writeTo(file + PARTIAL);
+    const { size } = await fs.promises.stat(file + PARTIAL);
+    if (size > limit.bytes) {
+      throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `The ${kind} capture grew past ${limit.why}; it was deleted.`);
+    }
+    const written = await fs.promises.open(file + PARTIAL, 'r+');
+    try {
+      await written.sync();
+    } finally {
+      await written.close();
+    }
+    await fs.promises.rename(file + PARTIAL, file);
+    return size;
+  } catch (err) {
+    await removeQuietly(file + PARTIAL);
+    throw err;
+  }
+}
+
+async function* chunksOf(body: Exclude<CaptureInput['body'], FileProducer>): AsyncIterable<Buffer> {
   if (typeof body === 'string') yield Buffer.from(body);
   else if (Buffer.isBuffer(body)) yield body;
   else for await (const chunk of body) yield typeof chunk === 'string' ? Buffer.from(chunk) : chunk;

@@ -16,8 +16,17 @@ export interface CaptureInput {
   expectedBytes?: number;
   /** Facts about the capture (what triggered it, values); written next to it as JSON. */
   sidecar: Record<string, unknown>;
-  /** The data. An async iterable is written chunk by chunk as it arrives, never held whole. */
-  body: AsyncIterable<Buffer | string> | Buffer | string;
+  /**
+   * The data. An async iterable is written chunk by chunk as it arrives, never held whole.
+   * `{ writeTo }` is for producers that write a file themselves (v8.writeHeapSnapshot streams
+   * straight to disk, holding nothing in JS): they get the partial file's path.
+   */
+  body: AsyncIterable<Buffer | string> | Buffer | string | FileProducer;
+}
+
+/** Writes the capture's data file at `partialFile` (created empty), synchronously or not. */
+export interface FileProducer {
+  writeTo(partialFile: string): void | Promise<void>;
 }
 
 /** A capture complete under its final name. */
