@@ -24,3 +24,4 @@ export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './agent/guard
 export { profileThread } from './captures/thread-profile.js';
 export type { ThreadProfileOptions } from './captures/thread-profile.js';
 export type { HeapSnapshotResult } from './agent/heap-snapshots.js';
+export type { BoundedCache, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';

@@ -60,7 +60,7 @@ describe('rules: options', () => {
       assert.rejects(start({ logger: memoryLogger().logger, rules } as never), (err: Error & { code?: string }) =>
         err.code === 'SYSPROBE_ERR_INVALID_OPTION' && mentions.test(err.message));
     await refused('busy', /rules must be an array/);
-    await refused([{ name: 'x', value: 'cpu.temperature', above: 1, actions: ['captureStack'] }], /rules\[2\]\.value must be one of eventLoop\.utilization/);
+    await refused([{ name: 'x', value: 'cpu.temperature', above: 1, actions: ['captureStack'] }], /rules\[3\]\.value must be one of eventLoop\.utilization/);
     await refused([{ name: 'cpu-high', value: 'cpu.utilization', above: 1, actions: ['captureStack'] }], /"cpu-high" is used twice \(the default rules/);
     await refused([{ name: 'x', value: 'cpu.utilization', above: 1, actions: ['reboot'] }], /each action must be/);
     await refused([{ name: 'x', value: 'cpu.utilization', above: 1, actions: [] }], /actions must be a non-empty array/);

@@ -255,7 +255,7 @@ export function createCache<K extends {}, V extends {}>(name: string, options: C
   return new BoundedCache<K, V>(checkedName, { max, maxBytes, ttlMs, sizeOf: sizeOf as SizeOf<K, V> });
 }
 
-/** What {@link watchCache} needs of a collection: a size, and to trim it, keys() oldest first and delete(). */
+/** What `Probe.watchCache` needs of a collection: a size, and to trim it, keys() oldest first and delete(). */
 export interface WatchableMap {
   readonly size: number;
   keys?(): Iterable<unknown>;

@@ -18,6 +18,8 @@ export interface HeartbeatTimer {
   beats: boolean;
   /** The longest the loop went without turning since the previous call, ms, when something else (the native watch) measures it. */
   takeMaxDelayMs?: () => number;
+  /** Runs after each sample's readings, on the main thread. */
+  onSample?: () => void;
 }
 
 /**
@@ -93,6 +95,7 @@ export class Heartbeat {
   /** Appends the main thread's readings for the worker. */
   publish(): void {
     if (!this.mainRing.write(this.#read())) this.#onTooLarge(this.mainRing.capacity);
+    this.#timer.onSample?.();
   }
 
   /** Reads what the main thread can read cheaply: no I/O, no /proc. */

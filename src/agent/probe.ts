@@ -11,6 +11,7 @@ import { GcObserver } from './gc.js';
 import { JobGuard, type GuardOptions, type GuardWorkerOptions } from './guard.js';
 import { Heartbeat } from './heartbeat.js';
 import { HeapSnapshots, type HeapSnapshotResult } from './heap-snapshots.js';
+import { createCache, watchCache, type BoundedCache, type CacheOptions, type CacheWatcher, type WatchableMap, type WatchOptions } from './caches.js';
 import { FileSink } from '../sink/file-sink.js';
 import { WorkerSupervisor } from './supervisor.js';
 
@@ -82,6 +83,8 @@ export class Probe extends EventEmitter {
   readonly #exporter: OtelExporter;
   readonly #jobs: JobGuard;
   readonly #snapshots: HeapSnapshots;
+  readonly #caches = new Map<string, BoundedCache<{}, {}>>();
+  readonly #watchers = new Map<string, CacheWatcher>();
   /** Rules with markUnhealthy that fired, by name, until their cooldown ends. */
   readonly #unhealthy = new Map<string, Health['reasons'][number]>();
   readonly #loopWatch: { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined };
@@ -102,6 +105,8 @@ export class Probe extends EventEmitter {
       drainDelays: () => this.#loopWatch.lag?.drain((ms) => this.#exporter.recordDelay(ms)),
       gcTotals: () => this.#gc?.totals,
       workerRestarts: () => this.#supervisor.restarts,
+      caches: () => [...this.#caches.values()].map((c) => c.stats()),
+      watchedCaches: () => [...this.#watchers.values()].map((w) => w.stats()),
       failed: (component, err) => this.#failed(component, err),
     }, options);
     this.#gc = options.samplers.gc
@@ -111,7 +116,11 @@ export class Probe extends EventEmitter {
     const beats = options.samplers.eventLoop && this.#loopWatch.kind === 'heartbeat';
     const heartbeatIntervalMs = beats ? Math.min(options.stallThresholdMs, options.sampleIntervalMs) : options.sampleIntervalMs;
     const { addon } = this.#loopWatch;
-    this.#heartbeat = new Heartbeat(options, { intervalMs: heartbeatIntervalMs, beats, takeMaxDelayMs: addon && (() => addon.takeLongestTurn()) }, this.#gc,
+    this.#heartbeat = new Heartbeat(options, {
+      intervalMs: heartbeatIntervalMs, beats, takeMaxDelayMs: addon && (() => addon.takeLongestTurn()),
+      // Watched caches are checked (and trimmed, when asked) once per sample, on the thread that owns them.
+      onSample: () => { for (const watcher of this.#watchers.values()) watcher.check(); },
+    }, this.#gc,
       (gapMs) => this.#exporter.recordDelay(gapMs),
       (capacityBytes) => this.#logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'));
     this.#supervisor = new WorkerSupervisor({
@@ -238,6 +247,32 @@ export class Probe extends EventEmitter {
   }
 
   /**
+   * A cache with hard limits (`max` entries, `maxBytes`, `ttlMs`) whose eviction cannot be
+   * skipped: a loader that throws leaves nothing behind. Its size, bytes, hits, misses and
+   * evictions are metrics (`sysprobe.cache.*`). Names are unique per probe.
+   */
+  cache<K extends {}, V extends {}>(name: string, options: CacheOptions<K, V>): BoundedCache<K, V> {
+    this.#assertRunning('cache');
+    if (this.#caches.has(name) || this.#watchers.has(name)) throw new SysprobeError(ErrorCode.INVALID_OPTION, `A cache named "${name}" already exists on this probe.`);
+    const cache = createCache<K, V>(name, options);
+    this.#caches.set(name, cache as unknown as BoundedCache<{}, {}>);
+    return cache;
+  }
+
+  /**
+   * Watches a Map- or Set-like cache the app already has: its size becomes a metric, growth
+   * is reported, and with `{ maxEntries, evictOldest: true }` the oldest entries are dropped
+   * above the limit, once per sample interval.
+   */
+  watchCache(name: string, collection: WatchableMap, options?: WatchOptions): CacheWatcher {
+    this.#assertRunning('watchCache');
+    if (this.#caches.has(name) || this.#watchers.has(name)) throw new SysprobeError(ErrorCode.INVALID_OPTION, `A cache named "${name}" already exists on this probe.`);
+    const watcher = watchCache(name, collection, options);
+    this.#watchers.set(name, watcher);
+    return watcher;
+  }
+
+  /**
    * Runs an async job with a deadline. The job gets an AbortSignal that aborts at `timeoutMs`;
    * the call then rejects with SYSPROBE_ERR_TIMEOUT (a job that ignores its signal runs on in
    * the background: a JS function on the main thread cannot be stopped safely). Overlapping
@@ -262,6 +297,7 @@ export class Probe extends EventEmitter {
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
       this.#heartbeat.stop();
+      for (const watcher of this.#watchers.values()) watcher.stop();
       await this.#jobs.stop();
       this.#gc?.stop();
       this.#exporter.stop();

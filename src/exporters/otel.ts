@@ -5,6 +5,7 @@ import type { Attributes, BatchObservableResult, Counter, Histogram, Meter, Obse
 import type { ResolvedOptions } from '../options.js';
 import type { Sample } from '../protocol.js';
 import type { JobEvent } from '../agent/guard.js';
+import type { CacheStats, WatchedCacheStats } from '../agent/caches.js';
 
 /** Bucket bounds (s) for the event-loop delay histogram: fine below the heartbeat, coarse for stalls. */
 const DELAY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
@@ -20,6 +21,8 @@ export interface MetricsSource {
   drainDelays(): void;
   gcTotals(): Record<string, { count: number; durationMs: number }> | undefined;
   workerRestarts(): number;
+  caches(): CacheStats[];
+  watchedCaches(): WatchedCacheStats[];
   /** Called when reading an instrument failed; the collection goes on without it. */
   failed(component: string, err: unknown): void;
 }
@@ -182,6 +185,25 @@ export class OtelExporter {
         for (const [type, n] of Object.entries(latest?.handles ?? {})) result.observe(resources, n, { 'sysprobe.resource.type': type });
       });
     }
+
+    const cacheSize = upDown('sysprobe.cache.size', '{entry}', 'Entries in each cache (probe.cache, and watched caches with sysprobe.cache.kind = watched).');
+    const cacheBytes = upDown('sysprobe.cache.bytes', 'By', 'Estimated bytes held by each probe.cache with a byte limit.');
+    const cacheOps = counter('sysprobe.cache.operations', '{operation}', 'Cache lookups and what happened to entries, by sysprobe.cache.result: hit, miss, eviction, load_failure, rejected.');
+    const cacheEvicted = counter('sysprobe.cache.watched.evicted', '{entry}', 'Entries a watched cache lost to the fallback eviction above its hard limit.');
+    observe.push((result) => {
+      for (const c of this.#source.caches()) {
+        const name = { 'sysprobe.cache': c.name };
+        result.observe(cacheSize, c.size, { ...name, 'sysprobe.cache.kind': 'bounded' });
+        result.observe(cacheBytes, c.bytes, name);
+        for (const [outcome, n] of [['hit', c.hits], ['miss', c.misses], ['eviction', c.evictions], ['load_failure', c.loadFailures], ['rejected', c.rejected]] as const) {
+          result.observe(cacheOps, n, { ...name, 'sysprobe.cache.result': outcome });
+        }
+      }
+      for (const w of this.#source.watchedCaches()) {
+        result.observe(cacheSize, w.size, { 'sysprobe.cache': w.name, 'sysprobe.cache.kind': 'watched' });
+        result.observe(cacheEvicted, w.evicted, { 'sysprobe.cache': w.name });
+      }
+    });
 
     const restarts = counter('sysprobe.worker.restarts', '{restart}', 'Times the probe worker died and was restarted.');
     observe.push((result) => result.observe(restarts, this.#source.workerRestarts()));

@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { HeapSnapshots, type MemoryState } from '../src/agent/heap-snapshots.js';
+import { FileSink, type StatFs } from '../src/sink/file-sink.js';
+import { start } from '../src/index.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue } from './helpers.js';
+
+const MB = 1024 * 1024;
+const tmpDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+
+describe('heap snapshots', () => {
+  it('captureHeapSnapshot() writes a complete .heapsnapshot with a sidecar, and nothing half-written', async () => {
+    const dumpDir = tmpDir('sysprobe-snap-');
+    const probe = await start({ logger: memoryLogger().logger, dumpDir });
+    try {
+      const result = await probe.captureHeapSnapshot();
+      assert.ok(result.file.startsWith(dumpDir) && result.file.endsWith('.heapsnapshot'));
+      const head = Buffer.alloc(64);
+      const fd = fs.openSync(result.file, 'r');
+      fs.readSync(fd, head, 0, 64, 0);
+      fs.closeSync(fd);
+      assert.match(head.toString('utf8'), /^\{"snapshot":\{"meta"/, 'a V8 heap snapshot');
+      assert.equal(fs.statSync(result.file).size, result.bytes);
+      const sidecar = JSON.parse(fs.readFileSync(result.sidecarFile, 'utf8')) as Record<string, unknown>;
+      assert.equal(sidecar.kind, 'heap-snapshot');
+      assert.equal(sidecar.trigger, 'captureHeapSnapshot()');
+      assert.ok((sidecar.heapUsed as number) > 0 && sidecar.pid === process.pid);
+      assert.ok(result.pauseMs > 0);
+      assert.deepEqual(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')), []);
+    } finally {
+      await probe.stop();
+    }
+  });
+
+  describe('refusals: each logs its reason, writes nothing, and the process goes on', () => {
+    const roomy: MemoryState = { heapUsed: 50 * MB, heapLimit: 4096 * MB, available: 8192 * MB };
+
+    async function refusedWith(memory: MemoryState, perDay: number, statfs: StatFs | undefined, mentions: RegExp, before = 0): Promise<void> {
+      const dir = tmpDir('sysprobe-refuse-');
+      const { logger, lines } = memoryLogger();
+      const sink = new FileSink({ dir, ...(statfs ? { statfs } : {}) });
+      const snapshots = new HeapSnapshots(sink, { perDay }, logger, () => memory);
+      for (let i = 0; i < before; i++) await snapshots.capture({ trigger: 'test' });
+      await assert.rejects(snapshots.capture({ trigger: 'test' }), (err: Error & { code?: string }) =>
+        err.code === 'SYSPROBE_ERR_CAPTURE_FAILED' && mentions.test(err.message));
+      assert.ok(lines.some((l) => /refused a heap snapshot|heap snapshot failed/.test(String(l.msg))), 'logged');
+      assert.equal(fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length, before, 'nothing more written');
+    }
+
+    it('too little heap headroom', () => refusedWith({ ...roomy, heapUsed: 3900 * MB }, 3, undefined, /too close to its limit/));
+    it('too little memory left in the system', () => refusedWith({ ...roomy, available: 60 * MB }, 3, undefined, /too little memory left/));
+    it('too little disk', () => refusedWith(roomy, 3, async () => ({ bavail: 100, bsize: 4096 }), /bytes free, and it needs/));
+    it('the daily budget spent', () => refusedWith(roomy, 1, undefined, /budget of 1 heap snapshots per 24 hours is spent/, 1));
+  });
+});
+
+describe('bounded caches through the probe', () => {
+  it('probe.cache holds its limits under a throwing loader, and its counts are metrics', async () => {
+    const metrics = memoryMetrics();
+    const probe = await start({ logger: memoryLogger().logger, meterProvider: metrics.meterProvider });
+    try {
+      const cache = probe.cache<string, string>('users', { max: 3, ttlMs: 60_000 });
+      for (let i = 0; i < 10; i++) {
+        await cache.getOrLoad(`user-${i}`, (key) => { if (i % 3 === 0) throw new Error('backend down'); return `value of ${key}`; }).catch(() => undefined);
+      }
+      assert.ok(cache.size <= 3);
+      assert.equal(cache.get('user-9'), undefined, 'a failed load leaves nothing');
+      assert.equal(cache.has('user-8'), true);
+      cache.get('user-8');
+      const exported = await metrics.collect();
+      assert.equal(pointValue(findMetric(exported, 'sysprobe.cache.size'), { 'sysprobe.cache': 'users', 'sysprobe.cache.kind': 'bounded' }), cache.size);
+      const ops = findMetric(exported, 'sysprobe.cache.operations');
+      assert.equal(pointValue(ops, { 'sysprobe.cache': 'users', 'sysprobe.cache.result': 'load_failure' }), 4);
+      assert.equal(pointValue(ops, { 'sysprobe.cache': 'users', 'sysprobe.cache.result': 'hit' }), 1);
+      assert.ok(pointValue(ops, { 'sysprobe.cache': 'users', 'sysprobe.cache.result': 'eviction' }) >= 3);
+      assert.throws(() => probe.cache('users', { max: 1 }), { code: 'SYSPROBE_ERR_INVALID_OPTION' });
+    } finally {
+      await probe.stop();
+      await metrics.shutdown();
+    }
+  });
+
+  it('probe.watchCache reports an app\'s own Map and trims it to its hard limit each sample', async () => {
+    const metrics = memoryMetrics();
+    const probe = await start({ logger: memoryLogger().logger, meterProvider: metrics.meterProvider, sampleIntervalMs: 100 });
+    try {
+      const sessions = new Map<number, string>();
+      for (let i = 0; i < 500; i++) sessions.set(i, `session ${i}`);
+      probe.watchCache('sessions', sessions, { maxEntries: 100, evictOldest: true });
+      await new Promise((resolve) => setTimeout(resolve, 350));
+      assert.equal(sessions.size, 100);
+      assert.equal(sessions.has(0), false, 'the oldest went');
+      assert.equal(sessions.has(499), true, 'the newest stayed');
+      const exported = await metrics.collect();
+      assert.equal(pointValue(findMetric(exported, 'sysprobe.cache.size'), { 'sysprobe.cache': 'sessions', 'sysprobe.cache.kind': 'watched' }), 100);
+      assert.equal(pointValue(findMetric(exported, 'sysprobe.cache.watched.evicted'), { 'sysprobe.cache': 'sessions' }), 400);
+    } finally {
+      await probe.stop();
+      await metrics.shutdown();
+    }
+  });
+});
