@@ -45,6 +45,8 @@ export interface ProbeOptions {
   loopWatch?: 'auto' | 'native' | 'heartbeat';
   /** Automatic captures (the stack of each stall) allowed per minute, 0 to 600; 0 turns them off. Default 6. */
   capturesPerMinute?: number;
+  /** How far back heap growth is fitted, ms (10000 to 3600000). Default 10 minutes. */
+  growthWindowMs?: number;
   /** Heap snapshots allowed in any 24 hours (on demand and from rules), 0 to 100. Default 3. */
   heapSnapshotsPerDay?: number;
   /** Triggers over the sampled values and what they do; see {@link RuleOptions}. Added to the defaults. */
@@ -72,6 +74,7 @@ export interface ResolvedOptions {
   readonly capturesPerMinute: number;
   readonly rules: readonly ResolvedRule[];
   readonly heapSnapshotsPerDay: number;
+  readonly growthWindowMs: number;
   readonly recorderWindowMs: number;
   readonly meterProvider: MeterProvider | undefined;
   readonly logger: Logger | undefined;
@@ -82,7 +85,7 @@ export interface ResolvedOptions {
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotsPerDay', 'rules', 'defaultRules', 'recorderWindowMs',
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotsPerDay', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers',
 ] as const;
 
@@ -132,7 +135,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
   } = options as ProbeOptions;
 
@@ -148,6 +151,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   if (typeof defaultRules !== 'boolean') throw invalid(`Option defaultRules must be true or false; got ${describe(defaultRules)}.`);
   const rules = resolveRules(rawRules, defaultRules);
   const heapSnapshotsPerDay = checkInteger('heapSnapshotsPerDay', rawSnapshots, 0, 100, 3);
+  const growthWindowMs = checkInteger('growthWindowMs', rawGrowthWindow, 10_000, 3600_000, 10 * 60_000);
   const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
   if (recorderWindowMs < sampleIntervalMs) {
     throw invalid(`Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`);
@@ -178,6 +182,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     capturesPerMinute,
     rules: Object.freeze(rules),
     heapSnapshotsPerDay,
+    growthWindowMs,
     recorderWindowMs,
     meterProvider,
     logger,

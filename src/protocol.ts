@@ -89,8 +89,8 @@ export interface Sample {
     rss?: number;
     /**
      * Sustained growth of the heap's floor (the low points the GCs bring it back to), fitted over
-     * the last 10 minutes, bytes per minute; `heapGrowthR2` says how well a line fits (0..1).
-     * Absent until the window holds three floors (1.5 minutes).
+     * the last `growthWindowMs` (10 minutes by default, in floors of a twentieth of it), bytes per
+     * minute; `heapGrowthR2` says how well a line fits (0..1). Absent until three floors are complete.
      */
     heapGrowthPerMin?: number;
     heapGrowthR2?: number;
@@ -181,6 +181,8 @@ export interface WorkerSettings {
   stallThresholdMs: number;
   /** Where captures are written. */
   dumpDir: string;
+  /** How far back heap growth is fitted, ms. */
+  growthWindowMs: number;
   /** Automatic captures (stall stacks, rule captures) allowed per minute. */
   capturesPerMinute: number;
   /** The rules' conditions and the captures each asks for (the rest of a rule stays on the main thread). */

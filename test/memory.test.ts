@@ -102,3 +102,58 @@ describe('bounded caches through the probe', () => {
     }
   });
 });
+
+describe('a leak, end to end', () => {
+  it('a cache that stops evicting on an error path: growth is detected, snapshots are taken automatically, then the budget stops them', async function () {
+    this.timeout(60_000);
+    const dumpDir = tmpDir('sysprobe-leak-');
+    const probe = await start({
+      logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, growthWindowMs: 10_000, heapSnapshotsPerDay: 2, defaultRules: false,
+      rules: [{ name: 'leak', value: 'memory.heapGrowthPerMin', above: 20 * MB, forMs: 1000, cooldownMs: 1000, actions: ['captureHeapSnapshot'] }],
+    });
+    const events: Array<{ heapSnapshot?: { file: string; sidecarFile: string }; notTaken?: string[]; observed: number }> = [];
+    probe.on('rule', (e: { firing: { observed: number }; captures: { heapSnapshot?: { file: string; sidecarFile: string }; notTaken?: string[] } }) =>
+      events.push({ ...e.captures, observed: e.firing.observed }));
+    // The app: a request cache whose entry is deleted only when the request succeeds.
+    const cache = new Map<number, number[]>();
+    let request = 0;
+    const handleRequests = (): void => {
+      for (let i = 0; i < 10; i++) {
+        const id = request++;
+        cache.set(id, new Array(4000).fill(id)); // ~32 KB of heap per response
+        try {
+          if (id % 2 === 1) throw new Error('upstream timed out');
+          cache.delete(id);
+        } catch {
+          // the error path forgets to evict
+        }
+      }
+    };
+    const traffic = setInterval(handleRequests, 100);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const poll = setInterval(() => {
+          void probe.recent().catch(() => undefined); // the worker drains, so rules see fresh samples
+          if (events.length >= 3) { clearInterval(poll); clearTimeout(deadline); resolve(); }
+        }, 250);
+        const deadline = setTimeout(() => {
+          clearInterval(poll);
+          reject(new Error(`only ${events.length} firings: ${JSON.stringify(events)}`));
+        }, 45_000);
+      });
+    } finally {
+      clearInterval(traffic);
+      await probe.stop();
+    }
+    const taken = events.filter((e) => e.heapSnapshot);
+    assert.equal(taken.length, 2, JSON.stringify(events));
+    assert.ok(events[0]!.observed > 20 * MB, `growth ${events[0]!.observed / MB} MB/min`);
+    for (const { heapSnapshot } of taken) {
+      assert.ok(fs.statSync(heapSnapshot!.file).size > 1 * MB);
+      assert.equal(JSON.parse(fs.readFileSync(heapSnapshot!.sidecarFile, 'utf8')).trigger.rule, 'leak');
+    }
+    assert.match(events.find((e) => !e.heapSnapshot)?.notTaken?.join() ?? '', /budget of 2 heap snapshots/);
+    assert.deepEqual(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')), []);
+    assert.equal(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.heapsnapshot')).length, 2);
+  });
+});

@@ -133,6 +133,7 @@ export class Probe extends EventEmitter {
       recorderWindowMs: options.recorderWindowMs,
       dumpDir: options.dumpDir,
       capturesPerMinute: options.capturesPerMinute,
+      growthWindowMs: options.growthWindowMs,
       rules: options.rules.map(({ condition, captureStack, cpuProfileMs }) => ({ condition, captureStack, cpuProfileMs })),
       mainTid: process.pid,
       samplers: options.samplers,

@@ -32,9 +32,8 @@ const DRAIN_SLOTS = 32;
 const DRAIN_MAX_MS = 10_000;
 /** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
 const STALL_STACK_TIMEOUT_MS = 2_000;
-/** Heap growth: the fit looks back this far, over floors of this long (tens of GC cycles each at 1 s samples). */
-const GROWTH_WINDOW_MS = 10 * 60_000;
-const GROWTH_BUCKET_MS = 30_000;
+/** Heap growth is fitted over this many floors of the window (30 s each at the default 10 minutes: tens of GC cycles). */
+const GROWTH_FLOORS = 20;
 /** V8's default for the sampling heap profiler: one sample per 32 KB allocated, cheap enough to run for minutes. */
 const ALLOCATION_SAMPLING_BYTES = 32 * 1024;
 /** How long the worker lingers after closing its inspector session, before it exits. */
@@ -63,7 +62,7 @@ class ProbeWorker {
   readonly #inspector = new MainInspector();
   readonly #budget: CaptureBudget;
   readonly #rules: RuleEngine;
-  readonly #heapGrowth = new GrowthTracker(GROWTH_WINDOW_MS, GROWTH_BUCKET_MS);
+  readonly #heapGrowth: GrowthTracker;
   /** The stack capture of the stall in progress, settled before the stall is reported. */
   #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture }> | undefined;
   #cursor = 0;
@@ -81,6 +80,7 @@ class ProbeWorker {
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
     this.#budget = new CaptureBudget(settings.capturesPerMinute);
     this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
+    this.#heapGrowth = new GrowthTracker(settings.growthWindowMs, settings.growthWindowMs / GROWTH_FLOORS);
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
     this.#recorder = new FlightRecorder<Sample>(capacity);
     const tid = ownThreadId();

@@ -9,7 +9,7 @@
 import type { Sample } from '../protocol.js';
 
 /** The sampled values a rule can watch. */
-export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapGrowthPerMin';
+export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapLimitShare' | 'memory.rss' | 'memory.heapGrowthPerMin';
 
 /** How each value is read from a sample. */
 export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
@@ -21,6 +21,10 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   'cpu.utilization': (s: Sample) => s.cpu?.utilization,
   /** V8 heap used, bytes. */
   'memory.heapUsed': (s: Sample) => s.memory?.heapUsed,
+  /** Heap used as a share of V8's heap limit, 0..1: how close to an out-of-memory crash. */
+  'memory.heapLimitShare': (s: Sample) => (s.memory ? s.memory.heapUsed / s.memory.heapLimit : undefined),
+  /** Resident set size, bytes (on the samples the worker read it for: every few seconds). */
+  'memory.rss': (s: Sample) => s.memory?.rss,
   /** Sustained heap growth, bytes per minute; 0 unless a line explains the heap's floors (r² >= 0.5), so noise does not fire. */
   'memory.heapGrowthPerMin': (s: Sample) => {
     const rate = s.memory?.heapGrowthPerMin;
