@@ -213,12 +213,7 @@ export class Probe extends EventEmitter {
    * the busy-loop signature. Rejects with SYSPROBE_ERR_CAPTURE_BUSY while another profile runs.
    */
   async captureCpuProfile(options: CpuProfileOptions = {}): Promise<CpuProfileResult> {
-    this.#assertRunning('captureCpuProfile');
-    const { durationMs = 5000 } = options;
-    if (!Number.isInteger(durationMs) || durationMs < 10 || durationMs > 600_000) {
-      throw new SysprobeError(ErrorCode.INVALID_OPTION, `captureCpuProfile({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
-    }
-    return (await this.#supervisor.request({ kind: 'captureCpuProfile', durationMs }, durationMs + 15_000)) as CpuProfileResult;
+    return (await this.#requestProfile('captureCpuProfile', options.durationMs ?? 5000)) as CpuProfileResult;
   }
 
   /**
@@ -239,12 +234,16 @@ export class Probe extends EventEmitter {
    * while another allocation profile runs.
    */
   async captureAllocationProfile(options: AllocationProfileOptions = {}): Promise<AllocationProfileResult> {
-    this.#assertRunning('captureAllocationProfile');
-    const { durationMs = 10_000 } = options;
+    return (await this.#requestProfile('captureAllocationProfile', options.durationMs ?? 10_000)) as AllocationProfileResult;
+  }
+
+  /** Checks the duration and asks the worker; the wait covers the profile, writing it, and the round trip. */
+  #requestProfile(kind: 'captureCpuProfile' | 'captureAllocationProfile', durationMs: number): Promise<unknown> {
+    this.#assertRunning(kind);
     if (!Number.isInteger(durationMs) || durationMs < 10 || durationMs > 600_000) {
-      throw new SysprobeError(ErrorCode.INVALID_OPTION, `captureAllocationProfile({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, `${kind}({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
     }
-    return (await this.#supervisor.request({ kind: 'captureAllocationProfile', durationMs }, durationMs + 15_000)) as AllocationProfileResult;
+    return this.#supervisor.request({ kind, durationMs }, durationMs + 15_000);
   }
 
   /**

@@ -51,8 +51,8 @@ interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; 
 export class MainInspector {
   #session: inspector.Session | undefined;
   #stackBusy = false;
-  #profileBusy = false;
-  #allocationBusy = false;
+  /** Profiler domains with a run in progress (V8 runs one of each at a time). */
+  readonly #samplingDomains = new Set<string>();
   /** Set while a pause we requested may still land; its handler resumes it. */
   #onOurPause: ((event: PausedEvent) => void) | undefined;
   #pauseOutstanding = false;
@@ -138,41 +138,37 @@ export class MainInspector {
   }
 
   /** Runs V8's CPU profiler on the main thread for `durationMs`. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
-  async captureCpuProfile(durationMs: number, samplingIntervalUs: number): Promise<{ profile: CpuProfile; startedAtMs: number }> {
-    if (this.#profileBusy) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a CPU profile is already running');
-    this.#profileBusy = true;
-    try {
-      await this.#post('Profiler.enable', undefined, 2000);
-      await this.#post('Profiler.setSamplingInterval', { interval: samplingIntervalUs }, 2000);
-      await this.#post('Profiler.start', undefined, 2000);
-      // The profile's own times are monotonic; pprof wants the wall-clock start.
-      const startedAtMs = Date.now();
-      await new Promise((resolve) => setTimeout(resolve, durationMs));
-      const { profile } = await this.#post<{ profile: CpuProfile }>('Profiler.stop', undefined, 5000);
-      return { profile, startedAtMs };
-    } finally {
-      void this.#post('Profiler.disable', undefined, 1000).catch(() => undefined);
-      this.#profileBusy = false;
-    }
+  captureCpuProfile(durationMs: number, samplingIntervalUs: number): Promise<{ profile: CpuProfile; startedAtMs: number }> {
+    return this.#sampleFor('a CPU profile', durationMs, {
+      domain: 'Profiler', start: [['Profiler.setSamplingInterval', { interval: samplingIntervalUs }], ['Profiler.start', undefined]], stop: 'Profiler.stop',
+    });
   }
 
   /**
    * Runs V8's sampling heap profiler on the main thread for `durationMs`: a sample every
    * `samplingIntervalBytes` allocated, with its stack; what is still live at the end is kept.
    */
-  async captureAllocationProfile(durationMs: number, samplingIntervalBytes: number): Promise<{ profile: AllocationProfile; startedAtMs: number }> {
-    if (this.#allocationBusy) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'an allocation profile is already running');
-    this.#allocationBusy = true;
+  captureAllocationProfile(durationMs: number, samplingIntervalBytes: number): Promise<{ profile: AllocationProfile; startedAtMs: number }> {
+    return this.#sampleFor('an allocation profile', durationMs, {
+      domain: 'HeapProfiler', start: [['HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes }]], stop: 'HeapProfiler.stopSampling',
+    });
+  }
+
+  /** Enables a profiler domain, starts it, waits, stops it and disables it; one run per domain at a time. */
+  async #sampleFor<P>(what: string, durationMs: number, calls: { domain: string; start: Array<[string, object | undefined]>; stop: string }): Promise<{ profile: P; startedAtMs: number }> {
+    if (this.#samplingDomains.has(calls.domain)) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, `${what} is already running`);
+    this.#samplingDomains.add(calls.domain);
     try {
-      await this.#post('HeapProfiler.enable', undefined, 2000);
-      await this.#post('HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes }, 2000);
+      await this.#post(`${calls.domain}.enable`, undefined, 2000);
+      for (const [method, params] of calls.start) await this.#post(method, params, 2000);
+      // The profile's own times are monotonic; the files want the wall-clock start.
       const startedAtMs = Date.now();
       await new Promise((resolve) => setTimeout(resolve, durationMs));
-      const { profile } = await this.#post<{ profile: AllocationProfile }>('HeapProfiler.stopSampling', undefined, 5000);
+      const { profile } = await this.#post<{ profile: P }>(calls.stop, undefined, 5000);
       return { profile, startedAtMs };
     } finally {
-      void this.#post('HeapProfiler.disable', undefined, 1000).catch(() => undefined);
-      this.#allocationBusy = false;
+      void this.#post(`${calls.domain}.disable`, undefined, 1000).catch(() => undefined);
+      this.#samplingDomains.delete(calls.domain);
     }
   }
 
