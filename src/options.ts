@@ -47,6 +47,12 @@ export interface ProbeOptions {
   capturesPerMinute?: number;
   /** How far back heap growth is fitted, ms (10000 to 3600000). Default 10 minutes. */
   growthWindowMs?: number;
+  /**
+   * The most bytes of captures kept in `dumpDir` (oldest go first), and the most one capture may
+   * take: a heap snapshot is about twice the heap used, so this bounds the heaps that can be
+   * snapshotted. 1 MiB to 1 TiB. Default 4 GiB.
+   */
+  dumpMaxBytes?: number;
   /** Heap snapshots allowed in any 24 hours (on demand and from rules), 0 to 100. Default 3. */
   heapSnapshotsPerDay?: number;
   /** Triggers over the sampled values and what they do; see {@link RuleOptions}. Added to the defaults. */
@@ -74,6 +80,7 @@ export interface ResolvedOptions {
   readonly capturesPerMinute: number;
   readonly rules: readonly ResolvedRule[];
   readonly heapSnapshotsPerDay: number;
+  readonly dumpMaxBytes: number;
   readonly growthWindowMs: number;
   readonly recorderWindowMs: number;
   readonly meterProvider: MeterProvider | undefined;
@@ -85,7 +92,7 @@ export interface ResolvedOptions {
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotsPerDay', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers',
 ] as const;
 
@@ -135,7 +142,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
   } = options as ProbeOptions;
 
@@ -151,6 +158,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   if (typeof defaultRules !== 'boolean') throw invalid(`Option defaultRules must be true or false; got ${describe(defaultRules)}.`);
   const rules = resolveRules(rawRules, defaultRules);
   const heapSnapshotsPerDay = checkInteger('heapSnapshotsPerDay', rawSnapshots, 0, 100, 3);
+  const dumpMaxBytes = checkInteger('dumpMaxBytes', rawDumpMax, 2 ** 20, 2 ** 40, 4 * 2 ** 30);
   const growthWindowMs = checkInteger('growthWindowMs', rawGrowthWindow, 10_000, 3600_000, 10 * 60_000);
   const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
   if (recorderWindowMs < sampleIntervalMs) {
@@ -182,6 +190,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     capturesPerMinute,
     rules: Object.freeze(rules),
     heapSnapshotsPerDay,
+    dumpMaxBytes,
     growthWindowMs,
     recorderWindowMs,
     meterProvider,

@@ -52,6 +52,14 @@ describe('heap snapshots', () => {
     it('too little heap headroom', () => refusedWith({ ...roomy, heapUsed: 3900 * MB }, 3, undefined, /too close to its limit/));
     it('too little memory left in the system', () => refusedWith({ ...roomy, available: 60 * MB }, 3, undefined, /too little memory left/));
     it('too little disk', () => refusedWith(roomy, 3, async () => ({ bavail: 100, bsize: 4096 }), /bytes free, and it needs/));
+    it('a snapshot expected to outgrow the dump limit is refused before the pause, not deleted after it', async () => {
+      const dir = tmpDir('sysprobe-refuse-');
+      const snapshots = new HeapSnapshots(new FileSink({ dir, maxBytes: 50 * MB }), { perDay: 3 }, memoryLogger().logger, () => roomy);
+      const started = Date.now();
+      await assert.rejects(snapshots.capture({ trigger: 'test' }), /about 104857600 bytes are expected, over maxBytes/);
+      assert.ok(Date.now() - started < 200, 'no snapshot was taken');
+      assert.deepEqual(fs.readdirSync(dir), []);
+    });
     it('the daily budget spent', () => refusedWith(roomy, 1, undefined, /budget of 1 heap snapshots per 24 hours is spent/, 1));
   });
 });

@@ -139,7 +139,7 @@ export class Probe extends EventEmitter {
       samplers: options.samplers,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
-    const sink = new FileSink({ dir: options.dumpDir, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
+    const sink = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
     this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger);
   }
 

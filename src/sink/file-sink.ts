@@ -116,9 +116,13 @@ export class FileSink implements CaptureSink {
     try {
       await fs.promises.mkdir(this.dir, { recursive: true });
       const limit = await this.#sizeLimit(kind, expectedBytes);
+      const { body } = capture;
+      // A producer cannot be cut off midway, so one expected to outgrow the cap is refused before it starts.
+      if (isProducer(body) && expectedBytes !== undefined && expectedBytes > limit.bytes) {
+        throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `Not writing the ${kind} capture: about ${expectedBytes} bytes are expected, over ${limit.why}.`);
+      }
       const startedAt = new Date();
       const { file, handle } = await this.#createPartial(kind, startedAt, extension);
-      const { body } = capture;
       const bytes = isProducer(body)
         ? await produceThenRename(handle, file, body, limit, kind)
         : await writeThenRename(handle, file, chunksOf(body), limit, kind);
