@@ -105,7 +105,8 @@ export interface StallCapture {
    * `debugger-pause`: paused in the JS that blocked the loop, while it was blocking.
    * `blocked-in-native`: the loop was blocked in native code (execSync, a sync crypto call, …);
    * the pause landed only when JS resumed, so the stack shows where, not the culprit.
-   * `skipped`: the capture budget for the minute was spent. `failed`: see `reason`.
+   * `skipped`: not taken, see `reason` (the capture budget was spent, or the stall was sysprobe's
+   * own heap snapshot). `failed`: see `reason`.
    */
   how: 'debugger-pause' | 'blocked-in-native' | 'skipped' | 'failed';
   /** When the worker learned of the stall (it had lasted the threshold), ms since the epoch. */
@@ -159,6 +160,8 @@ export type Request =
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
+  /** The main thread is about to pause itself on purpose (a heap snapshot), or has resumed: not a stall to capture. */
+  | { type: 'selfPause'; active: boolean; reason: string }
   | { type: 'stop' };
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';

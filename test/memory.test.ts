@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { HeapSnapshots, type MemoryState } from '../src/agent/heap-snapshots.js';
 import { FileSink, type StatFs } from '../src/sink/file-sink.js';
 import { start } from '../src/index.js';
-import { findMetric, memoryLogger, memoryMetrics, pointValue } from './helpers.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
 
 const MB = 1024 * 1024;
 const tmpDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -14,6 +14,8 @@ describe('heap snapshots', () => {
   it('captureHeapSnapshot() writes a complete .heapsnapshot with a sidecar, and nothing half-written', async () => {
     const dumpDir = tmpDir('sysprobe-snap-');
     const probe = await start({ logger: memoryLogger().logger, dumpDir });
+    const stalls: Array<{ capture: { how: string; reason?: string }; durationMs: number }> = [];
+    probe.on('stall', (event) => stalls.push(event));
     try {
       const result = await probe.captureHeapSnapshot();
       assert.ok(result.file.startsWith(dumpDir) && result.file.endsWith('.heapsnapshot'));
@@ -29,6 +31,11 @@ describe('heap snapshots', () => {
       assert.ok((sidecar.heapUsed as number) > 0 && sidecar.pid === process.pid);
       assert.ok(result.pauseMs > 0);
       assert.deepEqual(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')), []);
+      // The snapshot's own pause is a stall, reported as such but not captured: the worker knew.
+      assert.ok(result.pauseMs > 300, `the snapshot paused the loop ${result.pauseMs} ms`);
+      const stall = await waitFor('the snapshot\'s stall', () => stalls[0]);
+      assert.equal(stall.capture.how, 'skipped');
+      assert.match(stall.capture.reason ?? '', /heap snapshot/);
     } finally {
       await probe.stop();
     }

@@ -55,7 +55,12 @@ export class HeapSnapshots {
   readonly #taken: number[] = [];
   #busy = false;
 
-  constructor(sink: CaptureSink, limits: HeapSnapshotLimits, logger: Logger, memory: () => MemoryState = readMemoryState) {
+  readonly #onPause: (active: boolean) => void;
+
+  /** `onPause` is told just before the snapshot pauses the main thread and just after, so the stall watch can tell it apart. */
+  constructor(sink: CaptureSink, limits: HeapSnapshotLimits, logger: Logger, memory: () => MemoryState = readMemoryState,
+    onPause: (active: boolean) => void = () => undefined) {
+    this.#onPause = onPause;
     this.#sink = sink;
     this.#limits = limits;
     this.#logger = logger;
@@ -96,9 +101,14 @@ export class HeapSnapshots {
         sidecar: { ...sidecar, heapUsed: before.heapUsed, heapLimit: before.heapLimit, rss: process.memoryUsage.rss() },
         body: {
           writeTo: (partialFile) => {
+            this.#onPause(true);
             const started = performance.now();
-            v8.writeHeapSnapshot(partialFile);
-            pauseMs = performance.now() - started;
+            try {
+              v8.writeHeapSnapshot(partialFile);
+            } finally {
+              pauseMs = performance.now() - started;
+              this.#onPause(false);
+            }
           },
         },
       });

@@ -140,7 +140,8 @@ export class Probe extends EventEmitter {
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
     const sink = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
-    this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger);
+    this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger, undefined,
+      (active) => this.#supervisor.post({ type: 'selfPause', active, reason: 'sysprobe was writing a heap snapshot' }));
   }
 
   /** @internal */

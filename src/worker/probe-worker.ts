@@ -70,6 +70,8 @@ class ProbeWorker {
   #lastSample: Sample | undefined;
   #lastDrainAt = performance.now();
   #stalled = false;
+  /** Set while the main thread pauses itself on purpose (a heap snapshot): its stalls are reported, not captured. */
+  #selfPause: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
 
@@ -132,6 +134,9 @@ class ProbeWorker {
       case 'request':
         this.#drain();
         void this.#answer(message.id, message.request);
+        return;
+      case 'selfPause':
+        this.#selfPause = message.active ? message.reason : undefined;
         return;
       case 'stop':
         this.#stop();
@@ -209,6 +214,8 @@ class ProbeWorker {
 
   async #captureStallStack(): Promise<{ stack: Frame[] | undefined; capture: StallCapture }> {
     const detectedAt = Date.now();
+    // The main thread is in native code on purpose; a capture would only wait and fail.
+    if (this.#selfPause) return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: this.#selfPause } };
     if (!this.#budget.take()) {
       return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` } };
     }
