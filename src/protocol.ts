@@ -27,7 +27,7 @@ export interface MainSample {
   /** Wall-clock time of the reading, ms since the epoch. */
   time: number;
   eventLoop?: {
-    utilization: number; activeMs: number; idleMs: number;
+    utilization: number;
     /** The longest the loop went without turning since the previous reading, ms (native watch: the longest turn; heartbeat: the longest gap between beats). */
     maxDelayMs: number;
   };

@@ -13,6 +13,7 @@ import * as os from 'node:os';
 import * as v8 from 'node:v8';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Logger } from '../options.js';
+import { RateBudget } from '../rate-budget.js';
 import type { CaptureSink } from '../sink/sink.js';
 
 /** What a heap snapshot capture wrote. */
@@ -49,10 +50,9 @@ const DAY_MS = 24 * 3600_000;
 
 export class HeapSnapshots {
   readonly #sink: CaptureSink;
-  readonly #limits: HeapSnapshotLimits;
   readonly #logger: Logger;
   readonly #memory: () => MemoryState;
-  readonly #taken: number[] = [];
+  readonly #budget: RateBudget;
   #busy = false;
 
   readonly #onPause: (active: boolean) => void;
@@ -62,7 +62,7 @@ export class HeapSnapshots {
     onPause: (active: boolean) => void = () => undefined) {
     this.#onPause = onPause;
     this.#sink = sink;
-    this.#limits = limits;
+    this.#budget = new RateBudget(limits.perDay, DAY_MS);
     this.#logger = logger;
     this.#memory = memory;
   }
@@ -70,8 +70,7 @@ export class HeapSnapshots {
   /** Why a snapshot would not be safe now, or undefined when it would be. */
   refusal(now = Date.now()): string | undefined {
     if (this.#busy) return 'a heap snapshot is already being written';
-    while (this.#taken.length > 0 && now - this.#taken[0]! >= DAY_MS) this.#taken.shift();
-    if (this.#taken.length >= this.#limits.perDay) return `the budget of ${this.#limits.perDay} heap snapshots per 24 hours is spent`;
+    if (!this.#budget.available(now)) return `the budget of ${this.#budget.limit} heap snapshots per 24 hours is spent`;
     const { heapUsed, heapLimit, available } = this.#memory();
     if (heapLimit - heapUsed < MIN_HEAP_HEADROOM * heapLimit) {
       return `the heap is too close to its limit (${heapUsed} of ${heapLimit} bytes used; a snapshot needs ${MIN_HEAP_HEADROOM * 100}% free)`;
@@ -90,7 +89,7 @@ export class HeapSnapshots {
       throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `No heap snapshot: ${refused}.`);
     }
     this.#busy = true;
-    this.#taken.push(Date.now());
+    this.#budget.take();
     try {
       const before = this.#memory();
       let pauseMs = 0;

@@ -108,7 +108,7 @@ export class Heartbeat {
       this.#lastElu = elu;
       const maxDelayMs = this.#timer.takeMaxDelayMs?.() ?? this.#maxGapMs;
       this.#maxGapMs = 0;
-      sample.eventLoop = { utilization: delta.utilization, activeMs: elu.active, idleMs: elu.idle, maxDelayMs };
+      sample.eventLoop = { utilization: delta.utilization, maxDelayMs };
     }
     if (samplers.cpu) sample.cpu = readProcessCpu();
     if (samplers.memory) {

@@ -18,8 +18,8 @@ import { loadLoopWatch } from '../loop-watch.js';
 import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
 import { writeAllocationFiles, writeProfileFiles } from '../captures/profile-files.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
+import { RateBudget } from '../rate-budget.js';
 import { SharedJsonRing } from '../shared-ring.js';
-import { CaptureBudget } from './capture-budget.js';
 import { MainInspector } from './main-inspector.js';
 import { FlightRecorder } from './recorder.js';
 import { GrowthTracker } from './growth.js';
@@ -60,7 +60,7 @@ class ProbeWorker {
   readonly #recorder: FlightRecorder<Sample>;
   readonly #threadCpu: ThreadCpuSampler;
   readonly #inspector = new MainInspector();
-  readonly #budget: CaptureBudget;
+  readonly #budget: RateBudget;
   readonly #rules: RuleEngine;
   readonly #heapGrowth: GrowthTracker;
   /** The stack capture of the stall in progress, settled before the stall is reported. */
@@ -80,7 +80,7 @@ class ProbeWorker {
     this.#settings = settings;
     this.#mainRing = new SharedJsonRing(settings.mainRing);
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
-    this.#budget = new CaptureBudget(settings.capturesPerMinute);
+    this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
     this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
     this.#heapGrowth = new GrowthTracker(settings.growthWindowMs, settings.growthWindowMs / GROWTH_FLOORS);
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
