@@ -124,8 +124,8 @@ export interface CpuProfileResult {
   file: string;
   /** The same profile as gzipped pprof (profile back ends such as Pyroscope). */
   pprofFile: string;
-  /** A JSON file beside them: the summary, and the rule that triggered the capture, if one did. */
-  manifestFile: string;
+  /** The .cpuprofile's JSON sidecar: the summary, and the rule that triggered the capture, if one did. */
+  sidecarFile: string;
   summary: ProfileSummary;
   /** The rule firing that triggered this capture; absent for a capture asked for directly. */
   trigger?: RuleFiring;
@@ -135,8 +135,8 @@ export interface CpuProfileResult {
 export interface AllocationProfileResult {
   /** The .heapprofile file (Chrome DevTools, Memory tab). */
   file: string;
-  /** A JSON file beside it: the summary, and the rule that triggered the capture, if one did. */
-  manifestFile: string;
+  /** Its JSON sidecar: the summary, and the rule that triggered the capture, if one did. */
+  sidecarFile: string;
   summary: AllocationSummary;
   trigger?: RuleFiring;
 }
@@ -182,8 +182,11 @@ export interface WorkerSettings {
   sampleIntervalMs: number;
   heartbeatIntervalMs: number;
   stallThresholdMs: number;
-  /** Where captures are written. */
+  /** Where captures are written, and the most bytes they may take there. */
   dumpDir: string;
+  dumpMaxBytes: number;
+  serviceName: string;
+  sysprobeVersion: string;
   /** How far back heap growth is fitted, ms. */
   growthWindowMs: number;
   /** Automatic captures (stall stacks, rule captures) allowed per minute. */

@@ -230,11 +230,13 @@ describe('profileThread(): an app\'s own worker thread profiles itself', () => {
         pending.then((result) => parentPort.postMessage(result), (err) => parentPort.postMessage({ error: err.message }));`,
       { eval: true, workerData: { dumpDir, backend } });
       try {
-        const result = await new Promise<{ file: string; manifestFile: string; summary: { busyLoop: { frame?: { functionName: string } } }; error?: string }>(
+        const result = await new Promise<{ file: string; sidecarFile: string; summary: { busyLoop: { frame?: { functionName: string } } }; error?: string }>(
           (resolve) => worker.once('message', resolve));
         assert.equal(result.error, undefined);
-        assert.ok(fs.existsSync(result.file) && result.file.includes('-thread-'), result.file);
-        assert.equal(JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')).kind, 'cpu-profile');
+        assert.ok(fs.existsSync(result.file), result.file);
+        const sidecar = JSON.parse(fs.readFileSync(result.sidecarFile, 'utf8')) as { kind: string; thread: string };
+        assert.equal(sidecar.kind, 'cpu-profile');
+        assert.match(sidecar.thread, /^thread-\d+$/, 'profiled by the app thread itself');
         // When V8 inlines the loop into its caller (`slice`), the caller holds the samples.
         const busy = result.summary.busyLoop.frame?.functionName ?? '';
         assert.ok(['crunchInAppWorker', 'slice'].includes(busy), `busy frame ${busy}: neither the loop nor its caller`);
@@ -268,7 +270,7 @@ describe('allocation profiles: captureAllocationProfile()', () => {
       const names = topStacks.slice(0, 3).map((s) => s.stack.map((f) => f.functionName));
       assert.ok(names.some((stack) => stack.includes('allocateRetainedRecords')), `top stacks: ${JSON.stringify(names)}`);
       assert.ok(topFunctions[0] && topFunctions[0].share > 0 && topFunctions[0].share <= 1);
-      assert.equal(JSON.parse(fs.readFileSync(result.manifestFile, 'utf8')).kind, 'allocation-profile');
+      assert.equal(JSON.parse(fs.readFileSync(result.sidecarFile, 'utf8')).kind, 'allocation-profile');
     } finally {
       retainedForAllocationTest.length = 0;
       await probe.stop();

@@ -101,7 +101,7 @@ describe('rules: a firing through the probe', () => {
       const profile = event.captures.cpuProfile;
       assert.ok(profile && fs.existsSync(profile.file) && fs.existsSync(profile.pprofFile), JSON.stringify(event.captures));
       assert.equal(profile.trigger?.rule, 'saturated-test');
-      const manifest = JSON.parse(fs.readFileSync(profile.manifestFile, 'utf8')) as { trigger: RuleFiring; kind: string };
+      const manifest = JSON.parse(fs.readFileSync(profile.sidecarFile, 'utf8')) as { trigger: RuleFiring; kind: string };
       assert.equal(manifest.kind, 'cpu-profile');
       assert.deepEqual(manifest.trigger, event.firing, 'the capture records which rule fired and the values that fired it');
       assert.deepEqual(called, [event.firing]);

@@ -1,52 +1,45 @@
 /**
- * Writes profiles the way every sysprobe capture does: the open format (`.cpuprofile` and
- * gzipped pprof for CPU, `.heapprofile` for allocations) and a JSON manifest with the
- * summary and, when a rule triggered it, the firing. Used by the probe worker and by
- * profileThread(); never on the main thread of a probed app.
+ * Writes profiles through the capture sink, like every other capture: the open format
+ * (`.cpuprofile` for CPU, with a gzipped pprof twin; `.heapprofile` for allocations),
+ * each with the sink's JSON sidecar holding the summary and, when a rule triggered it,
+ * the firing. So profiles share the dump directory's free-space check, size cap,
+ * partial-then-rename and rotation. Used by the probe worker and by profileThread().
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { AllocationProfileResult, CpuProfileResult } from '../protocol.js';
+import type { CaptureSink } from '../sink/sink.js';
 import type { RuleFiring } from '../worker/rules.js';
 import { summarizeProfile, type CpuProfile } from './cpuprofile.js';
 import { summarizeAllocations, type AllocationProfile } from './heapprofile.js';
 import { toPprof } from './pprof.js';
 
-function baseName(dumpDir: string, kind: string, startedAtMs: number, thread: string, trigger: RuleFiring | undefined): string {
-  const stamp = new Date(startedAtMs).toISOString().replace(/[:.]/g, '-');
-  return path.join(dumpDir, `${kind}-${stamp}-${process.pid}-${thread}${trigger ? `-${trigger.rule}` : ''}`);
+interface ProfileMeta {
+  startedAtMs: number;
+  durationMs: number;
+  /** `main`, or `thread-<id>` for a profile an app thread took of itself. */
+  thread: string;
+  trigger?: RuleFiring | undefined;
 }
 
-/** Writes a sampling heap profile as .heapprofile (DevTools) and a manifest with its summary. */
-export async function writeAllocationFiles(dumpDir: string, profile: AllocationProfile, meta: {
-  startedAtMs: number; durationMs: number; trigger?: RuleFiring | undefined;
-}): Promise<AllocationProfileResult> {
-  const base = baseName(dumpDir, 'alloc', meta.startedAtMs, 'main', meta.trigger);
-  await fs.promises.mkdir(dumpDir, { recursive: true });
-  const result: AllocationProfileResult = {
-    file: `${base}.heapprofile`, manifestFile: `${base}.json`,
-    summary: summarizeAllocations(profile), ...(meta.trigger ? { trigger: meta.trigger } : {}),
-  };
-  await fs.promises.writeFile(result.file, JSON.stringify(profile));
-  await fs.promises.writeFile(result.manifestFile, JSON.stringify({
-    kind: 'allocation-profile', pid: process.pid, startedAt: meta.startedAtMs, durationMs: meta.durationMs, ...result,
-  }, null, 2));
-  return result;
+function sidecarOf(meta: ProfileMeta, summary: unknown): Record<string, unknown> {
+  const { startedAtMs, durationMs, thread, trigger } = meta;
+  return { profiledFrom: new Date(startedAtMs).toISOString(), durationMs, thread, summary, ...(trigger ? { trigger } : {}) };
 }
 
-export async function writeProfileFiles(dumpDir: string, profile: CpuProfile, meta: {
-  startedAtMs: number; durationMs: number; thread: string; trigger?: RuleFiring | undefined;
-}): Promise<CpuProfileResult> {
-  const base = baseName(dumpDir, 'cpu', meta.startedAtMs, meta.thread, meta.trigger);
-  await fs.promises.mkdir(dumpDir, { recursive: true });
-  const result: CpuProfileResult = {
-    file: `${base}.cpuprofile`, pprofFile: `${base}.pb.gz`, manifestFile: `${base}.json`,
-    summary: summarizeProfile(profile), ...(meta.trigger ? { trigger: meta.trigger } : {}),
-  };
-  await fs.promises.writeFile(result.file, JSON.stringify(profile));
-  await fs.promises.writeFile(result.pprofFile, toPprof(profile, { startedAtMs: meta.startedAtMs }));
-  await fs.promises.writeFile(result.manifestFile, JSON.stringify({
-    kind: 'cpu-profile', pid: process.pid, thread: meta.thread, startedAt: meta.startedAtMs, durationMs: meta.durationMs, ...result,
-  }, null, 2));
-  return result;
+/** Writes a CPU profile as .cpuprofile and as gzipped pprof, each with its sidecar. */
+export async function writeProfileFiles(sink: CaptureSink, profile: CpuProfile, meta: ProfileMeta): Promise<CpuProfileResult> {
+  const summary = summarizeProfile(profile);
+  const main = await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: sidecarOf(meta, summary), body: JSON.stringify(profile) });
+  const pprof = await sink.write({
+    kind: 'cpu-profile', extension: '.pb.gz', sidecar: { ...sidecarOf(meta, undefined), sameProfileAs: path.basename(main.file) },
+    body: toPprof(profile, { startedAtMs: meta.startedAtMs }),
+  });
+  return { file: main.file, pprofFile: pprof.file, sidecarFile: main.sidecarFile, summary, ...(meta.trigger ? { trigger: meta.trigger } : {}) };
+}
+
+/** Writes a sampling heap profile as .heapprofile (DevTools) with its sidecar. */
+export async function writeAllocationFiles(sink: CaptureSink, profile: AllocationProfile, meta: ProfileMeta): Promise<AllocationProfileResult> {
+  const summary = summarizeAllocations(profile);
+  const written = await sink.write({ kind: 'allocation-profile', extension: '.heapprofile', sidecar: sidecarOf(meta, summary), body: JSON.stringify(profile) });
+  return { file: written.file, sidecarFile: written.sidecarFile, summary, ...(meta.trigger ? { trigger: meta.trigger } : {}) };
 }

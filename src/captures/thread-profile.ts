@@ -4,13 +4,14 @@
  * Default backend: node:inspector (a session into the calling thread's own
  * isolate; no native addon). Optional backend: the v8-profiler-next package,
  * if the app installed it (it profiles the isolate it is loaded in). Files are
- * written like every other capture: .cpuprofile, pprof, manifest.
+ * written like every other capture, through the sink: .cpuprofile and pprof, with sidecars.
  */
 import * as inspector from 'node:inspector';
 import { isMainThread, threadId } from 'node:worker_threads';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { CpuProfileResult } from '../protocol.js';
 import type { CpuProfile } from './cpuprofile.js';
+import { FileSink } from '../sink/file-sink.js';
 import { writeProfileFiles } from './profile-files.js';
 
 /** Options for {@link profileThread}. */
@@ -46,7 +47,7 @@ export async function profileThread(options: ThreadProfileOptions): Promise<CpuP
   }
   const startedAtMs = Date.now();
   const profile = backend === 'inspector' ? await withInspector(durationMs) : await withV8ProfilerNext(durationMs);
-  return writeProfileFiles(dumpDir, profile, { startedAtMs, durationMs, thread: isMainThread ? 'main' : `thread-${threadId}` });
+  return writeProfileFiles(new FileSink({ dir: dumpDir }), profile, { startedAtMs, durationMs, thread: isMainThread ? 'main' : `thread-${threadId}` });
 }
 
 async function withInspector(durationMs: number): Promise<CpuProfile> {

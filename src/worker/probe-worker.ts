@@ -19,6 +19,7 @@ import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Reque
 import { writeAllocationFiles, writeProfileFiles } from '../captures/profile-files.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
 import { RateBudget } from '../rate-budget.js';
+import { FileSink } from '../sink/file-sink.js';
 import { SharedJsonRing } from '../shared-ring.js';
 import { MainInspector } from './main-inspector.js';
 import { FlightRecorder } from './recorder.js';
@@ -61,6 +62,8 @@ class ProbeWorker {
   readonly #threadCpu: ThreadCpuSampler;
   readonly #inspector = new MainInspector();
   readonly #budget: RateBudget;
+  /** The worker's own sink on the dump directory (the main thread has one for heap snapshots; they share its naming and limits). */
+  readonly #sink: FileSink;
   readonly #rules: RuleEngine;
   readonly #heapGrowth: GrowthTracker;
   /** The stack capture of the stall in progress, settled before the stall is reported. */
@@ -81,6 +84,7 @@ class ProbeWorker {
     this.#mainRing = new SharedJsonRing(settings.mainRing);
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
     this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
+    this.#sink = new FileSink({ dir: settings.dumpDir, maxBytes: settings.dumpMaxBytes, service: settings.serviceName, sysprobeVersion: settings.sysprobeVersion });
     this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
     this.#heapGrowth = new GrowthTracker(settings.growthWindowMs, settings.growthWindowMs / GROWTH_FLOORS);
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
@@ -159,7 +163,7 @@ class ProbeWorker {
         case 'captureCpuProfile': value = await this.#captureCpuProfile(request.durationMs); break;
         case 'captureAllocationProfile': {
           const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(request.durationMs, ALLOCATION_SAMPLING_BYTES);
-          value = await writeAllocationFiles(this.#settings.dumpDir, profile, { startedAtMs, durationMs: request.durationMs });
+          value = await writeAllocationFiles(this.#sink, profile, { startedAtMs, durationMs: request.durationMs, thread: 'main' });
           break;
         }
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
@@ -171,10 +175,10 @@ class ProbeWorker {
     }
   }
 
-  /** Profiles the main thread and writes .cpuprofile, pprof and a manifest (summary, trigger) into dumpDir. */
+  /** Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink. */
   async #captureCpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
     const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US);
-    return writeProfileFiles(this.#settings.dumpDir, profile, { startedAtMs, durationMs, thread: 'main', trigger });
+    return writeProfileFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger });
   }
 
   /** Runs the captures a fired rule asks for (within the budget) and reports the firing to the main thread. */
