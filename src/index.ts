@@ -24,4 +24,6 @@ export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './agent/guard
 export { profileThread } from './captures/thread-profile.js';
 export type { ThreadProfileOptions } from './captures/thread-profile.js';
 export type { HeapSnapshotResult } from './agent/heap-snapshots.js';
-export type { BoundedCache, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';
+export type { WrittenCapture } from './sink/sink.js';
+export type { GcTotal } from './agent/gc.js';
+export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';

@@ -5,7 +5,7 @@
  * docs/architecture.md for what each costs. Optional: when the addon did not
  * build, sysprobe falls back to the heartbeat.
  */
-import * as path from 'node:path';
+import { loadNative } from './native.js';
 
 /** The addon's functions, as native/loop_watch.c defines them. */
 export interface LoopWatchAddon {
@@ -27,19 +27,9 @@ export interface LoopWatchAddon {
 /** How the stalls of the event loop are seen: `native` (no main-thread wake-ups) or `heartbeat` (a JS timer). */
 export type LoopWatchKind = 'native' | 'heartbeat';
 
-let loaded: { addon: LoopWatchAddon | undefined; error: string | undefined } | undefined;
-
 /** The addon, or undefined with the reason it could not load. Loaded once per thread. */
 export function loadLoopWatch(): { addon: LoopWatchAddon | undefined; error: string | undefined } {
-  if (!loaded) {
-    try {
-      // dist/src/loop-watch.js -> <package>/build/Release, where node-gyp puts it at install.
-      loaded = { addon: require(path.join(__dirname, '..', '..', 'build', 'Release', 'loop_watch.node')) as LoopWatchAddon, error: undefined };
-    } catch (err) {
-      loaded = { addon: undefined, error: err instanceof Error ? err.message.split('\n')[0] : String(err) };
-    }
-  }
-  return loaded;
+  return loadNative<LoopWatchAddon>('loop_watch');
 }
 
 /** One reader's view of the watchdog's lag samples: each call to drain() hands over the new ones. */

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import type { MeterProvider } from '@opentelemetry/api';
 import { ErrorCode, SysprobeError } from './errors.js';
+import type { WrittenCapture } from './sink/sink.js';
 import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
@@ -69,6 +70,12 @@ export interface ProbeOptions {
   dumpDir?: string;
   /** Switch samplers off, e.g. `{ threads: false }`. */
   samplers?: SamplerSwitches;
+  /**
+   * Called on the main thread with each capture once its data file and JSON sidecar are complete
+   * in `dumpDir` (heap snapshots, CPU and allocation profiles): the place to ship them elsewhere.
+   * The capture does not wait for it; a throw or rejection is logged. The probe also emits `'capture'`.
+   */
+  onCapture?: (capture: WrittenCapture) => void | Promise<void>;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -87,13 +94,14 @@ export interface ResolvedOptions {
   readonly logger: Logger | undefined;
   readonly dumpDir: string;
   readonly samplers: Readonly<Required<SamplerSwitches>>;
+  readonly onCapture: ((capture: WrittenCapture) => void | Promise<void>) | undefined;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
   'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
-  'meterProvider', 'logger', 'dumpDir', 'samplers',
+  'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -143,7 +151,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
     sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
-    meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {},
+    meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
   } = options as ProbeOptions;
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
@@ -173,6 +181,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   if (typeof dumpDir !== 'string' || dumpDir.length === 0 || dumpDir.includes('\0')) {
     throw invalid(`Option dumpDir must be a non-empty path string; got ${describe(dumpDir)}.`);
   }
+  if (onCapture !== undefined && typeof onCapture !== 'function') throw invalid(`Option onCapture must be a function; got ${describe(onCapture)}.`);
   const samplerInput = checkPlainObject('samplers', rawSamplers);
   checkKnownKeys('samplers', samplerInput, SAMPLER_NAMES);
   const samplers = {} as Required<SamplerSwitches>;
@@ -197,5 +206,6 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     logger,
     dumpDir: path.resolve(dumpDir),
     samplers: Object.freeze(samplers),
+    onCapture,
   });
 }

@@ -6,6 +6,7 @@
 import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
 import type { AllocationSummary } from './captures/heapprofile.js';
 import type { RuleCondition, RuleFiring } from './worker/rules.js';
+import type { WrittenCapture } from './sink/sink.js';
 
 export type { Frame };
 
@@ -34,9 +35,13 @@ export interface MainSample {
   /** Process CPU since process start, ms. */
   cpu?: { userMs: number; systemMs: number };
   /** V8's heap figures (one cheap call); RSS, ArrayBuffers and per-space figures are read elsewhere (see Sample, and the exporter). */
-  memory?: { heapUsed: number; heapTotal: number; heapLimit: number; external: number };
-  /** Cumulative since start, by GC kind (major, minor, incremental, weakcb). */
-  gc?: Record<string, { count: number; durationMs: number }>;
+  memory?: {
+    heapUsed: number; heapTotal: number; heapLimit: number; external: number;
+    /** Heap used right after the last full GC (the live heap), and when that GC ended; needs the GC addon. */
+    heapAfterGc?: number; heapAfterGcAt?: number;
+  };
+  /** Cumulative since start, by GC kind (major, minor, incremental, weakcb); reclaimed bytes need the GC addon. */
+  gc?: Record<string, { count: number; durationMs: number; reclaimedBytes?: number }>;
   /** Active resources (handles and requests) on the main thread, by type. */
   handles?: Record<string, number>;
 }
@@ -94,8 +99,23 @@ export interface Sample {
      */
     heapGrowthPerMin?: number;
     heapGrowthR2?: number;
+    /** The same fit over RSS (read every few seconds): native memory a heap-only view misses. */
+    rssGrowthPerMin?: number;
+    rssGrowthR2?: number;
+    /** The same fit over external memory (ArrayBuffers, Buffers, native objects held from JS). */
+    externalGrowthPerMin?: number;
+    externalGrowthR2?: number;
   };
   gc?: MainSample['gc'];
+  /** The GC picture over the interval (from the cumulative totals of this sample and the one before). */
+  gcRates?: {
+    /** GCs per minute, all kinds. */
+    perMin: number;
+    /** Share of the interval spent in GC pauses, 0..1. */
+    pauseShare: number;
+    /** Bytes freed per minor or major GC on average; absent without the GC addon or when none ran. */
+    reclaimedPerGc?: number;
+  };
   handles?: MainSample['handles'];
 }
 
@@ -145,6 +165,7 @@ export interface AllocationProfileResult {
 export interface RuleCaptures {
   stack?: Frame[];
   cpuProfile?: CpuProfileResult;
+  allocationProfile?: AllocationProfileResult;
   /** Taken by the main thread after the worker's captures (the writer must run in the snapshotted isolate). */
   heapSnapshot?: { file: string; sidecarFile: string; bytes: number; pauseMs: number };
   /** Captures that were skipped (budget) or failed, and why. */
@@ -172,7 +193,9 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
   | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture }
-  | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures };
+  | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
+  /** A capture the worker wrote is complete under its final name. */
+  | { type: 'captured'; capture: WrittenCapture };
 
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
@@ -192,7 +215,7 @@ export interface WorkerSettings {
   /** Automatic captures (stall stacks, rule captures) allowed per minute. */
   capturesPerMinute: number;
   /** The rules' conditions and the captures each asks for (the rest of a rule stays on the main thread). */
-  rules: Array<{ condition: RuleCondition; captureStack: boolean; cpuProfileMs: number | undefined }>;
+  rules: Array<{ condition: RuleCondition; captureStack: boolean; cpuProfileMs: number | undefined; allocationProfileMs: number | undefined }>;
   /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
   loopWatch: 'native' | 'heartbeat';
   recorderWindowMs: number;

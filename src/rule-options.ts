@@ -10,7 +10,8 @@ import { RULE_VALUES, type RuleCondition, type RuleFiring, type RuleValue } from
 /**
  * What a rule does when it fires (every firing is also logged and counted):
  * `'captureStack'` the main thread's JS stack; `{ captureCpuProfile: { durationMs } }` a CPU
- * profile into dumpDir; `'captureHeapSnapshot'` a heap snapshot (within the safety checks and
+ * profile into dumpDir; `{ captureAllocationProfile: { durationMs } }` the stacks that allocate
+ * (V8's sampling heap profiler) into dumpDir; `'captureHeapSnapshot'` a heap snapshot (within the safety checks and
  * the daily budget); `'markUnhealthy'` makes `probe.health()` report the process unhealthy
  * for the rule's cooldown; a function is called on the main thread with the firing.
  */
@@ -19,6 +20,7 @@ export type RuleAction =
   | 'markUnhealthy'
   | 'captureHeapSnapshot'
   | { captureCpuProfile: { durationMs: number } }
+  | { captureAllocationProfile: { durationMs: number } }
   | ((firing: RuleFiring) => void);
 
 /** A rule: fire when `value` stays above `above` for `forMs`, then rest for `cooldownMs`. */
@@ -40,6 +42,7 @@ export interface ResolvedRule {
   condition: RuleCondition;
   captureStack: boolean;
   cpuProfileMs: number | undefined;
+  allocationProfileMs: number | undefined;
   markUnhealthy: boolean;
   captureHeapSnapshot: boolean;
   callbacks: Array<(firing: RuleFiring) => void>;
@@ -79,7 +82,7 @@ export function resolveRules(input: unknown, defaults: boolean): ResolvedRule[] 
     if (!Array.isArray(actions) || actions.length === 0) throw invalid(`Option ${where}.actions must be a non-empty array; got ${describe(actions)}.`);
     const resolved: ResolvedRule = {
       condition: { name, value: value as RuleValue, above, forMs, cooldownMs },
-      captureStack: false, cpuProfileMs: undefined, markUnhealthy: false, captureHeapSnapshot: false, callbacks: [],
+      captureStack: false, cpuProfileMs: undefined, allocationProfileMs: undefined, markUnhealthy: false, captureHeapSnapshot: false, callbacks: [],
     };
     for (const action of actions as unknown[]) {
       if (action === 'captureStack') resolved.captureStack = true;
@@ -89,8 +92,11 @@ export function resolveRules(input: unknown, defaults: boolean): ResolvedRule[] 
       else if (typeof action === 'object' && action !== null && 'captureCpuProfile' in action) {
         const profile = checkPlainObject(`${where}.actions captureCpuProfile`, (action as { captureCpuProfile: unknown }).captureCpuProfile);
         resolved.cpuProfileMs = checkInteger(`${where}.actions captureCpuProfile.durationMs`, profile.durationMs, 10, 600_000, 5000);
+      } else if (typeof action === 'object' && action !== null && 'captureAllocationProfile' in action) {
+        const profile = checkPlainObject(`${where}.actions captureAllocationProfile`, (action as { captureAllocationProfile: unknown }).captureAllocationProfile);
+        resolved.allocationProfileMs = checkInteger(`${where}.actions captureAllocationProfile.durationMs`, profile.durationMs, 10, 600_000, 10_000);
       } else {
-        throw invalid(`Option ${where}.actions: each action must be 'captureStack', 'captureHeapSnapshot', 'markUnhealthy', { captureCpuProfile: { durationMs } } or a function; got ${describe(action)}.`);
+        throw invalid(`Option ${where}.actions: each action must be 'captureStack', 'captureHeapSnapshot', 'markUnhealthy', { captureCpuProfile: { durationMs } }, { captureAllocationProfile: { durationMs } } or a function; got ${describe(action)}.`);
       }
     }
     return resolved;

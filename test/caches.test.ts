@@ -253,14 +253,17 @@ describe('watchCache', () => {
   it('reports size, high water, growth and the limit, and leaves the map alone unless asked to evict', () => {
     const map = mapOf(10);
     const watcher = watchCache('plain', map, { maxEntries: 5, growthAlert: { entries: 3 } });
-    watcher.check();
+    assert.deepEqual(watcher.check(), [{ name: 'plain', reason: 'overLimit', size: 10, growth: 0, evicted: 0 }]);
     assert.deepEqual(watcher.stats(), { name: 'plain', size: 10, highWater: 10, evicted: 0, overLimit: true, growth: 0, growing: false });
     for (let i = 10; i < 14; i++) map.set(i, `v${i}`);
-    watcher.check();
+    // Still over the limit: that episode was reported already; the growth is new.
+    assert.deepEqual(watcher.check(), [{ name: 'plain', reason: 'growing', size: 14, growth: 4, evicted: 0 }]);
     assert.deepEqual([watcher.stats().growth, watcher.stats().growing], [4, true]);
-    for (let i = 0; i < 12; i++) map.delete(i);
+    for (let i = 14; i < 18; i++) map.set(i, `v${i}`);
+    assert.deepEqual(watcher.check(), [], 'the same episode of growth is not reported twice');
+    for (let i = 0; i < 16; i++) map.delete(i);
     watcher.check();
-    assert.deepEqual(watcher.stats(), { name: 'plain', size: 2, highWater: 14, evicted: 0, overLimit: false, growth: -12, growing: false });
+    assert.deepEqual(watcher.stats(), { name: 'plain', size: 2, highWater: 18, evicted: 0, overLimit: false, growth: -16, growing: false });
     assert.equal(map.size, 2, 'the watcher deleted nothing');
   });
 

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { HeapSnapshots, type MemoryState } from '../src/agent/heap-snapshots.js';
 import { FileSink, type StatFs } from '../src/sink/file-sink.js';
-import { start } from '../src/index.js';
+import { start, type CacheAlert } from '../src/index.js';
 import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
 
 const MB = 1024 * 1024;
@@ -99,12 +99,18 @@ describe('bounded caches through the probe', () => {
 
   it('probe.watchCache reports an app\'s own Map and trims it to its hard limit each sample', async () => {
     const metrics = memoryMetrics();
-    const probe = await start({ logger: memoryLogger().logger, meterProvider: metrics.meterProvider, sampleIntervalMs: 100 });
+    const { logger, lines } = memoryLogger();
+    const probe = await start({ logger, meterProvider: metrics.meterProvider, sampleIntervalMs: 100 });
+    const alerts: CacheAlert[] = [];
+    probe.on('cache', (alert: CacheAlert) => alerts.push(alert));
     try {
       const sessions = new Map<number, string>();
       for (let i = 0; i < 500; i++) sessions.set(i, `session ${i}`);
       probe.watchCache('sessions', sessions, { maxEntries: 100, evictOldest: true });
       await new Promise((resolve) => setTimeout(resolve, 350));
+      // Over the limit once, trimmed at once: one alert, one log line, for the whole episode.
+      assert.deepEqual(alerts, [{ name: 'sessions', reason: 'overLimit', size: 500, growth: 0, evicted: 400 }]);
+      assert.equal(lines.filter((l) => l.msg === 'sysprobe watched cache is over its limit' && l.name === 'sessions').length, 1);
       assert.equal(sessions.size, 100);
       assert.equal(sessions.has(0), false, 'the oldest went');
       assert.equal(sessions.has(499), true, 'the newest stayed');

@@ -65,6 +65,7 @@ describe('rules: options', () => {
     await refused([{ name: 'x', value: 'cpu.utilization', above: 1, actions: ['reboot'] }], /each action must be/);
     await refused([{ name: 'x', value: 'cpu.utilization', above: 1, actions: [] }], /actions must be a non-empty array/);
     await refused([{ name: 'x', value: 'cpu.utilization', above: 1, forMs: -1, actions: ['captureStack'] }], /forMs must be an integer from 0/);
+    await refused([{ name: 'x', value: 'gc.perMin', above: 1, actions: [{ captureAllocationProfile: { durationMs: 5 } }] }], /captureAllocationProfile\.durationMs must be an integer from 10 to 600000/);
   });
 });
 

@@ -293,9 +293,22 @@ export interface WatchedCacheStats {
   error?: string;
 }
 
+/** A watched cache started to grow fast, or went over its limit (reported once per episode, not every check). */
+export interface CacheAlert {
+  name: string;
+  /** `growing`: one check found at least `growthAlert.entries` more than the one before; `overLimit`: above `maxEntries`. */
+  reason: 'growing' | 'overLimit';
+  /** The size the check found, before any eviction. */
+  size: number;
+  /** The growth since the check before. */
+  growth: number;
+  /** The entries `evictOldest` dropped at this check. */
+  evicted: number;
+}
+
 export interface CacheWatcher {
-  /** Reads the size and trims if asked; called once per sample interval. Never throws. */
-  check(): void;
+  /** Reads the size and trims if asked; called once per sample interval. Never throws. Returns the alerts this check raised. */
+  check(): CacheAlert[];
   stats(): WatchedCacheStats;
   /** Ends the watch and lets go of the collection. */
   stop(): void;
@@ -356,9 +369,11 @@ export function watchCache(name: string, collection: WatchableMap, options: Watc
 
   return {
     check() {
-      if (!watched) return;
+      if (!watched) return [];
+      const alerts: CacheAlert[] = [];
       try {
         const found = readSize(watched);
+        const { growing: wasGrowing, overLimit: wasOverLimit, evicted: evictedBefore } = stats;
         stats.growth = checked ? found - stats.size : 0;
         stats.growing = stats.growth >= growthEntries;
         stats.highWater = Math.max(stats.highWater, found);
@@ -370,9 +385,13 @@ export function watchCache(name: string, collection: WatchableMap, options: Watc
           stats.size = readSize(watched);
         }
         delete stats.error;
+        const alert = (reason: CacheAlert['reason']) => alerts.push({ name: checkedName, reason, size: found, growth: stats.growth, evicted: stats.evicted - evictedBefore });
+        if (stats.growing && !wasGrowing) alert('growing');
+        if (stats.overLimit && !wasOverLimit) alert('overLimit');
       } catch (err) {
         stats.error = describeError(err).message;
       }
+      return alerts;
     },
     stats() {
       return { ...stats };

@@ -116,7 +116,11 @@ export class Heartbeat {
       sample.memory = { heapUsed: heap.used_heap_size, heapTotal: heap.total_heap_size, heapLimit: heap.heap_size_limit, external: heap.external_memory };
     }
     // A plain copy: structuredClone() would open a MessageChannel per call on Node 20.
-    if (samplers.gc && this.#gc) sample.gc = Object.fromEntries(Object.entries(this.#gc.totals).map(([kind, t]) => [kind, { ...t }]));
+    if (samplers.gc && this.#gc) {
+      sample.gc = this.#gc.totals;
+      const afterGc = this.#gc.heapAfterMajorGc();
+      if (afterGc && sample.memory) { sample.memory.heapAfterGc = afterGc.bytes; sample.memory.heapAfterGcAt = afterGc.at; }
+    }
     if (samplers.handles) {
       const handles: Record<string, number> = {};
       for (const type of process.getActiveResourcesInfo()) handles[type] = (handles[type] ?? 0) + 1;

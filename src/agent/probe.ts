@@ -11,8 +11,9 @@ import { GcObserver } from './gc.js';
 import { JobGuard, type GuardOptions, type GuardWorkerOptions } from './guard.js';
 import { Heartbeat } from './heartbeat.js';
 import { HeapSnapshots, type HeapSnapshotResult } from './heap-snapshots.js';
-import { createCache, watchCache, type BoundedCache, type CacheOptions, type CacheWatcher, type WatchableMap, type WatchOptions } from './caches.js';
+import { createCache, watchCache, type BoundedCache, type CacheAlert, type CacheOptions, type CacheWatcher, type WatchableMap, type WatchOptions } from './caches.js';
 import { FileSink } from '../sink/file-sink.js';
+import { functionSink, type WrittenCapture } from '../sink/sink.js';
 import { WorkerSupervisor } from './supervisor.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
@@ -71,7 +72,9 @@ let starting = false;
  * A running sysprobe. Get one from {@link start}; release it with {@link Probe.stop}.
  *
  * Events: `'stall'` ({@link StallEvent}) once a stall of the event loop has ended;
- * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures.
+ * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures; `'capture'`
+ * ({@link WrittenCapture}) when a capture is complete in dumpDir; `'cache'`
+ * ({@link CacheAlert}) when a watched cache starts growing fast or goes over its limit.
  */
 export class Probe extends EventEmitter {
   /** The checked, frozen options this probe runs with. */
@@ -119,7 +122,7 @@ export class Probe extends EventEmitter {
     this.#heartbeat = new Heartbeat(options, {
       intervalMs: heartbeatIntervalMs, beats, takeMaxDelayMs: addon && (() => addon.takeLongestTurn()),
       // Watched caches are checked (and trimmed, when asked) once per sample, on the thread that owns them.
-      onSample: () => { for (const watcher of this.#watchers.values()) watcher.check(); },
+      onSample: () => this.#checkWatchedCaches(),
     }, this.#gc,
       (gapMs) => this.#exporter.recordDelay(gapMs),
       (capacityBytes) => this.#logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'));
@@ -137,12 +140,14 @@ export class Probe extends EventEmitter {
       sysprobeVersion: PACKAGE_VERSION,
       capturesPerMinute: options.capturesPerMinute,
       growthWindowMs: options.growthWindowMs,
-      rules: options.rules.map(({ condition, captureStack, cpuProfileMs }) => ({ condition, captureStack, cpuProfileMs })),
+      rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs })),
       mainTid: process.pid,
       samplers: options.samplers,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
-    const sink = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
+    const sink = functionSink(
+      new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger }),
+      (capture) => this.#onCaptured(capture));
     this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger, undefined,
       (active) => this.#supervisor.post({ type: 'selfPause', active, reason: 'sysprobe was writing a heap snapshot' }));
   }
@@ -362,6 +367,9 @@ export class Probe extends EventEmitter {
       case 'rule':
         void this.#onRule({ firing: message.firing, captures: message.captures });
         return;
+      case 'captured':
+        this.#onCaptured(message.capture);
+        return;
       case 'ready':
       case 'response':
         return; // handled by the supervisor
@@ -383,7 +391,7 @@ export class Probe extends EventEmitter {
       }
     }
     this.#exporter.recordRule(firing.rule);
-    this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, heapSnapshot: captures.heapSnapshot?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
+    this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, allocationProfile: captures.allocationProfile?.file, heapSnapshot: captures.heapSnapshot?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
     if (rule?.markUnhealthy) {
       this.#unhealthy.set(firing.rule, { rule: firing.rule, since: firing.firedAt, until: firing.firedAt + rule.condition.cooldownMs, observed: firing.observed, threshold: firing.threshold });
     }
@@ -395,6 +403,29 @@ export class Probe extends EventEmitter {
       }
     }
     this.#emitSafely('rule', event);
+  }
+
+  /** Checks (and trims, when asked) each watched cache; a new episode of growth or of being over the limit is logged and emitted. */
+  #checkWatchedCaches(): void {
+    for (const watcher of this.#watchers.values()) {
+      for (const alert of watcher.check()) {
+        this.#logger.warn({ ...alert }, alert.reason === 'growing' ? 'sysprobe watched cache is growing fast' : 'sysprobe watched cache is over its limit');
+        this.#emitSafely('cache', alert);
+      }
+    }
+  }
+
+  /** A capture is complete in dumpDir: tell the app. Never throws, never waits: the capture is done either way. */
+  #onCaptured(capture: WrittenCapture): void {
+    this.#emitSafely('capture', capture);
+    const { onCapture } = this.options;
+    if (!onCapture) return;
+    const failed = (err: unknown) => this.#logger.error({ file: capture.file, err: describeError(err) }, 'sysprobe onCapture failed; the capture stays in dumpDir');
+    try {
+      Promise.resolve(onCapture(capture)).catch(failed);
+    } catch (err) {
+      failed(err);
+    }
   }
 
   /** A listener that throws must not take the host down through sysprobe's stack. */

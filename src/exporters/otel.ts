@@ -6,6 +6,7 @@ import type { ResolvedOptions } from '../options.js';
 import type { Sample } from '../protocol.js';
 import type { JobEvent } from '../agent/guard.js';
 import type { CacheStats, WatchedCacheStats } from '../agent/caches.js';
+import type { GcTotal } from '../agent/gc.js';
 
 /** Bucket bounds (s) for the event-loop delay histogram: fine below the heartbeat, coarse for stalls. */
 const DELAY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
@@ -19,7 +20,7 @@ export interface MetricsSource {
   samplesSince(sinceMs: number): Promise<Sample[]>;
   /** Hands over event-loop delays observed elsewhere (recordDelay), just before they are read. */
   drainDelays(): void;
-  gcTotals(): Record<string, { count: number; durationMs: number }> | undefined;
+  gcTotals(): Record<string, GcTotal> | undefined;
   workerRestarts(): number;
   caches(): CacheStats[];
   watchedCaches(): WatchedCacheStats[];
@@ -143,13 +144,23 @@ export class OtelExporter {
       const rss = upDown('process.memory.usage', 'By', 'Resident set size of the process.');
       const external = upDown('sysprobe.memory.external', 'By', 'Memory of C++ objects bound to JS objects (includes array buffers).');
       const arrayBuffers = upDown('sysprobe.memory.array_buffers', 'By', 'Memory of ArrayBuffers and SharedArrayBuffers.');
-      const growth = gauge('sysprobe.memory.heap.growth_rate', 'By/min', 'Sustained growth of the heap floor (after GCs), fitted over 10 minutes.');
-      const growthFit = gauge('sysprobe.memory.heap.growth_fit', '1', 'How well a line explains the heap floor over the window (r², 0..1); trust the growth rate when it is high.');
+      const afterGc = upDown('sysprobe.memory.heap.after_gc', 'By', 'Heap used right after the last full GC: the live heap, without garbage (needs the GC addon).');
+      // The same fit over three figures: the heap, RSS (native memory too) and external memory (ArrayBuffers, Buffers).
+      const fits = (['heap', 'rss', 'external'] as const).map((kind) => ({
+        kind,
+        rate: gauge(`sysprobe.memory.${kind}.growth_rate`, 'By/min', `Sustained growth of the ${kind === 'heap' ? 'heap' : kind === 'rss' ? 'RSS' : 'external memory'} floor, fitted over the growth window.`),
+        fit: gauge(`sysprobe.memory.${kind}.growth_fit`, '1', 'How well a line explains that floor over the window (r², 0..1); trust the growth rate when it is high.'),
+      }));
       observe.push((result, recent, latest) => {
-        const rate = latest?.memory?.heapGrowthPerMin;
-        if (rate === undefined) return;
-        result.observe(growth, rate);
-        result.observe(growthFit, latest?.memory?.heapGrowthR2 ?? 0);
+        const memory = latest?.memory;
+        if (!memory) return;
+        if (memory.heapAfterGc !== undefined) result.observe(afterGc, memory.heapAfterGc);
+        for (const { kind, rate, fit } of fits) {
+          const perMin = memory[`${kind}GrowthPerMin`];
+          if (perMin === undefined) continue;
+          result.observe(rate, perMin);
+          result.observe(fit, memory[`${kind}GrowthR2`] ?? 0);
+        }
       });
       // Read here, at collection time, on the main thread: fresher than the last sample, and the
       // per-space and ArrayBuffer figures cost the main thread nothing between collections.
@@ -174,8 +185,18 @@ export class OtelExporter {
 
     if (samplers.gc) {
       const count = counter('sysprobe.gc.count', '{gc}', 'Garbage collections, by kind.');
-      observe.push((result) => {
-        for (const [kind, total] of Object.entries(this.#source.gcTotals() ?? {})) result.observe(count, total.count, { 'v8js.gc.type': kind });
+      const reclaimed = counter('sysprobe.gc.reclaimed', 'By', 'Heap bytes the GCs freed (used before minus used after each GC), by kind; needs the GC addon.');
+      const rate = gauge('sysprobe.gc.rate', '{gc}/min', 'Garbage collections per minute over the last sample interval, all kinds.');
+      const pauseShare = gauge('sysprobe.gc.pause_share', '1', 'Share of the last sample interval spent in GC pauses, 0..1.');
+      observe.push((result, recent, latest) => {
+        for (const [kind, total] of Object.entries(this.#source.gcTotals() ?? {})) {
+          result.observe(count, total.count, { 'v8js.gc.type': kind });
+          if (total.reclaimedBytes !== undefined) result.observe(reclaimed, total.reclaimedBytes, { 'v8js.gc.type': kind });
+        }
+        if (latest?.gcRates) {
+          result.observe(rate, latest.gcRates.perMin);
+          result.observe(pauseShare, latest.gcRates.pauseShare);
+        }
       });
     }
 

@@ -144,7 +144,7 @@ export class FileSink implements CaptureSink {
       await this.#rotate(path.basename(file)).catch((err: unknown) => {
         this.#options.logger?.warn({ err, dir: this.dir }, 'sysprobe could not rotate the dump directory');
       });
-      return { file, sidecarFile, bytes };
+      return { kind, file, sidecarFile, bytes };
     } catch (err) {
       if (err instanceof SysprobeError) throw err;
       throw new SysprobeError(ErrorCode.CAPTURE_FAILED,

@@ -31,6 +31,8 @@ export interface FileProducer {
 
 /** A capture complete under its final name. */
 export interface WrittenCapture {
+  /** What it is, e.g. `heap-snapshot`, `cpu-profile`, `cpu-profile-pprof`, `allocation-profile`. */
+  kind: string;
   /** Absolute path of the data file. */
   file: string;
   /** Absolute path of its JSON sidecar. */

@@ -15,15 +15,17 @@ import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, ErrorCode } from '../errors.js';
 import { loadLoopWatch } from '../loop-watch.js';
-import type { CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
+import type { AllocationProfileResult, CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
 import { writeAllocationFiles, writeProfileFiles } from '../captures/profile-files.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
 import { RateBudget } from '../rate-budget.js';
 import { FileSink } from '../sink/file-sink.js';
+import { functionSink, type CaptureSink } from '../sink/sink.js';
 import { SharedJsonRing } from '../shared-ring.js';
 import { MainInspector } from './main-inspector.js';
 import { FlightRecorder } from './recorder.js';
 import { GrowthTracker } from './growth.js';
+import { gcRates } from './gc-rates.js';
 import { RuleEngine, type RuleFiring } from './rules.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 
@@ -63,9 +65,10 @@ class ProbeWorker {
   readonly #inspector = new MainInspector();
   readonly #budget: RateBudget;
   /** The worker's own sink on the dump directory (the main thread has one for heap snapshots; they share its naming and limits). */
-  readonly #sink: FileSink;
+  readonly #sink: CaptureSink;
   readonly #rules: RuleEngine;
-  readonly #heapGrowth: GrowthTracker;
+  /** Sustained growth of the heap, RSS and external memory (floors fitted over growthWindowMs). */
+  readonly #growth: Record<'heap' | 'rss' | 'external', GrowthTracker>;
   /** The stack capture of the stall in progress, settled before the stall is reported. */
   #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture }> | undefined;
   #cursor = 0;
@@ -84,9 +87,13 @@ class ProbeWorker {
     this.#mainRing = new SharedJsonRing(settings.mainRing);
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
     this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
-    this.#sink = new FileSink({ dir: settings.dumpDir, maxBytes: settings.dumpMaxBytes, service: settings.serviceName, sysprobeVersion: settings.sysprobeVersion });
+    // Each finished capture is announced to the main thread, which tells the app (onCapture, 'capture').
+    this.#sink = functionSink(
+      new FileSink({ dir: settings.dumpDir, maxBytes: settings.dumpMaxBytes, service: settings.serviceName, sysprobeVersion: settings.sysprobeVersion }),
+      (capture) => this.#send({ type: 'captured', capture }));
     this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
-    this.#heapGrowth = new GrowthTracker(settings.growthWindowMs, settings.growthWindowMs / GROWTH_FLOORS);
+    const tracker = () => new GrowthTracker(settings.growthWindowMs, settings.growthWindowMs / GROWTH_FLOORS);
+    this.#growth = { heap: tracker(), rss: tracker(), external: tracker() };
     const capacity = Math.ceil(settings.recorderWindowMs / settings.sampleIntervalMs) + 1;
     this.#recorder = new FlightRecorder<Sample>(capacity);
     const tid = ownThreadId();
@@ -161,11 +168,7 @@ class ProbeWorker {
         case 'recent': value = this.#recorder.since(request.sinceMs === undefined ? undefined : Date.now() - request.sinceMs); break;
         case 'captureStack': value = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS); break;
         case 'captureCpuProfile': value = await this.#captureCpuProfile(request.durationMs); break;
-        case 'captureAllocationProfile': {
-          const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(request.durationMs, ALLOCATION_SAMPLING_BYTES);
-          value = await writeAllocationFiles(this.#sink, profile, { startedAtMs, durationMs: request.durationMs, thread: 'main' });
-          break;
-        }
+        case 'captureAllocationProfile': value = await this.#captureAllocationProfile(request.durationMs); break;
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
@@ -181,6 +184,12 @@ class ProbeWorker {
     return writeProfileFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger });
   }
 
+  /** Samples the main thread's allocations and writes the .heapprofile, with its sidecar (summary, trigger), through the sink. */
+  async #captureAllocationProfile(durationMs: number, trigger?: RuleFiring): Promise<AllocationProfileResult> {
+    const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(durationMs, ALLOCATION_SAMPLING_BYTES);
+    return writeAllocationFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger });
+  }
+
   /** Runs the captures a fired rule asks for (within the budget) and reports the firing to the main thread. */
   async #onRuleFired(firing: RuleFiring): Promise<void> {
     const rule = this.#settings.rules.find((r) => r.condition.name === firing.rule);
@@ -191,7 +200,11 @@ class ProbeWorker {
       await capture().catch((err: unknown) => { notTaken.push(`${kind}: ${describeError(err).message}`); });
     };
     if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS)).frames; });
-    if (rule?.cpuProfileMs) await take('cpuProfile', async () => { captures.cpuProfile = await this.#captureCpuProfile(rule.cpuProfileMs!, firing); });
+    // CPU and allocation profiles use different profilers, so both run at once.
+    await Promise.all([
+      rule?.cpuProfileMs && take('cpuProfile', async () => { captures.cpuProfile = await this.#captureCpuProfile(rule.cpuProfileMs!, firing); }),
+      rule?.allocationProfileMs && take('allocationProfile', async () => { captures.allocationProfile = await this.#captureAllocationProfile(rule.allocationProfileMs!, firing); }),
+    ]);
     if (notTaken.length > 0) captures.notTaken = notTaken;
     this.#send({ type: 'rule', firing, captures });
   }
@@ -291,16 +304,30 @@ class ProbeWorker {
     }
     if (samplers.threads && withWorkerReadings && this.#threadCpu.supported) sample.threads = this.#threadCpu.sample();
     if (samplers.memory && main.memory) {
-      sample.memory = withWorkerReadings ? { ...main.memory, rss: process.memoryUsage.rss() } : { ...main.memory };
+      const memory: NonNullable<Sample['memory']> = withWorkerReadings ? { ...main.memory, rss: process.memoryUsage.rss() } : { ...main.memory };
+      sample.memory = memory;
       // Stale samples repeat the last reading: feeding them would flatten the floors.
-      if (!mainStale) this.#heapGrowth.add(main.time, main.memory.heapUsed);
-      const growth = this.#heapGrowth.growth();
-      if (growth) {
-        sample.memory.heapGrowthPerMin = growth.perMinute;
-        sample.memory.heapGrowthR2 = growth.r2;
+      if (!mainStale) {
+        // The heap after a full GC is a true floor: it sharpens the fit when the GCs are rare.
+        const afterGcAt = memory.heapAfterGcAt;
+        if (memory.heapAfterGc !== undefined && afterGcAt !== undefined && afterGcAt !== previous?.memory?.heapAfterGcAt && afterGcAt <= main.time) {
+          this.#growth.heap.add(afterGcAt, memory.heapAfterGc);
+        }
+        this.#growth.heap.add(main.time, memory.heapUsed);
+        this.#growth.external.add(main.time, memory.external);
+        if (memory.rss !== undefined) this.#growth.rss.add(main.time, memory.rss);
       }
+      const heap = this.#growth.heap.growth();
+      if (heap) { memory.heapGrowthPerMin = heap.perMinute; memory.heapGrowthR2 = heap.r2; }
+      const rss = this.#growth.rss.growth();
+      if (rss) { memory.rssGrowthPerMin = rss.perMinute; memory.rssGrowthR2 = rss.r2; }
+      const external = this.#growth.external.growth();
+      if (external) { memory.externalGrowthPerMin = external.perMinute; memory.externalGrowthR2 = external.r2; }
     }
-    if (main.gc) sample.gc = main.gc;
+    if (main.gc) {
+      sample.gc = main.gc;
+      if (previous?.gc && sample.intervalMs > 0) sample.gcRates = gcRates(previous.gc, main.gc, sample.intervalMs);
+    }
     if (main.handles) sample.handles = main.handles;
     this.#lastMain = main;
     this.#lastSample = sample;

@@ -9,7 +9,8 @@
 import type { Sample } from '../protocol.js';
 
 /** The sampled values a rule can watch. */
-export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapLimitShare' | 'memory.rss' | 'memory.heapGrowthPerMin';
+export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapLimitShare' | 'memory.rss' | 'memory.heapGrowthPerMin'
+  | 'memory.rssGrowthPerMin' | 'memory.externalGrowthPerMin' | 'gc.perMin' | 'gc.reclaimedPerGc';
 
 /** How each value is read from a sample. */
 export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
@@ -26,11 +27,21 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   /** Resident set size, bytes (on the samples the worker read it for: every few seconds). */
   'memory.rss': (s: Sample) => s.memory?.rss,
   /** Sustained heap growth, bytes per minute; 0 unless a line explains the heap's floors (r² >= 0.5), so noise does not fire. */
-  'memory.heapGrowthPerMin': (s: Sample) => {
-    const rate = s.memory?.heapGrowthPerMin;
-    return rate === undefined ? undefined : (s.memory?.heapGrowthR2 ?? 0) >= 0.5 ? rate : 0;
-  },
+  'memory.heapGrowthPerMin': (s: Sample) => trusted(s.memory?.heapGrowthPerMin, s.memory?.heapGrowthR2),
+  /** Sustained RSS growth (native memory included), bytes per minute; 0 unless r² >= 0.5. */
+  'memory.rssGrowthPerMin': (s: Sample) => trusted(s.memory?.rssGrowthPerMin, s.memory?.rssGrowthR2),
+  /** Sustained growth of external memory (ArrayBuffers, Buffers), bytes per minute; 0 unless r² >= 0.5. */
+  'memory.externalGrowthPerMin': (s: Sample) => trusted(s.memory?.externalGrowthPerMin, s.memory?.externalGrowthR2),
+  /** Garbage collections per minute over the interval, all kinds. */
+  'gc.perMin': (s: Sample) => s.gcRates?.perMin,
+  /** Bytes each GC reclaimed on average over the interval (with the native addon; absent without it). */
+  'gc.reclaimedPerGc': (s: Sample) => s.gcRates?.reclaimedPerGc,
 };
+
+/** A fitted rate counts only when a line explains the points (r² >= 0.5); else 0, so noise does not fire. */
+function trusted(rate: number | undefined, r2: number | undefined): number | undefined {
+  return rate === undefined ? undefined : (r2 ?? 0) >= 0.5 ? rate : 0;
+}
 
 /** What a rule watches and when it fires (the actions live with the caller). */
 export interface RuleCondition {
