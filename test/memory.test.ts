@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { HeapSnapshots, type MemoryState } from '../src/agent/heap-snapshots.js';
 import { FileSink, type StatFs } from '../src/sink/file-sink.js';
 import { start, type CacheAlert } from '../src/index.js';
@@ -39,6 +40,30 @@ describe('heap snapshots', () => {
     } finally {
       await probe.stop();
     }
+  });
+
+  it('the heapdump backend writes the same kind of file, on the main thread only', async () => {
+    const dumpDir = tmpDir('sysprobe-heapdump-');
+    const probe = await start({ logger: memoryLogger().logger, dumpDir, defaultRules: false, heapSnapshotWriter: 'heapdump' });
+    try {
+      const result = await probe.captureHeapSnapshot();
+      assert.match(fs.readFileSync(result.file).subarray(0, 40).toString(), /^\{"snapshot":\{"meta"/);
+      assert.equal(fs.statSync(result.file).size, result.bytes);
+      assert.equal(process.env.NODE_HEAPDUMP_OPTIONS, undefined, 'the environment is left as it was');
+    } finally {
+      await probe.stop();
+    }
+    // In a worker thread, start() refuses it: heapdump is not safe there.
+    const code = await new Promise<unknown>((resolve, reject) => {
+      const worker = new Worker(`
+        const { parentPort } = require('node:worker_threads');
+        require(${JSON.stringify(path.join(__dirname, '..', 'src', 'index.js'))}).start({ heapSnapshotWriter: 'heapdump', logger: undefined })
+          .then((p) => p.stop().then(() => parentPort.postMessage('started')), (err) => parentPort.postMessage(err.code));
+      `, { eval: true });
+      worker.once('message', (m) => { resolve(m); void worker.terminate(); });
+      worker.once('error', reject);
+    });
+    assert.equal(code, 'SYSPROBE_ERR_UNSUPPORTED');
   });
 
   describe('refusals: each logs its reason, writes nothing, and the process goes on', () => {
