@@ -54,6 +54,12 @@ export interface ProbeOptions {
    * snapshotted. 1 MiB to 1 TiB. Default 4 GiB.
    */
   dumpMaxBytes?: number;
+  /**
+   * What writes heap snapshots: Node's own `v8.writeHeapSnapshot` (`v8`, the default), or the
+   * `heapdump` package (an optional peer dependency; main thread only, as it is unsafe in worker
+   * threads). start() fails with SYSPROBE_ERR_UNSUPPORTED when `heapdump` cannot be used.
+   */
+  heapSnapshotWriter?: 'v8' | 'heapdump';
   /** Heap snapshots allowed in any 24 hours (on demand and from rules), 0 to 100. Default 3. */
   heapSnapshotsPerDay?: number;
   /** Triggers over the sampled values and what they do; see {@link RuleOptions}. Added to the defaults. */
@@ -87,6 +93,7 @@ export interface ResolvedOptions {
   readonly capturesPerMinute: number;
   readonly rules: readonly ResolvedRule[];
   readonly heapSnapshotsPerDay: number;
+  readonly heapSnapshotWriter: 'v8' | 'heapdump';
   readonly dumpMaxBytes: number;
   readonly growthWindowMs: number;
   readonly recorderWindowMs: number;
@@ -100,7 +107,7 @@ export interface ResolvedOptions {
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
+  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
 ] as const;
 
@@ -150,7 +157,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, recorderWindowMs: rawWindow,
+    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, heapSnapshotWriter = 'v8', recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
   } = options as ProbeOptions;
 
@@ -165,6 +172,9 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   const capturesPerMinute = checkInteger('capturesPerMinute', rawCaptures, 0, 600, 6);
   if (typeof defaultRules !== 'boolean') throw invalid(`Option defaultRules must be true or false; got ${describe(defaultRules)}.`);
   const rules = resolveRules(rawRules, defaultRules);
+  if (heapSnapshotWriter !== 'v8' && heapSnapshotWriter !== 'heapdump') {
+    throw invalid(`Option heapSnapshotWriter must be 'v8' or 'heapdump'; got ${describe(heapSnapshotWriter)}.`);
+  }
   const heapSnapshotsPerDay = checkInteger('heapSnapshotsPerDay', rawSnapshots, 0, 100, 3);
   const dumpMaxBytes = checkInteger('dumpMaxBytes', rawDumpMax, 2 ** 20, 2 ** 40, 4 * 2 ** 30);
   const growthWindowMs = checkInteger('growthWindowMs', rawGrowthWindow, 10_000, 3600_000, 10 * 60_000);
@@ -199,6 +209,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     capturesPerMinute,
     rules: Object.freeze(rules),
     heapSnapshotsPerDay,
+    heapSnapshotWriter,
     dumpMaxBytes,
     growthWindowMs,
     recorderWindowMs,

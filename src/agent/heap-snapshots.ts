@@ -5,8 +5,8 @@
  * a leaking process over its memory limit kills the service it was meant to save.
  * So before each one it checks, and refuses with a logged reason when it is not
  * safe. The writer is Node's own `v8.writeHeapSnapshot`, which streams straight to
- * the file (nothing held in JS); it runs on the main thread because the isolate
- * it snapshots is the main thread's.
+ * the file (nothing held in JS), or the optional `heapdump` addon; either runs on the
+ * main thread because the isolate it snapshots is the main thread's.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -32,6 +32,43 @@ export interface HeapSnapshotLimits {
   perDay: number;
 }
 
+/** Writes a snapshot of the calling thread's heap to `file`, synchronously. */
+export type SnapshotWriter = (file: string) => void;
+
+/** The writers `heapSnapshotWriter` can name. */
+export type SnapshotWriterKind = 'v8' | 'heapdump';
+
+/**
+ * The writer of that name. `heapdump` is an optional peer dependency, and a main-thread-only
+ * one: its native code snapshots whichever isolate calls it and is not safe in worker threads.
+ * Throws SYSPROBE_ERR_UNSUPPORTED when it cannot be used here.
+ */
+export function snapshotWriter(kind: SnapshotWriterKind, isMainThread: boolean): SnapshotWriter {
+  if (kind === 'v8') return (file) => { v8.writeHeapSnapshot(file); };
+  if (!isMainThread) {
+    throw new SysprobeError(ErrorCode.UNSUPPORTED, "Option heapSnapshotWriter is 'heapdump', which is unsafe in worker threads; use 'v8' there.");
+  }
+  const heapdump = loadHeapdump();
+  return (file) => {
+    if (!heapdump.writeSnapshot(file)) throw new Error(`heapdump could not write ${file}`);
+  };
+}
+
+function loadHeapdump(): { writeSnapshot(file: string): boolean } {
+  // heapdump installs a SIGUSR2 handler when loaded unless told not to: the app's signals are not ours to take.
+  const before = process.env.NODE_HEAPDUMP_OPTIONS;
+  process.env.NODE_HEAPDUMP_OPTIONS = 'nosignal';
+  try {
+    return require('heapdump') as { writeSnapshot(file: string): boolean };
+  } catch (err) {
+    throw new SysprobeError(ErrorCode.UNSUPPORTED,
+      `Option heapSnapshotWriter is 'heapdump', but it did not load (${err instanceof Error ? err.message.split('\n')[0] : String(err)}); npm install heapdump, or use 'v8'.`);
+  } finally {
+    if (before === undefined) delete process.env.NODE_HEAPDUMP_OPTIONS;
+    else process.env.NODE_HEAPDUMP_OPTIONS = before;
+  }
+}
+
 /** The memory figures the checks read; injectable so tests can stage a process near its limits. */
 export interface MemoryState {
   heapUsed: number;
@@ -53,14 +90,16 @@ export class HeapSnapshots {
   readonly #logger: Logger;
   readonly #memory: () => MemoryState;
   readonly #budget: RateBudget;
+  readonly #write: SnapshotWriter;
   #busy = false;
 
   readonly #onPause: (active: boolean) => void;
 
   /** `onPause` is told just before the snapshot pauses the main thread and just after, so the stall watch can tell it apart. */
   constructor(sink: CaptureSink, limits: HeapSnapshotLimits, logger: Logger, memory: () => MemoryState = readMemoryState,
-    onPause: (active: boolean) => void = () => undefined) {
+    onPause: (active: boolean) => void = () => undefined, write: SnapshotWriter = snapshotWriter('v8', true)) {
     this.#onPause = onPause;
+    this.#write = write;
     this.#sink = sink;
     this.#budget = new RateBudget(limits.perDay, DAY_MS);
     this.#logger = logger;
@@ -103,7 +142,7 @@ export class HeapSnapshots {
             this.#onPause(true);
             const started = performance.now();
             try {
-              v8.writeHeapSnapshot(partialFile);
+              this.#write(partialFile);
             } finally {
               pauseMs = performance.now() - started;
               this.#onPause(false);

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { isMainThread } from 'node:worker_threads';
 import { metrics } from '@opentelemetry/api';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { defaultLogger } from '../logger.js';
@@ -10,7 +11,7 @@ import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } fr
 import { GcObserver } from './gc.js';
 import { JobGuard, type GuardOptions, type GuardWorkerOptions } from './guard.js';
 import { Heartbeat } from './heartbeat.js';
-import { HeapSnapshots, type HeapSnapshotResult } from './heap-snapshots.js';
+import { HeapSnapshots, snapshotWriter as chooseSnapshotWriter, type HeapSnapshotResult } from './heap-snapshots.js';
 import { createCache, watchCache, type BoundedCache, type CacheAlert, type CacheOptions, type CacheWatcher, type WatchableMap, type WatchOptions } from './caches.js';
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type WrittenCapture } from '../sink/sink.js';
@@ -102,6 +103,7 @@ export class Probe extends EventEmitter {
     this.#logger = (options.logger ?? defaultLogger()).child({ component: 'sysprobe', service: options.serviceName });
     const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('sysprobe', PACKAGE_VERSION);
     // First what can refuse (nothing to undo yet), then the exporter, which everything reports to.
+    const snapshotWriter = chooseSnapshotWriter(options.heapSnapshotWriter, isMainThread);
     this.#loopWatch = chooseLoopWatch(options);
     this.#exporter = new OtelExporter(meter, {
       samplesSince: (sinceMs) => this.#samplesSince(sinceMs),
@@ -149,7 +151,7 @@ export class Probe extends EventEmitter {
       new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger }),
       (capture) => this.#onCaptured(capture));
     this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger, undefined,
-      (active) => this.#supervisor.post({ type: 'selfPause', active, reason: 'sysprobe was writing a heap snapshot' }));
+      (active) => this.#supervisor.post({ type: 'selfPause', active, reason: 'sysprobe was writing a heap snapshot' }), snapshotWriter);
   }
 
   /** @internal */
