@@ -27,3 +27,6 @@ export type { HeapSnapshotResult } from './agent/heap-snapshots.js';
 export type { WrittenCapture } from './sink/sink.js';
 export type { GcTotal } from './agent/gc.js';
 export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';
+export { incidentLogStream } from './agent/incidents.js';
+export type { IncidentEvent, IncidentSummary, IncidentManifest, IncidentTrigger, IncidentCapture } from './agent/incidents.js';
+export type { IncidentOptions } from './incident-options.js';

@@ -3,6 +3,7 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { ErrorCode, SysprobeError } from './errors.js';
 import type { WrittenCapture } from './sink/sink.js';
 import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-options.js';
+import { resolveIncidents, type IncidentOptions, type ResolvedIncidentOptions } from './incident-options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -82,6 +83,11 @@ export interface ProbeOptions {
    * The capture does not wait for it; a throw or rejection is logged. The probe also emits `'capture'`.
    */
   onCapture?: (capture: WrittenCapture) => void | Promise<void>;
+  /**
+   * When a rule fires or the loop stalls, gather the captures, samples and log events of that
+   * moment into `<dumpDir>/incidents/<id>/` (see docs/incidents.md). On by default; `false` turns it off.
+   */
+  incidents?: boolean | IncidentOptions;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -102,6 +108,7 @@ export interface ResolvedOptions {
   readonly dumpDir: string;
   readonly samplers: Readonly<Required<SamplerSwitches>>;
   readonly onCapture: ((capture: WrittenCapture) => void | Promise<void>) | undefined;
+  readonly incidents: ResolvedIncidentOptions;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
@@ -109,6 +116,7 @@ const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles']
 const OPTION_NAMES = [
   'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
+  'incidents',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -159,6 +167,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
     sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, heapSnapshotWriter = 'v8', recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
+    incidents: rawIncidents,
   } = options as ProbeOptions;
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
@@ -200,6 +209,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     if (typeof value !== 'boolean') throw invalid(`Option samplers.${name} must be true or false; got ${describe(value)}.`);
     samplers[name] = value;
   }
+  const incidents = resolveIncidents(rawIncidents, recorderWindowMs);
 
   return Object.freeze({
     serviceName,
@@ -218,5 +228,6 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     dumpDir: path.resolve(dumpDir),
     samplers: Object.freeze(samplers),
     onCapture,
+    incidents,
   });
 }

@@ -183,6 +183,8 @@ export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
   /** The main thread is about to pause itself on purpose (a heap snapshot), or has resumed: not a stall to capture. */
   | { type: 'selfPause'; active: boolean; reason: string }
+  /** The open incident closed: each kind of rule capture may be taken again (src/agent/incidents.ts). */
+  | { type: 'incidentClosed' }
   | { type: 'stop' };
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -221,4 +223,6 @@ export interface WorkerSettings {
   recorderWindowMs: number;
   mainTid: number;
   samplers: { eventLoop: boolean; cpu: boolean; threads: boolean; memory: boolean };
+  /** Incidents on: rule firings while one is open take no second capture of a kind it already has. */
+  incidents?: boolean;
 }

@@ -16,6 +16,7 @@ import { createCache, watchCache, type BoundedCache, type CacheAlert, type Cache
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type WrittenCapture } from '../sink/sink.js';
 import { WorkerSupervisor } from './supervisor.js';
+import { IncidentRecorder, LogRing, registerLogRing, ringLogger, type IncidentEvent, type IncidentSummary } from './incidents.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -75,7 +76,8 @@ let starting = false;
  * Events: `'stall'` ({@link StallEvent}) once a stall of the event loop has ended;
  * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures; `'capture'`
  * ({@link WrittenCapture}) when a capture is complete in dumpDir; `'cache'`
- * ({@link CacheAlert}) when a watched cache starts growing fast or goes over its limit.
+ * ({@link CacheAlert}) when a watched cache starts growing fast or goes over its limit;
+ * `'incident'` ({@link IncidentEvent}) when an incident opens, grows or closes.
  */
 export class Probe extends EventEmitter {
   /** The checked, frozen options this probe runs with. */
@@ -95,12 +97,20 @@ export class Probe extends EventEmitter {
   readonly #startedAt = Date.now();
   #stopped: Promise<void> | undefined;
   #lastSamples: Sample[] = [];
+  /** Undefined when the `incidents` option is false. */
+  readonly #incidents: IncidentRecorder | undefined;
 
   /** @internal Use {@link start}. */
   constructor(options: ResolvedOptions) {
     super();
     this.options = options;
     this.#logger = (options.logger ?? defaultLogger()).child({ component: 'sysprobe', service: options.serviceName });
+    // Incidents keep sysprobe's own recent log events (and the app's, through incidentLogStream) for logs.jsonl.
+    const logs = new LogRing();
+    if (options.incidents.enabled) {
+      registerLogRing(this, logs);
+      this.#logger = ringLogger(this.#logger, logs);
+    }
     const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('sysprobe', PACKAGE_VERSION);
     // First what can refuse (nothing to undo yet), then the exporter, which everything reports to.
     const snapshotWriter = chooseSnapshotWriter(options.heapSnapshotWriter, isMainThread);
@@ -145,7 +155,15 @@ export class Probe extends EventEmitter {
       rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs })),
       mainTid: process.pid,
       samplers: options.samplers,
+      incidents: options.incidents.enabled,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
+    this.#incidents = options.incidents.enabled ? new IncidentRecorder({
+      dumpDir: options.dumpDir, options: options.incidents, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger, logs,
+      recent: (sinceMs) => this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>,
+      emit: (event) => this.#emitSafely('incident', event),
+      closed: () => { if (!this.#stopped) this.#supervisor.post({ type: 'incidentClosed' }); },
+      // INTEGRATION: dependencies: () => this.dependencies() (branch net-probes), written into manifest.json.
+    }) : undefined;
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
     const sink = functionSink(
       new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger }),
@@ -185,6 +203,15 @@ export class Probe extends EventEmitter {
     for (const [rule, reason] of this.#unhealthy) if (reason.until <= now) this.#unhealthy.delete(rule);
     const reasons = [...this.#unhealthy.values()];
     return { healthy: reasons.length === 0, reasons };
+  }
+
+  /**
+   * This process's incidents (the last 100 closed, and the open one), oldest first; [] when the
+   * `incidents` option is false. Each folder holds manifest.json, the captures, samples.json
+   * and logs.jsonl; `sysprobe report <dir>` turns one into an HTML page.
+   */
+  incidents(): IncidentSummary[] {
+    return this.#incidents?.list() ?? [];
   }
 
   /** True until {@link Probe.stop} is called. */
@@ -310,6 +337,8 @@ export class Probe extends EventEmitter {
       this.#heartbeat.stop();
       for (const watcher of this.#watchers.values()) watcher.stop();
       await this.#jobs.stop();
+      // Before the worker goes: closing reads the samples up to now from its recorder.
+      await this.#incidents?.stop();
       this.#gc?.stop();
       this.#exporter.stop();
       await this.#supervisor.stop();
@@ -364,6 +393,7 @@ export class Probe extends EventEmitter {
           top: event.stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
         }, 'event loop stalled');
         this.#emitSafely('stall', event);
+        this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt }, event.stack, event.capture);
         return;
       }
       case 'rule':
@@ -385,6 +415,7 @@ export class Probe extends EventEmitter {
   async #onRule(event: RuleEvent): Promise<void> {
     const { firing, captures } = event;
     const rule = this.options.rules.find((r) => r.condition.name === firing.rule);
+    // Heap snapshots are not deduplicated within an incident: a diff needs two or more; heapSnapshotsPerDay bounds them.
     if (rule?.captureHeapSnapshot && !this.#stopped) {
       try {
         captures.heapSnapshot = await this.#snapshots.capture({ trigger: firing });
@@ -393,6 +424,7 @@ export class Probe extends EventEmitter {
       }
     }
     this.#exporter.recordRule(firing.rule);
+    this.#incidents?.ruleFired({ kind: 'rule', rule: firing.rule, value: firing.value, observed: firing.observed, threshold: firing.threshold, at: firing.firedAt }, captures);
     this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, allocationProfile: captures.allocationProfile?.file, heapSnapshot: captures.heapSnapshot?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
     if (rule?.markUnhealthy) {
       this.#unhealthy.set(firing.rule, { rule: firing.rule, since: firing.firedAt, until: firing.firedAt + rule.condition.cooldownMs, observed: firing.observed, threshold: firing.threshold });

@@ -11,6 +11,9 @@
  * - After each write, the oldest whole captures (data and sidecar) go until at most
  *   `maxFiles` captures and `maxBytes` remain. Only files named the way this sink
  *   names them are ever deleted; whatever else lives in the directory is left alone.
+ *   An incident folder (`incidents/<stamp>-<rule>/`, src/agent/incidents.ts) counts as
+ *   one capture of all its bytes and goes whole; an open one (its `.open` marker is
+ *   younger than a day) is counted but never deleted.
  *
  * Writes run one at a time, in call order: a capture already taken is worth waiting
  * for, so a second write queues instead of failing with CAPTURE_BUSY. A queued write's
@@ -32,6 +35,13 @@ const KIND = /^[a-z0-9]+(?:-[a-z0-9]+)*$/i;
 const EXTENSION = /^(?:\.[a-z0-9]+)+$/i;
 /** `<kind>-<ISO time without colons>-<pid>[-<seq>]<extension>`; a sidecar matches too (its extension ends in `.json`). */
 const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
+
+/** Incident folders, under `incidents/`: `<ISO time without colons>-<rule>[-<seq>]`. */
+const INCIDENTS = 'incidents';
+const INCIDENT_NAME = /^(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-[a-z0-9._-]+$/i;
+const OPEN_MARKER = '.open';
+/** An open marker older than this was left by a process that died with the incident open. */
+const STALE_OPEN_MS = 24 * HOUR_MS;
 
 /** The part of `fs.promises.statfs` the free-space check reads. */
 export type StatFs = (dir: string) => Promise<{ bavail: number; bsize: number }>;
@@ -69,6 +79,10 @@ interface StoredCapture {
   seq: number;
   files: string[];
   bytes: number;
+  /** An incident folder: deleted whole. */
+  folder?: boolean;
+  /** An open incident: counted, never deleted. */
+  open?: boolean;
 }
 
 export class FileSink implements CaptureSink {
@@ -203,9 +217,15 @@ export class FileSink implements CaptureSink {
     for (const capture of captures) {
       count += 1;
       bytes += capture.bytes;
-      if (capture.name === justWritten || (count <= this.maxFiles && bytes <= this.maxBytes)) continue;
+      if (capture.name === justWritten || capture.open || (count <= this.maxFiles && bytes <= this.maxBytes)) continue;
       count -= 1;
       bytes -= capture.bytes;
+      if (capture.folder) {
+        await fs.promises.rm(path.join(this.dir, capture.name), { recursive: true, force: true }).catch((err: unknown) => {
+          this.#options.logger?.warn({ err, dir: path.join(this.dir, capture.name) }, 'sysprobe could not delete an old incident');
+        });
+        continue;
+      }
       for (const file of capture.files) {
         try {
           await fs.promises.unlink(path.join(this.dir, file));
@@ -235,7 +255,31 @@ export class FileSink implements CaptureSink {
       const [, stamp = '', seq = '0'] = CAPTURE_NAME.exec(name) ?? [];
       captures.push({ name, stamp, seq: Number(seq), files, bytes });
     }
-    return captures;
+    return [...captures, ...await this.#storedIncidents()];
+  }
+
+  /** The incident folders, each with the bytes of its files and whether it is still open. */
+  async #storedIncidents(): Promise<StoredCapture[]> {
+    const root = path.join(this.dir, INCIDENTS);
+    const names = await fs.promises.readdir(root).catch(() => [] as string[]);
+    const incidents: StoredCapture[] = [];
+    for (const name of names) {
+      const stamp = INCIDENT_NAME.exec(name)?.[1];
+      if (!stamp) continue;
+      const folder = path.join(root, name);
+      const stat = await fs.promises.lstat(folder).catch(() => undefined);
+      if (!stat?.isDirectory()) continue;
+      let bytes = 0;
+      let open = false;
+      for (const file of await fs.promises.readdir(folder).catch(() => [] as string[])) {
+        const fileStat = await fs.promises.lstat(path.join(folder, file)).catch(() => undefined);
+        if (!fileStat?.isFile()) continue;
+        bytes += fileStat.size;
+        if (file === OPEN_MARKER && Date.now() - fileStat.mtimeMs < STALE_OPEN_MS) open = true;
+      }
+      incidents.push({ name: path.join(INCIDENTS, name), stamp, seq: 0, files: [], bytes, folder: true, open });
+    }
+    return incidents;
   }
 
   /**

@@ -80,6 +80,8 @@ class ProbeWorker {
   #selfPause: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  /** The capture kinds taken for the open incident (incidents on): concurrent firings join it without a second capture of a kind. */
+  readonly #incidentKinds = new Set<string>();
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -149,6 +151,9 @@ class ProbeWorker {
       case 'selfPause':
         this.#selfPause = message.active ? message.reason : undefined;
         return;
+      case 'incidentClosed':
+        this.#incidentKinds.clear();
+        return;
       case 'stop':
         this.#stop();
         return;
@@ -196,8 +201,13 @@ class ProbeWorker {
     const captures: RuleCaptures = {};
     const notTaken: string[] = [];
     const take = async (kind: string, capture: () => Promise<void>) => {
+      if (this.#incidentKinds.has(kind)) return void notTaken.push(`${kind}: already taken for the open incident`);
       if (!this.#budget.take()) return void notTaken.push(`${kind}: capture budget spent (${this.#settings.capturesPerMinute} per minute)`);
-      await capture().catch((err: unknown) => { notTaken.push(`${kind}: ${describeError(err).message}`); });
+      if (this.#settings.incidents) this.#incidentKinds.add(kind);
+      await capture().catch((err: unknown) => {
+        this.#incidentKinds.delete(kind); // a failed capture may be tried again by the next firing
+        notTaken.push(`${kind}: ${describeError(err).message}`);
+      });
     };
     if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS)).frames; });
     // CPU and allocation profiles use different profilers, so both run at once.

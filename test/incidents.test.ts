@@ -1,0 +1,158 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pino from 'pino';
+import { incidentLogStream, start, type IncidentEvent, type IncidentManifest, type Probe, type Sample } from '../src/index.js';
+import { FileSink } from '../src/sink/file-sink.js';
+import { blockFor, memoryLogger, waitFor } from './helpers.js';
+
+/** Keeps the loop busy but turning (20 ms of work per turn) for `ms`, so readings keep coming. */
+async function busyFor(ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  await new Promise<void>((resolve) => {
+    const turn = (): void => {
+      const until = Date.now() + 20;
+      while (Date.now() < until);
+      if (Date.now() < end) setImmediate(turn); else resolve();
+    };
+    turn();
+  });
+}
+
+/** The XSS probe carried by a rule name into manifest.json; the report must show it as text. */
+export const XSS_RULE = 'loop-busy<script>window.__xss=1</script>';
+
+/**
+ * A real incident: a stall (the loop blocked 400 ms), then a CPU spike that fires two rules at
+ * once, both asking for a CPU profile. Made once, read by the incident and report tests.
+ */
+export async function makeIncident(): Promise<{ dir: string; events: IncidentEvent[]; probe: Probe; dumpDir: string }> {
+  const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-incidents-'));
+  const probe = await start({
+    logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 150, defaultRules: false, capturesPerMinute: 60,
+    incidents: { quietMs: 2000, beforeMs: 5000 },
+    rules: [
+      { name: 'cpu-spike', value: 'cpu.utilization', above: 0.3, forMs: 300, cooldownMs: 500, actions: [{ captureCpuProfile: { durationMs: 400 } }] },
+      { name: XSS_RULE, value: 'eventLoop.utilization', above: 0.5, forMs: 300, cooldownMs: 500, actions: [{ captureCpuProfile: { durationMs: 400 } }, 'captureStack'] },
+    ],
+  });
+  const events: IncidentEvent[] = [];
+  probe.on('incident', (event: IncidentEvent) => events.push(event));
+  const app = pino({ base: { app: 'incident-test' } }, incidentLogStream(probe));
+  await new Promise((r) => setTimeout(r, 800)); // samples before the trigger
+  app.info('before the stall');
+  blockFor(400);
+  await waitFor('the incident to open', () => events.find((e) => e.phase === 'open'), 10_000);
+  await busyFor(1200);
+  app.warn('after the spike');
+  const closed = await waitFor('the incident to close', () => events.find((e) => e.phase === 'closed'), 20_000);
+  return { dir: closed.dir, events, probe, dumpDir };
+}
+
+function readManifest(dir: string): IncidentManifest {
+  return JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as IncidentManifest;
+}
+
+describe('incidents', function () {
+  this.timeout(40_000);
+  let made: Awaited<ReturnType<typeof makeIncident>>;
+  before(async () => { made = await makeIncident(); });
+  after(async () => { await made?.probe.stop(); });
+
+  it('opens one incident for a stall and a CPU spike, and the concurrent firings join it', () => {
+    const manifest = readManifest(made.dir);
+    assert.equal(manifest.status, 'closed');
+    assert.equal(manifest.rules[0], 'stall', 'the stall opened it');
+    assert.ok(manifest.rules.includes('cpu-spike') && manifest.rules.includes(XSS_RULE), JSON.stringify(manifest.rules));
+    assert.equal(made.events.filter((e) => e.phase === 'open').length, 1, 'one incident, not one per trigger');
+    assert.ok(made.events.some((e) => e.phase === 'update' && e.trigger?.rule === 'cpu-spike'));
+    const listed = made.probe.incidents();
+    assert.equal(listed.length, 1);
+    assert.deepEqual([listed[0]?.id, listed[0]?.status], [manifest.id, 'closed']);
+    assert.equal(path.basename(made.dir), manifest.id);
+    assert.match(manifest.id, /^\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z-stall$/);
+  });
+
+  it('writes the manifest fields: triggers with values, times, service, pid, host, versions', () => {
+    const manifest = readManifest(made.dir);
+    const stall = manifest.triggers.find((t) => t.kind === 'stall');
+    assert.ok(stall && stall.observed >= 350 && stall.threshold === 150, JSON.stringify(stall));
+    const spike = manifest.triggers.find((t) => t.rule === 'cpu-spike');
+    assert.ok(spike && spike.observed > 0.3 && spike.threshold === 0.3 && spike.value === 'cpu.utilization', JSON.stringify(spike));
+    assert.equal(manifest.pid, process.pid);
+    assert.equal(manifest.hostname, os.hostname());
+    assert.equal(manifest.versions.node, process.version);
+    assert.equal(manifest.versions.v8, process.versions.v8);
+    assert.match(manifest.versions.sysprobe, /^\d+\.\d+\.\d+/);
+    assert.equal(typeof manifest.service, 'string');
+    assert.deepEqual(manifest.traces, [], 'no active span in this test');
+    assert.equal(manifest.closeReason, 'quiet');
+  });
+
+  it('holds every capture inside the folder, one per kind', () => {
+    const manifest = readManifest(made.dir);
+    const kinds = manifest.captures.map((c) => c.kind);
+    assert.equal(kinds.filter((k) => k === 'cpu-profile').length, 1, `one CPU profile for two firings: ${kinds.join(', ')}`);
+    for (const kind of ['stall-stack', 'cpu-profile', 'cpu-profile-pprof', 'cpu-profile-sidecar', 'rule-stack']) assert.ok(kinds.includes(kind), `${kind} in ${kinds.join(', ')}`);
+    for (const capture of manifest.captures) {
+      const stat = fs.statSync(path.join(made.dir, capture.file));
+      assert.equal(stat.size, capture.bytes, capture.file);
+    }
+    assert.ok(manifest.notTaken.some((n) => n.includes('cpuProfile: already taken for the open incident')), JSON.stringify(manifest.notTaken));
+    const stack = JSON.parse(fs.readFileSync(path.join(made.dir, 'stall-stack.json'), 'utf8')) as { frames: Array<{ functionName: string }>; durationMs: number };
+    assert.ok(stack.frames.some((f) => f.functionName === 'blockFor'), JSON.stringify(stack.frames.slice(0, 3)));
+    assert.ok(!fs.existsSync(path.join(made.dir, '.open')), 'the open marker goes at the close');
+  });
+
+  it('keeps the samples from before the trigger to the close, and the log events of that window', () => {
+    const manifest = readManifest(made.dir);
+    const samples = JSON.parse(fs.readFileSync(path.join(made.dir, 'samples.json'), 'utf8')) as Sample[];
+    const first = manifest.triggers[0]!.at;
+    const last = Math.max(...manifest.triggers.map((t) => t.at));
+    assert.ok(samples.filter((s) => s.time < first).length >= 3, 'samples before the trigger');
+    assert.ok(samples.some((s) => s.time > last + 1000), 'samples after the last trigger, up to the close');
+    assert.equal(manifest.samples?.count, samples.length);
+    const logs = fs.readFileSync(path.join(made.dir, 'logs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string; app?: string; time: number });
+    const messages = logs.map((l) => l.msg);
+    for (const msg of ['event loop stalled', 'sysprobe rule fired', 'sysprobe opened an incident', 'before the stall', 'after the spike']) {
+      assert.ok(messages.includes(msg), `${msg} in ${messages.join(' | ')}`);
+    }
+    assert.ok(logs.every((l) => l.time <= manifest.closedAt!), 'nothing after the close');
+  });
+
+  it('closes after quietMs without a trigger', () => {
+    const manifest = readManifest(made.dir);
+    const last = Math.max(...manifest.triggers.map((t) => t.at));
+    const quietFor = manifest.closedAt! - last;
+    // The last trigger's `at` is its sample's time; the rule event reaches the main thread after its 400 ms profile.
+    assert.ok(quietFor >= 2000 && quietFor < 2000 + 5000, `closed ${quietFor} ms after the last trigger`);
+  });
+});
+
+describe('incidents: the file sink rotation', () => {
+  it('deletes a closed incident folder whole as one old capture, and never an open one', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-rotation-'));
+    const folder = (name: string, open: boolean) => {
+      const f = path.join(dir, 'incidents', name);
+      fs.mkdirSync(f, { recursive: true });
+      fs.writeFileSync(path.join(f, 'manifest.json'), '{}');
+      fs.writeFileSync(path.join(f, 'samples.json'), 'x'.repeat(1000));
+      if (open) fs.writeFileSync(path.join(f, '.open'), '1');
+      return f;
+    };
+    const closedOld = folder('2020-01-01T000000.000Z-stall', false);
+    const openOld = folder('2020-01-01T000001.000Z-cpu-high', true);
+    const sink = new FileSink({ dir, maxFiles: 3, reserveBytes: 0 });
+    await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: 'a' });
+    assert.ok(fs.existsSync(closedOld), 'within maxFiles: kept');
+    await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: 'b' });
+    assert.ok(!fs.existsSync(closedOld), 'the oldest closed incident went, whole');
+    assert.ok(fs.existsSync(path.join(openOld, 'samples.json')), 'the open incident stays');
+    await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: 'c' });
+    assert.ok(fs.existsSync(path.join(openOld, 'samples.json')), 'still, though over maxFiles');
+    fs.rmSync(path.join(openOld, '.open'));
+    await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: 'd' });
+    assert.ok(!fs.existsSync(openOld), 'once closed, it rotates like the others');
+  });
+});
