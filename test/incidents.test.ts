@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { incidentLogStream, start, type IncidentEvent, type IncidentManifest, type Probe, type Sample } from '../src/index.js';
 import { FileSink } from '../src/sink/file-sink.js';
-import { blockFor, memoryLogger, waitFor } from './helpers.js';
+import { memoryLogger, waitFor } from './helpers.js';
 
 /** Keeps the loop busy but turning (20 ms of work per turn) for `ms`, so readings keep coming. */
 async function busyFor(ms: number): Promise<void> {
@@ -18,6 +18,12 @@ async function busyFor(ms: number): Promise<void> {
     };
     turn();
   });
+}
+
+/** Blocks the loop in JS (not in native code), so the stall's stack names this function. */
+function stallInJs(ms: number): void {
+  const until = Date.now() + ms;
+  while (Date.now() < until);
 }
 
 /** The XSS probe carried by a rule name into manifest.json; the report must show it as text. */
@@ -42,7 +48,7 @@ export async function makeIncident(): Promise<{ dir: string; events: IncidentEve
   const app = pino({ base: { app: 'incident-test' } }, incidentLogStream(probe));
   await new Promise((r) => setTimeout(r, 800)); // samples before the trigger
   app.info('before the stall');
-  blockFor(400);
+  stallInJs(400);
   await waitFor('the incident to open', () => events.find((e) => e.phase === 'open'), 10_000);
   await busyFor(1200);
   app.warn('after the spike');
@@ -63,15 +69,15 @@ describe('incidents', function () {
   it('opens one incident for a stall and a CPU spike, and the concurrent firings join it', () => {
     const manifest = readManifest(made.dir);
     assert.equal(manifest.status, 'closed');
-    assert.equal(manifest.rules[0], 'stall', 'the stall opened it');
-    assert.ok(manifest.rules.includes('cpu-spike') && manifest.rules.includes(XSS_RULE), JSON.stringify(manifest.rules));
+    // The stall and the rules its busy loop fires arrive in either order; all join one incident.
+    for (const rule of ['stall', 'cpu-spike', XSS_RULE]) assert.ok(manifest.rules.includes(rule), `${rule} in ${JSON.stringify(manifest.rules)}`);
     assert.equal(made.events.filter((e) => e.phase === 'open').length, 1, 'one incident, not one per trigger');
     assert.ok(made.events.some((e) => e.phase === 'update' && e.trigger?.rule === 'cpu-spike'));
     const listed = made.probe.incidents();
     assert.equal(listed.length, 1);
     assert.deepEqual([listed[0]?.id, listed[0]?.status], [manifest.id, 'closed']);
     assert.equal(path.basename(made.dir), manifest.id);
-    assert.match(manifest.id, /^\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z-stall$/);
+    assert.match(manifest.id, /^\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z-[a-z0-9._-]+$/i, 'a stamp and the first rule, made safe for a folder name');
   });
 
   it('writes the manifest fields: triggers with values, times, service, pid, host, versions', () => {
@@ -101,14 +107,14 @@ describe('incidents', function () {
     }
     assert.ok(manifest.notTaken.some((n) => n.includes('cpuProfile: already taken for the open incident')), JSON.stringify(manifest.notTaken));
     const stack = JSON.parse(fs.readFileSync(path.join(made.dir, 'stall-stack.json'), 'utf8')) as { frames: Array<{ functionName: string }>; durationMs: number };
-    assert.ok(stack.frames.some((f) => f.functionName === 'blockFor'), JSON.stringify(stack.frames.slice(0, 3)));
+    assert.ok(stack.frames.some((f) => f.functionName === 'stallInJs'), JSON.stringify(stack.frames.slice(0, 3)));
     assert.ok(!fs.existsSync(path.join(made.dir, '.open')), 'the open marker goes at the close');
   });
 
   it('keeps the samples from before the trigger to the close, and the log events of that window', () => {
     const manifest = readManifest(made.dir);
     const samples = JSON.parse(fs.readFileSync(path.join(made.dir, 'samples.json'), 'utf8')) as Sample[];
-    const first = manifest.triggers[0]!.at;
+    const first = Math.min(...manifest.triggers.map((t) => t.at));
     const last = Math.max(...manifest.triggers.map((t) => t.at));
     assert.ok(samples.filter((s) => s.time < first).length >= 3, 'samples before the trigger');
     assert.ok(samples.some((s) => s.time > last + 1000), 'samples after the last trigger, up to the close');
