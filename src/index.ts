@@ -29,4 +29,4 @@ export type { GcTotal } from './agent/gc.js';
 export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';
 export { incidentLogStream } from './agent/incidents.js';
 export type { IncidentEvent, IncidentSummary, IncidentManifest, IncidentTrigger, IncidentCapture } from './agent/incidents.js';
-export type { IncidentOptions } from './incident-options.js';
+export type { IncidentOptions, ResolvedIncidentOptions } from './incident-options.js';

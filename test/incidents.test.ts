@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { IncidentManifest, Sample } from '../src/index.js';
+import { start, type IncidentManifest, type Sample } from '../src/index.js';
+import { memoryLogger, waitFor } from './helpers.js';
 import { FileSink } from '../src/sink/file-sink.js';
 import { makeIncident, XSS_RULE } from './incident-helpers.js';
 
@@ -110,5 +111,34 @@ describe('incidents: the file sink rotation', () => {
     fs.rmSync(path.join(openOld, '.open'));
     await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: 'd' });
     assert.ok(!fs.existsSync(openOld), 'once closed, it rotates like the others');
+  });
+});
+
+describe('incidents: the option', () => {
+  it('refuses bad incident options at start() with a message naming the field', async () => {
+    const refused = async (incidents: unknown, mentions: RegExp) =>
+      assert.rejects(start({ logger: memoryLogger().logger, incidents } as never), (err: Error & { code?: string }) =>
+        err.code === 'SYSPROBE_ERR_INVALID_OPTION' && mentions.test(err.message));
+    await refused('yes', /Option incidents must be true, false or an object/);
+    await refused({ quietMs: 5 }, /incidents\.quietMs must be an integer from 100/);
+    await refused({ after: 1 }, /Unknown option incidents\.after/);
+    await refused({ quietMs: 5000, maxOpenMs: 1000 }, /incidents\.maxOpenMs \(1000\) must be at least incidents\.quietMs/);
+  });
+
+  it('with incidents: false, a stall writes no incident', async () => {
+    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-no-incidents-'));
+    const probe = await start({ logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 100, defaultRules: false, incidents: false });
+    try {
+      const stalls: unknown[] = [];
+      probe.on('stall', (e) => stalls.push(e));
+      const until = Date.now() + 300;
+      while (Date.now() < until);
+      await waitFor('the stall event', () => stalls[0], 5000);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.deepEqual(probe.incidents(), []);
+      assert.ok(!fs.existsSync(path.join(dumpDir, 'incidents')));
+    } finally {
+      await probe.stop();
+    }
   });
 });

@@ -33,8 +33,8 @@ const MAX_LISTED = 100;
 /** After forcing the worker to drain, how long its rule reports get to arrive before a quiet incident closes. */
 const QUIET_SETTLE_MS = 200;
 /** sysprobe's own and the app's log events kept for incidents (the newest), and the most bytes one may take. */
-const LOG_RING_SIZE = 2000;
-const MAX_LOG_LINE = 8192;
+const LOG_RING_SIZE = 1000;
+const MAX_LOG_LINE = 4096;
 
 /** What opened an incident or joined it. */
 export interface IncidentTrigger {

@@ -21,6 +21,8 @@ import { IncidentRecorder, LogRing, registerLogRing, ringLogger, type IncidentEv
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
 const STACK_REQUEST_TIMEOUT_MS = 5_000;
+/** Why the main thread paused itself; a stall with this reason is sysprobe's own, not an incident. */
+const SELF_PAUSE_REASON = 'sysprobe was writing a heap snapshot';
 const PACKAGE_VERSION: string = (require('../../../package.json') as { version: string }).version;
 
 /** The stall the worker saw, reported once the main thread runs again. */
@@ -169,7 +171,7 @@ export class Probe extends EventEmitter {
       new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger }),
       (capture) => this.#onCaptured(capture));
     this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger, undefined,
-      (active) => this.#supervisor.post({ type: 'selfPause', active, reason: 'sysprobe was writing a heap snapshot' }), snapshotWriter);
+      (active) => this.#supervisor.post({ type: 'selfPause', active, reason: SELF_PAUSE_REASON }), snapshotWriter);
   }
 
   /** @internal */
@@ -393,7 +395,7 @@ export class Probe extends EventEmitter {
           top: event.stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
         }, 'event loop stalled');
         this.#emitSafely('stall', event);
-        this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt }, event.stack, event.capture);
+        if (event.capture.reason !== SELF_PAUSE_REASON) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt }, event.stack, event.capture);
         return;
       }
       case 'rule':
