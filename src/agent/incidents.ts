@@ -28,7 +28,8 @@ const LOGS = 'logs.jsonl';
 /** Bounds: what one incident may hold in memory and write. */
 const MAX_TRIGGERS = 200;
 const MAX_TRACES = 20;
-const MAX_SAMPLES = 50_000;
+/** 30 minutes at 100 ms; at the defaults (1 s, 5 + 30 minutes) an incident holds about 2100. */
+const MAX_SAMPLES = 20_000;
 const MAX_LISTED = 100;
 /** After forcing the worker to drain, how long its rule reports get to arrive before a quiet incident closes. */
 const QUIET_SETTLE_MS = 200;

@@ -61,8 +61,13 @@ export const verb: Verb = {
 export async function writeReport(dir: string, out?: string): Promise<string> {
   const html = await renderReport(dir);
   const file = path.resolve(out ?? path.join(dir, 'report.html'));
-  await fs.promises.writeFile(`${file}.partial`, html);
-  await fs.promises.rename(`${file}.partial`, file);
+  try {
+    await fs.promises.writeFile(`${file}.partial`, html);
+    await fs.promises.rename(`${file}.partial`, file);
+  } catch (err) {
+    await fs.promises.rm(`${file}.partial`, { force: true });
+    throw new CliError(ExitCode.BAD_INPUT, `could not write ${file}: ${(err as Error).message}`);
+  }
   return file;
 }
 
