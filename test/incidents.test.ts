@@ -114,6 +114,34 @@ describe('incidents: the file sink rotation', () => {
   });
 });
 
+describe('incidents: bounded without captures', () => {
+  it('a new incident rotates the dump directory, so stall-only incidents do not pile up', async () => {
+    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-pileup-'));
+    for (let i = 0; i < 25; i++) {
+      const old = path.join(dumpDir, 'incidents', `2020-01-01T0000${String(i).padStart(2, '0')}.000Z-stall`);
+      fs.mkdirSync(old, { recursive: true });
+      fs.writeFileSync(path.join(old, 'manifest.json'), '{}');
+    }
+    const probe = await start({ logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 100, defaultRules: false, incidents: { quietMs: 60_000 } });
+    try {
+      const opened: string[] = [];
+      probe.on('incident', (e: { phase: string; dir: string }) => { if (e.phase === 'open') opened.push(e.dir); });
+      const until = Date.now() + 300;
+      while (Date.now() < until);
+      const dir = await waitFor('the incident', () => opened[0], 5000);
+      const left = await waitFor('the rotation', () => {
+        const names = fs.readdirSync(path.join(dumpDir, 'incidents'));
+        return names.length <= 20 ? names : undefined;
+      }, 5000);
+      assert.equal(left.length, 20, 'the default maxFiles of the dump directory');
+      assert.ok(left.includes(path.basename(dir)), 'the open incident stays');
+      assert.ok(!left.includes('2020-01-01T000000.000Z-stall'), 'the oldest went first');
+    } finally {
+      await probe.stop();
+    }
+  });
+});
+
 describe('incidents: the option', () => {
   it('refuses bad incident options at start() with a message naming the field', async () => {
     const refused = async (incidents: unknown, mentions: RegExp) =>

@@ -123,6 +123,8 @@ export interface IncidentDeps {
   emit(event: IncidentEvent): void;
   /** The incident closed: the worker may take each kind of capture again. */
   closed(): void;
+  /** Rotates the dump directory (a new incident folder counts against its limits). */
+  rotate(): Promise<void>;
   /** INTEGRATION: probe.dependencies() (branch net-probes) goes here; its result lands in manifest.dependencies. */
   dependencies?: () => Promise<unknown[]>;
 }
@@ -242,6 +244,8 @@ export class IncidentRecorder {
       });
       await this.#writeSamples(incident);
       await this.#writeManifest(incident);
+      // Incidents without a capture must not pile up: the new folder counts now (its .open marker keeps it).
+      void this.#deps.rotate();
       this.#deps.logger.warn({ incident: manifest.id, dir: incident.dir, rule: trigger.rule, observed: trigger.observed, threshold: trigger.threshold }, 'sysprobe opened an incident');
       return true;
     }).then(() => true, (err: unknown) => {

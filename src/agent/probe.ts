@@ -164,12 +164,12 @@ export class Probe extends EventEmitter {
       recent: (sinceMs) => this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>,
       emit: (event) => this.#emitSafely('incident', event),
       closed: () => { if (!this.#stopped) this.#supervisor.post({ type: 'incidentClosed' }); },
+      rotate: () => files.rotate(),
       // INTEGRATION: dependencies: () => this.dependencies() (branch net-probes), written into manifest.json.
     }) : undefined;
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
-    const sink = functionSink(
-      new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger }),
-      (capture) => this.#onCaptured(capture));
+    const files = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
+    const sink = functionSink(files, (capture) => this.#onCaptured(capture));
     this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger, undefined,
       (active) => this.#supervisor.post({ type: 'selfPause', active, reason: SELF_PAUSE_REASON }), snapshotWriter);
   }

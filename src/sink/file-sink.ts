@@ -122,6 +122,18 @@ export class FileSink implements CaptureSink {
     return run;
   }
 
+  /**
+   * Rotates without writing (an incident folder was made: it counts too). Queued like a write;
+   * failures are logged, never thrown.
+   */
+  rotate(): Promise<void> {
+    const run = this.#queue.then(() => this.#rotate('')).catch((err: unknown) => {
+      this.#options.logger?.warn({ err, dir: this.dir }, 'sysprobe could not rotate the dump directory');
+    });
+    this.#queue = run;
+    return run;
+  }
+
   async #write(capture: CaptureInput): Promise<WrittenCapture> {
     const { kind, extension, expectedBytes } = capture;
     if (typeof kind !== 'string' || !KIND.test(kind)) throw invalid(`A capture kind must be letters, digits and dashes; got ${String(kind)}.`);
