@@ -50,7 +50,7 @@ export async function makeIncident(): Promise<{ dir: string; events: IncidentEve
   stallInJs(400);
   await waitFor('the incident to open', () => events.find((e) => e.phase === 'open'), 10_000);
   await busyFor(1200);
-  app.warn('after the spike');
+  app.warn({ trace_id: '4bf92f3577b34da6a3ce929d0e0e4736', span_id: '00f067aa0ba902b7' }, 'after the spike');
   const closed = await waitFor('the incident to close', () => events.find((e) => e.phase === 'closed'), 20_000);
   return { dir: closed.dir, events, probe, dumpDir };
 }

@@ -76,6 +76,7 @@ describe('incidents', function () {
       assert.ok(messages.includes(msg), `${msg} in ${messages.join(' | ')}`);
     }
     assert.ok(logs.every((l) => l.time <= manifest.closedAt!), 'nothing after the close');
+    assert.deepEqual(manifest.logTraceIds, ['4bf92f3577b34da6a3ce929d0e0e4736'], 'the trace id an app log line carried');
   });
 
   it('closes after quietMs without a trigger', () => {

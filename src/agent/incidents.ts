@@ -83,6 +83,8 @@ export interface IncidentManifest {
   notTaken: string[];
   samples?: { file: string; count: number; from?: number; to?: number };
   logs?: { file: string; count: number };
+  /** Distinct trace ids in the window's log lines (`trace_id` or `traceId`, as OpenTelemetry's pino instrumentation writes them), at most 50. */
+  logTraceIds?: string[];
   /** From `probe.dependencies()` at close, when the probe has it (shape in docs/incidents.md). */
   dependencies?: unknown[];
 }
@@ -305,6 +307,7 @@ export class IncidentRecorder {
       const lines = this.#deps.logs.between(from, manifest.closedAt!);
       await writeAtomically(path.join(incident.dir, LOGS), lines.length ? `${lines.join('\n')}\n` : '');
       manifest.logs = { file: LOGS, count: lines.length };
+      manifest.logTraceIds = traceIdsIn(lines);
       if (this.#deps.dependencies) {
         manifest.dependencies = await this.#deps.dependencies().catch((err: unknown) => {
           this.#deps.logger.warn({ err: describeError(err) }, 'sysprobe could not read the dependencies for an incident');
@@ -368,6 +371,19 @@ export class IncidentRecorder {
   async #writeManifest(incident: OpenIncident): Promise<void> {
     await writeAtomically(path.join(incident.dir, MANIFEST), JSON.stringify(incident.manifest, null, 2));
   }
+}
+
+const TRACE_ID = /"(?:trace_id|traceId)"\s*:\s*"([0-9a-f]{32})"/i;
+
+/** The distinct trace ids the log lines name: the requests in flight around the incident. */
+function traceIdsIn(lines: string[]): string[] {
+  const ids = new Set<string>();
+  for (const line of lines) {
+    const id = TRACE_ID.exec(line)?.[1];
+    if (id && id !== '0'.repeat(32)) ids.add(id.toLowerCase());
+    if (ids.size >= 50) break;
+  }
+  return [...ids];
 }
 
 function summary(manifest: IncidentManifest, dir: string): IncidentSummary {

@@ -190,6 +190,7 @@ function summarySection({ manifest, notes }: Incident): string {
     ['Host / pid', `${manifest.hostname ?? ''} / ${manifest.pid ?? ''}`],
     ['Versions', manifest.versions ? `node ${manifest.versions.node}, V8 ${manifest.versions.v8}, sysprobe ${manifest.versions.sysprobe}` : ''],
     ['Traces', (manifest.traces ?? []).map((t) => `${t.rule}: trace ${t.traceId} span ${t.spanId}`).join('; ') || 'no active span at the triggers'],
+    ['Traces in the logs', (manifest.logTraceIds ?? []).join(', ') || 'none'],
   ];
   const triggers = manifest.triggers.slice(0, MAX_TABLE_ROWS).map((t) =>
     [time(t.at), t.rule, t.value, num(t.observed), num(t.threshold)]);
