@@ -81,6 +81,18 @@ describe('CPU profile summary', () => {
       assert.equal(summary.sampleIntervalMs, 0.05);
     });
 
+    it('gives nothing to a sample V8 stamped before the one it follows (a negative delta)', () => {
+      const summary = summarizeProfile({
+        nodes: [node(1, '(root)', [2, 3]), node(2, 'a'), node(3, 'b')],
+        startTime: 0,
+        endTime: 100,
+        samples: [2, 3, 2],
+        timeDeltas: [60, -5, 45],
+      });
+      assert.equal(fn(summary, 'a').selfMs, 0.105);
+      assert.equal(fn(summary, 'b').selfMs, 0);
+    });
+
     it('adds up nodes of one function, and counts a recursive function once per sample in total time', () => {
       // (root) → f → g → f, samples: f, g, inner f twice
       const nodes = [node(1, '(root)', [2]), node(2, 'f', [3]), node(3, 'g', [4]), node(4, 'f')];
@@ -191,7 +203,7 @@ describe('CPU profile summary', () => {
       ['a cycle', { ...ok(), nodes: [node(1, '(root)'), node(2, 'a', [3]), node(3, 'b', [2])] }, /2 nodes cannot be reached from a root/],
       ['a sample id that is not a node', { ...ok(), samples: [2, 5] }, /samples\[1\] is 5, expected the id of a node/],
       ['samples that are not an array', { ...ok(), samples: {} }, /samples is not an array/],
-      ['a negative time delta', { ...ok(), timeDeltas: [1000, -5] }, /timeDeltas\[1\] is -5, expected a non-negative number/],
+      ['an infinite time delta', { ...ok(), timeDeltas: [1000, Infinity] }, /timeDeltas\[1\] is Infinity, expected a finite number/],
       ['a non-numeric time delta', { ...ok(), timeDeltas: [1000, '5'] }, /timeDeltas\[1\] is "5"/],
       ['fewer deltas than samples', { ...ok(), timeDeltas: [1000] }, /2 samples but 1 timeDeltas/],
     ];

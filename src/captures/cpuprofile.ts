@@ -125,7 +125,7 @@ function checkNumberArray(value: unknown, name: string, accept: (n: number) => b
   if (!Array.isArray(value)) invalid(`${name} is not an array`);
   for (let i = 0; i < value.length; i++) {
     const n: unknown = value[i];
-    if (typeof n !== 'number' || !accept(n)) invalid(`${name}[${i}] is ${JSON.stringify(n)}, expected ${rule}`);
+    if (typeof n !== 'number' || !accept(n)) invalid(`${name}[${i}] is ${typeof n === 'number' ? n : JSON.stringify(n)}, expected ${rule}`);
   }
 }
 
@@ -188,13 +188,15 @@ export function weighProfile(value: unknown): WeighedProfile {
   if (samples !== undefined) {
     checkNumberArray(samples, 'samples', (id) => indexById.has(id), 'the id of a node');
     if (timeDeltas !== undefined) {
-      checkNumberArray(timeDeltas, 'timeDeltas', (d) => Number.isFinite(d) && d >= 0, 'a non-negative number of microseconds');
+      // V8 stamps samples on its sampler thread and now and then records one a little before the
+      // previous one (a negative delta; DevTools sorts them). Such a sample weighs nothing.
+      checkNumberArray(timeDeltas, 'timeDeltas', (d) => Number.isFinite(d), 'a finite number of microseconds');
       if (timeDeltas.length !== samples.length) invalid(`${samples.length} samples but ${timeDeltas.length} timeDeltas`);
     }
     const evenShare = samples.length > 0 ? durationMicros / samples.length : 0;
     samples.forEach((id, i) => {
       const index = indexById.get(id)!;
-      const micros = timeDeltas?.[i] ?? evenShare;
+      const micros = Math.max(0, timeDeltas?.[i] ?? evenShare);
       selfCounts[index]! += 1;
       selfMicros[index]! += micros;
       sampledMicros += micros;
