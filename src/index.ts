@@ -27,3 +27,8 @@ export type { HeapSnapshotResult } from './agent/heap-snapshots.js';
 export type { WrittenCapture } from './sink/sink.js';
 export type { GcTotal } from './agent/gc.js';
 export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';
+export { registeredProbe } from './agent/auto-start.js';
+export { servePrometheus } from './exporters/prometheus.js';
+export type { PrometheusServeOptions, PrometheusServer } from './exporters/prometheus.js';
+export { exportOtlp } from './exporters/otlp.js';
+export type { OtlpExportOptions, OtlpExport } from './exporters/otlp.js';
