@@ -2,6 +2,7 @@
 // `sysprobe` resolves to this package by its own name), their output kept for assertions,
 // and killed for sure in after hooks.
 import { spawn, type ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -149,4 +150,25 @@ export function otlpMetrics(payloads: OtlpPayload[]): Map<string, number[]> {
 /** The service.name of the payloads' resources. */
 export function otlpServiceNames(payloads: OtlpPayload[]): string[] {
   return payloads.flatMap((p) => p.resourceMetrics.map((rm) => rm.resource?.attributes?.find((a) => a.key === 'service.name')?.value.stringValue ?? ''));
+}
+
+/** The sysprobe metrics every example exports, with sane values; `service` is the resource's service.name. */
+export function assertSysprobeMetrics(samples: PromSample[], service: string, context: string): void {
+  const one = (name: string, labels: Record<string, string> = {}) => {
+    const found = values(samples, name, labels);
+    assert.ok(found.length > 0, `${name} missing\n${context}`);
+    return found;
+  };
+  const utilization = one('nodejs_eventloop_utilization')[0]!;
+  assert.ok(utilization >= 0 && utilization <= 1, `nodejs_eventloop_utilization = ${utilization}`);
+  const heapUsed = one('sysprobe_memory_heap_used')[0]!;
+  const heapLimit = one('sysprobe_memory_heap_limit')[0]!;
+  const rss = one('process_memory_usage')[0]!;
+  assert.ok(heapUsed > 1e6 && heapUsed < heapLimit, `heap used ${heapUsed} B, limit ${heapLimit} B`);
+  assert.ok(rss > heapUsed, `RSS ${rss} B should exceed the heap used ${heapUsed} B`);
+  const cpu = one('process_cpu_time_total').reduce((a, b) => a + b, 0);
+  assert.ok(cpu > 0 && cpu < 600, `process_cpu_time_total = ${cpu} s`);
+  assert.ok(one('v8js_memory_heap_used').length >= 3, 'v8js_memory_heap_used has one series per heap space');
+  assert.deepEqual(one('sysprobe_worker_restarts_total'), [0]);
+  one('target_info', { service_name: service });
 }

@@ -2,8 +2,8 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { start, type Probe } from './probe.js';
 import { envConfig } from '../env-options.js';
 import { defaultLogger } from '../logger.js';
-import { loadPeer } from '../exporters/peers.js';
-import { prometheusEndpoint, serviceResource } from '../exporters/prometheus.js';
+import { loadPeer, serviceResource } from '../exporters/peers.js';
+import { prometheusEndpoint } from '../exporters/prometheus.js';
 import { otlpReader } from '../exporters/otlp.js';
 import { describeError } from '../errors.js';
 

@@ -1,7 +1,6 @@
 import type { MeterProvider } from '@opentelemetry/api';
 import { checkInteger, checkKnownKeys, checkPlainObject, invalid } from '../options.js';
-import { loadPeer } from './peers.js';
-import { serviceResource } from './prometheus.js';
+import { loadPeer, serviceResource } from './peers.js';
 
 type SdkMetrics = typeof import('@opentelemetry/sdk-metrics');
 type OtlpHttp = typeof import('@opentelemetry/exporter-metrics-otlp-http');

@@ -1,11 +1,10 @@
 import * as http from 'node:http';
 import type { MeterProvider } from '@opentelemetry/api';
 import { checkInteger, checkPlainObject, checkKnownKeys, invalid } from '../options.js';
-import { loadPeer } from './peers.js';
+import { loadPeer, serviceResource } from './peers.js';
 
 type SdkMetrics = typeof import('@opentelemetry/sdk-metrics');
 type PrometheusModule = typeof import('@opentelemetry/exporter-prometheus');
-type Resources = typeof import('@opentelemetry/resources');
 
 /** What {@link servePrometheus} accepts. */
 export interface PrometheusServeOptions {
@@ -64,11 +63,6 @@ export async function servePrometheus(options: PrometheusServeOptions = {}): Pro
 }
 
 const WHY = 'Serving metrics to Prometheus';
-
-/** A `service.name` resource, or undefined to keep the SDK's default. */
-export function serviceResource(serviceName: string | undefined, why: string): ReturnType<Resources['resourceFromAttributes']> | undefined {
-  return serviceName ? loadPeer<Resources>('@opentelemetry/resources', why).resourceFromAttributes({ 'service.name': serviceName }) : undefined;
-}
 
 /** @internal The Prometheus reader and its /metrics server, for a MeterProvider built elsewhere (register). */
 export function prometheusEndpoint(options: PrometheusServeOptions): {
