@@ -1,6 +1,8 @@
 // sysprobe/register: `node --import` and `node -r` start sysprobe in an app that never
 // imports it, configured by SYSPROBE_* variables; bad values are reported and the app runs.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { envConfig } from '../src/env-options.js';
 import { loadPeer } from '../src/exporters/peers.js';
@@ -22,9 +24,11 @@ describe('sysprobe/register', function () {
     return child;
   };
   let receiver: Awaited<ReturnType<typeof otlpReceiver>> | undefined;
+  let tmp: string | undefined;
   after(async () => {
     await Promise.all(children.map((c) => kill(c)));
     await receiver?.close();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
   it('node --import sysprobe/register: serves sysprobe metrics for Prometheus, configured by env', async () => {
@@ -68,6 +72,23 @@ describe('sysprobe/register', function () {
       assert.doesNotMatch(child.stdout(), /sysprobe started/);
     });
   }
+
+  it('NODE_OPTIONS preloads in every thread, but one probe starts: on the main thread', async () => {
+    const script = [
+      "const { Worker, isMainThread } = require('node:worker_threads');",
+      "if (isMainThread) { new Worker(__filename); setTimeout(() => console.log('main done'), 1500); }",
+      "else console.log('app worker sees', typeof globalThis[Symbol.for('sysprobe.probe')]);",
+    ].join('\n');
+    tmp = mkdtempSync(path.join(tmpdir(), 'sysprobe-register-'));
+    const file = path.join(tmp, 'threads.js');
+    writeFileSync(file, script);
+    const child = run([file], { NODE_OPTIONS: '-r sysprobe/register' });
+    const code = await new Promise<number | null>((resolve) => child.proc.once('exit', (c) => resolve(c)));
+    assert.equal(code, 0, output(child));
+    assert.match(child.stdout(), /app worker sees undefined/);
+    assert.match(child.stdout(), /main done/);
+    assert.equal(child.stdout().match(/"msg":"sysprobe started"/g)?.length, 1, output(child));
+  });
 
   it('SYSPROBE_DISABLE=1 starts nothing', async () => {
     const child = run(['-r', 'sysprobe/register', APP], { SYSPROBE_DISABLE: '1', SYSPROBE_PROMETHEUS_PORT: '0' });

@@ -1,3 +1,4 @@
+import { isMainThread } from 'node:worker_threads';
 import type { MeterProvider } from '@opentelemetry/api';
 import { start, type Probe } from './probe.js';
 import { envConfig } from '../env-options.js';
@@ -32,6 +33,9 @@ function say(message: string, err?: unknown): void {
  * Never throws or rejects: any failure is one stderr line and the app runs without sysprobe.
  */
 export async function autoStart(env: NodeJS.ProcessEnv = process.env): Promise<Probe | undefined> {
+  // Preloads also run in worker threads (inherited execArgv, NODE_OPTIONS), sysprobe's own
+  // worker included: one probe, on the main thread, watches the process.
+  if (!isMainThread) return undefined;
   const closers: Array<() => Promise<void>> = [];
   const closeAll = () => Promise.allSettled(closers.map((close) => close())).then(() => undefined);
   try {
