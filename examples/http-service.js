@@ -18,7 +18,7 @@ async function main() {
       const end = Date.now() + 20; // 20 ms of CPU, so the event loop has something to show
       while (Date.now() < end);
       res.end('worked\n');
-    } else if (req.url === '/recent') {
+    } else if (req.url === '/debug/sysprobe') {
       // The flight recorder: what sysprobe sampled over the last 5 s.
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify(await probe.recent({ sinceMs: 5000 })));

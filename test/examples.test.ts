@@ -31,6 +31,10 @@ describe('examples', function () {
           return values(parsed, 'process_cpu_time_total').length > 0 ? parsed : undefined;
         });
         assertSysprobeMetrics(samples, service, output(child));
+        // The flight recorder, as the example's debug route serves it.
+        const recent = JSON.parse(await getText(`${appUrl}/debug/sysprobe`)) as Array<{ time: number; memory?: { heapUsed: number } }>;
+        assert.ok(recent.length > 0 && recent.every((s) => s.time > Date.now() - 10_000), `recent samples: ${recent.length}`);
+        assert.ok(recent.at(-1)!.memory!.heapUsed > 1e6, 'a recent sample carries the heap used');
         const exited = new Promise<number | null>((resolve) => child!.proc.once('exit', (code) => resolve(code)));
         child.proc.kill('SIGTERM');
         assert.equal(await exited, 0, `the example should exit cleanly on SIGTERM (server closed, probe stopped)\n${output(child)}`);
