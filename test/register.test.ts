@@ -3,12 +3,14 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { envConfig } from '../src/env-options.js';
 import { loadPeer } from '../src/exporters/peers.js';
 import { ErrorCode } from '../src/index.js';
 import {
-  assertSysprobeMetrics, getText, kill, line, otlpMetrics, otlpReceiver, otlpServiceNames, output, parsePrometheus, spawnNode, until, values, type Child,
+  ROOT, assertSysprobeMetrics, getText, kill, line, otlpMetrics, otlpReceiver, otlpServiceNames, output, parsePrometheus, spawnNode, until, values, type Child,
 } from './children.js';
 
 const APP = path.join('examples', 'register-app.mjs');
@@ -138,5 +140,16 @@ describe('register: environment variables (envConfig)', () => {
   it('a missing exporter package is SYSPROBE_ERR_MISSING_PEER naming it', () => {
     assert.throws(() => loadPeer('@opentelemetry/exporter-that-is-not-installed', 'Exporting'),
       (err: Error & { code?: string }) => err.code === ErrorCode.MISSING_PEER && err.message.includes('npm install @opentelemetry/exporter-that-is-not-installed'));
+  });
+});
+
+describe('module doors', () => {
+  it('the ES module door exports every runtime name of the CommonJS build, and require('sysprobe/register') resolves to the CommonJS entry', async () => {
+    const cjs = require(path.join(ROOT, 'dist', 'src', 'index.js')) as Record<string, unknown>;
+    const esm = await import(pathToFileURL(path.join(ROOT, 'esm', 'index.mjs')).href) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(esm).filter((k) => k !== 'default').sort(), Object.keys(cjs).sort());
+    for (const name of Object.keys(cjs)) assert.equal(esm[name], cjs[name], `${name} is the same object through both doors`);
+    const requireFromRoot = createRequire(path.join(ROOT, 'package.json'));
+    assert.equal(requireFromRoot.resolve('sysprobe/register'), path.join(ROOT, 'dist', 'src', 'register.js'));
   });
 });
