@@ -144,7 +144,7 @@ describe('register: environment variables (envConfig)', () => {
 });
 
 describe('module doors', () => {
-  it('the ES module door exports every runtime name of the CommonJS build, and require('sysprobe/register') resolves to the CommonJS entry', async () => {
+  it(`the ES module door exports every runtime name of the CommonJS build, and require("sysprobe/register") resolves to the CommonJS entry`, async () => {
     const cjs = require(path.join(ROOT, 'dist', 'src', 'index.js')) as Record<string, unknown>;
     const esm = await import(pathToFileURL(path.join(ROOT, 'esm', 'index.mjs')).href) as Record<string, unknown>;
     assert.deepEqual(Object.keys(esm).filter((k) => k !== 'default').sort(), Object.keys(cjs).sort());

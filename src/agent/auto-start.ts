@@ -79,8 +79,9 @@ export async function autoStart(env: NodeJS.ProcessEnv = process.env): Promise<P
     registry[PROBE_KEY] = probe;
     logger.info({ serviceName: probe.options.serviceName, ...(scrapeUrl ? { prometheus: scrapeUrl() } : {}), ...(otlpUrl ? { otlp: otlpUrl } : {}) }, 'sysprobe registered');
 
-    // Stop when the app is done; beforeExit fires once the loop is empty, and stop() is idempotent,
-    // so this adds no work on a second beforeExit. Signals and process.exit() end the worker with the process.
+    // Stop when the app is done: beforeExit fires once the loop is empty; stopping (and the last
+    // OTLP push, bounded by its timeout) refills it once, and the next beforeExit finds no listener.
+    // Signals and process.exit() end the worker with the process.
     process.once('beforeExit', () => {
       void probe.stop().then(closeAll, closeAll);
     });
