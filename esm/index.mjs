@@ -2,5 +2,6 @@
 import cjs from '../dist/src/index.js';
 
 export const { start, Probe, SysprobeError, ErrorCode, profileThread } = cjs;
+export const { registeredProbe, servePrometheus, exportOtlp } = cjs;
 export default cjs;
 export const { incidentLogStream } = cjs;

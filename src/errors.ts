@@ -22,6 +22,8 @@ export const ErrorCode = {
   CAPTURE_BUSY: 'SYSPROBE_ERR_CAPTURE_BUSY',
   /** A bounded wait ran out. */
   TIMEOUT: 'SYSPROBE_ERR_TIMEOUT',
+  /** An optional peer dependency needed for what was asked (an OpenTelemetry exporter) is not installed. */
+  MISSING_PEER: 'SYSPROBE_ERR_MISSING_PEER',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */

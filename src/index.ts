@@ -30,3 +30,8 @@ export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, 
 export { incidentLogStream } from './agent/incidents.js';
 export type { IncidentEvent, IncidentSummary, IncidentManifest, IncidentTrigger, IncidentCapture } from './agent/incidents.js';
 export type { IncidentOptions, ResolvedIncidentOptions } from './incident-options.js';
+export { registeredProbe } from './agent/auto-start.js';
+export { servePrometheus } from './exporters/prometheus.js';
+export type { PrometheusServeOptions, PrometheusServer } from './exporters/prometheus.js';
+export { exportOtlp } from './exporters/otlp.js';
+export type { OtlpExportOptions, OtlpExport } from './exporters/otlp.js';
