@@ -3,6 +3,8 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { ErrorCode, SysprobeError } from './errors.js';
 import type { WrittenCapture } from './sink/sink.js';
 import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-options.js';
+import { resolveSockets, type SocketsOptions } from './samplers/sockets-options.js';
+import type { SocketsSettings } from './samplers/sockets.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -82,6 +84,12 @@ export interface ProbeOptions {
    * The capture does not wait for it; a throw or rejection is logged. The probe also emits `'capture'`.
    */
   onCapture?: (capture: WrittenCapture) => void | Promise<void>;
+  /**
+   * This process's TCP sockets and the namespace's TCP counters (Linux), swept by the probe
+   * worker on its own interval: `true`, or `{ intervalMs, ss, maxRemotes }`. Off by default.
+   * See docs/network.md.
+   */
+  sockets?: boolean | SocketsOptions;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -102,6 +110,8 @@ export interface ResolvedOptions {
   readonly dumpDir: string;
   readonly samplers: Readonly<Required<SamplerSwitches>>;
   readonly onCapture: ((capture: WrittenCapture) => void | Promise<void>) | undefined;
+  /** The socket sampler's settings; undefined when it is off. */
+  readonly sockets: Readonly<SocketsSettings> | undefined;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
@@ -109,6 +119,7 @@ const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles']
 const OPTION_NAMES = [
   'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
+  'sockets',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -160,6 +171,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, heapSnapshotWriter = 'v8', recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
   } = options as ProbeOptions;
+  const sockets = resolveSockets((options as ProbeOptions).sockets);
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
     throw invalid(`Option serviceName must be a non-empty string of at most 256 characters; got ${describe(serviceName)}.`);
@@ -218,5 +230,6 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     dumpDir: path.resolve(dumpDir),
     samplers: Object.freeze(samplers),
     onCapture,
+    sockets,
   });
 }
