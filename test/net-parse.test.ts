@@ -102,7 +102,8 @@ describe('socket sampler on a recorded /proc tree', () => {
     const p = await sampler.sweep();
     assert.equal(p.supported, true);
     assert.equal(p.ss, 'off');
-    assert.equal(p.malformedLines, 4 + 1 + 3);
+    // tcp6's malformed row belongs to another process: rows not ours are checked only as far as state and inode.
+    assert.equal(p.malformedLines, 4 + 0 + 3);
     assert.deepEqual(p.byState, { LISTEN: 2, ESTABLISHED: 3, CLOSE_WAIT: 2, TIME_WAIT: 1 });
     assert.equal(p.total, 8);
     assert.equal(p.sendQueueBytes, 0x1000 + 0xa000);

@@ -97,37 +97,45 @@ function hexInt(text: string | undefined): number {
   return text !== undefined && /^[0-9A-Fa-f]{1,16}$/.test(text) ? parseInt(text, 16) : NaN;
 }
 
-/** Parses one data line of /proc/net/tcp or tcp6; undefined when malformed. */
-export function parseTcpLine(line: string, littleEndian = true): TcpRow | undefined {
+/** Decides, from the cheap fields, whether a row is worth decoding (its addresses cost the most). */
+export type RowFilter = (inode: number, state: string) => boolean;
+
+/** Parses one data line of /proc/net/tcp or tcp6: a row, `undefined` when malformed, `null` when `keep` passed it over. */
+export function parseTcpLine(line: string, littleEndian = true, keep?: RowFilter): TcpRow | undefined | null {
   // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
   const f = line.trim().split(/\s+/);
   if (f.length < 10 || !f[0]!.endsWith(':')) return undefined;
+  const state = TCP_STATES[hexInt(f[3])];
+  const inode = /^\d+$/.test(f[9]!) ? Number(f[9]) : NaN;
+  if (state === undefined || Number.isNaN(inode)) return undefined;
+  if (keep && !keep(inode, state)) return null;
   const local = parseEndpoint(f[1]!, littleEndian);
   const remote = parseEndpoint(f[2]!, littleEndian);
-  const state = TCP_STATES[hexInt(f[3])];
   const [tx, rx] = f[4]!.split(':');
   const txQueue = hexInt(tx);
   const rxQueue = hexInt(rx);
   const retransmits = hexInt(f[6]);
-  const inode = /^\d+$/.test(f[9]!) ? Number(f[9]) : NaN;
-  if (!local || !remote || state === undefined || Number.isNaN(txQueue) || Number.isNaN(rxQueue) || Number.isNaN(retransmits) || Number.isNaN(inode)) return undefined;
+  if (!local || !remote || Number.isNaN(txQueue) || Number.isNaN(rxQueue) || Number.isNaN(retransmits)) return undefined;
   return {
     localAddress: local.address, localPort: local.port, remoteAddress: remote.address, remotePort: remote.port,
     state, txQueue, rxQueue, retransmits, inode,
   };
 }
 
-/** Parses a whole /proc/net/tcp or tcp6 file (the header line is skipped, not counted). */
-export function parseTcpTable(text: string, littleEndian = true): Parsed<TcpRow> {
+/**
+ * Parses a whole /proc/net/tcp or tcp6 file (the header line is skipped, not counted). With
+ * `keep`, rows it passes over are checked only as far as their state and inode.
+ */
+export function parseTcpTable(text: string, littleEndian = true, keep?: RowFilter): Parsed<TcpRow> {
   const rows: TcpRow[] = [];
   let malformed = 0;
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!;
     if (line.trim() === '' || (i === 0 && line.includes('local_address'))) continue;
-    const row = parseTcpLine(line, littleEndian);
+    const row = parseTcpLine(line, littleEndian, keep);
     if (row) rows.push(row);
-    else malformed++;
+    else if (row === undefined) malformed++;
   }
   return { rows, malformed };
 }
@@ -212,22 +220,28 @@ function parseSsDetails(text: string, info: SsInfo): void {
 /**
  * Parses `ss -tieH` (or `-tinH` with `-e`) output: a summary line per socket carrying `ino:N`,
  * then an indented line with TCP_INFO. A summary line without `ino:` is counted as malformed,
- * and so is a details line with no socket before it.
+ * and so is a details line with no socket before it. With `keep`, only those sockets are read.
  */
-export function parseSs(text: string): Parsed<SsInfo> {
+export function parseSs(text: string, keep?: (inode: number) => boolean): Parsed<SsInfo> {
   const rows: SsInfo[] = [];
   let malformed = 0;
   let current: SsInfo | undefined;
+  let skipping = false;
   for (const line of text.split('\n')) {
     if (line.trim() === '') continue;
     if (/^\s/.test(line)) {
       if (current) parseSsDetails(line.trim(), current);
-      else malformed++;
+      else if (!skipping) malformed++;
       continue;
     }
     const ino = /\bino:(\d+)/.exec(line);
-    if (!ino) { malformed++; current = undefined; continue; }
-    current = { inode: Number(ino[1]) };
+    current = undefined;
+    skipping = false;
+    if (!ino) { malformed++; continue; }
+    const inode = Number(ino[1]);
+    // Another process's socket: its details line is passed over unread.
+    if (keep && !keep(inode)) { skipping = true; continue; }
+    current = { inode };
     // State Recv-Q Send-Q Local Peer ...: a listener's Send-Q is its backlog limit.
     const [state, , sendQ] = line.split(/\s+/);
     if (state === 'LISTEN' && /^\d+$/.test(sendQ ?? '')) current.listenBacklogMax = Number(sendQ);
