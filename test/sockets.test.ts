@@ -133,3 +133,30 @@ describe('socket sampler on real loopback sockets (Linux)', function () {
     }
   });
 });
+
+describe('socket sampler without ss', () => {
+  it('says "ss unavailable" once in the log and keeps the rest of the picture', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const { SocketSampler } = await import('../src/samplers/sockets.js');
+    const logs: string[] = [];
+    const sampler = new SocketSampler({ intervalMs: 1000, ss: true, maxRemotes: 20 }, (_level, msg) => logs.push(msg));
+    const server = net.createServer().listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const path = process.env.PATH;
+    // execFile looks ss up on PATH at each call: an empty PATH is a machine without iproute2.
+    process.env.PATH = '/nonexistent';
+    try {
+      const [a, b] = [await sampler.sweep(), await sampler.sweep()];
+      for (const p of [a, b]) {
+        assert.equal(p.ss, 'unavailable');
+        assert.equal(p.supported, true);
+        assert.ok(p.listeners.some((l) => l.port === (server.address() as net.AddressInfo).port), 'the /proc part still works');
+        assert.equal(p.retransmitsTotal, undefined, 'no per-socket figures without ss');
+      }
+      assert.deepEqual(logs.filter((m) => m.startsWith('ss unavailable')).length, 1);
+    } finally {
+      process.env.PATH = path;
+      server.close();
+    }
+  });
+});

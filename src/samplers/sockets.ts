@@ -23,7 +23,11 @@ export interface SocketsSettings {
   maxRemotes: number;
 }
 
-/** Connections to one remote endpoint. */
+/**
+ * Connections to one remote endpoint.
+ * INTEGRATION: the dependency map (branch net-probes) can join `probe.sockets().byRemote` by
+ * address and port for `connections`, `states`, `retransmits` and RTT.
+ */
 export interface RemoteSockets {
   address: string;
   port: number;

@@ -45,7 +45,11 @@ export class SocketWatch {
     return this.#sweeping ?? this.#sampler.sweep();
   }
 
-  /** What goes in each sample; undefined until the first sweep, or when sockets cannot be read here. */
+  /**
+   * What goes in each sample; undefined until the first sweep, or when sockets cannot be read here.
+   * INTEGRATION: incidents' report charts these from samples.json; an incident could also store
+   * the full `latest()` picture in its manifest.
+   */
   summary(): Sample['sockets'] {
     const picture = this.#latest;
     if (!picture?.supported) return undefined;
