@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { decodeAddress, parseNetCounters, parseSs, parseTcpLine, parseTcpTable } from '../src/samplers/net.js';
-import { SocketSampler } from '../src/samplers/sockets.js';
+import { SocketSampler, ssFilter } from '../src/samplers/sockets.js';
 import { resolveOptions } from '../src/options.js';
 
 const FIXTURES = path.resolve(__dirname, '../../test/fixtures/net');
@@ -130,6 +130,16 @@ describe('socket sampler on a recorded /proc tree', () => {
     assert.equal(b.supported, false);
     assert.deepEqual([a.total, a.byRemote, a.ss], [0, [], 'unavailable']);
     assert.equal(logs.filter((m) => m.includes('unsupported')).length, 1);
+  });
+
+  it('asks ss only for our listening ports and our connections\' remote ports, or for everything past 64 ports', () => {
+    const rows = parseTcpTable(fixture('tcp')).rows.concat(parseTcpTable(fixture('tcp6')).rows);
+    const ours = new Set([594512, 594515, 594516, 700001, 700002, 700003, 700004]);
+    // Listeners 8080 and 37149; the one connection not on a listener goes to port 443.
+    assert.deepEqual(ssFilter(rows, ours), ['(', 'sport', '=', ':8080', 'or', 'sport', '=', ':37149', 'or', 'dport', '=', ':443', ')']);
+    assert.deepEqual(ssFilter(rows, new Set()), []);
+    const many = Array.from({ length: 65 }, (_, i) => ({ ...rows[5]!, inode: 1000 + i, remotePort: 1000 + i }));
+    assert.deepEqual(ssFilter(many, new Set(many.map((r) => r.inode))), []);
   });
 
   it('checks the sockets option at start() with coded errors', () => {

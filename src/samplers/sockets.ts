@@ -165,10 +165,9 @@ export class SocketSampler {
     } catch (err) {
       return this.#unsupported(picture, `cannot list ${this.#procDir}/self/fd: ${(err as Error).message}`);
     }
-    const [tables, ss, tcp] = await Promise.all([
+    const [tables, tcp] = await Promise.all([
       // Only our rows (and TIME_WAIT, which has no inode) are decoded: at 10,000 sockets on the host, most are not ours.
       Promise.all(['tcp', 'tcp6'].map((name) => this.#readTable(name, (inode, state) => inodes.has(inode) || (inode === 0 && state === 'TIME_WAIT')))),
-      this.#settings.ss ? this.#readSs(inodes) : Promise.resolve(undefined),
       this.#readCounters(time),
     ]);
     const rows: TcpRow[] = [];
@@ -177,6 +176,8 @@ export class SocketSampler {
       rows.push(...table.rows);
     }
     if (tables.every((t) => t.missing)) return this.#unsupported(picture, `cannot read ${this.#procDir}/net/tcp`);
+    // After the tables: our rows tell ss which ports to list.
+    const ss = this.#settings.ss ? await this.#readSs(inodes, rows) : undefined;
     if (ss) {
       picture.ss = ss.state;
       picture.malformedLines += ss.malformed;
@@ -259,10 +260,10 @@ export class SocketSampler {
   }
 
   /** Runs `ss -tieanH` (all TCP sockets of the namespace, with TCP_INFO and inodes), bounded in time and size. */
-  async #readSs(inodes: ReadonlySet<number>): Promise<{ state: SocketPicture['ss']; byInode: Map<number, SsInfo>; malformed: number } | undefined> {
+  async #readSs(inodes: ReadonlySet<number>, rows: readonly TcpRow[]): Promise<{ state: SocketPicture['ss']; byInode: Map<number, SsInfo>; malformed: number } | undefined> {
     if (this.#ssState === 'unavailable') return { state: 'unavailable', byInode: new Map(), malformed: 0 };
     const result = await new Promise<{ stdout: string; error?: ExecFileException }>((resolve) => {
-      execFile('ss', ['-tieanH'], { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_BYTES, encoding: 'latin1', windowsHide: true },
+      execFile('ss', ['-tieanH', ...ssFilter(rows, inodes)], { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_BYTES, encoding: 'latin1', windowsHide: true },
         (error, stdout) => resolve({ stdout, error: error ?? undefined }));
     });
     if (result.error?.code === 'ENOENT') {
@@ -282,6 +283,28 @@ export class SocketSampler {
     const parsed = parseSs(result.stdout, (inode) => inodes.has(inode));
     return { state: 'ok', byInode: new Map(parsed.rows.map((r) => [r.inode, r])), malformed: parsed.malformed };
   }
+}
+
+/** The most ports put in an ss filter; past it ss lists every socket and the parse skips the others. */
+const SS_FILTER_MAX_PORTS = 64;
+
+/**
+ * An ss filter expression that lets the kernel (inet_diag bytecode) drop most sockets that are
+ * not ours: our listening ports as the local port, and our connections' remote ports (few, even
+ * with many connections) as the peer port. Other processes' sockets on those ports still come
+ * through and are skipped by inode. Empty when there are too many ports to be worth it.
+ */
+export function ssFilter(rows: readonly TcpRow[], inodes: ReadonlySet<number>): string[] {
+  const listening = new Set<number>();
+  for (const row of rows) if (row.state === 'LISTEN' && inodes.has(row.inode)) listening.add(row.localPort);
+  const remote = new Set<number>();
+  for (const row of rows) {
+    if (row.state === 'LISTEN' || !inodes.has(row.inode) || listening.has(row.localPort)) continue;
+    remote.add(row.remotePort);
+  }
+  if (listening.size + remote.size === 0 || listening.size + remote.size > SS_FILTER_MAX_PORTS) return [];
+  const terms = [...[...listening].map((p) => ['sport', '=', `:${p}`]), ...[...remote].map((p) => ['dport', '=', `:${p}`])];
+  return ['(', ...terms.flatMap((term, i) => (i === 0 ? term : ['or', ...term])), ')'];
 }
 
 function emptyPicture(time: number, ss: SocketPicture['ss']): SocketPicture {
