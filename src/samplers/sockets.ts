@@ -170,11 +170,8 @@ export class SocketSampler {
       Promise.all(['tcp', 'tcp6'].map((name) => this.#readTable(name, (inode, state) => inodes.has(inode) || (inode === 0 && state === 'TIME_WAIT')))),
       this.#readCounters(time),
     ]);
-    const rows: TcpRow[] = [];
-    for (const table of tables) {
-      picture.malformedLines += table.malformed;
-      rows.push(...table.rows);
-    }
+    const rows = tables.flatMap((table) => table.rows);
+    picture.malformedLines += tables.reduce((n, table) => n + table.malformed, 0);
     if (tables.every((t) => t.missing)) return this.#unsupported(picture, `cannot read ${this.#procDir}/net/tcp`);
     // After the tables: our rows tell ss which ports to list.
     const ss = this.#settings.ss ? await this.#readSs(inodes, rows) : undefined;
