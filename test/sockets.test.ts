@@ -51,8 +51,8 @@ describe('socket sampler on real loopback sockets (Linux)', function () {
     const { server, port, accepted } = await stubbornServer();
     const clients = await connect(port, CONNECTIONS);
     cleanup.push(() => { clients.forEach((c) => c.destroy()); accepted.forEach((s) => s.destroy()); server.close(); });
-    // Write until the kernel's buffers on both sides are full: the rest waits in Node.
-    for (const client of clients) while (client.write(Buffer.alloc(256 * 1024))) { /* fill */ }
+    // More than the kernel's buffers on both sides hold (receive window and send buffer, a few MB at most on loopback): the rest waits in Node.
+    for (const client of clients) client.write(Buffer.alloc(16 * 1024 * 1024));
     const p = await pictureWhere(probe, 'full send queues towards the paused server',
       (p) => (p.byRemote.find((r) => r.port === port)?.sendQueueBytes ?? 0) > 0 && p.listeners.some((l) => l.port === port && l.states.ESTABLISHED === CONNECTIONS));
     const towardsServer = p.byRemote.find((r) => r.port === port)!;
