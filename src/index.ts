@@ -26,6 +26,8 @@ export type { ThreadProfileOptions } from './captures/thread-profile.js';
 export type { HeapSnapshotResult } from './agent/heap-snapshots.js';
 export type { WrittenCapture } from './sink/sink.js';
 export type { GcTotal } from './agent/gc.js';
+export type { SocketPicture, RemoteSockets, ListenerSockets, TcpCounters, SocketsSettings } from './samplers/sockets.js';
+export type { SocketsOptions } from './samplers/sockets-options.js';
 export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';
 export { incidentLogStream } from './agent/incidents.js';
 export type { IncidentEvent, IncidentSummary, IncidentManifest, IncidentTrigger, IncidentCapture } from './agent/incidents.js';

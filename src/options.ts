@@ -4,6 +4,8 @@ import { ErrorCode, SysprobeError } from './errors.js';
 import type { WrittenCapture } from './sink/sink.js';
 import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-options.js';
 import { resolveIncidents, type IncidentOptions, type ResolvedIncidentOptions } from './incident-options.js';
+import { resolveSockets, type SocketsOptions } from './samplers/sockets-options.js';
+import type { SocketsSettings } from './samplers/sockets.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -88,6 +90,12 @@ export interface ProbeOptions {
    * moment into `<dumpDir>/incidents/<id>/` (see docs/incidents.md). On by default; `false` turns it off.
    */
   incidents?: boolean | IncidentOptions;
+  /**
+   * This process's TCP sockets and the namespace's TCP counters (Linux), swept by the probe
+   * worker on its own interval: `true`, or `{ intervalMs, ss, maxRemotes }`. Off by default.
+   * See docs/network.md.
+   */
+  sockets?: boolean | SocketsOptions;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -109,6 +117,8 @@ export interface ResolvedOptions {
   readonly samplers: Readonly<Required<SamplerSwitches>>;
   readonly onCapture: ((capture: WrittenCapture) => void | Promise<void>) | undefined;
   readonly incidents: ResolvedIncidentOptions;
+  /** The socket sampler's settings; undefined when it is off. */
+  readonly sockets: Readonly<SocketsSettings> | undefined;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
@@ -117,6 +127,7 @@ const OPTION_NAMES = [
   'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
   'incidents',
+  'sockets',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -169,6 +180,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
     incidents: rawIncidents,
   } = options as ProbeOptions;
+  const sockets = resolveSockets((options as ProbeOptions).sockets);
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
     throw invalid(`Option serviceName must be a non-empty string of at most 256 characters; got ${describe(serviceName)}.`);
@@ -229,5 +241,6 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     samplers: Object.freeze(samplers),
     onCapture,
     incidents,
+    sockets,
   });
 }

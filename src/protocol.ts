@@ -7,6 +7,7 @@ import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
 import type { AllocationSummary } from './captures/heapprofile.js';
 import type { RuleCondition, RuleFiring } from './worker/rules.js';
 import type { WrittenCapture } from './sink/sink.js';
+import type { SocketsSettings } from './samplers/sockets.js';
 
 export type { Frame };
 
@@ -117,6 +118,25 @@ export interface Sample {
     reclaimedPerGc?: number;
   };
   handles?: MainSample['handles'];
+  /**
+   * This process's TCP sockets from the latest socket sweep (option `sockets`; Linux), on the
+   * samples the worker read it for. The full picture is `probe.sockets()`.
+   */
+  sockets?: {
+    total: number;
+    /** By kernel state name: ESTABLISHED, SYN_SENT, CLOSE_WAIT, TIME_WAIT, LISTEN, ... */
+    byState: Record<string, number>;
+    sendQueueBytes: number;
+    recvQueueBytes: number;
+    /** The namespace's retransmitted TCP segments per second over the last sweep interval. */
+    retransmitsPerSec?: number;
+    /** Connections waiting for accept() on this process's listeners. */
+    acceptQueue?: number;
+    /** The namespace's cumulative TCP counters (for exporters). */
+    tcp?: { outSegs: number; retransSegs: number; timeouts: number; listenOverflows: number; listenDrops: number };
+    /** From ss: segments retransmitted over the lives of this process's sockets, summed. */
+    socketRetransmits?: number;
+  };
 }
 
 /** How the stack of a stall was taken, or why it was not. */
@@ -177,7 +197,8 @@ export type Request =
   | { kind: 'recent'; sinceMs: number | undefined }
   | { kind: 'captureStack' }
   | { kind: 'captureCpuProfile'; durationMs: number }
-  | { kind: 'captureAllocationProfile'; durationMs: number };
+  | { kind: 'captureAllocationProfile'; durationMs: number }
+  | { kind: 'sockets' };
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
@@ -225,4 +246,6 @@ export interface WorkerSettings {
   samplers: { eventLoop: boolean; cpu: boolean; threads: boolean; memory: boolean };
   /** Incidents on: rule firings while one is open take no second capture of a kind it already has. */
   incidents?: boolean;
+  /** The socket sampler's settings; absent when it is off. */
+  sockets?: SocketsSettings;
 }

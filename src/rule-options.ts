@@ -27,7 +27,7 @@ export type RuleAction =
 export interface RuleOptions {
   /** Unique; names the rule in logs, metrics and captures. */
   name: string;
-  /** One of `eventLoop.utilization` (0..1), `eventLoop.lagMaxMs`, `cpu.utilization` (CPUs busy), `memory.heapUsed` (bytes), `memory.heapLimitShare` (0..1), `memory.rss` (bytes), `memory.heapGrowthPerMin` (bytes/min, sustained). */
+  /** One of `eventLoop.utilization` (0..1), `eventLoop.lagMaxMs`, `cpu.utilization` (CPUs busy), `memory.heapUsed` (bytes), `memory.heapLimitShare` (0..1), `memory.rss` (bytes), `memory.heapGrowthPerMin` (bytes/min, sustained); with the `sockets` option, `sockets.total`, `sockets.closeWait`, `tcp.retransmitsPerSec` and the rest in docs/network.md. */
   value: RuleValue;
   above: number;
   /** How long the value must stay above, ms (0 to 1 h). Default 0: the first sample above fires. */

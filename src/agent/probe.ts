@@ -17,12 +17,15 @@ import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type WrittenCapture } from '../sink/sink.js';
 import { WorkerSupervisor } from './supervisor.js';
 import { IncidentRecorder, LogRing, registerLogRing, ringLogger, type IncidentEvent, type IncidentSummary } from './incidents.js';
+import type { SocketPicture } from '../samplers/sockets.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
 const STACK_REQUEST_TIMEOUT_MS = 5_000;
 /** Why the main thread paused itself; a stall with this reason is sysprobe's own, not an incident. */
 const SELF_PAUSE_REASON = 'sysprobe was writing a heap snapshot';
+/** The first socket sweep may still be running (ss has 3 s of its own); this covers it and the round trip. */
+const SOCKETS_REQUEST_TIMEOUT_MS = 10_000;
 const PACKAGE_VERSION: string = (require('../../../package.json') as { version: string }).version;
 
 /** The stall the worker saw, reported once the main thread runs again. */
@@ -158,6 +161,7 @@ export class Probe extends EventEmitter {
       mainTid: process.pid,
       samplers: options.samplers,
       incidents: options.incidents.enabled,
+      ...(options.sockets ? { sockets: { ...options.sockets } } : {}),
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#incidents = options.incidents.enabled ? new IncidentRecorder({
       dumpDir: options.dumpDir, options: options.incidents, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger, logs,
@@ -232,6 +236,18 @@ export class Probe extends EventEmitter {
       throw new SysprobeError(ErrorCode.INVALID_OPTION, `recent({ sinceMs }) needs a number of milliseconds >= 0; got ${String(sinceMs)}.`);
     }
     return (await this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
+  }
+
+  /**
+   * This process's TCP sockets as of the worker's latest sweep (option `sockets`): counts by
+   * state, by remote endpoint and by listening port, queue bytes, the namespace's TCP counters
+   * and, with `ss`, RTT and retransmissions. `supported: false` (and why) off Linux or without
+   * /proc. Rejects with SYSPROBE_ERR_UNSUPPORTED when the sampler is off.
+   */
+  async sockets(): Promise<SocketPicture> {
+    this.#assertRunning('sockets');
+    if (!this.options.sockets) throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
+    return (await this.#supervisor.request({ kind: 'sockets' }, SOCKETS_REQUEST_TIMEOUT_MS)) as SocketPicture;
   }
 
   /**

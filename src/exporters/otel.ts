@@ -7,6 +7,7 @@ import type { Sample } from '../protocol.js';
 import type { JobEvent } from '../agent/guard.js';
 import type { CacheStats, WatchedCacheStats } from '../agent/caches.js';
 import type { GcTotal } from '../agent/gc.js';
+import { socketMetrics } from './socket-metrics.js';
 
 /** Bucket bounds (s) for the event-loop delay histogram: fine below the heartbeat, coarse for stalls. */
 const DELAY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
@@ -206,6 +207,8 @@ export class OtelExporter {
         for (const [type, n] of Object.entries(latest?.handles ?? {})) result.observe(resources, n, { 'sysprobe.resource.type': type });
       });
     }
+
+    if (options.sockets) observe.push(socketMetrics(meter, (instrument) => this.#track(instrument)));
 
     const cacheSize = upDown('sysprobe.cache.size', '{entry}', 'Entries in each cache (probe.cache, and watched caches with sysprobe.cache.kind = watched).');
     const cacheBytes = upDown('sysprobe.cache.bytes', 'By', 'Estimated bytes held by each probe.cache with a byte limit.');

@@ -13,7 +13,7 @@
  */
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { describeError, ErrorCode } from '../errors.js';
+import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { loadLoopWatch } from '../loop-watch.js';
 import type { AllocationProfileResult, CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
 import { writeAllocationFiles, writeProfileFiles } from '../captures/profile-files.js';
@@ -27,6 +27,7 @@ import { FlightRecorder } from './recorder.js';
 import { GrowthTracker } from './growth.js';
 import { gcRates } from './gc-rates.js';
 import { RuleEngine, type RuleFiring } from './rules.js';
+import { SocketWatch } from './socket-watch.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
@@ -82,6 +83,8 @@ class ProbeWorker {
   #stopped = false;
   /** The capture kinds taken for the open incident (incidents on): concurrent firings join it without a second capture of a kind. */
   readonly #incidentKinds = new Set<string>();
+  /** The socket sampler, on its own interval (option `sockets`). */
+  readonly #sockets: SocketWatch | undefined;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -103,6 +106,9 @@ class ProbeWorker {
     if (settings.samplers.threads && !this.#threadCpu.supported) {
       this.#log('info', 'per-thread CPU sampler unsupported on this platform', { sampler: 'threads', platform: process.platform });
     }
+    this.#sockets = settings.sockets && new SocketWatch(settings.sockets,
+      (level, msg, fields) => this.#log(level, msg, fields),
+      (err) => this.#log('error', 'sysprobe sampler failed', { component: 'sockets', err: describeError(err) }));
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
     this.#watch = settings.samplers.eventLoop ? this.#startWatch() : undefined;
     this.#send({ type: 'ready', tid });
@@ -174,6 +180,10 @@ class ProbeWorker {
         case 'captureStack': value = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS); break;
         case 'captureCpuProfile': value = await this.#captureCpuProfile(request.durationMs); break;
         case 'captureAllocationProfile': value = await this.#captureAllocationProfile(request.durationMs); break;
+        case 'sockets':
+          if (!this.#sockets) throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
+          value = await this.#sockets.latest();
+          break;
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
@@ -339,6 +349,10 @@ class ProbeWorker {
       if (previous?.gc && sample.intervalMs > 0) sample.gcRates = gcRates(previous.gc, main.gc, sample.intervalMs);
     }
     if (main.handles) sample.handles = main.handles;
+    if (withWorkerReadings && this.#sockets) {
+      const sockets = this.#sockets.summary();
+      if (sockets) sample.sockets = sockets;
+    }
     this.#lastMain = main;
     this.#lastSample = sample;
     this.#recorder.push(sample);
@@ -349,6 +363,7 @@ class ProbeWorker {
     this.#stopped = true;
     clearTimeout(this.#timer);
     this.#watch?.stop();
+    this.#sockets?.stop();
     // Node 20 can abort the process when a worker exits while the main thread is still
     // tearing down that worker's inspector session; give the main thread a moment first.
     if (this.#inspector.close()) setTimeout(() => this.#port.close(), SESSION_TEARDOWN_MS);

@@ -10,7 +10,9 @@ import type { Sample } from '../protocol.js';
 
 /** The sampled values a rule can watch. */
 export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapLimitShare' | 'memory.rss' | 'memory.heapGrowthPerMin'
-  | 'memory.rssGrowthPerMin' | 'memory.externalGrowthPerMin' | 'gc.perMin' | 'gc.reclaimedPerGc';
+  | 'memory.rssGrowthPerMin' | 'memory.externalGrowthPerMin' | 'gc.perMin' | 'gc.reclaimedPerGc'
+  | 'sockets.total' | 'sockets.established' | 'sockets.closeWait' | 'sockets.timeWait' | 'sockets.synSent' | 'sockets.sendQueueBytes' | 'sockets.recvQueueBytes'
+  | 'sockets.acceptQueue' | 'tcp.retransmitsPerSec';
 
 /** How each value is read from a sample. */
 export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
@@ -36,7 +38,29 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   'gc.perMin': (s: Sample) => s.gcRates?.perMin,
   /** Bytes each GC reclaimed on average over the interval (with the native addon; absent without it). */
   'gc.reclaimedPerGc': (s: Sample) => s.gcRates?.reclaimedPerGc,
+  /** This process's TCP sockets, all states (option `sockets`; on the samples a sweep was read for). */
+  'sockets.total': (s: Sample) => s.sockets?.total,
+  /** ... in ESTABLISHED. */
+  'sockets.established': (s: Sample) => socketsIn(s, 'ESTABLISHED'),
+  /** ... in CLOSE_WAIT: the peer closed and this process has not; a steady rise is a descriptor leak. */
+  'sockets.closeWait': (s: Sample) => socketsIn(s, 'CLOSE_WAIT'),
+  /** ... in TIME_WAIT on this process's listening ports. */
+  'sockets.timeWait': (s: Sample) => socketsIn(s, 'TIME_WAIT'),
+  /** ... in SYN_SENT: connects waiting for an answer. */
+  'sockets.synSent': (s: Sample) => socketsIn(s, 'SYN_SENT'),
+  /** Bytes sent and not yet acknowledged, all sockets. */
+  'sockets.sendQueueBytes': (s: Sample) => s.sockets?.sendQueueBytes,
+  /** Bytes received and not yet read by the app, all sockets. */
+  'sockets.recvQueueBytes': (s: Sample) => s.sockets?.recvQueueBytes,
+  /** Connections waiting for accept() on this process's listeners. */
+  'sockets.acceptQueue': (s: Sample) => s.sockets?.acceptQueue,
+  /** The network namespace's retransmitted TCP segments per second over the last sweep. */
+  'tcp.retransmitsPerSec': (s: Sample) => s.sockets?.retransmitsPerSec,
 };
+
+function socketsIn(s: Sample, state: string): number | undefined {
+  return s.sockets ? s.sockets.byState[state] ?? 0 : undefined;
+}
 
 /** A fitted rate counts only when a line explains the points (r² >= 0.5); else 0, so noise does not fire. */
 function trusted(rate: number | undefined, r2: number | undefined): number | undefined {
