@@ -3,6 +3,7 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { ErrorCode, SysprobeError } from './errors.js';
 import type { WrittenCapture } from './sink/sink.js';
 import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-options.js';
+import { resolveProbes, type ProbeTargetOptions, type ResolvedProbe } from './net/probe-options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -82,6 +83,10 @@ export interface ProbeOptions {
    * The capture does not wait for it; a throw or rejection is logged. The probe also emits `'capture'`.
    */
   onCapture?: (capture: WrittenCapture) => void | Promise<void>;
+  /** Synthetic transactions run from the probe worker; see {@link ProbeTargetOptions} and docs/network.md. Default none. */
+  probes?: ProbeTargetOptions[];
+  /** Keep a map of the remote endpoints this process talks to (`probe.dependencies()`), from Node's diagnostics channels. Default true. */
+  dependencies?: boolean;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -102,6 +107,8 @@ export interface ResolvedOptions {
   readonly dumpDir: string;
   readonly samplers: Readonly<Required<SamplerSwitches>>;
   readonly onCapture: ((capture: WrittenCapture) => void | Promise<void>) | undefined;
+  readonly probes: readonly ResolvedProbe[];
+  readonly dependencies: boolean;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
@@ -109,6 +116,7 @@ const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles']
 const OPTION_NAMES = [
   'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
+  'probes', 'dependencies',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -159,6 +167,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
     sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, heapSnapshotWriter = 'v8', recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
+    probes: rawProbes, dependencies = true,
   } = options as ProbeOptions;
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
@@ -200,6 +209,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     if (typeof value !== 'boolean') throw invalid(`Option samplers.${name} must be true or false; got ${describe(value)}.`);
     samplers[name] = value;
   }
+  const probes = resolveProbes(rawProbes);
+  if (typeof dependencies !== 'boolean') throw invalid(`Option dependencies must be true or false; got ${describe(dependencies)}.`);
 
   return Object.freeze({
     serviceName,
@@ -218,5 +229,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     dumpDir: path.resolve(dumpDir),
     samplers: Object.freeze(samplers),
     onCapture,
+    probes: Object.freeze(probes),
+    dependencies,
   });
 }

@@ -7,6 +7,8 @@ import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
 import type { AllocationSummary } from './captures/heapprofile.js';
 import type { RuleCondition, RuleFiring } from './worker/rules.js';
 import type { WrittenCapture } from './sink/sink.js';
+import type { ResolvedProbe } from './net/probe-options.js';
+import type { ProbeResult } from './net/probes.js';
 
 export type { Frame };
 
@@ -177,7 +179,8 @@ export type Request =
   | { kind: 'recent'; sinceMs: number | undefined }
   | { kind: 'captureStack' }
   | { kind: 'captureCpuProfile'; durationMs: number }
-  | { kind: 'captureAllocationProfile'; durationMs: number };
+  | { kind: 'captureAllocationProfile'; durationMs: number }
+  | { kind: 'probeStatus' };
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
@@ -195,7 +198,9 @@ export type WorkerToMain =
   | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture }
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
   /** A capture the worker wrote is complete under its final name. */
-  | { type: 'captured'; capture: WrittenCapture };
+  | { type: 'captured'; capture: WrittenCapture }
+  /** A synthetic probe finished a run (for its metrics and the dependency map). */
+  | { type: 'probeResult'; result: ProbeResult };
 
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
@@ -221,4 +226,6 @@ export interface WorkerSettings {
   recorderWindowMs: number;
   mainTid: number;
   samplers: { eventLoop: boolean; cpu: boolean; threads: boolean; memory: boolean };
+  /** Synthetic transactions the worker runs (none: no runner). */
+  probes: ResolvedProbe[];
 }

@@ -28,6 +28,8 @@ import { GrowthTracker } from './growth.js';
 import { gcRates } from './gc-rates.js';
 import { RuleEngine, type RuleFiring } from './rules.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
+import { ProbeRunner, type ProbeResult } from '../net/probes.js';
+import { ProbeBook } from '../net/probe-book.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
 const DRAIN_SLOTS = 32;
@@ -80,6 +82,8 @@ class ProbeWorker {
   #selfPause: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  /** Synthetic transactions and their book (counts, latencies, baseline rules); absent without `probes`. */
+  readonly #probes: { runner: ProbeRunner; book: ProbeBook } | undefined;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -104,6 +108,7 @@ class ProbeWorker {
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
     this.#watch = settings.samplers.eventLoop ? this.#startWatch() : undefined;
     this.#send({ type: 'ready', tid });
+    this.#probes = this.#startProbes(settings);
     // The main thread left its first reading before starting us: a first sample now, so a collection right after start() has values.
     this.#drain();
     this.#arm();
@@ -121,6 +126,23 @@ class ProbeWorker {
       this.#log('error', 'sysprobe stall watch failed to start; stalls will not be seen', { component: 'watchdog', err: describeError(err) });
       return undefined;
     }
+  }
+
+  #startProbes(settings: WorkerSettings): { runner: ProbeRunner; book: ProbeBook } | undefined {
+    if (!settings.probes?.length) return undefined;
+    const book = new ProbeBook(settings.probes);
+    const runner = new ProbeRunner(settings.probes, (result) => this.#guarded('probes', () => this.#onProbeResult(book, result)));
+    runner.start();
+    return { runner, book };
+  }
+
+  /** A probe run finished: to the main thread for metrics and the dependency map; a baseline firing goes out as an ordinary rule. */
+  #onProbeResult(book: ProbeBook, result: ProbeResult): void {
+    this.#send({ type: 'probeResult', result });
+    const firing = book.record(result);
+    // INTEGRATION: net-sockets — capture the socket picture (probe.sockets() / Sample.sockets, by remote
+    // result.remoteAddress:result.remotePort) alongside this firing and attach it to its RuleCaptures.
+    if (firing) void this.#onRuleFired(firing);
   }
 
   #send(message: WorkerToMain): void {
@@ -169,6 +191,7 @@ class ProbeWorker {
         case 'captureStack': value = await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS); break;
         case 'captureCpuProfile': value = await this.#captureCpuProfile(request.durationMs); break;
         case 'captureAllocationProfile': value = await this.#captureAllocationProfile(request.durationMs); break;
+        case 'probeStatus': value = this.#probes?.book.status() ?? []; break;
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
@@ -338,6 +361,7 @@ class ProbeWorker {
   #stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#probes?.runner.stop();
     this.#watch?.stop();
     // Node 20 can abort the process when a worker exits while the main thread is still
     // tearing down that worker's inspector session; give the main thread a moment first.
