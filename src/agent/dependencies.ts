@@ -63,7 +63,9 @@ export class DependencyMap {
     'net.client.socket': (message) => this.#track((message as { socket: Socket }).socket, undefined),
     'http.client.request.start': (message) => {
       const { request } = message as { request: ClientRequest };
-      request.once('socket', (socket: Socket) => this.#track(socket, request.host));
+      // Without an agent the socket already exists; with one it comes from the pool (or a new connection) soon.
+      if (request.socket) this.#track(request.socket, request.host);
+      else request.once('socket', (socket: Socket) => this.#track(socket, request.host));
     },
     'undici:client:connected': (message) => {
       const { socket, connectParams } = message as { socket: Socket; connectParams?: { hostname?: string } };
