@@ -1,9 +1,9 @@
 /**
  * The dependency map: the remote endpoints this process talks to, seen from
  * Node's diagnostics channels on the main thread. Nothing is patched: a new
- * outgoing connection costs a WeakSet check and two `once` listeners, a
- * connect a Map update; a request on a kept-alive socket costs the WeakSet
- * check. The map holds at most MAX_DEPENDENCIES remotes, the least recently
+ * outgoing connection costs a WeakMap entry and two `once` listeners, a
+ * connect a Map update; a request on a kept-alive socket a WeakMap lookup and
+ * a timestamp (bench/probe-overhead.js measures it). The map holds at most MAX_DEPENDENCIES remotes, the least recently
  * seen go first.
  *
  * Channels: `net.client.socket` (net.connect: http, fetch/undici and raw TCP
@@ -52,11 +52,15 @@ interface Entry {
   lastSeenAt: number;
 }
 
+/** A socket seen before it connected. */
+const PENDING = 0;
+
 const CHANNELS = ['net.client.socket', 'http.client.request.start', 'undici:client:connected'] as const;
 
 export class DependencyMap {
   readonly #entries = new Map<string, Entry>();
-  readonly #seen = new WeakSet<Socket>();
+  /** Each socket seen, and its remote's entry once connected. */
+  readonly #sockets = new WeakMap<Socket, Entry | typeof PENDING>();
   readonly #max: number;
   readonly #now: () => number;
   readonly #handlers: Record<(typeof CHANNELS)[number], (message: unknown) => void> = {
@@ -113,15 +117,19 @@ export class DependencyMap {
     });
   }
 
-  /** A socket from one of the channels: counted once, when it connects; later sightings only add a host name. */
+  /** A socket from one of the channels: counted once, when it connects; later sightings (kept-alive requests) only refresh it. */
   #track(socket: Socket | undefined, hostname: string | undefined): void {
     if (!socket || typeof socket.once !== 'function') return;
-    if (this.#seen.has(socket)) {
-      if (hostname && socket.remoteAddress && socket.remotePort) addHostname(this.#touch(socket.remoteAddress, socket.remotePort), hostname);
+    const known = this.#sockets.get(socket);
+    if (known !== undefined) {
+      // The per-request path: no Map reordering, no strings built.
+      if (known === PENDING) return;
+      known.lastSeenAt = this.#now();
+      if (hostname && !known.hostnames.has(hostname)) addHostname(known, hostname);
       return;
     }
-    this.#seen.add(socket);
     if (socket.remoteAddress && socket.remotePort) return this.#connected(socket, hostname);
+    this.#sockets.set(socket, PENDING);
     // The lookup event carries the name dns.lookup resolved (none for IP literals).
     socket.once('lookup', (err: Error | null, _address: string, _family: number, host: string) => { if (!err && host) hostname ??= host; });
     socket.once('connect', () => this.#connected(socket, hostname));
@@ -131,6 +139,7 @@ export class DependencyMap {
     const { remoteAddress, remotePort } = socket;
     if (!remoteAddress || !remotePort) return;
     const entry = this.#touch(remoteAddress, remotePort);
+    this.#sockets.set(socket, entry);
     entry.connections++;
     if (hostname) addHostname(entry, hostname);
   }
