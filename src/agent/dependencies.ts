@@ -2,8 +2,9 @@
  * The dependency map: the remote endpoints this process talks to, seen from
  * Node's diagnostics channels on the main thread. Nothing is patched: a new
  * outgoing connection costs a WeakMap entry and two `once` listeners, a
- * connect a Map update; a request on a kept-alive socket a WeakMap lookup and
- * a timestamp (bench/probe-overhead.js measures it). The map holds at most MAX_DEPENDENCIES remotes, the least recently
+ * connect a Map update; an http request on a kept-alive socket a property
+ * check, an https one a `once('socket')` and a WeakMap lookup
+ * (bench/probe-overhead.js measures them). The map holds at most MAX_DEPENDENCIES remotes, the least recently
  * seen go first.
  *
  * Channels: `net.client.socket` (net.connect: http, fetch/undici and raw TCP
@@ -39,7 +40,7 @@ export interface Dependency {
   latencyMs?: { p50: number; p99: number };
   /** The probes that target it, by name. */
   probes?: string[];
-  /** When a connection to it (or a probe run) was last seen, ms since the epoch. */
+  /** When a connection to it was last opened (or a probe last ran against it), ms since the epoch. */
   lastSeenAt: number;
 }
 
@@ -66,7 +67,9 @@ export class DependencyMap {
   readonly #handlers: Record<(typeof CHANNELS)[number], (message: unknown) => void> = {
     'net.client.socket': (message) => this.#track((message as { socket: Socket }).socket, undefined),
     'http.client.request.start': (message) => {
-      const { request } = message as { request: ClientRequest };
+      const { request } = message as { request: ClientRequest & { protocol?: string } };
+      // Plain http sockets come through net.client.socket; only TLS sockets need the request.
+      if (request.protocol !== 'https:') return;
       // Without an agent the socket already exists; with one it comes from the pool (or a new connection) soon.
       if (request.socket) this.#track(request.socket, request.host);
       else request.once('socket', (socket: Socket) => this.#track(socket, request.host));
@@ -117,14 +120,13 @@ export class DependencyMap {
     });
   }
 
-  /** A socket from one of the channels: counted once, when it connects; later sightings (kept-alive requests) only refresh it. */
+  /** A socket from one of the channels: counted once, when it connects; later sightings (kept-alive requests) may add a host name. */
   #track(socket: Socket | undefined, hostname: string | undefined): void {
     if (!socket || typeof socket.once !== 'function') return;
     const known = this.#sockets.get(socket);
     if (known !== undefined) {
       // The per-request path: no Map reordering, no strings built.
       if (known === PENDING) return;
-      known.lastSeenAt = this.#now();
       if (hostname && !known.hostnames.has(hostname)) addHostname(known, hostname);
       return;
     }
