@@ -127,6 +127,25 @@ describe('synthetic probes (real sockets on loopback)', function () {
     await shutdown();
   });
 
+  it('reads at most 64 KiB of a body: an endless response is a success, not a timeout', async () => {
+    const chunk = Buffer.alloc(16 * 1024, 'x');
+    const endless = http.createServer((_req, res) => {
+      const write = () => { while (!res.destroyed && res.write(chunk)); };
+      res.on('drain', write);
+      write();
+    });
+    servers.push(endless);
+    const port = await listen(endless);
+    probe = await start({ logger: memoryLogger().logger, probes: [{ name: 'endless', target: `http://127.0.0.1:${port}/`, intervalMs: 100, timeoutMs: 2000 }] });
+    const [status] = await waitFor('two runs', async () => {
+      const s = await probe!.probeStatus();
+      return s[0] && s[0].successes + s[0].failures + s[0].timeouts >= 2 ? s : undefined;
+    });
+    assert.equal(status?.lastResult?.outcome, 'success', JSON.stringify(status?.lastResult));
+    assert.deepEqual([status?.failures, status?.timeouts], [0, 0]);
+    assert.ok(status!.lastResult!.phases.total < 1000, `stopped reading early (${status?.lastResult?.phases.total} ms)`);
+  });
+
   it('probes https with a trusted CA, or without verification, and fails an untrusted certificate', async () => {
     const secure = https.createServer({ cert: CERT, key: KEY }, (_req, res) => res.end('secure'));
     servers.push(secure);

@@ -30,6 +30,8 @@ describe('probes option', () => {
     rejects([{ target: 'not a url' }], /probes\[0\]\.target is not a valid URL/);
     rejects([{ target: 'ftp://files.example/' }], /unsupported scheme "ftp:"/);
     rejects([{ target: 'tcp://db.example' }], /needs a port for tcp/);
+    rejects([{ target: 'tcp://db.example:0' }], /port 0/);
+    rejects([{ target: 'http://db.example:99999/' }], /not a valid URL/);
     rejects([{ target: 'tcp://db:1', intervalMs: 50 }], /probes\[0\]\.intervalMs must be an integer from 100/);
     rejects([{ target: 'tcp://db:1', timeoutMs: 0 }], /probes\[0\]\.timeoutMs/);
     rejects([{ target: 'tcp://db:1', method: 'GET' }], /http\(s\) targets only/);

@@ -96,6 +96,7 @@ function resolveProbe(where: string, raw: unknown): ResolvedProbe {
   if (host.length === 0) throw invalid(`Option ${where}.target has no host: ${JSON.stringify(target)}.`);
   if (kind === 'tcp' && url.port === '') throw invalid(`Option ${where}.target needs a port for tcp: (tcp://host:port); got ${JSON.stringify(target)}.`);
   const port = url.port === '' ? (kind === 'https' ? 443 : 80) : Number(url.port);
+  if (port === 0) throw invalid(`Option ${where}.target has port 0; name the port the service listens on.`);
   if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw invalid(`Option ${where}.name must be a non-empty string of at most 200 characters; got ${describe(name)}.`);
   const intervalMs = checkInteger(`${where}.intervalMs`, probe.intervalMs, 100, 3600_000, 10_000);
   const timeoutMs = checkInteger(`${where}.timeoutMs`, probe.timeoutMs, 10, 120_000, 5000);

@@ -93,7 +93,7 @@ export function runProbe(probe: ResolvedProbe, signal: AbortSignal, agents: { ht
       remote = { remoteAddress: s.remoteAddress, remotePort: s.remotePort };
     };
 
-    lookup(probe.host).then(({ address, family }) => {
+    const begin = ({ address, family }: { address: string; family: number }) => {
       if (done) return;
       if (hostname) phases.dns = lap();
       if (probe.kind === 'tcp') {
@@ -130,6 +130,14 @@ export function runProbe(probe: ResolvedProbe, signal: AbortSignal, agents: { ht
         response.once('error', (err) => finish('failure', err.message));
       });
       request.end();
+    };
+    lookup(probe.host).then((found) => {
+      // A synchronous throw (an option Node refuses) must end the run, not leave it to the timeout.
+      try {
+        begin(found);
+      } catch (err) {
+        finish('failure', err instanceof Error ? err.message : String(err));
+      }
     }, (err: Error) => finish('failure', `dns: ${err.message}`));
   });
 }
