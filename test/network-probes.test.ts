@@ -174,14 +174,18 @@ describe('synthetic probes (real sockets on loopback)', function () {
     const secure = https.createServer({ cert: CERT, key: KEY }, (_req, res) => res.end('secure'));
     servers.push(secure);
     const securePort = await listen(secure);
-    probe = await start({ logger: memoryLogger().logger, probes: [{ name: 'raw', target: `tcp://127.0.0.1:${tcpPort}`, intervalMs: 100 }] });
+    // A port nobody listens on: bound, then closed.
+    const closed = net.createServer();
+    const closedPort = await listen(closed);
+    await close(closed);
+    probe = await start({ logger: memoryLogger().logger, probes: [{ name: 'raw', target: `tcp://127.0.0.1:${tcpPort}`, intervalMs: 100 }, { name: 'down', target: `tcp://127.0.0.1:${closedPort}`, intervalMs: 100 }] });
     await new Promise<void>((resolve, reject) => http.get(`http://localhost:${httpPort}/`, (res) => res.resume().on('end', resolve)).on('error', reject));
     await new Promise<void>((resolve, reject) => https.get(`https://localhost:${securePort}/`, { ca: CERT, agent: false }, (res) => res.resume().on('end', resolve)).on('error', reject));
     await (await fetch(`http://localhost:${httpPort}/fetched`)).text();
 
     const deps = await waitFor('the probe target in the map', async () => {
       const d = await probe!.dependencies();
-      return d.some((e) => e.remotePort === tcpPort && e.latencyMs) ? d : undefined;
+      return d.some((e) => e.remotePort === tcpPort && e.latencyMs) && d.some((e) => e.probes?.includes('down')) ? d : undefined;
     });
     const web = deps.find((d) => d.remotePort === httpPort);
     assert.ok(web, JSON.stringify(deps));
@@ -191,6 +195,8 @@ describe('synthetic probes (real sockets on loopback)', function () {
     assert.ok(Date.now() - web.lastSeenAt < 10_000);
     const tls = deps.find((d) => d.remotePort === securePort);
     assert.deepEqual([tls?.hostnames, tls?.connections], [['localhost'], 1], 'https sockets are seen through the request channel');
+    const down = deps.find((d) => d.probes?.includes('down'));
+    assert.deepEqual([down?.remoteAddress, down?.remotePort, down?.latencyMs], ['127.0.0.1', closedPort, undefined], 'a target that refuses is in the map too');
     const raw = deps.find((d) => d.remotePort === tcpPort)!;
     assert.deepEqual([raw.remoteAddress, raw.connections, raw.probes], ['127.0.0.1', 0, ['raw']]);
     assert.ok(raw.latencyMs!.p50 > 0 && raw.latencyMs!.p99 >= raw.latencyMs!.p50);

@@ -75,7 +75,8 @@ let starting = false;
  * A running sysprobe. Get one from {@link start}; release it with {@link Probe.stop}.
  *
  * Events: `'stall'` ({@link StallEvent}) once a stall of the event loop has ended;
- * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures; `'capture'`
+ * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures (a probe's latency rule
+ * too, named `probe-latency:<name>`); `'capture'`
  * ({@link WrittenCapture}) when a capture is complete in dumpDir; `'cache'`
  * ({@link CacheAlert}) when a watched cache starts growing fast or goes over its limit.
  */

@@ -37,7 +37,7 @@ export interface ProbeResult {
   time: number;
   outcome: 'success' | 'failure' | 'timeout';
   phases: ProbePhases;
-  /** The address and port connected to, when the connection was made. */
+  /** The address and port connected to (or tried, when the connect failed); absent when DNS failed. */
   remoteAddress?: string;
   remotePort?: number;
   /** The host name the target named (when it is not an IP literal). */
@@ -96,6 +96,8 @@ export function runProbe(probe: ResolvedProbe, signal: AbortSignal, agents: { ht
     const begin = ({ address, family }: { address: string; family: number }) => {
       if (done) return;
       if (hostname) phases.dns = lap();
+      // Known before the connect, so a target that refuses or hangs still has an address in the result.
+      remote = { remoteAddress: address, remotePort: probe.port };
       if (probe.kind === 'tcp') {
         socket = net.connect({ host: address, port: probe.port, family });
         socket.once('connect', () => { connected(socket!); finish('success'); });
