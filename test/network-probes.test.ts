@@ -146,6 +146,22 @@ describe('synthetic probes (real sockets on loopback)', function () {
     assert.ok(status!.lastResult!.phases.total < 1000, `stopped reading early (${status?.lastResult?.phases.total} ms)`);
   });
 
+  it('never overlaps two runs of a probe, even when a run takes longer than the interval', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    let requests = 0;
+    const slow = http.createServer((_req, res) => {
+      requests++;
+      maxInFlight = Math.max(maxInFlight, ++inFlight);
+      setTimeout(() => { inFlight--; res.end('slow'); }, 300);
+    });
+    servers.push(slow);
+    const port = await listen(slow);
+    probe = await start({ logger: memoryLogger().logger, probes: [{ name: 'slow', target: `http://127.0.0.1:${port}/`, intervalMs: 100, timeoutMs: 2000 }] });
+    await waitFor('three requests', () => requests >= 3 || undefined);
+    assert.equal(maxInFlight, 1);
+  });
+
   it('probes https with a trusted CA, or without verification, and fails an untrusted certificate', async () => {
     const secure = https.createServer({ cert: CERT, key: KEY }, (_req, res) => res.end('secure'));
     servers.push(secure);
