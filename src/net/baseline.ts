@@ -30,6 +30,8 @@ const MIN_RECENT_RUNS = 3;
 /** Below a few ms, loopback jitter alone is many times the baseline: a departure must also be this large. */
 export const MIN_DEPARTURE_MS = 10;
 const FAILING_RATIO = 0.5;
+/** The most runs kept per probe (a 100 ms interval with an hour's window would be 36,000): the oldest go first. */
+const MAX_RUNS = 10_000;
 
 export function quantile(sorted: readonly number[], q: number): number | undefined {
   if (sorted.length === 0) return undefined;
@@ -75,7 +77,7 @@ export class BaselineRule {
     this.#runs.push(run);
     const keepFrom = recentFrom - windowMs;
     let drop = 0;
-    while (drop < this.#runs.length && this.#runs[drop]!.time <= keepFrom) drop++;
+    while (drop < this.#runs.length && (this.#runs[drop]!.time <= keepFrom || this.#runs.length - drop > MAX_RUNS)) drop++;
     if (drop > 0) this.#runs = this.#runs.slice(drop);
     const split = this.#runs.findIndex((r) => r.time > recentFrom);
     const before = this.#runs.slice(0, split);
