@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { resolveOptions } from '../src/options.js';
 import { ErrorCode } from '../src/errors.js';
+import { start } from '../src/index.js';
 import { BaselineRule, type ProbeRun } from '../src/net/baseline.js';
 import { DependencyMap } from '../src/agent/dependencies.js';
 
@@ -42,6 +43,10 @@ describe('probes option', () => {
     rejects([{ target: 'http://db/' }, { target: 'http://db/' }], /used twice/);
     rejects([{ target: 'https://db/', ca: 'not pem' }], /ca must be PEM/);
     assert.throws(() => resolveOptions({ dependencies: 'yes' }), /dependencies must be true or false/);
+  });
+
+  it('fails start() before anything runs', async () => {
+    await assert.rejects(start({ probes: [{ target: 'udp://dns:53' }] }), { code: ErrorCode.INVALID_OPTION, message: /unsupported scheme "udp:"/ });
   });
 });
 
