@@ -202,7 +202,7 @@ export class Probe extends EventEmitter {
   /**
    * What this process talks to: one entry per remote endpoint (address and port) with the host
    * names it was reached by, connections opened, last seen, and the probes' latency to it.
-   * Empty with `dependencies: false` (probe targets still need it on). When the worker cannot
+   * Empty with `dependencies: false` (probe targets included). When the worker cannot
    * answer, the entries come without probe latencies.
    */
   async dependencies(): Promise<Dependency[]> {
