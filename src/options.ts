@@ -6,6 +6,7 @@ import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-option
 import { resolveIncidents, type IncidentOptions, type ResolvedIncidentOptions } from './incident-options.js';
 import { resolveSockets, type SocketsOptions } from './samplers/sockets-options.js';
 import type { SocketsSettings } from './samplers/sockets.js';
+import { resolveProbes, type ProbeTargetOptions, type ResolvedProbe } from './net/probe-options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -96,6 +97,10 @@ export interface ProbeOptions {
    * See docs/network.md.
    */
   sockets?: boolean | SocketsOptions;
+  /** Synthetic transactions run from the probe worker; see {@link ProbeTargetOptions} and docs/network.md. Default none. */
+  probes?: ProbeTargetOptions[];
+  /** Keep a map of the remote endpoints this process talks to (`probe.dependencies()`), from Node's diagnostics channels. Default true. */
+  dependencies?: boolean;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -119,6 +124,8 @@ export interface ResolvedOptions {
   readonly incidents: ResolvedIncidentOptions;
   /** The socket sampler's settings; undefined when it is off. */
   readonly sockets: Readonly<SocketsSettings> | undefined;
+  readonly probes: readonly ResolvedProbe[];
+  readonly dependencies: boolean;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
@@ -128,6 +135,7 @@ const OPTION_NAMES = [
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
   'incidents',
   'sockets',
+  'probes', 'dependencies',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -179,6 +187,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, heapSnapshotWriter = 'v8', recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
     incidents: rawIncidents,
+    probes: rawProbes, dependencies = true,
   } = options as ProbeOptions;
   const sockets = resolveSockets((options as ProbeOptions).sockets);
 
@@ -222,6 +231,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     samplers[name] = value;
   }
   const incidents = resolveIncidents(rawIncidents, recorderWindowMs);
+  const probes = resolveProbes(rawProbes);
+  if (typeof dependencies !== 'boolean') throw invalid(`Option dependencies must be true or false; got ${describe(dependencies)}.`);
 
   return Object.freeze({
     serviceName,
@@ -242,5 +253,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     onCapture,
     incidents,
     sockets,
+    probes: Object.freeze(probes),
+    dependencies,
   });
 }

@@ -8,6 +8,8 @@ import type { AllocationSummary } from './captures/heapprofile.js';
 import type { RuleCondition, RuleFiring } from './worker/rules.js';
 import type { WrittenCapture } from './sink/sink.js';
 import type { SocketsSettings } from './samplers/sockets.js';
+import type { ResolvedProbe } from './net/probe-options.js';
+import type { ProbeResult } from './net/probes.js';
 
 export type { Frame };
 
@@ -198,7 +200,8 @@ export type Request =
   | { kind: 'captureStack' }
   | { kind: 'captureCpuProfile'; durationMs: number }
   | { kind: 'captureAllocationProfile'; durationMs: number }
-  | { kind: 'sockets' };
+  | { kind: 'sockets' }
+  | { kind: 'probeStatus' };
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
@@ -218,7 +221,9 @@ export type WorkerToMain =
   | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture }
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
   /** A capture the worker wrote is complete under its final name. */
-  | { type: 'captured'; capture: WrittenCapture };
+  | { type: 'captured'; capture: WrittenCapture }
+  /** A synthetic probe finished a run (for its metrics and the dependency map). */
+  | { type: 'probeResult'; result: ProbeResult };
 
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
@@ -248,4 +253,6 @@ export interface WorkerSettings {
   incidents?: boolean;
   /** The socket sampler's settings; absent when it is off. */
   sockets?: SocketsSettings;
+  /** Synthetic transactions the worker runs (none: no runner). */
+  probes: ResolvedProbe[];
 }

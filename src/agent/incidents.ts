@@ -127,7 +127,7 @@ export interface IncidentDeps {
   closed(): void;
   /** Rotates the dump directory (a new incident folder counts against its limits). */
   rotate(): Promise<void>;
-  /** INTEGRATION: probe.dependencies() (branch net-probes) goes here; its result lands in manifest.dependencies. */
+  /** `probe.dependencies()`; its result lands in manifest.dependencies. */
   dependencies?: () => Promise<unknown[]>;
 }
 

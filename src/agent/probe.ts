@@ -18,6 +18,8 @@ import { functionSink, type WrittenCapture } from '../sink/sink.js';
 import { WorkerSupervisor } from './supervisor.js';
 import { IncidentRecorder, LogRing, registerLogRing, ringLogger, type IncidentEvent, type IncidentSummary } from './incidents.js';
 import type { SocketPicture } from '../samplers/sockets.js';
+import { DependencyMap, type Dependency } from './dependencies.js';
+import type { ProbeStatus } from '../net/probe-book.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -79,7 +81,8 @@ let starting = false;
  * A running sysprobe. Get one from {@link start}; release it with {@link Probe.stop}.
  *
  * Events: `'stall'` ({@link StallEvent}) once a stall of the event loop has ended;
- * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures; `'capture'`
+ * `'rule'` ({@link RuleEvent}) when a rule fired, after its captures (a probe's latency rule
+ * too, named `probe-latency:<name>`); `'capture'`
  * ({@link WrittenCapture}) when a capture is complete in dumpDir; `'cache'`
  * ({@link CacheAlert}) when a watched cache starts growing fast or goes over its limit;
  * `'incident'` ({@link IncidentEvent}) when an incident opens, grows or closes.
@@ -104,6 +107,8 @@ export class Probe extends EventEmitter {
   #lastSamples: Sample[] = [];
   /** Undefined when the `incidents` option is false. */
   readonly #incidents: IncidentRecorder | undefined;
+  /** The remotes this process talks to (option `dependencies`). */
+  readonly #dependencies: DependencyMap | undefined;
 
   /** @internal Use {@link start}. */
   constructor(options: ResolvedOptions) {
@@ -162,6 +167,7 @@ export class Probe extends EventEmitter {
       samplers: options.samplers,
       incidents: options.incidents.enabled,
       ...(options.sockets ? { sockets: { ...options.sockets } } : {}),
+      probes: [...options.probes],
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#incidents = options.incidents.enabled ? new IncidentRecorder({
       dumpDir: options.dumpDir, options: options.incidents, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger, logs,
@@ -169,8 +175,9 @@ export class Probe extends EventEmitter {
       emit: (event) => this.#emitSafely('incident', event),
       closed: () => { if (!this.#stopped) this.#supervisor.post({ type: 'incidentClosed' }); },
       rotate: () => files.rotate(),
-      // INTEGRATION: dependencies: () => this.dependencies() (branch net-probes), written into manifest.json.
+      dependencies: () => this.dependencies(),
     }) : undefined;
+    this.#dependencies = options.dependencies ? new DependencyMap() : undefined;
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
     const files = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
     const sink = functionSink(files, (capture) => this.#onCaptured(capture));
@@ -191,6 +198,7 @@ export class Probe extends EventEmitter {
       throw err;
     }
     this.#heartbeat.start();
+    this.#dependencies?.start();
     this.#logger.info({
       node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
       sampleIntervalMs: this.options.sampleIntervalMs, stallThresholdMs: this.options.stallThresholdMs,
@@ -204,8 +212,37 @@ export class Probe extends EventEmitter {
     return this.#loopWatch.kind;
   }
 
+  /**
+   * The synthetic probes (option `probes`): per probe its last result, success, failure and
+   * timeout counts, latency percentiles, the baseline its rule compares with, and whether that
+   * rule's condition holds (`firing`) or the last runs all failed (`failing`).
+   */
+  async probeStatus(): Promise<ProbeStatus[]> {
+    this.#assertRunning('probeStatus');
+    if (this.options.probes.length === 0) return [];
+    return (await this.#supervisor.request({ kind: 'probeStatus' }, REQUEST_TIMEOUT_MS)) as ProbeStatus[];
+  }
+
+  /**
+   * What this process talks to: one entry per remote endpoint (address and port) with the host
+   * names it was reached by, connections opened, last seen, and the probes' latency to it.
+   * Empty with `dependencies: false` (probe targets included). When the worker cannot
+   * answer, the entries come without probe latencies.
+   */
+  async dependencies(): Promise<Dependency[]> {
+    this.#assertRunning('dependencies');
+    if (!this.#dependencies) return [];
+    const statuses = await this.probeStatus().catch((err: unknown) => {
+      this.#logger.debug({ err: describeError(err) }, 'sysprobe dependencies without probe latencies');
+      return [];
+    });
+    return this.#dependencies.entries(statuses);
+  }
+
   /** Whether a rule marked the process unhealthy (the health endpoint builds on this). */
   health(now = Date.now()): Health {
+    // INTEGRATION: health — a probe with `failing: true` in probeStatus() (its last 3 runs failed or timed
+    // out) is a reason of kind 'dependency': { kind: 'dependency', message: `probe ${name} (${target}) failing: ${lastResult.error}` }.
     for (const [rule, reason] of this.#unhealthy) if (reason.until <= now) this.#unhealthy.delete(rule);
     const reasons = [...this.#unhealthy.values()];
     return { healthy: reasons.length === 0, reasons };
@@ -353,6 +390,7 @@ export class Probe extends EventEmitter {
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
       this.#heartbeat.stop();
+      this.#dependencies?.stop();
       for (const watcher of this.#watchers.values()) watcher.stop();
       await this.#jobs.stop();
       // Before the worker goes: closing reads the samples up to now from its recorder.
@@ -419,6 +457,11 @@ export class Probe extends EventEmitter {
         return;
       case 'captured':
         this.#onCaptured(message.capture);
+        return;
+      case 'probeResult':
+        this.#exporter.recordProbe(message.result);
+        this.#dependencies?.noteProbe(message.result);
+        if (message.result.outcome !== 'success') this.#logger.debug({ probe: message.result.name, target: message.result.target, outcome: message.result.outcome, error: message.result.error }, 'sysprobe probe run failed');
         return;
       case 'ready':
       case 'response':

@@ -8,6 +8,8 @@ import type { JobEvent } from '../agent/guard.js';
 import type { CacheStats, WatchedCacheStats } from '../agent/caches.js';
 import type { GcTotal } from '../agent/gc.js';
 import { socketMetrics } from './socket-metrics.js';
+import type { ProbeResult } from '../net/probes.js';
+import { ProbeMetrics } from './probe-metrics.js';
 
 /** Bucket bounds (s) for the event-loop delay histogram: fine below the heartbeat, coarse for stalls. */
 const DELAY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
@@ -49,6 +51,7 @@ export class OtelExporter {
   readonly #jobRuns: Counter;
   readonly #ruleFirings: Counter;
   readonly #jobDuration: Histogram;
+  readonly #probes: ProbeMetrics;
   #lastCollectAt = Date.now();
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
   #lastSample: Sample | undefined;
@@ -71,6 +74,7 @@ export class OtelExporter {
     this.#ruleFirings = meter.createCounter('sysprobe.rule.firings', { description: 'Rules that fired, by rule.', unit: '{firing}' });
     this.#jobRuns = meter.createCounter('sysprobe.job.runs', { description: 'Guarded job runs, by job, outcome (ok, failed, timeout, refused) and kind (async, worker).', unit: '{run}' });
     this.#jobDuration = meter.createHistogram('sysprobe.job.duration', { description: 'How long each guarded job run took (refused runs excluded).', unit: 's' });
+    this.#probes = new ProbeMetrics(meter);
     this.#errors = meter.createCounter('sysprobe.errors', { description: 'Failures inside sysprobe that it survived, by component.', unit: '{error}' });
 
     const gauge = (name: string, unit: string, description: string) => this.#track(meter.createObservableGauge(name, { unit, description }));
@@ -277,6 +281,11 @@ export class OtelExporter {
     const attributes = { 'sysprobe.job': event.job, 'sysprobe.job.outcome': event.outcome, 'sysprobe.job.kind': event.kind };
     this.#jobRuns.add(1, attributes);
     if (event.outcome !== 'refused') this.#jobDuration.record(event.durationMs / 1000, attributes);
+  }
+
+  /** A synthetic probe's run, from the worker (exporters/probe-metrics.ts). */
+  recordProbe(result: ProbeResult): void {
+    this.#probes.record(result);
   }
 
   recordGc(kind: string, durationMs: number): void {

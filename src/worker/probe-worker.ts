@@ -29,6 +29,8 @@ import { gcRates } from './gc-rates.js';
 import { RuleEngine, type RuleFiring } from './rules.js';
 import { SocketWatch } from './socket-watch.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
+import { ProbeRunner, type ProbeResult } from '../net/probes.js';
+import { ProbeBook } from '../net/probe-book.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
 const DRAIN_SLOTS = 32;
@@ -85,6 +87,8 @@ class ProbeWorker {
   readonly #incidentKinds = new Set<string>();
   /** The socket sampler, on its own interval (option `sockets`). */
   readonly #sockets: SocketWatch | undefined;
+  /** Synthetic transactions and their book (counts, latencies, baseline rules); absent without `probes`. */
+  readonly #probes: { runner: ProbeRunner; book: ProbeBook } | undefined;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -112,6 +116,7 @@ class ProbeWorker {
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
     this.#watch = settings.samplers.eventLoop ? this.#startWatch() : undefined;
     this.#send({ type: 'ready', tid });
+    this.#probes = this.#startProbes(settings);
     // The main thread left its first reading before starting us: a first sample now, so a collection right after start() has values.
     this.#drain();
     this.#arm();
@@ -129,6 +134,23 @@ class ProbeWorker {
       this.#log('error', 'sysprobe stall watch failed to start; stalls will not be seen', { component: 'watchdog', err: describeError(err) });
       return undefined;
     }
+  }
+
+  #startProbes(settings: WorkerSettings): { runner: ProbeRunner; book: ProbeBook } | undefined {
+    if (!settings.probes?.length) return undefined;
+    const book = new ProbeBook(settings.probes);
+    const runner = new ProbeRunner(settings.probes, (result) => this.#guarded('probes', () => this.#onProbeResult(book, result)));
+    runner.start();
+    return { runner, book };
+  }
+
+  /** A probe run finished: to the main thread for metrics and the dependency map; a baseline firing goes out as an ordinary rule. */
+  #onProbeResult(book: ProbeBook, result: ProbeResult): void {
+    this.#send({ type: 'probeResult', result });
+    const firing = book.record(result);
+    // INTEGRATION: net-sockets — capture the socket picture (probe.sockets() / Sample.sockets, by remote
+    // result.remoteAddress:result.remotePort) alongside this firing and attach it to its RuleCaptures.
+    if (firing) void this.#onRuleFired(firing);
   }
 
   #send(message: WorkerToMain): void {
@@ -184,6 +206,7 @@ class ProbeWorker {
           if (!this.#sockets) throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
           value = await this.#sockets.latest();
           break;
+        case 'probeStatus': value = this.#probes?.book.status() ?? []; break;
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
@@ -362,6 +385,7 @@ class ProbeWorker {
   #stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#probes?.runner.stop();
     this.#watch?.stop();
     this.#sockets?.stop();
     // Node 20 can abort the process when a worker exits while the main thread is still

@@ -7,6 +7,7 @@
  * made-up sample sequences.
  */
 import type { Sample } from '../protocol.js';
+import type { ProbeRuleValue } from '../net/baseline.js';
 
 /** The sampled values a rule can watch. */
 export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapLimitShare' | 'memory.rss' | 'memory.heapGrowthPerMin'
@@ -79,7 +80,8 @@ export interface RuleCondition {
 /** A firing: which rule, and the values that fired it. */
 export interface RuleFiring {
   rule: string;
-  value: RuleValue;
+  /** A sampled value, or a probe's latency or failure ratio (the `probe-latency:<name>` rules). */
+  value: RuleValue | ProbeRuleValue;
   threshold: number;
   /** The value in the sample that completed the `forMs` window. */
   observed: number;
