@@ -2,4 +2,5 @@
 import cjs from '../dist/src/index.js';
 
 export const { start, Probe, SysprobeError, ErrorCode, profileThread } = cjs;
+export const { healthHandler, fastifyHealthHandler } = cjs;
 export default cjs;

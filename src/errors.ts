@@ -22,6 +22,8 @@ export const ErrorCode = {
   CAPTURE_BUSY: 'SYSPROBE_ERR_CAPTURE_BUSY',
   /** A bounded wait ran out. */
   TIMEOUT: 'SYSPROBE_ERR_TIMEOUT',
+  /** The health or control endpoint could not listen on its host and port (in use, not permitted). */
+  LISTEN_FAILED: 'SYSPROBE_ERR_LISTEN_FAILED',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */

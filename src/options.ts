@@ -3,6 +3,8 @@ import type { MeterProvider } from '@opentelemetry/api';
 import { ErrorCode, SysprobeError } from './errors.js';
 import type { WrittenCapture } from './sink/sink.js';
 import { resolveRules, type ResolvedRule, type RuleOptions } from './rule-options.js';
+import { resolveHealthOptions, type HealthOptions, type ResolvedHealthOptions } from './health/evaluate.js';
+import { resolveControlOptions, type ControlOptions, type ResolvedControlOptions } from './control/options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -82,6 +84,10 @@ export interface ProbeOptions {
    * The capture does not wait for it; a throw or rejection is logged. The probe also emits `'capture'`.
    */
   onCapture?: (capture: WrittenCapture) => void | Promise<void>;
+  /** Health thresholds, and `port` to serve `GET /health` from the probe worker; see docs/health.md. */
+  health?: HealthOptions;
+  /** The control endpoint (off by default; needs a token); see docs/security.md. */
+  control?: ControlOptions;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -102,6 +108,8 @@ export interface ResolvedOptions {
   readonly dumpDir: string;
   readonly samplers: Readonly<Required<SamplerSwitches>>;
   readonly onCapture: ((capture: WrittenCapture) => void | Promise<void>) | undefined;
+  readonly health: ResolvedHealthOptions;
+  readonly control: ResolvedControlOptions | undefined;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
@@ -109,6 +117,7 @@ const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles']
 const OPTION_NAMES = [
   'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
+  'health', 'control',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -160,6 +169,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, heapSnapshotWriter = 'v8', recorderWindowMs: rawWindow,
     meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
   } = options as ProbeOptions;
+  const health = resolveHealthOptions((options as ProbeOptions).health);
+  const control = resolveControlOptions((options as ProbeOptions).control);
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
     throw invalid(`Option serviceName must be a non-empty string of at most 256 characters; got ${describe(serviceName)}.`);
@@ -218,5 +229,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     dumpDir: path.resolve(dumpDir),
     samplers: Object.freeze(samplers),
     onCapture,
+    health,
+    control,
   });
 }

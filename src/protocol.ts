@@ -7,6 +7,8 @@ import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
 import type { AllocationSummary } from './captures/heapprofile.js';
 import type { RuleCondition, RuleFiring } from './worker/rules.js';
 import type { WrittenCapture } from './sink/sink.js';
+import type { ResolvedHealthOptions } from './health/evaluate.js';
+import type { ResolvedControlOptions } from './control/options.js';
 
 export type { Frame };
 
@@ -183,12 +185,17 @@ export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
   /** The main thread is about to pause itself on purpose (a heap snapshot), or has resumed: not a stall to capture. */
   | { type: 'selfPause'; active: boolean; reason: string }
+  /** The answer to a HostRequest. */
+  | { type: 'hostResponse'; id: number; ok: true; value: unknown }
+  | { type: 'hostResponse'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'stop' };
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export type WorkerToMain =
-  | { type: 'ready'; tid: number | undefined }
+  | { type: 'ready'; tid: number | undefined; servers?: EndpointsReady }
+  /** The worker asks the main thread for what only it can do (the control endpoint's heap snapshot). */
+  | { type: 'hostRequest'; id: number; request: HostRequest }
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
@@ -196,6 +203,15 @@ export type WorkerToMain =
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
   /** A capture the worker wrote is complete under its final name. */
   | { type: 'captured'; capture: WrittenCapture };
+
+/** What the worker can ask the main thread. */
+export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string };
+
+/** Where the worker's endpoints listen (the address they bound), or why they could not. */
+export interface EndpointsReady {
+  health?: { address: string; port: number } | { error: string };
+  control?: { address: string; port: number } | { error: string };
+}
 
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
@@ -215,10 +231,14 @@ export interface WorkerSettings {
   /** Automatic captures (stall stacks, rule captures) allowed per minute. */
   capturesPerMinute: number;
   /** The rules' conditions and the captures each asks for (the rest of a rule stays on the main thread). */
-  rules: Array<{ condition: RuleCondition; captureStack: boolean; cpuProfileMs: number | undefined; allocationProfileMs: number | undefined }>;
+  rules: Array<{ condition: RuleCondition; captureStack: boolean; cpuProfileMs: number | undefined; allocationProfileMs: number | undefined; markUnhealthy?: boolean }>;
   /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
   loopWatch: 'native' | 'heartbeat';
   recorderWindowMs: number;
   mainTid: number;
   samplers: { eventLoop: boolean; cpu: boolean; threads: boolean; memory: boolean };
+  /** Health thresholds, and the endpoint's address when `health.port` is set. */
+  health?: ResolvedHealthOptions;
+  /** The control endpoint, when on. */
+  control?: ResolvedControlOptions;
 }

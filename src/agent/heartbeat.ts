@@ -45,6 +45,8 @@ export class Heartbeat {
   readonly #onGap: (gapMs: number) => void;
   readonly #onTooLarge: (capacityBytes: number) => void;
   #interval: NodeJS.Timeout | undefined;
+  /** The newest reading, for probe.health() on the main thread. */
+  latest: MainSample | undefined;
   #lastSampleAt = 0;
   #maxGapMs = 0;
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
@@ -94,7 +96,9 @@ export class Heartbeat {
 
   /** Appends the main thread's readings for the worker. */
   publish(): void {
-    if (!this.mainRing.write(this.#read())) this.#onTooLarge(this.mainRing.capacity);
+    const reading = this.#read();
+    this.latest = reading;
+    if (!this.mainRing.write(reading)) this.#onTooLarge(this.mainRing.capacity);
     this.#timer.onSample?.();
   }
 

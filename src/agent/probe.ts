@@ -16,6 +16,8 @@ import { createCache, watchCache, type BoundedCache, type CacheAlert, type Cache
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type WrittenCapture } from '../sink/sink.js';
 import { WorkerSupervisor } from './supervisor.js';
+import { combine, readingsFromMain, ruleReason, sourceReasons, thresholdReasons, type Health, type HealthReason } from '../health/evaluate.js';
+import type { EndpointsReady, HostRequest } from '../protocol.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -40,12 +42,10 @@ export interface RuleEvent {
   captures: RuleCaptures;
 }
 
-/** What {@link Probe.health} reports. */
-export interface Health {
-  healthy: boolean;
-  /** Why not: the rules with a `markUnhealthy` action that fired within their cooldown. */
-  reasons: Array<{ rule: string; since: number; until: number; observed: number; threshold: number }>;
-}
+export type { Health };
+
+/** A source of health reasons (see {@link Probe.addHealthSource}): returns the reasons it sees now, `[]` when fine. */
+export type HealthSource = () => Array<Partial<HealthReason> & { message: string }>;
 
 /** Options for {@link Probe.captureAllocationProfile}. */
 export interface AllocationProfileOptions {
@@ -90,7 +90,10 @@ export class Probe extends EventEmitter {
   readonly #caches = new Map<string, BoundedCache<{}, {}>>();
   readonly #watchers = new Map<string, CacheWatcher>();
   /** Rules with markUnhealthy that fired, by name, until their cooldown ends. */
-  readonly #unhealthy = new Map<string, Health['reasons'][number]>();
+  readonly #unhealthy = new Map<string, HealthReason>();
+  readonly #healthSources = new Map<string, HealthSource>();
+  /** Where the worker's endpoints listen, as it last said. */
+  #servers: EndpointsReady = {};
   readonly #loopWatch: { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined };
   readonly #startedAt = Date.now();
   #stopped: Promise<void> | undefined;
@@ -142,9 +145,11 @@ export class Probe extends EventEmitter {
       sysprobeVersion: PACKAGE_VERSION,
       capturesPerMinute: options.capturesPerMinute,
       growthWindowMs: options.growthWindowMs,
-      rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs })),
+      rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy })),
       mainTid: process.pid,
       samplers: options.samplers,
+      health: options.health,
+      control: options.control,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
     const sink = functionSink(
@@ -167,6 +172,12 @@ export class Probe extends EventEmitter {
       throw err;
     }
     this.#heartbeat.start();
+    const failed = (['health', 'control'] as const).filter((name) => this.#servers[name] && 'error' in this.#servers[name]!);
+    if (failed.length > 0) {
+      const why = failed.map((name) => `${name}: ${(this.#servers[name] as { error: string }).error}`).join('; ');
+      await this.stop();
+      throw new SysprobeError(ErrorCode.LISTEN_FAILED, `sysprobe could not listen (${why}); choose another port, or 0 for an ephemeral one.`);
+    }
     this.#logger.info({
       node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
       sampleIntervalMs: this.options.sampleIntervalMs, stallThresholdMs: this.options.stallThresholdMs,
@@ -180,11 +191,53 @@ export class Probe extends EventEmitter {
     return this.#loopWatch.kind;
   }
 
-  /** Whether a rule marked the process unhealthy (the health endpoint builds on this). */
+  /**
+   * The process's health as the main thread sees it now: the latest readings (event-loop
+   * delay and utilization, heap against its limit, RSS) against `health.thresholds`, the
+   * rules with `markUnhealthy` that fired within their cooldown, and each health source.
+   * `ok`, `degraded` (still serving) or `unhealthy`; the worst reason first.
+   */
   health(now = Date.now()): Health {
-    for (const [rule, reason] of this.#unhealthy) if (reason.until <= now) this.#unhealthy.delete(rule);
-    const reasons = [...this.#unhealthy.values()];
-    return { healthy: reasons.length === 0, reasons };
+    for (const [rule, reason] of this.#unhealthy) if ((reason.until ?? 0) <= now) this.#unhealthy.delete(rule);
+    const rss = this.options.samplers.memory ? process.memoryUsage.rss() : undefined;
+    const reasons = [...thresholdReasons(readingsFromMain(this.#heartbeat.latest, rss), this.options.health.thresholds), ...this.#unhealthy.values()];
+    for (const [name, source] of this.#healthSources) {
+      try {
+        reasons.push(...sourceReasons(name, source()));
+      } catch (err) {
+        reasons.push({ kind: 'source', source: name, status: 'unhealthy', message: `health source "${name}" threw: ${describeError(err).message}` });
+      }
+    }
+    return combine(reasons, now);
+  }
+
+  /**
+   * Adds reasons to {@link Probe.health}: `source()` runs on each call and returns the problems
+   * it sees (`{ kind, message, status?: 'degraded' | 'unhealthy' }`; unhealthy when not said),
+   * or `[]`. A source that throws makes the process unhealthy, saying so. Returns a remover.
+   * Sources run on the main thread, so the worker's `GET /health` does not see them.
+   */
+  addHealthSource(name: string, source: HealthSource): () => void {
+    this.#assertRunning('addHealthSource');
+    if (typeof name !== 'string' || name.length === 0 || typeof source !== 'function') {
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, 'addHealthSource(name, source) needs a non-empty name and a function.');
+    }
+    if (this.#healthSources.has(name)) throw new SysprobeError(ErrorCode.INVALID_OPTION, `A health source named "${name}" already exists on this probe.`);
+    // INTEGRATION: failing dependency probes (branch net-probes) register here with kind 'dependency'.
+    this.#healthSources.set(name, source);
+    return () => { if (this.#healthSources.get(name) === source) this.#healthSources.delete(name); };
+  }
+
+  /** Where the worker serves `GET /health` (`health.port`), or undefined when it does not. */
+  healthAddress(): { address: string; port: number } | undefined {
+    const health = this.#servers.health;
+    return health && !('error' in health) ? { ...health } : undefined;
+  }
+
+  /** Where the worker serves the control endpoint (`control.port`), or undefined when it does not. */
+  controlAddress(): { address: string; port: number } | undefined {
+    const control = this.#servers.control;
+    return control && !('error' in control) ? { ...control } : undefined;
   }
 
   /** True until {@link Probe.stop} is called. */
@@ -372,7 +425,12 @@ export class Probe extends EventEmitter {
       case 'captured':
         this.#onCaptured(message.capture);
         return;
+      case 'hostRequest':
+        void this.#answerHost(message.id, message.request);
+        return;
       case 'ready':
+        if (message.servers) this.#servers = message.servers;
+        return;
       case 'response':
         return; // handled by the supervisor
       default: {
@@ -394,9 +452,7 @@ export class Probe extends EventEmitter {
     }
     this.#exporter.recordRule(firing.rule);
     this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, allocationProfile: captures.allocationProfile?.file, heapSnapshot: captures.heapSnapshot?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
-    if (rule?.markUnhealthy) {
-      this.#unhealthy.set(firing.rule, { rule: firing.rule, since: firing.firedAt, until: firing.firedAt + rule.condition.cooldownMs, observed: firing.observed, threshold: firing.threshold });
-    }
+    if (rule?.markUnhealthy) this.#unhealthy.set(firing.rule, ruleReason(firing, firing.firedAt + rule.condition.cooldownMs));
     for (const callback of rule?.callbacks ?? []) {
       try {
         callback(firing);
@@ -405,6 +461,18 @@ export class Probe extends EventEmitter {
       }
     }
     this.#emitSafely('rule', event);
+  }
+
+  /** Does what the worker asked of the main thread (a heap snapshot for the control endpoint) and answers. */
+  async #answerHost(id: number, request: HostRequest): Promise<void> {
+    try {
+      if (request.kind !== 'captureHeapSnapshot') throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `unknown host request ${String(request.kind)}`);
+      const value = await this.#snapshots.capture({ trigger: request.trigger });
+      this.#supervisor.post({ type: 'hostResponse', id, ok: true, value });
+    } catch (err) {
+      const { message, code } = describeError(err);
+      this.#supervisor.post({ type: 'hostResponse', id, ok: false, error: { code: code ?? ErrorCode.CAPTURE_FAILED, message } });
+    }
   }
 
   /** Checks (and trims, when asked) each watched cache; a new episode of growth or of being over the limit is logged and emitted. */

@@ -31,7 +31,7 @@ const SIDECAR = '.json';
 const KIND = /^[a-z0-9]+(?:-[a-z0-9]+)*$/i;
 const EXTENSION = /^(?:\.[a-z0-9]+)+$/i;
 /** `<kind>-<ISO time without colons>-<pid>[-<seq>]<extension>`; a sidecar matches too (its extension ends in `.json`). */
-const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
+export const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
 
 /** The part of `fs.promises.statfs` the free-space check reads. */
 export type StatFs = (dir: string) => Promise<{ bavail: number; bsize: number }>;

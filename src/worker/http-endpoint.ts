@@ -1,0 +1,110 @@
+/**
+ * The probe worker's small HTTP servers (health, control) share these limits: they
+ * run next to the host, so every request is bounded in size and time, nothing keeps
+ * the process alive, and a misbehaving client costs little.
+ */
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** Header bytes a request may carry; more is answered 431 by Node itself. */
+export const MAX_HEADER_BYTES = 8 * 1024;
+/** Request-target length; more is answered 414. */
+export const MAX_URL_BYTES = 2 * 1024;
+/** Body bytes a request may carry; more is answered 413. */
+export const MAX_BODY_BYTES = 4 * 1024;
+
+export interface Reply {
+  status: number;
+  headers?: Record<string, string>;
+  /** A JSON value, or a stream writer for downloads. */
+  json?: unknown;
+  stream?: (res: http.ServerResponse) => void;
+}
+
+export type Route = (req: http.IncomingMessage, url: URL, body: Buffer) => Promise<Reply> | Reply;
+
+export interface EndpointAddress { address: string; port: number }
+
+/**
+ * Listens on host:port and answers with `route`; resolves once listening. The server is
+ * unref()ed; keep-alive and header timeouts are short; the body is read up to MAX_BODY_BYTES.
+ */
+export function listen(host: string, port: number, route: Route, onError: (err: unknown) => void): Promise<{ server: http.Server; address: EndpointAddress }> {
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 }, (req, res) => {
+    void handle(req, res, route).catch((err: unknown) => {
+      onError(err);
+      if (!res.headersSent) send(res, { status: 500, json: { error: 'internal error' } });
+      else res.destroy();
+    });
+  });
+  server.maxRequestsPerSocket = 100;
+  server.on('clientError', (_err, socket) => {
+    // Node answers 431 itself for oversized headers; anything else malformed is a 400.
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      server.on('error', onError);
+      server.unref();
+      const info = server.address() as AddressInfo;
+      resolve({ server, address: { address: info.address, port: info.port } });
+    });
+  });
+}
+
+async function handle(req: http.IncomingMessage, res: http.ServerResponse, route: Route): Promise<void> {
+  const target = req.url ?? '/';
+  if (Buffer.byteLength(target) > MAX_URL_BYTES) return void send(res, { status: 414, json: { error: 'URL too long' } }, true);
+  let url: URL;
+  try {
+    url = new URL(target, 'http://sysprobe.invalid');
+  } catch {
+    return void send(res, { status: 400, json: { error: 'malformed URL' } }, true);
+  }
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (!(declared >= 0)) return void send(res, { status: 400, json: { error: 'malformed Content-Length' } }, true);
+  if (declared > MAX_BODY_BYTES) return void send(res, { status: 413, json: { error: `body over ${MAX_BODY_BYTES} bytes` } }, true);
+  const body = await readBody(req);
+  if (body === undefined) return void send(res, { status: 413, json: { error: `body over ${MAX_BODY_BYTES} bytes` } }, true);
+  send(res, await route(req, url, body));
+}
+
+/** The body, or undefined when it outgrows the limit (chunked bodies declare no length). */
+function readBody(req: http.IncomingMessage): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    req.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > MAX_BODY_BYTES) { req.removeAllListeners('data'); req.resume(); resolve(undefined); return; }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function send(res: http.ServerResponse, reply: Reply, close = false): void {
+  const headers: Record<string, string> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...reply.headers };
+  if (close) headers.connection = 'close';
+  if (reply.stream) {
+    res.writeHead(reply.status, headers);
+    reply.stream(res);
+    return;
+  }
+  const body = reply.json === undefined ? '' : JSON.stringify(reply.json);
+  headers['content-type'] ??= 'application/json; charset=utf-8';
+  headers['content-length'] ??= String(Buffer.byteLength(body));
+  res.writeHead(reply.status, headers);
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+/** Stops accepting, and ends idle keep-alive connections; the rest end with their request. */
+export function close(server: http.Server | undefined): void {
+  if (!server) return;
+  server.close();
+  server.closeIdleConnections();
+}
