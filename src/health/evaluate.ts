@@ -30,7 +30,7 @@ export interface HealthReason {
   source?: string;
 }
 
-/** A level pair: at or above `degraded` the status is degraded, at or above `unhealthy` unhealthy. */
+/** A level pair: at or above `degraded` the status is degraded, at or above `unhealthy` unhealthy (Infinity: never). */
 export interface HealthLevel {
   degraded: number;
   unhealthy: number;
@@ -40,7 +40,11 @@ export interface HealthLevel {
 export interface HealthThresholds {
   /** The longest the event loop went without turning in the latest sample interval, ms. Default 500 / 2000. */
   eventLoopDelayMs?: Partial<HealthLevel> | false;
-  /** Event-loop utilization over the latest interval, 0..1. Default 0.9 / 0.99. */
+  /**
+   * Event-loop utilization over the latest interval, 0..1. Default: degraded at 0.9, never unhealthy
+   * (a busy loop that still turns is serving; a rule with `markUnhealthy` and a `forMs` is the tool
+   * for "saturated for a while").
+   */
   eventLoopUtilization?: Partial<HealthLevel> | false;
   /** Heap used as a share of V8's heap limit, 0..1. Default 0.85 / 0.95. */
   heapUsedRatio?: Partial<HealthLevel> | false;
@@ -73,7 +77,7 @@ type ThresholdName = 'eventLoopDelayMs' | 'eventLoopUtilization' | 'heapUsedRati
 
 const DEFAULT_THRESHOLDS: Record<ThresholdName, HealthLevel | undefined> = {
   eventLoopDelayMs: { degraded: 500, unhealthy: 2000 },
-  eventLoopUtilization: { degraded: 0.9, unhealthy: 0.99 },
+  eventLoopUtilization: { degraded: 0.9, unhealthy: Infinity },
   heapUsedRatio: { degraded: 0.85, unhealthy: 0.95 },
   rssBytes: undefined,
 };
@@ -110,8 +114,9 @@ export function resolveThresholds(input: unknown): ResolvedThresholds {
     const level = checkPlainObject(where, raw);
     checkKnownKeys(where, level, ['degraded', 'unhealthy']);
     const [min, max] = THRESHOLD_RANGES[name];
-    const unhealthy = level.unhealthy === undefined ? fallback?.unhealthy ?? checkNumber(`${where}.degraded`, level.degraded, min, max) : checkNumber(`${where}.unhealthy`, level.unhealthy, min, max);
+    const unhealthy = level.unhealthy === undefined ? fallback?.unhealthy ?? Infinity : checkNumber(`${where}.unhealthy`, level.unhealthy, min, max);
     const degraded = level.degraded === undefined ? Math.min(fallback?.degraded ?? unhealthy, unhealthy) : checkNumber(`${where}.degraded`, level.degraded, min, max);
+    if (!Number.isFinite(degraded)) throw invalid(`Option ${where} needs degraded, unhealthy or both.`);
     if (degraded > unhealthy) throw invalid(`Option ${where}: degraded (${degraded}) must not be above unhealthy (${unhealthy}).`);
     out[name] = Object.freeze({ degraded, unhealthy });
   }

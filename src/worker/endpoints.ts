@@ -83,7 +83,7 @@ export class WorkerEndpoints {
       const top = frames?.[0];
       blocked = { forMs: Math.round(stall.forMs), ...(top ? { function: top.functionName, file: top.url, line: top.lineNumber + 1 } : {}) };
       const where = top ? ` in ${top.functionName} (${top.url}:${top.lineNumber + 1})` : '';
-      reasons.push({ kind: 'blocked', status: 'unhealthy', value: blocked.forMs, threshold: this.#settings.stallThresholdMs, message: `event loop blocked for ${blocked.forMs} ms${where}` });
+      reasons.unshift({ kind: 'blocked', status: 'unhealthy', value: blocked.forMs, threshold: this.#settings.stallThresholdMs, message: `event loop blocked for ${blocked.forMs} ms${where}` });
     }
     return combine(reasons, now, blocked);
   }
