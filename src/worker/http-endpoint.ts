@@ -38,9 +38,10 @@ export function listen(host: string, port: number, route: Route, onError: (err: 
     });
   });
   server.maxRequestsPerSocket = 100;
-  server.on('clientError', (_err, socket) => {
-    // Node answers 431 itself for oversized headers; anything else malformed is a 400.
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // What the parser refused: headers over MAX_HEADER_BYTES are a 431, a slow client a 408, the rest a 400.
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
   return new Promise((resolve, reject) => {
