@@ -64,7 +64,7 @@ export interface HealthOptions {
   retryAfterSeconds?: number;
 }
 
-export type ResolvedThresholds = Readonly<Record<ThresholdName, Readonly<HealthLevel> | undefined>>;
+export type ResolvedThresholds = Readonly<Record<HealthThresholdName, Readonly<HealthLevel> | undefined>>;
 
 export interface ResolvedHealthOptions {
   readonly port: number | undefined;
@@ -73,15 +73,15 @@ export interface ResolvedHealthOptions {
   readonly retryAfterSeconds: number;
 }
 
-type ThresholdName = 'eventLoopDelayMs' | 'eventLoopUtilization' | 'heapUsedRatio' | 'rssBytes';
+export type HealthThresholdName = 'eventLoopDelayMs' | 'eventLoopUtilization' | 'heapUsedRatio' | 'rssBytes';
 
-const DEFAULT_THRESHOLDS: Record<ThresholdName, HealthLevel | undefined> = {
+const DEFAULT_THRESHOLDS: Record<HealthThresholdName, HealthLevel | undefined> = {
   eventLoopDelayMs: { degraded: 500, unhealthy: 2000 },
   eventLoopUtilization: { degraded: 0.9, unhealthy: Infinity },
   heapUsedRatio: { degraded: 0.85, unhealthy: 0.95 },
   rssBytes: undefined,
 };
-const THRESHOLD_RANGES: Record<ThresholdName, [number, number]> = {
+const THRESHOLD_RANGES: Record<HealthThresholdName, [number, number]> = {
   eventLoopDelayMs: [1, 3_600_000],
   eventLoopUtilization: [0, 1],
   heapUsedRatio: [0, 1],
@@ -104,8 +104,8 @@ export function resolveHealthOptions(input: unknown): ResolvedHealthOptions {
 export function resolveThresholds(input: unknown): ResolvedThresholds {
   const given = checkPlainObject('health.thresholds', input);
   checkKnownKeys('health.thresholds', given, Object.keys(DEFAULT_THRESHOLDS));
-  const out = {} as Record<ThresholdName, HealthLevel | undefined>;
-  for (const name of Object.keys(DEFAULT_THRESHOLDS) as ThresholdName[]) {
+  const out = {} as Record<HealthThresholdName, HealthLevel | undefined>;
+  for (const name of Object.keys(DEFAULT_THRESHOLDS) as HealthThresholdName[]) {
     const raw = given[name];
     const where = `health.thresholds.${name}`;
     if (raw === false) { out[name] = undefined; continue; }

@@ -27,7 +27,7 @@ export function healthResponse(health: Health, retryAfterSeconds: number, head =
 }
 
 /** A Fastify reply, as far as the handler uses it. */
-interface FastifyReplyLike {
+export interface FastifyReplyLike {
   code(status: number): FastifyReplyLike;
   headers(headers: Record<string, string>): FastifyReplyLike;
   send(body: string): FastifyReplyLike;
