@@ -199,6 +199,19 @@ describe('health', () => {
       await waitFor('no longer blocked', async () => { const h = JSON.parse((await get(probe.healthAddress()!.port)).body) as Health; return h.blocked ? undefined : h; }, 3000);
     });
 
+    it('stop() closes the servers promptly, idle keep-alive connections included', async () => {
+      probe = await start({ logger: memoryLogger().logger, health: { port: 0 }, control: { port: 0, token: 'k'.repeat(32) } });
+      const agent = new http.Agent({ keepAlive: true });
+      const { port } = probe.healthAddress()!;
+      await new Promise<void>((resolve, reject) => http.get({ host: '127.0.0.1', port, path: '/health', agent }, (res) => { res.resume(); res.on('end', resolve); }).on('error', reject));
+      const t0 = Date.now();
+      await probe.stop();
+      // The worker would be terminated after 1 s if its loop stayed busy; closing is well under that.
+      assert.ok(Date.now() - t0 < 800, `stop() took ${Date.now() - t0} ms`);
+      await assert.rejects(get(port), (err: { code?: string }) => err.code === 'ECONNREFUSED');
+      agent.destroy();
+    });
+
     it('fails start() with SYSPROBE_ERR_LISTEN_FAILED when the port is taken', async () => {
       const taken = http.createServer();
       await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
