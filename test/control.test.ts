@@ -127,6 +127,8 @@ describe('control endpoint', () => {
       assert.equal((await raw(port, req('POST', '/captures/cpu-profile?durationMs=999999'))).status, 400);
       assert.equal((await raw(port, req('GET', '/samples?last=0'))).status, 400);
       assert.equal((await raw(port, 'GARBAGE\r\n\r\n')).status, 400);
+      const refused = lines.filter((l) => l.msg === 'sysprobe control request refused').map((l) => l.status);
+      for (const status of [413, 414, 431, 400]) assert.ok(refused.includes(status), `a ${status} is logged`);
     });
 
     it('404 for unknown routes, 405 for wrong methods', async () => {

@@ -54,14 +54,16 @@ export class WorkerEndpoints {
         maxDownloadBytes: this.#settings.dumpMaxBytes,
         refused: (status, why, request) => this.#view.log('warn', 'sysprobe control request refused', { component: 'control', status, why, ...request }),
       };
-      ready.control = await this.#listen(control.host, control.port, controlRoute(control.token, control.ratePerMinute, actions), onError);
+      ready.control = await this.#listen(control.host, control.port, controlRoute(control.token, control.ratePerMinute, actions), onError,
+        (status, remote) => actions.refused(status, 'refused by the HTTP parser', { method: '', path: '', remote }));
     }
     return ready;
   }
 
-  async #listen(host: string, port: number, route: Parameters<typeof listen>[2], onError: (err: unknown) => void): Promise<EndpointsReady['health']> {
+  async #listen(host: string, port: number, route: Parameters<typeof listen>[2], onError: (err: unknown) => void,
+    onParserRefusal?: Parameters<typeof listen>[4]): Promise<EndpointsReady['health']> {
     try {
-      const { server, address } = await listen(host, port, route, onError);
+      const { server, address } = await listen(host, port, route, onError, onParserRefusal);
       if (this.#stopped) close(server);
       else this.#servers.push(server);
       return address;

@@ -29,7 +29,8 @@ export interface EndpointAddress { address: string; port: number }
  * Listens on host:port and answers with `route`; resolves once listening. The server is
  * unref()ed; keep-alive and header timeouts are short; the body is read up to MAX_BODY_BYTES.
  */
-export function listen(host: string, port: number, route: Route, onError: (err: unknown) => void): Promise<{ server: http.Server; address: EndpointAddress }> {
+export function listen(host: string, port: number, route: Route, onError: (err: unknown) => void,
+  onParserRefusal?: (status: number, remote: string) => void): Promise<{ server: http.Server; address: EndpointAddress }> {
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 }, (req, res) => {
     void handle(req, res, route).catch((err: unknown) => {
       onError(err);
@@ -41,6 +42,7 @@ export function listen(host: string, port: number, route: Route, onError: (err: 
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // What the parser refused: headers over MAX_HEADER_BYTES are a 431, a slow client a 408, the rest a 400.
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    onParserRefusal?.(Number(status.slice(0, 3)), (socket as { remoteAddress?: string }).remoteAddress ?? '');
     if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
