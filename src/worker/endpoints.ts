@@ -11,7 +11,7 @@ import { combine, readingsFromSample, thresholdReasons, type BlockedInfo, type H
 import { healthRoute } from '../health/server.js';
 import { controlRoute, type ControlActions } from '../control/server.js';
 import type { EndpointsReady, Frame, Sample, WorkerSettings } from '../protocol.js';
-import { close, listen } from './http-endpoint.js';
+import { close, listen, type OnRefused } from './http-endpoint.js';
 
 /** How long a health answer during a stall waits for the stall's stack, if its capture is still running. */
 const BLOCKED_STACK_WAIT_MS = 50;
@@ -54,16 +54,15 @@ export class WorkerEndpoints {
         maxDownloadBytes: this.#settings.dumpMaxBytes,
         refused: (status, why, request) => this.#view.log('warn', 'sysprobe control request refused', { component: 'control', status, why, ...request }),
       };
-      ready.control = await this.#listen(control.host, control.port, controlRoute(control.token, control.ratePerMinute, actions), onError,
-        (status, remote) => actions.refused(status, 'refused by the HTTP parser', { method: '', path: '', remote }));
+      ready.control = await this.#listen(control.host, control.port, controlRoute(control.token, control.ratePerMinute, actions), onError, actions.refused);
     }
     return ready;
   }
 
   async #listen(host: string, port: number, route: Parameters<typeof listen>[2], onError: (err: unknown) => void,
-    onParserRefusal?: Parameters<typeof listen>[4]): Promise<EndpointsReady['health']> {
+    onRefused?: OnRefused): Promise<EndpointsReady['health']> {
     try {
-      const { server, address } = await listen(host, port, route, onError, onParserRefusal);
+      const { server, address } = await listen(host, port, route, onError, onRefused);
       if (this.#stopped) close(server);
       else this.#servers.push(server);
       return address;

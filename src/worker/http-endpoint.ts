@@ -29,10 +29,13 @@ export interface EndpointAddress { address: string; port: number }
  * Listens on host:port and answers with `route`; resolves once listening. The server is
  * unref()ed; keep-alive and header timeouts are short; the body is read up to MAX_BODY_BYTES.
  */
+/** A request refused before its route ran (size limits, malformed): for a warn log. */
+export type OnRefused = (status: number, why: string, request: { method: string; path: string; remote: string }) => void;
+
 export function listen(host: string, port: number, route: Route, onError: (err: unknown) => void,
-  onParserRefusal?: (status: number, remote: string) => void): Promise<{ server: http.Server; address: EndpointAddress }> {
+  onRefused: OnRefused = () => undefined): Promise<{ server: http.Server; address: EndpointAddress }> {
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 }, (req, res) => {
-    void handle(req, res, route).catch((err: unknown) => {
+    void handle(req, res, route, onRefused).catch((err: unknown) => {
       onError(err);
       if (!res.headersSent) send(res, { status: 500, json: { error: 'internal error' } });
       else res.destroy();
@@ -42,7 +45,7 @@ export function listen(host: string, port: number, route: Route, onError: (err: 
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // What the parser refused: headers over MAX_HEADER_BYTES are a 431, a slow client a 408, the rest a 400.
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    onParserRefusal?.(Number(status.slice(0, 3)), (socket as { remoteAddress?: string }).remoteAddress ?? '');
+    onRefused(Number(status.slice(0, 3)), `refused by the HTTP parser (${err.code ?? 'malformed'})`, { method: '', path: '', remote: (socket as { remoteAddress?: string }).remoteAddress ?? '' });
     if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
@@ -58,20 +61,24 @@ export function listen(host: string, port: number, route: Route, onError: (err: 
   });
 }
 
-async function handle(req: http.IncomingMessage, res: http.ServerResponse, route: Route): Promise<void> {
+async function handle(req: http.IncomingMessage, res: http.ServerResponse, route: Route, onRefused: OnRefused): Promise<void> {
   const target = req.url ?? '/';
-  if (Buffer.byteLength(target) > MAX_URL_BYTES) return void send(res, { status: 414, json: { error: 'URL too long' } }, true);
+  const refuse = (status: number, error: string) => {
+    onRefused(status, error, { method: String(req.method).slice(0, 16), path: target.split('?')[0]!.slice(0, 200), remote: req.socket.remoteAddress ?? '' });
+    send(res, { status, json: { error } }, true);
+  };
+  if (Buffer.byteLength(target) > MAX_URL_BYTES) return refuse(414, 'URL too long');
   let url: URL;
   try {
     url = new URL(target, 'http://sysprobe.invalid');
   } catch {
-    return void send(res, { status: 400, json: { error: 'malformed URL' } }, true);
+    return refuse(400, 'malformed URL');
   }
   const declared = Number(req.headers['content-length'] ?? 0);
-  if (!(declared >= 0)) return void send(res, { status: 400, json: { error: 'malformed Content-Length' } }, true);
-  if (declared > MAX_BODY_BYTES) return void send(res, { status: 413, json: { error: `body over ${MAX_BODY_BYTES} bytes` } }, true);
+  if (!(declared >= 0)) return refuse(400, 'malformed Content-Length');
+  if (declared > MAX_BODY_BYTES) return refuse(413, `body over ${MAX_BODY_BYTES} bytes`);
   const body = await readBody(req);
-  if (body === undefined) return void send(res, { status: 413, json: { error: `body over ${MAX_BODY_BYTES} bytes` } }, true);
+  if (body === undefined) return refuse(413, `body over ${MAX_BODY_BYTES} bytes`);
   send(res, await route(req, url, body));
 }
 
