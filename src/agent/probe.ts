@@ -430,6 +430,10 @@ export class Probe extends EventEmitter {
         return;
       case 'ready':
         if (message.servers) this.#servers = message.servers;
+        // At start, begin() turns a failed bind into an error; after a worker restart it can only be logged.
+        for (const [name, server] of Object.entries(this.#servers)) {
+          if (server && 'error' in server && this.#supervisor.restarts) this.#logger.error({ component: name, err: { message: server.error } }, `sysprobe ${name} endpoint could not listen after a worker restart`);
+        }
         return;
       case 'response':
         return; // handled by the supervisor
