@@ -182,6 +182,9 @@ describe('control endpoint', () => {
       const stack = await raw(port, req('POST', '/captures/stack', { body: '{}' }));
       assert.equal(stack.status, 200, stack.body.toString());
       assert.ok((JSON.parse(stack.body.toString()) as { frames: unknown[] }).frames.length > 0);
+      const allocation = await raw(port, req('POST', '/captures/allocation-profile', { body: '{"durationMs":100}' }));
+      assert.equal(allocation.status, 200, allocation.body.toString());
+      assert.ok(fs.existsSync((JSON.parse(allocation.body.toString()) as { file: string }).file));
       const samples = JSON.parse((await raw(port, req('GET', '/samples?last=2'))).body.toString()) as { samples: Array<{ time: number }> };
       assert.ok(samples.samples.length >= 1 && samples.samples.length <= 2);
     });
