@@ -156,7 +156,11 @@ function parseParams(url: URL, body: Buffer): { durationMs?: number } | { error:
   return durationMs === undefined ? {} : { durationMs };
 }
 
-/** The captures in dumpDir named the way the sink names them (regular files only), newest first. */
+/**
+ * The captures in dumpDir named the way the sink names them (regular files only), newest first.
+ * INTEGRATION: incidents (branch incidents) keep their captures in `<dumpDir>/incidents/<id>/`; list
+ * those as `incidents/<id>/<name>` from a readdir of that folder, never from the request.
+ */
 export async function listCaptures(dir: string): Promise<StoredCaptureInfo[]> {
   let names: string[];
   try {
