@@ -75,6 +75,16 @@ describe('control endpoint', () => {
     });
   });
 
+  it('warns when told to listen beyond loopback', async () => {
+    const { logger, lines } = memoryLogger();
+    const probe = await start({ logger, control: { port: 0, host: '0.0.0.0', token: TOKEN } });
+    try {
+      assert.equal(probe.controlAddress()!.address, '0.0.0.0');
+      const warning = lines.find((l) => l.msg === 'sysprobe control endpoint listens beyond loopback; see docs/security.md');
+      assert.equal(warning?.level, 40);
+    } finally { await probe.stop(); }
+  });
+
   describe('as an attacker sees it', () => {
     let probe: Probe;
     let port: number;

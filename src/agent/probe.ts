@@ -178,6 +178,10 @@ export class Probe extends EventEmitter {
       await this.stop();
       throw new SysprobeError(ErrorCode.LISTEN_FAILED, `sysprobe could not listen (${why}); choose another port, or 0 for an ephemeral one.`);
     }
+    const { control } = this.options;
+    if (control && !isLoopback(control.host)) {
+      this.#logger.warn({ component: 'control', host: control.host, port: this.controlAddress()?.port }, 'sysprobe control endpoint listens beyond loopback; see docs/security.md');
+    }
     this.#logger.info({
       node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
       sampleIntervalMs: this.options.sampleIntervalMs, stallThresholdMs: this.options.stallThresholdMs,
@@ -535,6 +539,10 @@ export class Probe extends EventEmitter {
       starting = false;
     }
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 /** Native when asked for (or 'auto') and the addon loads and can hook this thread's loop; else the heartbeat. */
