@@ -24,6 +24,8 @@ export const ErrorCode = {
   TIMEOUT: 'SYSPROBE_ERR_TIMEOUT',
   /** An optional peer dependency needed for what was asked (an OpenTelemetry exporter) is not installed. */
   MISSING_PEER: 'SYSPROBE_ERR_MISSING_PEER',
+  /** The health or control endpoint could not listen on its host and port (in use, not permitted). */
+  LISTEN_FAILED: 'SYSPROBE_ERR_LISTEN_FAILED',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */

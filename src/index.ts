@@ -19,6 +19,11 @@ export type { AllocationSummary, AllocationSite } from './captures/heapprofile.j
 export type { RuleOptions, RuleAction, ResolvedRule } from './rule-options.js';
 export type { RuleFiring, RuleValue, RuleCondition } from './worker/rules.js';
 export type { LoopWatchKind } from './loop-watch.js';
+export { healthHandler, fastifyHealthHandler } from './health/handler.js';
+export type { HealthProvider, FastifyReplyLike } from './health/handler.js';
+export type { HealthSource } from './agent/probe.js';
+export type { HealthStatus, HealthReason, HealthOptions, HealthThresholds, HealthLevel, BlockedInfo, ResolvedHealthOptions, ResolvedThresholds, HealthThresholdName } from './health/evaluate.js';
+export type { ControlOptions, ResolvedControlOptions } from './control/options.js';
 export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofile.js';
 export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './agent/guard.js';
 export { profileThread } from './captures/thread-profile.js';

@@ -7,6 +7,8 @@ import { resolveIncidents, type IncidentOptions, type ResolvedIncidentOptions } 
 import { resolveSockets, type SocketsOptions } from './samplers/sockets-options.js';
 import type { SocketsSettings } from './samplers/sockets.js';
 import { resolveProbes, type ProbeTargetOptions, type ResolvedProbe } from './net/probe-options.js';
+import { resolveHealthOptions, type HealthOptions, type ResolvedHealthOptions } from './health/evaluate.js';
+import { resolveControlOptions, type ControlOptions, type ResolvedControlOptions } from './control/options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */
 export interface SamplerSwitches {
@@ -101,6 +103,10 @@ export interface ProbeOptions {
   probes?: ProbeTargetOptions[];
   /** Keep a map of the remote endpoints this process talks to (`probe.dependencies()`), from Node's diagnostics channels. Default true. */
   dependencies?: boolean;
+  /** Health thresholds, and `port` to serve `GET /health` from the probe worker; see docs/health.md. */
+  health?: HealthOptions;
+  /** The control endpoint (off by default; needs a token); see docs/security.md. */
+  control?: ControlOptions;
 }
 
 /** Options after checking: every field present, frozen. */
@@ -126,6 +132,8 @@ export interface ResolvedOptions {
   readonly sockets: Readonly<SocketsSettings> | undefined;
   readonly probes: readonly ResolvedProbe[];
   readonly dependencies: boolean;
+  readonly health: ResolvedHealthOptions;
+  readonly control: ResolvedControlOptions | undefined;
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
@@ -136,6 +144,7 @@ const OPTION_NAMES = [
   'incidents',
   'sockets',
   'probes', 'dependencies',
+  'health', 'control',
 ] as const;
 
 export function invalid(message: string): SysprobeError {
@@ -190,6 +199,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     probes: rawProbes, dependencies = true,
   } = options as ProbeOptions;
   const sockets = resolveSockets((options as ProbeOptions).sockets);
+  const health = resolveHealthOptions((options as ProbeOptions).health);
+  const control = resolveControlOptions((options as ProbeOptions).control);
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
     throw invalid(`Option serviceName must be a non-empty string of at most 256 characters; got ${describe(serviceName)}.`);
@@ -255,5 +266,7 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     sockets,
     probes: Object.freeze(probes),
     dependencies,
+    health,
+    control,
   });
 }

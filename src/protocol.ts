@@ -10,6 +10,8 @@ import type { WrittenCapture } from './sink/sink.js';
 import type { SocketsSettings } from './samplers/sockets.js';
 import type { ResolvedProbe } from './net/probe-options.js';
 import type { ProbeResult } from './net/probes.js';
+import type { ResolvedHealthOptions } from './health/evaluate.js';
+import type { ResolvedControlOptions } from './control/options.js';
 
 export type { Frame };
 
@@ -209,12 +211,17 @@ export type MainToWorker =
   | { type: 'selfPause'; active: boolean; reason: string }
   /** The open incident closed: each kind of rule capture may be taken again (src/agent/incidents.ts). */
   | { type: 'incidentClosed' }
+  /** The answer to a HostRequest. */
+  | { type: 'hostResponse'; id: number; ok: true; value: unknown }
+  | { type: 'hostResponse'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'stop' };
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export type WorkerToMain =
-  | { type: 'ready'; tid: number | undefined }
+  | { type: 'ready'; tid: number | undefined; servers?: EndpointsReady }
+  /** The worker asks the main thread for what only it can do (the control endpoint's heap snapshot). */
+  | { type: 'hostRequest'; id: number; request: HostRequest }
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
@@ -224,6 +231,15 @@ export type WorkerToMain =
   | { type: 'captured'; capture: WrittenCapture }
   /** A synthetic probe finished a run (for its metrics and the dependency map). */
   | { type: 'probeResult'; result: ProbeResult };
+
+/** What the worker can ask the main thread. */
+export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string };
+
+/** Where the worker's endpoints listen (the address they bound), or why they could not. */
+export interface EndpointsReady {
+  health?: { address: string; port: number } | { error: string };
+  control?: { address: string; port: number } | { error: string };
+}
 
 /** Settings the worker starts with (structured-cloned through workerData). */
 export interface WorkerSettings {
@@ -243,7 +259,7 @@ export interface WorkerSettings {
   /** Automatic captures (stall stacks, rule captures) allowed per minute. */
   capturesPerMinute: number;
   /** The rules' conditions and the captures each asks for (the rest of a rule stays on the main thread). */
-  rules: Array<{ condition: RuleCondition; captureStack: boolean; cpuProfileMs: number | undefined; allocationProfileMs: number | undefined }>;
+  rules: Array<{ condition: RuleCondition; captureStack: boolean; cpuProfileMs: number | undefined; allocationProfileMs: number | undefined; markUnhealthy?: boolean }>;
   /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
   loopWatch: 'native' | 'heartbeat';
   recorderWindowMs: number;
@@ -255,4 +271,8 @@ export interface WorkerSettings {
   sockets?: SocketsSettings;
   /** Synthetic transactions the worker runs (none: no runner). */
   probes: ResolvedProbe[];
+  /** Health thresholds, and the endpoint's address when `health.port` is set. */
+  health?: ResolvedHealthOptions;
+  /** The control endpoint, when on. */
+  control?: ResolvedControlOptions;
 }

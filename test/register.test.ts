@@ -48,6 +48,16 @@ describe('sysprobe/register', function () {
     assertSysprobeMetrics(samples, 'register-esm', output(child));
   });
 
+  it('SYSPROBE_HEALTH_PORT serves GET /health from the worker', async () => {
+    const child = run(['--import', 'sysprobe/register', APP], { SYSPROBE_HEALTH_PORT: '0' });
+    const [, healthUrl] = await line(child, /"health":"(http:\/\/127\.0\.0\.1:\d+\/health)".*"msg":"sysprobe registered"/);
+    const response = await fetch(healthUrl!);
+    const body = await response.json() as { status: string };
+    assert.ok([200, 503].includes(response.status), `status ${response.status}`);
+    assert.ok(['ok', 'degraded', 'unhealthy'].includes(body.status), JSON.stringify(body));
+    assert.equal(response.status === 200, body.status !== 'unhealthy');
+  });
+
   it('node -r sysprobe/register: pushes over OTLP/HTTP to SYSPROBE_OTLP_ENDPOINT', async () => {
     receiver = await otlpReceiver();
     const child = run(['-r', 'sysprobe/register', APP], {

@@ -42,11 +42,7 @@ export async function autoStart(env: NodeJS.ProcessEnv = process.env): Promise<P
     const config = envConfig(env);
     if (config.disabled) return undefined;
     const logger = defaultLogger();
-    const options = { ...config.options, logger };
-    if (config.health) {
-      // INTEGRATION: pass `options.health = config.health` once the health option (branch health) is merged.
-      say(`SYSPROBE_HEALTH_PORT=${config.health.port} is ignored: this sysprobe has no health endpoint yet`);
-    }
+    const options = { ...config.options, logger, ...(config.health ? { health: config.health } : {}) };
 
     const readers: MetricReader[] = [];
     let listen: (() => Promise<number>) | undefined;
@@ -77,7 +73,11 @@ export async function autoStart(env: NodeJS.ProcessEnv = process.env): Promise<P
     if (listen) await listen();
     const probe = await start({ ...options, ...(meterProvider ? { meterProvider } : {}) });
     registry[PROBE_KEY] = probe;
-    logger.info({ serviceName: probe.options.serviceName, ...(scrapeUrl ? { prometheus: scrapeUrl() } : {}), ...(otlpUrl ? { otlp: otlpUrl } : {}) }, 'sysprobe registered');
+    const health = probe.healthAddress();
+    logger.info({
+      serviceName: probe.options.serviceName, ...(scrapeUrl ? { prometheus: scrapeUrl() } : {}), ...(otlpUrl ? { otlp: otlpUrl } : {}),
+      ...(health ? { health: `http://${health.address.includes(':') ? `[${health.address}]` : health.address}:${health.port}/health` } : {}),
+    }, 'sysprobe registered');
 
     // Stop when the app is done: beforeExit fires once the loop is empty; stopping (and the last
     // OTLP push, bounded by its timeout) refills it once, and the next beforeExit finds no listener.

@@ -45,6 +45,7 @@ export class Heartbeat {
   readonly #onGap: (gapMs: number) => void;
   readonly #onTooLarge: (capacityBytes: number) => void;
   #interval: NodeJS.Timeout | undefined;
+  #latest: MainSample | undefined;
   #lastSampleAt = 0;
   #maxGapMs = 0;
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
@@ -92,9 +93,16 @@ export class Heartbeat {
     }
   }
 
+  /** The newest reading, for probe.health() on the main thread. */
+  get latest(): MainSample | undefined {
+    return this.#latest;
+  }
+
   /** Appends the main thread's readings for the worker. */
   publish(): void {
-    if (!this.mainRing.write(this.#read())) this.#onTooLarge(this.mainRing.capacity);
+    const reading = this.#read();
+    this.#latest = reading;
+    if (!this.mainRing.write(reading)) this.#onTooLarge(this.mainRing.capacity);
     this.#timer.onSample?.();
   }
 

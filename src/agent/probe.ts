@@ -19,7 +19,10 @@ import { WorkerSupervisor } from './supervisor.js';
 import { IncidentRecorder, LogRing, registerLogRing, ringLogger, type IncidentEvent, type IncidentSummary } from './incidents.js';
 import type { SocketPicture } from '../samplers/sockets.js';
 import { DependencyMap, type Dependency } from './dependencies.js';
-import type { ProbeStatus } from '../net/probe-book.js';
+import { FAILING_AFTER_RUNS, type ProbeStatus } from '../net/probe-book.js';
+import type { ProbeResult } from '../net/probes.js';
+import { combine, dependencyReasons, readingsFromMain, ruleReason, sourceReasons, thresholdReasons, type Health, type HealthReason } from '../health/evaluate.js';
+import type { EndpointsReady, HostRequest } from '../protocol.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -48,12 +51,10 @@ export interface RuleEvent {
   captures: RuleCaptures;
 }
 
-/** What {@link Probe.health} reports. */
-export interface Health {
-  healthy: boolean;
-  /** Why not: the rules with a `markUnhealthy` action that fired within their cooldown. */
-  reasons: Array<{ rule: string; since: number; until: number; observed: number; threshold: number }>;
-}
+export type { Health };
+
+/** A source of health reasons (see {@link Probe.addHealthSource}): returns the reasons it sees now, `[]` when fine. */
+export type HealthSource = () => Array<Partial<HealthReason> & { message: string }>;
 
 /** Options for {@link Probe.captureAllocationProfile}. */
 export interface AllocationProfileOptions {
@@ -100,13 +101,18 @@ export class Probe extends EventEmitter {
   readonly #caches = new Map<string, BoundedCache<{}, {}>>();
   readonly #watchers = new Map<string, CacheWatcher>();
   /** Rules with markUnhealthy that fired, by name, until their cooldown ends. */
-  readonly #unhealthy = new Map<string, Health['reasons'][number]>();
+  readonly #unhealthy = new Map<string, HealthReason>();
+  readonly #healthSources = new Map<string, HealthSource>();
+  /** Where the worker's endpoints listen, as it last said. */
+  #servers: EndpointsReady = {};
   readonly #loopWatch: { kind: LoopWatchKind; addon: LoopWatchAddon | undefined; lag: LagSamples | undefined; why: string | undefined };
   readonly #startedAt = Date.now();
   #stopped: Promise<void> | undefined;
   #lastSamples: Sample[] = [];
   /** Undefined when the `incidents` option is false. */
   readonly #incidents: IncidentRecorder | undefined;
+  /** Each synthetic probe's latest run and how many in a row failed, from the worker's results (for health()). */
+  readonly #probeRuns = new Map<string, { lastResult: ProbeResult; failedInARow: number }>();
   /** The remotes this process talks to (option `dependencies`). */
   readonly #dependencies: DependencyMap | undefined;
 
@@ -162,12 +168,14 @@ export class Probe extends EventEmitter {
       sysprobeVersion: PACKAGE_VERSION,
       capturesPerMinute: options.capturesPerMinute,
       growthWindowMs: options.growthWindowMs,
-      rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs })),
+      rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy })),
       mainTid: process.pid,
       samplers: options.samplers,
       incidents: options.incidents.enabled,
       ...(options.sockets ? { sockets: { ...options.sockets } } : {}),
       probes: [...options.probes],
+      health: options.health,
+      control: options.control,
     }, this.#logger, (message) => this.#onWorkerMessage(message));
     this.#incidents = options.incidents.enabled ? new IncidentRecorder({
       dumpDir: options.dumpDir, options: options.incidents, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger, logs,
@@ -199,6 +207,16 @@ export class Probe extends EventEmitter {
     }
     this.#heartbeat.start();
     this.#dependencies?.start();
+    const failed = (['health', 'control'] as const).filter((name) => this.#servers[name] && 'error' in this.#servers[name]!);
+    if (failed.length > 0) {
+      const why = failed.map((name) => `${name}: ${(this.#servers[name] as { error: string }).error}`).join('; ');
+      await this.stop();
+      throw new SysprobeError(ErrorCode.LISTEN_FAILED, `sysprobe could not listen (${why}); choose another port, or 0 for an ephemeral one.`);
+    }
+    const { control } = this.options;
+    if (control && !isLoopback(control.host)) {
+      this.#logger.warn({ component: 'control', host: control.host, port: this.controlAddress()?.port }, 'sysprobe control endpoint listens beyond loopback; see docs/security.md');
+    }
     this.#logger.info({
       node: process.version, sysprobe: PACKAGE_VERSION, workerTid: this.#supervisor.workerTid,
       sampleIntervalMs: this.options.sampleIntervalMs, stallThresholdMs: this.options.stallThresholdMs,
@@ -239,13 +257,58 @@ export class Probe extends EventEmitter {
     return this.#dependencies.entries(statuses);
   }
 
-  /** Whether a rule marked the process unhealthy (the health endpoint builds on this). */
+  /**
+   * The process's health as the main thread sees it now: the latest readings (event-loop
+   * delay and utilization, heap against its limit, RSS) against `health.thresholds`, the
+   * rules with `markUnhealthy` that fired within their cooldown, synthetic probes whose last
+   * runs all failed (`dependency`, degraded), and each health source.
+   * `ok`, `degraded` (still serving) or `unhealthy`; the worst reason first.
+   */
   health(now = Date.now()): Health {
-    // INTEGRATION: health — a probe with `failing: true` in probeStatus() (its last 3 runs failed or timed
-    // out) is a reason of kind 'dependency': { kind: 'dependency', message: `probe ${name} (${target}) failing: ${lastResult.error}` }.
-    for (const [rule, reason] of this.#unhealthy) if (reason.until <= now) this.#unhealthy.delete(rule);
-    const reasons = [...this.#unhealthy.values()];
-    return { healthy: reasons.length === 0, reasons };
+    for (const [rule, reason] of this.#unhealthy) if ((reason.until ?? 0) <= now) this.#unhealthy.delete(rule);
+    const rss = this.options.samplers.memory ? process.memoryUsage.rss() : undefined;
+    const probes = [...this.#probeRuns.values()].map(({ lastResult, failedInARow }) => ({ name: lastResult.name, target: lastResult.target, lastResult, failing: failedInARow >= FAILING_AFTER_RUNS }));
+    const reasons = [
+      ...thresholdReasons(readingsFromMain(this.#heartbeat.latest, rss), this.options.health.thresholds),
+      ...this.#unhealthy.values(),
+      ...dependencyReasons(probes),
+    ];
+    for (const [name, source] of this.#healthSources) {
+      try {
+        reasons.push(...sourceReasons(name, source()));
+      } catch (err) {
+        reasons.push({ kind: 'source', source: name, status: 'unhealthy', message: `health source "${name}" threw: ${describeError(err).message}` });
+      }
+    }
+    return combine(reasons, now);
+  }
+
+  /**
+   * Adds reasons to {@link Probe.health}: `source()` runs on each call and returns the problems
+   * it sees (`{ kind, message, status?: 'degraded' | 'unhealthy' }`; unhealthy when not said),
+   * or `[]`. A source that throws makes the process unhealthy, saying so. Returns a remover.
+   * Sources run on the main thread, so the worker's `GET /health` does not see them.
+   */
+  addHealthSource(name: string, source: HealthSource): () => void {
+    this.#assertRunning('addHealthSource');
+    if (typeof name !== 'string' || name.length === 0 || typeof source !== 'function') {
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, 'addHealthSource(name, source) needs a non-empty name and a function.');
+    }
+    if (this.#healthSources.has(name)) throw new SysprobeError(ErrorCode.INVALID_OPTION, `A health source named "${name}" already exists on this probe.`);
+    this.#healthSources.set(name, source);
+    return () => { if (this.#healthSources.get(name) === source) this.#healthSources.delete(name); };
+  }
+
+  /** Where the worker serves `GET /health` (`health.port`), or undefined when it does not. */
+  healthAddress(): { address: string; port: number } | undefined {
+    const health = this.#servers.health;
+    return health && !('error' in health) ? { ...health } : undefined;
+  }
+
+  /** Where the worker serves the control endpoint (`control.port`), or undefined when it does not. */
+  controlAddress(): { address: string; port: number } | undefined {
+    const control = this.#servers.control;
+    return control && !('error' in control) ? { ...control } : undefined;
   }
 
   /**
@@ -462,8 +525,21 @@ export class Probe extends EventEmitter {
         this.#exporter.recordProbe(message.result);
         this.#dependencies?.noteProbe(message.result);
         if (message.result.outcome !== 'success') this.#logger.debug({ probe: message.result.name, target: message.result.target, outcome: message.result.outcome, error: message.result.error }, 'sysprobe probe run failed');
+        this.#probeRuns.set(message.result.name, {
+          lastResult: message.result,
+          failedInARow: message.result.outcome === 'success' ? 0 : (this.#probeRuns.get(message.result.name)?.failedInARow ?? 0) + 1,
+        });
+        return;
+      case 'hostRequest':
+        void this.#answerHost(message.id, message.request);
         return;
       case 'ready':
+        if (message.servers) this.#servers = message.servers;
+        // At start, begin() turns a failed bind into an error; after a worker restart it can only be logged.
+        for (const [name, server] of Object.entries(this.#servers)) {
+          if (server && 'error' in server && this.#supervisor.restarts) this.#logger.error({ component: name, err: { message: server.error } }, `sysprobe ${name} endpoint could not listen after a worker restart`);
+        }
+        return;
       case 'response':
         return; // handled by the supervisor
       default: {
@@ -487,9 +563,7 @@ export class Probe extends EventEmitter {
     this.#exporter.recordRule(firing.rule);
     this.#incidents?.ruleFired({ kind: 'rule', rule: firing.rule, value: firing.value, observed: firing.observed, threshold: firing.threshold, at: firing.firedAt }, captures);
     this.#logger.warn({ ...firing, profile: captures.cpuProfile?.file, allocationProfile: captures.allocationProfile?.file, heapSnapshot: captures.heapSnapshot?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
-    if (rule?.markUnhealthy) {
-      this.#unhealthy.set(firing.rule, { rule: firing.rule, since: firing.firedAt, until: firing.firedAt + rule.condition.cooldownMs, observed: firing.observed, threshold: firing.threshold });
-    }
+    if (rule?.markUnhealthy) this.#unhealthy.set(firing.rule, ruleReason(firing, firing.firedAt + rule.condition.cooldownMs));
     for (const callback of rule?.callbacks ?? []) {
       try {
         callback(firing);
@@ -498,6 +572,18 @@ export class Probe extends EventEmitter {
       }
     }
     this.#emitSafely('rule', event);
+  }
+
+  /** Does what the worker asked of the main thread (a heap snapshot for the control endpoint) and answers. */
+  async #answerHost(id: number, request: HostRequest): Promise<void> {
+    try {
+      if (request.kind !== 'captureHeapSnapshot') throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `unknown host request ${String(request.kind)}`);
+      const value = await this.#snapshots.capture({ trigger: request.trigger });
+      this.#supervisor.post({ type: 'hostResponse', id, ok: true, value });
+    } catch (err) {
+      const { message, code } = describeError(err);
+      this.#supervisor.post({ type: 'hostResponse', id, ok: false, error: { code: code ?? ErrorCode.CAPTURE_FAILED, message } });
+    }
   }
 
   /** Checks (and trims, when asked) each watched cache; a new episode of growth or of being over the limit is logged and emitted. */
@@ -556,6 +642,10 @@ export class Probe extends EventEmitter {
       starting = false;
     }
   }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 /** Native when asked for (or 'auto') and the addon loads and can hook this thread's loop; else the heartbeat. */

@@ -89,6 +89,7 @@ export class WorkerSupervisor {
       if (message.type === 'ready') {
         this.#ready = true;
         this.workerTid = message.tid;
+        this.#onMessage(message); // the probe reads where the endpoints listen
         onReady?.();
         onReady = undefined;
         return;

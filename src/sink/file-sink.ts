@@ -34,7 +34,7 @@ const SIDECAR = '.json';
 const KIND = /^[a-z0-9]+(?:-[a-z0-9]+)*$/i;
 const EXTENSION = /^(?:\.[a-z0-9]+)+$/i;
 /** `<kind>-<ISO time without colons>-<pid>[-<seq>]<extension>`; a sidecar matches too (its extension ends in `.json`). */
-const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
+export const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
 
 /** Incident folders, under `incidents/`: `<ISO time without colons>-<rule>[-<seq>]`. */
 const INCIDENTS = 'incidents';

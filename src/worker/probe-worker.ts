@@ -31,6 +31,9 @@ import { SocketWatch } from './socket-watch.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 import { ProbeRunner, type ProbeResult } from '../net/probes.js';
 import { ProbeBook } from '../net/probe-book.js';
+import { WorkerEndpoints } from './endpoints.js';
+import { ruleReason, type HealthReason } from '../health/evaluate.js';
+import type { HostRequest } from '../protocol.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
 const DRAIN_SLOTS = 32;
@@ -46,6 +49,8 @@ const ALLOCATION_SAMPLING_BYTES = 32 * 1024;
 const SESSION_TEARDOWN_MS = 100;
 /** V8's default sampling interval: fine enough for a spike of a few seconds, cheap enough to leave on during one. */
 const PROFILE_SAMPLING_INTERVAL_US = 1000;
+/** A heap snapshot asked for over the control endpoint: the main thread writes it (seconds for a big heap). */
+const HOST_REQUEST_TIMEOUT_MS = 120_000;
 
 function ownThreadId(): number | undefined {
   try {
@@ -89,6 +94,14 @@ class ProbeWorker {
   readonly #sockets: SocketWatch | undefined;
   /** Synthetic transactions and their book (counts, latencies, baseline rules); absent without `probes`. */
   readonly #probes: { runner: ProbeRunner; book: ProbeBook } | undefined;
+  /** The HTTP endpoints (health, control), when asked for. */
+  readonly #endpoints: WorkerEndpoints;
+  /** Rules with markUnhealthy that fired here, by name, until their cooldown ends (for GET /health). */
+  readonly #unhealthy = new Map<string, HealthReason>();
+  /** The stall in progress: when the worker learned of it, and its stack capture. */
+  #stallNow: { stack: Promise<Frame[] | undefined> } | undefined;
+  readonly #hostRequests = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
+  #nextHostRequest = 1;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -115,8 +128,26 @@ class ProbeWorker {
       (err) => this.#log('error', 'sysprobe sampler failed', { component: 'sockets', err: describeError(err) }));
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
     this.#watch = settings.samplers.eventLoop ? this.#startWatch() : undefined;
-    this.#send({ type: 'ready', tid });
     this.#probes = this.#startProbes(settings);
+    this.#endpoints = new WorkerEndpoints(settings, {
+      latestSample: () => this.#latestSample(),
+      stall: () => (this.#stallNow && this.#stalled ? { forMs: this.#watch?.lagMs() ?? 0, stack: this.#stallNow.stack } : undefined),
+      ruleReasons: (now) => {
+        for (const [rule, reason] of this.#unhealthy) if ((reason.until ?? 0) <= now) this.#unhealthy.delete(rule);
+        return [...this.#unhealthy.values()];
+      },
+      probeStatuses: () => this.#probes?.book.status() ?? [],
+      control: {
+        captureStack: () => this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS),
+        captureCpuProfile: (durationMs) => this.#captureCpuProfile(durationMs),
+        captureAllocationProfile: (durationMs) => this.#captureAllocationProfile(durationMs),
+        captureHeapSnapshot: () => this.#askHost({ kind: 'captureHeapSnapshot', trigger: 'control endpoint' }, HOST_REQUEST_TIMEOUT_MS),
+        samples: (last) => { this.#drain(); return this.#recorder.since(undefined).slice(-last); },
+      },
+      log: (level, msg, fields) => this.#log(level, msg, fields),
+    });
+    // Ready once the endpoints listen (or failed to), so start() can report their addresses.
+    void this.#endpoints.start().then((servers) => this.#send({ type: 'ready', tid, servers }));
     // The main thread left its first reading before starting us: a first sample now, so a collection right after start() has values.
     this.#drain();
     this.#arm();
@@ -182,6 +213,15 @@ class ProbeWorker {
       case 'incidentClosed':
         this.#incidentKinds.clear();
         return;
+      case 'hostResponse': {
+        const pending = this.#hostRequests.get(message.id);
+        if (!pending) return; // timed out already
+        this.#hostRequests.delete(message.id);
+        clearTimeout(pending.timer);
+        if (message.ok) pending.resolve(message.value);
+        else pending.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
+        return;
+      }
       case 'stop':
         this.#stop();
         return;
@@ -214,6 +254,26 @@ class ProbeWorker {
       const { message, code } = describeError(err);
       this.#send({ type: 'response', id, ok: false, error: { code: code?.startsWith('SYSPROBE_') ? code : ErrorCode.WORKER_UNAVAILABLE, message } });
     }
+  }
+
+  /** Asks the main thread for what only it can do; bounded by `timeoutMs`. */
+  #askHost(request: HostRequest, timeoutMs: number): Promise<unknown> {
+    const id = this.#nextHostRequest++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#hostRequests.delete(id);
+        reject(Object.assign(new Error(`the main thread did not answer '${request.kind}' within ${timeoutMs} ms`), { code: ErrorCode.TIMEOUT }));
+      }, timeoutMs);
+      timer.unref();
+      this.#hostRequests.set(id, { resolve, reject, timer });
+      this.#send({ type: 'hostRequest', id, request });
+    });
+  }
+
+  /** The newest sample; pending main-thread readings are drained first, at most once per sample interval. */
+  #latestSample(): Sample | undefined {
+    if (!this.#stalled && performance.now() - this.#lastDrainAt >= this.#settings.sampleIntervalMs) this.#drain();
+    return this.#lastSample;
   }
 
   /** Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink. */
@@ -255,6 +315,7 @@ class ProbeWorker {
   #onStall(report: StallReport): void {
     if (report.ended) {
       this.#stalled = false;
+      this.#stallNow = undefined;
       const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' } });
       this.#stallStack = undefined;
       // The capture has its own timeout, so the report is late by at most that.
@@ -263,6 +324,7 @@ class ProbeWorker {
     } else {
       // Take the stack now, while the loop is still blocked: that is the whole point.
       this.#stallStack = this.#captureStallStack();
+      this.#stallNow = { stack: this.#stallStack.then((s) => s.stack) };
       // From now until the loop runs again, the worker records a sample of its own each interval.
       this.#drain();
       this.#stalled = true;
@@ -379,7 +441,11 @@ class ProbeWorker {
     this.#lastMain = main;
     this.#lastSample = sample;
     this.#recorder.push(sample);
-    for (const firing of this.#rules.observe(sample)) void this.#onRuleFired(firing);
+    for (const firing of this.#rules.observe(sample)) {
+      const rule = this.#settings.rules.find((r) => r.condition.name === firing.rule);
+      if (rule?.markUnhealthy) this.#unhealthy.set(firing.rule, ruleReason(firing, firing.firedAt + rule.condition.cooldownMs));
+      void this.#onRuleFired(firing);
+    }
   }
 
   #stop(): void {
@@ -388,6 +454,8 @@ class ProbeWorker {
     this.#probes?.runner.stop();
     this.#watch?.stop();
     this.#sockets?.stop();
+    this.#endpoints.stop();
+    for (const pending of this.#hostRequests.values()) clearTimeout(pending.timer);
     // Node 20 can abort the process when a worker exits while the main thread is still
     // tearing down that worker's inspector session; give the main thread a moment first.
     if (this.#inspector.close()) setTimeout(() => this.#port.close(), SESSION_TEARDOWN_MS);

@@ -1,0 +1,42 @@
+/** The `control` option: checked once, on the main thread, at start(). */
+import { checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
+import { checkHost, checkNumber, checkPort } from '../health/evaluate.js';
+
+/** The control endpoint (off unless given); see docs/security.md. */
+export interface ControlOptions {
+  /** The port (0: ephemeral, see `probe.controlAddress()`). Required. */
+  port: number;
+  /** The address to bind. Default `127.0.0.1`: think twice before exposing it. */
+  host?: string;
+  /** The bearer token every request must carry, at least 32 characters. Default: env `SYSPROBE_CONTROL_TOKEN`. */
+  token?: string;
+  /** Requests allowed per minute, all clients together (1 to 6000); a burst of up to a sixth of it. Default 60. */
+  ratePerMinute?: number;
+}
+
+export interface ResolvedControlOptions {
+  readonly port: number;
+  readonly host: string;
+  readonly token: string;
+  readonly ratePerMinute: number;
+}
+
+export const MIN_TOKEN_LENGTH = 32;
+
+/** Throws SYSPROBE_ERR_INVALID_OPTION; `undefined` when the endpoint is off. */
+export function resolveControlOptions(input: unknown, env: NodeJS.ProcessEnv = process.env): ResolvedControlOptions | undefined {
+  if (input === undefined || input === false) return undefined;
+  const options = checkPlainObject('control', input);
+  checkKnownKeys('control', options, ['port', 'host', 'token', 'ratePerMinute']);
+  const { port, host = '127.0.0.1', token = env.SYSPROBE_CONTROL_TOKEN, ratePerMinute = 60 } = options as Partial<ControlOptions>;
+  if (port === undefined) throw invalid('Option control.port is required (0 picks an ephemeral port).');
+  if (typeof token !== 'string' || token.length < MIN_TOKEN_LENGTH || token.length > 1024 || /[^\x21-\x7e]/.test(token)) {
+    throw invalid(`Option control.token (or env SYSPROBE_CONTROL_TOKEN) must be a string of ${MIN_TOKEN_LENGTH} to 1024 printable characters without spaces; got ${token === undefined ? 'nothing' : typeof token === 'string' ? `${token.length} characters` : describe(token)}.`);
+  }
+  return Object.freeze({
+    port: checkPort('control.port', port)!,
+    host: checkHost('control.host', host),
+    token,
+    ratePerMinute: checkNumber('control.ratePerMinute', ratePerMinute, 1, 6000, true),
+  });
+}

@@ -1,0 +1,276 @@
+/**
+ * Health: the pure part. Turns the latest readings, the rules that marked the process
+ * unhealthy and any extra reasons into a status. No clock, no I/O, no thread of its
+ * own: the main thread (`probe.health()`) and the probe worker (`GET /health`) both
+ * call it, each with what it sees.
+ */
+import { checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
+import type { MainSample, Sample } from '../protocol.js';
+import type { ProbeStatus } from '../net/probe-book.js';
+
+export type HealthStatus = 'ok' | 'degraded' | 'unhealthy';
+
+/** One reason the process is not ok. */
+export interface HealthReason {
+  /** `eventLoopDelay`, `eventLoopUtilization`, `heap`, `rss`, `rule`, `dependency`, `blocked`, or a user source's kind. */
+  kind: string;
+  /** What a person reads first. */
+  message: string;
+  /** What this reason alone makes the status. */
+  status: 'degraded' | 'unhealthy';
+  /** The observed value, and the threshold it crossed, where there is one. */
+  value?: number;
+  threshold?: number;
+  /** Rule reasons: the rule's name, and when it fired and stops counting (ms since the epoch). */
+  rule?: string;
+  since?: number;
+  until?: number;
+  /** Rule reasons: the same as `value` (the field name of sysprobe before 0.2). */
+  observed?: number;
+  /** Which source gave it (`addHealthSource` names). */
+  source?: string;
+}
+
+/** A level pair: at or above `degraded` the status is degraded, at or above `unhealthy` unhealthy (Infinity: never). */
+export interface HealthLevel {
+  degraded: number;
+  unhealthy: number;
+}
+
+/** Thresholds of health; `false` turns one check off. */
+export interface HealthThresholds {
+  /** The longest the event loop went without turning in the latest sample interval, ms. Default 500 / 2000. */
+  eventLoopDelayMs?: Partial<HealthLevel> | false;
+  /**
+   * Event-loop utilization over the latest interval, 0..1. Default: degraded at 0.9, never unhealthy
+   * (a busy loop that still turns is serving; a rule with `markUnhealthy` and a `forMs` is the tool
+   * for "saturated for a while").
+   */
+  eventLoopUtilization?: Partial<HealthLevel> | false;
+  /** Heap used as a share of V8's heap limit, 0..1. Default 0.85 / 0.95. */
+  heapUsedRatio?: Partial<HealthLevel> | false;
+  /** Resident set size, bytes. Default off (no sensible default: it depends on the container). */
+  rssBytes?: Partial<HealthLevel> | false;
+}
+
+/** The `health` option of `start()`. */
+export interface HealthOptions {
+  /** Serve `GET /health` from the probe worker on this port (0: an ephemeral port, see `probe.healthAddress()`). Default: not served. */
+  port?: number;
+  /** The address to bind. Default `127.0.0.1` (loopback only). */
+  host?: string;
+  /** When the status turns degraded or unhealthy. */
+  thresholds?: HealthThresholds;
+  /** The `Retry-After` of a 503, seconds (1 to 3600). Default 5. */
+  retryAfterSeconds?: number;
+}
+
+export type ResolvedThresholds = Readonly<Record<HealthThresholdName, Readonly<HealthLevel> | undefined>>;
+
+export interface ResolvedHealthOptions {
+  readonly port: number | undefined;
+  readonly host: string;
+  readonly thresholds: ResolvedThresholds;
+  readonly retryAfterSeconds: number;
+}
+
+export type HealthThresholdName = 'eventLoopDelayMs' | 'eventLoopUtilization' | 'heapUsedRatio' | 'rssBytes';
+
+const DEFAULT_THRESHOLDS: Record<HealthThresholdName, HealthLevel | undefined> = {
+  eventLoopDelayMs: { degraded: 500, unhealthy: 2000 },
+  eventLoopUtilization: { degraded: 0.9, unhealthy: Infinity },
+  heapUsedRatio: { degraded: 0.85, unhealthy: 0.95 },
+  rssBytes: undefined,
+};
+const THRESHOLD_RANGES: Record<HealthThresholdName, [number, number]> = {
+  eventLoopDelayMs: [1, 3_600_000],
+  eventLoopUtilization: [0, 1],
+  heapUsedRatio: [0, 1],
+  rssBytes: [1, 2 ** 50],
+};
+
+/** Checks the `health` option once; throws SYSPROBE_ERR_INVALID_OPTION. */
+export function resolveHealthOptions(input: unknown): ResolvedHealthOptions {
+  const options = input === undefined ? {} : checkPlainObject('health', input);
+  checkKnownKeys('health', options, ['port', 'host', 'thresholds', 'retryAfterSeconds']);
+  const { port, host = '127.0.0.1', thresholds = {}, retryAfterSeconds = 5 } = options as HealthOptions;
+  return Object.freeze({
+    port: checkPort('health.port', port),
+    host: checkHost('health.host', host),
+    thresholds: resolveThresholds(thresholds),
+    retryAfterSeconds: checkNumber('health.retryAfterSeconds', retryAfterSeconds, 1, 3600, true),
+  });
+}
+
+export function resolveThresholds(input: unknown): ResolvedThresholds {
+  const given = checkPlainObject('health.thresholds', input);
+  checkKnownKeys('health.thresholds', given, Object.keys(DEFAULT_THRESHOLDS));
+  const out = {} as Record<HealthThresholdName, HealthLevel | undefined>;
+  for (const name of Object.keys(DEFAULT_THRESHOLDS) as HealthThresholdName[]) {
+    const raw = given[name];
+    const where = `health.thresholds.${name}`;
+    if (raw === false) { out[name] = undefined; continue; }
+    const fallback = DEFAULT_THRESHOLDS[name];
+    if (raw === undefined) { out[name] = fallback && Object.freeze({ ...fallback }); continue; }
+    const level = checkPlainObject(where, raw);
+    checkKnownKeys(where, level, ['degraded', 'unhealthy']);
+    const [min, max] = THRESHOLD_RANGES[name];
+    const unhealthy = level.unhealthy === undefined ? fallback?.unhealthy ?? Infinity : checkNumber(`${where}.unhealthy`, level.unhealthy, min, max);
+    const degraded = level.degraded === undefined ? Math.min(fallback?.degraded ?? unhealthy, unhealthy) : checkNumber(`${where}.degraded`, level.degraded, min, max);
+    if (!Number.isFinite(degraded)) throw invalid(`Option ${where} needs degraded, unhealthy or both.`);
+    if (degraded > unhealthy) throw invalid(`Option ${where}: degraded (${degraded}) must not be above unhealthy (${unhealthy}).`);
+    out[name] = Object.freeze({ degraded, unhealthy });
+  }
+  return Object.freeze(out);
+}
+
+export function checkPort(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  return checkNumber(name, value, 0, 65_535, true);
+}
+
+export function checkHost(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 255 || /[\s/\0]/.test(value)) {
+    throw invalid(`Option ${name} must be a host name or IP address such as '127.0.0.1'; got ${describe(value)}.`);
+  }
+  return value;
+}
+
+export function checkNumber(name: string, value: unknown, min: number, max: number, integer = false): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
+    throw invalid(`Option ${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}; got ${describe(value)}.`);
+  }
+  return value;
+}
+
+/** The readings health looks at, whichever thread took them. */
+export interface HealthReadings {
+  eventLoopDelayMs?: number;
+  eventLoopUtilization?: number;
+  heapUsed?: number;
+  heapLimit?: number;
+  rss?: number;
+}
+
+/** What the worker's latest sample says. */
+export function readingsFromSample(sample: Sample | undefined): HealthReadings {
+  if (!sample) return {};
+  return {
+    eventLoopDelayMs: sample.eventLoop?.lagMaxMs,
+    eventLoopUtilization: sample.eventLoop?.utilization,
+    heapUsed: sample.memory?.heapUsed,
+    heapLimit: sample.memory?.heapLimit,
+    rss: sample.memory?.rss,
+  };
+}
+
+/** What the main thread's latest reading says (RSS read by the caller). */
+export function readingsFromMain(main: MainSample | undefined, rss: number | undefined): HealthReadings {
+  return {
+    eventLoopDelayMs: main?.eventLoop?.maxDelayMs,
+    eventLoopUtilization: main?.eventLoop?.utilization,
+    heapUsed: main?.memory?.heapUsed,
+    heapLimit: main?.memory?.heapLimit,
+    rss,
+  };
+}
+
+/** The reasons the readings give against the thresholds. */
+export function thresholdReasons(readings: HealthReadings, thresholds: ResolvedThresholds): HealthReason[] {
+  const reasons: HealthReason[] = [];
+  const check = (kind: string, value: number | undefined, level: HealthLevel | undefined, what: (v: number) => string, unit: (v: number) => string) => {
+    if (value === undefined || !Number.isFinite(value) || !level) return;
+    const status = value >= level.unhealthy ? 'unhealthy' : value >= level.degraded ? 'degraded' : undefined;
+    if (!status) return;
+    const threshold = status === 'unhealthy' ? level.unhealthy : level.degraded;
+    reasons.push({ kind, status, value, threshold, message: `${what(value)} (${status} at ${unit(threshold)})` });
+  };
+  const ms = (v: number) => `${Math.round(v)} ms`;
+  const pct = (v: number) => `${Math.round(v * 1000) / 10}%`;
+  const mib = (v: number) => `${Math.round(v / 2 ** 20)} MiB`;
+  check('eventLoopDelay', readings.eventLoopDelayMs, thresholds.eventLoopDelayMs, (v) => `event loop delayed up to ${ms(v)}`, ms);
+  check('eventLoopUtilization', readings.eventLoopUtilization, thresholds.eventLoopUtilization, (v) => `event loop ${pct(v)} busy`, pct);
+  const { heapUsed, heapLimit } = readings;
+  if (heapUsed !== undefined && heapLimit) {
+    check('heap', heapUsed / heapLimit, thresholds.heapUsedRatio, (v) => `heap at ${pct(v)} of its limit (${mib(heapUsed)} of ${mib(heapLimit)})`, pct);
+  }
+  check('rss', readings.rss, thresholds.rssBytes, (v) => `resident memory ${mib(v)}`, mib);
+  return reasons;
+}
+
+/** What `probe.health()` and `GET /health` report. */
+export interface Health {
+  status: HealthStatus;
+  /** False only when unhealthy: a degraded process still serves (and answers 200). */
+  healthy: boolean;
+  /** Worst first. */
+  reasons: HealthReason[];
+  /** When this was evaluated, ms since the epoch. */
+  checkedAt: number;
+  /** Only from the worker's endpoint: the main thread is blocked right now. */
+  blocked?: BlockedInfo;
+}
+
+/** The main thread's current stall, as the worker sees it. */
+export interface BlockedInfo {
+  /** How long the event loop has been blocked, ms. */
+  forMs: number;
+  /** The innermost frame of the stall's stack, when it was taken. */
+  function?: string;
+  file?: string;
+  /** 1-based. */
+  line?: number;
+}
+
+/** Combines reasons into a status: the worst of them. */
+export function combine(reasons: HealthReason[], checkedAt: number, blocked?: BlockedInfo): Health {
+  const sorted = [...reasons].sort((a, b) => rank(b.status) - rank(a.status));
+  const status: HealthStatus = sorted.length === 0 ? 'ok' : sorted[0]!.status;
+  return { status, healthy: status !== 'unhealthy', reasons: sorted, checkedAt, ...(blocked ? { blocked } : {}) };
+}
+
+function rank(status: HealthStatus): number {
+  return status === 'unhealthy' ? 2 : status === 'degraded' ? 1 : 0;
+}
+
+/** Checks what a health source returned; a bad reason becomes an unhealthy reason that says so. */
+export function sourceReasons(source: string, value: unknown): HealthReason[] {
+  if (!Array.isArray(value)) return [{ kind: 'source', source, status: 'unhealthy', message: `health source "${source}" returned ${describe(value)}, not an array of reasons` }];
+  return value.slice(0, 32).map((r: unknown): HealthReason => {
+    const reason = (typeof r === 'object' && r !== null ? r : {}) as Partial<HealthReason>;
+    const status = reason.status === 'degraded' ? 'degraded' : 'unhealthy';
+    const message = typeof reason.message === 'string' ? reason.message.slice(0, 500) : `health source "${source}" reported a problem`;
+    return {
+      kind: typeof reason.kind === 'string' ? reason.kind.slice(0, 64) : 'source', source, status, message,
+      ...(typeof reason.value === 'number' ? { value: reason.value } : {}),
+      ...(typeof reason.threshold === 'number' ? { threshold: reason.threshold } : {}),
+    };
+  });
+}
+
+/**
+ * Synthetic probes whose last runs all failed. A dead dependency makes this process degraded,
+ * not unhealthy: taking every instance out of rotation for a dependency they share would turn
+ * one outage into two.
+ */
+export function dependencyReasons(probes: ReadonlyArray<Pick<ProbeStatus, 'name' | 'target' | 'failing' | 'lastResult'>>): HealthReason[] {
+  return probes.filter((p) => p.failing).map((p) => ({
+    kind: 'dependency',
+    status: 'degraded' as const,
+    source: p.name,
+    message: `probe ${p.name} (${p.target}) failing${p.lastResult?.error ? `: ${p.lastResult.error}` : ''}`,
+  }));
+}
+
+/** A rule with `markUnhealthy` that fired and is within its cooldown. */
+export function ruleReason(firing: { rule: string; firedAt: number; observed: number; threshold: number; value: string }, until: number): HealthReason {
+  return {
+    kind: 'rule', status: 'unhealthy', rule: firing.rule, since: firing.firedAt, until,
+    value: firing.observed, observed: firing.observed, threshold: firing.threshold,
+    message: `rule "${firing.rule}" fired: ${firing.value} was ${round(firing.observed)}, above ${round(firing.threshold)}`,
+  };
+}
+
+function round(v: number): number {
+  return Math.round(v * 1000) / 1000;
+}
