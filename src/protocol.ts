@@ -7,7 +7,7 @@ import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
 import type { AllocationSummary } from './captures/heapprofile.js';
 import type { RuleCondition, RuleFiring } from './worker/rules.js';
 import type { WrittenCapture } from './sink/sink.js';
-import type { SocketsSettings } from './samplers/sockets.js';
+import type { SocketPicture, SocketsSettings } from './samplers/sockets.js';
 import type { ResolvedProbe } from './net/probe-options.js';
 import type { ProbeResult } from './net/probes.js';
 import type { ResolvedHealthOptions } from './health/evaluate.js';
@@ -192,6 +192,8 @@ export interface RuleCaptures {
   allocationProfile?: AllocationProfileResult;
   /** Taken by the main thread after the worker's captures (the writer must run in the snapshotted isolate). */
   heapSnapshot?: { file: string; sidecarFile: string; bytes: number; pauseMs: number };
+  /** This process's sockets when a probe's latency rule fired (option `sockets`). */
+  sockets?: SocketPicture;
   /** Captures that were skipped (budget) or failed, and why. */
   notTaken?: string[];
 }

@@ -74,8 +74,9 @@ describe('synthetic probes (real sockets on loopback)', function () {
     proxies.push(slow, hang, reset);
     const { meterProvider, collect, shutdown } = memoryMetrics();
     const { logger, lines } = memoryLogger();
+    const linux = process.platform === 'linux';
     probe = await start({
-      meterProvider, logger, defaultRules: false,
+      meterProvider, logger, defaultRules: false, ...(linux ? { sockets: { intervalMs: 60_000, ss: false } } : {}),
       probes: [
         { name: 'web', target: `http://localhost:${slow.port}/`, intervalMs: 100, timeoutMs: 2000, baseline: { factor: 3, forMs: 1500, windowMs: 3000 } },
         { name: 'raw', target: `tcp://127.0.0.1:${tcpPort}`, intervalMs: 100, baseline: false },
@@ -104,6 +105,12 @@ describe('synthetic probes (real sockets on loopback)', function () {
     assert.ok(event.firing.firedAt > changedAt, 'it fired on the change, not on noise before it');
     assert.ok(event.firing.observed >= 290, `the window's median carries the added latency (${event.firing.observed} ms)`);
     assert.ok(lines.some((l) => l.msg === 'sysprobe rule fired' && l.rule === 'probe-latency:web'), 'logged like any rule');
+    if (linux) {
+      // The socket picture taken at the firing, not the minute-old sweep: this test's listeners are in it.
+      const sockets = event.captures.sockets;
+      assert.ok(sockets?.supported && sockets.time >= changedAt, JSON.stringify(sockets)?.slice(0, 300));
+      assert.ok(sockets.listeners.some((l) => l.port === slow.port), 'the proxy listens in this process');
+    }
 
     const after = await collect();
     const slowRuns = histogram(after, 'web', 'first_byte');
@@ -124,6 +131,11 @@ describe('synthetic probes (real sockets on loopback)', function () {
     assert.equal(hung.failing, true);
     assert.equal(hung.lastResult?.outcome, 'timeout');
     assert.ok(hung.timeouts >= 3 && hung.successes === 0);
+    const health = probe.health();
+    const dependency = health.reasons.find((r) => r.kind === 'dependency' && r.source === 'hang');
+    assert.ok(dependency && dependency.status === 'degraded', JSON.stringify(health));
+    assert.match(dependency.message, /probe hang \(http:\/\/127\.0\.0\.1:\d+\/\) failing/);
+    assert.notEqual(health.status, 'ok');
     await shutdown();
   });
 
@@ -216,6 +228,30 @@ describe('synthetic probes (real sockets on loopback)', function () {
     const raw = deps.find((d) => d.remotePort === tcpPort)!;
     assert.deepEqual([raw.remoteAddress, raw.connections, raw.probes], ['127.0.0.1', 0, ['raw']]);
     assert.ok(raw.latencyMs!.p50 > 0 && raw.latencyMs!.p99 >= raw.latencyMs!.p50);
+  });
+
+  it('with the socket sampler on, the open sockets to a remote join its entry: states and queued bytes', async function () {
+    if (process.platform !== 'linux') this.skip();
+    // A server that never reads: two connections to it stay ESTABLISHED with bytes waiting.
+    const held: net.Socket[] = [];
+    const sink = net.createServer((socket) => { socket.pause(); held.push(socket); });
+    servers.push(sink);
+    const sinkPort = await listen(sink);
+    probe = await start({ logger: memoryLogger().logger, sockets: { intervalMs: 100, ss: false } });
+    const clients = await Promise.all([0, 1].map(() => new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.connect(sinkPort, '127.0.0.1', () => resolve(socket)).on('error', reject);
+    })));
+    for (const c of clients) c.write(Buffer.alloc(16 * 1024 * 1024));
+    try {
+      const entry = await waitFor('the open sockets in the dependency entry', async () => {
+        const e = (await probe!.dependencies()).find((d) => d.remotePort === sinkPort);
+        return e?.states.ESTABLISHED === 2 && (e.sendQueueBytes ?? 0) > 0 ? e : undefined;
+      });
+      assert.equal(entry.connections, 2);
+      assert.equal(entry.remoteAddress, '127.0.0.1');
+    } finally {
+      for (const c of [...clients, ...held]) c.destroy();
+    }
   });
 
   it('sees nothing with dependencies: false', async () => {

@@ -18,6 +18,7 @@ import type { ClientRequest } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ProbeStatus } from '../net/probe-book.js';
 import type { ProbeResult } from '../net/probes.js';
+import type { RemoteSockets } from '../samplers/sockets.js';
 
 /** The most remotes kept; the least recently seen is dropped first. */
 export const MAX_DEPENDENCIES = 1000;
@@ -32,10 +33,13 @@ export interface Dependency {
   hostnames: string[];
   /** Outgoing connections the app opened to it since start (the probes' own are not counted). */
   connections: number;
-  /** Its sockets by TCP state, from the socket sampler where it runs; empty without it. */
+  /** Its open sockets by TCP state, from the socket sampler's latest sweep (option `sockets`); empty without it. */
   states: Record<string, number>;
-  /** Retransmitted segments to it, from the socket sampler where it can see them. */
+  /** Bytes sent to it and not yet acknowledged, over its open sockets (option `sockets`). */
+  sendQueueBytes?: number;
+  /** Segments retransmitted to it over its open sockets' lives, and their smoothed RTT (option `sockets` with `ss`). */
   retransmits?: number;
+  rttMsMean?: number;
   /** From the synthetic probes that target it, over their recent runs, ms. */
   latencyMs?: { p50: number; p99: number };
   /** The probes that target it, by name. */
@@ -106,15 +110,22 @@ export class DependencyMap {
     if (result.hostname) addHostname(entry, result.hostname);
   }
 
-  /** The map, most recently seen first, with the probes' latencies joined in. */
-  entries(probes: readonly ProbeStatus[] = []): Dependency[] {
+  /**
+   * The map, most recently seen first, with the probes' latencies and, when the socket sampler
+   * runs, each remote's open sockets (`sockets`: its sweep's remotes) joined in.
+   */
+  entries(probes: readonly ProbeStatus[] = [], sockets: readonly RemoteSockets[] = []): Dependency[] {
     const latency = new Map(probes.filter((p) => p.latencyMs).map((p) => [p.name, p.latencyMs!]));
+    const open = new Map(sockets.map((r) => [endpointKey(r.address, r.port), r]));
     return [...this.#entries.values()].reverse().map((e) => {
       const probeLatency = [...e.probes].map((name) => latency.get(name)).find((l) => l !== undefined);
-      // INTEGRATION: net-sockets — fill `states` and `retransmits` for this remote from probe.sockets()
-      // (its sockets by remote endpoint: TCP state counts and TCP_INFO retransmissions).
+      const live = open.get(endpointKey(e.remoteAddress, e.remotePort));
       return {
-        remoteAddress: e.remoteAddress, remotePort: e.remotePort, hostnames: [...e.hostnames], connections: e.connections, states: {},
+        remoteAddress: e.remoteAddress, remotePort: e.remotePort, hostnames: [...e.hostnames], connections: e.connections,
+        states: live ? { ...live.states } : {},
+        ...(live ? { sendQueueBytes: live.sendQueueBytes } : {}),
+        ...(live?.retransmits !== undefined ? { retransmits: live.retransmits } : {}),
+        ...(live?.rttMsMean !== undefined ? { rttMsMean: live.rttMsMean } : {}),
         ...(probeLatency ? { latencyMs: { ...probeLatency } } : {}), ...(e.probes.size > 0 ? { probes: [...e.probes] } : {}), lastSeenAt: e.lastSeenAt,
       };
     });
@@ -161,4 +172,9 @@ export class DependencyMap {
 
 function addHostname(entry: Entry, hostname: string): void {
   if (entry.hostnames.size < MAX_HOSTNAMES && hostname !== entry.remoteAddress) entry.hostnames.add(hostname);
+}
+
+/** One key for an endpoint however it was written: /proc shows IPv4 peers of dual-stack sockets as `::ffff:a.b.c.d`. */
+function endpointKey(address: string, port: number): string {
+  return `${address.startsWith('::ffff:') ? address.slice(7) : address}|${port}`;
 }

@@ -175,6 +175,7 @@ export class IncidentRecorder {
     this.#step(incident, async () => {
       for (const [kind, file] of files) if (file) await this.#link(incident, kind, file);
       if (captures.stack) await this.#writeCapture(incident, 'rule-stack', `stack-${safeName(trigger.rule)}.json`, { rule: trigger.rule, frames: captures.stack });
+      if (captures.sockets) await this.#writeCapture(incident, 'sockets', `sockets-${safeName(trigger.rule)}.json`, { rule: trigger.rule, picture: captures.sockets });
       await this.#writeManifest(incident);
     });
   }

@@ -254,7 +254,11 @@ export class Probe extends EventEmitter {
       this.#logger.debug({ err: describeError(err) }, 'sysprobe dependencies without probe latencies');
       return [];
     });
-    return this.#dependencies.entries(statuses);
+    const sockets = this.options.sockets ? await this.sockets().catch((err: unknown) => {
+      this.#logger.debug({ err: describeError(err) }, 'sysprobe dependencies without socket states');
+      return undefined;
+    }) : undefined;
+    return this.#dependencies.entries(statuses, sockets?.byRemote);
   }
 
   /**

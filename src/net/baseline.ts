@@ -13,6 +13,9 @@ import type { RuleFiring } from '../worker/rules.js';
 import type { ProbeBaselineOptions } from './probe-options.js';
 
 /** The values a probe rule fires on (they are not sampled values, so not in RULE_VALUES). */
+/** Probes' latency rules are named `probe-latency:<probe name>`. */
+export const PROBE_RULE_PREFIX = 'probe-latency:';
+
 export type ProbeRuleValue = 'probe.latencyMs' | 'probe.failureRatio';
 
 /** What the rule needs of a run. */
@@ -62,7 +65,7 @@ export class BaselineRule {
   #view: BaselineView = { baselineMs: undefined, firing: false };
 
   constructor(probeName: string, options: Required<ProbeBaselineOptions>) {
-    this.#rule = `probe-latency:${probeName}`;
+    this.#rule = `${PROBE_RULE_PREFIX}${probeName}`;
     this.#options = options;
   }
 

@@ -25,8 +25,6 @@ export interface SocketsSettings {
 
 /**
  * Connections to one remote endpoint.
- * INTEGRATION: the dependency map (branch net-probes) can join `probe.sockets().byRemote` by
- * address and port for `connections`, `states`, `retransmits` and RTT.
  */
 export interface RemoteSockets {
   address: string;

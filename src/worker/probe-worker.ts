@@ -31,6 +31,7 @@ import { SocketWatch } from './socket-watch.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
 import { ProbeRunner, type ProbeResult } from '../net/probes.js';
 import { ProbeBook } from '../net/probe-book.js';
+import { PROBE_RULE_PREFIX } from '../net/baseline.js';
 import { WorkerEndpoints } from './endpoints.js';
 import { ruleReason, type HealthReason } from '../health/evaluate.js';
 import type { HostRequest } from '../protocol.js';
@@ -179,8 +180,6 @@ class ProbeWorker {
   #onProbeResult(book: ProbeBook, result: ProbeResult): void {
     this.#send({ type: 'probeResult', result });
     const firing = book.record(result);
-    // INTEGRATION: net-sockets — capture the socket picture (probe.sockets() / Sample.sockets, by remote
-    // result.remoteAddress:result.remotePort) alongside this firing and attach it to its RuleCaptures.
     if (firing) void this.#onRuleFired(firing);
   }
 
@@ -302,6 +301,10 @@ class ProbeWorker {
         notTaken.push(`${kind}: ${describeError(err).message}`);
       });
     };
+    // A slow dependency: how this process's connections look right then (queues, states, retransmits per remote).
+    if (firing.rule.startsWith(PROBE_RULE_PREFIX) && this.#sockets) {
+      await this.#sockets.fresh().then((picture) => { captures.sockets = picture; }, (err: unknown) => { notTaken.push(`sockets: ${describeError(err).message}`); });
+    }
     if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS)).frames; });
     // CPU and allocation profiles use different profilers, so both run at once.
     await Promise.all([

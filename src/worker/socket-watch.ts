@@ -45,11 +45,19 @@ export class SocketWatch {
     return this.#sweeping ?? this.#sampler.sweep();
   }
 
-  /**
-   * What goes in each sample; undefined until the first sweep, or when sockets cannot be read here.
-   * INTEGRATION: incidents' report charts these from samples.json; an incident could also store
-   * the full `latest()` picture in its manifest.
-   */
+  /** A picture as of now (a rule fired): the sweep in progress, or one of its own; the interval's timer is left alone. */
+  async fresh(): Promise<SocketPicture> {
+    if (this.#sweeping) return this.#sweeping;
+    this.#sweeping = this.#sampler.sweep();
+    try {
+      this.#latest = await this.#sweeping;
+      return this.#latest;
+    } finally {
+      this.#sweeping = undefined;
+    }
+  }
+
+  /** What goes in each sample (incident reports chart it); undefined until the first sweep, or when sockets cannot be read here. */
   summary(): Sample['sockets'] {
     const picture = this.#latest;
     if (!picture?.supported) return undefined;
