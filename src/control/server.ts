@@ -158,8 +158,8 @@ function parseParams(url: URL, body: Buffer): { durationMs?: number } | { error:
 
 /**
  * The captures in dumpDir named the way the sink names them (regular files only), newest first.
- * INTEGRATION: incidents (branch incidents) keep their captures in `<dumpDir>/incidents/<id>/`; list
- * those as `incidents/<id>/<name>` from a readdir of that folder, never from the request.
+ * Incident folders (`<dumpDir>/incidents/<id>/`) hold hard links to these same files; their
+ * manifests, samples and logs are not served here.
  */
 export async function listCaptures(dir: string): Promise<StoredCaptureInfo[]> {
   let names: string[];
