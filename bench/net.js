@@ -1,8 +1,8 @@
 'use strict';
-// Network benchmark: `npm run bench:net [-- --sockets 100,1000,10000] [--sections sockets]`.
+// Network benchmark: `npm run bench:net [-- --sockets 100,1000,10000] [--sections sockets,probes] [--quick]`.
 //
 // Built from sections, each a function that returns rows for the table and the JSON file;
-// add one to SECTIONS to measure another part (the synthetic probes, say).
+// add one to SECTIONS to measure another part.
 //
 // sockets: CPU time of one socket-sampler sweep with N loopback sockets open in the process
 //   (N/2 connections to its own server, both ends counted), with and without ss. Each N runs
@@ -90,6 +90,16 @@ const SECTIONS = {
     })));
     return rows;
   },
+  /** The probes' and the dependency map's cost on a service's throughput (bench/probe-overhead.js). */
+  async probes() {
+    const { measureProbeOverhead } = require('./probe-overhead.js');
+    const passOn = ['quick', 'rounds', 'seconds'].flatMap((name) => {
+      const i = args.indexOf(`--${name}`);
+      return i < 0 ? [] : name === 'quick' ? ['--quick'] : [`--${name}`, args[i + 1]];
+    });
+    const result = await measureProbeOverhead(passOn);
+    return { handlerPerRequest: result.handlerPerRequest, medianReqPerSec: result.medianReqPerSec, ratioToBase: result.ratioToBase };
+  },
 };
 
 async function main() {
@@ -103,8 +113,14 @@ async function main() {
     return;
   }
   const chosen = arg('sections', Object.keys(SECTIONS).join(',')).split(',');
-  const results = { node: process.version, date: new Date().toISOString(), cpus: require('node:os').cpus().length, sections: {} };
-  for (const name of chosen) results.sections[name] = await SECTIONS[name]();
+  // A run of some sections keeps the others' last results in the file (each section has its own date).
+  let sections = {};
+  try { sections = JSON.parse(fs.readFileSync(RESULTS, 'utf8')).sections ?? {}; } catch { /* first run */ }
+  const results = { node: process.version, cpus: require('node:os').cpus().length, sections };
+  for (const name of chosen) {
+    const rows = await SECTIONS[name]();
+    sections[name] = { date: new Date().toISOString(), rows };
+  }
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nwritten to ${path.relative(process.cwd(), RESULTS)}`);

@@ -1,5 +1,6 @@
 'use strict';
-// Probe and dependency-map overhead: `npm run bench:probes [-- --quick | --rounds N --seconds S]`.
+// Probe and dependency-map overhead: the `probes` section of `npm run bench:net`
+// (`npm run bench:net -- --sections probes [--quick | --rounds N --seconds S]`).
 //
 // Each configuration runs a small service in its own child process: every request it serves
 // makes one outgoing request to an upstream (in the same child, over a keep-alive agent), so the
@@ -24,8 +25,11 @@ const path = require('node:path');
 const CONFIGS = ['base', 'deps', 'base-2', 'probes'];
 const RESULTS = path.join(__dirname, 'results', 'probes.json');
 
-if (process.argv[2] === '--child') child(process.argv[3]);
-else parent(process.argv.slice(2)).catch((err) => { console.error(err); process.exit(1); });
+if (require.main === module) {
+  if (process.argv[2] === '--child') child(process.argv[3]);
+  else parent(process.argv.slice(2)).catch((err) => { console.error(err); process.exit(1); });
+}
+module.exports = { measureProbeOverhead: parent };
 
 async function child(config) {
   const upstream = http.createServer((_req, res) => res.end('upstream'));
@@ -149,4 +153,5 @@ async function parent(argv) {
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, `${JSON.stringify(result, null, 2)}\n`);
   console.log(JSON.stringify(result.ratioToBase), `→ ${path.relative(process.cwd(), RESULTS)}`);
+  return result;
 }
