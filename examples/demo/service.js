@@ -34,7 +34,9 @@ const FEATURE_OPTIONS = {
   // INTEGRATION: net-sockets branch: `sockets: true` adds Sample.sockets.
   sockets: () => ({ sockets: true }),
   // INTEGRATION: net-probes branch: synthetic transactions; the baseline rule fires as `probe-latency:payments`.
-  probes: () => ({ probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 500, timeoutMs: 2000 }] }),
+  // Only the agreed fields: any unknown one would make start() refuse, and the demo skip the case. Add
+  // `baseline: {...}` tuning here (short windows for the demo) once its shape is known.
+  probes: () => ({ probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 500 }] }),
   // INTEGRATION: health branch: GET /health served from the probe worker (port 0: any free port).
   health: () => ({ health: { port: 0, host: '127.0.0.1' } }),
 };
