@@ -207,7 +207,7 @@ async function caseStall(service, ready, summary) {
   const result = { detected: false, stall: undefined, cpuProfile: undefined, guard: undefined, health: { wentUnhealthy: false, recovered: false, http: [] }, evidence: [] };
   summary.cases.stall = result;
   const runs = args.fast ? 1 : 2;
-  say(`[demo] the next ${runs} run(s) of the guarded job 'settle-payouts' (every 3 s, timeoutMs 1500) meet data on which reconcileLedger() never converges`);
+  say(`[demo] ${runs} of the next runs of the guarded job 'settle-payouts' (every 3 s, timeoutMs 1500) meet data on which reconcileLedger() never converges`);
   await service.request('poisonLedger', { runs });
 
   // While the service is stalled only its worker can answer: poll the worker-served /health, if this build has it.
@@ -229,6 +229,7 @@ async function caseStall(service, ready, summary) {
   if (!url) say(dim('(GET /health from the worker: skipped, not available in this build; health below is probe.health() as the service sees it)'));
 
   let stalls = 0;
+  let unhealthyEpisodes = 0;
   const onEvent = (name, payload) => {
     if (name === 'stall') {
       if (stalls >= runs) return;
@@ -259,11 +260,17 @@ async function caseStall(service, ready, summary) {
       const status = payload.status || (payload.healthy ? 'ok' : 'unhealthy');
       const why = (payload.reasons || []).map((r) => r.rule || `${r.kind}: ${r.message}`).join(', ');
       say(`health: probe.health() → ${payload.healthy ? green(status) : red(status)}${why ? ` (${why})` : ''}`);
-      if (!payload.healthy) result.health.wentUnhealthy = true;
-      else if (result.health.wentUnhealthy) result.health.recovered = true;
+      if (!payload.healthy) {
+        result.health.wentUnhealthy = true;
+        result.health.recovered = false;
+        unhealthyEpisodes += 1;
+      } else if (result.health.wentUnhealthy) {
+        result.health.recovered = true;
+      }
     }
   };
-  const enough = () => stalls >= runs && result.guard && result.cpuProfile && result.health.recovered;
+  // Done when each stall was seen and health came back after the last unhealthy episode.
+  const enough = () => stalls >= runs && result.guard && result.cpuProfile && unhealthyEpisodes >= runs && result.health.recovered;
   const { timedOut } = await followCase(service.inbox, onEvent, enough, 30_000);
   polling = false;
   await httpPoll;

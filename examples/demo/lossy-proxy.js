@@ -25,7 +25,8 @@ async function createLossyProxy({ upstreamPort, upstreamHost = '127.0.0.1', late
     }
     const upstream = net.connect(upstreamPort, upstreamHost);
     open.add(upstream);
-    upstream.on('close', () => { open.delete(upstream); client.destroy(); });
+    // A clean close is passed on after the held-back data (the 'end' handler below); a failure at once.
+    upstream.on('close', (hadError) => { open.delete(upstream); if (hadError) client.destroy(); });
     upstream.on('error', () => client.destroy());
     client.on('close', () => upstream.destroy());
     client.on('data', (chunk) => upstream.write(chunk));
