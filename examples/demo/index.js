@@ -130,8 +130,10 @@ function waitFor(inbox, match, timeoutMs, what) {
 /** Follows the service's events through `onEvent` until `done()` says the case has seen enough, or `timeoutMs`. */
 function followCase(inbox, onEvent, done, timeoutMs) {
   return new Promise((resolve) => {
-    const finish = (timedOut) => { clearTimeout(timer); unfollow(); resolve({ timedOut }); };
+    const finish = (timedOut) => { clearTimeout(timer); clearInterval(check); unfollow(); resolve({ timedOut }); };
     const timer = setTimeout(() => finish(true), timeoutMs);
+    // Some cases are done by what the narrator polls, not by an event.
+    const check = setInterval(() => { if (done()) finish(false); }, 250);
     const unfollow = inbox.follow((message) => {
       if (message.type !== 'event') return;
       onEvent(message.name, message.payload);
@@ -226,7 +228,7 @@ async function caseStall(service, ready, summary) {
       await sleep(250);
     }
   })();
-  if (!url) say(dim('(GET /health from the worker: skipped, not available in this build; health below is probe.health() as the service sees it)'));
+  if (!url) say(dim(`(GET /health from the worker: skipped, not available in this build${ready.missing.health ? `: ${ready.missing.health.split(';')[0]}` : ''}; health below is probe.health() as the service sees it)`));
 
   let stalls = 0;
   let unhealthyEpisodes = 0;
@@ -305,8 +307,9 @@ async function caseNetwork(service, ready, payments, summary) {
   const has = (f) => ready.features.includes(f);
   const result = { available: has('probes') || has('sockets'), probes: has('probes'), sockets: has('sockets'), detected: false, ruleFired: undefined, failures: undefined, evidence: [] };
   summary.cases.network = result;
-  if (!has('probes')) say(yellow('skipped: synthetic transactions (probes) not available in this build'));
-  if (!has('sockets')) say(yellow('skipped: the socket sampler (sockets) not available in this build'));
+  const why = (f) => (ready.missing[f] ? dim(` (start() said: ${ready.missing[f].split(';')[0]})`) : '');
+  if (!has('probes')) say(yellow('skipped: synthetic transactions (probes) not available in this build') + why('probes'));
+  if (!has('sockets')) say(yellow('skipped: the socket sampler (sockets) not available in this build') + why('sockets'));
   if (!result.available) return;
 
   await service.request('startPayments', { everyMs: 250 });
@@ -346,7 +349,7 @@ async function caseNetwork(service, ready, payments, summary) {
       }
     }
   })();
-  const { timedOut } = await followCase(service.inbox, onEvent, () => Boolean(result.ruleFired) || !has('probes'), args.fast ? 20_000 : 30_000);
+  const { timedOut } = await followCase(service.inbox, onEvent, () => (has('probes') ? Boolean(result.ruleFired) : Boolean(result.socketsSample)), args.fast ? 20_000 : 30_000);
   stop = true;
   await watch;
   if (timedOut && has('probes')) say(yellow('(the baseline rule did not fire within the time limit)'));

@@ -62,6 +62,13 @@ function baseOptions() {
   };
 }
 
+/** The feature the message names first (the list of known options that may follow does not count). */
+function firstNamed(message, features) {
+  const at = (f) => { const m = new RegExp(`\\b${f}\\b`).exec(message); return m ? m.index : Infinity; };
+  const [first] = [...features].sort((a, b) => at(a) - at(b));
+  return first !== undefined && at(first) !== Infinity ? first : undefined;
+}
+
 /** Starts sysprobe with every feature this build accepts; returns the probe and which features it has. */
 async function startProbe() {
   const wanted = Object.keys(FEATURE_OPTIONS);
@@ -73,8 +80,9 @@ async function startProbe() {
       const probe = await start(options);
       return { probe, wanted, missing };
     } catch (err) {
-      // INTEGRATION: an unknown option is refused with SYSPROBE_ERR_INVALID_OPTION naming it.
-      const feature = err && err.code === 'SYSPROBE_ERR_INVALID_OPTION' && wanted.find((f) => err.message.includes(f));
+      // INTEGRATION: an unknown option is refused with SYSPROBE_ERR_INVALID_OPTION naming it first
+      // ("Unknown option probes; the known ones are: …", "Option health.port must …").
+      const feature = err && err.code === 'SYSPROBE_ERR_INVALID_OPTION' && firstNamed(err.message, wanted);
       if (!feature) throw err;
       missing[feature] = err.message;
       wanted.splice(wanted.indexOf(feature), 1);
