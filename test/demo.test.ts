@@ -24,7 +24,7 @@ interface DemoSummary {
       detected: boolean;
       growthPerMin?: number;
       snapshots: string[];
-      diff?: { available: boolean; leakingConstructor?: string; retainerPath?: string; file?: string; error?: string };
+      diff?: { available: boolean; growing?: string[]; leakingConstructor?: string; retainerPath?: string; file?: string; error?: string };
       fix?: { max: number; size: number; evictions: number };
     };
   };
@@ -80,9 +80,13 @@ describe('npm run demo (--fast)', () => {
     for (const file of leak.snapshots) assert.ok(fs.statSync(file).size > 1024 * 1024, file);
     if (summary.features.heapDiffCli || leak.diff?.available) {
       assert.equal(leak.diff?.error, undefined);
-      assert.equal(leak.diff?.leakingConstructor, 'SessionRecord');
-      assert.match(leak.diff?.retainerPath ?? '', /Map/);
       assert.ok(leak.diff?.file && fs.existsSync(leak.diff.file));
+      if (leak.snapshots.length >= 3) {
+        assert.equal(leak.diff?.leakingConstructor, 'SessionRecord');
+        assert.match(leak.diff?.retainerPath ?? '', /Map/);
+      } else {
+        assert.ok(leak.diff?.growing?.includes('SessionRecord'), `growing: ${leak.diff?.growing?.join(', ')}`);
+      }
     } else {
       assert.match(output, /skipped: heap snapshot diff not available in this build/);
     }

@@ -321,6 +321,11 @@ async function caseNetwork(service, ready, payments, summary) {
   payments.proxy.set({ latencyMs, dropRate });
 
   const onEvent = (name, payload) => {
+    if (name === 'health') {
+      // INTEGRATION: health branch: a failing probe shows as a reason of kind `dependency`.
+      const why = (payload.reasons || []).map((r) => r.rule || `${r.kind}: ${r.message}`).join(', ');
+      say(`health: probe.health() → ${payload.status || (payload.healthy ? 'ok' : 'unhealthy')}${why ? ` (${why})` : ''}`);
+    }
     if (name === 'rule' && /^probe-latency:/.test(payload.firing.rule)) {
       const { firing } = payload;
       say(`${yellow('rule')} ${firing.rule}: ${firing.value} ${Math.round(firing.observed)} > ${Math.round(firing.threshold)} for ${ms(firing.aboveForMs)}`);
@@ -419,7 +424,9 @@ async function caseLeak(service, verbs, summary) {
           say(`${red('leak')}: ${bold(leak.constructor)} × ${leak.count}, ${mb(leak.retainedSize)} retained (${answer.via})`);
           say(`    retained by: ${leak.retainerPath}`);
         }
-        result.diff = { available: true, via: answer.via, file: diffFile, leakingConstructor: leak && leak.constructor, retainerPath: leak && leak.retainerPath, count: leak && leak.count };
+        // With two snapshots the diff ranks no leaks (that takes three); the constructors that grew still show.
+        const growing = (answer.diff.constructors || []).slice(0, 3).map((c) => c.name);
+        result.diff = { available: true, via: answer.via, file: diffFile, growing, leakingConstructor: leak && leak.constructor, retainerPath: leak && leak.retainerPath, count: leak && leak.count };
       }
     } catch (err) {
       say(red(`heap diff failed: ${err.message}`));
