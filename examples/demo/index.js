@@ -11,10 +11,10 @@ const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
-const { createLossyProxy } = require('./lossy-proxy.js'); // INTEGRATION: or ../lib/lossy-proxy.js from branch net-probes
 
 const CLI = path.join(__dirname, '..', '..', 'dist', 'src', 'cli', 'main.js');
 const MB = 1024 * 1024;
+const HEALTHY_LATENCY_MS = 20;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments and output.
@@ -162,6 +162,23 @@ async function cliVerbs() {
 // ---------------------------------------------------------------------------------------------
 // The dependency the service calls in case 2: a tiny payments server behind the lossy proxy.
 
+/** The proxy the tests use (examples/lib, branch net-probes) when this build has it, else the demo's own. */
+async function createProxy({ upstreamPort, latencyMs, dropRate }) {
+  let LossyProxy;
+  try {
+    ({ LossyProxy } = require('../lib/lossy-proxy.js')); // INTEGRATION: net-probes branch's proxy
+  } catch {
+    return require('./lossy-proxy.js').createLossyProxy({ upstreamPort, latencyMs, dropRate });
+  }
+  const proxy = await new LossyProxy({ target: { port: upstreamPort }, latencyMs, dropRatio: dropRate }).listen();
+  proxy.server.unref();
+  return {
+    port: proxy.port,
+    set: (next) => proxy.set({ latencyMs: next.latencyMs, dropRatio: next.dropRate }),
+    close: () => proxy.close(),
+  };
+}
+
 async function startPayments() {
   const server = http.createServer((req, res) => {
     req.resume();
@@ -169,7 +186,8 @@ async function startPayments() {
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   server.unref();
-  const proxy = await createLossyProxy({ upstreamPort: server.address().port, latencyMs: 0, dropRate: 0 });
+  // 20 ms when healthy: a baseline well above the loopback jitter of a busy machine.
+  const proxy = await createProxy({ upstreamPort: server.address().port, latencyMs: HEALTHY_LATENCY_MS, dropRate: 0 });
   return { server, proxy, url: `http://127.0.0.1:${proxy.port}/` };
 }
 
@@ -292,6 +310,7 @@ function describeProbeStatus(status) {
     if (p.status) parts.push(p.status);
     const latency = p.latencyMs || p.latency;
     if (latency && typeof latency === 'object') parts.push(`p50 ${ms(latency.p50 ?? NaN)} p99 ${ms(latency.p99 ?? NaN)}`);
+    if (p.failing) parts.push('failing');
     for (const key of ['successes', 'failures', 'timeouts', 'baselineMs']) if (p[key] !== undefined) parts.push(`${key} ${typeof p[key] === 'number' ? Math.round(p[key]) : JSON.stringify(p[key])}`);
     return parts.length > 1 ? parts.join(', ') : JSON.stringify(p).slice(0, 200);
   }).join(' | ');
@@ -315,9 +334,9 @@ async function caseNetwork(service, ready, payments, summary) {
   await service.request('startPayments', { everyMs: 250 });
   const status = await service.request('probeStatus').catch(() => null);
   if (status) say(`probe payments before: ${describeProbeStatus(status)}`);
-  const latencyMs = 600;
+  const latencyMs = 400;
   const dropRate = 0.3;
-  say(`[demo] the proxy to payments now holds each reply ${latencyMs} ms and resets ${dropRate * 100}% of connections`);
+  say(`[demo] the proxy to payments now adds ${latencyMs} ms (was ${HEALTHY_LATENCY_MS}) and resets ${dropRate * 100}% of new connections`);
   payments.proxy.set({ latencyMs, dropRate });
 
   const onEvent = (name, payload) => {
@@ -328,22 +347,19 @@ async function caseNetwork(service, ready, payments, summary) {
     }
     if (name === 'rule' && /^probe-latency:/.test(payload.firing.rule)) {
       const { firing } = payload;
-      say(`${yellow('rule')} ${firing.rule}: ${firing.value} ${Math.round(firing.observed)} > ${Math.round(firing.threshold)} for ${ms(firing.aboveForMs)}`);
+      const num = (v) => (Math.abs(v) < 10 ? v.toFixed(2) : String(Math.round(v)));
+      say(`${yellow('rule')} ${firing.rule}: ${firing.value} ${num(firing.observed)} > ${num(firing.threshold)} for ${ms(firing.aboveForMs)}`);
       result.ruleFired ??= { rule: firing.rule, observed: firing.observed, threshold: firing.threshold };
     }
   };
-  let stop = false;
-  const watch = (async () => {
-    while (!stop) {
-      await sleep(2000);
-      if (stop) break;
+  const look = async () => {
       if (has('probes')) {
         const now = await service.request('probeStatus').catch(() => null);
         if (now) { say(`probe payments: ${describeProbeStatus(now)}`); result.probeStatus = now; }
         const deps = await service.request('dependencies').catch(() => null);
         const dep = Array.isArray(deps) && deps.find((d) => d.remotePort === payments.proxy.port);
         if (dep) {
-          say(`dependency 127.0.0.1:${dep.remotePort}: ${dep.connections} connections ${JSON.stringify(dep.states)}${dep.latencyMs ? `, p50 ${ms(dep.latencyMs.p50)} p99 ${ms(dep.latencyMs.p99)}` : ''}`);
+          say(`dependency 127.0.0.1:${dep.remotePort}: ${dep.connections} connections${Object.keys(dep.states || {}).length ? ` ${JSON.stringify(dep.states)}` : ""}${dep.latencyMs ? `, p50 ${ms(dep.latencyMs.p50)} p99 ${ms(dep.latencyMs.p99)}` : ''}`);
           result.dependency = dep;
         }
       }
@@ -352,13 +368,20 @@ async function caseNetwork(service, ready, payments, summary) {
         const last = [...samples].reverse().find((s) => s.sockets);
         if (last) { say(`sockets: ${describeSockets(last.sockets)}`); result.socketsSample = last.sockets; }
       }
+  };
+  let stop = false;
+  const watch = (async () => {
+    while (!stop) {
+      await sleep(1500);
+      if (!stop) await look();
     }
   })();
   const { timedOut } = await followCase(service.inbox, onEvent, () => (has('probes') ? Boolean(result.ruleFired) : Boolean(result.socketsSample)), args.fast ? 20_000 : 30_000);
   stop = true;
   await watch;
   if (timedOut && has('probes')) say(yellow('(the baseline rule did not fire within the time limit)'));
-  payments.proxy.set({ latencyMs: 0, dropRate: 0 });
+  await look(); // the picture as the rule fired
+  payments.proxy.set({ latencyMs: HEALTHY_LATENCY_MS, dropRate: 0 });
   await service.request('stopPayments');
   say('[demo] the link is healthy again');
   result.detected = has('probes') ? Boolean(result.ruleFired) : Boolean(result.socketsSample);
@@ -418,14 +441,15 @@ async function caseLeak(service, verbs, summary) {
         const diffFile = path.join(summary.dumpDir, 'heap-diff.json');
         fs.writeFileSync(diffFile, JSON.stringify(answer.diff, null, 2));
         result.evidence.push(diffFile);
-        for (const c of (answer.diff.constructors || []).slice(0, 3)) say(`    ${c.name}: ${c.countDelta >= 0 ? '+' : ''}${c.countDelta} objects, ${mb(c.retainedSizeDelta)} retained`);
+        const grew = (answer.diff.constructors || []).filter((c) => c.countDelta > 0).slice(0, 3);
+        say(`    more objects: ${grew.map((c) => `${c.name} +${c.countDelta}`).join(', ')}`);
         const leak = (answer.diff.leaks || [])[0];
         if (leak) {
           say(`${red('leak')}: ${bold(leak.constructor)} × ${leak.count}, ${mb(leak.retainedSize)} retained (${answer.via})`);
           say(`    retained by: ${leak.retainerPath}`);
         }
         // With two snapshots the diff ranks no leaks (that takes three); the constructors that grew still show.
-        const growing = (answer.diff.constructors || []).slice(0, 3).map((c) => c.name);
+        const growing = (answer.diff.constructors || []).slice(0, 5).map((c) => c.name);
         result.diff = { available: true, via: answer.via, file: diffFile, growing, leakingConstructor: leak && leak.constructor, retainerPath: leak && leak.retainerPath, count: leak && leak.count };
       }
     } catch (err) {

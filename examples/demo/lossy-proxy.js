@@ -3,8 +3,8 @@
 // back `latencyMs`, and a share `dropRate` of new connections is reset at once. Both can be
 // changed while it runs, so the demo can turn a healthy dependency into a sick one.
 //
-// INTEGRATION: branch net-probes writes examples/lib/lossy-proxy.js for its tests; when it is
-// merged, index.js can require that one instead (same idea: createLossyProxy(...) → { port, set, close }).
+// INTEGRATION: branch net-probes adds examples/lib/lossy-proxy.js (class LossyProxy) for its tests;
+// index.js uses that one when it is there, and this file can then go.
 
 const net = require('node:net');
 

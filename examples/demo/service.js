@@ -33,10 +33,9 @@ function relay(name, payload) {
 const FEATURE_OPTIONS = {
   // INTEGRATION: net-sockets branch: `sockets: true` adds Sample.sockets.
   sockets: () => ({ sockets: true }),
-  // INTEGRATION: net-probes branch: synthetic transactions; the baseline rule fires as `probe-latency:payments`.
-  // Only the agreed fields: any unknown one would make start() refuse, and the demo skip the case. Add
-  // `baseline: {...}` tuning here (short windows for the demo) once its shape is known.
-  probes: () => ({ probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 500 }] }),
+  // INTEGRATION: net-probes branch: synthetic transactions; the baseline rule fires as `probe-latency:payments`
+  // when the recent median departs 3x from the baseline (short windows for the demo; a minute and more in production).
+  probes: () => ({ probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 250, timeoutMs: 2000, baseline: { factor: 3, forMs: 2000, windowMs: 15_000, cooldownMs: 120_000 } }] }),
   // INTEGRATION: health branch: GET /health served from the probe worker (port 0: any free port).
   health: () => ({ health: { port: 0, host: '127.0.0.1' } }),
 };
