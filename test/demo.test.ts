@@ -19,7 +19,7 @@ interface DemoSummary {
       guard?: { code: string; message: string };
       health: { wentUnhealthy: boolean; recovered: boolean; http: Array<{ statusCode?: number; status?: string }> };
     };
-    network: { available: boolean; probes: boolean; sockets: boolean; detected: boolean; ruleFired?: { rule: string }; socketsSample?: { total: number } };
+    network: { available: boolean; probes: boolean; sockets: boolean; detected: boolean; ruleFired?: { rule: string }; socketsToDependency?: { connections: number } };
     leak: {
       detected: boolean;
       growthPerMin?: number;
@@ -64,11 +64,11 @@ describe('npm run demo (--fast)', () => {
     assert.match(output, /at reconcileLedger \(service\.js:\d+\)/);
   });
 
-  it('case 2: the baseline rule fires and the sockets are seen, where this build has probes and sockets; else says skipped', () => {
+  it('case 2: the baseline rule fires and the connections to the dependency are seen, where this build has probes and sockets; else says skipped', () => {
     const { network } = summary.cases;
     if (network.probes) assert.equal(network.ruleFired?.rule, 'probe-latency:payments', output);
     else assert.match(output, /skipped: synthetic transactions \(probes\) not available in this build/);
-    if (network.sockets) assert.ok((network.socketsSample?.total ?? 0) > 0, output);
+    if (network.sockets) assert.ok((network.socketsToDependency?.connections ?? 0) > 0, output);
     else assert.match(output, /skipped: the socket sampler \(sockets\) not available in this build/);
     assert.equal(network.detected, network.available);
   });

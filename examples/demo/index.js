@@ -331,7 +331,6 @@ async function caseNetwork(service, ready, payments, summary) {
   if (!has('sockets')) say(yellow('skipped: the socket sampler (sockets) not available in this build') + why('sockets'));
   if (!result.available) return;
 
-  await service.request('startPayments', { everyMs: 250 });
   const status = await service.request('probeStatus').catch(() => null);
   if (status) say(`probe payments before: ${describeProbeStatus(status)}`);
   const latencyMs = 400;
@@ -359,14 +358,24 @@ async function caseNetwork(service, ready, payments, summary) {
         const deps = await service.request('dependencies').catch(() => null);
         const dep = Array.isArray(deps) && deps.find((d) => d.remotePort === payments.proxy.port);
         if (dep) {
-          say(`dependency 127.0.0.1:${dep.remotePort}: ${dep.connections} connections${Object.keys(dep.states || {}).length ? ` ${JSON.stringify(dep.states)}` : ""}${dep.latencyMs ? `, p50 ${ms(dep.latencyMs.p50)} p99 ${ms(dep.latencyMs.p99)}` : ''}`);
+          say(`dependency 127.0.0.1:${dep.remotePort}: ${dep.connections} connections${Object.keys(dep.states || {}).length ? ` ${JSON.stringify(dep.states)}` : ''}${dep.latencyMs ? `, p50 ${ms(dep.latencyMs.p50)} p99 ${ms(dep.latencyMs.p99)}` : ''}`);
           result.dependency = dep;
         }
       }
       if (has('sockets')) {
-        const samples = await service.request('recent', { sinceMs: 2000 }).catch(() => []);
-        const last = [...samples].reverse().find((s) => s.sockets);
-        if (last) { say(`sockets: ${describeSockets(last.sockets)}`); result.socketsSample = last.sockets; }
+        // A fresh sweep where the build offers one; else the newest sample that carries the picture.
+        let sockets = await service.request('sockets').catch(() => null);
+        if (!sockets) {
+          const samples = await service.request('recent', { sinceMs: 5000 }).catch(() => []);
+          sockets = ([...samples].reverse().find((s) => s.sockets) || {}).sockets;
+        }
+        if (sockets) {
+          say(`sockets: ${describeSockets(sockets)}`);
+          const remote = (sockets.byRemote || []).find((r) => r.port === payments.proxy.port);
+          if (remote) say(`    to 127.0.0.1:${remote.port}: ${remote.connections} connections ${JSON.stringify(remote.states)}${remote.retransmits !== undefined ? `, ${remote.retransmits} retransmits` : ''}${remote.rttMsMean !== undefined ? `, rtt ${remote.rttMsMean.toFixed(1)} ms` : ''}`);
+          result.socketsSample = sockets;
+          if (remote) result.socketsToDependency = remote;
+        }
       }
   };
   let stop = false;
@@ -376,15 +385,14 @@ async function caseNetwork(service, ready, payments, summary) {
       if (!stop) await look();
     }
   })();
-  const { timedOut } = await followCase(service.inbox, onEvent, () => (has('probes') ? Boolean(result.ruleFired) : Boolean(result.socketsSample)), args.fast ? 20_000 : 30_000);
+  const { timedOut } = await followCase(service.inbox, onEvent, () => (!has('probes') || Boolean(result.ruleFired)) && (!has('sockets') || Boolean(result.socketsToDependency)), args.fast ? 20_000 : 30_000);
   stop = true;
   await watch;
   if (timedOut && has('probes')) say(yellow('(the baseline rule did not fire within the time limit)'));
   await look(); // the picture as the rule fired
   payments.proxy.set({ latencyMs: HEALTHY_LATENCY_MS, dropRate: 0 });
-  await service.request('stopPayments');
   say('[demo] the link is healthy again');
-  result.detected = has('probes') ? Boolean(result.ruleFired) : Boolean(result.socketsSample);
+  result.detected = (!has('probes') || Boolean(result.ruleFired)) && (!has('sockets') || Boolean(result.socketsToDependency));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,6 +553,8 @@ async function main() {
     };
     summary.missing = ready.missing;
     say(`service started (pid ${ready.pid}); sysprobe watches its loop with the ${ready.loopWatch} watch; captures go to ${rel(dumpDir)}`);
+    // The service calls its payments dependency all along; case 2 makes the link sick.
+    await service.request('startPayments', { everyMs: 250 });
     await caseStall(service, ready, summary);
     await caseNetwork(service, ready, payments, summary);
     await caseLeak(service, verbs, summary);

@@ -142,8 +142,10 @@ function runPayoutsEvery(ms) {
 // Case 2: the app calls the payments service through the proxy.
 
 let paymentsTimer;
+// A pool of kept-alive connections, as a service keeps to a dependency it calls often.
+const paymentsAgent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 function callPayments() {
-  const req = http.get(paymentsUrl, { timeout: 1500 }, (res) => res.resume());
+  const req = http.get(paymentsUrl, { agent: paymentsAgent, timeout: 1500 }, (res) => res.resume());
   req.on('timeout', () => req.destroy(new Error('timeout')));
   req.on('error', () => {}); // the app retries on its next tick; sysprobe is what watches
 }
@@ -190,6 +192,8 @@ const commands = {
   async stopPayments() { clearInterval(paymentsTimer); return {}; },
   // INTEGRATION: net-probes branch: probe.probeStatus() and probe.dependencies().
   async probeStatus() { return typeof probe.probeStatus === 'function' ? probe.probeStatus() : null; },
+  // INTEGRATION: net-sockets branch: probe.sockets(), a fresh sweep of this process's TCP sockets.
+  async sockets() { return typeof probe.sockets === 'function' ? probe.sockets() : null; },
   async dependencies() { return typeof probe.dependencies === 'function' ? probe.dependencies() : null; },
   async startLeak({ perTick, everyMs }) {
     leakTimer = setInterval(() => { for (let i = 0; i < perTick; i++) handleCheckout(sessionCache); }, everyMs);
@@ -216,6 +220,7 @@ const commands = {
 
 async function shutdown() {
   for (const timer of [payoutsTimer, paymentsTimer, leakTimer, fixedTimer, watchTimer]) clearInterval(timer);
+  paymentsAgent.destroy();
   if (probe) await probe.stop();
 }
 
