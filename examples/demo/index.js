@@ -248,28 +248,33 @@ async function caseStall(service, ready, summary) {
   })();
   if (!url) say(dim(`(GET /health from the worker: skipped, not available in this build${ready.missing.health ? `: ${ready.missing.health.split(';')[0]}` : ''}; health below is probe.health() as the service sees it)`));
 
-  let stalls = 0;
-  let unhealthyEpisodes = 0;
+  let jobStalls = 0;
+  let lastJobStallAt = 0;
+  let lastOkAt = 0;
   const onEvent = (name, payload) => {
     if (name === 'stall') {
-      if (stalls >= runs) return;
       const stack = payload.stack || [];
       const inLoop = stack.some((f) => f.functionName === 'reconcileLedger');
-      stalls += 1;
-      say(`${red('stall')}: event loop blocked ${ms(payload.durationMs)} (capture: ${payload.capture.how}${payload.capture.latencyMs !== undefined ? `, stack taken ${ms(payload.capture.latencyMs)} after detection` : ''})`);
+      const { capture } = payload;
+      say(`${red('stall')}: event loop blocked ${ms(payload.durationMs)} (capture: ${capture.how}${capture.latencyMs !== undefined ? `, stack taken ${ms(capture.latencyMs)} after detection` : ''}${capture.reason ? `: ${capture.reason}` : ''})`);
       for (const frame of stack.slice(0, 4)) say(`    at ${frameText(frame)}`);
-      if (!result.stall || (inLoop && !result.stall.inLoop)) {
-        result.stall = { durationMs: payload.durationMs, how: payload.capture.how, inLoop, stack: stack.slice(0, 8).map((f) => f.functionName) };
-      }
+      if (!inLoop) return;
+      jobStalls += 1;
+      lastJobStallAt = Date.now();
+      result.stall ??= { durationMs: payload.durationMs, how: capture.how, inLoop, stack: stack.slice(0, 8).map((f) => f.functionName) };
     } else if (name === 'rule' && payload.firing.rule === 'loop-stalled') {
       const { firing, captures } = payload;
       say(`${yellow('rule')} ${firing.rule}: eventLoop.lagMaxMs ${ms(firing.observed)} > ${firing.threshold} → markUnhealthy, CPU profile`);
       const profile = captures.cpuProfile;
       if (profile) {
-        const top = profile.summary.topFunctions.find((f) => f.url) || profile.summary.topFunctions[0];
-        say(`    CPU profile ${rel(profile.file)}: top function ${bold(top.functionName)} ${(top.selfShare * 100).toFixed(0)}% self time${profile.summary.busyLoop.detected ? ', busy loop detected' : ''}`);
-        if (!result.cpuProfile || (!result.cpuProfile.busy && top.functionName === 'reconcileLedger')) {
-          result.cpuProfile = { file: profile.file, pprofFile: profile.pprofFile, topFunction: top.functionName, selfShare: top.selfShare, busy: top.functionName === 'reconcileLedger' };
+        const { topFunctions, busyLoop } = profile.summary;
+        const top = topFunctions.find((f) => f.url) || topFunctions[0];
+        const busy = busyLoop.detected && busyLoop.frame ? `, busy loop in ${busyLoop.frame.functionName} (${(busyLoop.share * 100).toFixed(0)}% of busy time)` : '';
+        say(`    CPU profile ${rel(profile.file)}: top function ${bold(top.functionName)} ${(top.selfShare * 100).toFixed(0)}% self time${busy}`);
+        // The profile of the job's stall is the one whose heaviest function is the service's own code.
+        const inService = /service\.js$/.test(top.url || '');
+        if (!result.cpuProfile || (inService && !result.cpuProfile.inService)) {
+          result.cpuProfile = { file: profile.file, pprofFile: profile.pprofFile, topFunction: top.functionName, selfShare: top.selfShare, inService };
         }
       }
       for (const why of captures.notTaken || []) say(dim(`    not taken: ${why}`));
@@ -283,19 +288,20 @@ async function caseStall(service, ready, summary) {
       if (!payload.healthy) {
         result.health.wentUnhealthy = true;
         result.health.recovered = false;
-        unhealthyEpisodes += 1;
-      } else if (result.health.wentUnhealthy) {
-        result.health.recovered = true;
+      } else {
+        lastOkAt = Date.now();
+        if (result.health.wentUnhealthy) result.health.recovered = true;
       }
     }
   };
-  // Done when each stall was seen and health came back after the last unhealthy episode.
-  const enough = () => stalls >= runs && result.guard && result.cpuProfile && unhealthyEpisodes >= runs && result.health.recovered;
+  // Done when each poisoned run was seen stalling, and health is back after the last of them.
+  const enough = () => jobStalls >= runs && result.guard && result.cpuProfile && result.cpuProfile.inService
+    && result.health.wentUnhealthy && result.health.recovered && lastOkAt > lastJobStallAt;
   const { timedOut } = await followCase(service.inbox, onEvent, enough, 30_000);
   polling = false;
   await httpPoll;
   if (timedOut) say(yellow('(case 1 ended by its time limit; the summary shows what was seen)'));
-  result.detected = Boolean(result.stall && result.stall.inLoop && result.cpuProfile && result.guard && result.health.wentUnhealthy);
+  result.detected = Boolean(result.stall && result.cpuProfile && result.guard && result.health.wentUnhealthy);
   if (result.cpuProfile) result.evidence.push(result.cpuProfile.file, result.cpuProfile.pprofFile);
 }
 
@@ -414,7 +420,7 @@ async function caseLeak(service, verbs, summary) {
   heading('Case 3 of 3: a cache that stops evicting on an error path');
   const result = { detected: false, growthPerMin: undefined, snapshots: [], diff: undefined, fix: undefined, evidence: [] };
   summary.cases.leak = result;
-  const perTick = 8;
+  const perTick = 12;
   say(`[demo] checkout traffic starts; on errors the handler forgets to delete its SessionRecord from a Map`);
   await service.request('startLeak', { perTick, everyMs: 100 });
   let refused = false;

@@ -50,13 +50,14 @@ function baseOptions() {
     stallThresholdMs: 300,
     capturesPerMinute: 20,
     growthWindowMs: 10_000,
-    heapSnapshotsPerDay: 3,
+    // Three for the leak's diff, and room for one the service's own start-up growth may take.
+    heapSnapshotsPerDay: 5,
     defaultRules: false,
     rules: [
       // A stall over 400 ms: profile the CPU while it lasts, and report unhealthy for 4 s.
       { name: 'loop-stalled', value: 'eventLoop.lagMaxMs', above: 400, forMs: 0, cooldownMs: 4000, actions: ['markUnhealthy', { captureCpuProfile: { durationMs: 1000 } }] },
       // Heap growth sustained for 1 s (fitted over a 10 s window for the demo; minutes in production): a heap snapshot each time.
-      { name: 'heap-leaking', value: 'memory.heapGrowthPerMin', above: 30 * MB, forMs: 1000, cooldownMs: 2500, actions: ['captureHeapSnapshot'] },
+      { name: 'heap-leaking', value: 'memory.heapGrowthPerMin', above: 40 * MB, forMs: 1000, cooldownMs: 2500, actions: ['captureHeapSnapshot'] },
     ],
   };
 }
