@@ -455,6 +455,11 @@ async function caseLeak(service, verbs, summary) {
         const diffFile = path.join(summary.dumpDir, 'heap-diff.json');
         fs.writeFileSync(diffFile, JSON.stringify(answer.diff, null, 2));
         result.evidence.push(diffFile);
+        // INTEGRATION: incidents branch: the report shows <incident>/heap-diff.json; until the incident writes
+        // it itself, the demo puts it in each incident folder that holds these snapshots.
+        for (const dir of incidentDirs(service, summary.dumpDir)) {
+          if (result.snapshots.some((f) => fs.existsSync(path.join(dir, path.basename(f))))) fs.writeFileSync(path.join(dir, 'heap-diff.json'), JSON.stringify(answer.diff));
+        }
         const grew = (answer.diff.constructors || []).filter((c) => c.countDelta > 0).slice(0, 3);
         say(`    more objects: ${grew.map((c) => `${c.name} +${c.countDelta}`).join(', ')}`);
         const leak = (answer.diff.leaks || [])[0];
@@ -492,12 +497,17 @@ async function caseLeak(service, verbs, summary) {
 // ---------------------------------------------------------------------------------------------
 // The end: incident reports, and the summary.
 
+/** The incident folders: from `'incident'` events, and on disk under <dumpDir>/incidents. */
+function incidentDirs(service, dumpDir) {
+  const fromEvents = service.inbox.events.filter((m) => m.type === 'event' && m.name === 'incident').map((m) => m.payload.dir).filter(Boolean);
+  const incidentsDir = path.join(dumpDir, 'incidents');
+  const fromDisk = fs.existsSync(incidentsDir) ? fs.readdirSync(incidentsDir).map((d) => path.join(incidentsDir, d)).filter((d) => fs.statSync(d).isDirectory()) : [];
+  return [...new Set([...fromEvents, ...fromDisk])];
+}
+
 async function reports(service, verbs, summary) {
   heading('Incident reports');
-  const fromEvents = service.inbox.events.filter((m) => m.type === 'event' && m.name === 'incident').map((m) => m.payload.dir).filter(Boolean);
-  const incidentsDir = path.join(summary.dumpDir, 'incidents');
-  const fromDisk = fs.existsSync(incidentsDir) ? fs.readdirSync(incidentsDir).map((d) => path.join(incidentsDir, d)).filter((d) => fs.statSync(d).isDirectory()) : [];
-  const dirs = [...new Set([...fromEvents, ...fromDisk])];
+  const dirs = incidentDirs(service, summary.dumpDir);
   summary.incidents = dirs;
   // INTEGRATION: incidents branch: incident folders under <dumpDir>/incidents, `sysprobe report DIR` writes DIR/report.html.
   if (dirs.length === 0) {
