@@ -35,10 +35,11 @@ interface DemoSummary {
 describe('npm run demo (--fast)', () => {
   let summary: DemoSummary;
   let output: string;
+  let dir: string;
 
   before(async function () {
     this.timeout(100_000);
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-demo-test-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-demo-test-'));
     const summaryFile = path.join(dir, 'summary.json');
     output = await new Promise<string>((resolve, reject) => {
       execFile(process.execPath, [DEMO, '--fast', '--json-summary', summaryFile, '--dump-dir', path.join(dir, 'dumps')],
@@ -47,6 +48,8 @@ describe('npm run demo (--fast)', () => {
     });
     summary = JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as DemoSummary;
   });
+
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('case 1: catches the stall in the named function, profiles it, times the job out, and reports unhealthy then healthy', () => {
     const { stall } = summary.cases;

@@ -81,6 +81,11 @@ class Service {
     this.nextId = 1;
     this.child = fork(path.join(__dirname, 'service.js'), [], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
+    // A service that died answers nothing more: fail what waits for it now, not at its time limit.
+    this.child.once('exit', (code, signal) => {
+      for (const [id, waiter] of this.pending) waiter({ id, error: { message: `the service exited (${signal || `code ${code}`})` } });
+      this.pending.clear();
+    });
     this.child.on('message', (message) => {
       if (message.type === 'reply') {
         const waiter = this.pending.get(message.id);
