@@ -83,8 +83,10 @@ class Service {
     this.exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve({ code, signal })));
     // A service that died answers nothing more: fail what waits for it now, not at its time limit.
     this.child.once('exit', (code, signal) => {
-      for (const [id, waiter] of this.pending) waiter({ id, error: { message: `the service exited (${signal || `code ${code}`})` } });
+      this.exitedWith = signal || `code ${code}`;
+      for (const [id, waiter] of this.pending) waiter({ id, error: { message: `the service exited (${this.exitedWith})` } });
       this.pending.clear();
+      this.inbox.push({ type: 'exit', how: this.exitedWith });
     });
     this.child.on('message', (message) => {
       if (message.type === 'reply') {
@@ -107,6 +109,7 @@ class Service {
   /** Asks the service; rejects after `timeoutMs` (a stalled service answers late, not never). */
   request(cmd, args = {}, timeoutMs = 10_000) {
     const id = this.nextId++;
+    if (this.exitedWith) return Promise.reject(new Error(`the service exited (${this.exitedWith}); cannot ask it ${cmd}`));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(`the service did not answer ${cmd} within ${timeoutMs} ms`)); }, timeoutMs);
       this.pending.set(id, (message) => {
@@ -114,7 +117,12 @@ class Service {
         if (message.error) reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
         else resolve(message.result);
       });
-      this.child.send({ id, cmd, args });
+      this.child.send({ id, cmd, args }, (err) => {
+        if (!err) return;
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(err);
+      });
     });
   }
 }
@@ -134,12 +142,19 @@ function waitFor(inbox, match, timeoutMs, what) {
 
 /** Follows the service's events through `onEvent` until `done()` says the case has seen enough, or `timeoutMs`. */
 function followCase(inbox, onEvent, done, timeoutMs) {
-  return new Promise((resolve) => {
-    const finish = (timedOut) => { clearTimeout(timer); clearInterval(check); unfollow(); resolve({ timedOut }); };
+  return new Promise((resolve, reject) => {
+    const finish = (timedOut, err) => {
+      clearTimeout(timer);
+      clearInterval(check);
+      unfollow();
+      if (err) reject(err);
+      else resolve({ timedOut });
+    };
     const timer = setTimeout(() => finish(true), timeoutMs);
     // Some cases are done by what the narrator polls, not by an event.
     const check = setInterval(() => { if (done()) finish(false); }, 250);
     const unfollow = inbox.follow((message) => {
+      if (message.type === 'exit') finish(false, new Error(`the service exited (${message.how}) in the middle of a case`));
       if (message.type !== 'event') return;
       onEvent(message.name, message.payload);
       if (done()) finish(false);
@@ -538,15 +553,15 @@ async function reports(service, verbs, summary) {
 function printSummary(summary) {
   heading(`Summary (${((Date.now() - startedAt) / 1000).toFixed(0)} s; captures in ${rel(summary.dumpDir)})`);
   const { stall, network, leak } = summary.cases;
-  const mark = (ok, available = true) => (!available ? yellow('skipped') : ok ? green('detected') : red('missed'));
+  const mark = (ok, available = true) => (available === undefined ? red('not run') : !available ? yellow('skipped') : ok ? green('detected') : red('missed'));
   const rows = [
-    ['1 stall / CPU', mark(stall && stall.detected),
+    ['1 stall / CPU', mark(stall && stall.detected, stall && true),
       stall ? [stall.stall && `stall ${ms(stall.stall.durationMs)} in ${stall.stall.inLoop ? 'reconcileLedger' : stall.stall.stack[0]}`,
         stall.cpuProfile && `profile top ${stall.cpuProfile.topFunction}`, stall.guard && 'guard timed out',
         stall.health.wentUnhealthy && `unhealthy${stall.health.recovered ? ' and back' : ''}`].filter(Boolean).join('; ') : ''],
     ['2 network', mark(network && network.detected, network && network.available),
       network && network.available ? [network.ruleFired && `${network.ruleFired.rule} fired`, network.socketsSample && `${network.socketsSample.total} sockets`].filter(Boolean).join('; ') : 'probes/sockets not in this build'],
-    ['3 leak', mark(leak && leak.detected),
+    ['3 leak', mark(leak && leak.detected, leak && true),
       leak ? [leak.growthPerMin && `growth ${mb(leak.growthPerMin)}/min`, `${leak.snapshots.length} snapshots`,
         leak.diff && (leak.diff.available === false ? 'diff not in this build' : leak.diff.leakingConstructor ? `diff: ${leak.diff.leakingConstructor}` : 'diff: no leak named'),
         leak.fix && `bounded cache ${leak.fix.size}/${leak.fix.max}`].filter(Boolean).join('; ') : ''],
@@ -585,8 +600,9 @@ async function main() {
     failed = err;
     say(red(`demo failed: ${err.stack || err.message}`));
   } finally {
-    const exited = await Promise.race([service.exited, sleep(10_000).then(() => undefined)]);
-    if (!exited) service.child.kill('SIGKILL');
+    const kill = setTimeout(() => service.child.kill('SIGKILL'), 10_000);
+    await service.exited;
+    clearTimeout(kill);
     await payments.proxy.close();
     payments.server.close();
   }
