@@ -218,7 +218,10 @@ function healthUrl(address) {
   // INTEGRATION: health branch: probe.healthAddress() as a URL string, "host:port", or { host, port }.
   if (!address) return undefined;
   if (typeof address === 'string') return address.startsWith('http') ? new URL('/health', address).href : `http://${address}/health`;
-  if (typeof address === 'object' && address.port) return `http://${address.host || address.address || '127.0.0.1'}:${address.port}/health`;
+  if (typeof address === 'object' && address.port) {
+    const host = address.host || address.address || '127.0.0.1';
+    return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}/health`;
+  }
   return undefined;
 }
 
