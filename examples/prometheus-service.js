@@ -1,7 +1,7 @@
 'use strict';
 // A small HTTP service instrumented with sysprobe, exported to Prometheus.
 //
-//   npm run demo                          # then open the printed /metrics URL
+//   npm run example:prometheus            # then open the printed /metrics URL
 //   PORT=0 METRICS_PORT=0 node examples/prometheus-service.js   # free ports, for tests
 //
 // Env: HOST (default 127.0.0.1), PORT (default 3000), METRICS_PORT (default 9464);

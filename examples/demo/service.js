@@ -1,0 +1,264 @@
+'use strict';
+// The demo's service: a small "shop" instrumented with sysprobe, run as a child of index.js so
+// that its stalls do not block the narrator. It carries the three bugs of the case studies and
+// turns each on when the narrator asks (IPC); everything sysprobe reports (events, captures,
+// health, samples) is relayed to the narrator as it is, for it to print.
+//
+// Messages to the narrator: { type: 'ready', features, ... }, { type: 'event', name, payload },
+// { type: 'reply', id, result | error }. Commands from it: { id, cmd, args }.
+
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+const pino = require('pino');
+const { start } = require('sysprobe');
+
+const dumpDir = process.env.DEMO_DUMP_DIR;
+const paymentsUrl = process.env.DEMO_PAYMENTS_URL; // the lossy proxy in front of the payments service
+const MB = 1024 * 1024;
+
+function send(message) {
+  if (process.connected) process.send(message);
+}
+
+function relay(name, payload) {
+  send({ type: 'event', name, payload });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting sysprobe, with the options of features other branches add, dropped when this build
+// does not know them (so the demo says "skipped" instead of failing or faking).
+
+/** The options a feature adds; dropped one by one when start() does not know them. */
+const FEATURE_OPTIONS = {
+  // INTEGRATION: net-sockets branch: `sockets: true` adds Sample.sockets.
+  sockets: () => ({ sockets: true }),
+  // INTEGRATION: net-probes branch: synthetic transactions; the baseline rule fires as `probe-latency:payments`
+  // when the recent median departs 3x from the baseline (short windows for the demo; a minute and more in production).
+  probes: () => ({ probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 250, timeoutMs: 2000, baseline: { factor: 3, forMs: 2000, windowMs: 15_000, cooldownMs: 120_000 } }] }),
+  // INTEGRATION: health branch: GET /health served from the probe worker (port 0: any free port).
+  health: () => ({ health: { port: 0, host: '127.0.0.1' } }),
+};
+
+function baseOptions() {
+  return {
+    serviceName: 'demo-shop',
+    // sysprobe's own log lines go to a file, so the terminal shows only the story.
+    logger: pino({ level: 'info' }, pino.destination({ dest: path.join(dumpDir, 'sysprobe.log'), sync: true })),
+    dumpDir,
+    sampleIntervalMs: 200,
+    stallThresholdMs: 300,
+    capturesPerMinute: 20,
+    growthWindowMs: 10_000,
+    // Three for the leak's diff, and room for one the service's own start-up growth may take.
+    heapSnapshotsPerDay: 5,
+    defaultRules: false,
+    rules: [
+      // A stall over 400 ms: profile the CPU while it lasts, and report unhealthy for 4 s.
+      { name: 'loop-stalled', value: 'eventLoop.lagMaxMs', above: 400, forMs: 0, cooldownMs: 4000, actions: ['markUnhealthy', { captureCpuProfile: { durationMs: 1000 } }] },
+      // Heap growth sustained for 1 s (fitted over a 10 s window for the demo; minutes in production): a heap snapshot each time.
+      { name: 'heap-leaking', value: 'memory.heapGrowthPerMin', above: 40 * MB, forMs: 1000, cooldownMs: 2500, actions: ['captureHeapSnapshot'] },
+    ],
+  };
+}
+
+/** The feature the message names first (the list of known options that may follow does not count). */
+function firstNamed(message, features) {
+  const at = (f) => { const m = new RegExp(`\\b${f}\\b`).exec(message); return m ? m.index : Infinity; };
+  const [first] = [...features].sort((a, b) => at(a) - at(b));
+  return first !== undefined && at(first) !== Infinity ? first : undefined;
+}
+
+/** Starts sysprobe with every feature this build accepts; returns the probe and which features it has. */
+async function startProbe() {
+  const wanted = Object.keys(FEATURE_OPTIONS);
+  const missing = {};
+  for (;;) {
+    const options = baseOptions();
+    for (const feature of wanted) Object.assign(options, FEATURE_OPTIONS[feature]());
+    try {
+      const probe = await start(options);
+      return { probe, wanted, missing };
+    } catch (err) {
+      // INTEGRATION: an unknown option is refused with SYSPROBE_ERR_INVALID_OPTION naming it first
+      // ("Unknown option probes; the known ones are: …", "Option health.port must …").
+      const feature = err && err.code === 'SYSPROBE_ERR_INVALID_OPTION' && firstNamed(err.message, wanted);
+      if (!feature) throw err;
+      missing[feature] = err.message;
+      wanted.splice(wanted.indexOf(feature), 1);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Case 1: a background job that sometimes spins in a loop that never converges.
+
+let ledgerPoisoned = 0; // how many of the next runs meet the bad data
+
+/** One pass over the ledger; returns how far the books are from closing. */
+function nudgeEntries(entries) {
+  for (let i = 0; i < entries.length; i++) entries[i] = (entries[i] * 31 + 7) % 1_000_003;
+  return entries.poisoned ? 1 : 0;
+}
+
+/** Balances the ledger by nudging entries until the books close; with bad data they never do. */
+function reconcileLedger(entries, budgetMs) {
+  const giveUpAt = Date.now() + budgetMs;
+  let drift = 1;
+  while (drift !== 0 && Date.now() < giveUpAt) drift = nudgeEntries(entries);
+  return drift;
+}
+
+let payoutRuns = 0;
+
+async function settlePayouts(signal) {
+  const entries = Array.from({ length: 2000 }, (_, i) => i);
+  // Every other run meets the bad data, so each stall's health episode (4 s) ends before the next.
+  payoutRuns += 1;
+  if (ledgerPoisoned > 0 && payoutRuns % 2 === 0) {
+    ledgerPoisoned -= 1;
+    entries.poisoned = true;
+  }
+  // Work in rounds, yielding between them, as a well-behaved job should; a round that never
+  // converges holds the event loop for its whole budget.
+  for (let round = 0; round < 3; round++) {
+    if (signal.aborted) throw signal.reason;
+    reconcileLedger(entries, 2500);
+    // A timer, not setImmediate: the guard's deadline (an older timer) gets its turn first.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  return entries.length;
+}
+
+let payoutsTimer;
+function runPayoutsEvery(ms) {
+  payoutsTimer = setInterval(() => {
+    probe.guard('settle-payouts', settlePayouts, { timeoutMs: 1500, overlap: 'refuse' }).then(
+      () => {},
+      (err) => relay('guard', { job: 'settle-payouts', code: err.code, message: err.message }));
+  }, ms);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Case 2: the app calls the payments service through the proxy.
+
+let paymentsTimer;
+// A pool of kept-alive connections, as a service keeps to a dependency it calls often.
+const paymentsAgent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+function callPayments() {
+  const req = http.get(paymentsUrl, { agent: paymentsAgent, timeout: 1500 }, (res) => res.resume());
+  req.on('timeout', () => req.destroy(new Error('timeout')));
+  req.on('error', () => {}); // the app retries on its next tick; sysprobe is what watches
+}
+
+// ---------------------------------------------------------------------------------------------
+// Case 3: a session cache that forgets to evict when the upstream call fails.
+
+class SessionRecord {
+  constructor(id) {
+    this.id = id;
+    this.cart = new Array(3000).fill(id); // ~24 KB
+    this.createdAt = Date.now();
+  }
+}
+const sessionCache = new Map();
+let requestId = 0;
+let leakTimer;
+
+function handleCheckout(cache) {
+  const id = requestId++;
+  cache.set(id, new SessionRecord(id));
+  try {
+    if (id % 2 === 1) throw new Error('upstream timed out');
+    cache.delete(id);
+  } catch {
+    // the bug: the error path returns without evicting
+  }
+}
+
+let boundedCache;
+let fixedTimer;
+
+// ---------------------------------------------------------------------------------------------
+// Commands from the narrator.
+
+let probe;
+let watchTimer;
+
+const commands = {
+  async poisonLedger({ runs }) { ledgerPoisoned = runs; return { runs }; },
+  async health() { return probe.health(); },
+  async recent({ sinceMs }) { return probe.recent({ sinceMs }); },
+  async startPayments({ everyMs }) { paymentsTimer = setInterval(callPayments, everyMs); return {}; },
+  async stopPayments() { clearInterval(paymentsTimer); return {}; },
+  // INTEGRATION: net-probes branch: probe.probeStatus() and probe.dependencies().
+  async probeStatus() { return typeof probe.probeStatus === 'function' ? probe.probeStatus() : null; },
+  // INTEGRATION: net-sockets branch: probe.sockets(), a fresh sweep of this process's TCP sockets.
+  async sockets() { return typeof probe.sockets === 'function' ? probe.sockets() : null; },
+  async dependencies() { return typeof probe.dependencies === 'function' ? probe.dependencies() : null; },
+  async startLeak({ perTick, everyMs }) {
+    leakTimer = setInterval(() => { for (let i = 0; i < perTick; i++) handleCheckout(sessionCache); }, everyMs);
+    return {};
+  },
+  async stopLeak() { clearInterval(leakTimer); return { entries: sessionCache.size }; },
+  async startFixed({ perTick, everyMs, max }) {
+    // The fix: the same handler on a cache sysprobe bounds; eviction cannot be skipped.
+    sessionCache.clear();
+    boundedCache = probe.cache('sessions', { max });
+    fixedTimer = setInterval(() => { for (let i = 0; i < perTick; i++) handleCheckout(boundedCache); }, everyMs);
+    return {};
+  },
+  async fixedStats() { return boundedCache.stats(); },
+  async stopFixed() { clearInterval(fixedTimer); return boundedCache.stats(); },
+  // INTEGRATION: incidents branch: probe.incidents() lists the incident folders.
+  async incidents() { return typeof probe.incidents === 'function' ? probe.incidents() : null; },
+  async stop() {
+    await shutdown();
+    setImmediate(() => { if (process.connected) process.disconnect(); });
+    return {};
+  },
+};
+
+async function shutdown() {
+  for (const timer of [payoutsTimer, paymentsTimer, leakTimer, fixedTimer, watchTimer]) clearInterval(timer);
+  paymentsAgent.destroy();
+  if (probe) await probe.stop();
+}
+
+// A narrator that went away (crashed, killed) must not leave the service running.
+process.on('disconnect', () => { void shutdown(); });
+
+process.on('message', async ({ id, cmd, args }) => {
+  try {
+    const result = await commands[cmd](args ?? {});
+    send({ type: 'reply', id, result });
+  } catch (err) {
+    send({ type: 'reply', id, error: { code: err.code, message: err.message } });
+  }
+});
+
+async function main() {
+  fs.mkdirSync(dumpDir, { recursive: true });
+  const started = await startProbe();
+  probe = started.probe;
+  for (const name of ['stall', 'rule', 'capture', 'cache', 'incident']) probe.on(name, (payload) => relay(name, payload));
+  // INTEGRATION: health branch: the address of the worker-served GET /health.
+  const healthAddress = typeof probe.healthAddress === 'function' ? probe.healthAddress() : undefined;
+  runPayoutsEvery(3000);
+  // Any request makes the worker turn the latest readings into samples, so rules see them within
+  // a second; the health changes are relayed as probe.health() reports them.
+  let lastHealth;
+  watchTimer = setInterval(() => {
+    probe.recent({ sinceMs: 0 }).catch(() => {});
+    const health = probe.health();
+    const key = JSON.stringify([health.status, health.healthy, (health.reasons || []).map((r) => r.rule || r.kind)]);
+    if (key !== lastHealth) relay('health', health);
+    lastHealth = key;
+  }, 200);
+  send({ type: 'ready', features: started.wanted, missing: started.missing, loopWatch: probe.loopWatch, healthAddress, pid: process.pid });
+}
+
+main().catch((err) => {
+  send({ type: 'fatal', error: { code: err.code, message: err.message, stack: err.stack } });
+  process.exitCode = 1;
+});
