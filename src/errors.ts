@@ -22,6 +22,10 @@ export const ErrorCode = {
   CAPTURE_BUSY: 'SYSPROBE_ERR_CAPTURE_BUSY',
   /** A bounded wait ran out. */
   TIMEOUT: 'SYSPROBE_ERR_TIMEOUT',
+  /** A file given as a heap snapshot is not one: empty, not JSON, wrong `snapshot.meta`, truncated or corrupt. */
+  BAD_SNAPSHOT: 'SYSPROBE_ERR_BAD_SNAPSHOT',
+  /** A heap analysis run in a child process failed: it ran out of its memory limit or crashed. */
+  ANALYSIS_FAILED: 'SYSPROBE_ERR_ANALYSIS_FAILED',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */

@@ -1,0 +1,349 @@
+/**
+ * The heap graph over a parsed snapshot's flat arrays, and the analyses on it:
+ * dominators (Cooper–Harvey–Kennedy, iterative, over typed arrays), retained sizes,
+ * shortest retainer paths (BFS from the root skipping weak edges) and totals by
+ * class. Nodes are addressed by ordinal (0…nodeCount-1); nothing allocates an object
+ * per node.
+ */
+import type { RawSnapshot } from './reader.js';
+
+const NONE = 0xffffffff;
+
+export class HeapGraph {
+  readonly nodeCount: number;
+  readonly strings: string[];
+  readonly nodeTypeNames: string[];
+  readonly edgeTypeNames: string[];
+  /** Per node: index of its first edge (in edges, not array slots); `firstEdge[n+1]` ends it. */
+  readonly firstEdge: Uint32Array;
+  readonly #raw: RawSnapshot;
+  readonly #nf: number;
+  readonly #ef: number;
+  readonly #nType: number; readonly #nName: number; readonly #nId: number; readonly #nSelf: number;
+  readonly #eType: number; readonly #eName: number; readonly #eTo: number;
+  readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number;
+
+  // Filled by analyze().
+  #dominator: Uint32Array | undefined;
+  #retained: Float64Array | undefined;
+  #postOrder: Uint32Array | undefined;
+  #parentEdge: Uint32Array | undefined;
+
+  constructor(raw: RawSnapshot) {
+    this.#raw = raw;
+    const { meta } = raw;
+    this.nodeCount = raw.nodeCount;
+    this.strings = raw.strings;
+    this.nodeTypeNames = meta.node_types[0] as string[];
+    this.edgeTypeNames = meta.edge_types[0] as string[];
+    this.#nf = meta.node_fields.length;
+    this.#ef = meta.edge_fields.length;
+    this.#nType = meta.node_fields.indexOf('type');
+    this.#nName = meta.node_fields.indexOf('name');
+    this.#nId = meta.node_fields.indexOf('id');
+    this.#nSelf = meta.node_fields.indexOf('self_size');
+    this.#eType = meta.edge_fields.indexOf('type');
+    this.#eName = meta.edge_fields.indexOf('name_or_index');
+    this.#eTo = meta.edge_fields.indexOf('to_node');
+    this.#weak = this.edgeTypeNames.indexOf('weak');
+    this.#shortcut = this.edgeTypeNames.indexOf('shortcut');
+    this.#element = this.edgeTypeNames.indexOf('element');
+    this.#hidden = this.edgeTypeNames.indexOf('hidden');
+    const nEdges = meta.node_fields.indexOf('edge_count');
+    const first = new Uint32Array(this.nodeCount + 1);
+    let e = 0;
+    for (let n = 0; n < this.nodeCount; n++) {
+      first[n] = e;
+      e += raw.nodes[n * this.#nf + nEdges]!;
+    }
+    first[this.nodeCount] = e;
+    this.firstEdge = first;
+  }
+
+  // Node views.
+  nodeType(n: number): string { return this.nodeTypeNames[this.#raw.nodes[n * this.#nf + this.#nType]!]!; }
+  nodeName(n: number): string { return this.strings[this.#raw.nodes[n * this.#nf + this.#nName]!]!; }
+  nodeId(n: number): number { return this.#raw.nodes[n * this.#nf + this.#nId]!; }
+  selfSize(n: number): number { return this.#raw.nodes[n * this.#nf + this.#nSelf]!; }
+
+  // Edge views (e is an edge index).
+  edgeType(e: number): string { return this.edgeTypeNames[this.#raw.edges[e * this.#ef + this.#eType]!]!; }
+  edgeTarget(e: number): number { return this.#raw.edges[e * this.#ef + this.#eTo]! / this.#nf; }
+  /** The edge's name: a property name, or an element index as a string. */
+  edgeName(e: number): string {
+    const t = this.#raw.edges[e * this.#ef + this.#eType]!;
+    const v = this.#raw.edges[e * this.#ef + this.#eName]!;
+    return t === this.#element || t === this.#hidden ? String(v) : this.strings[v]!;
+  }
+  isIndexEdge(e: number): boolean {
+    const t = this.#raw.edges[e * this.#ef + this.#eType]!;
+    return t === this.#element || t === this.#hidden;
+  }
+
+  /** The class a node counts under: its constructor for objects and closures, `(type)` for the rest, as DevTools groups. */
+  className(n: number): string {
+    const type = this.nodeType(n);
+    if (type === 'object' || type === 'native') return this.nodeName(n);
+    if (type === 'closure') return 'Function';
+    if (type === 'concatenated string' || type === 'sliced string') return '(string)';
+    return `(${type})`;
+  }
+
+  /** Does this edge hold its target for GC? Weak edges never do; shortcuts only from the root (as in DevTools). */
+  #essential(from: number, typeValue: number): boolean {
+    return typeValue !== this.#weak && (typeValue !== this.#shortcut || from === 0);
+  }
+
+  /** Builds the dominator tree, retained sizes and retainer paths. Idempotent. */
+  analyze(): void {
+    if (this.#retained) return;
+    this.#computeDominators();
+    this.#computeRetainerPaths();
+  }
+
+  get dominators(): Uint32Array { this.analyze(); return this.#dominator!; }
+  get retainedSizes(): Float64Array { this.analyze(); return this.#retained!; }
+  retainedSize(n: number): number { return this.retainedSizes[n]!; }
+
+  #computeDominators(): void {
+    const N = this.nodeCount;
+    const { edges } = this.#raw;
+    const ef = this.#ef, nf = this.#nf, eType = this.#eType, eTo = this.#eTo;
+    const first = this.firstEdge;
+
+    // 1. Depth-first post order from the root over essential edges (explicit stack).
+    const postOrder = new Uint32Array(N); // node → post-order number
+    const order = new Uint32Array(N); // post-order number → node
+    const visited = new Uint8Array(N);
+    const stack = new Uint32Array(N);
+    const cursor = new Uint32Array(N);
+    let top = 0, count = 0;
+    stack[0] = 0; cursor[0] = first[0]!; visited[0] = 1;
+    while (top >= 0) {
+      const n = stack[top]!;
+      const end = first[n + 1]!;
+      let e = cursor[top]!;
+      let pushed = false;
+      for (; e < end; e++) {
+        const t = edges[e * ef + eType]!;
+        if (!this.#essential(n, t)) continue;
+        const to = edges[e * ef + eTo]! / nf;
+        if (visited[to]) continue;
+        visited[to] = 1;
+        cursor[top] = e + 1;
+        top++;
+        stack[top] = to;
+        cursor[top] = first[to]!;
+        pushed = true;
+        break;
+      }
+      if (!pushed) {
+        postOrder[n] = count;
+        order[count++] = n;
+        top--;
+      }
+    }
+    // Nodes the root cannot reach (garbage V8 kept in the snapshot) hang off the root.
+    const reached = count;
+    const rootPo = count - 1;
+    if (reached < N) {
+      // Renumber so the root stays last: unreachable nodes take numbers below it.
+      const root = order[rootPo]!;
+      count = rootPo;
+      for (let n = 0; n < N; n++) if (!visited[n]) { postOrder[n] = count; order[count++] = n; }
+      postOrder[root] = count; order[count++] = root;
+    }
+    const rootNo = N - 1;
+
+    // 2. Predecessors by post-order number, essential edges only.
+    const predCount = new Uint32Array(N + 1);
+    for (let n = 0; n < N; n++) {
+      for (let e = first[n]!; e < first[n + 1]!; e++) {
+        if (!this.#essential(n, edges[e * ef + eType]!)) continue;
+        predCount[postOrder[edges[e * ef + eTo]! / nf]!]!++;
+      }
+    }
+    const firstPred = new Uint32Array(N + 1);
+    for (let i = 0, s = 0; i < N; i++) { firstPred[i] = s; s += predCount[i]!; firstPred[i + 1] = s; }
+    const preds = new Uint32Array(firstPred[N]!);
+    const fill = firstPred.slice(0, N);
+    for (let n = 0; n < N; n++) {
+      const from = postOrder[n]!;
+      for (let e = first[n]!; e < first[n + 1]!; e++) {
+        if (!this.#essential(n, edges[e * ef + eType]!)) continue;
+        const to = postOrder[edges[e * ef + eTo]! / nf]!;
+        preds[fill[to]!++] = from;
+      }
+    }
+
+    // 3. Cooper–Harvey–Kennedy: iterate in reverse post order until no dominator changes.
+    const dom = new Uint32Array(N).fill(NONE);
+    dom[rootNo] = rootNo;
+    const isUnreached = (po: number): boolean => po >= reached - 1 && po !== rootNo;
+    let changed = true;
+    while (changed) {
+      changed = false;
+      for (let b = rootNo - 1; b >= 0; b--) {
+        let idom = NONE;
+        if (isUnreached(b)) {
+          idom = rootNo;
+        } else {
+          for (let p = firstPred[b]!; p < firstPred[b + 1]!; p++) {
+            let f1 = preds[p]!;
+            if (dom[f1] === NONE) continue;
+            if (idom === NONE) { idom = f1; continue; }
+            let f2 = idom;
+            while (f1 !== f2) {
+              while (f1 < f2) f1 = dom[f1]!;
+              while (f2 < f1) f2 = dom[f2]!;
+            }
+            idom = f1;
+          }
+        }
+        if (idom !== NONE && dom[b] !== idom) { dom[b] = idom; changed = true; }
+      }
+    }
+
+    // 4. Back to node ordinals; retained sizes bottom-up in post order.
+    const dominator = new Uint32Array(N);
+    const retained = new Float64Array(N);
+    for (let n = 0; n < N; n++) retained[n] = this.selfSize(n);
+    for (let po = 0; po < rootNo; po++) {
+      const n = order[po]!;
+      const d = order[dom[po] === NONE ? rootNo : dom[po]!]!;
+      dominator[n] = d;
+      retained[d]! += retained[n]!;
+    }
+    dominator[order[rootNo]!] = order[rootNo]!;
+    this.#dominator = dominator;
+    this.#retained = retained;
+    this.#postOrder = order;
+  }
+
+  /** BFS from the root over essential edges: each node's first (shortest) retaining edge. */
+  #computeRetainerPaths(): void {
+    const N = this.nodeCount;
+    const { edges } = this.#raw;
+    const ef = this.#ef, nf = this.#nf, eType = this.#eType, eTo = this.#eTo;
+    const parentEdge = new Uint32Array(N).fill(NONE);
+    const queue = new Uint32Array(N);
+    const seen = new Uint8Array(N);
+    let head = 0, tail = 0;
+    seen[0] = 1;
+    const drain = (): void => {
+      while (head < tail) {
+        const n = queue[head++]!;
+        for (let e = this.firstEdge[n]!; e < this.firstEdge[n + 1]!; e++) {
+          if (!this.#essential(n, edges[e * ef + eType]!)) continue;
+          const to = edges[e * ef + eTo]! / nf;
+          if (seen[to]) continue;
+          seen[to] = 1;
+          parentEdge[to] = e;
+          queue[tail++] = to;
+        }
+      }
+    };
+    // User roots first (the root's shortcuts to the global objects, as DevTools does), so a
+    // path reads `global → Object "holder" → Map "sessionCache"` rather than through
+    // (Stack roots) or (Handle scope); then whatever only the GC roots reach.
+    for (const pass of [true, false]) {
+      for (let e = this.firstEdge[0]!; e < this.firstEdge[1]!; e++) {
+        if ((edges[e * ef + eType] === this.#shortcut) !== pass) continue;
+        const to = edges[e * ef + eTo]! / nf;
+        if (seen[to]) continue;
+        seen[to] = 1;
+        parentEdge[to] = e;
+        queue[tail++] = to;
+      }
+      drain();
+    }
+    this.#parentEdge = parentEdge;
+  }
+
+  /** The node that owns edge e (binary search over firstEdge). */
+  edgeOwner(e: number): number {
+    let lo = 0, hi = this.nodeCount - 1;
+    const first = this.firstEdge;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (first[mid]! <= e) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** The retaining edge on the shortest path from the root, or undefined for the root and unreachable nodes. */
+  parentEdge(n: number): number | undefined {
+    this.analyze();
+    const e = this.#parentEdge![n]!;
+    return e === NONE ? undefined : e;
+  }
+
+  /** Edges from the root to n, root first. */
+  retainerEdges(n: number, maxSteps = 64): number[] {
+    const path: number[] = [];
+    let cur = n;
+    while (path.length < maxSteps) {
+      const e = this.parentEdge(cur);
+      if (e === undefined) break;
+      path.push(e);
+      cur = this.edgeOwner(e);
+    }
+    return path.reverse();
+  }
+
+  /** One step of a retainer path as it reads in code: `Map "sessionCache"`, `table`, `[3]`, `LeakyEntry`. */
+  stepLabel(e: number, normalizeIndex = false): string {
+    const to = this.edgeTarget(e);
+    const type = this.nodeType(to);
+    const label = type === 'closure' ? `${this.nodeName(to) || '(anonymous)'}()` : this.nodeName(to);
+    if (type === 'synthetic' || this.edgeType(e) === 'shortcut') return label;
+    const named = type === 'object' || type === 'closure' || type === 'native' || type === 'regexp';
+    const name = this.edgeName(e);
+    // Element indices, and the numeric names V8 gives internal slots, say nothing to a reader.
+    if (this.isIndexEdge(e) || /^\d+$/.test(name)) {
+      if (named) return label;
+      return normalizeIndex ? '[]' : `[${name}]`;
+    }
+    return named ? `${label} "${name}"` : name;
+  }
+
+  /** The whole path from the GC roots to n, e.g. `(GC roots) → Map "sessionCache" → table → LeakyEntry`. */
+  retainerPath(n: number, normalizeIndex = false): string {
+    const edges = this.retainerEdges(n);
+    if (edges.length === 0) return n === 0 ? '(root)' : '(unreachable)';
+    const steps = edges.map((e) => this.stepLabel(e, normalizeIndex));
+    return steps.join(' → ');
+  }
+
+  /**
+   * Sums retained sizes per group, counting a node only when no dominator above it
+   * is in the same group (so a list of 1,000 Foo that hold each other counts once).
+   * `groupOf[n]` is the node's group, or -1.
+   */
+  retainedByGroup(groupOf: Int32Array, groupCount: number): Float64Array {
+    this.analyze();
+    const N = this.nodeCount;
+    const dom = this.#dominator!, retained = this.#retained!, order = this.#postOrder!;
+    // Ancestors in the same group, walking down the dominator tree in reverse post order
+    // (a dominator always precedes what it dominates): covered[n] = some ancestor shares n's group.
+    // Tracked with, per node, the nearest ancestor of each group is too much; instead keep per
+    // node the nearest ancestor that is in any group and chain through those.
+    const nearest = new Int32Array(N).fill(-1); // nearest strict dominator that is in some group
+    const sums = new Float64Array(groupCount);
+    for (let po = N - 1; po >= 0; po--) {
+      const n = order[po]!;
+      const d = dom[n]!;
+      nearest[n] = d === n ? -1 : groupOf[d]! >= 0 ? d : nearest[d]!;
+      const g = groupOf[n]!;
+      if (g < 0) continue;
+      let a = nearest[n]!;
+      let covered = false;
+      for (let hops = 0; a >= 0 && hops < 64; hops++) {
+        if (groupOf[a] === g) { covered = true; break; }
+        a = nearest[a]!;
+      }
+      if (!covered) sums[g]! += retained[n]!;
+    }
+    return sums;
+  }
+}
