@@ -3,3 +3,4 @@ import cjs from '../dist/src/index.js';
 
 export const { start, Probe, SysprobeError, ErrorCode, profileThread } = cjs;
 export default cjs;
+export const { summarizeHeapSnapshot, diffHeapSnapshots } = cjs;

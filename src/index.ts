@@ -27,3 +27,6 @@ export type { HeapSnapshotResult } from './agent/heap-snapshots.js';
 export type { WrittenCapture } from './sink/sink.js';
 export type { GcTotal } from './agent/gc.js';
 export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';
+export { summarizeHeapSnapshot, diffHeapSnapshots } from './heap/api.js';
+export type { HeapAnalysisOptions, HeapAnalysisProgress } from './heap/api.js';
+export type { HeapSummary, HeapDiff, ClassTotal, TopRetainer, ConstructorDelta, LeakCandidate } from './heap/analysis.js';

@@ -12,7 +12,9 @@
 import { CliError, ExitCode, type Verb } from './cli-common.js';
 
 /** Verb name → its module, loaded only when used so `sysprobe --help` stays instant. */
-const VERBS: Record<string, () => Promise<Verb>> = {};
+const VERBS: Record<string, () => Promise<Verb>> = {
+  heap: async () => (await import('./heap.js')).heapVerb,
+};
 
 function usage(): string {
   const names = Object.keys(VERBS).sort();
