@@ -75,6 +75,12 @@ export interface AnalysisOptions {
 
 /** Node types that are objects a program made (a leak is reported in these; the rest is what they hold). */
 const OBJECT_TYPES = new Set(['object', 'closure', 'regexp', 'native']);
+/**
+ * What a leak is reported in: objects, not the closures that capture them. A listener
+ * closure that holds a leaked object is part of its retainer path (`onData() → context`),
+ * so the object's constructor is what ranks.
+ */
+const LEAK_TYPES = new Set(['object', 'native']);
 
 function ms(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e6;
@@ -122,6 +128,8 @@ export function summarizeGraph(graph: HeapGraph, file: string, top = 50, timings
   const best: number[] = [];
   for (let n = 1; n < graph.nodeCount; n++) {
     if (!OBJECT_TYPES.has(graph.nodeType(n))) continue;
+    const via = graph.parentEdge(n);
+    if (via === undefined || graph.edgeOwner(via) === 0) continue; // the global objects hold everything; say what they hold
     if (best.length < top || retained[n]! > retained[best[best.length - 1]!]!) {
       best.push(n);
       best.sort((a, b) => retained[b]! - retained[a]!);
@@ -203,7 +211,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     const ids: number[] = [];
     for (let n = 1; n < b.nodeCount; n++) {
       const id = b.nodeId(n);
-      if (!has(idsA, id) && OBJECT_TYPES.has(b.nodeType(n))) ids.push(id);
+      if (!has(idsA, id) && LEAK_TYPES.has(b.nodeType(n)) && b.isProgramObject(n)) ids.push(id);
     }
     idsNewInB = Uint32Array.from(ids).sort();
     b = undefined;

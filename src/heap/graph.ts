@@ -295,16 +295,25 @@ export class HeapGraph {
   stepLabel(e: number, normalizeIndex = false): string {
     const to = this.edgeTarget(e);
     const type = this.nodeType(to);
-    const label = type === 'closure' ? `${this.nodeName(to) || '(anonymous)'}()` : this.nodeName(to);
-    if (type === 'synthetic' || this.edgeType(e) === 'shortcut') return label;
-    const named = type === 'object' || type === 'closure' || type === 'native' || type === 'regexp';
+    const nodeName = this.nodeName(to);
+    if (type === 'synthetic' || this.edgeType(e) === 'shortcut') return nodeName;
     const name = this.edgeName(e);
     // Element indices, and the numeric names V8 gives internal slots, say nothing to a reader.
-    if (this.isIndexEdge(e) || /^\d+$/.test(name)) {
-      if (named) return label;
-      return normalizeIndex ? '[]' : `[${name}]`;
+    const indexLike = this.isIndexEdge(e) || /^\d+$/.test(name);
+    // V8's own structures ("system / Context") read better as the edge that leads to them.
+    const named = this.isProgramObject(to);
+    if (type === 'closure') {
+      const fn = nodeName ? `${nodeName}()` : indexLike ? '(anonymous)()' : `${name}()`;
+      return nodeName && !indexLike ? `${fn} "${name}"` : fn;
     }
-    return named ? `${label} "${name}"` : name;
+    if (indexLike) return named ? nodeName : normalizeIndex ? '[]' : `[${name}]`;
+    return named ? `${nodeName} "${name}"` : name;
+  }
+
+  /** An object the program made (not one of V8's own `system / …` structures). */
+  isProgramObject(n: number): boolean {
+    const type = this.nodeType(n);
+    return (type === 'object' || type === 'closure' || type === 'native' || type === 'regexp') && !this.nodeName(n).startsWith('system /');
   }
 
   /** The whole path from the GC roots to n, e.g. `(GC roots) → Map "sessionCache" → table → LeakyEntry`. */
