@@ -1,6 +1,6 @@
 /**
  * The heap graph over a parsed snapshot's flat arrays, and the analyses on it:
- * dominators (Cooper–Harvey–Kennedy, iterative, over typed arrays), retained sizes,
+ * dominators (Lengauer–Tarjan over typed arrays), retained sizes,
  * shortest retainer paths (BFS from the root skipping weak edges) and totals by
  * class. Nodes are addressed by ordinal (0…nodeCount-1); nothing allocates an object
  * per node.
@@ -26,7 +26,7 @@ export class HeapGraph {
   // Filled by analyze().
   #dominator: Uint32Array | undefined;
   #retained: Float64Array | undefined;
-  #postOrder: Uint32Array | undefined;
+  #preOrder: Uint32Array | undefined;
   #parentEdge: Uint32Array | undefined;
 
   constructor(raw: RawSnapshot) {
@@ -111,113 +111,110 @@ export class HeapGraph {
     const ef = this.#ef, nf = this.#nf, eType = this.#eType, eTo = this.#eTo;
     const first = this.firstEdge;
 
-    // 1. Depth-first post order from the root over essential edges (explicit stack).
-    const postOrder = new Uint32Array(N); // node → post-order number
-    const order = new Uint32Array(N); // post-order number → node
-    const visited = new Uint8Array(N);
+    // 1. Depth-first pre-order from the root over essential edges (explicit stack, so
+    //    long chains like linked lists cannot overflow the call stack).
+    const dfn = new Uint32Array(N).fill(NONE); // node → pre-order number
+    const vertex = new Uint32Array(N); // pre-order number → node
+    const parent = new Uint32Array(N); // by pre-order number
     const stack = new Uint32Array(N);
     const cursor = new Uint32Array(N);
     let top = 0, count = 0;
-    stack[0] = 0; cursor[0] = first[0]!; visited[0] = 1;
+    stack[0] = 0; cursor[0] = first[0]!; dfn[0] = count; vertex[count++] = 0;
     while (top >= 0) {
       const n = stack[top]!;
       const end = first[n + 1]!;
       let e = cursor[top]!;
-      let pushed = false;
       for (; e < end; e++) {
-        const t = edges[e * ef + eType]!;
-        if (!this.#essential(n, t)) continue;
+        if (!this.#essential(n, edges[e * ef + eType]!)) continue;
         const to = edges[e * ef + eTo]! / nf;
-        if (visited[to]) continue;
-        visited[to] = 1;
+        if (dfn[to] !== NONE) continue;
+        parent[count] = dfn[n]!;
+        dfn[to] = count; vertex[count++] = to;
         cursor[top] = e + 1;
-        top++;
-        stack[top] = to;
+        stack[++top] = to;
         cursor[top] = first[to]!;
-        pushed = true;
         break;
       }
-      if (!pushed) {
-        postOrder[n] = count;
-        order[count++] = n;
-        top--;
-      }
+      if (e >= end) top--;
     }
-    // Nodes the root cannot reach (garbage V8 kept in the snapshot) hang off the root.
     const reached = count;
-    const rootPo = count - 1;
-    if (reached < N) {
-      // Renumber so the root stays last: unreachable nodes take numbers below it.
-      const root = order[rootPo]!;
-      count = rootPo;
-      for (let n = 0; n < N; n++) if (!visited[n]) { postOrder[n] = count; order[count++] = n; }
-      postOrder[root] = count; order[count++] = root;
-    }
-    const rootNo = N - 1;
+    // Nodes the root cannot reach strongly (garbage V8 kept in the snapshot) hang off the root.
+    for (let n = 0; n < N; n++) if (dfn[n] === NONE) { parent[count] = 0; dfn[n] = count; vertex[count++] = n; }
 
-    // 2. Predecessors by post-order number, essential edges only.
-    const predCount = new Uint32Array(N + 1);
+    // 2. Predecessors by pre-order number, essential edges from reached nodes only.
+    const firstPred = new Uint32Array(N + 1);
     for (let n = 0; n < N; n++) {
+      if (dfn[n]! >= reached) continue;
       for (let e = first[n]!; e < first[n + 1]!; e++) {
-        if (!this.#essential(n, edges[e * ef + eType]!)) continue;
-        predCount[postOrder[edges[e * ef + eTo]! / nf]!]!++;
+        if (this.#essential(n, edges[e * ef + eType]!)) firstPred[dfn[edges[e * ef + eTo]! / nf]! + 1]!++;
       }
     }
-    const firstPred = new Uint32Array(N + 1);
-    for (let i = 0, s = 0; i < N; i++) { firstPred[i] = s; s += predCount[i]!; firstPred[i + 1] = s; }
+    for (let i = 0; i < N; i++) firstPred[i + 1]! += firstPred[i]!;
     const preds = new Uint32Array(firstPred[N]!);
     const fill = firstPred.slice(0, N);
     for (let n = 0; n < N; n++) {
-      const from = postOrder[n]!;
+      const from = dfn[n]!;
+      if (from >= reached) continue;
       for (let e = first[n]!; e < first[n + 1]!; e++) {
-        if (!this.#essential(n, edges[e * ef + eType]!)) continue;
-        const to = postOrder[edges[e * ef + eTo]! / nf]!;
-        preds[fill[to]!++] = from;
+        if (this.#essential(n, edges[e * ef + eType]!)) preds[fill[dfn[edges[e * ef + eTo]! / nf]!]!++] = from;
       }
     }
 
-    // 3. Cooper–Harvey–Kennedy: iterate in reverse post order until no dominator changes.
-    const dom = new Uint32Array(N).fill(NONE);
-    dom[rootNo] = rootNo;
-    const isUnreached = (po: number): boolean => po >= reached - 1 && po !== rootNo;
-    let changed = true;
-    while (changed) {
-      changed = false;
-      for (let b = rootNo - 1; b >= 0; b--) {
-        let idom = NONE;
-        if (isUnreached(b)) {
-          idom = rootNo;
-        } else {
-          for (let p = firstPred[b]!; p < firstPred[b + 1]!; p++) {
-            let f1 = preds[p]!;
-            if (dom[f1] === NONE) continue;
-            if (idom === NONE) { idom = f1; continue; }
-            let f2 = idom;
-            while (f1 !== f2) {
-              while (f1 < f2) f1 = dom[f1]!;
-              while (f2 < f1) f2 = dom[f2]!;
-            }
-            idom = f1;
-          }
-        }
-        if (idom !== NONE && dom[b] !== idom) { dom[b] = idom; changed = true; }
+    // 3. Lengauer–Tarjan with path compression, O(E log N), all in pre-order numbers.
+    const semi = new Uint32Array(N);
+    const ancestor = new Uint32Array(N).fill(NONE);
+    const label = new Uint32Array(N);
+    const idom = new Uint32Array(N);
+    const bucketHead = new Uint32Array(N).fill(NONE);
+    const bucketNext = new Uint32Array(N).fill(NONE);
+    for (let i = 0; i < N; i++) { semi[i] = i; label[i] = i; }
+    const path = stack; // reused: the compression path
+    const evaluate = (v: number): number => {
+      if (ancestor[v] === NONE) return v;
+      // Compress the ancestor chain iteratively.
+      let depth = 0;
+      let x = v;
+      while (ancestor[ancestor[x]!] !== NONE) { path[depth++] = x; x = ancestor[x]!; }
+      while (depth > 0) {
+        const y = path[--depth]!;
+        const a = ancestor[y]!;
+        if (semi[label[a]!]! < semi[label[y]!]!) label[y] = label[a]!;
+        ancestor[y] = ancestor[a]!;
       }
+      return label[v]!;
+    };
+    for (let w = reached - 1; w >= 1; w--) {
+      for (let p = firstPred[w]!; p < firstPred[w + 1]!; p++) {
+        const u = evaluate(preds[p]!);
+        if (semi[u]! < semi[w]!) semi[w] = semi[u]!;
+      }
+      const s = semi[w]!;
+      bucketNext[w] = bucketHead[s]!;
+      bucketHead[s] = w;
+      const pw = parent[w]!;
+      ancestor[w] = pw;
+      for (let v = bucketHead[pw]!; v !== NONE; v = bucketNext[v]!) {
+        const u = evaluate(v);
+        idom[v] = semi[u]! < semi[v]! ? u : pw;
+      }
+      bucketHead[pw] = NONE;
     }
+    for (let w = 1; w < reached; w++) if (idom[w] !== semi[w]) idom[w] = idom[idom[w]!]!;
+    for (let w = reached; w < N; w++) idom[w] = 0;
 
-    // 4. Back to node ordinals; retained sizes bottom-up in post order.
+    // 4. Back to node ordinals; retained sizes bottom-up (a dominator precedes what it dominates in pre-order).
     const dominator = new Uint32Array(N);
     const retained = new Float64Array(N);
     for (let n = 0; n < N; n++) retained[n] = this.selfSize(n);
-    for (let po = 0; po < rootNo; po++) {
-      const n = order[po]!;
-      const d = order[dom[po] === NONE ? rootNo : dom[po]!]!;
+    for (let w = N - 1; w >= 1; w--) {
+      const n = vertex[w]!, d = vertex[idom[w]!]!;
       dominator[n] = d;
       retained[d]! += retained[n]!;
     }
-    dominator[order[rootNo]!] = order[rootNo]!;
+    dominator[0] = 0;
     this.#dominator = dominator;
     this.#retained = retained;
-    this.#postOrder = order;
+    this.#preOrder = vertex;
   }
 
   /** BFS from the root over essential edges: each node's first (shortest) retaining edge. */
@@ -332,15 +329,13 @@ export class HeapGraph {
   retainedByGroup(groupOf: Int32Array, groupCount: number): Float64Array {
     this.analyze();
     const N = this.nodeCount;
-    const dom = this.#dominator!, retained = this.#retained!, order = this.#postOrder!;
-    // Ancestors in the same group, walking down the dominator tree in reverse post order
-    // (a dominator always precedes what it dominates): covered[n] = some ancestor shares n's group.
-    // Tracked with, per node, the nearest ancestor of each group is too much; instead keep per
-    // node the nearest ancestor that is in any group and chain through those.
+    const dom = this.#dominator!, retained = this.#retained!, order = this.#preOrder!;
+    // Walk down the dominator tree in pre-order (a dominator precedes what it dominates),
+    // keeping per node its nearest dominator that is in some group, and chain through those.
     const nearest = new Int32Array(N).fill(-1); // nearest strict dominator that is in some group
     const sums = new Float64Array(groupCount);
-    for (let po = N - 1; po >= 0; po--) {
-      const n = order[po]!;
+    for (let i = 0; i < N; i++) {
+      const n = order[i]!;
       const d = dom[n]!;
       nearest[n] = d === n ? -1 : groupOf[d]! >= 0 ? d : nearest[d]!;
       const g = groupOf[n]!;
