@@ -88,6 +88,7 @@ function timed(label, cmd, cmdArgs, env = {}) {
   const wall = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)/.exec(r.stderr);
   const wallMs = wall ? ((Number(wall[1] ?? 0) * 60 + Number(wall[2])) * 60 + Number(wall[3])) * 1000 : NaN;
   const result = { label, exitCode: r.status, wallMs, peakRssMb: rss ? Number(rss[1]) / 1024 : NaN, stdout: r.stdout };
+  Object.defineProperty(result, 'output', { value: r.stdout + r.stderr, enumerable: false }); // memlab prints its traces on stderr
   process.stderr.write(` ${(wallMs / 1000).toFixed(2)} s, ${result.peakRssMb.toFixed(0)} MB peak RSS${r.status ? ` (exit ${r.status})` : ''}\n`);
   if (r.status) result.stderrTail = r.stderr.split('\n').slice(-15).join('\n');
   return result;
@@ -127,7 +128,7 @@ function main() {
     const env = { NODE_OPTIONS: '--max-old-space-size=16384' };
     runs.memlabLoad = timed('memlab getFullHeapFromFile B (parse + dominators + retained)', process.execPath, ['-e', TASK, 'memlab-load', B], env);
     runs.memlabLeaks = timed('memlab find-leaks --trace-all-objects A B C', process.execPath, [memlabBin, 'find-leaks', '--baseline', A, '--target', B, '--final', C, '--trace-all-objects', '--work-dir', path.join(dir, 'memlab')], env);
-    const out = runs.memlabLeaks.stdout;
+    const out = runs.memlabLeaks.output;
     // Found when some leak trace goes through the Map's property name to a LeakyEntry.
     const traces = out.split('--Similar leaks in this run');
     const hit = traces.findIndex((t) => /sessionCache/.test(t) && /\[LeakyEntry\]/.test(t));

@@ -45,7 +45,7 @@ const enum Mode { Top, Key, Colon, NumArray, StrArray, Skip, End }
 // Byte constants, named so the loops read.
 const QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c, COLON = 0x3a;
 const LBRACKET = 0x5b, RBRACKET = 0x5d, LBRACE = 0x7b, RBRACE = 0x7d;
-const ZERO = 0x30, NINE = 0x39;
+const ZERO = 0x30;
 
 function bad(message: string): SysprobeError {
   return new SysprobeError(ErrorCode.BAD_SNAPSHOT, message);
@@ -53,6 +53,44 @@ function bad(message: string): SysprobeError {
 
 function isSpace(b: number): boolean {
   return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+}
+
+/** State handed in and out of {@link scanNumbers} (module-level so the hot loop touches no object fields per byte). */
+const scan = { fill: 0, value: 0, digits: 0, closed: false };
+const SCAN_OVERFLOW = -(2 ** 40), SCAN_RANGE = -(2 ** 41);
+
+/**
+ * The hot loop: unsigned decimal integers separated by commas and whitespace, into
+ * `arr` from `scan.fill`, until `]` (returns the index after it, `scan.closed`) or the
+ * end of the chunk. A bad byte at index j returns -(j+1).
+ */
+function scanNumbers(buf: Buffer, i: number, arr: Uint32Array): number {
+  const n = buf.length;
+  const cap = arr.length;
+  let fill = scan.fill, value = scan.value, digits = scan.digits;
+  scan.closed = false;
+  for (; i < n; i++) {
+    const b = buf[i]!;
+    const d = b - ZERO;
+    if (d >= 0 && d <= 9) {
+      value = value * 10 + d;
+      digits++;
+      continue;
+    }
+    if (digits !== 0) {
+      if (fill >= cap) { scan.fill = fill; return SCAN_OVERFLOW; }
+      if (value > 0xffffffff || digits > 10) { scan.fill = fill; return SCAN_RANGE; }
+      arr[fill++] = value;
+      value = 0;
+      digits = 0;
+    }
+    if (b === COMMA || b === 0x0a || b === 0x20 || b === 0x0d || b === 0x09) continue;
+    scan.fill = fill; scan.value = 0; scan.digits = 0;
+    if (b === RBRACKET) { scan.closed = true; return i + 1; }
+    return -i - 1;
+  }
+  scan.fill = fill; scan.value = value; scan.digits = digits;
+  return n;
 }
 
 /** A Uint32Array that doubles when full (for `locations`, whose length the header does not give). */
@@ -277,40 +315,32 @@ class SnapshotTokenizer {
       i++;
     }
     const target = this.#target;
-    const growable = target === 'locations' ? this.locations : undefined;
-    const arr = target === 'nodes' ? this.nodes : this.edges;
-    const cap = growable ? Infinity : arr.length;
-    let fill = this.#fill;
-    let value = this.#value;
-    let inNumber = this.#inNumber;
-    for (; i < n; i++) {
-      const b = buf[i]!;
-      if (b >= ZERO && b <= NINE) {
-        value = value * 10 + (b - ZERO);
-        inNumber = true;
-        continue;
+    let arr: Uint32Array;
+    if (target === 'locations') {
+      // At most one number per two bytes: grow before the loop so it never checks.
+      const need = this.locations.length + ((n - i) >> 1) + 1;
+      if (need > this.locations.data.length) {
+        const next = new Uint32Array(Math.max(need, this.locations.data.length * 2));
+        next.set(this.locations.data.subarray(0, this.locations.length));
+        this.locations.data = next;
       }
-      if (inNumber) {
-        if (value > 0xffffffff) throw bad(`corrupt: number ${value} out of range in "${target}" at byte ${this.#offset + i}`);
-        if (fill >= cap) throw bad(`wrong meta: the "${target}" array is longer than the header's count`);
-        if (growable) growable.push(value); else arr[fill] = value;
-        fill++;
-        value = 0;
-        inNumber = false;
-      }
-      if (b === COMMA || isSpace(b)) continue;
-      if (b === RBRACKET) {
-        this.#mode = Mode.Top;
-        if (target !== 'locations') this.#filled[target] = fill;
-        this.#fill = fill;
-        return i + 1;
-      }
-      throw this.#unexpected(buf, i);
+      arr = this.locations.data;
+      this.#fill = this.locations.length;
+    } else {
+      arr = target === 'nodes' ? this.nodes : this.edges;
     }
-    this.#fill = fill;
-    this.#value = value;
-    this.#inNumber = inNumber;
-    return n;
+    scan.fill = this.#fill; scan.value = this.#value; scan.digits = this.#inNumber ? 1 : 0;
+    const stop = scanNumbers(buf, i, arr);
+    this.#fill = scan.fill; this.#value = scan.value; this.#inNumber = scan.digits > 0;
+    if (target === 'locations') this.locations.length = scan.fill;
+    if (stop === SCAN_OVERFLOW) throw bad(`wrong meta: the "${target}" array is longer than the header's count`);
+    if (stop === SCAN_RANGE) throw bad(`corrupt: a number out of range in "${target}" before byte ${this.#offset + n}`);
+    if (stop < 0) throw this.#unexpected(buf, -stop - 1);
+    if (scan.closed) {
+      this.#mode = Mode.Top;
+      if (target !== 'locations') this.#filled[target] = scan.fill;
+    }
+    return stop;
   }
 
   /** `["a","b\n",...]`: each string is decoded once it is complete. */
