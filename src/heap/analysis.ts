@@ -94,15 +94,21 @@ export async function loadGraph(file: string, onProgress?: ProgressCallback): Pr
 /** Totals per class, with retained sizes counted once per class. */
 export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
   const ids = new Map<string, number>();
+  const byKey = new Map<number, number>(); // type+name → group, so className runs once per distinct pair
   const totals: ClassTotal[] = [];
   const groupOf = new Int32Array(graph.nodeCount);
   for (let n = 0; n < graph.nodeCount; n++) {
-    const name = graph.className(n);
-    let g = ids.get(name);
+    const key = graph.classKey(n);
+    let g = byKey.get(key);
     if (g === undefined) {
-      g = totals.length;
-      ids.set(name, g);
-      totals.push({ name, count: 0, selfSize: 0, retainedSize: 0 });
+      const name = graph.className(n);
+      g = ids.get(name);
+      if (g === undefined) {
+        g = totals.length;
+        ids.set(name, g);
+        totals.push({ name, count: 0, selfSize: 0, retainedSize: 0 });
+      }
+      byKey.set(key, g);
     }
     groupOf[n] = g;
     const t = totals[g]!;

@@ -61,6 +61,11 @@ export class HeapGraph {
   }
 
   // Node views.
+  /** The node's type and name as small numbers: equal keys mean the same {@link className}. */
+  classKey(n: number): number {
+    const base = n * this.#nf;
+    return this.#raw.nodes[base + this.#nName]! * this.nodeTypeNames.length + this.#raw.nodes[base + this.#nType]!;
+  }
   nodeType(n: number): string { return this.nodeTypeNames[this.#raw.nodes[n * this.#nf + this.#nType]!]!; }
   nodeName(n: number): string { return this.strings[this.#raw.nodes[n * this.#nf + this.#nName]!]!; }
   nodeId(n: number): number { return this.#raw.nodes[n * this.#nf + this.#nId]!; }
