@@ -6,7 +6,7 @@ import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } fr
 import { HeapGraph } from '../src/heap/graph.js';
 import { classTotals } from '../src/heap/analysis.js';
 import { parseHeapSnapshot, readHeapSnapshot } from '../src/heap/reader.js';
-import { leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
+import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-heap-test-'));
 
@@ -38,6 +38,15 @@ describe('heap analysis: a hand-written graph', () => {
     const totals = classTotals(graph);
     assert.deepEqual(totals.get('Delta'), { name: 'Delta', count: 1, selfSize: 40, retainedSize: 90 });
     assert.deepEqual(totals.get('App'), { name: 'App', count: 1, selfSize: 10, retainedSize: 150 });
+  });
+
+  it('handles a 200,000-long chain (a deep dominator tree) without recursion', () => {
+    const chain = new HeapGraph(parseHeapSnapshot(chainSnapshot(200_000)));
+    assert.equal(chain.retainedSize(1), 200_000, 'the first link retains the whole chain');
+    assert.equal(chain.retainedSize(200_000), 1);
+    assert.equal(chain.dominators[150_000], 149_999);
+    const totals = classTotals(chain);
+    assert.equal(totals.get('Link')?.retainedSize, 200_000, 'links holding links count once');
   });
 
   it('reads the same arrays whatever the chunk size (tokens split across reads)', async () => {

@@ -100,3 +100,16 @@ export function syntheticSnapshot(): string {
     strings,
   });
 }
+
+/** A snapshot of one chain root → Link → Link → … (`length` links, self size 1 each): a 200,000-deep dominator tree. */
+export function chainSnapshot(length: number): string {
+  const nodes: number[] = [9, 0, 1, 0, 1];
+  const edges: number[] = [2, 2, 5];
+  for (let i = 1; i <= length; i++) {
+    const last = i === length;
+    nodes.push(3, 1, 2 * i + 1, 1, last ? 0 : 1);
+    if (!last) edges.push(2, 2, (i + 1) * 5);
+  }
+  const meta = JSON.parse(syntheticSnapshot()).snapshot.meta as unknown;
+  return JSON.stringify({ snapshot: { meta, node_count: length + 1, edge_count: length, trace_function_count: 0 }, nodes, edges, strings: ['', 'Link', 'next'] });
+}

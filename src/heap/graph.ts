@@ -323,6 +323,8 @@ export class HeapGraph {
     const edges = this.retainerEdges(n);
     if (edges.length === 0) return n === 0 ? '(root)' : '(unreachable)';
     const steps = edges.map((e) => this.stepLabel(e, normalizeIndex));
+    // A path cut at its length bound starts with an ellipsis, not at a root.
+    if (this.edgeOwner(edges[0]!) !== 0) steps.unshift('…');
     return steps.join(' → ');
   }
 

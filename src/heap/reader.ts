@@ -64,22 +64,22 @@ const SCAN_OVERFLOW = -(2 ** 40), SCAN_RANGE = -(2 ** 41);
  * `arr` from `scan.fill`, until `]` (returns the index after it, `scan.closed`) or the
  * end of the chunk. A bad byte at index j returns -(j+1).
  */
-function scanNumbers(buf: Buffer, i: number, arr: Uint32Array): number {
+function scanNumbers(buf: Uint8Array, i: number, arr: Uint32Array): number {
   const n = buf.length;
   const cap = arr.length;
   let fill = scan.fill, value = scan.value, digits = scan.digits;
   scan.closed = false;
   for (; i < n; i++) {
     const b = buf[i]!;
-    const d = b - ZERO;
-    if (d >= 0 && d <= 9) {
+    const d = (b - ZERO) >>> 0; // one unsigned compare tells a digit
+    if (d < 10) {
       value = value * 10 + d;
-      digits++;
+      digits = 1;
       continue;
     }
     if (digits !== 0) {
       if (fill >= cap) { scan.fill = fill; return SCAN_OVERFLOW; }
-      if (value > 0xffffffff || digits > 10) { scan.fill = fill; return SCAN_RANGE; }
+      if (value > 0xffffffff) { scan.fill = fill; return SCAN_RANGE; }
       arr[fill++] = value;
       value = 0;
       digits = 0;
@@ -330,7 +330,8 @@ class SnapshotTokenizer {
       arr = target === 'nodes' ? this.nodes : this.edges;
     }
     scan.fill = this.#fill; scan.value = this.#value; scan.digits = this.#inNumber ? 1 : 0;
-    const stop = scanNumbers(buf, i, arr);
+    // A plain Uint8Array view: V8 indexes it faster than a Buffer in this loop.
+    const stop = scanNumbers(new Uint8Array(buf.buffer, buf.byteOffset, buf.length), i, arr);
     this.#fill = scan.fill; this.#value = scan.value; this.#inNumber = scan.digits > 0;
     if (target === 'locations') this.locations.length = scan.fill;
     if (stop === SCAN_OVERFLOW) throw bad(`wrong meta: the "${target}" array is longer than the header's count`);
