@@ -93,18 +93,10 @@ function scanNumbers(buf: Uint8Array, i: number, arr: Uint32Array): number {
   return n;
 }
 
-/** A Uint32Array that doubles when full (for `locations`, whose length the header does not give). */
+/** The `locations` array, whose length the header does not give: grown by doubling before each scan. */
 class GrowableU32 {
   data = new Uint32Array(1024);
   length = 0;
-  push(v: number): void {
-    if (this.length === this.data.length) {
-      const next = new Uint32Array(this.data.length * 2);
-      next.set(this.data);
-      this.data = next;
-    }
-    this.data[this.length++] = v;
-  }
 }
 
 /**
