@@ -28,7 +28,7 @@ const TARGET_MB = Number(arg('--mb', '100'));
 const LEAK = Number(arg('--leak', '200000'));
 const WITH_MEMLAB = !args.includes('--no-memlab');
 const KEEP = args.includes('--keep');
-const FILLER_BYTES = 150; // snapshot bytes per filler object, measured on Node 20
+const FILLER_BYTES = 105; // snapshot bytes per filler object, measured on Node 20
 
 const GENERATE = String.raw`
 const v8 = require('node:v8');
@@ -102,7 +102,7 @@ function lastJson(stdout) {
 function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist/src/heap/reader.js'))) throw new Error('run `npm run build` first');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-bench-heap-'));
-  const leakBytes = LEAK * 200;
+  const leakBytes = LEAK * 300; // a LeakyEntry, its string and its Map slots
   const fillers = Math.max(10_000, Math.round((TARGET_MB * 1e6 - 5e6 - leakBytes) / FILLER_BYTES));
   process.stderr.write(`generating snapshots (~${TARGET_MB} MB for B, ${fillers} filler objects, a ${LEAK}-object Map leak) in ${dir}\n`);
   execFileSync(process.execPath, ['--max-old-space-size=16384', '-e', GENERATE, dir, String(fillers), String(LEAK)], { stdio: 'inherit' });
