@@ -23,7 +23,7 @@ export class HeapGraph {
   readonly #eType: number; readonly #eName: number; readonly #eTo: number;
   readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number;
 
-  // Filled by analyze().
+  // Filled by analyze() and, for paths, on first use.
   #dominator: Uint32Array | undefined;
   #retained: Float64Array | undefined;
   #preOrder: Uint32Array | undefined;
@@ -99,11 +99,9 @@ export class HeapGraph {
     return typeValue !== this.#weak && (typeValue !== this.#shortcut || from === 0);
   }
 
-  /** Builds the dominator tree, retained sizes and retainer paths. Idempotent. */
+  /** Builds the dominator tree and retained sizes. Idempotent. Retainer paths are built on first use. */
   analyze(): void {
-    if (this.#retained) return;
-    this.#computeDominators();
-    this.#computeRetainerPaths();
+    if (!this.#retained) this.#computeDominators();
   }
 
   get dominators(): Uint32Array { this.analyze(); return this.#dominator!; }
@@ -275,7 +273,7 @@ export class HeapGraph {
 
   /** The retaining edge on the shortest path from the root, or undefined for the root and unreachable nodes. */
   parentEdge(n: number): number | undefined {
-    this.analyze();
+    if (!this.#parentEdge) this.#computeRetainerPaths();
     const e = this.#parentEdge![n]!;
     return e === NONE ? undefined : e;
   }
