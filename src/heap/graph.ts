@@ -154,7 +154,10 @@ export class HeapGraph {
     }
     for (let i = 0; i < N; i++) firstPred[i + 1]! += firstPred[i]!;
     const preds = new Uint32Array(firstPred[N]!);
-    const fill = firstPred.slice(0, N);
+    // Scratch arrays are reused once their step is done: peak memory is what bounds large snapshots.
+    const idom = new Uint32Array(N);
+    const fill = idom; // fill cursors now, immediate dominators in step 3
+    fill.set(firstPred.subarray(0, N));
     for (let n = 0; n < N; n++) {
       const from = dfn[n]!;
       if (from >= reached) continue;
@@ -165,9 +168,8 @@ export class HeapGraph {
 
     // 3. Lengauer–Tarjan with path compression, O(E log N), all in pre-order numbers.
     const semi = new Uint32Array(N);
-    const ancestor = new Uint32Array(N).fill(NONE);
-    const label = new Uint32Array(N);
-    const idom = new Uint32Array(N);
+    const ancestor = cursor.fill(NONE); // the DFS cursors are done with
+    const label = dfn; // pre-order numbers are not needed past step 2
     const bucketHead = new Uint32Array(N).fill(NONE);
     const bucketNext = new Uint32Array(N).fill(NONE);
     for (let i = 0; i < N; i++) { semi[i] = i; label[i] = i; }
