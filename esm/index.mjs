@@ -4,5 +4,6 @@ import cjs from '../dist/src/index.js';
 export const { start, Probe, SysprobeError, ErrorCode, profileThread } = cjs;
 export const { registeredProbe, servePrometheus, exportOtlp } = cjs;
 export const { healthHandler, fastifyHealthHandler } = cjs;
-export default cjs;
 export const { incidentLogStream } = cjs;
+export const { summarizeHeapSnapshot, diffHeapSnapshots } = cjs;
+export default cjs;

@@ -26,6 +26,10 @@ export const ErrorCode = {
   MISSING_PEER: 'SYSPROBE_ERR_MISSING_PEER',
   /** The health or control endpoint could not listen on its host and port (in use, not permitted). */
   LISTEN_FAILED: 'SYSPROBE_ERR_LISTEN_FAILED',
+  /** A file given as a heap snapshot is not one: empty, not JSON, wrong `snapshot.meta`, truncated or corrupt. */
+  BAD_SNAPSHOT: 'SYSPROBE_ERR_BAD_SNAPSHOT',
+  /** A heap analysis run in a child process failed: it ran out of its memory limit or crashed. */
+  ANALYSIS_FAILED: 'SYSPROBE_ERR_ANALYSIS_FAILED',
 } as const;
 
 /** One of the values of {@link ErrorCode}. */

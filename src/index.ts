@@ -47,3 +47,6 @@ export { servePrometheus } from './exporters/prometheus.js';
 export type { PrometheusServeOptions, PrometheusServer } from './exporters/prometheus.js';
 export { exportOtlp } from './exporters/otlp.js';
 export type { OtlpExportOptions, OtlpExport } from './exporters/otlp.js';
+export { summarizeHeapSnapshot, diffHeapSnapshots } from './heap/api.js';
+export type { HeapAnalysisOptions, HeapAnalysisProgress } from './heap/api.js';
+export type { HeapSummary, HeapDiff, ClassTotal, TopRetainer, ConstructorDelta, LeakCandidate } from './heap/analysis.js';

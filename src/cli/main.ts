@@ -14,6 +14,7 @@ import { CliError, ExitCode, type Verb } from './cli-common.js';
 /** Verb name → its module, loaded only when used so `sysprobe --help` stays instant. */
 const VERBS: Record<string, () => Promise<Verb>> = {
   report: async () => (await import('./report.js')).verb,
+  heap: async () => (await import('./heap.js')).verb,
 };
 
 function usage(): string {

@@ -1,0 +1,184 @@
+'use strict';
+// Heap analysis benchmark: `npm run bench:heap [-- --mb 275] [--leak 200000] [--no-memlab] [--keep]`.
+//
+// 1. A child process builds a heap of about --mb MB of snapshot (a linked filler graph),
+//    writes snapshot A, leaks --leak objects into a Map, writes B, grows a little more
+//    (more leak and more filler), writes C.
+// 2. Each task runs in a fresh process under /usr/bin/time -v (wall time, peak RSS):
+//    sysprobe parse of B, sysprobe parse + dominators + retained sizes of B, the
+//    three-snapshot leak search (`sysprobe heap diff A B C --json`), and when memlab
+//    2.0.5 is installed in bench/peers/ (PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix
+//    bench/peers memlab@2.0.5; never a dependency of sysprobe) its full load of B
+//    (`getFullHeapFromFile`: parse, dominators, retained sizes) and
+//    `memlab find-leaks --trace-all-objects`.
+// 3. Checks each leak search found the Map-held leak, prints ratios, writes
+//    bench/results/heap-<time>.json and bench/results/heap-latest.md.
+
+const { execFileSync, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..');
+const RESULTS_DIR = path.join(__dirname, 'results');
+const PEERS = path.join(__dirname, 'peers');
+const args = process.argv.slice(2);
+const arg = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
+const TARGET_MB = Number(arg('--mb', '100'));
+const LEAK = Number(arg('--leak', '200000'));
+const WITH_MEMLAB = !args.includes('--no-memlab');
+const KEEP = args.includes('--keep');
+const FILLER_BYTES = 105; // snapshot bytes per filler object, measured on Node 20
+
+const GENERATE = String.raw`
+const v8 = require('node:v8');
+const [dir, fillers, leak] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+class Filler { constructor(i, next) { this.id = i; this.next = next; this.tag = TAGS[i % TAGS.length]; } }
+class LeakyEntry { constructor(i) { this.i = i; this.payload = 'session-' + i; } }
+const TAGS = Array.from({ length: 1000 }, (_, i) => 'tag-' + i);
+globalThis.world = { chunks: [] };
+globalThis.app = { sessionCache: new Map() };
+function fill(n) {
+  for (let c = 0; c < n; c += 10000) {
+    let head = null;
+    for (let i = 0; i < 10000 && c + i < n; i++) head = new Filler(c + i, head);
+    world.chunks.push(head);
+  }
+}
+fill(fillers);
+v8.writeHeapSnapshot(dir + '/a.heapsnapshot');
+for (let i = 0; i < leak; i++) app.sessionCache.set('s' + i, new LeakyEntry(i));
+v8.writeHeapSnapshot(dir + '/b.heapsnapshot');
+for (let i = leak; i < leak + leak / 10; i++) app.sessionCache.set('s' + i, new LeakyEntry(i));
+fill(fillers / 20);
+v8.writeHeapSnapshot(dir + '/c.heapsnapshot');
+`;
+
+const TASK = String.raw`
+const [what, ...files] = process.argv.slice(1);
+const t0 = process.hrtime.bigint();
+const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
+(async () => {
+  if (what === 'sysprobe-parse') {
+    const { readHeapSnapshot } = require(process.env.ROOT + '/dist/src/heap/reader.js');
+    const raw = await readHeapSnapshot(files[0]);
+    console.log(JSON.stringify({ parseMs: ms(), nodes: raw.nodeCount, edges: raw.edgeCount }));
+  } else if (what === 'sysprobe-dominators') {
+    const { readHeapSnapshot } = require(process.env.ROOT + '/dist/src/heap/reader.js');
+    const { HeapGraph } = require(process.env.ROOT + '/dist/src/heap/graph.js');
+    const g = new HeapGraph(await readHeapSnapshot(files[0]));
+    const parseMs = ms();
+    g.analyze();
+    console.log(JSON.stringify({ parseMs, analyzeMs: ms() - parseMs, rootRetained: g.retainedSize(0) }));
+  } else if (what === 'memlab-load') {
+    const { getFullHeapFromFile } = require(process.env.PEERS + '/node_modules/@memlab/heap-analysis');
+    const heap = await getFullHeapFromFile(files[0]);
+    console.log(JSON.stringify({ loadMs: ms(), nodes: heap.nodes.length }));
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
+`;
+
+/** Runs a command under /usr/bin/time -v; returns wall ms, peak RSS MB, stdout. */
+function timed(label, cmd, cmdArgs, env = {}) {
+  process.stderr.write(`  ${label} …`);
+  const r = spawnSync('/usr/bin/time', ['-v', cmd, ...cmdArgs], {
+    env: { ...process.env, ROOT, PEERS, ...env }, encoding: 'utf8', maxBuffer: 256 << 20, timeout: 30 * 60_000,
+  });
+  const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
+  const wall = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)/.exec(r.stderr);
+  const wallMs = wall ? ((Number(wall[1] ?? 0) * 60 + Number(wall[2])) * 60 + Number(wall[3])) * 1000 : NaN;
+  const result = { label, exitCode: r.status, wallMs, peakRssMb: rss ? Number(rss[1]) / 1024 : NaN, stdout: r.stdout };
+  Object.defineProperty(result, 'output', { value: r.stdout + r.stderr, enumerable: false }); // memlab prints its traces on stderr
+  process.stderr.write(` ${(wallMs / 1000).toFixed(2)} s, ${result.peakRssMb.toFixed(0)} MB peak RSS${r.status ? ` (exit ${r.status})` : ''}\n`);
+  if (r.status) result.stderrTail = r.stderr.split('\n').slice(-15).join('\n');
+  return result;
+}
+
+function lastJson(stdout) {
+  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  return line ? JSON.parse(line) : undefined;
+}
+
+function main() {
+  if (!fs.existsSync(path.join(ROOT, 'dist/src/heap/reader.js'))) throw new Error('run `npm run build` first');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-bench-heap-'));
+  const leakBytes = LEAK * 300; // a LeakyEntry, its string and its Map slots
+  const fillers = Math.max(10_000, Math.round((TARGET_MB * 1e6 - 5e6 - leakBytes) / FILLER_BYTES));
+  process.stderr.write(`generating snapshots (~${TARGET_MB} MB for B, ${fillers} filler objects, a ${LEAK}-object Map leak) in ${dir}\n`);
+  execFileSync(process.execPath, ['--max-old-space-size=16384', '-e', GENERATE, dir, String(fillers), String(LEAK)], { stdio: 'inherit' });
+  const [A, B, C] = ['a', 'b', 'c'].map((n) => path.join(dir, `${n}.heapsnapshot`));
+  const sizes = [A, B, C].map((f) => fs.statSync(f).size / 1e6);
+  process.stderr.write(`snapshot sizes: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(', ')}\n`);
+
+  const runs = {};
+  runs.sysprobeParse = timed('sysprobe parse B', process.execPath, ['-e', TASK, 'sysprobe-parse', B]);
+  runs.sysprobeDominators = timed('sysprobe parse + dominators + retained B', process.execPath, ['-e', TASK, 'sysprobe-dominators', B]);
+  runs.sysprobeLeaks = timed('sysprobe heap diff A B C', process.execPath, [path.join(ROOT, 'dist/src/cli/main.js'), 'heap', 'diff', A, B, C, '--json']);
+  const diff = JSON.parse(runs.sysprobeLeaks.stdout || '{"leaks":[]}');
+  const first = diff.leaks[0];
+  const sysprobeFound = first?.constructor === 'LeakyEntry' && first.count === LEAK && /Map "sessionCache"/.test(first.retainerPath);
+  runs.sysprobeLeaks.found = sysprobeFound;
+  runs.sysprobeLeaks.first = first;
+  runs.sysprobeLeaks.stdout = undefined;
+
+  const memlabBin = path.join(PEERS, 'node_modules/@memlab/cli/bin/memlab.js');
+  const haveMemlab = WITH_MEMLAB && fs.existsSync(memlabBin);
+  if (WITH_MEMLAB && !haveMemlab) process.stderr.write('memlab is not installed: PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix bench/peers memlab@2.0.5\n');
+  if (haveMemlab) {
+    const env = { NODE_OPTIONS: '--max-old-space-size=16384' };
+    runs.memlabLoad = timed('memlab getFullHeapFromFile B (parse + dominators + retained)', process.execPath, ['-e', TASK, 'memlab-load', B], env);
+    runs.memlabLeaks = timed('memlab find-leaks --trace-all-objects A B C', process.execPath, [memlabBin, 'find-leaks', '--baseline', A, '--target', B, '--final', C, '--trace-all-objects', '--work-dir', path.join(dir, 'memlab')], env);
+    const out = runs.memlabLeaks.output;
+    // Found when some leak trace goes through the Map's property name to a LeakyEntry.
+    const traces = out.split('--Similar leaks in this run');
+    const hit = traces.findIndex((t) => /sessionCache/.test(t) && /\[LeakyEntry\]/.test(t));
+    runs.memlabLeaks.found = hit > 0;
+    runs.memlabLeaks.rankOfMapLeak = hit > 0 ? hit : undefined;
+    runs.memlabLeaks.leakCount = Number(/MemLab found (\d+) leak/.exec(out)?.[1] ?? NaN);
+    runs.memlabLeaks.stdout = undefined;
+  }
+  for (const r of Object.values(runs)) if (r.stdout !== undefined) { r.result = lastJson(r.stdout); r.stdout = undefined; }
+
+  const ratio = (ours, theirs) => theirs / ours;
+  const ratios = haveMemlab ? {
+    loadWall: ratio(runs.sysprobeDominators.wallMs, runs.memlabLoad.wallMs),
+    loadRss: ratio(runs.sysprobeDominators.peakRssMb, runs.memlabLoad.peakRssMb),
+    leaksWall: ratio(runs.sysprobeLeaks.wallMs, runs.memlabLeaks.wallMs),
+    leaksRss: ratio(runs.sysprobeLeaks.peakRssMb, runs.memlabLeaks.peakRssMb),
+  } : {};
+  const result = {
+    at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model,
+    targetMb: TARGET_MB, leak: LEAK, snapshotMb: sizes, nodes: runs.sysprobeParse.result?.nodes, runs, ratios,
+  };
+  fs.mkdirSync(RESULTS_DIR, { recursive: true });
+  const stamp = result.at.replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z');
+  fs.writeFileSync(path.join(RESULTS_DIR, `heap-${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
+
+  const row = (name, r, extra = '') => `| ${name} | ${(r.wallMs / 1000).toFixed(2)} s | ${r.peakRssMb.toFixed(0)} MB | ${extra} |`;
+  const sp = runs.sysprobeDominators.result ?? {};
+  const md = [
+    `# Heap analysis benchmark (${result.at})`,
+    '',
+    `Node ${process.version}, ${result.cpus} CPUs. Snapshots A/B/C: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(' / ')} (${result.nodes} nodes in B), a ${LEAK}-object leak held by a Map.`,
+    'Each row is a fresh process under `/usr/bin/time -v`. Reproduce: `npm run bench:heap -- --mb ' + TARGET_MB + '`.',
+    '',
+    '| task | wall | peak RSS | notes |',
+    '| --- | --- | --- | --- |',
+    row('sysprobe: parse B', runs.sysprobeParse, `parse ${(runs.sysprobeParse.result?.parseMs / 1000).toFixed(2)} s in-process`),
+    row('sysprobe: parse + dominators + retained sizes of B', runs.sysprobeDominators, `parse ${(sp.parseMs / 1000).toFixed(2)} s, dominators + retained ${(sp.analyzeMs / 1000).toFixed(2)} s`),
+    row('sysprobe: `heap diff A B C` (leak search)', runs.sysprobeLeaks, sysprobeFound ? `found: #1 is LeakyEntry ×${first.count}, ${first.retainerPath}` : `NOT found: #1 is ${first?.constructor}`),
+    ...(haveMemlab ? [
+      row('memlab 2.0.5: getFullHeapFromFile(B)', runs.memlabLoad, 'parse + dominators + retained sizes'),
+      row('memlab 2.0.5: find-leaks --trace-all-objects', runs.memlabLeaks, runs.memlabLeaks.found ? `found, Map leak is trace #${runs.memlabLeaks.rankOfMapLeak} of ${runs.memlabLeaks.leakCount}` : 'did not find the Map leak'),
+      '',
+      `Ratios (memlab ÷ sysprobe): load ${ratios.loadWall.toFixed(1)}× faster at ${ratios.loadRss.toFixed(1)}× less peak RSS; leak search ${ratios.leaksWall.toFixed(1)}× faster at ${ratios.leaksRss.toFixed(1)}× less peak RSS.`,
+    ] : []),
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(RESULTS_DIR, 'heap-latest.md'), md);
+  process.stdout.write(md);
+  if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  if (!sysprobeFound || (haveMemlab && !runs.memlabLeaks.found)) process.exitCode = 1;
+}
+
+main();

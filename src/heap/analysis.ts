@@ -1,0 +1,295 @@
+/**
+ * What users read from snapshots: totals by class, the biggest retainers, two-snapshot
+ * deltas and three-snapshot leak candidates. Pure functions over {@link HeapGraph}s;
+ * the results are plain JSON (the shape of `sysprobe heap … --json`).
+ */
+import { HeapGraph } from './graph.js';
+import { readHeapSnapshot, type ProgressCallback } from './reader.js';
+
+/** Totals for one class: a constructor name, or `(type)` for strings, arrays, code… */
+export interface ClassTotal {
+  name: string;
+  count: number;
+  selfSize: number;
+  /** Retained size of its instances, each counted once even when one holds another. */
+  retainedSize: number;
+}
+
+/** One of the objects that keep the most memory alive. */
+export interface TopRetainer {
+  name: string;
+  id: number;
+  selfSize: number;
+  retainedSize: number;
+  retainerPath: string;
+}
+
+export interface HeapSummary {
+  file: string;
+  nodeCount: number;
+  edgeCount: number;
+  totalSize: number;
+  /** Sorted by retained size, largest first. */
+  constructors: ClassTotal[];
+  /** The objects with the largest retained sizes (not the root's direct synthetic children). */
+  topRetainers: TopRetainer[];
+  timings: Record<string, number>;
+}
+
+export interface ConstructorDelta {
+  name: string;
+  countDelta: number;
+  selfSizeDelta: number;
+  retainedSizeDelta: number;
+}
+
+/** A group of objects allocated between the first and second snapshot and still alive in the last. */
+export interface LeakCandidate {
+  constructor: string;
+  count: number;
+  selfSize: number;
+  retainedSize: number;
+  /** How the largest of them is held, from the GC roots: `(GC roots) → Map "sessionCache" → table → LeakyEntry`. */
+  retainerPath: string;
+  /** A few heap object ids of the group's largest members (to look up in DevTools). */
+  sampleIds: number[];
+}
+
+export interface HeapDiff {
+  files: string[];
+  /** Per class, last snapshot minus first; sorted by |retainedSizeDelta|, largest first. */
+  constructors: ConstructorDelta[];
+  /** Objects present in the second snapshot and not in the first. */
+  newObjects: { count: number; selfSize: number; byConstructor: Array<{ name: string; count: number; selfSize: number }> };
+  /** Ranked leak candidates, most retained first; empty for two files. */
+  leaks: LeakCandidate[];
+  timings: Record<string, number>;
+}
+
+export interface AnalysisOptions {
+  /** How many classes, retainers and leak groups to list; 50 by default. */
+  top?: number;
+  /** Called as each file is read: index of the file, bytes read, file size. */
+  onProgress?: (fileIndex: number, bytesRead: number, total: number) => void;
+}
+
+/** Node types that are objects a program made (a leak is reported in these; the rest is what they hold). */
+const OBJECT_TYPES = new Set(['object', 'closure', 'regexp', 'native']);
+/**
+ * What a leak is reported in: objects, not the closures that capture them. A listener
+ * closure that holds a leaked object is part of its retainer path (`onData() → context`),
+ * so the object's constructor is what ranks.
+ */
+const LEAK_TYPES = new Set(['object', 'native']);
+
+function ms(start: bigint): number {
+  return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+export async function loadGraph(file: string, onProgress?: ProgressCallback): Promise<HeapGraph> {
+  const raw = await readHeapSnapshot(file, onProgress ? { onProgress } : {});
+  return new HeapGraph(raw);
+}
+
+/** Totals per class, with retained sizes counted once per class. */
+export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
+  const ids = new Map<string, number>();
+  const byKey = new Map<number, number>(); // type+name → group, so className runs once per distinct pair
+  const totals: ClassTotal[] = [];
+  const groupOf = new Int32Array(graph.nodeCount);
+  for (let n = 0; n < graph.nodeCount; n++) {
+    const key = graph.classKey(n);
+    let g = byKey.get(key);
+    if (g === undefined) {
+      const name = graph.className(n);
+      g = ids.get(name);
+      if (g === undefined) {
+        g = totals.length;
+        ids.set(name, g);
+        totals.push({ name, count: 0, selfSize: 0, retainedSize: 0 });
+      }
+      byKey.set(key, g);
+    }
+    groupOf[n] = g;
+    const t = totals[g]!;
+    t.count++;
+    t.selfSize += graph.selfSize(n);
+  }
+  groupOf[0] = -1; // the synthetic root is not a class
+  const retained = graph.retainedByGroup(groupOf, totals.length);
+  for (let g = 0; g < totals.length; g++) totals[g]!.retainedSize = retained[g]!;
+  return new Map(totals.map((t) => [t.name, t]));
+}
+
+export function summarizeGraph(graph: HeapGraph, file: string, top = 50, timings: Record<string, number> = {}): HeapSummary {
+  let t = process.hrtime.bigint();
+  graph.analyze();
+  timings.dominatorsMs = ms(t);
+  t = process.hrtime.bigint();
+  const constructors = [...classTotals(graph).values()].sort((a, b) => b.retainedSize - a.retainedSize).slice(0, top);
+  let totalSize = 0;
+  for (let n = 0; n < graph.nodeCount; n++) totalSize += graph.selfSize(n);
+  // Largest retainers among program objects.
+  const retained = graph.retainedSizes;
+  const best: number[] = [];
+  for (let n = 1; n < graph.nodeCount; n++) {
+    if (!OBJECT_TYPES.has(graph.nodeType(n))) continue;
+    const via = graph.parentEdge(n);
+    if (via === undefined || graph.edgeOwner(via) === 0) continue; // the global objects hold everything; say what they hold
+    if (best.length < top || retained[n]! > retained[best[best.length - 1]!]!) {
+      best.push(n);
+      best.sort((a, b) => retained[b]! - retained[a]!);
+      if (best.length > top) best.pop();
+    }
+  }
+  const topRetainers = best.map((n) => ({
+    name: graph.className(n), id: graph.nodeId(n), selfSize: graph.selfSize(n), retainedSize: retained[n]!, retainerPath: graph.retainerPath(n),
+  }));
+  timings.aggregateMs = ms(t);
+  return { file, nodeCount: graph.nodeCount, edgeCount: graph.firstEdge[graph.nodeCount]!, totalSize, constructors, topRetainers, timings };
+}
+
+export async function summarize(file: string, options: AnalysisOptions = {}): Promise<HeapSummary> {
+  const timings: Record<string, number> = {};
+  const t = process.hrtime.bigint();
+  const graph = await loadGraph(file, options.onProgress ? (r, s) => options.onProgress!(0, r, s) : undefined);
+  timings.parseMs = ms(t);
+  return summarizeGraph(graph, file, options.top ?? 50, timings);
+}
+
+/** The set of heap object ids in a graph, as a sorted typed array (binary search keeps it small). */
+function idSet(graph: HeapGraph): Uint32Array {
+  const ids = new Uint32Array(graph.nodeCount);
+  for (let n = 0; n < graph.nodeCount; n++) ids[n] = graph.nodeId(n);
+  return ids.sort();
+}
+
+function has(sorted: Uint32Array, id: number): boolean {
+  let lo = 0, hi = sorted.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = sorted[mid]!;
+    if (v === id) return true;
+    if (v < id) lo = mid + 1; else hi = mid - 1;
+  }
+  return false;
+}
+
+/**
+ * Two files: per-class deltas and new objects. Three files (baseline, target, final):
+ * also leak candidates — objects whose ids are absent from the first, present in the
+ * second and still alive in the third, grouped by class and retainer path.
+ * Graphs are loaded one at a time and dropped as soon as their part is done.
+ */
+export async function diff(files: string[], options: AnalysisOptions = {}): Promise<HeapDiff> {
+  const top = options.top ?? 50;
+  const timings: Record<string, number> = {};
+  const load = async (i: number): Promise<HeapGraph> => {
+    const t = process.hrtime.bigint();
+    const g = await loadGraph(files[i]!, options.onProgress ? (r, s) => options.onProgress!(i, r, s) : undefined);
+    timings[`parse${i}Ms`] = ms(t);
+    return g;
+  };
+
+  let a: HeapGraph | undefined = await load(0);
+  let t = process.hrtime.bigint();
+  a.analyze();
+  const totalsA = classTotals(a);
+  const idsA = idSet(a);
+  timings.analyze0Ms = ms(t);
+  a = undefined;
+
+  let b: HeapGraph | undefined = await load(1);
+  t = process.hrtime.bigint();
+  // New objects: in B, not in A.
+  const newBy = new Map<string, { name: string; count: number; selfSize: number }>();
+  let newCount = 0, newSelf = 0;
+  for (let n = 1; n < b.nodeCount; n++) {
+    if (has(idsA, b.nodeId(n))) continue;
+    const name = b.className(n);
+    let e = newBy.get(name);
+    if (!e) newBy.set(name, (e = { name, count: 0, selfSize: 0 }));
+    e.count++; e.selfSize += b.selfSize(n); newCount++; newSelf += b.selfSize(n);
+  }
+  let last = b;
+  let idsNewInB: Uint32Array | undefined;
+  if (files.length >= 3) {
+    const ids: number[] = [];
+    for (let n = 1; n < b.nodeCount; n++) {
+      const id = b.nodeId(n);
+      if (!has(idsA, id) && LEAK_TYPES.has(b.nodeType(n)) && b.isProgramObject(n)) ids.push(id);
+    }
+    idsNewInB = Uint32Array.from(ids).sort();
+    b = undefined;
+    last = await load(2);
+    t = process.hrtime.bigint();
+  }
+  last.analyze();
+  const totalsLast = classTotals(last);
+  const constructors: ConstructorDelta[] = [];
+  for (const name of new Set([...totalsA.keys(), ...totalsLast.keys()])) {
+    const x = totalsA.get(name), y = totalsLast.get(name);
+    const d = {
+      name,
+      countDelta: (y?.count ?? 0) - (x?.count ?? 0),
+      selfSizeDelta: (y?.selfSize ?? 0) - (x?.selfSize ?? 0),
+      retainedSizeDelta: (y?.retainedSize ?? 0) - (x?.retainedSize ?? 0),
+    };
+    if (d.countDelta !== 0 || d.selfSizeDelta !== 0 || d.retainedSizeDelta !== 0) constructors.push(d);
+  }
+  constructors.sort((p, q) => Math.abs(q.retainedSizeDelta) - Math.abs(p.retainedSizeDelta) || Math.abs(q.selfSizeDelta) - Math.abs(p.selfSizeDelta));
+  const leaks = idsNewInB ? leakCandidates(last, idsNewInB, top) : [];
+  timings.analyzeLastMs = ms(t);
+  return {
+    files,
+    constructors: constructors.slice(0, top),
+    newObjects: { count: newCount, selfSize: newSelf, byConstructor: [...newBy.values()].sort((p, q) => q.selfSize - p.selfSize).slice(0, top) },
+    leaks,
+    timings,
+  };
+}
+
+/** Groups the survivors in `graph` whose ids are in `candidateIds` by class and retainer path, ranked by retained size. */
+export function leakCandidates(graph: HeapGraph, candidateIds: Uint32Array, top = 50): LeakCandidate[] {
+  graph.analyze();
+  const groupOf = new Int32Array(graph.nodeCount).fill(-1);
+  const keys = new Map<string, number>();
+  const groups: Array<{ constructor: string; count: number; selfSize: number; best: number; sampleIds: number[] }> = [];
+  // Path keys are interned per retaining parent, so siblings in one table share one string.
+  const pathKeyOfParent = new Map<number, string>();
+  const retained = graph.retainedSizes;
+  for (let n = 1; n < graph.nodeCount; n++) {
+    if (!has(candidateIds, graph.nodeId(n))) continue;
+    const e = graph.parentEdge(n);
+    if (e === undefined) continue; // unreachable: garbage, not a leak
+    const parent = graph.edgeOwner(e);
+    let pathKey = pathKeyOfParent.get(parent);
+    if (pathKey === undefined) {
+      pathKey = parent === 0 ? '' : graph.retainerPath(parent, true);
+      pathKeyOfParent.set(parent, pathKey);
+    }
+    const name = graph.className(n);
+    const key = `${name}\u0000${pathKey}\u0000${graph.stepLabel(e, true)}`;
+    let g = keys.get(key);
+    if (g === undefined) {
+      g = groups.length;
+      keys.set(key, g);
+      groups.push({ constructor: name, count: 0, selfSize: 0, best: n, sampleIds: [] });
+    }
+    groupOf[n] = g;
+    const grp = groups[g]!;
+    grp.count++;
+    if (grp.sampleIds.length < 5) grp.sampleIds.push(graph.nodeId(n));
+    grp.selfSize += graph.selfSize(n);
+    if (retained[n]! > retained[grp.best]!) grp.best = n;
+  }
+  const sums = graph.retainedByGroup(groupOf, groups.length);
+  const ranked = groups.map((grp, g) => ({ grp, retainedSize: sums[g]! }))
+    .filter((x) => x.retainedSize > 0)
+    .sort((p, q) => q.retainedSize - p.retainedSize)
+    .slice(0, top);
+  return ranked.map(({ grp, retainedSize }) => ({
+    constructor: grp.constructor, count: grp.count, selfSize: grp.selfSize, retainedSize,
+    retainerPath: graph.retainerPath(grp.best), sampleIds: grp.sampleIds,
+  }));
+}

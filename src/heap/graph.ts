@@ -1,0 +1,360 @@
+/**
+ * The heap graph over a parsed snapshot's flat arrays, and the analyses on it:
+ * dominators (Lengauer–Tarjan over typed arrays), retained sizes,
+ * shortest retainer paths (BFS from the root skipping weak edges) and totals by
+ * class. Nodes are addressed by ordinal (0…nodeCount-1); nothing allocates an object
+ * per node.
+ */
+import type { RawSnapshot } from './reader.js';
+
+const NONE = 0xffffffff;
+
+export class HeapGraph {
+  readonly nodeCount: number;
+  readonly strings: string[];
+  readonly nodeTypeNames: string[];
+  readonly edgeTypeNames: string[];
+  /** Per node: index of its first edge (in edges, not array slots); `firstEdge[n+1]` ends it. */
+  readonly firstEdge: Uint32Array;
+  readonly #raw: RawSnapshot;
+  readonly #nf: number;
+  readonly #ef: number;
+  readonly #nType: number; readonly #nName: number; readonly #nId: number; readonly #nSelf: number;
+  readonly #eType: number; readonly #eName: number; readonly #eTo: number;
+  readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number;
+
+  // Filled by analyze() and, for paths, on first use.
+  #dominator: Uint32Array | undefined;
+  #retained: Float64Array | undefined;
+  #preOrder: Uint32Array | undefined;
+  #parentEdge: Uint32Array | undefined;
+
+  constructor(raw: RawSnapshot) {
+    this.#raw = raw;
+    const { meta } = raw;
+    this.nodeCount = raw.nodeCount;
+    this.strings = raw.strings;
+    this.nodeTypeNames = meta.node_types[0] as string[];
+    this.edgeTypeNames = meta.edge_types[0] as string[];
+    this.#nf = meta.node_fields.length;
+    this.#ef = meta.edge_fields.length;
+    this.#nType = meta.node_fields.indexOf('type');
+    this.#nName = meta.node_fields.indexOf('name');
+    this.#nId = meta.node_fields.indexOf('id');
+    this.#nSelf = meta.node_fields.indexOf('self_size');
+    this.#eType = meta.edge_fields.indexOf('type');
+    this.#eName = meta.edge_fields.indexOf('name_or_index');
+    this.#eTo = meta.edge_fields.indexOf('to_node');
+    this.#weak = this.edgeTypeNames.indexOf('weak');
+    this.#shortcut = this.edgeTypeNames.indexOf('shortcut');
+    this.#element = this.edgeTypeNames.indexOf('element');
+    this.#hidden = this.edgeTypeNames.indexOf('hidden');
+    const nEdges = meta.node_fields.indexOf('edge_count');
+    const first = new Uint32Array(this.nodeCount + 1);
+    let e = 0;
+    for (let n = 0; n < this.nodeCount; n++) {
+      first[n] = e;
+      e += raw.nodes[n * this.#nf + nEdges]!;
+    }
+    first[this.nodeCount] = e;
+    this.firstEdge = first;
+  }
+
+  // Node views.
+  /** The node's type and name as small numbers: equal keys mean the same {@link className}. */
+  classKey(n: number): number {
+    const base = n * this.#nf;
+    return this.#raw.nodes[base + this.#nName]! * this.nodeTypeNames.length + this.#raw.nodes[base + this.#nType]!;
+  }
+  nodeType(n: number): string { return this.nodeTypeNames[this.#raw.nodes[n * this.#nf + this.#nType]!]!; }
+  nodeName(n: number): string { return this.strings[this.#raw.nodes[n * this.#nf + this.#nName]!]!; }
+  nodeId(n: number): number { return this.#raw.nodes[n * this.#nf + this.#nId]!; }
+  selfSize(n: number): number { return this.#raw.nodes[n * this.#nf + this.#nSelf]!; }
+
+  // Edge views (e is an edge index).
+  edgeType(e: number): string { return this.edgeTypeNames[this.#raw.edges[e * this.#ef + this.#eType]!]!; }
+  edgeTarget(e: number): number { return this.#raw.edges[e * this.#ef + this.#eTo]! / this.#nf; }
+  /** The edge's name: a property name, or an element index as a string. */
+  edgeName(e: number): string {
+    const t = this.#raw.edges[e * this.#ef + this.#eType]!;
+    const v = this.#raw.edges[e * this.#ef + this.#eName]!;
+    return t === this.#element || t === this.#hidden ? String(v) : this.strings[v]!;
+  }
+  isIndexEdge(e: number): boolean {
+    const t = this.#raw.edges[e * this.#ef + this.#eType]!;
+    return t === this.#element || t === this.#hidden;
+  }
+
+  /** The class a node counts under: its constructor for objects and closures, `(type)` for the rest, as DevTools groups. */
+  className(n: number): string {
+    const type = this.nodeType(n);
+    if (type === 'object' || type === 'native') return this.nodeName(n);
+    if (type === 'closure') return 'Function';
+    if (type === 'concatenated string' || type === 'sliced string') return '(string)';
+    return `(${type})`;
+  }
+
+  /** Does this edge hold its target for GC? Weak edges never do; shortcuts only from the root (as in DevTools). */
+  #essential(from: number, typeValue: number): boolean {
+    return typeValue !== this.#weak && (typeValue !== this.#shortcut || from === 0);
+  }
+
+  /** Builds the dominator tree and retained sizes. Idempotent. Retainer paths are built on first use. */
+  analyze(): void {
+    if (!this.#retained) this.#computeDominators();
+  }
+
+  get dominators(): Uint32Array { this.analyze(); return this.#dominator!; }
+  get retainedSizes(): Float64Array { this.analyze(); return this.#retained!; }
+  retainedSize(n: number): number { return this.retainedSizes[n]!; }
+
+  #computeDominators(): void {
+    const N = this.nodeCount;
+    const { edges } = this.#raw;
+    const ef = this.#ef, nf = this.#nf, eType = this.#eType, eTo = this.#eTo;
+    const first = this.firstEdge;
+
+    // 1. Depth-first pre-order from the root over essential edges (explicit stack, so
+    //    long chains like linked lists cannot overflow the call stack).
+    const dfn = new Uint32Array(N).fill(NONE); // node → pre-order number
+    const vertex = new Uint32Array(N); // pre-order number → node
+    const parent = new Uint32Array(N); // by pre-order number
+    const stack = new Uint32Array(N);
+    const cursor = new Uint32Array(N);
+    let top = 0, count = 0;
+    stack[0] = 0; cursor[0] = first[0]!; dfn[0] = count; vertex[count++] = 0;
+    while (top >= 0) {
+      const n = stack[top]!;
+      const end = first[n + 1]!;
+      let e = cursor[top]!;
+      for (; e < end; e++) {
+        if (!this.#essential(n, edges[e * ef + eType]!)) continue;
+        const to = edges[e * ef + eTo]! / nf;
+        if (dfn[to] !== NONE) continue;
+        parent[count] = dfn[n]!;
+        dfn[to] = count; vertex[count++] = to;
+        cursor[top] = e + 1;
+        stack[++top] = to;
+        cursor[top] = first[to]!;
+        break;
+      }
+      if (e >= end) top--;
+    }
+    const reached = count;
+    // Nodes the root cannot reach strongly (garbage V8 kept in the snapshot) hang off the root.
+    for (let n = 0; n < N; n++) if (dfn[n] === NONE) { parent[count] = 0; dfn[n] = count; vertex[count++] = n; }
+
+    // 2. Predecessors by pre-order number, essential edges from reached nodes only.
+    const firstPred = new Uint32Array(N + 1);
+    for (let n = 0; n < N; n++) {
+      if (dfn[n]! >= reached) continue;
+      for (let e = first[n]!; e < first[n + 1]!; e++) {
+        if (this.#essential(n, edges[e * ef + eType]!)) firstPred[dfn[edges[e * ef + eTo]! / nf]! + 1]!++;
+      }
+    }
+    for (let i = 0; i < N; i++) firstPred[i + 1]! += firstPred[i]!;
+    const preds = new Uint32Array(firstPred[N]!);
+    // Scratch arrays are reused once their step is done: peak memory is what bounds large snapshots.
+    const idom = new Uint32Array(N);
+    const fill = idom; // fill cursors now, immediate dominators in step 3
+    fill.set(firstPred.subarray(0, N));
+    for (let n = 0; n < N; n++) {
+      const from = dfn[n]!;
+      if (from >= reached) continue;
+      for (let e = first[n]!; e < first[n + 1]!; e++) {
+        if (this.#essential(n, edges[e * ef + eType]!)) preds[fill[dfn[edges[e * ef + eTo]! / nf]!]!++] = from;
+      }
+    }
+
+    // 3. Lengauer–Tarjan with path compression, O(E log N), all in pre-order numbers.
+    const semi = new Uint32Array(N);
+    const ancestor = cursor.fill(NONE); // the DFS cursors are done with
+    const label = dfn; // pre-order numbers are not needed past step 2
+    const bucketHead = new Uint32Array(N).fill(NONE);
+    const bucketNext = new Uint32Array(N).fill(NONE);
+    for (let i = 0; i < N; i++) { semi[i] = i; label[i] = i; }
+    const path = stack; // reused: the compression path
+    const evaluate = (v: number): number => {
+      if (ancestor[v] === NONE) return v;
+      // Compress the ancestor chain iteratively.
+      let depth = 0;
+      let x = v;
+      while (ancestor[ancestor[x]!] !== NONE) { path[depth++] = x; x = ancestor[x]!; }
+      while (depth > 0) {
+        const y = path[--depth]!;
+        const a = ancestor[y]!;
+        if (semi[label[a]!]! < semi[label[y]!]!) label[y] = label[a]!;
+        ancestor[y] = ancestor[a]!;
+      }
+      return label[v]!;
+    };
+    for (let w = reached - 1; w >= 1; w--) {
+      for (let p = firstPred[w]!; p < firstPred[w + 1]!; p++) {
+        const u = evaluate(preds[p]!);
+        if (semi[u]! < semi[w]!) semi[w] = semi[u]!;
+      }
+      const s = semi[w]!;
+      bucketNext[w] = bucketHead[s]!;
+      bucketHead[s] = w;
+      const pw = parent[w]!;
+      ancestor[w] = pw;
+      for (let v = bucketHead[pw]!; v !== NONE; v = bucketNext[v]!) {
+        const u = evaluate(v);
+        idom[v] = semi[u]! < semi[v]! ? u : pw;
+      }
+      bucketHead[pw] = NONE;
+    }
+    for (let w = 1; w < reached; w++) if (idom[w] !== semi[w]) idom[w] = idom[idom[w]!]!;
+    for (let w = reached; w < N; w++) idom[w] = 0;
+
+    // 4. Back to node ordinals; retained sizes bottom-up (a dominator precedes what it dominates in pre-order).
+    const dominator = new Uint32Array(N);
+    const retained = new Float64Array(N);
+    for (let n = 0; n < N; n++) retained[n] = this.selfSize(n);
+    for (let w = N - 1; w >= 1; w--) {
+      const n = vertex[w]!, d = vertex[idom[w]!]!;
+      dominator[n] = d;
+      retained[d]! += retained[n]!;
+    }
+    dominator[0] = 0;
+    this.#dominator = dominator;
+    this.#retained = retained;
+    this.#preOrder = vertex;
+  }
+
+  /** BFS from the root over essential edges: each node's first (shortest) retaining edge. */
+  #computeRetainerPaths(): void {
+    const N = this.nodeCount;
+    const { edges } = this.#raw;
+    const ef = this.#ef, nf = this.#nf, eType = this.#eType, eTo = this.#eTo;
+    const parentEdge = new Uint32Array(N).fill(NONE);
+    const queue = new Uint32Array(N);
+    const seen = new Uint8Array(N);
+    let head = 0, tail = 0;
+    seen[0] = 1;
+    const drain = (): void => {
+      while (head < tail) {
+        const n = queue[head++]!;
+        for (let e = this.firstEdge[n]!; e < this.firstEdge[n + 1]!; e++) {
+          if (!this.#essential(n, edges[e * ef + eType]!)) continue;
+          const to = edges[e * ef + eTo]! / nf;
+          if (seen[to]) continue;
+          seen[to] = 1;
+          parentEdge[to] = e;
+          queue[tail++] = to;
+        }
+      }
+    };
+    // User roots first (the root's shortcuts to the global objects, as DevTools does), so a
+    // path reads `global → Object "holder" → Map "sessionCache"` rather than through
+    // (Stack roots) or (Handle scope); then whatever only the GC roots reach.
+    for (const pass of [true, false]) {
+      for (let e = this.firstEdge[0]!; e < this.firstEdge[1]!; e++) {
+        if ((edges[e * ef + eType] === this.#shortcut) !== pass) continue;
+        const to = edges[e * ef + eTo]! / nf;
+        if (seen[to]) continue;
+        seen[to] = 1;
+        parentEdge[to] = e;
+        queue[tail++] = to;
+      }
+      drain();
+    }
+    this.#parentEdge = parentEdge;
+  }
+
+  /** The node that owns edge e (binary search over firstEdge). */
+  edgeOwner(e: number): number {
+    let lo = 0, hi = this.nodeCount - 1;
+    const first = this.firstEdge;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (first[mid]! <= e) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** The retaining edge on the shortest path from the root, or undefined for the root and unreachable nodes. */
+  parentEdge(n: number): number | undefined {
+    if (!this.#parentEdge) this.#computeRetainerPaths();
+    const e = this.#parentEdge![n]!;
+    return e === NONE ? undefined : e;
+  }
+
+  /** Edges from the root to n, root first. */
+  retainerEdges(n: number, maxSteps = 64): number[] {
+    const path: number[] = [];
+    let cur = n;
+    while (path.length < maxSteps) {
+      const e = this.parentEdge(cur);
+      if (e === undefined) break;
+      path.push(e);
+      cur = this.edgeOwner(e);
+    }
+    return path.reverse();
+  }
+
+  /** One step of a retainer path as it reads in code: `Map "sessionCache"`, `table`, `[3]`, `LeakyEntry`. */
+  stepLabel(e: number, normalizeIndex = false): string {
+    const to = this.edgeTarget(e);
+    const type = this.nodeType(to);
+    const nodeName = this.nodeName(to);
+    if (type === 'synthetic' || this.edgeType(e) === 'shortcut') return nodeName;
+    const name = this.edgeName(e);
+    // Element indices, and the numeric names V8 gives internal slots, say nothing to a reader.
+    const indexLike = this.isIndexEdge(e) || /^\d+$/.test(name);
+    // V8's own structures ("system / Context") read better as the edge that leads to them.
+    const named = this.isProgramObject(to);
+    if (type === 'closure') {
+      const fn = nodeName ? `${nodeName}()` : indexLike ? '(anonymous)()' : `${name}()`;
+      return nodeName && !indexLike ? `${fn} "${name}"` : fn;
+    }
+    if (indexLike) return named ? nodeName : normalizeIndex ? '[]' : `[${name}]`;
+    return named ? `${nodeName} "${name}"` : name;
+  }
+
+  /** An object the program made (not one of V8's own `system / …` structures). */
+  isProgramObject(n: number): boolean {
+    const type = this.nodeType(n);
+    return (type === 'object' || type === 'closure' || type === 'native' || type === 'regexp') && !this.nodeName(n).startsWith('system /');
+  }
+
+  /** The whole path from the GC roots to n, e.g. `(GC roots) → Map "sessionCache" → table → LeakyEntry`. */
+  retainerPath(n: number, normalizeIndex = false): string {
+    const edges = this.retainerEdges(n);
+    if (edges.length === 0) return n === 0 ? '(root)' : '(unreachable)';
+    const steps = edges.map((e) => this.stepLabel(e, normalizeIndex));
+    // A path cut at its length bound starts with an ellipsis, not at a root.
+    if (this.edgeOwner(edges[0]!) !== 0) steps.unshift('…');
+    return steps.join(' → ');
+  }
+
+  /**
+   * Sums retained sizes per group, counting a node only when no dominator above it
+   * is in the same group (so a list of 1,000 Foo that hold each other counts once).
+   * `groupOf[n]` is the node's group, or -1.
+   */
+  retainedByGroup(groupOf: Int32Array, groupCount: number): Float64Array {
+    this.analyze();
+    const N = this.nodeCount;
+    const dom = this.#dominator!, retained = this.#retained!, order = this.#preOrder!;
+    // Walk down the dominator tree in pre-order (a dominator precedes what it dominates),
+    // keeping per node its nearest dominator that is in some group, and chain through those.
+    const nearest = new Int32Array(N).fill(-1); // nearest strict dominator that is in some group
+    const sums = new Float64Array(groupCount);
+    for (let i = 0; i < N; i++) {
+      const n = order[i]!;
+      const d = dom[n]!;
+      nearest[n] = d === n ? -1 : groupOf[d]! >= 0 ? d : nearest[d]!;
+      const g = groupOf[n]!;
+      if (g < 0) continue;
+      let a = nearest[n]!;
+      let covered = false;
+      for (let hops = 0; a >= 0 && hops < 64; hops++) {
+        if (groupOf[a] === g) { covered = true; break; }
+        a = nearest[a]!;
+      }
+      if (!covered) sums[g]! += retained[n]!;
+    }
+    return sums;
+  }
+}

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
+import { HeapGraph } from '../src/heap/graph.js';
+import { classTotals } from '../src/heap/analysis.js';
+import { parseHeapSnapshot, readHeapSnapshot } from '../src/heap/reader.js';
+import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-heap-test-'));
+
+describe('heap analysis: a hand-written graph', () => {
+  const graph = new HeapGraph(parseHeapSnapshot(syntheticSnapshot()));
+  const byName = (name: string): number => {
+    for (let n = 0; n < graph.nodeCount; n++) if (graph.nodeName(n) === name) return n;
+    throw new Error(`no node ${name}`);
+  };
+
+  it('computes dominators and retained sizes equal to the hand-computed ones', () => {
+    const expected: Record<string, [string, number]> = {
+      App: ['', 150], Beta: ['App', 20], Gamma: ['App', 30], Delta: ['App', 90], Eps: ['Delta', 50], Fox: ['', 60],
+    };
+    for (const [name, [dom, retained]] of Object.entries(expected)) {
+      const n = byName(name);
+      assert.equal(graph.retainedSize(n), retained, `retained size of ${name}`);
+      assert.equal(graph.nodeName(graph.dominators[n]!), dom, `dominator of ${name}`);
+    }
+    assert.equal(graph.retainedSize(0), 210, 'the root retains everything');
+  });
+
+  it('finds the shortest retainer path, never through a weak edge', () => {
+    assert.equal(graph.retainerPath(byName('Eps')), 'App "app" → Beta "b" → Delta "d" → Eps "e"');
+    assert.equal(graph.retainerPath(byName('Fox')), '(unreachable)');
+  });
+
+  it('totals by constructor', () => {
+    const totals = classTotals(graph);
+    assert.deepEqual(totals.get('Delta'), { name: 'Delta', count: 1, selfSize: 40, retainedSize: 90 });
+    assert.deepEqual(totals.get('App'), { name: 'App', count: 1, selfSize: 10, retainedSize: 150 });
+  });
+
+  it('handles a 200,000-long chain (a deep dominator tree) without recursion', () => {
+    const chain = new HeapGraph(parseHeapSnapshot(chainSnapshot(200_000)));
+    assert.equal(chain.retainedSize(1), 200_000, 'the first link retains the whole chain');
+    assert.equal(chain.retainedSize(200_000), 1);
+    assert.equal(chain.dominators[150_000], 149_999);
+    const totals = classTotals(chain);
+    assert.equal(totals.get('Link')?.retainedSize, 200_000, 'links holding links count once');
+  });
+
+  it('reads the same arrays whatever the chunk size (tokens split across reads)', async () => {
+    const file = path.join(tmp, 'synthetic.heapsnapshot');
+    fs.writeFileSync(file, syntheticSnapshot());
+    const whole = parseHeapSnapshot(syntheticSnapshot());
+    for (const chunkBytes of [1, 3, 7, 64]) {
+      const raw = await readHeapSnapshot(file, { chunkBytes });
+      assert.deepEqual([...raw.nodes], [...whole.nodes], `nodes with ${chunkBytes}-byte reads`);
+      assert.deepEqual([...raw.edges], [...whole.edges]);
+      assert.deepEqual(raw.strings, whole.strings);
+      assert.deepEqual([...raw.locations], [1, 4, 10, 2]);
+    }
+  });
+
+  it('decodes escaped and non-ASCII strings', () => {
+    const text = syntheticSnapshot().replace('"Fox"', '"F\\"o\\\\x\\n\\u00e9 ü"');
+    const raw = parseHeapSnapshot(text);
+    assert.ok(raw.strings.includes('F"o\\x\né ü'));
+  });
+});
+
+describe('heap analysis: malformed input ends in a coded error', () => {
+  const cases: Record<string, () => Buffer | string> = {
+    'an empty file': () => '',
+    'not JSON': () => 'hello, this is not a heap snapshot\n',
+    'JSON that is not a snapshot': () => JSON.stringify({ nodes: [1, 2, 3], strings: [] }),
+    'random bytes': () => Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7919 + 13) % 251)),
+    'a wrong meta (no "id" field)': () => syntheticSnapshot().replace('"type","name","id"', '"type","name","ident"'),
+    'a node count that disagrees with the array': () => syntheticSnapshot().replace('"node_count":7', '"node_count":9'),
+    'a truncated file': () => syntheticSnapshot().slice(0, 400),
+    'an edge pointing outside the nodes': () => syntheticSnapshot().replace('"edges":[2,7,5', '"edges":[2,7,500'),
+    'a letter inside the nodes': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,x,1'),
+  };
+  for (const [name, make] of Object.entries(cases)) {
+    it(`rejects ${name}`, async () => {
+      const file = path.join(tmp, `bad-${name.replace(/\W+/g, '-')}.heapsnapshot`);
+      fs.writeFileSync(file, make());
+      await assert.rejects(readHeapSnapshot(file), (err: unknown) => {
+        assert.ok(err instanceof SysprobeError, String(err));
+        assert.equal(err.code, ErrorCode.BAD_SNAPSHOT);
+        return true;
+      });
+    });
+  }
+
+  it('rejects a missing file with the same code', async () => {
+    await assert.rejects(readHeapSnapshot(path.join(tmp, 'nope.heapsnapshot')), { code: ErrorCode.BAD_SNAPSHOT });
+  });
+
+  it('survives fuzzed bytes: every mutation parses or fails with BAD_SNAPSHOT, none hangs or throws otherwise', () => {
+    const good = Buffer.from(syntheticSnapshot());
+    let seed = 12345;
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    let rejected = 0;
+    for (let round = 0; round < 2000; round++) {
+      const buf = Buffer.from(good);
+      for (let k = 1 + rand(3); k > 0; k--) buf[rand(buf.length)] = rand(256);
+      try {
+        const graph = new HeapGraph(parseHeapSnapshot(rand(4) === 0 ? buf.subarray(0, rand(buf.length)) : buf));
+        graph.analyze();
+        graph.retainerPath(graph.nodeCount - 1);
+      } catch (err) {
+        assert.equal((err as SysprobeError).code, ErrorCode.BAD_SNAPSHOT, `round ${round}: ${String(err)}`);
+        rejected++;
+      }
+    }
+    assert.ok(rejected > 500, `most mutations are caught (${rejected} of 2000)`);
+  });
+});
+
+describe('heap analysis: real snapshots with known leaks', function () {
+  this.timeout(120_000);
+  const snapshots = new Map<LeakKind, string[]>();
+  before(async () => {
+    const kinds: LeakKind[] = ['map', 'closure', 'listener'];
+    const files = await Promise.all(kinds.map((k) => leakSnapshots(k)));
+    kinds.forEach((k, i) => snapshots.set(k, files[i]!));
+  });
+
+  const expectations: Array<[LeakKind, string, RegExp]> = [
+    ['map', 'LeakyEntry', /Object "app" → Map "sessionCache" → table → LeakyEntry$/],
+    ['closure', 'ClosureLeak', /remember\(\) → context → Array "seen" → ClosureLeak$/],
+    ['listener', 'ListenerLeak', /EventEmitter "bus" → Object "_events" → Array "tick" → onTick\(\) → context → ListenerLeak$/],
+  ];
+  for (const [kind, ctor, pathPattern] of expectations) {
+    it(`the 3-snapshot diff ranks a leak through a ${kind} first, with a retainer path that names the holder`, async () => {
+      const d = await diffHeapSnapshots(snapshots.get(kind)!, { inProcess: true, top: 10 });
+      const first = d.leaks[0]!;
+      assert.equal(first.constructor, ctor, JSON.stringify(d.leaks.slice(0, 3), null, 1));
+      assert.equal(first.count, 3000, 'the objects made between A and B, not the 200 after');
+      assert.ok(first.retainedSize >= 3000 * 200, `retains at least the payloads: ${first.retainedSize}`);
+      assert.match(first.retainerPath, pathPattern);
+      assert.ok(!d.leaks.some((l) => l.constructor === 'Transient'), 'garbage that died before C is no leak');
+      // The per-constructor delta counts all that survive in C.
+      const delta = d.constructors.find((c) => c.name === ctor)!;
+      assert.equal(delta.countDelta, 3200);
+      assert.ok(d.newObjects.byConstructor.some((c) => c.name === ctor && c.count === 3000));
+    });
+  }
+
+  it('runs in a child process by default and gives the same answer', async () => {
+    const files = snapshots.get('map')!;
+    const progress: number[] = [];
+    const [child, local] = await Promise.all([
+      diffHeapSnapshots(files, { top: 5, onProgress: (p) => progress.push(p.fileIndex) }),
+      diffHeapSnapshots(files, { top: 5, inProcess: true }),
+    ]);
+    assert.deepEqual(child.leaks, local.leaks);
+    assert.deepEqual(child.constructors, local.constructors);
+    assert.deepEqual([...new Set(progress)], [0, 1, 2], 'progress from the child, file by file');
+    const summary = await summarizeHeapSnapshot(files[2]!, { top: 10 });
+    assert.ok(summary.constructors.some((c) => c.name === 'LeakyEntry' && c.count === 3200));
+    const map = summary.topRetainers.find((r) => r.name === 'Map');
+    assert.match(map?.retainerPath ?? '', /Object "app" → Map "sessionCache"$/, 'the leaking Map is among the largest retainers');
+  });
+
+  it('a two-snapshot diff has deltas and new objects but no leak list', async () => {
+    const [a, b] = snapshots.get('map')!;
+    const d = await diffHeapSnapshots([a!, b!], { inProcess: true });
+    assert.deepEqual(d.leaks, []);
+    assert.equal(d.constructors.find((c) => c.name === 'LeakyEntry')?.countDelta, 3000);
+  });
+
+  it('a bad file rejects from the child process with BAD_SNAPSHOT; bad options with INVALID_OPTION', async () => {
+    const bad = path.join(tmp, 'child-bad.heapsnapshot');
+    fs.writeFileSync(bad, '{"snapshot":');
+    await assert.rejects(summarizeHeapSnapshot(bad), { code: ErrorCode.BAD_SNAPSHOT });
+    await assert.rejects(diffHeapSnapshots([bad]), { code: ErrorCode.INVALID_OPTION });
+    await assert.rejects(summarizeHeapSnapshot(bad, { maxMemoryMb: 1 }), { code: ErrorCode.INVALID_OPTION });
+    await assert.rejects(summarizeHeapSnapshot(bad, { fast: true } as never), { code: ErrorCode.INVALID_OPTION });
+  });
+});
