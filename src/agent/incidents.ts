@@ -19,12 +19,18 @@ import { describeError } from '../errors.js';
 import type { ResolvedIncidentOptions } from '../incident-options.js';
 import type { Logger } from '../options.js';
 import type { Frame, RuleCaptures, Sample, StallCapture } from '../protocol.js';
+import { diffHeapSnapshots } from '../heap/api.js';
 
 /** The marker file of an open incident; the file sink's rotation never deletes a folder that has a fresh one. */
 export const OPEN_MARKER = '.open';
 const MANIFEST = 'manifest.json';
 const SAMPLES = 'samples.json';
 const LOGS = 'logs.jsonl';
+/** Read by `sysprobe report` when present. */
+export const HEAP_DIFF = 'heap-diff.json';
+/** The diff's child process: its heap limit (the snapshots' arrays come on top) and how long it may take. */
+const HEAP_DIFF_MEMORY_MB = 2048;
+const HEAP_DIFF_TIMEOUT_MS = 5 * 60_000;
 /** Bounds: what one incident may hold in memory and write. */
 const MAX_TRIGGERS = 200;
 const MAX_TRACES = 20;
@@ -87,6 +93,8 @@ export interface IncidentManifest {
   logTraceIds?: string[];
   /** From `probe.dependencies()` at close, when the probe has it (shape in docs/incidents.md). */
   dependencies?: unknown[];
+  /** heap-diff.json (option `incidents.heapDiff`) and the snapshots it compares. */
+  heapDiff?: { file: string; snapshots: string[] };
 }
 
 /** The `'incident'` event. */
@@ -315,14 +323,30 @@ export class IncidentRecorder {
           return undefined;
         });
       }
-      // INTEGRATION: heap diff (branch heap). When the folder holds heap snapshots (this incident's, plus the
-      // newest earlier one in dumpDir as a baseline), run diffHeapSnapshots(files) off the main thread and write
-      // its JSON to `<dir>/heap-diff.json`; `sysprobe report` shows it when present.
+      if (this.#deps.options.heapDiff) await this.#diffHeapSnapshots(incident);
       await this.#writeManifest(incident);
       await fs.promises.rm(path.join(incident.dir, OPEN_MARKER), { force: true });
       this.#deps.logger.info({ incident: manifest.id, dir: incident.dir, reason, captures: manifest.captures.length }, 'sysprobe closed an incident');
       this.#deps.emit({ phase: 'closed', id: manifest.id, dir: incident.dir, rules: [...manifest.rules], openedAt: manifest.openedAt, closedAt: manifest.closedAt });
     });
+  }
+
+  /**
+   * heap-diff.json from the incident's snapshots, in a child process: with three or more, the
+   * first two and the last (objects new between the first two and still alive at the end are
+   * the leak candidates); with two, what grew between them.
+   */
+  async #diffHeapSnapshots(incident: OpenIncident): Promise<void> {
+    const snapshots = incident.manifest.captures.filter((c) => c.kind === 'heap-snapshot').map((c) => path.join(incident.dir, c.file));
+    if (snapshots.length < 2) return;
+    const files = snapshots.length === 2 ? snapshots : [snapshots[0]!, snapshots[1]!, snapshots.at(-1)!];
+    try {
+      const diff = await diffHeapSnapshots(files, { maxMemoryMb: HEAP_DIFF_MEMORY_MB, timeoutMs: HEAP_DIFF_TIMEOUT_MS });
+      await writeAtomically(path.join(incident.dir, HEAP_DIFF), `${JSON.stringify(diff)}\n`);
+      incident.manifest.heapDiff = { file: HEAP_DIFF, snapshots: files.map((f) => path.basename(f)) };
+    } catch (err) {
+      this.#deps.logger.warn({ incident: incident.manifest.id, err: describeError(err) }, 'sysprobe could not diff the heap snapshots of an incident');
+    }
   }
 
   /** Runs `work` on the queue once the incident's folder exists; failures are logged, never thrown. */

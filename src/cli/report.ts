@@ -85,14 +85,14 @@ interface Incident {
   notes: string[];
 }
 
-/** The shape of heap-diff.json (branch heap; /tmp/shared-shapes.md). */
+/** What the report reads of heap-diff.json (HeapDiff in src/heap/analysis.ts); every field may be missing in a damaged file. */
 interface HeapDiff {
   files?: string[];
   constructors?: Array<{ name: string; countDelta: number; selfSizeDelta: number; retainedSizeDelta: number }>;
   leaks?: Array<{ constructor: string; count: number; selfSize: number; retainedSize: number; retainerPath: string }>;
 }
 
-/** The dependency table's rows (branch net-probes; /tmp/shared-shapes.md). */
+/** What the report reads of manifest.dependencies (Dependency in src/agent/dependencies.ts). */
 interface Dependency {
   remoteAddress: string; remotePort: number; hostnames: string[]; connections: number; states: Record<string, number>;
   retransmits?: number; latencyMs?: { p50: number; p99: number }; lastSeenAt: number;

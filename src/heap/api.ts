@@ -76,10 +76,6 @@ export async function summarizeHeapSnapshot(file: string, options: HeapAnalysisO
   return runInChild({ kind: 'summary', files: [f!], top: o.top }, o) as Promise<HeapSummary>;
 }
 
-// INTEGRATION: the incidents report reads `heap-diff.json`: the JSON of diffHeapSnapshots()
-// (shape in /tmp/shared-shapes.md, HeapDiff here). An incident holding three of the probe's
-// snapshots (captureHeapSnapshot results) can write it with
-// `fs.writeFile(dir + '/heap-diff.json', JSON.stringify(await diffHeapSnapshots(files)))`.
 /**
  * Two files: per-constructor deltas and new objects. Three (baseline, target, final):
  * also leak candidates, ranked by retained size, each with its retainer path.
