@@ -155,6 +155,7 @@ describe('a leak, end to end', () => {
     const dumpDir = tmpDir('sysprobe-leak-');
     const probe = await start({
       logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, growthWindowMs: 10_000, heapSnapshotsPerDay: 2, defaultRules: false,
+      incidents: { heapDiff: true },
       rules: [{ name: 'leak', value: 'memory.heapGrowthPerMin', above: 20 * MB, forMs: 1000, cooldownMs: 1000, actions: ['captureHeapSnapshot'] }],
     });
     const events: Array<{ heapSnapshot?: { file: string; sidecarFile: string }; notTaken?: string[]; observed: number }> = [];
@@ -201,6 +202,13 @@ describe('a leak, end to end', () => {
     // A firing while a snapshot is still being written (a slow machine) is refused as busy; after two, the budget refuses.
     for (const e of events.filter((x) => !x.heapSnapshot)) assert.match(e.notTaken?.join() ?? '', /budget of 2 heap snapshots|already being written/);
     assert.ok(events.some((e) => /budget of 2 heap snapshots/.test(e.notTaken?.join() ?? '')));
+    // The incident (closed by stop()) diffed its two snapshots in a child process: the leaked arrays grew.
+    const [incident] = probe.incidents();
+    const manifest = JSON.parse(fs.readFileSync(path.join(incident!.dir, 'manifest.json'), 'utf8')) as { heapDiff?: { file: string; snapshots: string[] } };
+    assert.equal(manifest.heapDiff?.snapshots.length, 2, JSON.stringify(manifest.heapDiff));
+    const diff = JSON.parse(fs.readFileSync(path.join(incident!.dir, 'heap-diff.json'), 'utf8')) as { constructors: Array<{ name: string; countDelta: number; selfSizeDelta: number }> };
+    const arrays = diff.constructors.find((c) => c.name === 'Array');
+    assert.ok(arrays && arrays.countDelta > 0 && arrays.selfSizeDelta > 0, JSON.stringify(diff.constructors.slice(0, 5)));
     assert.deepEqual(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')), []);
     assert.equal(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.heapsnapshot')).length, 2);
   });
