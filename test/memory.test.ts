@@ -31,6 +31,7 @@ describe('heap snapshots', () => {
       assert.equal(sidecar.trigger, 'captureHeapSnapshot()');
       assert.ok((sidecar.heapUsed as number) > 0 && sidecar.pid === process.pid);
       assert.ok(result.pauseMs > 0);
+      assert.equal(sidecar.pauseMs, Math.round(result.pauseMs), 'the pause is in the sidecar');
       assert.deepEqual(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')), []);
       // The snapshot's own pause is a stall, reported as such but not captured: the worker knew.
       assert.ok(result.pauseMs > 300, `the snapshot paused the loop ${result.pauseMs} ms`);

@@ -132,11 +132,13 @@ export class HeapSnapshots {
     try {
       const before = this.#memory();
       let pauseMs = 0;
+      // The sink serializes the sidecar once the body is written, so the pause measured below lands in it.
+      const facts: Record<string, unknown> = { ...sidecar, heapUsed: before.heapUsed, heapLimit: before.heapLimit, rss: process.memoryUsage.rss() };
       const written = await this.#sink.write({
         kind: 'heap-snapshot',
         extension: '.heapsnapshot',
         expectedBytes: FILE_PER_HEAP_BYTE * before.heapUsed,
-        sidecar: { ...sidecar, heapUsed: before.heapUsed, heapLimit: before.heapLimit, rss: process.memoryUsage.rss() },
+        sidecar: facts,
         body: {
           writeTo: (partialFile) => {
             this.#onPause(true);
@@ -145,6 +147,7 @@ export class HeapSnapshots {
               this.#write(partialFile);
             } finally {
               pauseMs = performance.now() - started;
+              facts.pauseMs = Math.round(pauseMs);
               this.#onPause(false);
             }
           },
