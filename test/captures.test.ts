@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { start, type Probe, type StallEvent } from '../src/index.js';
-import { memoryLogger, memoryMetrics, findMetric, pointValue, waitFor } from './helpers.js';
+import { memoryLogger, memoryMetrics, findMetric, pointValue, waitFor, tempDir } from './helpers.js';
 
 const BLOCK_MS = 600;
 
@@ -38,7 +38,7 @@ function shellOutSync(ms: number): void {
 describe('stall stacks: the worker takes the main thread\'s stack while the loop is blocked', () => {
   let probe: Probe;
   let metrics: ReturnType<typeof memoryMetrics>;
-  const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-captures-'));
+  const dumpDir = tempDir('sysprobe-captures-');
 
   beforeEach(async () => {
     metrics = memoryMetrics();
@@ -179,7 +179,7 @@ function busyCallerForProfile(ms: number): number {
 
 describe('CPU profiles: captureCpuProfile()', () => {
   it('profiles the main thread from the worker, writes .cpuprofile and pprof, and names the busy function', async () => {
-    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-profile-'));
+    const dumpDir = tempDir('sysprobe-profile-');
     const probe = await start({ logger: memoryLogger().logger, dumpDir });
     try {
       const pending = probe.captureCpuProfile({ durationMs: 1500 });
@@ -203,7 +203,7 @@ describe('CPU profiles: captureCpuProfile()', () => {
   });
 
   it('refuses a second profile while one runs', async () => {
-    const probe = await start({ logger: memoryLogger().logger, dumpDir: fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-profile-')) });
+    const probe = await start({ logger: memoryLogger().logger, dumpDir: tempDir('sysprobe-profile-') });
     try {
       const first = probe.captureCpuProfile({ durationMs: 300 });
       await assert.rejects(probe.captureCpuProfile({ durationMs: 300 }), { code: 'SYSPROBE_ERR_CAPTURE_BUSY' });
@@ -217,7 +217,7 @@ describe('CPU profiles: captureCpuProfile()', () => {
 describe('profileThread(): an app\'s own worker thread profiles itself', () => {
   for (const backend of ['inspector', 'v8-profiler-next'] as const) {
     it(`with the ${backend} backend: files written, the busy function named`, async () => {
-      const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-thread-profile-'));
+      const dumpDir = tempDir('sysprobe-thread-profile-');
       const { Worker } = await import('node:worker_threads');
       const worker = new Worker(`
         const { parentPort, workerData } = require('node:worker_threads');
@@ -242,6 +242,7 @@ describe('profileThread(): an app\'s own worker thread profiles itself', () => {
         assert.ok(['crunchInAppWorker', 'slice'].includes(busy), `busy frame ${busy}: neither the loop nor its caller`);
       } finally {
         await worker.terminate();
+        fs.rmSync(dumpDir, { recursive: true, force: true });
       }
     });
   }
@@ -255,7 +256,7 @@ function allocateRetainedRecords(count: number): void {
 
 describe('allocation profiles: captureAllocationProfile()', () => {
   it('samples allocations on the main thread from the worker, writes a .heapprofile, and names the allocating stack', async () => {
-    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-alloc-'));
+    const dumpDir = tempDir('sysprobe-alloc-');
     const probe = await start({ logger: memoryLogger().logger, dumpDir });
     try {
       const pending = probe.captureAllocationProfile({ durationMs: 800 });

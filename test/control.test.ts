@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCode, start, type Probe } from '../src/index.js';
 import { TokenBucket } from '../src/control/server.js';
-import { memoryLogger } from './helpers.js';
+import { memoryLogger, tempDir } from './helpers.js';
 
 const TOKEN = 'a'.repeat(20) + 'B0c1D2e3F4g5H6i7J8k9';
 
@@ -92,7 +92,7 @@ describe('control endpoint', () => {
     let dumpDir: string;
     const { logger, lines } = memoryLogger();
     before(async () => {
-      root = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-control-'));
+      root = tempDir('sysprobe-control-');
       dumpDir = path.join(root, 'dumps');
       fs.mkdirSync(dumpDir);
       fs.writeFileSync(path.join(root, 'secret.txt'), 'do not serve');

@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { tempDir } from './helpers.js';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const DEMO = path.join(ROOT, 'examples', 'demo', 'index.js');
@@ -39,7 +40,7 @@ describe('npm run demo (--fast)', () => {
 
   before(async function () {
     this.timeout(100_000);
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-demo-test-'));
+    dir = tempDir('sysprobe-demo-test-');
     const summaryFile = path.join(dir, 'summary.json');
     output = await new Promise<string>((resolve, reject) => {
       execFile(process.execPath, [DEMO, '--fast', '--json-summary', summaryFile, '--dump-dir', path.join(dir, 'dumps')],

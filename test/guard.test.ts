@@ -7,7 +7,7 @@ import type { ResourceLimits } from 'node:worker_threads';
 import { ErrorCode, SysprobeError, type ErrorCodeValue } from '../src/errors.js';
 import { JobGuard, type JobEvent } from '../src/agent/guard.js';
 import { start } from '../src/index.js';
-import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';
 
 /** Timers fire on the loop's millisecond clock, which can read up to 1 ms behind performance.now(). */
 const CLOCK_SLACK_MS = 1;
@@ -75,7 +75,7 @@ describe('JobGuard', () => {
     waitFor('the job thread to start', () => (fs.existsSync(tidFile) ? fs.readFileSync(tidFile, 'utf8') || undefined : undefined), timeoutMs, 10);
 
   before(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-guard-'));
+    dir = tempDir('sysprobe-guard-');
   });
 
   after(() => fs.rmSync(dir, { recursive: true, force: true }));

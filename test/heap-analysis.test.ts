@@ -7,8 +7,9 @@ import { HeapGraph } from '../src/heap/graph.js';
 import { classTotals } from '../src/heap/analysis.js';
 import { parseHeapSnapshot, readHeapSnapshot } from '../src/heap/reader.js';
 import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
+import { tempDir } from './helpers.js';
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-heap-test-'));
+const tmp = tempDir('sysprobe-heap-test-');
 
 describe('heap analysis: a hand-written graph', () => {
   const graph = new HeapGraph(parseHeapSnapshot(syntheticSnapshot()));

@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { leakSnapshots, syntheticSnapshot } from './heap-fixtures.js';
+import { tempDir } from './helpers.js';
 
 const BIN = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
 
@@ -23,7 +24,7 @@ async function sysprobe(...args: string[]): Promise<Run> {
 describe('sysprobe heap (CLI)', function () {
   this.timeout(120_000);
   let files: string[] = [];
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-heap-cli-'));
+  const tmp = tempDir('sysprobe-heap-cli-');
   before(async () => { files = await leakSnapshots('map', 2000); });
 
   it('the bin starts with a shebang', () => {

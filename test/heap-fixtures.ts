@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { tempDir } from './helpers.js';
 
 export type LeakKind = 'map' | 'closure' | 'listener';
 
@@ -40,7 +41,7 @@ v8.writeHeapSnapshot(dir + '/c.heapsnapshot');
 `;
 
 export async function leakSnapshots(kind: LeakKind, count = 3000): Promise<string[]> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `sysprobe-heap-${kind}-`));
+  const dir = tempDir(`sysprobe-heap-${kind}-`);
   await promisify(execFile)(process.execPath, ['-e', SCRIPT, kind, dir, String(count)], { timeout: 60_000 });
   return ['a', 'b', 'c'].map((n) => path.join(dir, `${n}.heapsnapshot`));
 }

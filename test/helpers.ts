@@ -1,3 +1,6 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import {
@@ -81,3 +84,20 @@ export async function waitFor<T>(what: string, predicate: () => T | undefined | 
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+const madeDirs: string[] = [];
+
+/** A fresh directory under the OS temp dir, removed with everything in it once the whole run ends. */
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  madeDirs.push(dir);
+  return dir;
+}
+
+// A root-level hook when mocha loads this module (child scripts load it too, without mocha):
+// the directories hold heap snapshots and profiles, which are large.
+if (typeof after === 'function') {
+  after(() => {
+    for (const dir of madeDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  });
+}

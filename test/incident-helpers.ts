@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { incidentLogStream, start, type IncidentEvent, type Probe } from '../src/index.js';
-import { memoryLogger, waitFor } from './helpers.js';
+import { memoryLogger, waitFor, tempDir } from './helpers.js';
 
 /** Keeps the loop busy but turning (20 ms of work per turn) for `ms`, so readings keep coming. */
 async function busyFor(ms: number): Promise<void> {
@@ -33,7 +33,7 @@ export const XSS_RULE = 'loop-busy<script>window.__xss=1</script>';
  * once, both asking for a CPU profile. Made once, read by the incident and report tests.
  */
 export async function makeIncident(): Promise<{ dir: string; events: IncidentEvent[]; probe: Probe; dumpDir: string }> {
-  const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-incidents-'));
+  const dumpDir = tempDir('sysprobe-incidents-');
   const probe = await start({
     logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 150, defaultRules: false, capturesPerMinute: 60,
     incidents: { quietMs: 2000, beforeMs: 5000 },

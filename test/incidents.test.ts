@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { start, type IncidentManifest, type Sample } from '../src/index.js';
-import { memoryLogger, waitFor } from './helpers.js';
+import { memoryLogger, waitFor, tempDir } from './helpers.js';
 import { FileSink } from '../src/sink/file-sink.js';
 import { makeIncident, XSS_RULE } from './incident-helpers.js';
 
@@ -90,7 +90,7 @@ describe('incidents', function () {
 
 describe('incidents: the file sink rotation', () => {
   it('deletes a closed incident folder whole as one old capture, and never an open one', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-rotation-'));
+    const dir = tempDir('sysprobe-rotation-');
     const folder = (name: string, open: boolean) => {
       const f = path.join(dir, 'incidents', name);
       fs.mkdirSync(f, { recursive: true });
@@ -117,7 +117,7 @@ describe('incidents: the file sink rotation', () => {
 
 describe('incidents: bounded without captures', () => {
   it('a new incident rotates the dump directory, so stall-only incidents do not pile up', async () => {
-    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-pileup-'));
+    const dumpDir = tempDir('sysprobe-pileup-');
     for (let i = 0; i < 25; i++) {
       const old = path.join(dumpDir, 'incidents', `2020-01-01T0000${String(i).padStart(2, '0')}.000Z-stall`);
       fs.mkdirSync(old, { recursive: true });
@@ -155,7 +155,7 @@ describe('incidents: the option', () => {
   });
 
   it('with incidents: false, a stall writes no incident', async () => {
-    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-no-incidents-'));
+    const dumpDir = tempDir('sysprobe-no-incidents-');
     const probe = await start({ logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 100, defaultRules: false, incidents: false });
     try {
       const stalls: unknown[] = [];

@@ -7,10 +7,10 @@ import { gcRates } from '../src/worker/gc-rates.js';
 import { RULE_VALUES } from '../src/worker/rules.js';
 import { start, type WrittenCapture } from '../src/index.js';
 import type { Sample } from '../src/protocol.js';
-import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';
 
 const MB = 1024 * 1024;
-const tmpDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+const tmpDir = tempDir;
 const gc = (globalThis as { gc?: () => void }).gc!;
 
 /** Allocates short-lived objects until `ms` of wall time have passed: minor GCs with plenty to reclaim. */

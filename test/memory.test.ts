@@ -6,10 +6,10 @@ import { Worker } from 'node:worker_threads';
 import { HeapSnapshots, type MemoryState } from '../src/agent/heap-snapshots.js';
 import { FileSink, type StatFs } from '../src/sink/file-sink.js';
 import { start, type CacheAlert } from '../src/index.js';
-import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';
 
 const MB = 1024 * 1024;
-const tmpDir = (prefix: string): string => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+const tmpDir = tempDir;
 
 describe('heap snapshots', () => {
   it('captureHeapSnapshot() writes a complete .heapsnapshot with a sidecar, and nothing half-written', async () => {

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { decodeAddress, parseNetCounters, parseSs, parseTcpLine, parseTcpTable } from '../src/samplers/net.js';
 import { SocketSampler, ssFilter } from '../src/samplers/sockets.js';
 import { resolveOptions } from '../src/options.js';
+import { tempDir } from './helpers.js';
 
 const FIXTURES = path.resolve(__dirname, '../../test/fixtures/net');
 const fixture = (name: string) => fs.readFileSync(path.join(FIXTURES, name), 'latin1');
@@ -86,7 +87,7 @@ describe('socket sampler on a recorded /proc tree', () => {
   let dir: string;
   before(() => {
     // /proc/self/fd as the sampler sees it: links to sockets (ours), a file, a pipe.
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-net-'));
+    dir = tempDir('sysprobe-net-');
     fs.mkdirSync(path.join(dir, 'self/fd'), { recursive: true });
     fs.mkdirSync(path.join(dir, 'net'));
     for (const name of ['tcp', 'tcp6', 'snmp', 'netstat']) fs.copyFileSync(path.join(FIXTURES, name), path.join(dir, 'net', name));

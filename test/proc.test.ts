@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ThreadCpuSampler } from '../src/samplers/cpu.js';
 import { parseTaskStat, threadRole } from '../src/samplers/proc.js';
+import { tempDir } from './helpers.js';
 
 // Recorded from /proc/self/task/*/stat on Linux 6.x (fields after stime trimmed in some lines).
 const MAIN = '2944 (node) S 2931 2944 2931 34816 2944 4194304 9386 0 0 0 71 3 0 0 20 0 12 0 10086 1189969920 13606 18446744073709551615 1 1 0 0 0 0 0 16781312 134234626 0 0 0 17 1 0 0 0 0 0';
@@ -38,7 +39,7 @@ describe('per-thread CPU sampler on a recorded /proc tree', () => {
   // A copy of /proc/self/task laid out in a temp dir, with one thread that exits mid-read and one malformed file.
   let dir: string;
   before(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-proc-'));
+    dir = tempDir('sysprobe-proc-');
     const write = (tid: string, stat: string | undefined): void => {
       fs.mkdirSync(path.join(dir, tid));
       if (stat !== undefined) fs.writeFileSync(path.join(dir, tid, 'stat'), stat);

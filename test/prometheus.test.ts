@@ -7,6 +7,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
+import { tempDir } from './helpers.js';
 
 const ROOT = path.resolve(__dirname, '..', '..'); // dist/test -> repo root
 const EXAMPLE = path.join(ROOT, 'examples', 'prometheus-service.js');
@@ -107,7 +108,7 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
         + 'Install it (apt-get install prometheus, as .ci/run does) or set PROMETHEUS_BIN.');
     }
 
-    tmp = mkdtempSync(path.join(tmpdir(), 'sysprobe-prom-'));
+    tmp = tempDir('sysprobe-prom-');
 
     // 1. The example service on free ports; it reports them on its ready line.
     service = spawnChild(process.execPath, [EXAMPLE], {

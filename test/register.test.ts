@@ -9,6 +9,7 @@ import { pathToFileURL } from 'node:url';
 import { envConfig } from '../src/env-options.js';
 import { loadPeer } from '../src/exporters/peers.js';
 import { ErrorCode } from '../src/index.js';
+import { tempDir } from './helpers.js';
 import {
   ROOT, assertSysprobeMetrics, getText, kill, line, otlpMetrics, otlpReceiver, otlpServiceNames, output, parsePrometheus, spawnNode, until, values, type Child,
 } from './children.js';
@@ -91,7 +92,7 @@ describe('sysprobe/register', function () {
       "if (isMainThread) { new Worker(__filename); setTimeout(() => console.log('main done'), 1500); }",
       "else console.log('app worker sees', typeof globalThis[Symbol.for('sysprobe.probe')]);",
     ].join('\n');
-    tmp = mkdtempSync(path.join(tmpdir(), 'sysprobe-register-'));
+    tmp = tempDir('sysprobe-register-');
     const file = path.join(tmp, 'threads.js');
     writeFileSync(file, script);
     const child = run([file], { NODE_OPTIONS: '-r sysprobe/register' });

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { IncidentManifest } from '../src/index.js';
 import { makeIncident, XSS_RULE } from './incident-helpers.js';
+import { tempDir } from './helpers.js';
 
 const run = promisify(execFile);
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
@@ -22,7 +23,7 @@ const XSS_PATH = '"><img src=x onerror="window.__xss=3">';
 async function realIncidentWithExtras(): Promise<string> {
   const made = await makeIncident();
   await made.probe.stop();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-report-'));
+  const dir = tempDir('sysprobe-report-');
   fs.cpSync(made.dir, dir, { recursive: true });
   const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as IncidentManifest;
   const profileFile = path.join(dir, manifest.captures.find((c) => c.kind === 'cpu-profile')!.file);

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { RuleEngine, type RuleCondition, type RuleFiring } from '../src/worker/rules.js';
 import type { Sample } from '../src/protocol.js';
 import { start, type RuleEvent } from '../src/index.js';
-import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';
 
 /** A sample at `time` (ms) covering the 1 s before it, with the given event-loop utilization. */
 function sample(time: number, utilization: number | undefined): Sample {
@@ -71,7 +71,7 @@ describe('rules: options', () => {
 
 describe('rules: a firing through the probe', () => {
   it('captures a CPU profile that names the rule, marks the process unhealthy, calls the user, and counts', async () => {
-    const dumpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-rules-'));
+    const dumpDir = tempDir('sysprobe-rules-');
     const metrics = memoryMetrics();
     const called: RuleFiring[] = [];
     const probe = await start({
