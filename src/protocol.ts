@@ -75,6 +75,11 @@ export interface Sample {
    * stall, and main-thread values (heap, GC, handles, utilization) are from its last reading.
    */
   mainStale: boolean;
+  /**
+   * sysprobe itself paused the main thread in this interval (a heap snapshot): the event-loop
+   * figures include that pause, so rules on them skip this sample.
+   */
+  selfPaused?: boolean;
   eventLoop?: {
     /** The longest the loop went without turning during the interval, as the main thread measured it afterwards, ms. */
     delayMaxMs: number;

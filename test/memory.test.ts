@@ -43,6 +43,29 @@ describe('heap snapshots', () => {
     }
   });
 
+  it('a snapshot\'s own pause does not fire event-loop rules; a real stall of the same length does', async () => {
+    const probe = await start({
+      logger: memoryLogger().logger, dumpDir: tmpDir('sysprobe-selfpause-'), sampleIntervalMs: 100, defaultRules: false,
+      rules: [{ name: 'lagging', value: 'eventLoop.lagMaxMs', above: 150, forMs: 0, cooldownMs: 0, actions: [() => {}] }],
+    });
+    const fired: string[] = [];
+    probe.on('rule', (e: { firing: { rule: string } }) => fired.push(e.firing.rule));
+    try {
+      const { pauseMs } = await probe.captureHeapSnapshot();
+      assert.ok(pauseMs > 150, `the snapshot paused the loop ${pauseMs} ms`);
+      const paused = await waitFor('the sample with the pause', async () => (await probe.recent()).find((s) => s.selfPaused && (s.eventLoop?.lagMaxMs ?? 0) > 150));
+      assert.ok(paused.eventLoop!.lagMaxMs > 150, 'the pause is still in the figures (metrics show it)');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await probe.recent();
+      assert.deepEqual(fired, [], 'no rule fired for sysprobe\'s own pause');
+      const end = Date.now() + Math.max(300, pauseMs);
+      while (Date.now() < end) { /* the app's own stall */ }
+      await waitFor('the rule on a real stall', async () => { await probe.recent(); return fired.some((rule) => rule === 'lagging'); });
+    } finally {
+      await probe.stop();
+    }
+  });
+
   it('the heapdump backend writes the same kind of file, on the main thread only', async () => {
     const dumpDir = tmpDir('sysprobe-heapdump-');
     const probe = await start({ logger: memoryLogger().logger, dumpDir, defaultRules: false, heapSnapshotWriter: 'heapdump' });

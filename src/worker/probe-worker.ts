@@ -87,6 +87,8 @@ class ProbeWorker {
   #stalled = false;
   /** Set while the main thread pauses itself on purpose (a heap snapshot): its stalls are reported, not captured. */
   #selfPause: string | undefined;
+  /** A self-pause began and no fresh reading since its end has been recorded: the next samples carry it. */
+  #pausedSinceLastSample = false;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   /** The capture kinds taken for the open incident (incidents on): concurrent firings join it without a second capture of a kind. */
@@ -208,6 +210,7 @@ class ProbeWorker {
         return;
       case 'selfPause':
         this.#selfPause = message.active ? message.reason : undefined;
+        if (message.active) this.#pausedSinceLastSample = true;
         return;
       case 'incidentClosed':
         this.#incidentKinds.clear();
@@ -399,6 +402,11 @@ class ProbeWorker {
     const { samplers } = this.#settings;
     const previous = this.#lastSample;
     const sample: Sample = { time: main.time, intervalMs: previous ? main.time - previous.time : 0, mainStale };
+    if (this.#pausedSinceLastSample) {
+      sample.selfPaused = true;
+      // The first fresh reading after the pause ended holds the pause's delay; later ones do not.
+      if (!this.#selfPause && !mainStale) this.#pausedSinceLastSample = false;
+    }
     if (samplers.eventLoop && main.eventLoop) {
       const lagMs = mainStale ? this.#watch?.lagMs() ?? 0 : 0;
       const delayMaxMs = main.eventLoop.maxDelayMs;

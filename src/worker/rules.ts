@@ -17,10 +17,10 @@ export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.ut
 
 /** How each value is read from a sample. */
 export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
-  /** Event-loop utilization over the sample interval, 0..1. */
-  'eventLoop.utilization': (s: Sample) => s.eventLoop?.utilization,
+  /** Event-loop utilization over the sample interval, 0..1 (event-loop values skip samples sysprobe paused itself). */
+  'eventLoop.utilization': (s: Sample) => (s.selfPaused ? undefined : s.eventLoop?.utilization),
   /** The longest the loop went without turning in the interval, ms. */
-  'eventLoop.lagMaxMs': (s: Sample) => s.eventLoop?.lagMaxMs,
+  'eventLoop.lagMaxMs': (s: Sample) => (s.selfPaused ? undefined : s.eventLoop?.lagMaxMs),
   /** Process CPU over the interval, in CPUs (1 = one core busy). */
   'cpu.utilization': (s: Sample) => s.cpu?.utilization,
   /** V8 heap used, bytes. */
