@@ -11,7 +11,6 @@ const DEMO = path.join(ROOT, 'examples', 'demo', 'index.js');
 /** The fields of the demo's --json-summary that the test reads. */
 interface DemoSummary {
   dumpDir: string;
-  features: Record<string, boolean>;
   cases: {
     stall: {
       detected: boolean;
@@ -20,17 +19,22 @@ interface DemoSummary {
       guard?: { code: string; message: string };
       health: { wentUnhealthy: boolean; recovered: boolean; http: Array<{ statusCode?: number; status?: string }> };
     };
-    network: { available: boolean; probes: boolean; sockets: boolean; detected: boolean; ruleFired?: { rule: string }; socketsToDependency?: { connections: number } };
+    network: {
+      detected: boolean;
+      ruleFired?: { rule: string; observed: number; threshold: number };
+      socketsAtFiring?: { total: number; byState: Record<string, number> };
+      dependency?: { remotePort: number; connections: number; states: Record<string, number>; latencyMs?: { p50: number; p99: number } };
+    };
     leak: {
       detected: boolean;
       growthPerMin?: number;
       snapshots: string[];
-      diff?: { available: boolean; growing?: string[]; leakingConstructor?: string; retainerPath?: string; file?: string; error?: string };
+      diff?: { growing?: string[]; leakingConstructor?: string; retainerPath?: string; file?: string; error?: string };
       fix?: { max: number; size: number; evictions: number };
     };
   };
   incidents: string[];
-  reports: Array<{ dir: string; file: string }>;
+  reports: Array<{ dir: string; file: string; rules: string[]; heapDiff: boolean }>;
 }
 
 describe('npm run demo (--fast)', () => {
@@ -60,49 +64,46 @@ describe('npm run demo (--fast)', () => {
     assert.ok(stall.cpuProfile && fs.statSync(stall.cpuProfile.file).size > 0, 'a CPU profile file');
     assert.equal(stall.guard?.code, 'SYSPROBE_ERR_TIMEOUT');
     assert.ok(stall.health.wentUnhealthy && stall.health.recovered, JSON.stringify(stall.health));
-    if (summary.features.healthHttp) {
-      assert.ok(stall.health.http.some((a) => a.statusCode !== 200 || (a.status !== undefined && a.status !== 'ok')), `GET /health never said unhealthy: ${JSON.stringify(stall.health.http)}`);
-    }
+    assert.ok(stall.health.http.some((a) => a.statusCode === 503 && a.status === 'unhealthy'), `GET /health from the worker never said 503 unhealthy: ${JSON.stringify(stall.health.http)}`);
     assert.equal(stall.detected, true);
     assert.match(output, /stall: event loop blocked \d+ ms/);
     assert.match(output, /at reconcileLedger \(service\.js:\d+\)/);
   });
 
-  it('case 2: the baseline rule fires and the connections to the dependency are seen, where this build has probes and sockets; else says skipped', () => {
+  it('case 2: the baseline rule fires with a socket picture, and the dependency shows its open connections and latency', () => {
     const { network } = summary.cases;
-    if (network.probes) assert.equal(network.ruleFired?.rule, 'probe-latency:payments', output);
-    else assert.match(output, /skipped: synthetic transactions \(probes\) not available in this build/);
-    if (network.sockets) assert.ok((network.socketsToDependency?.connections ?? 0) > 0, output);
-    else assert.match(output, /skipped: the socket sampler \(sockets\) not available in this build/);
-    assert.equal(network.detected, network.available);
+    assert.equal(network.ruleFired?.rule, 'probe-latency:payments', output);
+    assert.ok(network.ruleFired.observed > network.ruleFired.threshold);
+    assert.ok(network.socketsAtFiring && network.socketsAtFiring.total > 0, JSON.stringify(network.socketsAtFiring));
+    const dep = network.dependency;
+    assert.ok(dep && dep.connections > 0 && (dep.states.ESTABLISHED ?? 0) > 0, JSON.stringify(dep));
+    assert.ok(dep.latencyMs && dep.latencyMs.p99 >= dep.latencyMs.p50, JSON.stringify(dep));
+    assert.equal(network.detected, true);
   });
 
-  it('case 3: growth detected, snapshots taken automatically, the diff names SessionRecord (where available), the bounded cache stays bounded', () => {
+  it('case 3: growth detected, snapshots taken automatically, the diff names SessionRecord held by sessionCache, the bounded cache stays bounded', () => {
     const { leak } = summary.cases;
     assert.ok((leak.growthPerMin ?? 0) > 40 * 1024 * 1024, `growth ${leak.growthPerMin}`);
-    assert.ok(leak.snapshots.length >= 2, `${leak.snapshots.length} snapshots`);
+    assert.ok(leak.snapshots.length >= 3, `${leak.snapshots.length} snapshots`);
     for (const file of leak.snapshots) assert.ok(fs.statSync(file).size > 1024 * 1024, file);
-    if (summary.features.heapDiffCli || leak.diff?.available) {
-      assert.equal(leak.diff?.error, undefined);
-      assert.ok(leak.diff?.file && fs.existsSync(leak.diff.file));
-      if (leak.snapshots.length >= 3) {
-        assert.equal(leak.diff?.leakingConstructor, 'SessionRecord');
-        assert.match(leak.diff?.retainerPath ?? '', /Map/);
-      } else {
-        assert.ok(leak.diff?.growing?.includes('SessionRecord'), `growing: ${leak.diff?.growing?.join(', ')}`);
-      }
-    } else {
-      assert.match(output, /skipped: heap snapshot diff not available in this build/);
-    }
+    assert.equal(leak.diff?.error, undefined);
+    assert.ok(leak.diff?.file && fs.existsSync(leak.diff.file));
+    assert.equal(leak.diff?.leakingConstructor, 'SessionRecord');
+    assert.match(leak.diff?.retainerPath ?? '', /Map "sessionCache"/);
     assert.ok(leak.fix && leak.fix.size <= leak.fix.max && leak.fix.evictions > 0, JSON.stringify(leak.fix));
     assert.equal(leak.detected, true);
   });
 
-  it('ends with a report for each incident (where this build has them), and the summary', () => {
-    if (summary.features.report && summary.incidents.length > 0) assert.equal(summary.reports.length, summary.incidents.length, output);
+  it('ends with a report for each incident, the leak\'s with its heap diff, and the summary', () => {
+    assert.ok(summary.incidents.length >= 3, summary.incidents.join('\n'));
+    assert.equal(summary.reports.length, summary.incidents.length, output);
     for (const { file } of summary.reports) assert.ok(fs.statSync(file).size > 0, file);
+    const leakReport = summary.reports.find((r) => r.rules.includes('heap-leaking'));
+    assert.ok(leakReport?.heapDiff, JSON.stringify(summary.reports));
+    assert.match(fs.readFileSync(leakReport.file, 'utf8'), /id="heap-diff"[\s\S]*SessionRecord/);
+    assert.ok(summary.reports.some((r) => r.rules.includes('probe-latency:payments')), 'the network incident has its report');
     assert.match(output, /Summary \(\d+ s;/);
-    assert.match(output, /1 stall \/ CPU\s+detected/);
-    assert.match(output, /3 leak\s+detected/);
+    for (const name of ['1 stall \\/ CPU', '2 network', '3 leak']) assert.match(output, new RegExp(`${name}\\s+detected`));
   });
+
 });

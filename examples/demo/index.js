@@ -172,24 +172,12 @@ function run(file, argv, timeoutMs) {
   });
 }
 
-/** The verbs of the sysprobe CLI in this build (the CLI lists them in its --help). */
-async function cliVerbs() {
-  const { stdout } = await run(CLI, ['--help'], 10_000);
-  const verbs = stdout.split('\n').slice(stdout.split('\n').indexOf('verbs:') + 1);
-  return new Set(verbs.map((l) => l.trim()).filter((l) => /^[a-z-]+$/.test(l)));
-}
-
 // ---------------------------------------------------------------------------------------------
 // The dependency the service calls in case 2: a tiny payments server behind the lossy proxy.
 
-/** The proxy the tests use (examples/lib, branch net-probes) when this build has it, else the demo's own. */
+/** The slow, lossy link: the proxy the network tests use. */
 async function createProxy({ upstreamPort, latencyMs, dropRate }) {
-  let LossyProxy;
-  try {
-    ({ LossyProxy } = require('../lib/lossy-proxy.js')); // INTEGRATION: net-probes branch's proxy
-  } catch {
-    return require('./lossy-proxy.js').createLossyProxy({ upstreamPort, latencyMs, dropRate });
-  }
+  const { LossyProxy } = require('../lib/lossy-proxy.js');
   const proxy = await new LossyProxy({ target: { port: upstreamPort }, latencyMs, dropRatio: dropRate }).listen();
   proxy.server.unref();
   return {
@@ -212,17 +200,11 @@ async function startPayments() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Health over HTTP, when this build serves it from the probe worker (it answers during a stall).
+// Health over HTTP, served by the probe worker: it answers during a stall.
 
-function healthUrl(address) {
-  // INTEGRATION: health branch: probe.healthAddress() as a URL string, "host:port", or { host, port }.
-  if (!address) return undefined;
-  if (typeof address === 'string') return address.startsWith('http') ? new URL('/health', address).href : `http://${address}/health`;
-  if (typeof address === 'object' && address.port) {
-    const host = address.host || address.address || '127.0.0.1';
-    return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}/health`;
-  }
-  return undefined;
+/** The worker-served GET /health, from probe.healthAddress(). */
+function healthUrl({ address, port }) {
+  return `http://${address.includes(':') ? `[${address}]` : address}:${port}/health`;
 }
 
 function getHealth(url) {
@@ -253,9 +235,9 @@ async function caseStall(service, ready, summary) {
   say(`[demo] ${runs} of the next runs of the guarded job 'settle-payouts' (every 3 s, timeoutMs 1500) meet data on which reconcileLedger() never converges`);
   await service.request('poisonLedger', { runs });
 
-  // While the service is stalled only its worker can answer: poll the worker-served /health, if this build has it.
+  // While the service is stalled only its worker can answer: poll the worker-served /health.
   const url = healthUrl(ready.healthAddress);
-  let polling = Boolean(url);
+  let polling = true;
   const httpPoll = (async () => {
     let last;
     while (polling) {
@@ -269,7 +251,6 @@ async function caseStall(service, ready, summary) {
       await sleep(250);
     }
   })();
-  if (!url) say(dim(`(GET /health from the worker: skipped, not available in this build${ready.missing.health ? `: ${ready.missing.health.split(';')[0]}` : ''}; health below is probe.health() as the service sees it)`));
 
   let jobStalls = 0;
   let lastJobStallAt = 0;
@@ -332,17 +313,12 @@ async function caseStall(service, ready, summary) {
 // Case 2: a slow, lossy dependency.
 
 function describeProbeStatus(status) {
-  // INTEGRATION: net-probes branch: the shape of probe.probeStatus(); printed field by field when known, else as JSON.
-  const list = Array.isArray(status) ? status : status && typeof status === 'object' ? Object.values(status) : [];
-  return list.map((p) => {
-    const parts = [p.name || p.target];
-    if (p.status) parts.push(p.status);
-    const latency = p.latencyMs || p.latency;
-    if (latency && typeof latency === 'object') parts.push(`p50 ${ms(latency.p50 ?? NaN)} p99 ${ms(latency.p99 ?? NaN)}`);
-    if (p.failing) parts.push('failing');
-    for (const key of ['successes', 'failures', 'timeouts', 'baselineMs']) if (p[key] !== undefined) parts.push(`${key} ${typeof p[key] === 'number' ? Math.round(p[key]) : JSON.stringify(p[key])}`);
-    return parts.length > 1 ? parts.join(', ') : JSON.stringify(p).slice(0, 200);
-  }).join(' | ');
+  return status.map((p) => [
+    p.latencyMs && `p50 ${ms(p.latencyMs.p50)} p99 ${ms(p.latencyMs.p99)}`,
+    `successes ${p.successes}, failures ${p.failures}, timeouts ${p.timeouts}`,
+    p.baselineMs !== undefined && `baseline ${ms(p.baselineMs)}`,
+    p.failing && red('failing'),
+  ].filter(Boolean).join(', ')).join(' | ');
 }
 
 function describeSockets(sockets) {
@@ -352,16 +328,10 @@ function describeSockets(sockets) {
 
 async function caseNetwork(service, ready, payments, summary) {
   heading('Case 2 of 3: calls to a dependency through a slow, lossy link');
-  const has = (f) => ready.features.includes(f);
-  const result = { available: has('probes') || has('sockets'), probes: has('probes'), sockets: has('sockets'), detected: false, ruleFired: undefined, failures: undefined, evidence: [] };
+  const result = { detected: false, ruleFired: undefined, socketsAtFiring: undefined, dependency: undefined, evidence: [] };
   summary.cases.network = result;
-  const why = (f) => (ready.missing[f] ? dim(` (start() said: ${ready.missing[f].split(';')[0]})`) : '');
-  if (!has('probes')) say(yellow('skipped: synthetic transactions (probes) not available in this build') + why('probes'));
-  if (!has('sockets')) say(yellow('skipped: the socket sampler (sockets) not available in this build') + why('sockets'));
-  if (!result.available) return;
 
-  const status = await service.request('probeStatus').catch(() => null);
-  if (status) say(`probe payments before: ${describeProbeStatus(status)}`);
+  say(`probe payments before: ${describeProbeStatus(await service.request('probeStatus'))}`);
   const latencyMs = 400;
   const dropRate = 0.3;
   say(`[demo] the proxy to payments now adds ${latencyMs} ms (was ${HEALTHY_LATENCY_MS}) and resets ${dropRate * 100}% of new connections`);
@@ -369,7 +339,7 @@ async function caseNetwork(service, ready, payments, summary) {
 
   const onEvent = (name, payload) => {
     if (name === 'health') {
-      // INTEGRATION: health branch: a failing probe shows as a reason of kind `dependency`.
+      // A probe whose last 3 runs failed is a reason of kind `dependency` (degraded).
       const why = (payload.reasons || []).map((r) => r.rule || `${r.kind}: ${r.message}`).join(', ');
       say(`health: probe.health() → ${payload.status || (payload.healthy ? 'ok' : 'unhealthy')}${why ? ` (${why})` : ''}`);
     }
@@ -378,34 +348,24 @@ async function caseNetwork(service, ready, payments, summary) {
       const num = (v) => (Math.abs(v) < 10 ? v.toFixed(2) : String(Math.round(v)));
       say(`${yellow('rule')} ${firing.rule}: ${firing.value} ${num(firing.observed)} > ${num(firing.threshold)} for ${ms(firing.aboveForMs)}`);
       result.ruleFired ??= { rule: firing.rule, observed: firing.observed, threshold: firing.threshold };
+      // The socket picture the worker took as the rule fired.
+      const sockets = payload.captures.sockets;
+      if (sockets) {
+        say(`    sockets as it fired: ${describeSockets(sockets)}`);
+        const remote = (sockets.byRemote || []).find((r) => r.port === payments.proxy.port);
+        if (remote) say(`    to 127.0.0.1:${remote.port} (the proxy): ${remote.connections} connections ${JSON.stringify(remote.states)}, ${remote.sendQueueBytes} bytes unacknowledged`);
+        result.socketsAtFiring ??= { total: sockets.total, byState: sockets.byState, toDependency: remote };
+      }
     }
   };
   const look = async () => {
-      if (has('probes')) {
-        const now = await service.request('probeStatus').catch(() => null);
-        if (now) { say(`probe payments: ${describeProbeStatus(now)}`); result.probeStatus = now; }
-        const deps = await service.request('dependencies').catch(() => null);
-        const dep = Array.isArray(deps) && deps.find((d) => d.remotePort === payments.proxy.port);
-        if (dep) {
-          say(`dependency 127.0.0.1:${dep.remotePort}: ${dep.connections} connections${Object.keys(dep.states || {}).length ? ` ${JSON.stringify(dep.states)}` : ''}${dep.latencyMs ? `, p50 ${ms(dep.latencyMs.p50)} p99 ${ms(dep.latencyMs.p99)}` : ''}`);
-          result.dependency = dep;
-        }
-      }
-      if (has('sockets')) {
-        // A fresh sweep where the build offers one; else the newest sample that carries the picture.
-        let sockets = await service.request('sockets').catch(() => null);
-        if (!sockets) {
-          const samples = await service.request('recent', { sinceMs: 5000 }).catch(() => []);
-          sockets = ([...samples].reverse().find((s) => s.sockets) || {}).sockets;
-        }
-        if (sockets) {
-          say(`sockets: ${describeSockets(sockets)}`);
-          const remote = (sockets.byRemote || []).find((r) => r.port === payments.proxy.port);
-          if (remote) say(`    to 127.0.0.1:${remote.port}: ${remote.connections} connections ${JSON.stringify(remote.states)}${remote.retransmits !== undefined ? `, ${remote.retransmits} retransmits` : ''}${remote.rttMsMean !== undefined ? `, rtt ${remote.rttMsMean.toFixed(1)} ms` : ''}`);
-          result.socketsSample = sockets;
-          if (remote) result.socketsToDependency = remote;
-        }
-      }
+    say(`probe payments: ${describeProbeStatus(await service.request('probeStatus'))}`);
+    const dep = (await service.request('dependencies')).find((d) => d.remotePort === payments.proxy.port);
+    if (dep) {
+      const states = Object.keys(dep.states).length ? ` open ${JSON.stringify(dep.states)}` : '';
+      say(`dependency ${dep.remoteAddress}:${dep.remotePort}: ${dep.connections} connections opened${states}${dep.latencyMs ? `, probe p50 ${ms(dep.latencyMs.p50)} p99 ${ms(dep.latencyMs.p99)}` : ''}`);
+      result.dependency = dep;
+    }
   };
   let stop = false;
   const watch = (async () => {
@@ -414,32 +374,27 @@ async function caseNetwork(service, ready, payments, summary) {
       if (!stop) await look();
     }
   })();
-  const { timedOut } = await followCase(service.inbox, onEvent, () => (!has('probes') || Boolean(result.ruleFired)) && (!has('sockets') || Boolean(result.socketsToDependency)), args.fast ? 20_000 : 30_000);
+  const { timedOut } = await followCase(service.inbox, onEvent, () => Boolean(result.ruleFired), args.fast ? 20_000 : 30_000);
   stop = true;
   await watch;
-  if (timedOut && has('probes')) say(yellow('(the baseline rule did not fire within the time limit)'));
+  if (timedOut) say(yellow('(the baseline rule did not fire within the time limit)'));
   await look(); // the picture as the rule fired
   payments.proxy.set({ latencyMs: HEALTHY_LATENCY_MS, dropRate: 0 });
   say('[demo] the link is healthy again');
-  result.detected = (!has('probes') || Boolean(result.ruleFired)) && (!has('sockets') || Boolean(result.socketsToDependency));
+  result.detected = Boolean(result.ruleFired && result.dependency && Object.keys(result.dependency.states).length > 0);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Case 3: a leak.
 
-async function heapDiff(files, verbs) {
-  // INTEGRATION: heap branch: `sysprobe heap diff A B C --json`, or the library's diffHeapSnapshots(files).
-  if (verbs.has('heap')) {
-    const { code, stdout, stderr } = await run(CLI, ['heap', 'diff', ...files, '--json'], 120_000);
-    if (code !== 0) throw new Error(`sysprobe heap diff exited ${code}: ${stderr.trim().slice(0, 500)}`);
-    return { via: 'sysprobe heap diff --json', diff: JSON.parse(stdout) };
-  }
-  const lib = require('sysprobe');
-  if (typeof lib.diffHeapSnapshots === 'function') return { via: 'diffHeapSnapshots()', diff: await lib.diffHeapSnapshots(files) };
-  return undefined;
+/** `sysprobe heap diff A B C --json`, as a person would run it on the captured files. */
+async function heapDiff(files) {
+  const { code, stdout, stderr } = await run(CLI, ['heap', 'diff', ...files, '--json'], 120_000);
+  if (code !== 0) throw new Error(`sysprobe heap diff exited ${code}: ${stderr.trim().slice(0, 500)}`);
+  return JSON.parse(stdout);
 }
 
-async function caseLeak(service, verbs, summary) {
+async function caseLeak(service, summary) {
   heading('Case 3 of 3: a cache that stops evicting on an error path');
   const result = { detected: false, growthPerMin: undefined, snapshots: [], diff: undefined, fix: undefined, evidence: [] };
   summary.cases.leak = result;
@@ -468,35 +423,25 @@ async function caseLeak(service, verbs, summary) {
   if (timedOut) say(yellow('(fewer than three snapshots within the time limit)'));
 
   if (result.snapshots.length >= 2) {
-    say(`diffing ${result.snapshots.length} snapshots (this reads them all; a few seconds)…`);
+    // Three snapshots: what was allocated between the first two and is still alive in the last.
+    const files = result.snapshots.length === 2 ? result.snapshots : [result.snapshots[0], result.snapshots[1], result.snapshots.at(-1)];
+    say(`$ sysprobe heap diff ${files.map((f) => path.basename(f)).join(' ')} --json`);
     try {
-      const answer = await heapDiff(result.snapshots, verbs);
-      if (!answer) {
-        say(yellow('skipped: heap snapshot diff not available in this build'));
-        result.diff = { available: false };
-      } else {
-        const diffFile = path.join(summary.dumpDir, 'heap-diff.json');
-        fs.writeFileSync(diffFile, JSON.stringify(answer.diff, null, 2));
-        result.evidence.push(diffFile);
-        // INTEGRATION: incidents branch: the report shows <incident>/heap-diff.json; until the incident writes
-        // it itself, the demo puts it in each incident folder that holds these snapshots.
-        for (const dir of incidentDirs(service, summary.dumpDir)) {
-          if (result.snapshots.some((f) => fs.existsSync(path.join(dir, path.basename(f))))) fs.writeFileSync(path.join(dir, 'heap-diff.json'), JSON.stringify(answer.diff));
-        }
-        const grew = (answer.diff.constructors || []).filter((c) => c.countDelta > 0).slice(0, 3);
-        say(`    more objects: ${grew.map((c) => `${c.name} +${c.countDelta}`).join(', ')}`);
-        const leak = (answer.diff.leaks || [])[0];
-        if (leak) {
-          say(`${red('leak')}: ${bold(leak.constructor)} × ${leak.count}, ${mb(leak.retainedSize)} retained (${answer.via})`);
-          say(`    retained by: ${leak.retainerPath}`);
-        }
-        // With two snapshots the diff ranks no leaks (that takes three); the constructors that grew still show.
-        const growing = (answer.diff.constructors || []).slice(0, 5).map((c) => c.name);
-        result.diff = { available: true, via: answer.via, file: diffFile, growing, leakingConstructor: leak && leak.constructor, retainerPath: leak && leak.retainerPath, count: leak && leak.count };
+      const diff = await heapDiff(files);
+      const diffFile = path.join(summary.dumpDir, 'heap-diff.json');
+      fs.writeFileSync(diffFile, JSON.stringify(diff, null, 2));
+      result.evidence.push(diffFile);
+      const grew = diff.constructors.filter((c) => c.countDelta > 0).slice(0, 3);
+      say(`    more objects: ${grew.map((c) => `${c.name} +${c.countDelta}`).join(', ')}`);
+      const leak = diff.leaks[0];
+      if (leak) {
+        say(`${red('leak')}: ${bold(leak.constructor)} × ${leak.count}, ${mb(leak.retainedSize)} retained`);
+        say(`    retained by: ${leak.retainerPath}`);
       }
+      result.diff = { file: diffFile, growing: diff.constructors.slice(0, 5).map((c) => c.name), leakingConstructor: leak && leak.constructor, retainerPath: leak && leak.retainerPath, count: leak && leak.count };
     } catch (err) {
       say(red(`heap diff failed: ${err.message}`));
-      result.diff = { available: true, error: err.message };
+      result.diff = { error: err.message };
     }
   }
 
@@ -514,7 +459,7 @@ async function caseLeak(service, verbs, summary) {
   const stats = await service.request('stopFixed');
   result.fix = { max, size: stats.size, evictions: stats.evictions };
   result.evidence.push(...result.snapshots);
-  result.detected = Boolean(result.growthPerMin && result.snapshots.length >= 2);
+  result.detected = Boolean(result.growthPerMin && result.snapshots.length >= 2 && result.diff && result.diff.leakingConstructor);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,25 +473,18 @@ function incidentDirs(service, dumpDir) {
   return [...new Set([...fromEvents, ...fromDisk])];
 }
 
-async function reports(service, verbs, summary) {
+async function reports(service, summary) {
   heading('Incident reports');
+  // The service has stopped: every incident is closed, and the leak's has its heap diff (incidents.heapDiff).
   const dirs = incidentDirs(service, summary.dumpDir);
   summary.incidents = dirs;
-  // INTEGRATION: incidents branch: incident folders under <dumpDir>/incidents, `sysprobe report DIR` writes DIR/report.html.
-  if (dirs.length === 0) {
-    say(yellow('skipped: incidents not available in this build (no incident folders)'));
-    return;
-  }
-  if (!verbs.has('report')) {
-    say(yellow(`skipped: \`sysprobe report\` not available in this build (${dirs.length} incident folders)`));
-    return;
-  }
   for (const dir of dirs) {
     const { code, stdout, stderr } = await run(CLI, ['report', dir], 60_000);
     const file = code === 0 ? (stdout.trim().split('\n').pop() || path.join(dir, 'report.html')) : undefined;
     if (file && fs.existsSync(file)) {
-      say(`report ${rel(file)}`);
-      summary.reports.push({ dir, file });
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
+      say(`report ${rel(file)}  ${dim(`(${manifest.rules.join(', ')}${manifest.heapDiff ? '; with the heap diff' : ''})`)}`);
+      summary.reports.push({ dir, file, rules: manifest.rules, heapDiff: Boolean(manifest.heapDiff) });
     } else {
       say(red(`sysprobe report ${rel(dir)} failed (${code}): ${stderr.trim().slice(0, 300)}`));
     }
@@ -556,17 +494,18 @@ async function reports(service, verbs, summary) {
 function printSummary(summary) {
   heading(`Summary (${((Date.now() - startedAt) / 1000).toFixed(0)} s; captures in ${rel(summary.dumpDir)})`);
   const { stall, network, leak } = summary.cases;
-  const mark = (ok, available = true) => (available === undefined ? red('not run') : !available ? yellow('skipped') : ok ? green('detected') : red('missed'));
+  const mark = (ok, ran) => (!ran ? red('not run') : ok ? green('detected') : red('missed'));
   const rows = [
     ['1 stall / CPU', mark(stall && stall.detected, stall && true),
       stall ? [stall.stall && `stall ${ms(stall.stall.durationMs)} in ${stall.stall.inLoop ? 'reconcileLedger' : stall.stall.stack[0]}`,
         stall.cpuProfile && `profile top ${stall.cpuProfile.topFunction}`, stall.guard && 'guard timed out',
         stall.health.wentUnhealthy && `unhealthy${stall.health.recovered ? ' and back' : ''}`].filter(Boolean).join('; ') : ''],
-    ['2 network', mark(network && network.detected, network && network.available),
-      network && network.available ? [network.ruleFired && `${network.ruleFired.rule} fired`, network.socketsSample && `${network.socketsSample.total} sockets`].filter(Boolean).join('; ') : 'probes/sockets not in this build'],
+    ['2 network', mark(network && network.detected, network && true),
+      network ? [network.ruleFired && `${network.ruleFired.rule} fired`, network.socketsAtFiring && `${network.socketsAtFiring.total} sockets as it fired`,
+        network.dependency && `dependency ${JSON.stringify(network.dependency.states)}`].filter(Boolean).join('; ') : ''],
     ['3 leak', mark(leak && leak.detected, leak && true),
       leak ? [leak.growthPerMin && `growth ${mb(leak.growthPerMin)}/min`, `${leak.snapshots.length} snapshots`,
-        leak.diff && (leak.diff.available === false ? 'diff not in this build' : leak.diff.leakingConstructor ? `diff: ${leak.diff.leakingConstructor}` : 'diff: no leak named'),
+        leak.diff && (leak.diff.leakingConstructor ? `diff: ${leak.diff.leakingConstructor}` : 'diff: no leak named'),
         leak.fix && `bounded cache ${leak.fix.size}/${leak.fix.max}`].filter(Boolean).join('; ') : ''],
   ];
   for (const [name, state, what] of rows) process.stdout.write(`  ${name.padEnd(14)} ${state.padEnd(color ? 17 : 8)}  ${what}\n`);
@@ -578,27 +517,21 @@ function printSummary(summary) {
 async function main() {
   const dumpDir = path.resolve(args.dumpDir || fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-demo-')));
   fs.mkdirSync(dumpDir, { recursive: true });
-  const summary = { fast: args.fast, dumpDir, features: {}, missing: {}, cases: {}, incidents: [], reports: [], durationMs: 0 };
+  const summary = { fast: args.fast, dumpDir, cases: {}, incidents: [], reports: [], durationMs: 0 };
   const payments = await startPayments();
-  const verbs = await cliVerbs();
   heading(`sysprobe demo${args.fast ? ' (fast)' : ''}: a service with three bugs, and what sysprobe sees`);
   const service = new Service({ DEMO_DUMP_DIR: dumpDir, DEMO_PAYMENTS_URL: payments.url });
   let failed;
   try {
     const ready = await service.waitReady(30_000);
-    summary.features = {
-      ...Object.fromEntries(['sockets', 'probes', 'health'].map((f) => [f, ready.features.includes(f)])),
-      healthHttp: Boolean(healthUrl(ready.healthAddress)), heapDiffCli: verbs.has('heap'), report: verbs.has('report'),
-    };
-    summary.missing = ready.missing;
     say(`service started (pid ${ready.pid}); sysprobe watches its loop with the ${ready.loopWatch} watch; captures go to ${rel(dumpDir)}`);
     // The service calls its payments dependency all along; case 2 makes the link sick.
     await service.request('startPayments', { everyMs: 250 });
     await caseStall(service, ready, summary);
     await caseNetwork(service, ready, payments, summary);
-    await caseLeak(service, verbs, summary);
+    await caseLeak(service, summary);
     await service.request('stop', {}, 15_000).catch((err) => say(red(`stopping the service: ${err.message}`)));
-    await reports(service, verbs, summary);
+    await reports(service, summary);
   } catch (err) {
     failed = err;
     say(red(`demo failed: ${err.stack || err.message}`));

@@ -4,7 +4,7 @@
 // turns each on when the narrator asks (IPC); everything sysprobe reports (events, captures,
 // health, samples) is relayed to the narrator as it is, for it to print.
 //
-// Messages to the narrator: { type: 'ready', features, ... }, { type: 'event', name, payload },
+// Messages to the narrator: { type: 'ready', healthAddress, ... }, { type: 'event', name, payload },
 // { type: 'reply', id, result | error }. Commands from it: { id, cmd, args }.
 
 const fs = require('node:fs');
@@ -26,21 +26,9 @@ function relay(name, payload) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Starting sysprobe, with the options of features other branches add, dropped when this build
-// does not know them (so the demo says "skipped" instead of failing or faking).
+// sysprobe, with windows and thresholds short enough for a demo (minutes in production).
 
-/** The options a feature adds; dropped one by one when start() does not know them. */
-const FEATURE_OPTIONS = {
-  // INTEGRATION: net-sockets branch: `sockets: true` adds Sample.sockets.
-  sockets: () => ({ sockets: true }),
-  // INTEGRATION: net-probes branch: synthetic transactions; the baseline rule fires as `probe-latency:payments`
-  // when the recent median departs 3x from the baseline (short windows for the demo; a minute and more in production).
-  probes: () => ({ probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 250, timeoutMs: 2000, baseline: { factor: 3, forMs: 2000, windowMs: 15_000, cooldownMs: 120_000 } }] }),
-  // INTEGRATION: health branch: GET /health served from the probe worker (port 0: any free port).
-  health: () => ({ health: { port: 0, host: '127.0.0.1' } }),
-};
-
-function baseOptions() {
+function probeOptions() {
   return {
     serviceName: 'demo-shop',
     // sysprobe's own log lines go to a file, so the terminal shows only the story.
@@ -56,38 +44,19 @@ function baseOptions() {
     rules: [
       // A stall over 400 ms: profile the CPU while it lasts, and report unhealthy for 4 s.
       { name: 'loop-stalled', value: 'eventLoop.lagMaxMs', above: 400, forMs: 0, cooldownMs: 4000, actions: ['markUnhealthy', { captureCpuProfile: { durationMs: 1000 } }] },
-      // Heap growth sustained for 1 s (fitted over a 10 s window for the demo; minutes in production): a heap snapshot each time.
+      // Heap growth sustained for 1 s (fitted over a 10 s window): a heap snapshot each time.
       { name: 'heap-leaking', value: 'memory.heapGrowthPerMin', above: 40 * MB, forMs: 1000, cooldownMs: 2500, actions: ['captureHeapSnapshot'] },
     ],
+    // This process's TCP sockets, swept each second by the worker.
+    sockets: { intervalMs: 1000 },
+    // The payments service through the proxy; its latency rule fires as `probe-latency:payments`
+    // when the recent median is 3× the probe's own baseline for 2 s.
+    probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 250, timeoutMs: 2000, baseline: { factor: 3, forMs: 2000, windowMs: 15_000, cooldownMs: 120_000 } }],
+    // GET /health from the probe worker (port 0: any free port), so it answers during a stall.
+    health: { port: 0, host: '127.0.0.1' },
+    // An incident closes 3 s after its last trigger; the leak's incident diffs its snapshots.
+    incidents: { quietMs: 3000, heapDiff: true },
   };
-}
-
-/** The feature the message names first (the list of known options that may follow does not count). */
-function firstNamed(message, features) {
-  const at = (f) => { const m = new RegExp(`\\b${f}\\b`).exec(message); return m ? m.index : Infinity; };
-  const [first] = [...features].sort((a, b) => at(a) - at(b));
-  return first !== undefined && at(first) !== Infinity ? first : undefined;
-}
-
-/** Starts sysprobe with every feature this build accepts; returns the probe and which features it has. */
-async function startProbe() {
-  const wanted = Object.keys(FEATURE_OPTIONS);
-  const missing = {};
-  for (;;) {
-    const options = baseOptions();
-    for (const feature of wanted) Object.assign(options, FEATURE_OPTIONS[feature]());
-    try {
-      const probe = await start(options);
-      return { probe, wanted, missing };
-    } catch (err) {
-      // INTEGRATION: an unknown option is refused with SYSPROBE_ERR_INVALID_OPTION naming it first
-      // ("Unknown option probes; the known ones are: …", "Option health.port must …").
-      const feature = err && err.code === 'SYSPROBE_ERR_INVALID_OPTION' && firstNamed(err.message, wanted);
-      if (!feature) throw err;
-      missing[feature] = err.message;
-      wanted.splice(wanted.indexOf(feature), 1);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,11 +160,9 @@ const commands = {
   async recent({ sinceMs }) { return probe.recent({ sinceMs }); },
   async startPayments({ everyMs }) { paymentsTimer = setInterval(callPayments, everyMs); return {}; },
   async stopPayments() { clearInterval(paymentsTimer); return {}; },
-  // INTEGRATION: net-probes branch: probe.probeStatus() and probe.dependencies().
-  async probeStatus() { return typeof probe.probeStatus === 'function' ? probe.probeStatus() : null; },
-  // INTEGRATION: net-sockets branch: probe.sockets(), a fresh sweep of this process's TCP sockets.
-  async sockets() { return typeof probe.sockets === 'function' ? probe.sockets() : null; },
-  async dependencies() { return typeof probe.dependencies === 'function' ? probe.dependencies() : null; },
+  async probeStatus() { return probe.probeStatus(); },
+  async sockets() { return probe.sockets(); },
+  async dependencies() { return probe.dependencies(); },
   async startLeak({ perTick, everyMs }) {
     leakTimer = setInterval(() => { for (let i = 0; i < perTick; i++) handleCheckout(sessionCache); }, everyMs);
     return {};
@@ -210,8 +177,7 @@ const commands = {
   },
   async fixedStats() { return boundedCache.stats(); },
   async stopFixed() { clearInterval(fixedTimer); return boundedCache.stats(); },
-  // INTEGRATION: incidents branch: probe.incidents() lists the incident folders.
-  async incidents() { return typeof probe.incidents === 'function' ? probe.incidents() : null; },
+  async incidents() { return probe.incidents(); },
   async stop() {
     await shutdown();
     setImmediate(() => { if (process.connected) process.disconnect(); });
@@ -239,11 +205,8 @@ process.on('message', async ({ id, cmd, args }) => {
 
 async function main() {
   fs.mkdirSync(dumpDir, { recursive: true });
-  const started = await startProbe();
-  probe = started.probe;
+  probe = await start(probeOptions());
   for (const name of ['stall', 'rule', 'capture', 'cache', 'incident']) probe.on(name, (payload) => relay(name, payload));
-  // INTEGRATION: health branch: the address of the worker-served GET /health.
-  const healthAddress = typeof probe.healthAddress === 'function' ? probe.healthAddress() : undefined;
   runPayoutsEvery(3000);
   // Any request makes the worker turn the latest readings into samples, so rules see them within
   // a second; the health changes are relayed as probe.health() reports them.
@@ -255,7 +218,7 @@ async function main() {
     if (key !== lastHealth) relay('health', health);
     lastHealth = key;
   }, 200);
-  send({ type: 'ready', features: started.wanted, missing: started.missing, loopWatch: probe.loopWatch, healthAddress, pid: process.pid });
+  send({ type: 'ready', loopWatch: probe.loopWatch, healthAddress: probe.healthAddress(), pid: process.pid });
 }
 
 main().catch((err) => {
