@@ -40,6 +40,8 @@ import type { HostRequest } from '../protocol.js';
 const DRAIN_SLOTS = 32;
 /** ...and at least this often, so per-thread CPU has a useful resolution. */
 const DRAIN_MAX_MS = 10_000;
+/** sysprobe's own pauses remembered to mark the samples they fall in (a few cover any batch of readings). */
+const MAX_SELF_PAUSES = 8;
 /** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
 const STALL_STACK_TIMEOUT_MS = 2_000;
 /** Heap growth is fitted over this many floors of the window (30 s each at the default 10 minutes: tens of GC cycles). */
@@ -87,8 +89,8 @@ class ProbeWorker {
   #stalled = false;
   /** Set while the main thread pauses itself on purpose (a heap snapshot): its stalls are reported, not captured. */
   #selfPause: string | undefined;
-  /** A self-pause began and no fresh reading since its end has been recorded: the next samples carry it. */
-  #pausedSinceLastSample = false;
+  /** sysprobe's own recent pauses of the main thread (heap snapshots), oldest first; `to` unset while one lasts. */
+  readonly #selfPauses: Array<{ from: number; to: number | undefined }> = [];
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   /** The capture kinds taken for the open incident (incidents on): concurrent firings join it without a second capture of a kind. */
@@ -210,7 +212,13 @@ class ProbeWorker {
         return;
       case 'selfPause':
         this.#selfPause = message.active ? message.reason : undefined;
-        if (message.active) this.#pausedSinceLastSample = true;
+        if (message.active) {
+          this.#selfPauses.push({ from: Date.now(), to: undefined });
+          if (this.#selfPauses.length > MAX_SELF_PAUSES) this.#selfPauses.shift();
+        } else {
+          const last = this.#selfPauses.at(-1);
+          if (last && last.to === undefined) last.to = Date.now();
+        }
         return;
       case 'incidentClosed':
         this.#incidentKinds.clear();
@@ -402,11 +410,11 @@ class ProbeWorker {
     const { samplers } = this.#settings;
     const previous = this.#lastSample;
     const sample: Sample = { time: main.time, intervalMs: previous ? main.time - previous.time : 0, mainStale };
-    if (this.#pausedSinceLastSample) {
-      sample.selfPaused = true;
-      // The first fresh reading after the pause ended holds the pause's delay; later ones do not.
-      if (!this.#selfPause && !mainStale) this.#pausedSinceLastSample = false;
-    }
+    // Readings reach the worker in batches, so whether a pause is in this one is a matter of times, not
+    // of order. The loop hook records a turn's length when the turn ends, so a pause shows in the
+    // reading after the one taken right after it: a pause counts for one more interval.
+    const since = (previous?.time ?? 0) - this.#settings.sampleIntervalMs;
+    if (this.#selfPauses.some((p) => p.from <= main.time && (p.to ?? Infinity) >= since)) sample.selfPaused = true;
     if (samplers.eventLoop && main.eventLoop) {
       const lagMs = mainStale ? this.#watch?.lagMs() ?? 0 : 0;
       const delayMaxMs = main.eventLoop.maxDelayMs;
