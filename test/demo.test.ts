@@ -95,13 +95,15 @@ describe('npm run demo (--fast)', () => {
   });
 
   it('ends with a report for each incident, the leak\'s with its heap diff, and the summary', () => {
-    assert.ok(summary.incidents.length >= 3, summary.incidents.join('\n'));
+    // Triggers that come within incidents.quietMs of each other share an incident, so cases 1 and 2 may share one.
+    assert.ok(summary.incidents.length >= 2, summary.incidents.join('\n'));
     assert.equal(summary.reports.length, summary.incidents.length, output);
     for (const { file } of summary.reports) assert.ok(fs.statSync(file).size > 0, file);
     const leakReport = summary.reports.find((r) => r.rules.includes('heap-leaking'));
     assert.ok(leakReport?.heapDiff, JSON.stringify(summary.reports));
     assert.match(fs.readFileSync(leakReport.file, 'utf8'), /id="heap-diff"[\s\S]*SessionRecord/);
-    assert.ok(summary.reports.some((r) => r.rules.includes('probe-latency:payments')), 'the network incident has its report');
+    assert.ok(summary.reports.some((r) => r.rules.includes('loop-stalled')), 'the stall is in a report');
+    assert.ok(summary.reports.some((r) => r.rules.includes('probe-latency:payments')), 'the slow dependency is in a report');
     assert.match(output, /Summary \(\d+ s;/);
     for (const name of ['1 stall \\/ CPU', '2 network', '3 leak']) assert.match(output, new RegExp(`${name}\\s+detected`));
   });

@@ -54,8 +54,9 @@ function probeOptions() {
     probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 250, timeoutMs: 2000, baseline: { factor: 3, forMs: 2000, windowMs: 15_000, cooldownMs: 120_000 } }],
     // GET /health from the probe worker (port 0: any free port), so it answers during a stall.
     health: { port: 0, host: '127.0.0.1' },
-    // An incident closes 3 s after its last trigger; the leak's incident diffs its snapshots.
-    incidents: { quietMs: 3000, heapDiff: true },
+    // An incident closes 5 s after its last trigger (the leak rule fires every ~2.5 s, so its
+    // snapshots share one incident), and the leak's incident diffs its snapshots.
+    incidents: { quietMs: 5000, heapDiff: true },
   };
 }
 
