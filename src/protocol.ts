@@ -237,7 +237,8 @@ export type WorkerToMain =
   /** A capture the worker wrote is complete under its final name. */
   | { type: 'captured'; capture: WrittenCapture }
   /** A synthetic probe finished a run (for its metrics and the dependency map). */
-  | { type: 'probeResult'; result: ProbeResult };
+  /** A synthetic probe's run, and whether its last runs all failed (the worker's ProbeBook decides). */
+  | { type: 'probeResult'; result: ProbeResult; failing: boolean };
 
 /** What the worker can ask the main thread. */
 export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string };

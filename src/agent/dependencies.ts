@@ -159,7 +159,7 @@ export class DependencyMap {
 
   /** The entry for a remote, moved to the newest end (Map order is the LRU order), created when new. */
   #touch(remoteAddress: string, remotePort: number): Entry {
-    const key = `${remoteAddress} ${remotePort}`;
+    const key = endpointKey(remoteAddress, remotePort);
     let entry = this.#entries.get(key);
     if (entry) this.#entries.delete(key);
     else entry = { remoteAddress, remotePort, hostnames: new Set(), connections: 0, probes: new Set(), lastSeenAt: 0 };

@@ -19,7 +19,7 @@ import { WorkerSupervisor } from './supervisor.js';
 import { IncidentRecorder, LogRing, registerLogRing, ringLogger, type IncidentEvent, type IncidentSummary } from './incidents.js';
 import type { SocketPicture } from '../samplers/sockets.js';
 import { DependencyMap, type Dependency } from './dependencies.js';
-import { FAILING_AFTER_RUNS, type ProbeStatus } from '../net/probe-book.js';
+import type { ProbeStatus } from '../net/probe-book.js';
 import type { ProbeResult } from '../net/probes.js';
 import { combine, dependencyReasons, readingsFromMain, ruleReason, sourceReasons, thresholdReasons, type Health, type HealthReason } from '../health/evaluate.js';
 import type { EndpointsReady, HostRequest } from '../protocol.js';
@@ -111,8 +111,8 @@ export class Probe extends EventEmitter {
   #lastSamples: Sample[] = [];
   /** Undefined when the `incidents` option is false. */
   readonly #incidents: IncidentRecorder | undefined;
-  /** Each synthetic probe's latest run and how many in a row failed, from the worker's results (for health()). */
-  readonly #probeRuns = new Map<string, { lastResult: ProbeResult; failedInARow: number }>();
+  /** Each synthetic probe's latest run and whether it is failing, as the worker reported (for health()). */
+  readonly #probeRuns = new Map<string, { name: string; target: string; lastResult: ProbeResult; failing: boolean }>();
   /** The remotes this process talks to (option `dependencies`). */
   readonly #dependencies: DependencyMap | undefined;
 
@@ -270,12 +270,13 @@ export class Probe extends EventEmitter {
    */
   health(now = Date.now()): Health {
     for (const [rule, reason] of this.#unhealthy) if ((reason.until ?? 0) <= now) this.#unhealthy.delete(rule);
-    const rss = this.options.samplers.memory ? process.memoryUsage.rss() : undefined;
-    const probes = [...this.#probeRuns.values()].map(({ lastResult, failedInARow }) => ({ name: lastResult.name, target: lastResult.target, lastResult, failing: failedInARow >= FAILING_AFTER_RUNS }));
+    const { thresholds } = this.options.health;
+    // RSS is a /proc read: only when a threshold asks for it (off by default).
+    const rss = this.options.samplers.memory && thresholds.rssBytes ? process.memoryUsage.rss() : undefined;
     const reasons = [
-      ...thresholdReasons(readingsFromMain(this.#heartbeat.latest, rss), this.options.health.thresholds),
+      ...thresholdReasons(readingsFromMain(this.#heartbeat.latest, rss), thresholds),
       ...this.#unhealthy.values(),
-      ...dependencyReasons(probes),
+      ...dependencyReasons([...this.#probeRuns.values()]),
     ];
     for (const [name, source] of this.#healthSources) {
       try {
@@ -529,10 +530,7 @@ export class Probe extends EventEmitter {
         this.#exporter.recordProbe(message.result);
         this.#dependencies?.noteProbe(message.result);
         if (message.result.outcome !== 'success') this.#logger.debug({ probe: message.result.name, target: message.result.target, outcome: message.result.outcome, error: message.result.error }, 'sysprobe probe run failed');
-        this.#probeRuns.set(message.result.name, {
-          lastResult: message.result,
-          failedInARow: message.result.outcome === 'success' ? 0 : (this.#probeRuns.get(message.result.name)?.failedInARow ?? 0) + 1,
-        });
+        this.#probeRuns.set(message.result.name, { name: message.result.name, target: message.result.target, lastResult: message.result, failing: message.failing });
         return;
       case 'hostRequest':
         void this.#answerHost(message.id, message.request);

@@ -70,6 +70,11 @@ export class ProbeBook {
     return entry.rule?.observe({ time: result.time, outcome: result.outcome, totalMs: result.phases.total });
   }
 
+  /** Whether the probe's last FAILING_AFTER_RUNS runs all failed or timed out. */
+  failing(name: string): boolean {
+    return (this.#entries.get(name)?.failedInARow ?? 0) >= FAILING_AFTER_RUNS;
+  }
+
   status(): ProbeStatus[] {
     return [...this.#entries.values()].map((e) => {
       const sorted = [...e.latencies].sort((a, b) => a - b);
@@ -78,7 +83,7 @@ export class ProbeBook {
         name: e.probe.name, target: e.probe.target, lastResult: e.lastResult,
         successes: e.successes, failures: e.failures, timeouts: e.timeouts,
         latencyMs: sorted.length > 0 ? { p50: quantile(sorted, 0.5)!, p99: quantile(sorted, 0.99)! } : undefined,
-        baselineMs: view?.baselineMs, firing: view?.firing ?? false, failing: e.failedInARow >= FAILING_AFTER_RUNS,
+        baselineMs: view?.baselineMs, firing: view?.firing ?? false, failing: this.failing(e.probe.name),
       };
     });
   }

@@ -180,10 +180,10 @@ class ProbeWorker {
     return { runner, book };
   }
 
-  /** A probe run finished: to the main thread for metrics and the dependency map; a baseline firing goes out as an ordinary rule. */
+  /** A probe run finished: to the main thread for metrics, the dependency map and health; a baseline firing goes out as an ordinary rule. */
   #onProbeResult(book: ProbeBook, result: ProbeResult): void {
-    this.#send({ type: 'probeResult', result });
     const firing = book.record(result);
+    this.#send({ type: 'probeResult', result, failing: book.failing(result.name) });
     if (firing) void this.#onRuleFired(firing);
   }
 
