@@ -73,7 +73,8 @@ describe('npm run demo (--fast)', () => {
   it('case 2: the baseline rule fires with a socket picture, and the dependency shows its open connections and latency', () => {
     const { network } = summary.cases;
     assert.equal(network.ruleFired?.rule, 'probe-latency:payments', output);
-    assert.ok(network.ruleFired.observed > network.ruleFired.threshold);
+    // Latency over its threshold, or a failure ratio at or over its own.
+    assert.ok(network.ruleFired.observed >= network.ruleFired.threshold, JSON.stringify(network.ruleFired));
     assert.ok(network.socketsAtFiring && network.socketsAtFiring.total > 0, JSON.stringify(network.socketsAtFiring));
     const dep = network.dependency;
     assert.ok(dep && dep.connections > 0 && (dep.states.ESTABLISHED ?? 0) > 0, JSON.stringify(dep));
@@ -95,8 +96,9 @@ describe('npm run demo (--fast)', () => {
   });
 
   it('ends with a report for each incident, the leak\'s with its heap diff, and the summary', () => {
-    // Triggers that come within incidents.quietMs of each other share an incident, so cases 1 and 2 may share one.
-    assert.ok(summary.incidents.length >= 2, summary.incidents.join('\n'));
+    // Triggers that come within incidents.quietMs of each other share an incident, so on a slow
+    // machine the cases may share one or two; what each shows is asserted below.
+    assert.ok(summary.incidents.length >= 1, output);
     assert.equal(summary.reports.length, summary.incidents.length, output);
     for (const { file } of summary.reports) assert.ok(fs.statSync(file).size > 0, file);
     const leakReport = summary.reports.find((r) => r.rules.includes('heap-leaking'));

@@ -347,7 +347,7 @@ async function caseNetwork(service, ready, payments, summary) {
     if (name === 'rule' && /^probe-latency:/.test(payload.firing.rule)) {
       const { firing } = payload;
       const num = (v) => (Math.abs(v) < 10 ? v.toFixed(2) : String(Math.round(v)));
-      say(`${yellow('rule')} ${firing.rule}: ${firing.value} ${num(firing.observed)} > ${num(firing.threshold)} for ${ms(firing.aboveForMs)}`);
+      say(`${yellow('rule')} ${firing.rule}: ${firing.value} ${num(firing.observed)} ≥ ${num(firing.threshold)} for ${ms(firing.aboveForMs)}`);
       result.ruleFired ??= { rule: firing.rule, observed: firing.observed, threshold: firing.threshold };
       // The socket picture the worker took as the rule fired.
       const sockets = payload.captures.sockets;
