@@ -86,8 +86,9 @@ function ms(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e6;
 }
 
-export async function loadGraph(file: string, onProgress?: ProgressCallback): Promise<HeapGraph> {
-  const raw = await readHeapSnapshot(file, onProgress ? { onProgress } : {});
+/** Reads a snapshot into a graph; `{ edges: false }` reads only its nodes (ids, classes, sizes), for a diff's middle file. */
+export async function loadGraph(file: string, onProgress?: ProgressCallback, { edges = true } = {}): Promise<HeapGraph> {
+  const raw = await readHeapSnapshot(file, { edges, ...(onProgress ? { onProgress } : {}) });
   return new HeapGraph(raw);
 }
 
@@ -184,9 +185,9 @@ function has(sorted: Uint32Array, id: number): boolean {
 export async function diff(files: string[], options: AnalysisOptions = {}): Promise<HeapDiff> {
   const top = options.top ?? 50;
   const timings: Record<string, number> = {};
-  const load = async (i: number): Promise<HeapGraph> => {
+  const load = async (i: number, edges = true): Promise<HeapGraph> => {
     const t = process.hrtime.bigint();
-    const g = await loadGraph(files[i]!, options.onProgress ? (r, s) => options.onProgress!(i, r, s) : undefined);
+    const g = await loadGraph(files[i]!, options.onProgress ? (r, s) => options.onProgress!(i, r, s) : undefined, { edges });
     timings[`parse${i}Ms`] = ms(t);
     return g;
   };
@@ -199,27 +200,27 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   timings.analyze0Ms = ms(t);
   a = undefined;
 
-  let b: HeapGraph | undefined = await load(1);
+  // With three files, the second is only asked which objects are new: its nodes suffice.
+  const threeFiles = files.length >= 3;
+  let b: HeapGraph | undefined = await load(1, !threeFiles);
   t = process.hrtime.bigint();
-  // New objects: in B, not in A.
+  // New objects: in B, not in A; with three files, those a leak is reported in are the candidates.
   const newBy = new Map<string, { name: string; count: number; selfSize: number }>();
   let newCount = 0, newSelf = 0;
+  const candidates: number[] = [];
   for (let n = 1; n < b.nodeCount; n++) {
-    if (has(idsA, b.nodeId(n))) continue;
+    const id = b.nodeId(n);
+    if (has(idsA, id)) continue;
     const name = b.className(n);
     let e = newBy.get(name);
     if (!e) newBy.set(name, (e = { name, count: 0, selfSize: 0 }));
     e.count++; e.selfSize += b.selfSize(n); newCount++; newSelf += b.selfSize(n);
+    if (threeFiles && LEAK_TYPES.has(b.nodeType(n)) && b.isProgramObject(n)) candidates.push(id);
   }
   let last = b;
   let idsNewInB: Uint32Array | undefined;
-  if (files.length >= 3) {
-    const ids: number[] = [];
-    for (let n = 1; n < b.nodeCount; n++) {
-      const id = b.nodeId(n);
-      if (!has(idsA, id) && LEAK_TYPES.has(b.nodeType(n)) && b.isProgramObject(n)) ids.push(id);
-    }
-    idsNewInB = Uint32Array.from(ids).sort();
+  if (threeFiles) {
+    idsNewInB = Uint32Array.from(candidates).sort();
     b = undefined;
     last = await load(2);
     t = process.hrtime.bigint();

@@ -14,13 +14,11 @@ export class HeapGraph {
   readonly strings: string[];
   readonly nodeTypeNames: string[];
   readonly edgeTypeNames: string[];
-  /** Per node: index of its first edge (in edges, not array slots); `firstEdge[n+1]` ends it. */
+  /** Per node: index of its first edge; `firstEdge[n+1]` ends it. */
   readonly firstEdge: Uint32Array;
-  readonly #raw: RawSnapshot;
-  readonly #nf: number;
-  readonly #ef: number;
-  readonly #nType: number; readonly #nName: number; readonly #nId: number; readonly #nSelf: number;
-  readonly #eType: number; readonly #eName: number; readonly #eTo: number;
+  readonly #hasEdges: boolean;
+  readonly #nodeTypes: Uint8Array; readonly #nodeNames: Uint32Array; readonly #nodeIds: Uint32Array; readonly #selfSizes: Uint32Array;
+  readonly #edgeTypes: Uint8Array; readonly #edgeNames: Uint32Array; readonly #edgeTargets: Uint32Array;
   readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number;
 
   // Filled by analyze() and, for paths, on first use.
@@ -30,58 +28,38 @@ export class HeapGraph {
   #parentEdge: Uint32Array | undefined;
 
   constructor(raw: RawSnapshot) {
-    this.#raw = raw;
-    const { meta } = raw;
     this.nodeCount = raw.nodeCount;
     this.strings = raw.strings;
-    this.nodeTypeNames = meta.node_types[0] as string[];
-    this.edgeTypeNames = meta.edge_types[0] as string[];
-    this.#nf = meta.node_fields.length;
-    this.#ef = meta.edge_fields.length;
-    this.#nType = meta.node_fields.indexOf('type');
-    this.#nName = meta.node_fields.indexOf('name');
-    this.#nId = meta.node_fields.indexOf('id');
-    this.#nSelf = meta.node_fields.indexOf('self_size');
-    this.#eType = meta.edge_fields.indexOf('type');
-    this.#eName = meta.edge_fields.indexOf('name_or_index');
-    this.#eTo = meta.edge_fields.indexOf('to_node');
+    this.nodeTypeNames = raw.meta.node_types[0] as string[];
+    this.edgeTypeNames = raw.meta.edge_types[0] as string[];
+    this.firstEdge = raw.firstEdge;
+    this.#hasEdges = raw.hasEdges;
+    this.#nodeTypes = raw.nodeTypes; this.#nodeNames = raw.nodeNames; this.#nodeIds = raw.nodeIds; this.#selfSizes = raw.selfSizes;
+    this.#edgeTypes = raw.edgeTypes; this.#edgeNames = raw.edgeNames; this.#edgeTargets = raw.edgeTargets;
     this.#weak = this.edgeTypeNames.indexOf('weak');
     this.#shortcut = this.edgeTypeNames.indexOf('shortcut');
     this.#element = this.edgeTypeNames.indexOf('element');
     this.#hidden = this.edgeTypeNames.indexOf('hidden');
-    const nEdges = meta.node_fields.indexOf('edge_count');
-    const first = new Uint32Array(this.nodeCount + 1);
-    let e = 0;
-    for (let n = 0; n < this.nodeCount; n++) {
-      first[n] = e;
-      e += raw.nodes[n * this.#nf + nEdges]!;
-    }
-    first[this.nodeCount] = e;
-    this.firstEdge = first;
   }
 
   // Node views.
   /** The node's type and name as small numbers: equal keys mean the same {@link className}. */
-  classKey(n: number): number {
-    const base = n * this.#nf;
-    return this.#raw.nodes[base + this.#nName]! * this.nodeTypeNames.length + this.#raw.nodes[base + this.#nType]!;
-  }
-  nodeType(n: number): string { return this.nodeTypeNames[this.#raw.nodes[n * this.#nf + this.#nType]!]!; }
-  nodeName(n: number): string { return this.strings[this.#raw.nodes[n * this.#nf + this.#nName]!]!; }
-  nodeId(n: number): number { return this.#raw.nodes[n * this.#nf + this.#nId]!; }
-  selfSize(n: number): number { return this.#raw.nodes[n * this.#nf + this.#nSelf]!; }
+  classKey(n: number): number { return this.#nodeNames[n]! * this.nodeTypeNames.length + this.#nodeTypes[n]!; }
+  nodeType(n: number): string { return this.nodeTypeNames[this.#nodeTypes[n]!]!; }
+  nodeName(n: number): string { return this.strings[this.#nodeNames[n]!]!; }
+  nodeId(n: number): number { return this.#nodeIds[n]!; }
+  selfSize(n: number): number { return this.#selfSizes[n]!; }
 
   // Edge views (e is an edge index).
-  edgeType(e: number): string { return this.edgeTypeNames[this.#raw.edges[e * this.#ef + this.#eType]!]!; }
-  edgeTarget(e: number): number { return this.#raw.edges[e * this.#ef + this.#eTo]! / this.#nf; }
+  edgeType(e: number): string { return this.edgeTypeNames[this.#edgeTypes[e]!]!; }
+  edgeTarget(e: number): number { return this.#edgeTargets[e]!; }
   /** The edge's name: a property name, or an element index as a string. */
   edgeName(e: number): string {
-    const t = this.#raw.edges[e * this.#ef + this.#eType]!;
-    const v = this.#raw.edges[e * this.#ef + this.#eName]!;
-    return t === this.#element || t === this.#hidden ? String(v) : this.strings[v]!;
+    const v = this.#edgeNames[e]!;
+    return this.isIndexEdge(e) ? String(v) : this.strings[v]!;
   }
   isIndexEdge(e: number): boolean {
-    const t = this.#raw.edges[e * this.#ef + this.#eType]!;
+    const t = this.#edgeTypes[e]!;
     return t === this.#element || t === this.#hidden;
   }
 
@@ -101,6 +79,7 @@ export class HeapGraph {
 
   /** Builds the dominator tree and retained sizes. Idempotent. Retainer paths are built on first use. */
   analyze(): void {
+    if (!this.#hasEdges) throw new Error('this heap graph was read without its edges (readHeapSnapshot with edges: false)');
     if (!this.#retained) this.#computeDominators();
   }
 
@@ -110,9 +89,7 @@ export class HeapGraph {
 
   #computeDominators(): void {
     const N = this.nodeCount;
-    const { edges } = this.#raw;
-    const ef = this.#ef, nf = this.#nf, eType = this.#eType, eTo = this.#eTo;
-    const first = this.firstEdge;
+    const types = this.#edgeTypes, targets = this.#edgeTargets, first = this.firstEdge;
 
     // 1. Depth-first pre-order from the root over essential edges (explicit stack, so
     //    long chains like linked lists cannot overflow the call stack).
@@ -128,8 +105,8 @@ export class HeapGraph {
       const end = first[n + 1]!;
       let e = cursor[top]!;
       for (; e < end; e++) {
-        if (!this.#essential(n, edges[e * ef + eType]!)) continue;
-        const to = edges[e * ef + eTo]! / nf;
+        if (!this.#essential(n, types[e]!)) continue;
+        const to = targets[e]!;
         if (dfn[to] !== NONE) continue;
         parent[count] = dfn[n]!;
         dfn[to] = count; vertex[count++] = to;
@@ -149,29 +126,28 @@ export class HeapGraph {
     for (let n = 0; n < N; n++) {
       if (dfn[n]! >= reached) continue;
       for (let e = first[n]!; e < first[n + 1]!; e++) {
-        if (this.#essential(n, edges[e * ef + eType]!)) firstPred[dfn[edges[e * ef + eTo]! / nf]! + 1]!++;
+        if (this.#essential(n, types[e]!)) firstPred[dfn[targets[e]!]! + 1]!++;
       }
     }
     for (let i = 0; i < N; i++) firstPred[i + 1]! += firstPred[i]!;
     const preds = new Uint32Array(firstPred[N]!);
     // Scratch arrays are reused once their step is done: peak memory is what bounds large snapshots.
-    const idom = new Uint32Array(N);
-    const fill = idom; // fill cursors now, immediate dominators in step 3
+    const semi = new Uint32Array(N);
+    const fill = semi; // fill cursors now, semi-dominators in step 3
     fill.set(firstPred.subarray(0, N));
     for (let n = 0; n < N; n++) {
       const from = dfn[n]!;
       if (from >= reached) continue;
       for (let e = first[n]!; e < first[n + 1]!; e++) {
-        if (this.#essential(n, edges[e * ef + eType]!)) preds[fill[dfn[edges[e * ef + eTo]! / nf]!]!++] = from;
+        if (this.#essential(n, types[e]!)) preds[fill[dfn[targets[e]!]!]!++] = from;
       }
     }
 
-    // 3. Lengauer–Tarjan with path compression, O(E log N), all in pre-order numbers.
-    const semi = new Uint32Array(N);
+    // 3. Semi-dominators by Lengauer–Tarjan's eval/link with path compression, then each
+    //    immediate dominator as the nearest common ancestor of its DFS parent and its
+    //    semi-dominator (semi-NCA): no buckets, all in pre-order numbers.
     const ancestor = cursor.fill(NONE); // the DFS cursors are done with
     const label = dfn; // pre-order numbers are not needed past step 2
-    const bucketHead = new Uint32Array(N).fill(NONE);
-    const bucketNext = new Uint32Array(N).fill(NONE);
     for (let i = 0; i < N; i++) { semi[i] = i; label[i] = i; }
     const path = stack; // reused: the compression path
     const evaluate = (v: number): number => {
@@ -189,28 +165,27 @@ export class HeapGraph {
       return label[v]!;
     };
     for (let w = reached - 1; w >= 1; w--) {
+      let s = semi[w]!;
       for (let p = firstPred[w]!; p < firstPred[w + 1]!; p++) {
-        const u = evaluate(preds[p]!);
-        if (semi[u]! < semi[w]!) semi[w] = semi[u]!;
+        const u = semi[evaluate(preds[p]!)]!;
+        if (u < s) s = u;
       }
-      const s = semi[w]!;
-      bucketNext[w] = bucketHead[s]!;
-      bucketHead[s] = w;
-      const pw = parent[w]!;
-      ancestor[w] = pw;
-      for (let v = bucketHead[pw]!; v !== NONE; v = bucketNext[v]!) {
-        const u = evaluate(v);
-        idom[v] = semi[u]! < semi[v]! ? u : pw;
-      }
-      bucketHead[pw] = NONE;
+      semi[w] = s;
+      ancestor[w] = parent[w]!;
     }
-    for (let w = 1; w < reached; w++) if (idom[w] !== semi[w]) idom[w] = idom[idom[w]!]!;
-    for (let w = reached; w < N; w++) idom[w] = 0;
+    // In pre-order, a node's dominator is settled before the node: walk up from the parent.
+    const idom = parent; // parent[w] is read once, just before idom[w] replaces it
+    for (let w = 1; w < reached; w++) {
+      const s = semi[w]!;
+      let x = idom[w]!;
+      while (x > s) x = idom[x]!;
+      idom[w] = x;
+    }
+    // Unreached nodes (pre-order numbers from `reached`) already have parent, so idom, 0.
 
     // 4. Back to node ordinals; retained sizes bottom-up (a dominator precedes what it dominates in pre-order).
-    const dominator = new Uint32Array(N);
-    const retained = new Float64Array(N);
-    for (let n = 0; n < N; n++) retained[n] = this.selfSize(n);
+    const dominator = semi; // semi-dominators are done with
+    const retained = Float64Array.from(this.#selfSizes);
     for (let w = N - 1; w >= 1; w--) {
       const n = vertex[w]!, d = vertex[idom[w]!]!;
       dominator[n] = d;
@@ -225,8 +200,7 @@ export class HeapGraph {
   /** BFS from the root over essential edges: each node's first (shortest) retaining edge. */
   #computeRetainerPaths(): void {
     const N = this.nodeCount;
-    const { edges } = this.#raw;
-    const ef = this.#ef, nf = this.#nf, eType = this.#eType, eTo = this.#eTo;
+    const types = this.#edgeTypes, targets = this.#edgeTargets;
     const parentEdge = new Uint32Array(N).fill(NONE);
     const queue = new Uint32Array(N);
     const seen = new Uint8Array(N);
@@ -236,8 +210,8 @@ export class HeapGraph {
       while (head < tail) {
         const n = queue[head++]!;
         for (let e = this.firstEdge[n]!; e < this.firstEdge[n + 1]!; e++) {
-          if (!this.#essential(n, edges[e * ef + eType]!)) continue;
-          const to = edges[e * ef + eTo]! / nf;
+          if (!this.#essential(n, types[e]!)) continue;
+          const to = targets[e]!;
           if (seen[to]) continue;
           seen[to] = 1;
           parentEdge[to] = e;
@@ -250,8 +224,8 @@ export class HeapGraph {
     // (Stack roots) or (Handle scope); then whatever only the GC roots reach.
     for (const pass of [true, false]) {
       for (let e = this.firstEdge[0]!; e < this.firstEdge[1]!; e++) {
-        if ((edges[e * ef + eType] === this.#shortcut) !== pass) continue;
-        const to = edges[e * ef + eTo]! / nf;
+        if ((types[e] === this.#shortcut) !== pass) continue;
+        const to = targets[e]!;
         if (seen[to]) continue;
         seen[to] = 1;
         parentEdge[to] = e;
