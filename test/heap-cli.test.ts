@@ -50,7 +50,7 @@ describe('sysprobe heap (CLI)', function () {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /leak candidates/);
     assert.match(r.stdout, /1\. LeakyEntry ×2000 {2}retained/);
-    assert.match(r.stderr, /reading 3\/3 \[#+\] 100%/);
+    assert.match(r.stderr, /reading 3 snapshots \[#+\] 100%/);
   });
 
   it('heap summary FILE --json lists totals by constructor', async () => {

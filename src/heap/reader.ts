@@ -41,7 +41,6 @@ export interface RawSnapshot {
   /** False when read with `edges: false`: the graph cannot be walked. */
   hasEdges: boolean;
   strings: string[];
-  locations: Uint32Array;
 }
 
 /** Called as the file is read; `total` is the file's size in bytes. */
@@ -114,12 +113,6 @@ function scanNumbers(buf: Uint8Array, i: number, arr: Uint32Array): number {
   return n;
 }
 
-/** The `locations` array, whose length the header does not give: grown by doubling before each scan. */
-class GrowableU32 {
-  data = new Uint32Array(1024);
-  length = 0;
-}
-
 /**
  * The tokenizer: a state machine fed one chunk at a time. It keeps only the state
  * of the token that crosses a chunk boundary (a partial number or string).
@@ -129,7 +122,6 @@ class SnapshotTokenizer {
   nodeCount = 0;
   edgeCount = 0;
   readonly strings: string[] = [];
-  readonly locations = new GrowableU32();
   // The columns, allocated from the header's counts.
   nodeTypes = new Uint8Array(0);
   nodeNames = new Uint32Array(0);
@@ -216,7 +208,7 @@ class SnapshotTokenizer {
       meta: this.meta!, nodeCount: this.nodeCount, edgeCount: this.edgeCount,
       nodeTypes: this.nodeTypes, nodeNames: this.nodeNames, nodeIds: this.nodeIds, selfSizes: this.selfSizes, firstEdge: this.firstEdge,
       edgeTypes: this.edgeTypes, edgeNames: this.edgeNames, edgeTargets: this.edgeTargets, hasEdges: this.#readEdges,
-      strings: this.strings, locations: this.locations.data.subarray(0, this.locations.length),
+      strings: this.strings,
     };
   }
 
@@ -329,9 +321,10 @@ class SnapshotTokenizer {
 
   #beginValue(key: string): void {
     this.#opened = false;
-    if (key === 'edges' && !this.#readEdges) {
+    if ((key === 'edges' && !this.#readEdges) || key === 'locations') {
+      this.#target = key; // numbers nothing reads (allocation sites; a diff's middle edges): skipped
       this.#mode = Mode.SkipArray;
-    } else if (key === 'nodes' || key === 'edges' || key === 'locations') {
+    } else if (key === 'nodes' || key === 'edges') {
       this.#target = key;
       this.#inNumber = false;
       this.#value = 0;
@@ -363,13 +356,12 @@ class SnapshotTokenizer {
     return i + 1;
   }
 
-  /** Numbers of `nodes`, `edges` or `locations`. */
+  /** Numbers of `nodes` or `edges`, split into their columns. */
   #numbers(buf: Buffer, i: number): number {
     if (!this.#opened && (i = this.#openArray(buf, i)) === buf.length) return i;
     // A plain Uint8Array view: V8 indexes it faster than a Buffer in the hot loop.
     const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
     const target = this.#target;
-    if (target === 'locations') return this.#locationNumbers(view, i);
     const width = target === 'nodes' ? this.#layout.nf : this.#layout.ef;
     const n = view.length;
     while (i < n) {
@@ -438,30 +430,12 @@ class SnapshotTokenizer {
     this.#edgesRead = edge;
   }
 
-  /** `locations`, whose length the header does not give: grown before each scan so the loop never checks. */
-  #locationNumbers(view: Uint8Array, i: number): number {
-    const n = view.length;
-    const need = this.locations.length + ((n - i) >> 1) + 1; // at most one number per two bytes
-    if (need > this.locations.data.length) {
-      const next = new Uint32Array(Math.max(need, this.locations.data.length * 2));
-      next.set(this.locations.data.subarray(0, this.locations.length));
-      this.locations.data = next;
-    }
-    scan.fill = this.locations.length; scan.value = this.#value; scan.digits = this.#inNumber ? 1 : 0;
-    const stop = scanNumbers(view, i, this.locations.data);
-    this.locations.length = scan.fill; this.#value = scan.value; this.#inNumber = scan.digits > 0;
-    if (stop === SCAN_RANGE || stop === SCAN_OVERFLOW) throw bad(`corrupt: a number out of range in "locations" before byte ${this.#offset + n}`);
-    if (stop < 0) throw this.#unexpected(Buffer.from(view.buffer, view.byteOffset, view.length), -stop - 1);
-    if (scan.closed) this.#mode = Mode.Top;
-    return stop;
-  }
-
-  /** An array read without keeping it (the edges, for a diff's middle snapshot): to its `]`, found by memchr. */
+  /** A flat number array read without keeping it: to its `]`, found by memchr. */
   #skipArray(buf: Buffer, i: number): number {
     if (!this.#opened && (i = this.#openArray(buf, i)) === buf.length) return i;
     const end = buf.indexOf(RBRACKET, i);
     if (end < 0) return buf.length;
-    this.#seen.add('edges');
+    this.#seen.add(this.#target);
     this.#mode = Mode.Top;
     return end + 1;
   }
