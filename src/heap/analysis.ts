@@ -5,7 +5,7 @@
  */
 import { HeapGraph } from './graph.js';
 import { readHeapSnapshot, type ProgressCallback } from './reader.js';
-import { readHeapSnapshotInThread } from './read-thread.js';
+import { readHeapSnapshotInThread, type ThreadRead } from './read-thread.js';
 
 /** Totals for one class: a constructor name, or `(type)` for strings, arrays, code… */
 export interface ClassTotal {
@@ -161,22 +161,45 @@ export async function summarize(file: string, options: AnalysisOptions = {}): Pr
   return summarizeGraph(graph, file, options.top ?? 50, timings);
 }
 
-/** The set of heap object ids in a graph, as a sorted typed array (binary search keeps it small). */
-function idSet(graph: HeapGraph): Uint32Array {
-  const ids = new Uint32Array(graph.nodeCount);
-  for (let n = 0; n < graph.nodeCount; n++) ids[n] = graph.nodeId(n);
-  return ids.sort();
-}
+/**
+ * A set of heap object ids. V8 numbers objects upwards from small values, so a bitmap
+ * over 0…max id usually costs under a byte per object and answers with one load; ids
+ * spread thinner than that (a long-lived process) use a sorted array and binary search.
+ */
+export class IdSet {
+  readonly #bits: Uint8Array | undefined;
+  readonly #sorted: Uint32Array | undefined;
 
-function has(sorted: Uint32Array, id: number): boolean {
-  let lo = 0, hi = sorted.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    const v = sorted[mid]!;
-    if (v === id) return true;
-    if (v < id) lo = mid + 1; else hi = mid - 1;
+  constructor(ids: Uint32Array) {
+    let max = 0;
+    for (let i = 0; i < ids.length; i++) if (ids[i]! > max) max = ids[i]!;
+    if (max >>> 3 <= ids.length * 4) {
+      const bits = this.#bits = new Uint8Array((max >>> 3) + 1);
+      for (let i = 0; i < ids.length; i++) bits[ids[i]! >>> 3]! |= 1 << (ids[i]! & 7);
+    } else {
+      this.#sorted = Uint32Array.from(ids).sort();
+    }
   }
-  return false;
+
+  static of(graph: HeapGraph): IdSet {
+    const ids = new Uint32Array(graph.nodeCount);
+    for (let n = 0; n < graph.nodeCount; n++) ids[n] = graph.nodeId(n);
+    return new IdSet(ids);
+  }
+
+  has(id: number): boolean {
+    const bits = this.#bits;
+    if (bits) return (id >>> 3) < bits.length && (bits[id >>> 3]! & (1 << (id & 7))) !== 0;
+    const sorted = this.#sorted!;
+    let lo = 0, hi = sorted.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = sorted[mid]!;
+      if (v === id) return true;
+      if (v < id) lo = mid + 1; else hi = mid - 1;
+    }
+    return false;
+  }
 }
 
 /**
@@ -195,11 +218,10 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     timings[`parse${i}Ms`] = ms(t);
     return g;
   };
-  // The last file is the one analysed in full: read it on another core meanwhile.
+  // The last file is the one analysed in full: it is read on another core while the
+  // first is analysed (not sooner: the first file's analysis is the peak of memory before the last's).
   const lastIndex = files.length - 1;
-  const onLastProgress = progressOf(lastIndex);
-  const lastRead = options.parallel === false ? undefined : readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
-  lastRead?.result.catch(() => undefined); // awaited below; if an earlier file fails first, this must not go unhandled
+  let lastRead: ThreadRead | undefined;
   try {
     return await diffInOrder();
   } finally {
@@ -208,10 +230,15 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 
   async function diffInOrder(): Promise<HeapDiff> {
   let a: HeapGraph | undefined = await load(0);
+  if (options.parallel !== false) {
+    const onLastProgress = progressOf(lastIndex);
+    lastRead = readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
+    lastRead.result.catch(() => undefined); // awaited below; if an earlier step fails first, this must not go unhandled
+  }
   let t = process.hrtime.bigint();
   a.analyze();
   const totalsA = classTotals(a);
-  const idsA = idSet(a);
+  const idsA = IdSet.of(a);
   timings.analyze0Ms = ms(t);
   a = undefined;
 
@@ -225,7 +252,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   const candidates: number[] = [];
   for (let n = 1; n < b.nodeCount; n++) {
     const id = b.nodeId(n);
-    if (has(idsA, id)) continue;
+    if (idsA.has(id)) continue;
     const name = b.className(n);
     let e = newBy.get(name);
     if (!e) newBy.set(name, (e = { name, count: 0, selfSize: 0 }));
@@ -233,9 +260,9 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     if (threeFiles && LEAK_TYPES.has(b.nodeType(n)) && b.isProgramObject(n)) candidates.push(id);
   }
   let last = b;
-  let idsNewInB: Uint32Array | undefined;
+  let idsNewInB: IdSet | undefined;
   if (threeFiles) {
-    idsNewInB = Uint32Array.from(candidates).sort();
+    idsNewInB = new IdSet(Uint32Array.from(candidates));
     b = undefined;
     last = await loadLast();
     t = process.hrtime.bigint();
@@ -277,7 +304,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 }
 
 /** Groups the survivors in `graph` whose ids are in `candidateIds` by class and retainer path, ranked by retained size. */
-export function leakCandidates(graph: HeapGraph, candidateIds: Uint32Array, top = 50): LeakCandidate[] {
+export function leakCandidates(graph: HeapGraph, candidateIds: IdSet, top = 50): LeakCandidate[] {
   graph.analyze();
   const groupOf = new Int32Array(graph.nodeCount).fill(-1);
   const keys = new Map<string, number>();
@@ -286,7 +313,7 @@ export function leakCandidates(graph: HeapGraph, candidateIds: Uint32Array, top 
   const pathKeyOfParent = new Map<number, string>();
   const retained = graph.retainedSizes;
   for (let n = 1; n < graph.nodeCount; n++) {
-    if (!has(candidateIds, graph.nodeId(n))) continue;
+    if (!candidateIds.has(graph.nodeId(n))) continue;
     const e = graph.parentEdge(n);
     if (e === undefined) continue; // unreachable: garbage, not a leak
     const parent = graph.edgeOwner(e);

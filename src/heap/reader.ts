@@ -551,15 +551,22 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
   try {
     const { size } = await fh.stat();
     const tokenizer = new SnapshotTokenizer(options.edges ?? true);
-    const buf = Buffer.allocUnsafe(chunkBytes);
+    // Two buffers: the next chunk is read (on libuv's pool) while this one is tokenised.
+    const bufs = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)];
+    let next = fh.read(bufs[0]!, 0, chunkBytes, null);
     let read = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, chunkBytes, null);
-      if (bytesRead === 0) break;
-      // The header reader keeps a chunk until it finds "nodes", so hand it a copy.
-      tokenizer.feed(tokenizer.meta ? buf.subarray(0, bytesRead) : Buffer.from(buf.subarray(0, bytesRead)));
-      read += bytesRead;
-      options.onProgress?.(read, size);
+    try {
+      for (let k = 0; ; k ^= 1) {
+        const { bytesRead, buffer } = await next;
+        if (bytesRead === 0) break;
+        next = fh.read(bufs[k ^ 1]!, 0, chunkBytes, null);
+        // The header reader keeps a chunk until it finds "nodes", so hand it a copy.
+        tokenizer.feed(tokenizer.meta ? buffer.subarray(0, bytesRead) : Buffer.from(buffer.subarray(0, bytesRead)));
+        read += bytesRead;
+        options.onProgress?.(read, size);
+      }
+    } finally {
+      await next.catch(() => undefined); // a bad chunk ends the loop with a read in flight: let it land before the file closes
     }
     const raw = tokenizer.finish();
     validate(raw);
