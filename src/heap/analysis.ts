@@ -97,22 +97,34 @@ export async function loadGraph(file: string, onProgress?: ProgressCallback, { e
 
 /** Totals per class, with retained sizes counted once per class. */
 export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
-  const ids = new Map<string, number>();
-  const byKey = new Map<number, number>(); // type+name → group, so className runs once per distinct pair
   const totals: ClassTotal[] = [];
+  const groupByName = new Map<string, number>();
   const groupOf = new Int32Array(graph.nodeCount);
-  for (let n = 0; n < graph.nodeCount; n++) {
-    const key = graph.classKey(n);
-    let g = byKey.get(key);
+  // A class is named by the node's name for objects and natives and by its type for the
+  // rest, so two small tables (by string index, by type) find a node's group without a string.
+  const byName = new Int32Array(graph.strings.length).fill(-1);
+  const byType = new Int32Array(graph.nodeTypeNames.length).fill(-1);
+  const named = graph.nodeTypeNames.map((t) => t === 'object' || t === 'native');
+  const groupFor = (n: number): number => {
+    const name = graph.className(n);
+    let g = groupByName.get(name);
     if (g === undefined) {
-      const name = graph.className(n);
-      g = ids.get(name);
-      if (g === undefined) {
-        g = totals.length;
-        ids.set(name, g);
-        totals.push({ name, count: 0, selfSize: 0, retainedSize: 0 });
-      }
-      byKey.set(key, g);
+      g = totals.length;
+      groupByName.set(name, g);
+      totals.push({ name, count: 0, selfSize: 0, retainedSize: 0 });
+    }
+    return g;
+  };
+  for (let n = 0; n < graph.nodeCount; n++) {
+    const type = graph.typeIndex(n);
+    let g: number;
+    if (named[type]) {
+      const s = graph.nameIndex(n);
+      g = byName[s]!;
+      if (g < 0) g = byName[s] = groupFor(n);
+    } else {
+      g = byType[type]!;
+      if (g < 0) g = byType[type] = groupFor(n);
     }
     groupOf[n] = g;
     const t = totals[g]!;
@@ -218,10 +230,15 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     timings[`parse${i}Ms`] = ms(t);
     return g;
   };
-  // The last file is the one analysed in full: it is read on another core while the
-  // first is analysed (not sooner: the first file's analysis is the peak of memory before the last's).
+  // The last file is the one analysed in full: it is read on another core meanwhile (it
+  // is ready about when the first file is analysed and the middle one read).
   const lastIndex = files.length - 1;
   let lastRead: ThreadRead | undefined;
+  if (options.parallel !== false) {
+    const onLastProgress = progressOf(lastIndex);
+    lastRead = readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
+    lastRead.result.catch(() => undefined); // awaited below; if an earlier step fails first, this must not go unhandled
+  }
   try {
     return await diffInOrder();
   } finally {
@@ -230,11 +247,6 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 
   async function diffInOrder(): Promise<HeapDiff> {
   let a: HeapGraph | undefined = await load(0);
-  if (options.parallel !== false) {
-    const onLastProgress = progressOf(lastIndex);
-    lastRead = readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
-    lastRead.result.catch(() => undefined); // awaited below; if an earlier step fails first, this must not go unhandled
-  }
   let t = process.hrtime.bigint();
   a.analyze();
   const totalsA = classTotals(a);

@@ -17,7 +17,7 @@ export interface HeapAnalysisOptions {
   inProcess?: boolean;
   /** A diff reads its last file on a worker thread, on a second core, while it analyses the first ones (about 1.5× faster on two cores). False keeps to one core. Default true. */
   parallel?: boolean;
-  /** The child's `--max-old-space-size`, in MB (256 to 65536). Default 4096. The flat arrays live outside it, about 1.3× the file size. */
+  /** The child's `--max-old-space-size`, in MB (256 to 65536). Default 4096. The typed arrays live outside it, about 0.7× the file size. */
   maxMemoryMb?: number;
   /** Kill the child and reject with `SYSPROBE_ERR_TIMEOUT` after this many ms (1000 to 3600000). Default 600000. */
   timeoutMs?: number;

@@ -43,8 +43,10 @@ export class HeapGraph {
   }
 
   // Node views.
-  /** The node's type and name as small numbers: equal keys mean the same {@link className}. */
-  classKey(n: number): number { return this.#nodeNames[n]! * this.nodeTypeNames.length + this.#nodeTypes[n]!; }
+  /** The node's type, as an index into {@link nodeTypeNames}. */
+  typeIndex(n: number): number { return this.#nodeTypes[n]!; }
+  /** The node's name, as an index into {@link strings}. */
+  nameIndex(n: number): number { return this.#nodeNames[n]!; }
   nodeType(n: number): string { return this.nodeTypeNames[this.#nodeTypes[n]!]!; }
   nodeName(n: number): string { return this.strings[this.#nodeNames[n]!]!; }
   nodeId(n: number): number { return this.#nodeIds[n]!; }
