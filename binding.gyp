@@ -7,6 +7,11 @@
       "libraries": ["-lpthread"]
     },
     {
+      "target_name": "heap_scan",
+      "sources": ["native/heap_scan.c"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
+    },
+    {
       "target_name": "gc_stats",
       "sources": ["native/gc_stats.cc"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra"]

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 const loaded = new Map<string, { addon: unknown; error: string | undefined }>();
 
-export function loadNative<T>(name: 'loop_watch' | 'gc_stats'): { addon: T | undefined; error: string | undefined } {
+export function loadNative<T>(name: 'loop_watch' | 'gc_stats' | 'heap_scan'): { addon: T | undefined; error: string | undefined } {
   let entry = loaded.get(name);
   if (!entry) {
     try {

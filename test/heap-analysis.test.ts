@@ -5,11 +5,18 @@ import * as path from 'node:path';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
 import { HeapGraph } from '../src/heap/graph.js';
 import { classTotals } from '../src/heap/analysis.js';
-import { parseHeapSnapshot, readHeapSnapshot } from '../src/heap/reader.js';
+import { heapScanner, parseHeapSnapshot, readHeapSnapshot, type RawSnapshot } from '../src/heap/reader.js';
 import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir('sysprobe-heap-test-');
+const COLUMNS = ['nodeTypes', 'nodeNames', 'nodeIds', 'selfSizes', 'firstEdge', 'edgeTypes', 'edgeNames', 'edgeTargets'] as const;
+const nativeBuilt = fs.existsSync(path.join(__dirname, '..', '..', 'build', 'Release', 'heap_scan.node'));
+
+function assertSameColumns(x: RawSnapshot, y: RawSnapshot, what: string): void {
+  for (const column of COLUMNS) assert.deepEqual(x[column], y[column], `${column} ${what}`);
+  assert.deepEqual(x.strings, y.strings, `strings ${what}`);
+}
 
 describe('heap analysis: a hand-written graph', () => {
   const graph = new HeapGraph(parseHeapSnapshot(syntheticSnapshot()));
@@ -50,17 +57,24 @@ describe('heap analysis: a hand-written graph', () => {
     assert.equal(totals.get('Link')?.retainedSize, 200_000, 'links holding links count once');
   });
 
-  it('reads the same arrays whatever the chunk size (tokens split across reads)', async () => {
+  it('reads the same arrays whatever the chunk size (tokens split across reads), with the C loop and the JS one', async () => {
     const file = path.join(tmp, 'synthetic.heapsnapshot');
     fs.writeFileSync(file, syntheticSnapshot());
     const whole = parseHeapSnapshot(syntheticSnapshot());
-    for (const chunkBytes of [1, 3, 7, 64]) {
-      const raw = await readHeapSnapshot(file, { chunkBytes });
-      for (const column of ['nodeTypes', 'nodeNames', 'nodeIds', 'selfSizes', 'firstEdge', 'edgeTypes', 'edgeNames', 'edgeTargets'] as const) {
-        assert.deepEqual([...raw[column]], [...whole[column]], `${column} with ${chunkBytes}-byte reads`);
+    assert.deepEqual([...whole.nodeIds], [1, 3, 5, 7, 9, 11, 13]);
+    try {
+      for (const scanner of ['native', 'js'] as const) {
+        heapScanner(scanner);
+        for (const chunkBytes of [1, 3, 7, 64]) assertSameColumns(await readHeapSnapshot(file, { chunkBytes }), whole, `with ${chunkBytes}-byte reads (${scanner})`);
       }
-      assert.deepEqual(raw.strings, whole.strings);
+    } finally {
+      heapScanner('native');
     }
+  });
+
+  it('uses the C loop when the addon built', function () {
+    if (!nativeBuilt) this.skip();
+    assert.equal(heapScanner(), 'native');
   });
 
   it('decodes escaped and non-ASCII strings', () => {
@@ -70,7 +84,9 @@ describe('heap analysis: a hand-written graph', () => {
   });
 });
 
-describe('heap analysis: malformed input ends in a coded error', () => {
+for (const scanner of ['native', 'js'] as const) describe(`heap analysis: malformed input ends in a coded error (${scanner} number loop)`, () => {
+  before(() => { heapScanner(scanner); });
+  after(() => { heapScanner('native'); });
   const cases: Record<string, () => Buffer | string> = {
     'an empty file': () => '',
     'not JSON': () => 'hello, this is not a heap snapshot\n',
@@ -81,6 +97,8 @@ describe('heap analysis: malformed input ends in a coded error', () => {
     'a truncated file': () => syntheticSnapshot().slice(0, 400),
     'an edge pointing outside the nodes': () => syntheticSnapshot().replace('"edges":[2,7,5', '"edges":[2,7,500'),
     'a letter inside the nodes': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,x,1'),
+    'a number above 2^32 - 1': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,0,4294967296'),
+    'a nodes array that ends inside a record': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,9,0,1'),
   };
   for (const [name, make] of Object.entries(cases)) {
     it(`rejects ${name}`, async () => {
@@ -172,6 +190,19 @@ describe('heap analysis: real snapshots with known leaks', function () {
     const d = await diffHeapSnapshots([a!, b!], { inProcess: true });
     assert.deepEqual(d.leaks, []);
     assert.equal(d.constructors.find((c) => c.name === 'LeakyEntry')?.countDelta, 3000);
+  });
+
+  it('the C number loop and the JS one read a real snapshot alike', async function () {
+    if (!nativeBuilt) this.skip();
+    const file = snapshots.get('listener')![2]!;
+    try {
+      heapScanner('js');
+      const js = await readHeapSnapshot(file, { chunkBytes: 100_003 }); // odd chunks: numbers cut at every boundary
+      heapScanner('native');
+      assertSameColumns(await readHeapSnapshot(file), js, 'of a real snapshot');
+    } finally {
+      heapScanner('native');
+    }
   });
 
   it('reads the last file on a second thread or on one, with the same answer; a bad file on either side rejects with BAD_SNAPSHOT', async () => {

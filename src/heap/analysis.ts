@@ -230,15 +230,8 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     timings[`parse${i}Ms`] = ms(t);
     return g;
   };
-  // The last file is the one analysed in full: it is read on another core meanwhile (it
-  // is ready about when the first file is analysed and the middle one read).
   const lastIndex = files.length - 1;
   let lastRead: ThreadRead | undefined;
-  if (options.parallel !== false) {
-    const onLastProgress = progressOf(lastIndex);
-    lastRead = readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
-    lastRead.result.catch(() => undefined); // awaited below; if an earlier step fails first, this must not go unhandled
-  }
   try {
     return await diffInOrder();
   } finally {
@@ -247,6 +240,14 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 
   async function diffInOrder(): Promise<HeapDiff> {
   let a: HeapGraph | undefined = await load(0);
+  // The last file is the one analysed in full: it is read on another core while the first
+  // is analysed and the middle one read (and is ready about then). Not sooner: the first
+  // file's analysis is the earlier peak of memory, and need not meet the last file whole.
+  if (options.parallel !== false) {
+    const onLastProgress = progressOf(lastIndex);
+    lastRead = readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
+    lastRead.result.catch(() => undefined); // awaited below; if an earlier step fails first, this must not go unhandled
+  }
   let t = process.hrtime.bigint();
   a.analyze();
   const totalsA = classTotals(a);

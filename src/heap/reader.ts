@@ -9,6 +9,7 @@
  */
 import { open } from 'node:fs/promises';
 import { SysprobeError, ErrorCode } from '../errors.js';
+import { loadNative } from '../native.js';
 
 /** The `snapshot.meta` block of a heap snapshot: the layout of the flat arrays. */
 export interface SnapshotMeta {
@@ -74,21 +75,23 @@ function isSpace(b: number): boolean {
   return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 }
 
-/** State handed in and out of {@link scanNumbers} (module-level so the hot loop touches no object fields per byte). */
-const scan = { fill: 0, value: 0, digits: 0, closed: false };
+/** The scan's state, handed in and out: where the output is filled to, the number cut by the window's end (and whether one is), whether `]` ended the array. */
+const scanState = new Float64Array(4);
+const FILL = 0, VALUE = 1, DIGITS = 2, CLOSED = 3;
 const SCAN_OVERFLOW = -(2 ** 40), SCAN_RANGE = -(2 ** 41);
 
 /**
  * The hot loop: unsigned decimal integers separated by commas and whitespace, into
- * `arr` from `scan.fill`, until `]` (returns the index after it, `scan.closed`) or the
- * end of `buf` (bounded by `buf.length`, so V8 drops the bounds checks). A bad byte
- * at index j returns -(j+1).
+ * `arr` from `state[FILL]`, until `]` (returns the index after it, `state[CLOSED]`)
+ * or the end of `buf` (bounded by `buf.length`, so V8 drops the bounds checks). A
+ * bad byte at index j returns -(j+1). native/heap_scan.c is the same loop in C,
+ * used when it built; this is the fallback.
  */
-function scanNumbers(buf: Uint8Array, i: number, arr: Uint32Array): number {
+function scanNumbersJs(buf: Uint8Array, i: number, arr: Uint32Array, state: Float64Array): number {
   const n = buf.length;
   const cap = arr.length;
-  let fill = scan.fill, value = scan.value, digits = scan.digits;
-  scan.closed = false;
+  let fill = state[FILL]!, value = state[VALUE]!, digits = state[DIGITS]!;
+  state[CLOSED] = 0;
   for (; i < n; i++) {
     const b = buf[i]!;
     const d = (b - ZERO) >>> 0; // one unsigned compare tells a digit
@@ -98,19 +101,29 @@ function scanNumbers(buf: Uint8Array, i: number, arr: Uint32Array): number {
       continue;
     }
     if (digits !== 0) {
-      if (fill >= cap) { scan.fill = fill; return SCAN_OVERFLOW; }
-      if (value > 0xffffffff) { scan.fill = fill; return SCAN_RANGE; }
+      if (fill >= cap) { state[FILL] = fill; return SCAN_OVERFLOW; }
+      if (value > 0xffffffff) { state[FILL] = fill; return SCAN_RANGE; }
       arr[fill++] = value;
       value = 0;
       digits = 0;
     }
     if (b === COMMA || b === 0x0a || b === 0x20 || b === 0x0d || b === 0x09) continue;
-    scan.fill = fill; scan.value = 0; scan.digits = 0;
-    if (b === RBRACKET) { scan.closed = true; return i + 1; }
+    state[FILL] = fill; state[VALUE] = 0; state[DIGITS] = 0;
+    if (b === RBRACKET) { state[CLOSED] = 1; return i + 1; }
     return -i - 1;
   }
-  scan.fill = fill; scan.value = value; scan.digits = digits;
+  state[FILL] = fill; state[VALUE] = value; state[DIGITS] = digits;
   return n;
+}
+
+type Scan = typeof scanNumbersJs;
+const nativeScan = loadNative<{ scan: Scan }>('heap_scan').addon?.scan;
+let scanNumbers: Scan = nativeScan ?? scanNumbersJs;
+
+/** Which number loop the reader uses: the C one when the addon built, else JS. `prefer: 'js'` forces the fallback (tests compare the two). */
+export function heapScanner(prefer?: 'native' | 'js'): 'native' | 'js' {
+  if (prefer) scanNumbers = prefer === 'native' && nativeScan ? nativeScan : scanNumbersJs;
+  return scanNumbers === scanNumbersJs ? 'js' : 'native';
 }
 
 /**
@@ -365,19 +378,21 @@ class SnapshotTokenizer {
     const width = target === 'nodes' ? this.#layout.nf : this.#layout.ef;
     const n = view.length;
     while (i < n) {
-      scan.fill = this.#carry; scan.value = this.#value; scan.digits = this.#inNumber ? 1 : 0;
+      const state = scanState;
+      state[FILL] = this.#carry; state[VALUE] = this.#value; state[DIGITS] = this.#inNumber ? 1 : 0;
       const at = i;
-      let stop = scanNumbers(view.subarray(at, Math.min(n, at + SCAN_WINDOW)), 0, this.#scratch);
+      let stop = scanNumbers(view.subarray(at, Math.min(n, at + SCAN_WINDOW)), 0, this.#scratch, state);
       if (stop >= 0) stop += at; else if (stop > SCAN_OVERFLOW) stop -= at; // a bad byte: its index in the chunk
-      this.#value = scan.value; this.#inNumber = scan.digits > 0;
+      this.#value = state[VALUE]!; this.#inNumber = state[DIGITS]! > 0;
       if (stop === SCAN_RANGE) throw bad(`corrupt: a number out of range in "${target}" near byte ${this.#offset + i}`);
       if (stop === SCAN_OVERFLOW) throw bad(`corrupt: too many numbers in "${target}" near byte ${this.#offset + i}`); // cannot happen: the scratch holds a window's worth
       if (stop < 0) throw this.#unexpected(buf, -stop - 1);
-      const whole = scan.fill - (scan.fill % width);
+      const filled = state[FILL]!;
+      const whole = filled - (filled % width);
       if (target === 'nodes') this.#storeNodes(whole); else this.#storeEdges(whole);
-      this.#carry = scan.fill - whole;
-      this.#scratch.copyWithin(0, whole, scan.fill);
-      if (scan.closed) {
+      this.#carry = filled - whole;
+      this.#scratch.copyWithin(0, whole, filled);
+      if (state[CLOSED]) {
         if (this.#carry !== 0) throw bad(`corrupt: the "${target}" array ends inside a record of ${width} numbers`);
         this.#seen.add(target);
         this.#mode = Mode.Top;
