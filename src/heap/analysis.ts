@@ -322,26 +322,29 @@ export function leakCandidates(graph: HeapGraph, candidateIds: IdSet, top = 50):
   const groupOf = new Int32Array(graph.nodeCount).fill(-1);
   const keys = new Map<string, number>();
   const groups: Array<{ constructor: string; count: number; selfSize: number; best: number; sampleIds: number[] }> = [];
-  // Path keys are interned per retaining parent, so siblings in one table share one string.
-  const pathKeyOfParent = new Map<number, string>();
+  // Per retaining parent: its path (computed once) and its groups by class and step, so the
+  // siblings in one table find their group by a short key, not by the whole path's text.
+  const byParent = new Map<number, { path: string; groups: Map<string, number> }>();
   const retained = graph.retainedSizes;
   for (let n = 1; n < graph.nodeCount; n++) {
     if (!candidateIds.has(graph.nodeId(n))) continue;
     const e = graph.parentEdge(n);
     if (e === undefined) continue; // unreachable: garbage, not a leak
     const parent = graph.edgeOwner(e);
-    let pathKey = pathKeyOfParent.get(parent);
-    if (pathKey === undefined) {
-      pathKey = parent === 0 ? '' : graph.retainerPath(parent, true);
-      pathKeyOfParent.set(parent, pathKey);
-    }
+    let holder = byParent.get(parent);
+    if (!holder) byParent.set(parent, (holder = { path: parent === 0 ? '' : graph.retainerPath(parent, true), groups: new Map() }));
     const name = graph.className(n);
-    const key = `${name}\u0000${pathKey}\u0000${graph.stepLabel(e, true)}`;
-    let g = keys.get(key);
+    const local = `${name}\u0000${graph.stepLabel(e, true)}`;
+    let g = holder.groups.get(local);
     if (g === undefined) {
-      g = groups.length;
-      keys.set(key, g);
-      groups.push({ constructor: name, count: 0, selfSize: 0, best: n, sampleIds: [] });
+      const key = `${holder.path}\u0000${local}`;
+      g = keys.get(key);
+      if (g === undefined) {
+        g = groups.length;
+        keys.set(key, g);
+        groups.push({ constructor: name, count: 0, selfSize: 0, best: n, sampleIds: [] });
+      }
+      holder.groups.set(local, g);
     }
     groupOf[n] = g;
     const grp = groups[g]!;
