@@ -73,6 +73,10 @@ const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
     const parseMs = ms();
     g.analyze();
     console.log(JSON.stringify({ parseMs, analyzeMs: ms() - parseMs, rootRetained: g.retainedSize(0) }));
+  } else if (what === 'sysprobe-leaks-one-core') {
+    const { diff } = require(process.env.ROOT + '/dist/src/heap/analysis.js');
+    const d = await diff(files, { parallel: false });
+    console.log(JSON.stringify({ totalMs: ms(), first: d.leaks[0], timings: d.timings }));
   } else if (what === 'memlab-load') {
     const { getFullHeapFromFile } = require(process.env.PEERS + '/node_modules/@memlab/heap-analysis');
     const heap = await getFullHeapFromFile(files[0]);
@@ -124,6 +128,7 @@ function main() {
     ['sysprobeParse', 'sysprobe parse B', ['-e', TASK, 'sysprobe-parse', B]],
     ['sysprobeDominators', 'sysprobe parse + dominators + retained B', ['-e', TASK, 'sysprobe-dominators', B]],
     ['sysprobeLeaks', 'sysprobe heap diff A B C', [path.join(ROOT, 'dist/src/cli/main.js'), 'heap', 'diff', A, B, C, '--json']],
+    ['sysprobeLeaksOneCore', 'sysprobe leak search on one core (parallel: false)', ['-e', TASK, 'sysprobe-leaks-one-core', A, B, C]],
     ...(haveMemlab ? [
       ['memlabLoad', 'memlab getFullHeapFromFile B (parse + dominators + retained)', ['-e', TASK, 'memlab-load', B], memlabEnv],
       ['memlabLeaks', 'memlab find-leaks --trace-all-objects A B C', [memlabBin, 'find-leaks', '--baseline', A, '--target', B, '--final', C, '--trace-all-objects', '--work-dir', path.join(dir, 'memlab')], memlabEnv],
@@ -157,6 +162,7 @@ function main() {
     runs.memlabLeaks.stdout = undefined;
   }
   for (const r of Object.values(runs)) if (r.stdout !== undefined) { r.result = lastJson(r.stdout); r.stdout = undefined; }
+  const oneCoreFound = JSON.stringify(runs.sysprobeLeaksOneCore.result?.first) === JSON.stringify(first);
 
   const ratio = (ours, theirs) => theirs / ours;
   const ratios = haveMemlab ? {
@@ -186,6 +192,7 @@ function main() {
     row('sysprobe: parse B', runs.sysprobeParse, `parse ${(runs.sysprobeParse.result?.parseMs / 1000).toFixed(2)} s in-process`),
     row('sysprobe: parse + dominators + retained sizes of B', runs.sysprobeDominators, `parse ${(sp.parseMs / 1000).toFixed(2)} s, dominators + retained ${(sp.analyzeMs / 1000).toFixed(2)} s`),
     row('sysprobe: `heap diff A B C` (leak search)', runs.sysprobeLeaks, sysprobeFound ? `found: #1 is LeakyEntry ×${first.count}, ${first.retainerPath}` : `NOT found: #1 is ${first?.constructor}`),
+    row('sysprobe: the same on one core (`parallel: false`)', runs.sysprobeLeaksOneCore, oneCoreFound ? 'found, the same #1' : 'NOT found'),
     ...(haveMemlab ? [
       row('memlab 2.0.5: getFullHeapFromFile(B)', runs.memlabLoad, 'parse + dominators + retained sizes'),
       row('memlab 2.0.5: find-leaks --trace-all-objects', runs.memlabLeaks, runs.memlabLeaks.found ? `found, Map leak is trace #${runs.memlabLeaks.rankOfMapLeak} of ${runs.memlabLeaks.leakCount}` : 'did not find the Map leak'),
@@ -197,7 +204,7 @@ function main() {
   fs.writeFileSync(path.join(RESULTS_DIR, `${NAME}-latest.md`), md);
   process.stdout.write(md);
   if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
-  if (!sysprobeFound || (haveMemlab && !runs.memlabLeaks.found)) process.exitCode = 1;
+  if (!sysprobeFound || !oneCoreFound || (haveMemlab && !runs.memlabLeaks.found)) process.exitCode = 1;
 }
 
 main();
