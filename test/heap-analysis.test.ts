@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
 import { HeapGraph } from '../src/heap/graph.js';
-import { classTotals } from '../src/heap/analysis.js';
+import { classTotals, IdSet } from '../src/heap/analysis.js';
 import { heapScanner, parseHeapSnapshot, readHeapSnapshot, type RawSnapshot } from '../src/heap/reader.js';
 import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
 import { tempDir } from './helpers.js';
@@ -75,6 +75,20 @@ describe('heap analysis: a hand-written graph', () => {
   it('uses the C loop when the addon built', function () {
     if (!nativeBuilt) this.skip();
     assert.equal(heapScanner(), 'native');
+  });
+
+  it('an IdSet answers like a Set, for dense ids (a bitmap) and sparse ones (binary search)', () => {
+    let seed = 7;
+    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    for (const range of [20_000, 2 ** 32 - 1]) {
+      const ids = Uint32Array.from({ length: 5_000 }, () => rand(range));
+      const set = new IdSet(ids), reference = new Set(ids);
+      for (let k = 0; k < 20_000; k++) {
+        const probe = k % 2 ? ids[rand(ids.length)]! : rand(range);
+        assert.equal(set.has(probe), reference.has(probe), `id ${probe} in a set over 0…${range}`);
+      }
+      assert.equal(set.has(range + 1), false);
+    }
   });
 
   it('decodes escaped and non-ASCII strings', () => {

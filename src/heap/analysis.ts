@@ -99,7 +99,7 @@ export async function loadGraph(file: string, onProgress?: ProgressCallback, { e
 export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
   const totals: ClassTotal[] = [];
   const groupByName = new Map<string, number>();
-  const groupOf = new Int32Array(graph.nodeCount);
+  const groupOf = graph.scratchInt32(); // every entry is written below
   // A class is named by the node's name for objects and natives and by its type for the
   // rest, so two small tables (by string index, by type) find a node's group without a string.
   const byName = new Int32Array(graph.strings.length).fill(-1);
@@ -133,6 +133,7 @@ export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
   }
   groupOf[0] = -1; // the synthetic root is not a class
   const retained = graph.retainedByGroup(groupOf, totals.length);
+  graph.releaseScratch(groupOf);
   for (let g = 0; g < totals.length; g++) totals[g]!.retainedSize = retained[g]!;
   return new Map(totals.map((t) => [t.name, t]));
 }
@@ -194,9 +195,11 @@ export class IdSet {
   }
 
   static of(graph: HeapGraph): IdSet {
-    const ids = new Uint32Array(graph.nodeCount);
+    const ids = graph.scratch();
     for (let n = 0; n < graph.nodeCount; n++) ids[n] = graph.nodeId(n);
-    return new IdSet(ids);
+    const set = new IdSet(ids); // keeps a copy, if any
+    graph.releaseScratch(ids);
+    return set;
   }
 
   has(id: number): boolean {
@@ -319,7 +322,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 /** Groups the survivors in `graph` whose ids are in `candidateIds` by class and retainer path, ranked by retained size. */
 export function leakCandidates(graph: HeapGraph, candidateIds: IdSet, top = 50): LeakCandidate[] {
   graph.analyze();
-  const groupOf = new Int32Array(graph.nodeCount).fill(-1);
+  const groupOf = graph.scratchInt32().fill(-1);
   const keys = new Map<string, number>();
   const groups: Array<{ constructor: string; count: number; selfSize: number; best: number; sampleIds: number[] }> = [];
   // Per retaining parent: its path (computed once) and its groups by class and step, so the
@@ -354,6 +357,7 @@ export function leakCandidates(graph: HeapGraph, candidateIds: IdSet, top = 50):
     if (retained[n]! > retained[grp.best]!) grp.best = n;
   }
   const sums = graph.retainedByGroup(groupOf, groups.length);
+  graph.releaseScratch(groupOf);
   const ranked = groups.map((grp, g) => ({ grp, retainedSize: sums[g]! }))
     .filter((x) => x.retainedSize > 0)
     .sort((p, q) => q.retainedSize - p.retainedSize)

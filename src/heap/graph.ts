@@ -26,6 +26,9 @@ export class HeapGraph {
   #retained: Float64Array | undefined;
   #preOrder: Uint32Array | undefined;
   #parentEdge: Uint32Array | undefined;
+  // Node-sized arrays the dominator pass is done with, lent to the passes after it (paths,
+  // per-class sums, leak groups) so they reuse that memory instead of adding to the peak.
+  readonly #spare: Uint32Array[] = [];
 
   constructor(raw: RawSnapshot) {
     this.nodeCount = raw.nodeCount;
@@ -73,6 +76,12 @@ export class HeapGraph {
     if (type === 'concatenated string' || type === 'sliced string') return '(string)';
     return `(${type})`;
   }
+
+  /** A node-sized scratch array, contents unspecified; hand it back with {@link releaseScratch} when done. */
+  scratch(): Uint32Array { return this.#spare.pop() ?? new Uint32Array(this.nodeCount); }
+  /** {@link scratch} as signed numbers. */
+  scratchInt32(): Int32Array { const a = this.scratch(); return new Int32Array(a.buffer, a.byteOffset, a.length); }
+  releaseScratch(a: Uint32Array | Int32Array): void { this.#spare.push(new Uint32Array(a.buffer, a.byteOffset, a.length)); }
 
   /** Does this edge hold its target for GC? Weak edges never do; shortcuts only from the root (as in DevTools). */
   #essential(from: number, typeValue: number): boolean {
@@ -194,6 +203,7 @@ export class HeapGraph {
       retained[d]! += retained[n]!;
     }
     dominator[0] = 0;
+    this.#spare.push(dfn, stack, cursor, parent, firstPred.subarray(0, N));
     this.#dominator = dominator;
     this.#retained = retained;
     this.#preOrder = vertex;
@@ -203,19 +213,17 @@ export class HeapGraph {
   #computeRetainerPaths(): void {
     const N = this.nodeCount;
     const types = this.#edgeTypes, targets = this.#edgeTargets;
-    const parentEdge = new Uint32Array(N).fill(NONE);
-    const queue = new Uint32Array(N);
-    const seen = new Uint8Array(N);
+    const parentEdge = this.scratch().fill(NONE); // kept: NONE also means not reached yet
+    const queue = this.scratch();
     let head = 0, tail = 0;
-    seen[0] = 1;
+    const seen = (n: number): boolean => n === 0 || parentEdge[n] !== NONE;
     const drain = (): void => {
       while (head < tail) {
         const n = queue[head++]!;
         for (let e = this.firstEdge[n]!; e < this.firstEdge[n + 1]!; e++) {
           if (!this.#essential(n, types[e]!)) continue;
           const to = targets[e]!;
-          if (seen[to]) continue;
-          seen[to] = 1;
+          if (seen(to)) continue;
           parentEdge[to] = e;
           queue[tail++] = to;
         }
@@ -228,13 +236,13 @@ export class HeapGraph {
       for (let e = this.firstEdge[0]!; e < this.firstEdge[1]!; e++) {
         if ((types[e] === this.#shortcut) !== pass) continue;
         const to = targets[e]!;
-        if (seen[to]) continue;
-        seen[to] = 1;
+        if (seen(to)) continue;
         parentEdge[to] = e;
         queue[tail++] = to;
       }
       drain();
     }
+    this.releaseScratch(queue);
     this.#parentEdge = parentEdge;
   }
 
@@ -315,7 +323,7 @@ export class HeapGraph {
     const dom = this.#dominator!, retained = this.#retained!, order = this.#preOrder!;
     // Walk down the dominator tree in pre-order (a dominator precedes what it dominates),
     // keeping per node its nearest dominator that is in some group, and chain through those.
-    const nearest = new Int32Array(N).fill(-1); // nearest strict dominator that is in some group
+    const nearest = this.scratchInt32().fill(-1); // nearest strict dominator that is in some group
     const sums = new Float64Array(groupCount);
     for (let i = 0; i < N; i++) {
       const n = order[i]!;
@@ -331,6 +339,7 @@ export class HeapGraph {
       }
       if (!covered) sums[g]! += retained[n]!;
     }
+    this.releaseScratch(nearest);
     return sums;
   }
 }
