@@ -77,6 +77,19 @@ describe('heap analysis: a hand-written graph', () => {
     assert.equal(heapScanner(), 'native');
   });
 
+  it('reads less when asked: without edge names (same dominators, no paths), without edges (nodes only)', async () => {
+    const file = path.join(tmp, 'synthetic-parts.heapsnapshot');
+    fs.writeFileSync(file, syntheticSnapshot());
+    const unnamed = new HeapGraph(await readHeapSnapshot(file, { edgeNames: false }));
+    assert.deepEqual(unnamed.retainedSizes, graph.retainedSizes);
+    assert.deepEqual(unnamed.dominators, graph.dominators);
+    assert.throws(() => unnamed.retainerPath(byName('Eps')), /without its edge names/);
+    const nodesOnly = await readHeapSnapshot(file, { edges: false });
+    assert.equal(nodesOnly.edgeTargets.length, 0);
+    assert.deepEqual(nodesOnly.nodeIds, parseHeapSnapshot(syntheticSnapshot()).nodeIds);
+    assert.throws(() => new HeapGraph(nodesOnly).analyze(), /without its edges/);
+  });
+
   it('an IdSet answers like a Set, for dense ids (a bitmap) and sparse ones (binary search)', () => {
     let seed = 7;
     const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };

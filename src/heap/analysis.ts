@@ -89,9 +89,12 @@ function ms(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e6;
 }
 
-/** Reads a snapshot into a graph; `{ edges: false }` reads only its nodes (ids, classes, sizes), for a diff's middle file. */
-export async function loadGraph(file: string, onProgress?: ProgressCallback, { edges = true } = {}): Promise<HeapGraph> {
-  const raw = await readHeapSnapshot(file, { edges, ...(onProgress ? { onProgress } : {}) });
+/**
+ * Reads a snapshot into a graph. A diff reads less of its first two files: `edgeNames: false`
+ * for the first (its dominators, not its paths), `edges: false` for the middle (its nodes only).
+ */
+export async function loadGraph(file: string, onProgress?: ProgressCallback, { edges = true, edgeNames = true } = {}): Promise<HeapGraph> {
+  const raw = await readHeapSnapshot(file, { edges, edgeNames, ...(onProgress ? { onProgress } : {}) });
   return new HeapGraph(raw);
 }
 
@@ -227,9 +230,9 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   const top = options.top ?? 50;
   const timings: Record<string, number> = {};
   const progressOf = (i: number): ProgressCallback | undefined => (options.onProgress ? (r, s) => options.onProgress!(i, r, s) : undefined);
-  const load = async (i: number, edges = true): Promise<HeapGraph> => {
+  const load = async (i: number, parts: { edges?: boolean; edgeNames?: boolean } = {}): Promise<HeapGraph> => {
     const t = process.hrtime.bigint();
-    const g = await loadGraph(files[i]!, progressOf(i), { edges });
+    const g = await loadGraph(files[i]!, progressOf(i), parts);
     timings[`parse${i}Ms`] = ms(t);
     return g;
   };
@@ -242,7 +245,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   }
 
   async function diffInOrder(): Promise<HeapDiff> {
-  let a: HeapGraph | undefined = await load(0);
+  let a: HeapGraph | undefined = await load(0, { edgeNames: false }); // its per-class retained sizes need dominators, not paths
   // The last file is the one analysed in full: it is read on another core while the first
   // is analysed and the middle one read (and is ready about then). Not sooner: the first
   // file's analysis is the earlier peak of memory, and need not meet the last file whole.
@@ -260,7 +263,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 
   // With three files, the second is only asked which objects are new: its nodes suffice.
   const threeFiles = files.length >= 3;
-  let b: HeapGraph | undefined = threeFiles ? await load(1, false) : await loadLast();
+  let b: HeapGraph | undefined = threeFiles ? await load(1, { edges: false }) : await loadLast();
   t = process.hrtime.bigint();
   // New objects: in B, not in A; with three files, those a leak is reported in are the candidates.
   const newBy = new Map<string, { name: string; count: number; selfSize: number }>();

@@ -17,6 +17,7 @@ export class HeapGraph {
   /** Per node: index of its first edge; `firstEdge[n+1]` ends it. */
   readonly firstEdge: Uint32Array;
   readonly #hasEdges: boolean;
+  readonly #hasEdgeNames: boolean;
   readonly #nodeTypes: Uint8Array; readonly #nodeNames: Uint32Array; readonly #nodeIds: Uint32Array; readonly #selfSizes: Uint32Array;
   readonly #edgeTypes: Uint8Array; readonly #edgeNames: Uint32Array; readonly #edgeTargets: Uint32Array;
   readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number;
@@ -37,6 +38,7 @@ export class HeapGraph {
     this.edgeTypeNames = raw.meta.edge_types[0] as string[];
     this.firstEdge = raw.firstEdge;
     this.#hasEdges = raw.hasEdges;
+    this.#hasEdgeNames = raw.hasEdgeNames;
     this.#nodeTypes = raw.nodeTypes; this.#nodeNames = raw.nodeNames; this.#nodeIds = raw.nodeIds; this.#selfSizes = raw.selfSizes;
     this.#edgeTypes = raw.edgeTypes; this.#edgeNames = raw.edgeNames; this.#edgeTargets = raw.edgeTargets;
     this.#weak = this.edgeTypeNames.indexOf('weak');
@@ -60,6 +62,7 @@ export class HeapGraph {
   edgeTarget(e: number): number { return this.#edgeTargets[e]!; }
   /** The edge's name: a property name, or an element index as a string. */
   edgeName(e: number): string {
+    if (!this.#hasEdgeNames) throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
     const v = this.#edgeNames[e]!;
     return this.isIndexEdge(e) ? String(v) : this.strings[v]!;
   }

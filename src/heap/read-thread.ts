@@ -8,7 +8,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { SysprobeError, ErrorCode, describeError } from '../errors.js';
 import { readHeapSnapshot, type RawSnapshot, type ReadOptions } from './reader.js';
 
-interface Request { sysprobeHeapRead: true; file: string; edges: boolean; progress: boolean }
+interface Request { sysprobeHeapRead: true; file: string; edges: boolean; edgeNames: boolean; progress: boolean }
 type Reply =
   | { type: 'progress'; bytesRead: number; total: number }
   | { type: 'done'; raw: RawSnapshot; parseMs: number }
@@ -22,8 +22,8 @@ export interface ThreadRead {
 
 const TRANSFERRED = ['nodeTypes', 'nodeNames', 'nodeIds', 'selfSizes', 'firstEdge', 'edgeTypes', 'edgeNames', 'edgeTargets'] as const;
 
-export function readHeapSnapshotInThread(file: string, options: Pick<ReadOptions, 'edges' | 'onProgress'> = {}): ThreadRead {
-  const request: Request = { sysprobeHeapRead: true, file, edges: options.edges ?? true, progress: options.onProgress !== undefined };
+export function readHeapSnapshotInThread(file: string, options: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onProgress'> = {}): ThreadRead {
+  const request: Request = { sysprobeHeapRead: true, file, edges: options.edges ?? true, edgeNames: options.edgeNames ?? true, progress: options.onProgress !== undefined };
   const worker = new Worker(__filename, { workerData: request });
   let settled = false;
   const result = new Promise<{ raw: RawSnapshot; parseMs: number }>((resolve, reject) => {
@@ -59,6 +59,7 @@ async function serve(req: Request): Promise<void> {
   try {
     const raw = await readHeapSnapshot(req.file, {
       edges: req.edges,
+      edgeNames: req.edgeNames,
       ...(req.progress ? { onProgress: (bytesRead: number, total: number) => port.postMessage({ type: 'progress', bytesRead, total } satisfies Reply) } : {}),
     });
     const parseMs = Number(process.hrtime.bigint() - t) / 1e6;

@@ -35,12 +35,14 @@ export interface RawSnapshot {
   firstEdge: Uint32Array;
   /** Per edge: index into `meta.edge_types[0]`. Empty when read with `edges: false`. */
   edgeTypes: Uint8Array;
-  /** Per edge: a string index, or the element index for `element` and `hidden` edges. */
+  /** Per edge: a string index, or the element index for `element` and `hidden` edges. Empty when read with `edgeNames: false`. */
   edgeNames: Uint32Array;
   /** Per edge: the node ordinal it points to. */
   edgeTargets: Uint32Array;
   /** False when read with `edges: false`: the graph cannot be walked. */
   hasEdges: boolean;
+  /** False when read with `edges: false` or `edgeNames: false`: paths cannot be named. */
+  hasEdgeNames: boolean;
   strings: string[];
 }
 
@@ -53,6 +55,8 @@ export interface ReadOptions {
   chunkBytes?: number;
   /** Read the edges; true by default. False skips them (a diff's middle snapshot needs only its nodes), about a third of the time. */
   edges?: boolean;
+  /** Keep the edges' names; true by default. False saves 4 bytes an edge when no retainer path will be named (dominators and retained sizes only). */
+  edgeNames?: boolean;
 }
 
 const HEADER_MAX_BYTES = 1 << 20;
@@ -146,6 +150,7 @@ class SnapshotTokenizer {
   edgeTargets = new Uint32Array(0);
 
   readonly #readEdges: boolean;
+  readonly #readEdgeNames: boolean;
   // Where each kept field sits in V8's records, from the header's meta.
   #layout = { nf: 0, ef: 0, nType: 0, nName: 0, nId: 0, nSelf: 0, nEdges: 0, eType: 0, eName: 0, eTo: 0, nodeTypes: 0, edgeTypes: 0 };
 
@@ -176,8 +181,9 @@ class SnapshotTokenizer {
   // Skip state for values we do not keep (trace trees, samples).
   #depth = 0;
 
-  constructor(readEdges: boolean) {
-    this.#readEdges = readEdges;
+  constructor({ edges = true, edgeNames = true }: Pick<ReadOptions, 'edges' | 'edgeNames'> = {}) {
+    this.#readEdges = edges;
+    this.#readEdgeNames = edges && edgeNames;
   }
 
   feed(chunk: Buffer): void {
@@ -220,7 +226,7 @@ class SnapshotTokenizer {
     return {
       meta: this.meta!, nodeCount: this.nodeCount, edgeCount: this.edgeCount,
       nodeTypes: this.nodeTypes, nodeNames: this.nodeNames, nodeIds: this.nodeIds, selfSizes: this.selfSizes, firstEdge: this.firstEdge,
-      edgeTypes: this.edgeTypes, edgeNames: this.edgeNames, edgeTargets: this.edgeTargets, hasEdges: this.#readEdges,
+      edgeTypes: this.edgeTypes, edgeNames: this.edgeNames, edgeTargets: this.edgeTargets, hasEdges: this.#readEdges, hasEdgeNames: this.#readEdgeNames,
       strings: this.strings,
     };
   }
@@ -297,7 +303,7 @@ class SnapshotTokenizer {
     this.firstEdge = new Uint32Array(N + 1);
     if (this.#readEdges) {
       this.edgeTypes = new Uint8Array(E);
-      this.edgeNames = new Uint32Array(E);
+      if (this.#readEdgeNames) this.edgeNames = new Uint32Array(E);
       this.edgeTargets = new Uint32Array(E);
     }
   }
@@ -429,6 +435,7 @@ class SnapshotTokenizer {
     const { ef, nf, eType, eName, eTo, edgeTypes: typeCount } = this.#layout;
     const s = this.#scratch;
     const types = this.edgeTypes, names = this.edgeNames, targets = this.edgeTargets;
+    const keepNames = this.#readEdgeNames;
     const N = this.nodeCount;
     let edge = this.#edgesRead;
     if (edge + count / ef > this.edgeCount) throw bad('wrong meta: the "edges" array is longer than the header\'s count');
@@ -439,7 +446,7 @@ class SnapshotTokenizer {
       const to = Math.floor(slot / nf);
       if (to * nf !== slot || to >= N) throw bad(`corrupt: edge ${edge} points outside the nodes`);
       types[edge] = type;
-      names[edge] = s[r + eName]!;
+      if (keepNames) names[edge] = s[r + eName]!;
       targets[edge++] = to;
     }
     this.#edgesRead = edge;
@@ -565,7 +572,7 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
   }
   try {
     const { size } = await fh.stat();
-    const tokenizer = new SnapshotTokenizer(options.edges ?? true);
+    const tokenizer = new SnapshotTokenizer(options);
     // Two buffers: the next chunk is read (on libuv's pool) while this one is tokenised.
     const bufs = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)];
     let next = fh.read(bufs[0]!, 0, chunkBytes, null);
@@ -593,7 +600,7 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
 
 /** Parses a snapshot held in memory (tests, small inputs). */
 export function parseHeapSnapshot(data: Buffer | string): RawSnapshot {
-  const tokenizer = new SnapshotTokenizer(true);
+  const tokenizer = new SnapshotTokenizer();
   const buf = typeof data === 'string' ? Buffer.from(data) : data;
   const step = 1 << 16;
   for (let i = 0; i < buf.length; i += step) tokenizer.feed(Buffer.from(buf.subarray(i, i + step)));
