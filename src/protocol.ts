@@ -210,7 +210,12 @@ export type Request =
   | { kind: 'captureCpuProfile'; durationMs: number }
   | { kind: 'captureAllocationProfile'; durationMs: number }
   | { kind: 'sockets' }
-  | { kind: 'probeStatus' };
+  | { kind: 'probeStatus' }
+  /** Writes an incident's samples.json: what it holds, plus the recorder's samples since `sinceTime` (src/worker/incident-samples.ts). */
+  | { kind: 'writeSamples'; file: string; sinceTime: number; max: number };
+
+/** What a `writeSamples` request wrote: how many samples, from and to when. */
+export interface SamplesWritten { count: number; from: number | undefined; to: number | undefined }
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }

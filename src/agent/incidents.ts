@@ -8,7 +8,8 @@
  * closes after `quietMs` without a trigger, after `maxOpenMs`, or at stop().
  *
  * Runs on the main thread, where the triggers and the app's trace context are; the work
- * is a few small async file writes per incident, one at a time.
+ * is a few small async file writes per incident, one at a time. samples.json, the one
+ * large file, is serialized and written by the worker, which holds the samples.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -18,7 +19,8 @@ import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { describeError } from '../errors.js';
 import type { ResolvedIncidentOptions } from '../incident-options.js';
 import type { Logger } from '../options.js';
-import type { Frame, RuleCaptures, Sample, StallCapture } from '../protocol.js';
+import type { Frame, RuleCaptures, Sample, SamplesWritten, StallCapture } from '../protocol.js';
+import { writeFileAtomically } from '../files.js';
 import { diffHeapSnapshots } from '../heap/api.js';
 
 /** The marker file of an open incident; the file sink's rotation never deletes a folder that has a fresh one. */
@@ -128,8 +130,10 @@ export interface IncidentDeps {
   sysprobeVersion: string;
   logger: Logger;
   logs: LogRing;
-  /** The flight recorder's samples of the last `sinceMs`. */
+  /** Asks the worker for its latest samples (it drains the main thread's readings, so rules see them now). */
   recent(sinceMs: number): Promise<Sample[]>;
+  /** Has the worker write samples.json: what the file holds plus its samples since `sinceTime`, the newest `max`. */
+  writeSamples(file: string, sinceTime: number, max: number): Promise<SamplesWritten>;
   emit(event: IncidentEvent): void;
   /** The incident closed: the worker may take each kind of capture again. */
   closed(): void;
@@ -142,7 +146,6 @@ export interface IncidentDeps {
 interface OpenIncident {
   manifest: IncidentManifest;
   dir: string;
-  samples: Sample[];
   quietTimer: NodeJS.Timeout | undefined;
   maxTimer: NodeJS.Timeout;
   /** Settles once the folder exists; every later write waits for it. */
@@ -241,7 +244,7 @@ export class IncidentRecorder {
       versions: { node: process.version, v8: process.versions.v8, sysprobe: sysprobeVersion }, traces: [], captures: [], notTaken: [],
     };
     const base = `${new Date(openedAt).toISOString().replace(/:/g, '')}-${safeName(trigger.rule)}`;
-    const incident: OpenIncident = { manifest, dir: path.join(this.#root, base), samples: [], quietTimer: undefined, maxTimer: setTimeout(() => this.#close('maxOpen'), options.maxOpenMs), ready: Promise.resolve(false) };
+    const incident: OpenIncident = { manifest, dir: path.join(this.#root, base), quietTimer: undefined, maxTimer: setTimeout(() => this.#close('maxOpen'), options.maxOpenMs), ready: Promise.resolve(false) };
     incident.maxTimer.unref();
     manifest.id = base;
     incident.ready = this.#enqueue(async () => {
@@ -249,10 +252,6 @@ export class IncidentRecorder {
       manifest.id = path.basename(incident.dir);
       await fs.promises.writeFile(path.join(incident.dir, OPEN_MARKER), `${process.pid}\n`);
       // The samples before the trigger now, while the recorder still holds them; the rest at the close.
-      incident.samples = await this.#deps.recent(options.beforeMs + Math.max(0, openedAt - trigger.at)).catch((err: unknown) => {
-        this.#deps.logger.warn({ err: describeError(err), incident: manifest.id }, 'sysprobe could not read the samples for an incident');
-        return [];
-      });
       await this.#writeSamples(incident);
       await this.#writeManifest(incident);
       // Incidents without a capture must not pile up: the new folder counts now (its .open marker keeps it).
@@ -308,13 +307,9 @@ export class IncidentRecorder {
     if (this.#closed.length > MAX_LISTED) this.#closed.shift();
     this.#deps.closed();
     this.#step(incident, async () => {
-      const last = incident.samples.at(-1)?.time ?? manifest.openedAt - this.#deps.options.beforeMs;
-      const more = await this.#deps.recent(Math.max(1, Date.now() - last + 1)).catch(() => []);
-      incident.samples.push(...more.filter((s) => s.time > last));
       await this.#writeSamples(incident);
-      const from = manifest.openedAt - this.#deps.options.beforeMs - Math.max(0, manifest.openedAt - manifest.triggers[0]!.at);
-      const lines = this.#deps.logs.between(from, manifest.closedAt!);
-      await writeAtomically(path.join(incident.dir, LOGS), lines.length ? `${lines.join('\n')}\n` : '');
+      const lines = this.#deps.logs.between(this.#windowStart(incident), manifest.closedAt!);
+      await writeFileAtomically(path.join(incident.dir, LOGS), lines.length ? `${lines.join('\n')}\n` : '');
       manifest.logs = { file: LOGS, count: lines.length };
       manifest.logTraceIds = traceIdsIn(lines);
       if (this.#deps.dependencies) {
@@ -343,7 +338,7 @@ export class IncidentRecorder {
     try {
       // One core: the service being diagnosed keeps the other.
       const diff = await diffHeapSnapshots(files, { maxMemoryMb: HEAP_DIFF_MEMORY_MB, timeoutMs: HEAP_DIFF_TIMEOUT_MS, parallel: false });
-      await writeAtomically(path.join(incident.dir, HEAP_DIFF), `${JSON.stringify(diff)}\n`);
+      await writeFileAtomically(path.join(incident.dir, HEAP_DIFF), `${JSON.stringify(diff)}\n`);
       incident.manifest.heapDiff = { file: HEAP_DIFF, snapshots: files.map((f) => path.basename(f)) };
     } catch (err) {
       this.#deps.logger.warn({ incident: incident.manifest.id, err: describeError(err) }, 'sysprobe could not diff the heap snapshots of an incident');
@@ -383,19 +378,27 @@ export class IncidentRecorder {
 
   async #writeCapture(incident: OpenIncident, kind: string, name: string, body: unknown): Promise<void> {
     const text = JSON.stringify(body, null, 1);
-    await writeAtomically(path.join(incident.dir, name), text);
+    await writeFileAtomically(path.join(incident.dir, name), text);
     incident.manifest.captures.push({ kind, file: name, bytes: Buffer.byteLength(text) });
   }
 
+  /** Where the incident's window starts: `beforeMs` before its first trigger. */
+  #windowStart(incident: OpenIncident): number {
+    const { manifest } = incident;
+    return manifest.openedAt - this.#deps.options.beforeMs - Math.max(0, manifest.openedAt - manifest.triggers[0]!.at);
+  }
+
   async #writeSamples(incident: OpenIncident): Promise<void> {
-    if (incident.samples.length > MAX_SAMPLES) incident.samples.splice(0, incident.samples.length - MAX_SAMPLES);
-    const { samples } = incident;
-    await writeAtomically(path.join(incident.dir, SAMPLES), JSON.stringify(samples));
-    incident.manifest.samples = { file: SAMPLES, count: samples.length, from: samples[0]?.time, to: samples.at(-1)?.time };
+    try {
+      const { count, from, to } = await this.#deps.writeSamples(path.join(incident.dir, SAMPLES), this.#windowStart(incident), MAX_SAMPLES);
+      incident.manifest.samples = { file: SAMPLES, count, from, to };
+    } catch (err) {
+      this.#deps.logger.warn({ err: describeError(err), incident: incident.manifest.id }, 'sysprobe could not write the samples of an incident');
+    }
   }
 
   async #writeManifest(incident: OpenIncident): Promise<void> {
-    await writeAtomically(path.join(incident.dir, MANIFEST), JSON.stringify(incident.manifest, null, 2));
+    await writeFileAtomically(path.join(incident.dir, MANIFEST), JSON.stringify(incident.manifest, null, 2));
   }
 }
 
@@ -420,13 +423,6 @@ function summary(manifest: IncidentManifest, dir: string): IncidentSummary {
 /** Letters, digits, dots and dashes only: a rule name becomes part of a folder name. */
 function safeName(name: string): string {
   return name.replace(/[^a-z0-9.-]+/gi, '_').slice(0, 60) || 'rule';
-}
-
-/** Readers never see a half-written file: write a temporary, then rename. */
-async function writeAtomically(file: string, text: string): Promise<void> {
-  const partial = `${file}.partial`;
-  await fs.promises.writeFile(partial, text);
-  await fs.promises.rename(partial, file);
 }
 
 /**

@@ -4,7 +4,7 @@ import { metrics } from '@opentelemetry/api';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { defaultLogger } from '../logger.js';
 import { resolveOptions, type Logger, type ProbeOptions, type ResolvedOptions } from '../options.js';
-import type { AllocationProfileResult, CpuProfileResult, Frame, RuleCaptures, Sample, StallCapture, WorkerToMain } from '../protocol.js';
+import type { AllocationProfileResult, CpuProfileResult, Frame, RuleCaptures, Sample, SamplesWritten, StallCapture, WorkerToMain } from '../protocol.js';
 import type { RuleFiring } from '../worker/rules.js';
 import { OtelExporter } from '../exporters/otel.js';
 import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } from '../loop-watch.js';
@@ -31,6 +31,8 @@ const STACK_REQUEST_TIMEOUT_MS = 5_000;
 const SELF_PAUSE_REASON = 'sysprobe was writing a heap snapshot';
 /** The first socket sweep may still be running (ss has 3 s of its own); this covers it and the round trip. */
 const SOCKETS_REQUEST_TIMEOUT_MS = 10_000;
+/** An incident's samples.json: up to 20,000 samples read back, joined and written by the worker. */
+const WRITE_SAMPLES_TIMEOUT_MS = 10_000;
 const PACKAGE_VERSION: string = (require('../../../package.json') as { version: string }).version;
 
 /** The stall the worker saw, reported once the main thread runs again. */
@@ -180,6 +182,7 @@ export class Probe extends EventEmitter {
     this.#incidents = options.incidents.enabled ? new IncidentRecorder({
       dumpDir: options.dumpDir, options: options.incidents, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger, logs,
       recent: (sinceMs) => this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>,
+      writeSamples: (file, sinceTime, max) => this.#supervisor.request({ kind: 'writeSamples', file, sinceTime, max }, WRITE_SAMPLES_TIMEOUT_MS) as Promise<SamplesWritten>,
       emit: (event) => this.#emitSafely('incident', event),
       closed: () => { if (!this.#stopped) this.#supervisor.post({ type: 'incidentClosed' }); },
       rotate: () => files.rotate(),

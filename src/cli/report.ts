@@ -14,6 +14,7 @@ import { displayName, weighProfile } from '../captures/cpuprofile.js';
 import type { IncidentManifest } from '../agent/incidents.js';
 import type { Frame, Sample } from '../protocol.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
+import { writeFileAtomically } from '../files.js';
 
 /** Bounds on what goes into the page. */
 const MAX_INPUT_BYTES = 512 * 1024 ** 2;
@@ -62,10 +63,8 @@ export async function writeReport(dir: string, out?: string): Promise<string> {
   const html = await renderReport(dir);
   const file = path.resolve(out ?? path.join(dir, 'report.html'));
   try {
-    await fs.promises.writeFile(`${file}.partial`, html);
-    await fs.promises.rename(`${file}.partial`, file);
+    await writeFileAtomically(file, html);
   } catch (err) {
-    await fs.promises.rm(`${file}.partial`, { force: true });
     throw new CliError(ExitCode.BAD_INPUT, `could not write ${file}: ${(err as Error).message}`);
   }
   return file;

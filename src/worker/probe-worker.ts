@@ -35,6 +35,7 @@ import { PROBE_RULE_PREFIX } from '../net/baseline.js';
 import { WorkerEndpoints } from './endpoints.js';
 import { ruleReason, type HealthReason } from '../health/evaluate.js';
 import type { HostRequest } from '../protocol.js';
+import { writeIncidentSamples } from './incident-samples.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
 const DRAIN_SLOTS = 32;
@@ -257,6 +258,7 @@ class ProbeWorker {
           value = await this.#sockets.latest();
           break;
         case 'probeStatus': value = this.#probes?.book.status() ?? []; break;
+        case 'writeSamples': value = await writeIncidentSamples(this.#recorder, request.file, request.sinceTime, request.max); break;
         default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
