@@ -220,106 +220,124 @@ export class IdSet {
   }
 }
 
+/** Reads a diff's files, timing each: the last one on a worker thread (a second core) unless `parallel: false`. */
+class DiffFiles {
+  readonly timings: Record<string, number> = {};
+  #lastRead: ThreadRead | undefined;
+
+  constructor(readonly files: string[], readonly options: AnalysisOptions) {}
+
+  get lastIndex(): number { return this.files.length - 1; }
+
+  /** Reads file `i` here. */
+  async load(i: number, parts: { edges?: boolean; edgeNames?: boolean } = {}): Promise<HeapGraph> {
+    const t = process.hrtime.bigint();
+    const g = await loadGraph(this.files[i]!, this.#progress(i), parts);
+    this.timings[`parse${i}Ms`] = ms(t);
+    return g;
+  }
+
+  /** Starts reading the last file on another core (when parallel). */
+  startLast(): void {
+    if (this.options.parallel === false || this.#lastRead) return;
+    const onProgress = this.#progress(this.lastIndex);
+    this.#lastRead = readHeapSnapshotInThread(this.files[this.lastIndex]!, onProgress ? { onProgress } : {});
+    this.#lastRead.result.catch(() => undefined); // awaited in last(); if an earlier step fails first, this must not go unhandled
+  }
+
+  /** The last file: from the thread (its parse time, and how long the analysis waited for it), or read here. */
+  async last(): Promise<HeapGraph> {
+    if (!this.#lastRead) return this.load(this.lastIndex);
+    const t = process.hrtime.bigint();
+    const { raw, parseMs } = await this.#lastRead.result;
+    this.timings[`parse${this.lastIndex}Ms`] = parseMs;
+    this.timings.waitedMs = ms(t);
+    return new HeapGraph(raw);
+  }
+
+  /** Stops a read still running (the diff failed, or is done). */
+  cancel(): void { this.#lastRead?.cancel(); }
+
+  #progress(i: number): ProgressCallback | undefined {
+    const { onProgress } = this.options;
+    return onProgress ? (read, size) => onProgress(i, read, size) : undefined;
+  }
+}
+
 /**
  * Two files: per-class deltas and new objects. Three files (baseline, target, final):
  * also leak candidates — objects whose ids are absent from the first, present in the
  * second and still alive in the third, grouped by class and retainer path.
- * Graphs are loaded one at a time and dropped as soon as their part is done.
+ * One full graph at a time; each is dropped as soon as its part is done.
  */
 export async function diff(files: string[], options: AnalysisOptions = {}): Promise<HeapDiff> {
   const top = options.top ?? 50;
-  const timings: Record<string, number> = {};
-  const progressOf = (i: number): ProgressCallback | undefined => (options.onProgress ? (r, s) => options.onProgress!(i, r, s) : undefined);
-  const load = async (i: number, parts: { edges?: boolean; edgeNames?: boolean } = {}): Promise<HeapGraph> => {
-    const t = process.hrtime.bigint();
-    const g = await loadGraph(files[i]!, progressOf(i), parts);
-    timings[`parse${i}Ms`] = ms(t);
-    return g;
-  };
-  const lastIndex = files.length - 1;
-  let lastRead: ThreadRead | undefined;
+  const reads = new DiffFiles(files, options);
+  const { timings } = reads;
   try {
-    return await diffInOrder();
-  } finally {
-    lastRead?.cancel();
-  }
+    // The first file: per-class totals (its retained sizes need dominators, not paths) and its ids.
+    let a: HeapGraph | undefined = await reads.load(0, { edgeNames: false });
+    // The last file is analysed in full: it is read on another core while the first is analysed
+    // and the middle one read, and is ready about then. Not sooner: the first file's analysis
+    // is the earlier peak of memory, and need not meet the last file whole.
+    reads.startLast();
+    let t = process.hrtime.bigint();
+    a.analyze(); // before the passes that borrow the arrays it is done with
+    const totalsA = classTotals(a);
+    const idsA = IdSet.of(a);
+    timings.analyze0Ms = ms(t);
+    a = undefined;
 
-  async function diffInOrder(): Promise<HeapDiff> {
-  let a: HeapGraph | undefined = await load(0, { edgeNames: false }); // its per-class retained sizes need dominators, not paths
-  // The last file is the one analysed in full: it is read on another core while the first
-  // is analysed and the middle one read (and is ready about then). Not sooner: the first
-  // file's analysis is the earlier peak of memory, and need not meet the last file whole.
-  if (options.parallel !== false) {
-    const onLastProgress = progressOf(lastIndex);
-    lastRead = readHeapSnapshotInThread(files[lastIndex]!, onLastProgress ? { onProgress: onLastProgress } : {});
-    lastRead.result.catch(() => undefined); // awaited below; if an earlier step fails first, this must not go unhandled
-  }
-  let t = process.hrtime.bigint();
-  a.analyze();
-  const totalsA = classTotals(a);
-  const idsA = IdSet.of(a);
-  timings.analyze0Ms = ms(t);
-  a = undefined;
+    // With three files, the second is only asked which objects are new: its nodes suffice.
+    const threeFiles = files.length >= 3;
+    let b: HeapGraph | undefined = threeFiles ? await reads.load(1, { edges: false }) : await reads.last();
+    const fresh = newObjects(b, idsA, threeFiles);
+    const last = threeFiles ? await reads.last() : b;
+    b = undefined; // a three-file diff is done with the middle file
 
-  // With three files, the second is only asked which objects are new: its nodes suffice.
-  const threeFiles = files.length >= 3;
-  let b: HeapGraph | undefined = threeFiles ? await load(1, { edges: false }) : await loadLast();
-  t = process.hrtime.bigint();
-  // New objects: in B, not in A; with three files, those a leak is reported in are the candidates.
-  const newBy = new Map<string, { name: string; count: number; selfSize: number }>();
-  let newCount = 0, newSelf = 0;
-  const candidates: number[] = [];
-  for (let n = 1; n < b.nodeCount; n++) {
-    const id = b.nodeId(n);
-    if (idsA.has(id)) continue;
-    const name = b.className(n);
-    let e = newBy.get(name);
-    if (!e) newBy.set(name, (e = { name, count: 0, selfSize: 0 }));
-    e.count++; e.selfSize += b.selfSize(n); newCount++; newSelf += b.selfSize(n);
-    if (threeFiles && LEAK_TYPES.has(b.nodeType(n)) && b.isProgramObject(n)) candidates.push(id);
-  }
-  let last = b;
-  let idsNewInB: IdSet | undefined;
-  if (threeFiles) {
-    idsNewInB = new IdSet(Uint32Array.from(candidates));
-    b = undefined;
-    last = await loadLast();
     t = process.hrtime.bigint();
+    last.analyze();
+    const constructors = constructorDeltas(totalsA, classTotals(last)).slice(0, top);
+    const leaks = fresh.candidates ? leakCandidates(last, fresh.candidates, top) : [];
+    timings.analyzeLastMs = ms(t);
+    const byConstructor = [...fresh.byConstructor.values()].sort((p, q) => q.selfSize - p.selfSize).slice(0, top);
+    return { files, constructors, newObjects: { count: fresh.count, selfSize: fresh.selfSize, byConstructor }, leaks, timings };
+  } finally {
+    reads.cancel();
   }
-  last.analyze();
-  const totalsLast = classTotals(last);
-  const constructors: ConstructorDelta[] = [];
-  for (const name of new Set([...totalsA.keys(), ...totalsLast.keys()])) {
-    const x = totalsA.get(name), y = totalsLast.get(name);
+}
+
+/** Objects in `graph` whose ids are not in `before`, by class; and, when asked, the ids among them a leak is reported in. */
+function newObjects(graph: HeapGraph, before: IdSet, withCandidates: boolean) {
+  const byConstructor = new Map<string, { name: string; count: number; selfSize: number }>();
+  let count = 0, selfSize = 0;
+  const candidates: number[] = [];
+  for (let n = 1; n < graph.nodeCount; n++) {
+    const id = graph.nodeId(n);
+    if (before.has(id)) continue;
+    const name = graph.className(n);
+    let e = byConstructor.get(name);
+    if (!e) byConstructor.set(name, (e = { name, count: 0, selfSize: 0 }));
+    e.count++; e.selfSize += graph.selfSize(n); count++; selfSize += graph.selfSize(n);
+    if (withCandidates && LEAK_TYPES.has(graph.nodeType(n)) && graph.isProgramObject(n)) candidates.push(id);
+  }
+  return { byConstructor, count, selfSize, candidates: withCandidates ? new IdSet(Uint32Array.from(candidates)) : undefined };
+}
+
+/** Per class, last minus first; those that changed, by |retained size change|, largest first. */
+function constructorDeltas(first: Map<string, ClassTotal>, last: Map<string, ClassTotal>): ConstructorDelta[] {
+  const deltas: ConstructorDelta[] = [];
+  for (const name of new Set([...first.keys(), ...last.keys()])) {
+    const x = first.get(name), y = last.get(name);
     const d = {
       name,
       countDelta: (y?.count ?? 0) - (x?.count ?? 0),
       selfSizeDelta: (y?.selfSize ?? 0) - (x?.selfSize ?? 0),
       retainedSizeDelta: (y?.retainedSize ?? 0) - (x?.retainedSize ?? 0),
     };
-    if (d.countDelta !== 0 || d.selfSizeDelta !== 0 || d.retainedSizeDelta !== 0) constructors.push(d);
+    if (d.countDelta !== 0 || d.selfSizeDelta !== 0 || d.retainedSizeDelta !== 0) deltas.push(d);
   }
-  constructors.sort((p, q) => Math.abs(q.retainedSizeDelta) - Math.abs(p.retainedSizeDelta) || Math.abs(q.selfSizeDelta) - Math.abs(p.selfSizeDelta));
-  const leaks = idsNewInB ? leakCandidates(last, idsNewInB, top) : [];
-  timings.analyzeLastMs = ms(t);
-  return {
-    files,
-    constructors: constructors.slice(0, top),
-    newObjects: { count: newCount, selfSize: newSelf, byConstructor: [...newBy.values()].sort((p, q) => q.selfSize - p.selfSize).slice(0, top) },
-    leaks,
-    timings,
-  };
-  }
-
-  /** The last file: from the reading thread (its parse time, and how long the analysis waited for it), or read here. */
-  async function loadLast(): Promise<HeapGraph> {
-    if (!lastRead) return load(lastIndex);
-    const t = process.hrtime.bigint();
-    const { raw, parseMs } = await lastRead.result;
-    timings[`parse${lastIndex}Ms`] = parseMs;
-    timings.waitedMs = ms(t);
-    return new HeapGraph(raw);
-  }
+  return deltas.sort((p, q) => Math.abs(q.retainedSizeDelta) - Math.abs(p.retainedSizeDelta) || Math.abs(q.selfSizeDelta) - Math.abs(p.selfSizeDelta));
 }
 
 /** Groups the survivors in `graph` whose ids are in `candidateIds` by class and retainer path, ranked by retained size. */
