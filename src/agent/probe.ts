@@ -464,7 +464,7 @@ export class Probe extends EventEmitter {
       this.#dependencies?.stop();
       for (const watcher of this.#watchers.values()) watcher.stop();
       await this.#jobs.stop();
-      // Before the worker goes: closing reads the samples up to now from its recorder.
+      // Before the worker goes: closing has it write the samples up to now.
       await this.#incidents?.stop();
       this.#gc?.stop();
       this.#exporter.stop();
