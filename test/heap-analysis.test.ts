@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
 import { HeapGraph } from '../src/heap/graph.js';
-import { classTotals, IdSet } from '../src/heap/analysis.js';
+import { classTotals, IdSet, roomForAThread } from '../src/heap/analysis.js';
 import { heapScanner, parseHeapSnapshot, readHeapSnapshot, type RawSnapshot } from '../src/heap/reader.js';
 import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
 import { tempDir } from './helpers.js';
@@ -248,6 +248,22 @@ describe('heap analysis: real snapshots with known leaks', function () {
     // The first file fails while the thread still reads the last: the thread is stopped, nothing is left unhandled.
     await assert.rejects(diffHeapSnapshots([truncated, files[1]!, files[2]!], { inProcess: true }), { code: ErrorCode.BAD_SNAPSHOT });
     await assert.rejects(diffHeapSnapshots(files, { parallel: 'yes' } as never), { code: ErrorCode.INVALID_OPTION });
+  });
+
+  it('by default reads on a second thread only when free memory is at least the files\' total size', async () => {
+    const files = snapshots.get('map')!;
+    assert.equal(roomForAThread(files), true, `${files.length} small files, ${os.freemem()} bytes free`);
+    const huge = path.join(tmp, 'sparse-huge.heapsnapshot');
+    fs.closeSync(fs.openSync(huge, 'w'));
+    fs.truncateSync(huge, os.freemem() + 2 ** 30); // sparse: no disk used
+    try {
+      assert.equal(roomForAThread([files[0]!, files[1]!, huge]), false);
+      assert.equal(roomForAThread([files[0]!, path.join(tmp, 'missing.heapsnapshot')]), false, 'a missing file: read in turn, and fail there');
+      const d = await diffHeapSnapshots(files, { top: 3, inProcess: true });
+      assert.ok('waitedMs' in d.timings, 'the default diff of small files used the thread');
+    } finally {
+      fs.rmSync(huge);
+    }
   });
 
   it('a bad file rejects from the child process with BAD_SNAPSHOT; bad options with INVALID_OPTION', async () => {

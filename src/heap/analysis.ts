@@ -3,6 +3,8 @@
  * deltas and three-snapshot leak candidates. Pure functions over {@link HeapGraph}s;
  * the results are plain JSON (the shape of `sysprobe heap … --json`).
  */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
 import { HeapGraph } from './graph.js';
 import { readHeapSnapshot, type ProgressCallback } from './reader.js';
 import { readHeapSnapshotInThread, type ThreadRead } from './read-thread.js';
@@ -72,7 +74,10 @@ export interface AnalysisOptions {
   top?: number;
   /** Called as each file is read: index of the file, bytes read, file size. Files may be read at the same time. */
   onProgress?: (fileIndex: number, bytesRead: number, total: number) => void;
-  /** A diff reads its last file on a worker thread (a second core) while it analyses the first ones. Default true. */
+  /**
+   * A diff reads its last file on a worker thread (a second core) while it analyses the first
+   * ones. By default only when free memory is at least the files' total size ({@link roomForAThread}); true always, false never.
+   */
   parallel?: boolean;
 }
 
@@ -220,7 +225,21 @@ export class IdSet {
   }
 }
 
-/** Reads a diff's files, timing each: the last one on a worker thread (a second core) unless `parallel: false`. */
+/**
+ * Reading the last file meanwhile holds it beside the first file's analysis: about 1.3× the
+ * peak memory of reading in turn (measured at 2 GB). By default it is done only when free
+ * memory is at least the files' total size, about twice that peak, so that a diff never
+ * pushes the machine toward swap for the sake of speed.
+ */
+export function roomForAThread(files: string[]): boolean {
+  let total = 0;
+  for (const file of files) {
+    try { total += fs.statSync(file).size; } catch { return false; } // the read will say what is wrong with it
+  }
+  return os.freemem() >= total;
+}
+
+/** Reads a diff's files, timing each: the last one on a worker thread (a second core) when `parallel` allows. */
 class DiffFiles {
   readonly timings: Record<string, number> = {};
   #lastRead: ThreadRead | undefined;
@@ -239,7 +258,8 @@ class DiffFiles {
 
   /** Starts reading the last file on another core (when parallel). */
   startLast(): void {
-    if (this.options.parallel === false || this.#lastRead) return;
+    const { parallel } = this.options;
+    if (parallel === false || this.#lastRead || (parallel === undefined && !roomForAThread(this.files))) return;
     const onProgress = this.#progress(this.lastIndex);
     this.#lastRead = readHeapSnapshotInThread(this.files[this.lastIndex]!, onProgress ? { onProgress } : {});
     this.#lastRead.result.catch(() => undefined); // awaited in last(); if an earlier step fails first, this must not go unhandled

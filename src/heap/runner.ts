@@ -24,7 +24,7 @@ function reply(m: RunnerReply): Promise<void> {
 
 async function run(req: RunnerRequest): Promise<void> {
   const onProgress = req.progress ? (fileIndex: number, bytesRead: number, totalBytes: number) => { process.send!({ type: 'progress', fileIndex, bytesRead, totalBytes }); } : undefined;
-  const options = { top: req.top, parallel: req.parallel !== false, ...(onProgress ? { onProgress } : {}) };
+  const options = { top: req.top, ...(req.parallel !== undefined ? { parallel: req.parallel } : {}), ...(onProgress ? { onProgress } : {}) };
   try {
     const result = req.kind === 'summary' ? await summarize(req.files[0]!, options) : await diff(req.files, options);
     await reply({ type: 'result', result });
