@@ -1,30 +1,37 @@
 /*
  * Heap scan: the heap snapshot reader's hot loop in C.
  *
- * A .heapsnapshot is mostly decimal numbers separated by commas and newlines;
- * reading them is most of the time a snapshot analysis takes. This is the same
- * loop as scanNumbers() in src/heap/reader.ts (which stays the fallback when the
- * addon did not build) at about four times its speed: no allocation, no state
- * kept here, safe on any thread.
+ * A .heapsnapshot is mostly the decimal numbers of the `nodes` and `edges` arrays,
+ * record after record; reading them is most of the time a snapshot analysis takes.
+ * This reads one chunk of such an array straight into the reader's columns, checking
+ * each record as it goes. It is the same work as scanNumbersJs() with storeNodes() and
+ * storeEdges() in src/heap/reader.ts (the fallback when the addon did not build; tests
+ * compare the two) at about three times the speed. No allocation, no state kept here:
+ * safe on any thread.
  *
- *   scan(bytes: Uint8Array, start: number, out: Uint32Array, state: Float64Array) -> number
+ *   scanRecords(bytes: Uint8Array, start: number, state: Float64Array(8),
+ *               roles: Int32Array(width), limits: Float64Array(4), columns: Array) -> number
  *
- * state = [fill, value, digits, closed]: where `out` is filled to, the number
- * cut by the end of `bytes` (and whether one is), and whether `]` ended the
- * array. Returns the index after `]`, or bytes.length, or:
- *   -(j + 1)  for a byte at j that is neither digit, separator nor `]`;
- *   -2^40     when `out` is full;
- *   -2^41     for a number above 2^32 - 1.
+ * roles[f] says what field f of a record is (ROLE_*); limits = [records, typeCount,
+ * nodeFields, nodeCount] (the last two for edge targets). columns, by role: [types
+ * (Uint8Array), names, ids, selfSizes, firstEdge, targets] (Uint32Array; names may be
+ * empty, the unused ones absent). state carries what a chunk cuts: the number being read
+ * and whether one is, the field, the record, the edges summed so far, and on return
+ * whether `]` closed the array and, on an error, which and where (STATE_*).
+ * Returns the index after `]`, or bytes.length, or -1 on an error (STATE_ERROR says which).
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
 
-#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
-#define SCAN_OVERFLOW (-1099511627776.0) /* -(2^40) */
-#define SCAN_RANGE (-2199023255552.0)    /* -(2^41) */
 #define U32_MAX 0xffffffffULL
+
+enum { ROLE_SKIP, ROLE_TYPE, ROLE_NAME, ROLE_ID, ROLE_SELF, ROLE_EDGE_COUNT, ROLE_TARGET, ROLE_COUNT };
+enum { STATE_VALUE, STATE_DIGITS, STATE_FIELD, STATE_RECORD, STATE_EDGE_SUM, STATE_CLOSED, STATE_ERROR, STATE_AT, STATE_LENGTH };
+/* STATE_ERROR: what went wrong; STATE_AT: the byte index (BAD_BYTE, RANGE) or the record (the rest). */
+enum { ERR_NONE, ERR_BAD_BYTE, ERR_RANGE, ERR_TOO_MANY, ERR_TYPE, ERR_TARGET, ERR_PARTIAL };
 
 static napi_value number(napi_env env, double v) {
   napi_value out;
@@ -40,30 +47,66 @@ static int typed_array(napi_env env, napi_value v, napi_typedarray_type want, vo
   return type == want;
 }
 
-static napi_value scan(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+static napi_value usage(napi_env env) {
+  napi_throw_type_error(env, NULL, "scanRecords(bytes: Uint8Array, start, state: Float64Array(8), roles: Int32Array, limits: Float64Array(4), columns: Array)");
+  return NULL;
+}
+
+static napi_value scan_records(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   uint8_t* bytes;
-  uint32_t* out;
-  double* state;
-  size_t n, cap, state_len;
+  double *state, *limits;
+  int32_t* roles;
+  size_t n, state_len, width, limits_len;
   double start_d;
-  if (argc < 4 || !typed_array(env, argv[0], napi_uint8_array, (void**)&bytes, &n) ||
-      napi_get_value_double(env, argv[1], &start_d) != napi_ok ||
-      !typed_array(env, argv[2], napi_uint32_array, (void**)&out, &cap) ||
-      !typed_array(env, argv[3], napi_float64_array, (void**)&state, &state_len) || state_len < 4 ||
-      !(start_d >= 0) || start_d > (double)n || !(state[0] >= 0) || state[0] > (double)cap) {
-    napi_throw_type_error(env, NULL, "scan(bytes: Uint8Array, start, out: Uint32Array, state: Float64Array(4))");
-    return NULL;
+  bool is_array;
+  if (argc < 6 || !typed_array(env, argv[0], napi_uint8_array, (void**)&bytes, &n) ||
+      napi_get_value_double(env, argv[1], &start_d) != napi_ok || !(start_d >= 0) || start_d > (double)n ||
+      !typed_array(env, argv[2], napi_float64_array, (void**)&state, &state_len) || state_len < STATE_LENGTH ||
+      !typed_array(env, argv[3], napi_int32_array, (void**)&roles, &width) || width == 0 ||
+      !typed_array(env, argv[4], napi_float64_array, (void**)&limits, &limits_len) || limits_len < 4 ||
+      napi_is_array(env, argv[5], &is_array) != napi_ok || !is_array) {
+    return usage(env);
   }
+  /* The columns, each checked to hold every record the limits allow. */
+  const uint64_t records = (uint64_t)limits[0], type_count = (uint64_t)limits[1];
+  const uint64_t node_fields = (uint64_t)limits[2], node_count = (uint64_t)limits[3];
+  void* column[ROLE_COUNT] = {0};
+  size_t column_len[ROLE_COUNT] = {0};
+  for (size_t f = 0; f < width; f++) {
+    int32_t role = roles[f];
+    if (role <= ROLE_SKIP || role >= ROLE_COUNT || column[role]) {
+      if (role == ROLE_SKIP) continue;
+      return usage(env);
+    }
+    napi_value v;
+    if (napi_get_element(env, argv[5], (uint32_t)(role - 1), &v) != napi_ok ||
+        !typed_array(env, v, role == ROLE_TYPE ? napi_uint8_array : napi_uint32_array, &column[role], &column_len[role])) {
+      return usage(env);
+    }
+    size_t need = role == ROLE_EDGE_COUNT ? records + 1 : role == ROLE_NAME && column_len[role] == 0 ? 0 : records;
+    if (column_len[role] < need) return usage(env);
+    if (role == ROLE_NAME && column_len[role] == 0) column[role] = NULL; /* names not kept */
+  }
+  if (!column[ROLE_TYPE] || (column[ROLE_TARGET] && node_fields == 0)) return usage(env);
+  uint8_t* types = column[ROLE_TYPE];
+  uint32_t *names = column[ROLE_NAME], *ids = column[ROLE_ID], *selfs = column[ROLE_SELF];
+  uint32_t *first = column[ROLE_EDGE_COUNT], *targets = column[ROLE_TARGET];
+
   size_t i = (size_t)start_d;
-  size_t fill = (size_t)state[0];
-  /* A cut number is carried as a double; above 2^32 it only needs to stay above. */
-  uint64_t value = state[1] > (double)U32_MAX ? U32_MAX + 1 : (uint64_t)state[1];
-  int digits = state[2] != 0;
-  state[3] = 0;
+  uint64_t value = state[STATE_VALUE] > (double)U32_MAX ? U32_MAX + 1 : (uint64_t)state[STATE_VALUE];
+  int digits = state[STATE_DIGITS] != 0;
+  size_t field = (size_t)state[STATE_FIELD];
+  uint64_t record = (uint64_t)state[STATE_RECORD];
+  double edge_sum = state[STATE_EDGE_SUM];
+  int error = ERR_NONE;
+  double at = 0;
   double result = (double)n;
+  state[STATE_CLOSED] = 0;
+  if (field >= width) return usage(env);
+
   for (; i < n; i++) {
     uint8_t b = bytes[i];
     uint32_t d = (uint32_t)b - '0';
@@ -74,31 +117,58 @@ static napi_value scan(napi_env env, napi_callback_info info) {
       continue;
     }
     if (digits) {
-      if (fill >= cap) { result = SCAN_OVERFLOW; break; }
-      if (value > U32_MAX) { result = SCAN_RANGE; break; }
-      out[fill++] = (uint32_t)value;
+      if (value > U32_MAX) { error = ERR_RANGE; at = (double)i; break; }
+      if (record >= records) { error = ERR_TOO_MANY; at = (double)record; break; }
+      uint32_t v = (uint32_t)value;
+      switch (roles[field]) {
+        case ROLE_TYPE:
+          if (v >= type_count) { error = ERR_TYPE; at = (double)record; goto done; }
+          types[record] = (uint8_t)v;
+          break;
+        case ROLE_NAME: if (names) names[record] = v; break;
+        case ROLE_ID: ids[record] = v; break;
+        case ROLE_SELF: selfs[record] = v; break;
+        case ROLE_EDGE_COUNT:
+          edge_sum += v;
+          first[record + 1] = (uint32_t)edge_sum; /* past 2^32 only in a corrupt file, which the total check rejects */
+          break;
+        case ROLE_TARGET: {
+          uint64_t to = v / node_fields;
+          if (to * node_fields != v || to >= node_count) { error = ERR_TARGET; at = (double)record; goto done; }
+          targets[record] = (uint32_t)to;
+          break;
+        }
+        default: break;
+      }
+      if (++field == width) { field = 0; record++; }
       value = 0;
       digits = 0;
     }
     if (b == ',' || b == '\n' || b == ' ' || b == '\r' || b == '\t') continue;
-    if (b == ']') { state[3] = 1; result = (double)(i + 1); break; }
-    result = -(double)i - 1;
+    if (b == ']') {
+      if (field != 0) { error = ERR_PARTIAL; at = (double)record; break; }
+      state[STATE_CLOSED] = 1;
+      result = (double)(i + 1);
+      break;
+    }
+    error = ERR_BAD_BYTE;
+    at = (double)i;
     break;
   }
-  state[0] = (double)fill;
-  if (result == (double)n) {
-    state[1] = (double)value;
-    state[2] = digits;
-  } else {
-    state[1] = 0;
-    state[2] = 0;
-  }
-  return number(env, result);
+done:
+  state[STATE_VALUE] = result == (double)n && !error ? (double)value : 0;
+  state[STATE_DIGITS] = result == (double)n && !error ? digits : 0;
+  state[STATE_FIELD] = (double)field;
+  state[STATE_RECORD] = (double)record;
+  state[STATE_EDGE_SUM] = edge_sum;
+  state[STATE_ERROR] = error;
+  state[STATE_AT] = at;
+  return number(env, error ? -1 : result);
 }
 
 NAPI_MODULE_INIT() {
   napi_value fn;
-  napi_create_function(env, "scan", NAPI_AUTO_LENGTH, scan, NULL, &fn);
-  napi_set_named_property(env, exports, "scan", fn);
+  napi_create_function(env, "scanRecords", NAPI_AUTO_LENGTH, scan_records, NULL, &fn);
+  napi_set_named_property(env, exports, "scanRecords", fn);
   return exports;
 }

@@ -88,8 +88,9 @@ const SCAN_OVERFLOW = -(2 ** 40), SCAN_RANGE = -(2 ** 41);
  * The hot loop: unsigned decimal integers separated by commas and whitespace, into
  * `arr` from `state[FILL]`, until `]` (returns the index after it, `state[CLOSED]`)
  * or the end of `buf` (bounded by `buf.length`, so V8 drops the bounds checks). A
- * bad byte at index j returns -(j+1). native/heap_scan.c is the same loop in C,
- * used when it built; this is the fallback.
+ * bad byte at index j returns -(j+1). With the split into columns that follows
+ * (storeNodes, storeEdges), it is the fallback for native/heap_scan.c, which does both
+ * in one pass.
  */
 function scanNumbersJs(buf: Uint8Array, i: number, arr: Uint32Array, state: Float64Array): number {
   const n = buf.length;
@@ -120,14 +121,19 @@ function scanNumbersJs(buf: Uint8Array, i: number, arr: Uint32Array, state: Floa
   return n;
 }
 
-type Scan = typeof scanNumbersJs;
-const nativeScan = loadNative<{ scan: Scan }>('heap_scan').addon?.scan;
-let scanNumbers: Scan = nativeScan ?? scanNumbersJs;
+/** native/heap_scan.c: a chunk of `nodes` or `edges` straight into the columns (its header says how). */
+type ScanRecords = (bytes: Uint8Array, start: number, state: Float64Array, roles: Int32Array, limits: Float64Array, columns: Array<Uint8Array | Uint32Array | undefined>) => number;
+const nativeScanRecords = loadNative<{ scanRecords: ScanRecords }>('heap_scan').addon?.scanRecords;
+let useNative = nativeScanRecords !== undefined;
+// What heap_scan.c's state and roles hold (its STATE_* and ROLE_*).
+const S_VALUE = 0, S_DIGITS = 1, S_FIELD = 2, S_RECORD = 3, S_EDGE_SUM = 4, S_CLOSED = 5, S_ERROR = 6, S_AT = 7;
+const ROLE_TYPE = 1, ROLE_NAME = 2, ROLE_ID = 3, ROLE_SELF = 4, ROLE_EDGE_COUNT = 5, ROLE_TARGET = 6;
+const ERR_BAD_BYTE = 1, ERR_RANGE = 2, ERR_TOO_MANY = 3, ERR_TYPE = 4, ERR_TARGET = 5;
 
-/** Which number loop the reader uses: the C one when the addon built, else JS. `prefer: 'js'` forces the fallback (tests compare the two). */
+/** Which loop reads the numbers: the C one when the addon built, else JS. `prefer: 'js'` forces the fallback (tests compare the two). */
 export function heapScanner(prefer?: 'native' | 'js'): 'native' | 'js' {
-  if (prefer) scanNumbers = prefer === 'native' && nativeScan ? nativeScan : scanNumbersJs;
-  return scanNumbers === scanNumbersJs ? 'js' : 'native';
+  if (prefer) useNative = prefer === 'native' && nativeScanRecords !== undefined;
+  return useNative ? 'native' : 'js';
 }
 
 /**
@@ -151,6 +157,7 @@ class SnapshotTokenizer {
 
   readonly #readEdges: boolean;
   readonly #readEdgeNames: boolean;
+  readonly #native = useNative ? { state: new Float64Array(8), roles: new Int32Array(0), limits: new Float64Array(4), columns: [] as Array<Uint8Array | Uint32Array | undefined> } : undefined;
   // Where each kept field sits in V8's records, from the header's meta.
   #layout = { nf: 0, ef: 0, nType: 0, nName: 0, nId: 0, nSelf: 0, nEdges: 0, eType: 0, eName: 0, eTo: 0, nodeTypes: 0, edgeTypes: 0 };
 
@@ -348,6 +355,7 @@ class SnapshotTokenizer {
       this.#inNumber = false;
       this.#value = 0;
       this.#carry = 0;
+      if (this.#native) this.#prepareNative(key);
       this.#mode = Mode.NumArray;
     } else if (key === 'strings') {
       this.#mode = Mode.StrArray;
@@ -375,19 +383,42 @@ class SnapshotTokenizer {
     return i + 1;
   }
 
-  /** Numbers of `nodes` or `edges`, split into their columns. */
+  /** Tells heap_scan.c what each field of the array's records is, where it goes, and the bounds to check. */
+  #prepareNative(key: 'nodes' | 'edges'): void {
+    const native = this.#native!;
+    const l = this.#layout;
+    native.state.fill(0);
+    if (key === 'nodes') {
+      native.roles = new Int32Array(l.nf);
+      native.roles[l.nType] = ROLE_TYPE; native.roles[l.nName] = ROLE_NAME; native.roles[l.nId] = ROLE_ID;
+      native.roles[l.nSelf] = ROLE_SELF; native.roles[l.nEdges] = ROLE_EDGE_COUNT;
+      native.limits.set([this.nodeCount, l.nodeTypes, 0, 0]);
+      native.columns = [this.nodeTypes, this.nodeNames, this.nodeIds, this.selfSizes, this.firstEdge];
+      native.state[S_RECORD] = this.#nodesRead;
+      native.state[S_EDGE_SUM] = this.#edgeSum;
+    } else {
+      native.roles = new Int32Array(l.ef);
+      native.roles[l.eType] = ROLE_TYPE; native.roles[l.eName] = ROLE_NAME; native.roles[l.eTo] = ROLE_TARGET;
+      native.limits.set([this.edgeCount, l.edgeTypes, l.nf, this.nodeCount]);
+      native.columns = [this.edgeTypes, this.edgeNames, undefined, undefined, undefined, this.edgeTargets];
+      native.state[S_RECORD] = this.#edgesRead;
+    }
+  }
+
+  /** Numbers of `nodes` or `edges`, into their columns: by heap_scan.c in one pass, or by the JS loop and a split. */
   #numbers(buf: Buffer, i: number): number {
     if (!this.#opened && (i = this.#openArray(buf, i)) === buf.length) return i;
     // A plain Uint8Array view: V8 indexes it faster than a Buffer in the hot loop.
     const view = new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
     const target = this.#target;
+    if (this.#native) return this.#numbersNative(buf, view, i, target as 'nodes' | 'edges');
     const width = target === 'nodes' ? this.#layout.nf : this.#layout.ef;
     const n = view.length;
     while (i < n) {
       const state = scanState;
       state[FILL] = this.#carry; state[VALUE] = this.#value; state[DIGITS] = this.#inNumber ? 1 : 0;
       const at = i;
-      let stop = scanNumbers(view.subarray(at, Math.min(n, at + SCAN_WINDOW)), 0, this.#scratch, state);
+      let stop = scanNumbersJs(view.subarray(at, Math.min(n, at + SCAN_WINDOW)), 0, this.#scratch, state);
       if (stop >= 0) stop += at; else if (stop > SCAN_OVERFLOW) stop -= at; // a bad byte: its index in the chunk
       this.#value = state[VALUE]!; this.#inNumber = state[DIGITS]! > 0;
       if (stop === SCAN_RANGE) throw bad(`corrupt: a number out of range in "${target}" near byte ${this.#offset + i}`);
@@ -407,6 +438,29 @@ class SnapshotTokenizer {
       i = stop;
     }
     return n;
+  }
+
+  #numbersNative(buf: Buffer, view: Uint8Array, i: number, target: 'nodes' | 'edges'): number {
+    const { state, roles, limits, columns } = this.#native!;
+    const stop = nativeScanRecords!(view, i, state, roles, limits, columns);
+    const record = state[S_RECORD]!;
+    if (target === 'nodes') { this.#nodesRead = record; this.#edgeSum = state[S_EDGE_SUM]!; } else this.#edgesRead = record;
+    if (stop < 0) {
+      const at = state[S_AT]!, what = target === 'nodes' ? 'node' : 'edge';
+      switch (state[S_ERROR]) {
+        case ERR_BAD_BYTE: throw this.#unexpected(buf, at);
+        case ERR_RANGE: throw bad(`corrupt: a number out of range in "${target}" near byte ${this.#offset + at}`);
+        case ERR_TOO_MANY: throw bad(`wrong meta: the "${target}" array is longer than the header's count`);
+        case ERR_TYPE: throw bad(`corrupt: ${what} ${at} has an unknown type`);
+        case ERR_TARGET: throw bad(`corrupt: edge ${at} points outside the nodes`);
+        default: throw bad(`corrupt: the "${target}" array ends inside a record of ${roles.length} numbers`);
+      }
+    }
+    if (state[S_CLOSED]) {
+      this.#seen.add(target);
+      this.#mode = Mode.Top;
+    }
+    return stop;
   }
 
   /** Splits `count` scanned numbers (whole node records) into the node columns, checking each type. */
