@@ -1,6 +1,7 @@
 /**
  * A streaming .heapsnapshot reader. The file is read in chunks and tokenised by a
- * hand-written byte loop into columns of typed arrays, one per field analysis uses
+ * byte loop (native/heap_scan.c for the numbers when it built, else JS) into columns
+ * of typed arrays, one per field analysis uses
  * (sized from the header's counts): V8's interleaved `nodes` and `edges` records are
  * split as they are read, fields nothing reads are dropped, and an edge's target is
  * stored as a node ordinal. The whole text is never held, so snapshots past V8's
@@ -60,7 +61,7 @@ export interface ReadOptions {
 }
 
 const HEADER_MAX_BYTES = 1 << 20;
-/** Bytes scanned per call of the number loop: its output stays small enough for the CPU cache. */
+/** Bytes the JS number loop scans per call: its output stays small enough for the CPU cache. */
 const SCAN_WINDOW = 1 << 16;
 const NODES_KEY = Buffer.from('"nodes"');
 
