@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
 import { HeapGraph } from '../src/heap/graph.js';
 import { classTotals, IdSet, roomForAThread } from '../src/heap/analysis.js';
@@ -70,6 +71,24 @@ describe('heap analysis: a hand-written graph', () => {
     } finally {
       heapScanner('native');
     }
+  });
+
+  it('reads a gzipped snapshot like the plain one; a cut or corrupt gzip stream is BAD_SNAPSHOT', async () => {
+    const text = Buffer.from(syntheticSnapshot());
+    const gz = path.join(tmp, 'synthetic.heapsnapshot.gz');
+    const packed = zlib.gzipSync(text);
+    fs.writeFileSync(gz, packed);
+    const progress: number[] = [];
+    assertSameColumns(await readHeapSnapshot(gz, { onProgress: (read) => progress.push(read) }), parseHeapSnapshot(text), 'from gzip');
+    assert.equal(progress.at(-1), packed.length, 'progress counts the file\'s (compressed) bytes');
+    fs.writeFileSync(gz, packed.subarray(0, packed.length - 20));
+    await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT, message: /gzip/ });
+    const flipped = Buffer.from(packed);
+    flipped[20] = flipped[20]! ^ 0xff;
+    fs.writeFileSync(gz, flipped);
+    await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT });
+    fs.writeFileSync(gz, zlib.gzipSync('not a snapshot at all'));
+    await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT, message: /not a heap snapshot/ });
   });
 
   it('uses the C loop when the addon built', function () {

@@ -8,7 +8,9 @@
  * maximum string length load, and memory is the columns' size (about 17 bytes a node
  * and 9 an edge). Anything that is not a well-formed snapshot ends in a coded error.
  */
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
 import { SysprobeError, ErrorCode } from '../errors.js';
 import { loadNative } from '../native.js';
 
@@ -616,7 +618,7 @@ function validate(raw: RawSnapshot): void {
   }
 }
 
-/** Reads and checks a .heapsnapshot file. Rejects with `SYSPROBE_ERR_BAD_SNAPSHOT` when it is not one. */
+/** Reads and checks a .heapsnapshot file (or a gzipped one). Rejects with `SYSPROBE_ERR_BAD_SNAPSHOT` when it is not one. */
 export async function readHeapSnapshot(file: string, options: ReadOptions = {}): Promise<RawSnapshot> {
   const chunkBytes = options.chunkBytes ?? 4 << 20;
   let fh;
@@ -628,29 +630,63 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
   try {
     const { size } = await fh.stat();
     const tokenizer = new SnapshotTokenizer(options);
-    // Two buffers: the next chunk is read (on libuv's pool) while this one is tokenised.
-    const bufs = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)];
-    let next = fh.read(bufs[0]!, 0, chunkBytes, null);
-    let read = 0;
-    try {
-      for (let k = 0; ; k ^= 1) {
-        const { bytesRead, buffer } = await next;
-        if (bytesRead === 0) break;
-        next = fh.read(bufs[k ^ 1]!, 0, chunkBytes, null);
-        // The header reader keeps a chunk until it finds "nodes", so hand it a copy.
-        tokenizer.feed(tokenizer.meta ? buffer.subarray(0, bytesRead) : Buffer.from(buffer.subarray(0, bytesRead)));
-        read += bytesRead;
-        options.onProgress?.(read, size);
-      }
-    } finally {
-      await next.catch(() => undefined); // a bad chunk ends the loop with a read in flight: let it land before the file closes
-    }
+    const feed = (chunk: Buffer, bytesRead: number): void => {
+      // The header reader keeps a chunk until it finds "nodes", so hand it a copy.
+      tokenizer.feed(tokenizer.meta ? chunk : Buffer.from(chunk));
+      options.onProgress?.(bytesRead, size);
+    };
+    if (await isGzip(fh)) await feedGunzipped(fh, chunkBytes, feed);
+    else await feedPlain(fh, chunkBytes, feed);
     const raw = tokenizer.finish();
     validate(raw);
     return raw;
   } finally {
     await fh.close();
   }
+}
+
+type Feed = (chunk: Buffer, bytesRead: number) => void;
+
+async function isGzip(fh: FileHandle): Promise<boolean> {
+  const magic = Buffer.alloc(2);
+  const { bytesRead } = await fh.read(magic, 0, 2, 0);
+  return bytesRead === 2 && magic[0] === 0x1f && magic[1] === 0x8b;
+}
+
+/** Two buffers: the next chunk is read (on libuv's pool) while this one is tokenised. */
+async function feedPlain(fh: FileHandle, chunkBytes: number, feed: Feed): Promise<void> {
+  const bufs = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)];
+  let next = fh.read(bufs[0]!, 0, chunkBytes, 0);
+  let read = 0;
+  try {
+    for (let k = 0; ; k ^= 1) {
+      const { bytesRead, buffer } = await next;
+      if (bytesRead === 0) break;
+      read += bytesRead;
+      next = fh.read(bufs[k ^ 1]!, 0, chunkBytes, read);
+      feed(buffer.subarray(0, bytesRead), read);
+    }
+  } finally {
+    await next.catch(() => undefined); // a bad chunk ends the loop with a read in flight: let it land before the file closes
+  }
+}
+
+/** A gzipped snapshot (`.heapsnapshot.gz`): inflated on libuv's pool while the chunks before are tokenised. */
+async function feedGunzipped(fh: FileHandle, chunkBytes: number, feed: Feed): Promise<void> {
+  const source = fh.createReadStream({ start: 0, highWaterMark: chunkBytes, autoClose: false });
+  const gunzip = createGunzip({ chunkSize: 1 << 20 });
+  const piped = pipeline(source, gunzip).catch((err: unknown) => err as Error);
+  try {
+    for await (const chunk of gunzip) feed(chunk as Buffer, source.bytesRead);
+  } catch (err) {
+    if (err instanceof SysprobeError) throw err;
+    throw bad(`corrupt: the gzip stream cannot be inflated (${(err as Error).message})`);
+  } finally {
+    source.destroy();
+    gunzip.destroy();
+  }
+  const failed = await piped;
+  if (failed) throw bad(`corrupt: the gzip stream cannot be inflated (${failed.message})`);
 }
 
 /** Parses a snapshot held in memory (tests, small inputs). */
