@@ -15,7 +15,7 @@ diff     A B: change per constructor, new objects in B
          A B C (baseline, target, final): also leak candidates, objects made
          between A and B still alive in C, ranked by retained size
 
-Files are .heapsnapshot files from the same process, plain or gzipped.
+FILE, A, B, C: .heapsnapshot files, plain or gzipped; a diff's from one process.
 
 --json      one JSON document on stdout
 --top N     rows per table (default 20; 50 with --json)
