@@ -159,10 +159,26 @@ export function describe(value: unknown): string {
   return `a ${typeof value}`;
 }
 
+export function checkNumber(name: string, value: unknown, min: number, max: number, integer = false): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
+    throw invalid(`Option ${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}; got ${describe(value)}.`);
+  }
+  return value;
+}
+
+/** An integer option: `fallback` when not given. */
 export function checkInteger(name: string, value: unknown, min: number, max: number, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw invalid(`Option ${name} must be an integer from ${min} to ${max}; got ${describe(value)}.`);
+  return value === undefined ? fallback : checkNumber(name, value, min, max, true);
+}
+
+/** A TCP port (0 picks a free one), or undefined when not given. */
+export function checkPort(name: string, value: unknown): number | undefined {
+  return value === undefined ? undefined : checkNumber(name, value, 0, 65_535, true);
+}
+
+export function checkHost(name: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 255 || /[\s/\0]/.test(value)) {
+    throw invalid(`Option ${name} must be a host name or IP address such as '127.0.0.1'; got ${describe(value)}.`);
   }
   return value;
 }

@@ -21,15 +21,9 @@ import type { ResolvedIncidentOptions } from '../incident-options.js';
 import type { Logger } from '../options.js';
 import type { Frame, RuleCaptures, Sample, SamplesWritten, StallCapture } from '../protocol.js';
 import { writeFileAtomically } from '../files.js';
+import { HEAP_DIFF, INCIDENTS_DIR, LOGS, MANIFEST, OPEN_MARKER, SAMPLES } from '../incident-files.js';
 import { diffHeapSnapshots } from '../heap/api.js';
 
-/** The marker file of an open incident; the file sink's rotation never deletes a folder that has a fresh one. */
-export const OPEN_MARKER = '.open';
-const MANIFEST = 'manifest.json';
-const SAMPLES = 'samples.json';
-const LOGS = 'logs.jsonl';
-/** Read by `sysprobe report` when present. */
-export const HEAP_DIFF = 'heap-diff.json';
 /** The diff's child process: its heap limit (the snapshots' arrays come on top) and how long it may take. */
 const HEAP_DIFF_MEMORY_MB = 2048;
 const HEAP_DIFF_TIMEOUT_MS = 5 * 60_000;
@@ -162,7 +156,7 @@ export class IncidentRecorder {
 
   constructor(deps: IncidentDeps) {
     this.#deps = deps;
-    this.#root = path.join(deps.dumpDir, 'incidents');
+    this.#root = path.join(deps.dumpDir, INCIDENTS_DIR);
   }
 
   /** The capture kinds the open incident already holds (a second rule must not take another). */

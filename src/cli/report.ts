@@ -15,6 +15,7 @@ import type { IncidentManifest } from '../agent/incidents.js';
 import type { Frame, Sample } from '../protocol.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
 import { writeFileAtomically } from '../files.js';
+import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incident-files.js';
 
 /** Bounds on what goes into the page. */
 const MAX_INPUT_BYTES = 512 * 1024 ** 2;
@@ -100,16 +101,16 @@ interface Dependency {
 async function readIncident(dir: string): Promise<Incident> {
   const stat = await fs.promises.stat(dir).catch(() => undefined);
   if (!stat?.isDirectory()) throw new CliError(ExitCode.BAD_INPUT, `${dir} is not a directory; give the path of an incident folder (<dumpDir>/incidents/<id>).`);
-  const manifestText = await readBounded(path.join(dir, 'manifest.json'));
+  const manifestText = await readBounded(path.join(dir, MANIFEST));
   if (manifestText === undefined) throw new CliError(ExitCode.BAD_INPUT, `${dir} is not an incident folder: it has no manifest.json.`);
   let manifest: IncidentManifest;
   try {
     manifest = JSON.parse(manifestText) as IncidentManifest;
   } catch (err) {
-    throw new CliError(ExitCode.BAD_INPUT, `${path.join(dir, 'manifest.json')} is not valid JSON: ${(err as Error).message}`);
+    throw new CliError(ExitCode.BAD_INPUT, `${path.join(dir, MANIFEST)} is not valid JSON: ${(err as Error).message}`);
   }
   if (typeof manifest !== 'object' || manifest === null || !Array.isArray(manifest.triggers) || typeof manifest.openedAt !== 'number') {
-    throw new CliError(ExitCode.BAD_INPUT, `${path.join(dir, 'manifest.json')} is not an incident manifest (no triggers or openedAt).`);
+    throw new CliError(ExitCode.BAD_INPUT, `${path.join(dir, MANIFEST)} is not an incident manifest (no triggers or openedAt).`);
   }
   manifest.captures = Array.isArray(manifest.captures) ? manifest.captures : [];
   const notes: string[] = [];
@@ -123,13 +124,13 @@ async function readIncident(dir: string): Promise<Incident> {
       return undefined;
     }
   };
-  const samples = (await json<Sample[]>('samples.json')) ?? [];
+  const samples = (await json<Sample[]>(SAMPLES)) ?? [];
   const stall = await json<NonNullable<Incident['stall']>>('stall-stack.json');
-  const heapDiff = await json<HeapDiff>('heap-diff.json');
+  const heapDiff = await json<HeapDiff>(HEAP_DIFF);
   const profileName = manifest.captures.find((c) => c.kind === 'cpu-profile')?.file
     ?? (await fs.promises.readdir(dir)).find((name) => name.endsWith('.cpuprofile'));
   const profile = profileName ? { file: profileName, data: await json<unknown>(path.basename(profileName)) } : undefined;
-  const logs = ((await readBounded(path.join(dir, 'logs.jsonl'))) ?? '').split('\n').filter((l) => l.trim()).slice(-MAX_LOG_LINES);
+  const logs = ((await readBounded(path.join(dir, LOGS))) ?? '').split('\n').filter((l) => l.trim()).slice(-MAX_LOG_LINES);
   const captureTimes: Incident['captureTimes'] = [];
   for (const capture of manifest.captures) {
     if (capture.kind.endsWith('-sidecar')) {

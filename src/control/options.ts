@@ -1,6 +1,5 @@
 /** The `control` option: checked once, on the main thread, at start(). */
-import { checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
-import { checkHost, checkNumber, checkPort } from '../health/evaluate.js';
+import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, describe, invalid } from '../options.js';
 
 /** The control endpoint (off unless given); see docs/security.md. */
 export interface ControlOptions {

@@ -4,7 +4,7 @@
  * own: the main thread (`probe.health()`) and the probe worker (`GET /health`) both
  * call it, each with what it sees.
  */
-import { checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
+import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, describe, invalid } from '../options.js';
 import type { MainSample, Sample } from '../protocol.js';
 import type { ProbeStatus } from '../net/probe-book.js';
 
@@ -122,25 +122,6 @@ export function resolveThresholds(input: unknown): ResolvedThresholds {
     out[name] = Object.freeze({ degraded, unhealthy });
   }
   return Object.freeze(out);
-}
-
-export function checkPort(name: string, value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  return checkNumber(name, value, 0, 65_535, true);
-}
-
-export function checkHost(name: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > 255 || /[\s/\0]/.test(value)) {
-    throw invalid(`Option ${name} must be a host name or IP address such as '127.0.0.1'; got ${describe(value)}.`);
-  }
-  return value;
-}
-
-export function checkNumber(name: string, value: unknown, min: number, max: number, integer = false): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
-    throw invalid(`Option ${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}; got ${describe(value)}.`);
-  }
-  return value;
 }
 
 /** The readings health looks at, whichever thread took them. */

@@ -6,6 +6,7 @@
 import { fork } from 'node:child_process';
 import * as path from 'node:path';
 import { SysprobeError, ErrorCode } from '../errors.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
 import { diff, summarize, type HeapDiff, type HeapSummary } from './analysis.js';
 import type { RunnerReply, RunnerRequest } from './runner.js';
 
@@ -38,32 +39,20 @@ export interface HeapAnalysisProgress {
 
 interface Resolved { top: number; inProcess: boolean; parallel: boolean | undefined; maxMemoryMb: number; timeoutMs: number; onProgress: ((p: HeapAnalysisProgress) => void) | undefined }
 
-function invalid(message: string): SysprobeError {
-  return new SysprobeError(ErrorCode.INVALID_OPTION, message);
-}
-
-function intIn(name: string, value: unknown, min: number, max: number, dflt: number): number {
-  if (value === undefined) return dflt;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw invalid(`${name} must be an integer from ${min} to ${max}; got ${String(value)}`);
-  }
-  return value;
-}
-
-function resolve(options: HeapAnalysisOptions): Resolved {
-  if (options === null || typeof options !== 'object') throw invalid('options must be an object');
-  const known = new Set(['top', 'inProcess', 'parallel', 'maxMemoryMb', 'timeoutMs', 'onProgress']);
-  for (const k of Object.keys(options)) if (!known.has(k)) throw invalid(`unknown heap analysis option "${k}"`);
+function resolve(input: HeapAnalysisOptions): Resolved {
+  const given = checkPlainObject('(heap analysis options)', input);
+  checkKnownKeys('', given, ['top', 'inProcess', 'parallel', 'maxMemoryMb', 'timeoutMs', 'onProgress']);
+  const options = given as HeapAnalysisOptions;
   const { inProcess = false, parallel, onProgress } = options;
-  if (typeof inProcess !== 'boolean') throw invalid('inProcess must be a boolean');
-  if (parallel !== undefined && typeof parallel !== 'boolean') throw invalid('parallel must be a boolean');
-  if (onProgress !== undefined && typeof onProgress !== 'function') throw invalid('onProgress must be a function');
+  if (typeof inProcess !== 'boolean') throw invalid(`Option inProcess must be true or false; got ${describe(inProcess)}.`);
+  if (parallel !== undefined && typeof parallel !== 'boolean') throw invalid(`Option parallel must be true or false; got ${describe(parallel)}.`);
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw invalid(`Option onProgress must be a function; got ${describe(onProgress)}.`);
   return Object.freeze({
-    top: intIn('top', options.top, 1, 10_000, 50),
+    top: checkInteger('top', options.top, 1, 10_000, 50),
     inProcess,
     parallel,
-    maxMemoryMb: intIn('maxMemoryMb', options.maxMemoryMb, 256, 65_536, 4096),
-    timeoutMs: intIn('timeoutMs', options.timeoutMs, 1000, 3_600_000, 600_000),
+    maxMemoryMb: checkInteger('maxMemoryMb', options.maxMemoryMb, 256, 65_536, 4096),
+    timeoutMs: checkInteger('timeoutMs', options.timeoutMs, 1000, 3_600_000, 600_000),
     onProgress,
   });
 }

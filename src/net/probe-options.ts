@@ -3,7 +3,7 @@
  * depends on. Checked once at start(); the worker runs what comes out.
  */
 import * as net from 'node:net';
-import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
+import { checkInteger, checkKnownKeys, checkNumber, checkPlainObject, describe, invalid } from '../options.js';
 
 /** When a probe's latency departs from its own recent baseline, a rule fires (`probe-latency:<name>`). */
 export interface ProbeBaselineOptions {
@@ -115,12 +115,8 @@ function resolveBaseline(where: string, raw: unknown): Required<ProbeBaselineOpt
   if (raw === false) return false;
   const baseline = checkPlainObject(where, raw);
   checkKnownKeys(where, baseline, BASELINE_KEYS);
-  const { factor = 3 } = baseline;
-  if (typeof factor !== 'number' || !Number.isFinite(factor) || factor < 1.1 || factor > 1000) {
-    throw invalid(`Option ${where}.factor must be a number from 1.1 to 1000; got ${describe(factor)}.`);
-  }
   return Object.freeze({
-    factor,
+    factor: checkNumber(`${where}.factor`, baseline.factor ?? 3, 1.1, 1000),
     forMs: checkInteger(`${where}.forMs`, baseline.forMs, 100, 3600_000, 60_000),
     windowMs: checkInteger(`${where}.windowMs`, baseline.windowMs, 1000, 24 * 3600_000, 600_000),
     cooldownMs: checkInteger(`${where}.cooldownMs`, baseline.cooldownMs, 0, 24 * 3600_000, 300_000),

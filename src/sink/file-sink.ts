@@ -24,6 +24,7 @@ import * as path from 'node:path';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Logger } from '../options.js';
 import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
+import { INCIDENTS_DIR, OPEN_MARKER } from '../incident-files.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -37,9 +38,7 @@ const EXTENSION = /^(?:\.[a-z0-9]+)+$/i;
 export const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
 
 /** Incident folders, under `incidents/`: `<ISO time without colons>-<rule>[-<seq>]`. */
-const INCIDENTS = 'incidents';
 const INCIDENT_NAME = /^(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-[a-z0-9._-]+$/i;
-const OPEN_MARKER = '.open';
 /** An open marker older than this was left by a process that died with the incident open. */
 const STALE_OPEN_MS = 24 * HOUR_MS;
 
@@ -272,7 +271,7 @@ export class FileSink implements CaptureSink {
 
   /** The incident folders, each with the bytes of its files and whether it is still open. */
   async #storedIncidents(): Promise<StoredCapture[]> {
-    const root = path.join(this.dir, INCIDENTS);
+    const root = path.join(this.dir, INCIDENTS_DIR);
     const names = await fs.promises.readdir(root).catch(() => [] as string[]);
     const incidents: StoredCapture[] = [];
     for (const name of names) {
@@ -289,7 +288,7 @@ export class FileSink implements CaptureSink {
         bytes += fileStat.size;
         if (file === OPEN_MARKER && Date.now() - fileStat.mtimeMs < STALE_OPEN_MS) open = true;
       }
-      incidents.push({ name: path.join(INCIDENTS, name), stamp, seq: 0, files: [], bytes, folder: true, open });
+      incidents.push({ name: path.join(INCIDENTS_DIR, name), stamp, seq: 0, files: [], bytes, folder: true, open });
     }
     return incidents;
   }
