@@ -55,3 +55,9 @@ export function describeError(err: unknown): { message: string; code?: string; s
   }
   return { message: String(err) };
 }
+
+/** An error that crossed a thread or process as `{ code, message }`: a SysprobeError with its code when that is one of ours, else `fallback`. */
+export function errorFromReply(code: string | undefined, message: string, fallback: ErrorCodeValue): SysprobeError {
+  const known = (Object.values(ErrorCode) as string[]).includes(code ?? '');
+  return new SysprobeError(known ? code as ErrorCodeValue : fallback, message);
+}

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { describeError, ErrorCode, SysprobeError, type ErrorCodeValue } from '../errors.js';
+import { describeError, ErrorCode, errorFromReply, SysprobeError } from '../errors.js';
 import type { Logger } from '../options.js';
 import type { MainToWorker, Request, WorkerSettings, WorkerToMain } from '../protocol.js';
 
@@ -13,11 +13,6 @@ const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 30_000;
 /** A worker that ran this long without dying resets the backoff. */
 const BACKOFF_RESET_AFTER_MS = 60_000;
-
-/** The worker's error code when it is one of ours, else WORKER_UNAVAILABLE. */
-function knownCode(code: string): ErrorCodeValue {
-  return (Object.values(ErrorCode) as string[]).includes(code) ? (code as ErrorCodeValue) : ErrorCode.WORKER_UNAVAILABLE;
-}
 
 type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout };
 
@@ -169,7 +164,7 @@ export class WorkerSupervisor {
     this.#pending.delete(message.id);
     clearTimeout(pending.timer);
     if (message.ok) pending.resolve(message.value);
-    else pending.reject(new SysprobeError(knownCode(message.error.code), message.error.message));
+    else pending.reject(errorFromReply(message.error.code, message.error.message, ErrorCode.WORKER_UNAVAILABLE));
   }
 
   #failPending(err: Error): void {

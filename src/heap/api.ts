@@ -5,7 +5,7 @@
  */
 import { fork } from 'node:child_process';
 import * as path from 'node:path';
-import { SysprobeError, ErrorCode } from '../errors.js';
+import { SysprobeError, ErrorCode, errorFromReply } from '../errors.js';
 import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
 import { diff, summarize, type HeapDiff, type HeapSummary } from './analysis.js';
 import type { RunnerReply, RunnerRequest } from './runner.js';
@@ -112,8 +112,7 @@ function runInChild(request: RunnerRequest, o: Resolved): Promise<HeapSummary | 
       } else if (m.type === 'result') {
         finish(undefined, m.result);
       } else if (m.type === 'error') {
-        const code = Object.values(ErrorCode).includes(m.code as never) ? m.code as typeof ErrorCode[keyof typeof ErrorCode] : ErrorCode.ANALYSIS_FAILED;
-        finish(new SysprobeError(code, m.message));
+        finish(errorFromReply(m.code, m.message, ErrorCode.ANALYSIS_FAILED));
       }
     });
     child.on('error', (err) => finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `heap analysis child process failed: ${err.message}`, { cause: err })));

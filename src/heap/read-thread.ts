@@ -5,7 +5,7 @@
  * first ones, so parsing is mostly off the critical path on a machine with two cores.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { SysprobeError, ErrorCode, describeError } from '../errors.js';
+import { SysprobeError, ErrorCode, describeError, errorFromReply } from '../errors.js';
 import { readHeapSnapshot, type RawSnapshot, type ReadOptions } from './reader.js';
 
 interface Request { sysprobeHeapRead: true; file: string; edges: boolean; edgeNames: boolean; progress: boolean }
@@ -36,10 +36,7 @@ export function readHeapSnapshotInThread(file: string, options: Pick<ReadOptions
     worker.on('message', (m: Reply) => {
       if (m.type === 'progress') options.onProgress?.(m.bytesRead, m.total);
       else if (m.type === 'done') finish(undefined, { raw: m.raw, parseMs: m.parseMs });
-      else {
-        const code = Object.values(ErrorCode).includes(m.code as never) ? m.code as typeof ErrorCode[keyof typeof ErrorCode] : ErrorCode.ANALYSIS_FAILED;
-        finish(new SysprobeError(code, m.message));
-      }
+      else finish(errorFromReply(m.code, m.message, ErrorCode.ANALYSIS_FAILED));
     });
     worker.on('error', (err) => finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `reading ${file} on a worker thread failed: ${err.message}`, { cause: err })));
     worker.on('exit', (code) => finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `the thread reading ${file} exited with code ${code}`)));
