@@ -88,7 +88,7 @@ describe('FileSink: captures land whole, or not at all', () => {
     assert.equal(fs.readFileSync(b.file, 'utf8'), 'y');
   });
 
-  it('leaves only a .partial when the process is killed mid-write; a later FileSink removes it once stale', async () => {
+  it('leaves only .partial files when the process is killed mid-write; a later FileSink removes it once stale', async () => {
     const dir = tempDir();
     fs.writeFileSync(path.join(dir, 'notes.partial'), 'not ours');
     const script = `
@@ -110,16 +110,18 @@ describe('FileSink: captures land whole, or not at all', () => {
     child.kill('SIGKILL');
     assert.equal(await exited, 'SIGKILL');
 
-    const left = fs.readdirSync(dir).filter((name) => name !== 'notes.partial');
-    assert.equal(left.length, 1, `expected one partial file, found ${left.join(', ')}`);
-    const partial = left[0]!;
+    // The data's partial, and its sidecar's, reserved (empty) with it so no link can be planted under that name.
+    const left = fs.readdirSync(dir).filter((name) => name !== 'notes.partial').sort();
+    assert.equal(left.length, 2, `expected two partial files, found ${left.join(', ')}`);
+    const partial = left[1]!;
+    assert.equal(left[0], partial.replace(/\.partial$/, '.json.partial'));
     assert.match(partial, /\.heapsnapshot\.partial$/);
     assert.match(partial.slice(0, -'.partial'.length), NAME);
     assert.ok(fs.statSync(path.join(dir, partial)).size >= 4 * 1024, 'the partial holds the chunks written before the kill');
 
     assert.deepEqual(await sink(dir, { stalePartialAgeMs: 60_000 }).ready, [], 'a fresh partial may be a write in progress');
     assert.ok(fs.existsSync(path.join(dir, partial)));
-    assert.deepEqual(await sink(dir, { stalePartialAgeMs: 0 }).ready, [path.join(dir, partial)]);
+    assert.deepEqual((await sink(dir, { stalePartialAgeMs: 0 }).ready).sort(), left.map((name) => path.join(dir, name)));
     assert.deepEqual(fs.readdirSync(dir), ['notes.partial'], 'only its own partial is removed');
   });
 

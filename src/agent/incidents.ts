@@ -20,7 +20,7 @@ import { describeError } from '../errors.js';
 import type { ResolvedIncidentOptions } from '../incident-options.js';
 import type { Logger } from '../options.js';
 import type { Frame, RuleCaptures, Sample, SamplesWritten, StallCapture } from '../protocol.js';
-import { writeFileAtomically } from '../files.js';
+import { DIR_MODE, ensurePrivateDir, FILE_MODE, writeFileAtomically } from '../files.js';
 import { HEAP_DIFF, INCIDENTS_DIR, LOGS, MANIFEST, OPEN_MARKER, SAMPLES } from '../incident-files.js';
 import { diffHeapSnapshots } from '../heap/api.js';
 
@@ -244,7 +244,7 @@ export class IncidentRecorder {
     incident.ready = this.#enqueue(async () => {
       incident.dir = await this.#makeFolder(base);
       manifest.id = path.basename(incident.dir);
-      await fs.promises.writeFile(path.join(incident.dir, OPEN_MARKER), `${process.pid}\n`);
+      await fs.promises.writeFile(path.join(incident.dir, OPEN_MARKER), `${process.pid}\n`, { flag: 'wx', mode: FILE_MODE });
       // The samples before the trigger now, while the recorder still holds them; the rest at the close.
       await this.#writeSamples(incident);
       await this.#writeManifest(incident);
@@ -261,11 +261,11 @@ export class IncidentRecorder {
 
   /** `<base>`, or `<base>-2`, … when taken. */
   async #makeFolder(base: string): Promise<string> {
-    await fs.promises.mkdir(this.#root, { recursive: true });
+    await ensurePrivateDir(this.#root);
     for (let seq = 1; ; seq++) {
       const dir = path.join(this.#root, seq === 1 ? base : `${base}-${seq}`);
       try {
-        await fs.promises.mkdir(dir);
+        await fs.promises.mkdir(dir, { mode: DIR_MODE });
         return dir;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || seq > 100) throw err;

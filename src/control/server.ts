@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import { describeError, ErrorCode } from '../errors.js';
-import { CAPTURE_NAME } from '../sink/file-sink.js';
+import { isCaptureName } from '../sink/file-sink.js';
 import type { Reply, Route } from '../worker/http-endpoint.js';
 
 /** What the control endpoint can do; the worker supplies it. */
@@ -157,7 +157,8 @@ function parseParams(url: URL, body: Buffer): { durationMs?: number } | { error:
 }
 
 /**
- * The captures in dumpDir named the way the sink names them (regular files only), newest first.
+ * The captures in dumpDir named the way the sink names them (regular files only, never a
+ * `.partial` being written or left by a crash), newest first.
  * Incident folders (`<dumpDir>/incidents/<id>/`) hold hard links to these same files; their
  * manifests, samples and logs are not served here.
  */
@@ -169,7 +170,7 @@ export async function listCaptures(dir: string): Promise<StoredCaptureInfo[]> {
     return [];
   }
   const out: StoredCaptureInfo[] = [];
-  for (const name of names.filter((n) => CAPTURE_NAME.test(n)).sort().reverse().slice(0, MAX_LISTED)) {
+  for (const name of names.filter(isCaptureName).sort().reverse().slice(0, MAX_LISTED)) {
     const stat = await fs.promises.lstat(path.join(dir, name)).catch(() => undefined);
     if (stat?.isFile()) out.push({ name, bytes: stat.size, modifiedAt: stat.mtimeMs });
   }

@@ -25,6 +25,7 @@ import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Logger } from '../options.js';
 import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
 import { INCIDENTS_DIR, OPEN_MARKER } from '../incident-files.js';
+import { checkPrivateDirSync, createExclusive, ensurePrivateDir, FILE_MODE, unsafeDirReason } from '../files.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -35,7 +36,15 @@ const SIDECAR = '.json';
 const KIND = /^[a-z0-9]+(?:-[a-z0-9]+)*$/i;
 const EXTENSION = /^(?:\.[a-z0-9]+)+$/i;
 /** `<kind>-<ISO time without colons>-<pid>[-<seq>]<extension>`; a sidecar matches too (its extension ends in `.json`). */
-export const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-\d+(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
+export const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-(\d+)(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
+
+/** A finished capture's name (data or sidecar): named the sink's way, and not a `.partial` still being written or left by a crash. */
+export function isCaptureName(name: string): boolean {
+  return CAPTURE_NAME.test(name) && !name.endsWith(PARTIAL);
+}
+
+/** A partial file left by a dead process is removed at startup once it has not changed for this long (a live writer touches it). */
+const DEAD_PARTIAL_AGE_MS = 60_000;
 
 /** Incident folders, under `incidents/`: `<ISO time without colons>-<rule>[-<seq>]`. */
 const INCIDENT_NAME = /^(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-[a-z0-9._-]+$/i;
@@ -104,6 +113,8 @@ export class FileSink implements CaptureSink {
     if (!(reserveBytes >= 0)) throw invalid(`FileSink reserveBytes must be zero or more; got ${reserveBytes}.`);
     if (!(stalePartialAgeMs >= 0)) throw invalid(`FileSink stalePartialAgeMs must be zero or more; got ${stalePartialAgeMs}.`);
     this.dir = path.resolve(dir);
+    // A dumpDir that is a link, another user's, or writable by others is refused now, at start().
+    checkPrivateDirSync(this.dir);
     this.maxFiles = maxFiles;
     this.maxBytes = maxBytes;
     this.reserveBytes = reserveBytes;
@@ -139,7 +150,8 @@ export class FileSink implements CaptureSink {
     if (typeof extension !== 'string' || !EXTENSION.test(extension)) throw invalid(`A capture extension must look like .heapsnapshot; got ${String(extension)}.`);
     if (expectedBytes !== undefined && !(expectedBytes >= 0)) throw invalid(`A capture's expectedBytes must be zero or more; got ${expectedBytes}.`);
     try {
-      await fs.promises.mkdir(this.dir, { recursive: true });
+      // Checked again at each write: the directory may have been swapped since start().
+      await ensurePrivateDir(this.dir);
       const limit = await this.#sizeLimit(kind, expectedBytes);
       const { body } = capture;
       // A producer cannot be cut off midway, so one expected to outgrow the cap is refused before it starts.
@@ -147,10 +159,17 @@ export class FileSink implements CaptureSink {
         throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `Not writing the ${kind} capture: about ${expectedBytes} bytes are expected, over ${limit.why}.`);
       }
       const startedAt = new Date();
-      const { file, handle } = await this.#createPartial(kind, startedAt, extension);
-      const bytes = isProducer(body)
-        ? await produceThenRename(handle, file, body, limit, kind)
-        : await writeThenRename(handle, file, chunksOf(body), limit, kind);
+      const { file, handle, sidecarHandle } = await this.#createPartial(kind, startedAt, extension);
+      let bytes: number;
+      try {
+        bytes = isProducer(body)
+          ? await produceThenRename(handle, file, body, limit, kind)
+          : await writeThenRename(handle, file, chunksOf(body), limit, kind);
+      } catch (err) {
+        await sidecarHandle.close().catch(() => undefined);
+        await removeQuietly(file + SIDECAR + PARTIAL);
+        throw err;
+      }
       const finishedAt = new Date();
       const sidecarFile = file + SIDECAR;
       const reserved = {
@@ -160,7 +179,6 @@ export class FileSink implements CaptureSink {
       // Reserved fields first and last: they lead the JSON, and a sidecar field cannot overwrite them.
       const sidecar = JSON.stringify({ ...reserved, ...capture.sidecar, ...reserved }, null, 2);
       try {
-        const sidecarHandle = await fs.promises.open(sidecarFile + PARTIAL, 'w');
         await writeThenRename(sidecarHandle, sidecarFile, chunksOf(sidecar), { bytes: Infinity, why: '' }, kind);
       } catch (err) {
         await removeQuietly(file); // a capture is its data and its sidecar, or nothing
@@ -198,24 +216,31 @@ export class FileSink implements CaptureSink {
   }
 
   /**
-   * Opens the partial file of the first free name. The partial is created exclusively
-   * before the final name is checked, so two sinks on one directory cannot pick the same name.
+   * Creates the partial files of the data and of its sidecar under the first free name,
+   * both exclusively (O_EXCL|O_NOFOLLOW, 0600) before the final name is checked: two sinks
+   * on one directory cannot pick the same name, and a link planted under a name just
+   * moves the capture to the next one. After 1000 taken names the capture is refused.
    */
-  async #createPartial(kind: string, startedAt: Date, extension: string): Promise<{ file: string; handle: fs.promises.FileHandle }> {
+  async #createPartial(kind: string, startedAt: Date, extension: string): Promise<{ file: string; handle: fs.promises.FileHandle; sidecarHandle: fs.promises.FileHandle }> {
     const base = `${kind}-${startedAt.toISOString().replace(/:/g, '')}-${this.#pid}`;
-    for (let seq = 0; ; seq++) {
+    for (let seq = 0; seq < 1000; seq++) {
       const file = path.join(this.dir, `${base}${seq === 0 ? '' : `-${seq}`}${extension}`);
-      let handle: fs.promises.FileHandle;
-      try {
-        handle = await fs.promises.open(file + PARTIAL, 'wx');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      const handle = await createUnlessTaken(file + PARTIAL);
+      if (!handle) continue;
+      const sidecarHandle = await createUnlessTaken(file + SIDECAR + PARTIAL).catch(async (err: unknown) => {
+        await handle.close();
+        await removeQuietly(file + PARTIAL);
         throw err;
-      }
-      if (!(await exists(file)) && !(await exists(file + SIDECAR))) return { file, handle };
+      });
+      if (sidecarHandle && !(await exists(file)) && !(await exists(file + SIDECAR))) return { file, handle, sidecarHandle };
       await handle.close();
       await removeQuietly(file + PARTIAL);
+      if (sidecarHandle) {
+        await sidecarHandle.close();
+        await removeQuietly(file + SIDECAR + PARTIAL);
+      }
     }
+    throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `Not writing the ${kind} capture: 1000 names for it in ${this.dir} are taken.`);
   }
 
   /** Deletes the oldest whole captures beyond `maxFiles` and `maxBytes`; the one just written always stays. */
@@ -250,7 +275,7 @@ export class FileSink implements CaptureSink {
 
   /** The captures in the directory named the way this sink names them, each with its sidecar when there is one. */
   async #storedCaptures(): Promise<StoredCapture[]> {
-    const names = new Set((await fs.promises.readdir(this.dir)).filter((name) => CAPTURE_NAME.test(name)));
+    const names = new Set((await fs.promises.readdir(this.dir)).filter(isCaptureName));
     const captures: StoredCapture[] = [];
     for (const name of names) {
       if (name.endsWith(SIDECAR) && names.has(name.slice(0, -SIDECAR.length))) continue; // counted with its data file
@@ -263,7 +288,7 @@ export class FileSink implements CaptureSink {
         else bytes += stat.size;
       }
       if (!regular) continue;
-      const [, stamp = '', seq = '0'] = CAPTURE_NAME.exec(name) ?? [];
+      const [, stamp = '', , seq = '0'] = CAPTURE_NAME.exec(name) ?? [];
       captures.push({ name, stamp, seq: Number(seq), files, bytes });
     }
     return [...captures, ...await this.#storedIncidents()];
@@ -272,6 +297,9 @@ export class FileSink implements CaptureSink {
   /** The incident folders, each with the bytes of its files and whether it is still open. */
   async #storedIncidents(): Promise<StoredCapture[]> {
     const root = path.join(this.dir, INCIDENTS_DIR);
+    // Folders under a planted link would be deleted wherever it points: only a safe real directory is looked into.
+    const rootStat = await fs.promises.lstat(root).catch(() => undefined);
+    if (rootStat === undefined || unsafeDirReason(root, rootStat) !== undefined) return [];
     const names = await fs.promises.readdir(root).catch(() => [] as string[]);
     const incidents: StoredCapture[] = [];
     for (const name of names) {
@@ -294,8 +322,10 @@ export class FileSink implements CaptureSink {
   }
 
   /**
-   * Removes `.partial` files of this sink's naming older than `ageMs`. A write in progress
-   * touches its partial with every chunk, so only a crashed write's partial gets that old.
+   * Removes `.partial` files of this sink's naming older than `ageMs`, and those of a process
+   * that is gone (the pid in the name) untouched for a minute. A write in progress touches its
+   * partial with every chunk, so only a crashed write's partial gets that old. Either way
+   * they are never listed or served as captures ({@link isCaptureName}).
    */
   async #removeStalePartials(ageMs: number): Promise<string[]> {
     let names: string[];
@@ -309,7 +339,10 @@ export class FileSink implements CaptureSink {
       if (!name.endsWith(PARTIAL) || !CAPTURE_NAME.test(name.slice(0, -PARTIAL.length))) continue;
       const file = path.join(this.dir, name);
       const stat = await fs.promises.lstat(file).catch(() => undefined);
-      if (stat === undefined || !stat.isFile() || Date.now() - stat.mtimeMs < ageMs) continue;
+      if (stat === undefined || !stat.isFile()) continue;
+      const age = Date.now() - stat.mtimeMs;
+      const pid = Number(CAPTURE_NAME.exec(name.slice(0, -PARTIAL.length))?.[2]);
+      if (age < ageMs && !(age >= Math.min(ageMs, DEAD_PARTIAL_AGE_MS) && !processAlive(pid))) continue;
       if (await removeQuietly(file)) removed.push(file);
     }
     return removed;
@@ -329,19 +362,22 @@ async function produceThenRename(handle: fs.promises.FileHandle, file: string, p
   limit: { bytes: number; why: string }, kind: string): Promise<number> {
   await handle.close();
   try {
+    // The producer opens the partial by name (O_TRUNC, keeping its 0600): in a directory others
+    // cannot write into, or a sticky one, nobody else can have replaced it meanwhile.
     await producer.writeTo(file + PARTIAL);
-    const { size } = await fs.promises.stat(file + PARTIAL);
-    if (size > limit.bytes) {
-      throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `The ${kind} capture grew past ${limit.why}; it was deleted.`);
-    }
-    const written = await fs.promises.open(file + PARTIAL, 'r+');
+    const written = await fs.promises.open(file + PARTIAL, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
+      const { size } = await written.stat();
+      if (size > limit.bytes) {
+        throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `The ${kind} capture grew past ${limit.why}; it was deleted.`);
+      }
+      await written.chmod(FILE_MODE);
       await written.sync();
     } finally {
       await written.close();
     }
     await fs.promises.rename(file + PARTIAL, file);
-    return size;
+    return (await fs.promises.lstat(file)).size;
   } catch (err) {
     await removeQuietly(file + PARTIAL);
     throw err;
@@ -383,6 +419,28 @@ async function writeThenRename(handle: fs.promises.FileHandle, file: string, chu
     throw err;
   }
   return bytes;
+}
+
+/** The new file, or undefined when the name is taken (by anything, a link included). */
+async function createUnlessTaken(file: string): Promise<fs.promises.FileHandle | undefined> {
+  try {
+    return await createExclusive(file);
+  } catch (err) {
+    const { code } = err as NodeJS.ErrnoException;
+    if (code === 'EEXIST' || code === 'ELOOP') return undefined;
+    throw err;
+  }
+}
+
+/** False only when no process has this pid (here). */
+function processAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
 }
 
 async function exists(file: string): Promise<boolean> {
