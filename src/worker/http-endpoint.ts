@@ -12,6 +12,20 @@ export const MAX_HEADER_BYTES = 8 * 1024;
 export const MAX_URL_BYTES = 2 * 1024;
 /** Body bytes a request may carry; more is answered 413. */
 export const MAX_BODY_BYTES = 4 * 1024;
+/** Connections one server holds at once; more are closed as they arrive, so a flood costs at most this many descriptors. */
+export const MAX_CONNECTIONS = 64;
+/** A request's headers must arrive within this. */
+export const HEADERS_TIMEOUT_MS = 5_000;
+/** A whole request (headers and body) must arrive within this. */
+export const REQUEST_TIMEOUT_MS = 10_000;
+/** How often Node checks the two timeouts above (its default, 30 s, would let a slow client sit six times longer). */
+const TIMEOUT_CHECK_MS = 1_000;
+/** An idle keep-alive connection is closed after this. */
+const KEEP_ALIVE_MS = 5_000;
+/** A connection with no traffic either way for this long is destroyed: a client that stopped reading a response, say. */
+const SOCKET_IDLE_MS = 15_000;
+/** The parser's refusal is written, then the socket destroyed this long after at the latest, read or not. */
+const REFUSAL_LINGER_MS = 1_000;
 
 export interface Reply {
   status: number;
@@ -25,16 +39,22 @@ export type Route = (req: http.IncomingMessage, url: URL, body: Buffer) => Promi
 
 export interface EndpointAddress { address: string; port: number }
 
-/**
- * Listens on host:port and answers with `route`; resolves once listening. The server is
- * unref()ed; keep-alive and header timeouts are short; the body is read up to MAX_BODY_BYTES.
- */
 /** A request refused before its route ran (size limits, malformed): for a warn log. */
 export type OnRefused = (status: number, why: string, request: { method: string; path: string; remote: string }) => void;
 
+/**
+ * Listens on host:port and answers with `route`; resolves once listening. The server is
+ * unref()ed and bounded: at most MAX_CONNECTIONS connections, headers within
+ * HEADERS_TIMEOUT_MS (checked every second), a connection idle either way for
+ * SOCKET_IDLE_MS destroyed, a refused one destroyed right after its answer; the body is
+ * read up to MAX_BODY_BYTES.
+ */
 export function listen(host: string, port: number, route: Route, onError: (err: unknown) => void,
   onRefused: OnRefused = () => undefined): Promise<{ server: http.Server; address: EndpointAddress }> {
-  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 }, (req, res) => {
+  const server = http.createServer({
+    maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+  }, (req, res) => {
     void handle(req, res, route, onRefused).catch((err: unknown) => {
       onError(err);
       if (!res.headersSent) send(res, { status: 500, json: { error: 'internal error' } });
@@ -42,12 +62,18 @@ export function listen(host: string, port: number, route: Route, onError: (err: 
     });
   });
   server.maxRequestsPerSocket = 100;
+  server.maxConnections = MAX_CONNECTIONS;
+  // With no 'timeout' listener, Node destroys a socket idle this long.
+  server.setTimeout(SOCKET_IDLE_MS);
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // What the parser refused: headers over MAX_HEADER_BYTES are a 431, a slow client a 408, the rest a 400.
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
     onRefused(Number(status.slice(0, 3)), `refused by the HTTP parser (${err.code ?? 'malformed'})`, { method: '', path: '', remote: (socket as { remoteAddress?: string }).remoteAddress ?? '' });
-    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-    else socket.destroy();
+    // end() alone waits for the client's side to close, which one that never reads never does: destroy, after a bounded wait.
+    if (!socket.writable) { socket.destroy(); return; }
+    const linger = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+    socket.once('close', () => clearTimeout(linger));
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -1,0 +1,83 @@
+/**
+ * Issue 17, item 3: file descriptors exhausted without a token through the health port.
+ * The attacker is another process holding real loopback connections that never read,
+ * never finish their headers, or send garbage and then sit; this process counts its own
+ * open descriptors in /proc/self/fd while its app's port keeps answering.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { start } from '../src/index.js';
+import { MAX_CONNECTIONS } from '../src/worker/http-endpoint.js';
+import { memoryLogger, waitFor } from './helpers.js';
+
+const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
+
+/**
+ * A child that opens `count` connections to `port` in three shapes, a third each: garbage then
+ * silence (a parser error, whose answer it never reads), half a header line, and nothing at all.
+ * It never reads, never closes, and prints how many connections are still open every 500 ms.
+ */
+function attacker(port: number, count: number): ChildProcess {
+  const script = `
+    const net = require('node:net');
+    let open = 0;
+    for (let i = 0; i < ${count}; i++) {
+      const socket = net.connect(${port}, '127.0.0.1');
+      socket.on('connect', () => {
+        open += 1;
+        socket.pause(); // never read
+        if (i % 3 === 0) socket.write('GARBAGE / HTTP/9\\r\\nx\\r\\n\\r\\n');
+        else if (i % 3 === 1) socket.write('GET /health HTTP/1.1\\r\\nHost: a');
+      });
+      socket.on('close', () => { open -= 1; });
+      socket.on('error', () => {});
+    }
+    setInterval(() => process.stdout.write(open + '\\n'), 500);
+  `;
+  // The child's own limit is raised so it can hold all its sockets, whatever ours is.
+  return spawn('sh', ['-c', `ulimit -n 8192; exec "${process.execPath}" -e "$0"`, script], { stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+function get(port: number, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 3000 }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
+    req.on('error', reject);
+  });
+}
+
+describe('security: the health port against a connection flood', () => {
+  it('1,100 connections that never read: sysprobe holds at most maxConnections, cuts them within seconds, and the app keeps answering', async function () {
+    this.timeout(60_000);
+    const app = http.createServer((_req, res) => res.end('app'));
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const appPort = (app.address() as AddressInfo).port;
+    const probe = await start({ logger: memoryLogger().logger, health: { port: 0 } });
+    const healthPort = probe.healthAddress()!.port;
+    const child = attacker(healthPort, 1100);
+    try {
+      assert.equal(await get(healthPort, '/health'), 200);
+      const before = openFds();
+      let childOpen = 0;
+      child.stdout!.on('data', (data: Buffer) => { childOpen = Number(data.toString().trim().split('\n').at(-1)); });
+      await waitFor('the attacker to connect', () => childOpen >= 1000 || undefined, 20_000);
+      const during = openFds();
+      assert.ok(during - before <= MAX_CONNECTIONS + 16, `sysprobe holds ${during - before} more descriptors during the flood (limit ${MAX_CONNECTIONS})`);
+      assert.equal(await get(appPort, '/'), 200, "the app's own port answers during the flood");
+      // Every shape is cut: the garbage one once its answer is written, the silent and half-header ones by the header timeout.
+      const started = Date.now();
+      await waitFor('sysprobe to let go of the attacker\'s connections', () => openFds() - before <= 8 || undefined, 15_000, 100);
+      const cutMs = Date.now() - started;
+      assert.ok(cutMs < 12_000, `cut within seconds (${cutMs} ms)`);
+      assert.equal(await get(healthPort, '/health'), 200, 'the health port answers again');
+      assert.ok(child.exitCode === null, 'the attacker still runs (it never closes its side)');
+    } finally {
+      child.kill('SIGKILL');
+      await probe.stop();
+      await new Promise((resolve) => app.close(resolve));
+    }
+  });
+});
