@@ -14,11 +14,13 @@ import { displayName, weighProfile } from '../captures/cpuprofile.js';
 import type { IncidentManifest } from '../agent/incidents.js';
 import type { Frame, Sample } from '../protocol.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
-import { writeFileAtomically } from '../files.js';
+import { readBoundedFile, writeFileAtomically } from '../files.js';
 import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incident-files.js';
 
+/** Bounds on what is read: a file past its bound is left out of the page with a note (the manifest is refused). */
+const MAX_INPUT_BYTES = 64 * 1024 ** 2;
+const MAX_MANIFEST_BYTES = 16 * 1024 ** 2;
 /** Bounds on what goes into the page. */
-const MAX_INPUT_BYTES = 512 * 1024 ** 2;
 const MAX_POINTS = 1200;
 const MAX_FLAME_NODES = 3000;
 const MAX_STACK_FRAMES = 100;
@@ -99,23 +101,21 @@ interface Dependency {
 }
 
 async function readIncident(dir: string): Promise<Incident> {
-  const stat = await fs.promises.stat(dir).catch(() => undefined);
+  const stat = await fs.promises.lstat(dir).catch(() => undefined);
+  if (stat?.isSymbolicLink()) throw new CliError(ExitCode.BAD_INPUT, `${dir} is a symbolic link; give the real path of the incident folder.`);
   if (!stat?.isDirectory()) throw new CliError(ExitCode.BAD_INPUT, `${dir} is not a directory; give the path of an incident folder (<dumpDir>/incidents/<id>).`);
-  const manifestText = await readBounded(path.join(dir, MANIFEST));
-  if (manifestText === undefined) throw new CliError(ExitCode.BAD_INPUT, `${dir} is not an incident folder: it has no manifest.json.`);
-  let manifest: IncidentManifest;
+  const notes: string[] = [];
+  const manifestText = await readBounded(path.join(dir, MANIFEST), MAX_MANIFEST_BYTES, notes);
+  if (manifestText === undefined) throw new CliError(ExitCode.BAD_INPUT, `${dir} is not an incident folder: it has no manifest.json${notes.length ? ` (${notes.join(' ')})` : ''}.`);
+  let parsed: unknown;
   try {
-    manifest = JSON.parse(manifestText) as IncidentManifest;
+    parsed = JSON.parse(manifestText);
   } catch (err) {
     throw new CliError(ExitCode.BAD_INPUT, `${path.join(dir, MANIFEST)} is not valid JSON: ${(err as Error).message}`);
   }
-  if (typeof manifest !== 'object' || manifest === null || !Array.isArray(manifest.triggers) || typeof manifest.openedAt !== 'number') {
-    throw new CliError(ExitCode.BAD_INPUT, `${path.join(dir, MANIFEST)} is not an incident manifest (no triggers or openedAt).`);
-  }
-  manifest.captures = Array.isArray(manifest.captures) ? manifest.captures : [];
-  const notes: string[] = [];
+  const manifest = checkManifest(parsed, path.join(dir, MANIFEST), notes);
   const json = async <T>(name: string): Promise<T | undefined> => {
-    const text = await readBounded(path.join(dir, name));
+    const text = await readBounded(path.join(dir, name), MAX_INPUT_BYTES, notes);
     if (text === undefined) return undefined;
     try {
       return JSON.parse(text) as T;
@@ -124,13 +124,13 @@ async function readIncident(dir: string): Promise<Incident> {
       return undefined;
     }
   };
-  const samples = (await json<Sample[]>(SAMPLES)) ?? [];
+  const samples = checkSamples(await json<unknown>(SAMPLES), notes);
   const stall = await json<NonNullable<Incident['stall']>>('stall-stack.json');
   const heapDiff = await json<HeapDiff>(HEAP_DIFF);
   const profileName = manifest.captures.find((c) => c.kind === 'cpu-profile')?.file
     ?? (await fs.promises.readdir(dir)).find((name) => name.endsWith('.cpuprofile'));
   const profile = profileName ? { file: profileName, data: await json<unknown>(path.basename(profileName)) } : undefined;
-  const logs = ((await readBounded(path.join(dir, LOGS))) ?? '').split('\n').filter((l) => l.trim()).slice(-MAX_LOG_LINES);
+  const logs = ((await readBounded(path.join(dir, LOGS), MAX_INPUT_BYTES, notes)) ?? '').split('\n').filter((l) => l.trim()).slice(-MAX_LOG_LINES);
   const captureTimes: Incident['captureTimes'] = [];
   for (const capture of manifest.captures) {
     if (capture.kind.endsWith('-sidecar')) {
@@ -140,15 +140,74 @@ async function readIncident(dir: string): Promise<Incident> {
     }
   }
   if (stall && typeof stall.startedAt === 'number') captureTimes.push({ kind: 'stall-stack', at: stall.startedAt });
-  return { dir, manifest, samples: Array.isArray(samples) ? samples : [], stall, profile, heapDiff, logs, captureTimes, notes };
+  return { dir, manifest, samples, stall: stall !== null && typeof stall === 'object' ? stall : undefined, profile, heapDiff, logs, captureTimes, notes };
 }
 
-/** The file's text, or undefined when it is missing; refuses files past MAX_INPUT_BYTES. */
-async function readBounded(file: string): Promise<string | undefined> {
-  const stat = await fs.promises.stat(file).catch(() => undefined);
-  if (!stat?.isFile()) return undefined;
-  if (stat.size > MAX_INPUT_BYTES) throw new CliError(ExitCode.BAD_INPUT, `${file} is ${stat.size} bytes, over the ${MAX_INPUT_BYTES} bytes a report reads.`);
-  return fs.promises.readFile(file, 'utf8');
+/**
+ * The file's text, or undefined when it is missing or not read: a link (never followed), not a
+ * regular file, or past `maxBytes`; those say why in `notes`.
+ */
+async function readBounded(file: string, maxBytes: number, notes: string[]): Promise<string | undefined> {
+  try {
+    return await readBoundedFile(file, maxBytes);
+  } catch (err) {
+    const { code, message } = err as NodeJS.ErrnoException;
+    if (code === 'ENOENT') return undefined;
+    notes.push(code === 'ELOOP' ? `${path.basename(file)} is a symbolic link; not read.` : `${path.basename(file)} not read: ${message}.`);
+    return undefined;
+  }
+}
+
+const isFiniteTime = (v: unknown): v is number => typeof v === 'number' && Math.abs(v) <= 8.64e15;
+const text = (v: unknown): string => (typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : '');
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+
+/**
+ * The manifest with every field the page reads checked: wrong types are dropped (and noted)
+ * instead of crashing the report; without a valid openedAt and triggers it is not a manifest.
+ */
+function checkManifest(raw: unknown, file: string, notes: string[]): IncidentManifest {
+  const m = raw as Record<string, unknown> | null;
+  if (typeof m !== 'object' || m === null || Array.isArray(m) || !Array.isArray(m.triggers) || !isFiniteTime(m.openedAt)) {
+    throw new CliError(ExitCode.BAD_INPUT, `${file} is not an incident manifest (no triggers, or no openedAt time).`);
+  }
+  const dropped: string[] = [];
+  const list = <T>(name: string, value: unknown, check: (item: Record<string, unknown>) => T | undefined): T[] => {
+    if (value === undefined) return [];
+    if (!Array.isArray(value)) { dropped.push(name); return []; }
+    const out = value.flatMap((item) => (typeof item === 'object' && item !== null ? [check(item as Record<string, unknown>)].filter((x): x is T => x !== undefined) : []));
+    if (out.length < value.length) dropped.push(`${value.length - out.length} of ${name}`);
+    return out;
+  };
+  const triggers = list('triggers', m.triggers, (t) => (isFiniteTime(t.at)
+    ? { at: t.at, rule: text(t.rule), value: text(t.value), observed: typeof t.observed === 'number' ? t.observed : NaN, threshold: typeof t.threshold === 'number' ? t.threshold : NaN }
+    : undefined));
+  const captures = list('captures', m.captures, (c) => (typeof c.kind === 'string' && typeof c.file === 'string' ? { kind: c.kind, file: c.file } : undefined));
+  const traces = list('traces', m.traces, (t) => ({ rule: text(t.rule), traceId: text(t.traceId), spanId: text(t.spanId) }));
+  for (const name of ['rules', 'notTaken', 'logTraceIds'] as const) {
+    if (m[name] !== undefined && (!Array.isArray(m[name]) || strings(m[name]).length < (m[name] as unknown[]).length)) dropped.push(name);
+  }
+  if (m.closedAt !== undefined && !isFiniteTime(m.closedAt)) dropped.push('closedAt');
+  const versions = (typeof m.versions === 'object' && m.versions !== null ? m.versions : {}) as Record<string, unknown>;
+  if (dropped.length) notes.push(`manifest.json: ${dropped.join(', ')} had the wrong type and are left out.`);
+  return {
+    ...(m as unknown as IncidentManifest),
+    id: text(m.id), rules: strings(m.rules), triggers: triggers as IncidentManifest['triggers'], openedAt: m.openedAt,
+    closedAt: isFiniteTime(m.closedAt) ? m.closedAt : undefined, closeReason: text(m.closeReason) || undefined,
+    service: text(m.service), pid: Number(text(m.pid)) || 0, hostname: text(m.hostname),
+    versions: { node: text(versions.node), v8: text(versions.v8), sysprobe: text(versions.sysprobe) },
+    traces, captures: captures as IncidentManifest['captures'], notTaken: strings(m.notTaken), logTraceIds: strings(m.logTraceIds),
+    dependencies: Array.isArray(m.dependencies) ? m.dependencies : undefined,
+  };
+}
+
+/** The samples with a finite time, in order; the rest are dropped with a note. */
+function checkSamples(raw: unknown, notes: string[]): Sample[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) { notes.push('samples.json is not an array; the timelines are left out.'); return []; }
+  const samples = raw.filter((s): s is Sample => typeof s === 'object' && s !== null && isFiniteTime((s as Sample).time));
+  if (samples.length < raw.length) notes.push(`samples.json: ${raw.length - samples.length} samples without a valid time are left out.`);
+  return samples.sort((a, b) => a.time - b.time);
 }
 
 /** The whole page. */
@@ -157,15 +216,23 @@ export async function renderReport(dir: string): Promise<string> {
   const { manifest } = incident;
   const nonce = randomBytes(16).toString('base64');
   const title = `Incident ${manifest.id ?? path.basename(dir)}`;
+  // A part whose data is damaged in a way the checks above did not foresee is left out with a note; the page still renders.
+  const part = (name: string, render: () => string): string => {
+    try {
+      return render();
+    } catch (err) {
+      return `<section><h2>${esc(name)}</h2><p class="notes">${esc(`Left out: the data could not be rendered (${(err as Error).message}).`)}</p></section>`;
+    }
+  };
   const sections = [
-    summarySection(incident),
-    timelineSection(incident),
-    stallSection(incident),
-    flameSection(incident),
-    heapDiffSection(incident.heapDiff),
-    dependencySection(manifest.dependencies as Dependency[] | undefined),
-    capturesSection(incident),
-    logsSection(incident.logs),
+    part('Summary', () => summarySection(incident)),
+    part('Timelines', () => timelineSection(incident)),
+    part('Stall', () => stallSection(incident)),
+    part('CPU profile', () => flameSection(incident)),
+    part('Heap diff', () => heapDiffSection(incident.heapDiff)),
+    part('Dependencies', () => dependencySection(manifest.dependencies as Dependency[] | undefined)),
+    part('Captures', () => capturesSection(incident)),
+    part('Logs', () => logsSection(incident.logs)),
   ];
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
