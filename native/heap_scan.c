@@ -75,9 +75,11 @@ static napi_value scan_records(napi_env env, napi_callback_info info) {
   const uint64_t node_fields = (uint64_t)limits[2], node_count = (uint64_t)limits[3];
   void* column[ROLE_COUNT] = {0};
   size_t column_len[ROLE_COUNT] = {0};
+  /* Given or not, apart from the data pointer: a zero-length typed array (a snapshot with no edges) has a NULL one. */
+  bool present[ROLE_COUNT] = {0};
   for (size_t f = 0; f < width; f++) {
     int32_t role = roles[f];
-    if (role <= ROLE_SKIP || role >= ROLE_COUNT || column[role]) {
+    if (role <= ROLE_SKIP || role >= ROLE_COUNT || present[role]) {
       if (role == ROLE_SKIP) continue;
       return usage(env);
     }
@@ -86,11 +88,12 @@ static napi_value scan_records(napi_env env, napi_callback_info info) {
         !typed_array(env, v, role == ROLE_TYPE ? napi_uint8_array : napi_uint32_array, &column[role], &column_len[role])) {
       return usage(env);
     }
+    present[role] = true;
     size_t need = role == ROLE_EDGE_COUNT ? records + 1 : role == ROLE_NAME && column_len[role] == 0 ? 0 : records;
     if (column_len[role] < need) return usage(env);
     if (role == ROLE_NAME && column_len[role] == 0) column[role] = NULL; /* names not kept */
   }
-  if (!column[ROLE_TYPE] || (column[ROLE_TARGET] && node_fields == 0)) return usage(env);
+  if (!present[ROLE_TYPE] || (present[ROLE_TARGET] && node_fields == 0)) return usage(env);
   uint8_t* types = column[ROLE_TYPE];
   uint32_t *names = column[ROLE_NAME], *ids = column[ROLE_ID], *selfs = column[ROLE_SELF];
   uint32_t *first = column[ROLE_EDGE_COUNT], *targets = column[ROLE_TARGET];

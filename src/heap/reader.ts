@@ -8,7 +8,9 @@
  * maximum string length load, and memory is the columns' size (about 17 bytes a node
  * and 9 an edge). Anything that is not a well-formed snapshot ends in a coded error.
  */
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import * as v8 from 'node:v8';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { SysprobeError, ErrorCode } from '../errors.js';
@@ -60,7 +62,18 @@ export interface ReadOptions {
   edges?: boolean;
   /** Keep the edges' names; true by default. False saves 4 bytes an edge when no retainer path will be named (dominators and retained sizes only). */
   edgeNames?: boolean;
+  /**
+   * The most bytes all strings of the snapshot may take; more is BAD_SNAPSHOT, said as soon as
+   * it is seen. Default: half of this thread's V8 heap limit (so `maxMemoryMb` bounds it).
+   */
+  maxStringBytes?: number;
 }
+
+/**
+ * The longest one string may be. V8 cuts the names it writes into a snapshot to about 1 KiB
+ * (source-code strings aside), so a string past this is a crafted file, not one to buffer.
+ */
+export const MAX_STRING_TOKEN_BYTES = 16 * 1024 ** 2;
 
 const HEADER_MAX_BYTES = 1 << 20;
 /** Bytes the JS number loop scans per call: its output stays small enough for the CPU cache. */
@@ -184,6 +197,9 @@ class SnapshotTokenizer {
 
   // String state: pieces of a string that spans chunks, and whether it has escapes.
   #strParts: Buffer[] = [];
+  #strPartBytes = 0;
+  #stringBytes = 0;
+  readonly #maxStringBytes: number;
   #inString = false;
   #escaped = false;
   #hasEscape = false;
@@ -191,7 +207,8 @@ class SnapshotTokenizer {
   // Skip state for values we do not keep (trace trees, samples).
   #depth = 0;
 
-  constructor({ edges = true, edgeNames = true }: Pick<ReadOptions, 'edges' | 'edgeNames'> = {}) {
+  constructor({ edges = true, edgeNames = true, maxStringBytes = v8.getHeapStatistics().heap_size_limit / 2 }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes'> = {}) {
+    this.#maxStringBytes = maxStringBytes;
     this.#readEdges = edges;
     this.#readEdgeNames = edges && edgeNames;
   }
@@ -533,6 +550,7 @@ class SnapshotTokenizer {
           if (b === BACKSLASH) { escaped = true; this.#hasEscape = true; continue; }
           if (b === QUOTE) break;
         }
+        this.#countString(j - i);
         if (j === n) {
           this.#strParts.push(Buffer.from(buf.subarray(i, n)));
           this.#escaped = escaped;
@@ -552,7 +570,7 @@ class SnapshotTokenizer {
         i++;
         continue;
       }
-      if (b === QUOTE) { this.#inString = true; this.#hasEscape = false; this.#strParts = []; i++; continue; }
+      if (b === QUOTE) { this.#inString = true; this.#hasEscape = false; this.#strParts = []; this.#strPartBytes = 0; i++; continue; }
       if (b === RBRACKET) { this.#seen.add('strings'); this.#mode = Mode.Top; return i + 1; }
       throw this.#unexpected(buf, i);
     }
@@ -561,6 +579,7 @@ class SnapshotTokenizer {
 
   #decode(buf: Buffer, start: number, end: number): string {
     const parts = this.#strParts;
+    this.#strPartBytes = 0;
     const raw = parts.length === 0 ? buf : Buffer.concat([...parts, buf.subarray(start, end)]);
     const s = parts.length === 0 ? start : 0;
     const e = parts.length === 0 ? end : raw.length;
@@ -570,6 +589,18 @@ class SnapshotTokenizer {
       return JSON.parse(`"${raw.toString('utf8', s, e)}"`) as string;
     } catch {
       throw bad(`corrupt: a bad escape in a string before byte ${this.#offset + end}`);
+    }
+  }
+
+  /** Counts `bytes` more of the string being read against both bounds; throws before they are buffered past either. */
+  #countString(bytes: number): void {
+    this.#strPartBytes += bytes;
+    this.#stringBytes += bytes;
+    if (this.#strPartBytes > MAX_STRING_TOKEN_BYTES) {
+      throw bad(`a string longer than ${MAX_STRING_TOKEN_BYTES} bytes (at byte ${this.#offset}); V8 writes no such string`);
+    }
+    if (this.#stringBytes > this.#maxStringBytes) {
+      throw bad(`the strings take more than ${Math.round(this.#maxStringBytes / 1024 ** 2)} MiB, over the memory this read may use (raise maxMemoryMb)`);
     }
   }
 
@@ -623,12 +654,16 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
   const chunkBytes = options.chunkBytes ?? 4 << 20;
   let fh;
   try {
-    fh = await open(file, 'r');
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; the type is checked next.
+    fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     throw new SysprobeError(ErrorCode.BAD_SNAPSHOT, `cannot open ${file}: ${(err as Error).message}`, { cause: err });
   }
   try {
-    const { size } = await fh.stat();
+    const stat = await fh.stat();
+    if (stat.isDirectory()) throw bad(`${file} is a directory, not a heap snapshot file`);
+    if (!stat.isFile()) throw bad(`${file} is not a regular file (a FIFO, socket or device), not a heap snapshot file`);
+    const { size } = stat;
     const tokenizer = new SnapshotTokenizer(options);
     const feed = (chunk: Buffer, bytesRead: number): void => {
       // The header reader keeps a chunk until it finds "nodes", so hand it a copy.
