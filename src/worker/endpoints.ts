@@ -10,6 +10,7 @@ import { describeError } from '../errors.js';
 import { combine, dependencyReasons, readingsFromSample, thresholdReasons, type BlockedInfo, type Health, type HealthReason } from '../health/evaluate.js';
 import { healthRoute } from '../health/server.js';
 import { controlRoute, type ControlActions } from '../control/server.js';
+import { RefusalLog } from '../control/refusal-log.js';
 import type { EndpointsReady, Frame, Sample, WorkerSettings } from '../protocol.js';
 import type { ProbeStatus } from '../net/probe-book.js';
 import { close, listen, type OnRefused } from './http-endpoint.js';
@@ -36,6 +37,8 @@ export class WorkerEndpoints {
   readonly #view: WorkerView;
   readonly #servers: http.Server[] = [];
   #stopped = false;
+  /** Refusals (which anyone can cause, token or not) are logged a few a minute, the rest counted: a flood must not drown the log ring. */
+  readonly #refusals = new RefusalLog((msg, fields) => this.#view.log('warn', msg, { component: 'control', ...fields }));
 
   constructor(settings: WorkerSettings, view: WorkerView) {
     this.#settings = settings;
@@ -55,7 +58,7 @@ export class WorkerEndpoints {
         ...this.#view.control,
         dumpDir: this.#settings.dumpDir,
         maxDownloadBytes: this.#settings.dumpMaxBytes,
-        refused: (status, why, request) => this.#view.log('warn', 'sysprobe control request refused', { component: 'control', status, why, ...request }),
+        refused: (status, why, request) => this.#refusals.refused(status, why, request),
       };
       ready.control = await this.#listen(control.host, control.port, controlRoute(control.token, control.ratePerMinute, actions), onError, actions.refused);
     }
@@ -97,6 +100,7 @@ export class WorkerEndpoints {
 
   stop(): void {
     this.#stopped = true;
+    this.#refusals.flush();
     for (const server of this.#servers.splice(0)) close(server);
   }
 }
