@@ -6,12 +6,13 @@
  * per node.
  */
 import type { RawSnapshot } from './reader.js';
+import type { StringTable } from './strings.js';
 
 const NONE = 0xffffffff;
 
 export class HeapGraph {
   readonly nodeCount: number;
-  readonly strings: string[];
+  readonly strings: StringTable;
   readonly nodeTypeNames: string[];
   readonly edgeTypeNames: string[];
   /** Per node: index of its first edge; `firstEdge[n+1]` ends it. */
@@ -53,7 +54,7 @@ export class HeapGraph {
   /** The node's name, as an index into {@link strings}. */
   nameIndex(n: number): number { return this.#nodeNames[n]!; }
   nodeType(n: number): string { return this.nodeTypeNames[this.#nodeTypes[n]!]!; }
-  nodeName(n: number): string { return this.strings[this.#nodeNames[n]!]!; }
+  nodeName(n: number): string { return this.strings.get(this.#nodeNames[n]!); }
   nodeId(n: number): number { return this.#nodeIds[n]!; }
   selfSize(n: number): number { return this.#selfSizes[n]!; }
 
@@ -64,7 +65,7 @@ export class HeapGraph {
   edgeName(e: number): string {
     if (!this.#hasEdgeNames) throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
     const v = this.#edgeNames[e]!;
-    return this.isIndexEdge(e) ? String(v) : this.strings[v]!;
+    return this.isIndexEdge(e) ? String(v) : this.strings.get(v);
   }
   isIndexEdge(e: number): boolean {
     const t = this.#edgeTypes[e]!;
