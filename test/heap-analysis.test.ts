@@ -123,10 +123,15 @@ describe('heap analysis: a hand-written graph', () => {
     }
   });
 
-  it('decodes escaped and non-ASCII strings', () => {
+  it('decodes escaped and non-ASCII strings, whichever byte a read ends on; a bad escape is BAD_SNAPSHOT', async () => {
     const text = syntheticSnapshot().replace('"Fox"', '"F\\"o\\\\x\\n\\u00e9 ü"');
     const raw = parseHeapSnapshot(text);
     assert.ok(raw.strings.toArray().includes('F"o\\x\né ü'));
+    const file = path.join(tmp, 'escaped.heapsnapshot');
+    fs.writeFileSync(file, text);
+    for (const chunkBytes of [1, 2, 3, 5]) assert.deepEqual((await readHeapSnapshot(file, { chunkBytes })).strings.toArray(), raw.strings.toArray(), `${chunkBytes}-byte reads`);
+    fs.writeFileSync(file, syntheticSnapshot().replace('"Fox"', '"F\\qox"'));
+    await assert.rejects(readHeapSnapshot(file), (err: SysprobeError) => err.code === ErrorCode.BAD_SNAPSHOT && /bad escape/.test(err.message));
   });
 });
 
@@ -193,7 +198,7 @@ describe('heap analysis: real snapshots with known leaks', function () {
   });
 
   const expectations: Array<[LeakKind, string, RegExp]> = [
-    ['map', 'LeakyEntry', /Object "app" → Map "sessionCache" → table → LeakyEntry$/],
+    ['map', 'LeakyEntry', /Object "app" → Map "sessionCache" → LeakyEntry$/],
     ['closure', 'ClosureLeak', /remember\(\) → context → Array "seen" → ClosureLeak$/],
     ['listener', 'ListenerLeak', /EventEmitter "bus" → Object "_events" → Array "tick" → onTick\(\) → context → ListenerLeak$/],
   ];

@@ -56,6 +56,31 @@ export class StringTable {
     return s;
   }
 
+  /** Is string i a decimal number (the names V8 gives internal slots)? */
+  isDigits(i: number): boolean {
+    const start = i === 0 ? 0 : this.ends[i - 1]!, end = this.ends[i]!;
+    if (end === start) return false;
+    for (let k = start; k < end; k++) if (((this.bytes[k]! - 0x30) >>> 0) > 9) return false;
+    return true;
+  }
+
+  /** The index of a string (ASCII, no escapes: the names V8 gives its own edges and structures), or -1. */
+  indexOf(ascii: string): number {
+    const want = Buffer.from(ascii, 'latin1');
+    const len = want.length, bytes = this.bytes, ends = this.ends;
+    let start = 0;
+    for (let i = 0; i < ends.length; i++) {
+      const end = ends[i]!;
+      if (end - start === len && !this.escaped[i]) {
+        let k = 0;
+        while (k < len && bytes[start + k] === want[k]) k++;
+        if (k === len) return i;
+      }
+      start = end;
+    }
+    return -1;
+  }
+
   /** Every string, decoded (tests; large tables should be read by index). */
   toArray(): string[] {
     return Array.from({ length: this.length }, (_, i) => this.get(i));
