@@ -114,3 +114,20 @@ export function chainSnapshot(length: number): string {
   const meta = JSON.parse(syntheticSnapshot()).snapshot.meta as unknown;
   return JSON.stringify({ snapshot: { meta, node_count: length + 1, edge_count: length, trace_function_count: 0 }, nodes, edges, strings: ['', 'Link', 'next'] });
 }
+
+/**
+ * Runs `source` as a real module file named `fileName` (so its scripts carry that name) in a
+ * child process and returns the three snapshots it writes. The source calls
+ * `snapshot('a' | 'b' | 'c')`, which `PRELUDE` defines (in CommonJS or ESM).
+ */
+export async function moduleSnapshots(fileName: string, source: string): Promise<string[]> {
+  const dir = tempDir('sysprobe-heap-module-');
+  const esm = fileName.endsWith('.mjs');
+  const prelude = esm
+    ? `import { writeHeapSnapshot } from 'node:v8';\nconst snapshot = (name) => writeHeapSnapshot(process.argv[2] + '/' + name + '.heapsnapshot');\n`
+    : `const { writeHeapSnapshot } = require('node:v8');\nconst snapshot = (name) => writeHeapSnapshot(process.argv[2] + '/' + name + '.heapsnapshot');\n`;
+  const file = path.join(dir, fileName);
+  fs.writeFileSync(file, prelude + source);
+  await promisify(execFile)(process.execPath, [file, dir], { timeout: 60_000 });
+  return ['a', 'b', 'c'].map((n) => path.join(dir, `${n}.heapsnapshot`));
+}

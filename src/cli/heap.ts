@@ -12,8 +12,11 @@ const HELP = `usage:
 
 summary  totals by constructor, the largest retainers and how they are held
 diff     A B: change per constructor, new objects in B
-         A B C (baseline, target, final): also leak candidates, objects made
-         between A and B still alive in C, ranked by retained size
+         A B C (baseline, target, final): also likely leaks, objects made
+         between A and B still alive in C, grouped by class and how they are
+         held, ranked by retained size; groups under the noise floor (5 % of
+         the heap's growth, at least 256 kB) are not leaks, and when none is
+         above it the diff says "no leak found"
 
 FILE, A, B, C: .heapsnapshot files, plain or gzipped; a diff's from one process.
 
@@ -85,10 +88,16 @@ export function renderDiff(d: HeapDiff, top: number): string {
     `new in ${d.files[1]}: ${d.newObjects.count} objects, ${bytes(d.newObjects.selfSize)}`,
   ];
   if (d.files.length >= 3) {
-    out.push('', d.leaks.length ? 'leak candidates (made between the first two snapshots, still alive in the last), most retained first:' : 'no leak candidates: nothing made between the first two snapshots is still alive in the last.');
-    d.leaks.slice(0, top).forEach((l, i) => {
-      out.push(`${String(i + 1).padStart(3)}. ${l.constructor} ×${l.count}  retained ${bytes(l.retainedSize)}, self ${bytes(l.selfSize)}`, `     ${l.retainerPath}`);
-    });
+    const floor = `${bytes(d.noiseFloor ?? 0)}, the noise floor: 5 % of the heap's growth of ${bytes(d.heapGrowth)}, at least 256 kB`;
+    if (!d.leakFound) {
+      out.push('', `no leak found: nothing made between the first two snapshots and still alive in the last retains ${floor}.`);
+      if (d.belowNoiseFloor) out.push(`(${d.belowNoiseFloor} smaller group${d.belowNoiseFloor === 1 ? '' : 's'} of survivors, not listed)`);
+    } else {
+      out.push('', `likely leaks (made between the first two snapshots, still alive in the last, each retaining at least ${floor}), most retained first:`);
+      d.leaks.slice(0, top).forEach((l, i) => {
+        out.push(`${String(i + 1).padStart(3)}. ${l.constructor} ×${l.count}  retained ${bytes(l.retainedSize)}, self ${bytes(l.selfSize)}`, `     ${l.retainerPath}`);
+      });
+    }
   }
   return out.join('\n');
 }

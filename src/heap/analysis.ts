@@ -64,9 +64,34 @@ export interface HeapDiff {
   constructors: ConstructorDelta[];
   /** Objects present in the second snapshot and not in the first. */
   newObjects: { count: number; selfSize: number; byConstructor: Array<{ name: string; count: number; selfSize: number }> };
-  /** Ranked leak candidates, most retained first; empty for two files. */
+  /**
+   * Likely leaks, most retained first: the groups of objects made between the first two
+   * snapshots and alive in the last that retain at least {@link HeapDiff.noiseFloor}.
+   * Empty for two files, and when nothing grew meaningfully.
+   */
   leaks: LeakCandidate[];
+  /** Three files: whether any group is a likely leak (false says "no leak found"). Absent for two files. */
+  leakFound?: boolean;
+  /** Bytes the heap grew from the first snapshot to the last (self sizes; negative when it shrank). */
+  heapGrowth: number;
+  /** Three files: the least a group must retain to be called a likely leak (see {@link noiseFloor}). */
+  noiseFloor?: number;
+  /** Three files: groups that survived but retain less than the noise floor (not listed). */
+  belowNoiseFloor?: number;
   timings: Record<string, number>;
+}
+
+/** The least a leak candidate retains to count: a fraction of the heap's growth, and never under this many bytes. */
+export const NOISE_FLOOR = { fractionOfGrowth: 0.05, minBytes: 256 * 1024 } as const;
+
+/**
+ * What a group must retain to be called a likely leak: 5 % of what the heap grew from the
+ * first snapshot to the last, and at least 256 KiB. A steady process keeps a few survivors
+ * of any interval (compiled code, caches filled once, the last request's objects); a leak
+ * is what the growth is made of.
+ */
+export function noiseFloor(heapGrowth: number): number {
+  return Math.max(NOISE_FLOOR.minBytes, NOISE_FLOOR.fractionOfGrowth * Math.max(0, heapGrowth));
 }
 
 export interface AnalysisOptions {
@@ -103,47 +128,78 @@ export async function loadGraph(file: string, onProgress?: ProgressCallback, { e
   return new HeapGraph(raw);
 }
 
+/**
+ * Numbers the classes nodes count under ({@link HeapGraph.className}) without a string per
+ * node: a class is named by the node's name for objects and natives and by its type for the
+ * rest, so two small tables (by string index, by type) find a node's class.
+ */
+class ClassNumbering {
+  readonly names: string[] = [];
+  /** Per class: is it a kind of object a program made (a leak is reported in these)? */
+  readonly leakable: boolean[] = [];
+  readonly #ids = new Map<string, number>();
+  readonly #byName: Int32Array;
+  readonly #byType: Int32Array;
+  readonly #named: boolean[];
+  readonly #leakType: boolean[];
+
+  constructor(readonly graph: HeapGraph) {
+    this.#byName = new Int32Array(graph.strings.length).fill(-1);
+    this.#byType = new Int32Array(graph.nodeTypeNames.length).fill(-1);
+    this.#named = graph.nodeTypeNames.map((t) => t === 'object' || t === 'native');
+    this.#leakType = graph.nodeTypeNames.map((t) => LEAK_TYPES.has(t));
+  }
+
+  of(n: number): number {
+    const graph = this.graph;
+    const type = graph.typeIndex(n);
+    if (this.#named[type]) {
+      const s = graph.nameIndex(n);
+      const c = this.#byName[s]!;
+      return c >= 0 ? c : (this.#byName[s] = this.#add(n));
+    }
+    const c = this.#byType[type]!;
+    return c >= 0 ? c : (this.#byType[type] = this.#add(n));
+  }
+
+  #add(n: number): number {
+    const name = this.graph.className(n);
+    let c = this.#ids.get(name);
+    if (c === undefined) {
+      c = this.names.length;
+      this.#ids.set(name, c);
+      this.names.push(name);
+      this.leakable.push(this.#leakType[this.graph.typeIndex(n)]! && this.graph.isProgramObject(n));
+    }
+    return c;
+  }
+}
+
 /** Totals per class, with retained sizes counted once per class. */
 export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
-  const totals: ClassTotal[] = [];
-  const groupByName = new Map<string, number>();
+  const classes = new ClassNumbering(graph);
+  const counts: number[] = [], selfSizes: number[] = [];
   const groupOf = graph.scratchInt32(); // every entry is written below
-  // A class is named by the node's name for objects and natives and by its type for the
-  // rest, so two small tables (by string index, by type) find a node's group without a string.
-  const byName = new Int32Array(graph.strings.length).fill(-1);
-  const byType = new Int32Array(graph.nodeTypeNames.length).fill(-1);
-  const named = graph.nodeTypeNames.map((t) => t === 'object' || t === 'native');
-  const groupFor = (n: number): number => {
-    const name = graph.className(n);
-    let g = groupByName.get(name);
-    if (g === undefined) {
-      g = totals.length;
-      groupByName.set(name, g);
-      totals.push({ name, count: 0, selfSize: 0, retainedSize: 0 });
-    }
-    return g;
-  };
   for (let n = 0; n < graph.nodeCount; n++) {
-    const type = graph.typeIndex(n);
-    let g: number;
-    if (named[type]) {
-      const s = graph.nameIndex(n);
-      g = byName[s]!;
-      if (g < 0) g = byName[s] = groupFor(n);
-    } else {
-      g = byType[type]!;
-      if (g < 0) g = byType[type] = groupFor(n);
-    }
-    groupOf[n] = g;
-    const t = totals[g]!;
-    t.count++;
-    t.selfSize += graph.selfSize(n);
+    const c = classes.of(n);
+    groupOf[n] = c;
+    counts[c] = (counts[c] ?? 0) + 1;
+    selfSizes[c] = (selfSizes[c] ?? 0) + graph.selfSize(n);
   }
   groupOf[0] = -1; // the synthetic root is not a class
-  const retained = graph.retainedByGroup(groupOf, totals.length);
+  counts[classes.of(0)]!--; selfSizes[classes.of(0)]! -= graph.selfSize(0);
+  const retained = graph.retainedByGroup(groupOf, classes.names.length);
   graph.releaseScratch(groupOf);
-  for (let g = 0; g < totals.length; g++) totals[g]!.retainedSize = retained[g]!;
-  return new Map(totals.map((t) => [t.name, t]));
+  const totals = new Map<string, ClassTotal>();
+  classes.names.forEach((name, c) => { if (counts[c]! > 0) totals.set(name, { name, count: counts[c]!, selfSize: selfSizes[c]!, retainedSize: retained[c]! }); });
+  return totals;
+}
+
+/** The sum of the nodes' self sizes: the heap's size as the snapshot saw it. */
+function heapSize(graph: HeapGraph): number {
+  let total = 0;
+  for (let n = 0; n < graph.nodeCount; n++) total += graph.selfSize(n);
+  return total;
 }
 
 export function summarizeGraph(graph: HeapGraph, file: string, top = 50, timings: Record<string, number> = {}): HeapSummary {
@@ -152,8 +208,7 @@ export function summarizeGraph(graph: HeapGraph, file: string, top = 50, timings
   timings.dominatorsMs = ms(t);
   t = process.hrtime.bigint();
   const constructors = [...classTotals(graph).values()].sort((a, b) => b.retainedSize - a.retainedSize).slice(0, top);
-  let totalSize = 0;
-  for (let n = 0; n < graph.nodeCount; n++) totalSize += graph.selfSize(n);
+  const totalSize = heapSize(graph);
   // Largest retainers among program objects.
   const retained = graph.retainedSizes;
   const best: number[] = [];
@@ -304,6 +359,7 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     let t = process.hrtime.bigint();
     a.analyze(); // before the passes that borrow the arrays it is done with
     const totalsA = classTotals(a);
+    const sizeA = heapSize(a);
     const idsA = IdSet.of(a);
     timings.analyze0Ms = ms(t);
     a = undefined;
@@ -318,10 +374,19 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     t = process.hrtime.bigint();
     last.analyze();
     const constructors = constructorDeltas(totalsA, classTotals(last)).slice(0, top);
-    const leaks = fresh.candidates ? leakCandidates(last, fresh.candidates, top) : [];
-    timings.analyzeLastMs = ms(t);
+    const heapGrowth = heapSize(last) - sizeA;
     const byConstructor = [...fresh.byConstructor.values()].sort((p, q) => q.selfSize - p.selfSize).slice(0, top);
-    return { files, constructors, newObjects: { count: fresh.count, selfSize: fresh.selfSize, byConstructor }, leaks, timings };
+    const result: HeapDiff = { files, constructors, newObjects: { count: fresh.count, selfSize: fresh.selfSize, byConstructor }, leaks: [], heapGrowth, timings };
+    if (fresh.candidates) {
+      const floor = noiseFloor(heapGrowth);
+      const all = leakCandidates(last, fresh.candidates);
+      result.leaks = all.filter((l) => l.retainedSize >= floor).slice(0, top);
+      result.leakFound = result.leaks.length > 0;
+      result.noiseFloor = floor;
+      result.belowNoiseFloor = all.length - all.filter((l) => l.retainedSize >= floor).length;
+    }
+    timings.analyzeLastMs = ms(t);
+    return result;
   } finally {
     reads.cancel();
   }
@@ -329,19 +394,27 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 
 /** Objects in `graph` whose ids are not in `before`, by class; and, when asked, the ids among them a leak is reported in. */
 function newObjects(graph: HeapGraph, before: IdSet, withCandidates: boolean) {
-  const byConstructor = new Map<string, { name: string; count: number; selfSize: number }>();
-  let count = 0, selfSize = 0;
-  const candidates: number[] = [];
+  const classes = new ClassNumbering(graph);
+  const counts: number[] = [], selfSizes: number[] = [];
+  let count = 0, selfSize = 0, found = 0;
+  const candidates = withCandidates ? graph.scratch() : undefined;
   for (let n = 1; n < graph.nodeCount; n++) {
     const id = graph.nodeId(n);
     if (before.has(id)) continue;
-    const name = graph.className(n);
-    let e = byConstructor.get(name);
-    if (!e) byConstructor.set(name, (e = { name, count: 0, selfSize: 0 }));
-    e.count++; e.selfSize += graph.selfSize(n); count++; selfSize += graph.selfSize(n);
-    if (withCandidates && LEAK_TYPES.has(graph.nodeType(n)) && graph.isProgramObject(n)) candidates.push(id);
+    const c = classes.of(n), size = graph.selfSize(n);
+    counts[c] = (counts[c] ?? 0) + 1;
+    selfSizes[c] = (selfSizes[c] ?? 0) + size;
+    count++; selfSize += size;
+    if (candidates && classes.leakable[c]) candidates[found++] = id;
   }
-  return { byConstructor, count, selfSize, candidates: withCandidates ? new IdSet(Uint32Array.from(candidates)) : undefined };
+  const byConstructor = new Map<string, { name: string; count: number; selfSize: number }>();
+  classes.names.forEach((name, c) => { if (counts[c]) byConstructor.set(name, { name, count: counts[c]!, selfSize: selfSizes[c]! }); });
+  let ids: IdSet | undefined;
+  if (candidates) {
+    ids = new IdSet(candidates.subarray(0, found));
+    graph.releaseScratch(candidates);
+  }
+  return { byConstructor, count, selfSize, candidates: ids };
 }
 
 /** Per class, last minus first; those that changed, by |retained size change|, largest first. */
@@ -360,35 +433,29 @@ function constructorDeltas(first: Map<string, ClassTotal>, last: Map<string, Cla
   return deltas.sort((p, q) => Math.abs(q.retainedSizeDelta) - Math.abs(p.retainedSizeDelta) || Math.abs(q.selfSizeDelta) - Math.abs(p.selfSizeDelta));
 }
 
-/** Groups the survivors in `graph` whose ids are in `candidateIds` by class and retainer path, ranked by retained size. */
-export function leakCandidates(graph: HeapGraph, candidateIds: IdSet, top = 50): LeakCandidate[] {
+/**
+ * Groups the survivors in `graph` whose ids are in `candidateIds` by class and by how they
+ * are held (the shape of their retainer path, element indices alike), ranked by retained
+ * size, all groups. Each holder's path is keyed once (RetainerPaths.keyer), so the work
+ * grows with the distinct holders, not with the text of every candidate's path.
+ */
+export function leakCandidates(graph: HeapGraph, candidateIds: IdSet, top = Infinity): LeakCandidate[] {
   graph.analyze();
   const groupOf = graph.scratchInt32().fill(-1);
-  const keys = new Map<string, number>();
+  const groupByKey = new Map<number, number>();
   const groups: Array<{ constructor: string; count: number; selfSize: number; best: number; sampleIds: number[] }> = [];
-  // Per retaining parent: its path (computed once) and its groups by class and step, so the
-  // siblings in one table find their group by a short key, not by the whole path's text.
-  const byParent = new Map<number, { path: string; groups: Map<string, number> }>();
+  const paths = graph.paths;
+  const keyOf = paths.keyer();
   const retained = graph.retainedSizes;
   for (let n = 1; n < graph.nodeCount; n++) {
     if (!candidateIds.has(graph.nodeId(n))) continue;
-    const e = graph.parentEdge(n);
-    if (e === undefined) continue; // unreachable: garbage, not a leak
-    const parent = graph.edgeOwner(e);
-    let holder = byParent.get(parent);
-    if (!holder) byParent.set(parent, (holder = { path: parent === 0 ? '' : graph.retainerPath(parent, true), groups: new Map() }));
-    const name = graph.className(n);
-    const local = `${name}\u0000${graph.stepLabel(e, true)}`;
-    let g = holder.groups.get(local);
+    if (paths.parentEdge(n) === undefined) continue; // unreachable (garbage) or a path's start: not a leak
+    const key = keyOf(n);
+    let g = groupByKey.get(key);
     if (g === undefined) {
-      const key = `${holder.path}\u0000${local}`;
-      g = keys.get(key);
-      if (g === undefined) {
-        g = groups.length;
-        keys.set(key, g);
-        groups.push({ constructor: name, count: 0, selfSize: 0, best: n, sampleIds: [] });
-      }
-      holder.groups.set(local, g);
+      g = groups.length;
+      groupByKey.set(key, g);
+      groups.push({ constructor: graph.className(n), count: 0, selfSize: 0, best: n, sampleIds: [] });
     }
     groupOf[n] = g;
     const grp = groups[g]!;

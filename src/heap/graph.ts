@@ -1,17 +1,20 @@
 /**
  * The heap graph over a parsed snapshot's flat arrays, and the analyses on it:
- * dominators (Lengauer–Tarjan over typed arrays), retained sizes,
- * shortest retainer paths (BFS from the root skipping weak edges) and totals by
- * class. Nodes are addressed by ordinal (0…nodeCount-1); nothing allocates an object
+ * dominators (Lengauer–Tarjan over typed arrays), retained sizes, retainer paths
+ * (paths.ts) and totals by class. Nodes are addressed by ordinal (0…nodeCount-1); nothing allocates an object
  * per node.
  */
 import type { RawSnapshot } from './reader.js';
+import type { StringTable } from './strings.js';
+import { RetainerPaths } from './paths.js';
 
 const NONE = 0xffffffff;
+/** The collections whose `table` edge leads to V8's hash table of their entries. */
+const COLLECTIONS = new Set(['Map', 'Set', 'WeakMap', 'WeakSet']);
 
 export class HeapGraph {
   readonly nodeCount: number;
-  readonly strings: string[];
+  readonly strings: StringTable;
   readonly nodeTypeNames: string[];
   readonly edgeTypeNames: string[];
   /** Per node: index of its first edge; `firstEdge[n+1]` ends it. */
@@ -20,13 +23,14 @@ export class HeapGraph {
   readonly #hasEdgeNames: boolean;
   readonly #nodeTypes: Uint8Array; readonly #nodeNames: Uint32Array; readonly #nodeIds: Uint32Array; readonly #selfSizes: Uint32Array;
   readonly #edgeTypes: Uint8Array; readonly #edgeNames: Uint32Array; readonly #edgeTargets: Uint32Array;
-  readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number;
+  readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number; readonly #internal: number;
 
   // Filled by analyze() and, for paths, on first use.
   #dominator: Uint32Array | undefined;
   #retained: Float64Array | undefined;
   #preOrder: Uint32Array | undefined;
-  #parentEdge: Uint32Array | undefined;
+  #reached = 0;
+  #paths: RetainerPaths | undefined;
   // Node-sized arrays the dominator pass is done with, lent to the passes after it (paths,
   // per-class sums, leak groups) so they reuse that memory instead of adding to the peak.
   readonly #spare: Uint32Array[] = [];
@@ -45,6 +49,7 @@ export class HeapGraph {
     this.#shortcut = this.edgeTypeNames.indexOf('shortcut');
     this.#element = this.edgeTypeNames.indexOf('element');
     this.#hidden = this.edgeTypeNames.indexOf('hidden');
+    this.#internal = this.edgeTypeNames.indexOf('internal');
   }
 
   // Node views.
@@ -53,7 +58,7 @@ export class HeapGraph {
   /** The node's name, as an index into {@link strings}. */
   nameIndex(n: number): number { return this.#nodeNames[n]!; }
   nodeType(n: number): string { return this.nodeTypeNames[this.#nodeTypes[n]!]!; }
-  nodeName(n: number): string { return this.strings[this.#nodeNames[n]!]!; }
+  nodeName(n: number): string { return this.strings.get(this.#nodeNames[n]!); }
   nodeId(n: number): number { return this.#nodeIds[n]!; }
   selfSize(n: number): number { return this.#selfSizes[n]!; }
 
@@ -64,7 +69,7 @@ export class HeapGraph {
   edgeName(e: number): string {
     if (!this.#hasEdgeNames) throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
     const v = this.#edgeNames[e]!;
-    return this.isIndexEdge(e) ? String(v) : this.strings[v]!;
+    return this.isIndexEdge(e) ? String(v) : this.strings.get(v);
   }
   isIndexEdge(e: number): boolean {
     const t = this.#edgeTypes[e]!;
@@ -210,43 +215,7 @@ export class HeapGraph {
     this.#dominator = dominator;
     this.#retained = retained;
     this.#preOrder = vertex;
-  }
-
-  /** BFS from the root over essential edges: each node's first (shortest) retaining edge. */
-  #computeRetainerPaths(): void {
-    const N = this.nodeCount;
-    const types = this.#edgeTypes, targets = this.#edgeTargets;
-    const parentEdge = this.scratch().fill(NONE); // kept: NONE also means not reached yet
-    const queue = this.scratch();
-    let head = 0, tail = 0;
-    const seen = (n: number): boolean => n === 0 || parentEdge[n] !== NONE;
-    const drain = (): void => {
-      while (head < tail) {
-        const n = queue[head++]!;
-        for (let e = this.firstEdge[n]!; e < this.firstEdge[n + 1]!; e++) {
-          if (!this.#essential(n, types[e]!)) continue;
-          const to = targets[e]!;
-          if (seen(to)) continue;
-          parentEdge[to] = e;
-          queue[tail++] = to;
-        }
-      }
-    };
-    // User roots first (the root's shortcuts to the global objects, as DevTools does), so a
-    // path reads `global → Object "holder" → Map "sessionCache"` rather than through
-    // (Stack roots) or (Handle scope); then whatever only the GC roots reach.
-    for (const pass of [true, false]) {
-      for (let e = this.firstEdge[0]!; e < this.firstEdge[1]!; e++) {
-        if ((types[e] === this.#shortcut) !== pass) continue;
-        const to = targets[e]!;
-        if (seen(to)) continue;
-        parentEdge[to] = e;
-        queue[tail++] = to;
-      }
-      drain();
-    }
-    this.releaseScratch(queue);
-    this.#parentEdge = parentEdge;
+    this.#reached = reached;
   }
 
   /** The node that owns edge e (binary search over firstEdge). */
@@ -260,24 +229,50 @@ export class HeapGraph {
     return lo;
   }
 
-  /** The retaining edge on the shortest path from the root, or undefined for the root and unreachable nodes. */
-  parentEdge(n: number): number | undefined {
-    if (!this.#parentEdge) this.#computeRetainerPaths();
-    const e = this.#parentEdge![n]!;
-    return e === NONE ? undefined : e;
+  /** How each node is held, chosen to read as code (see paths.ts); found on first use. */
+  get paths(): RetainerPaths {
+    if (!this.#hasEdgeNames) throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
+    this.analyze(); // first: the search borrows the arrays the dominators are done with
+    return (this.#paths ??= new RetainerPaths(this));
   }
 
-  /** Edges from the root to n, root first. */
-  retainerEdges(n: number, maxSteps = 64): number[] {
-    const path: number[] = [];
-    let cur = n;
-    while (path.length < maxSteps) {
-      const e = this.parentEdge(cur);
-      if (e === undefined) break;
-      path.push(e);
-      cur = this.edgeOwner(e);
+  /** The retaining edge on n's path, or undefined for the root, a path's start (a global object's or module's scope) and unreachable nodes. */
+  parentEdge(n: number): number | undefined { return this.paths.parentEdge(n); }
+
+  /** Edges from the path's start to n, start first. */
+  retainerEdges(n: number, maxSteps = 64): number[] { return this.paths.edges(n, maxSteps).edges; }
+
+  /** The typed columns, for the passes that walk the whole graph. */
+  get columns(): { firstEdge: Uint32Array; nodeTypes: Uint8Array; nodeNames: Uint32Array; edgeTypes: Uint8Array; edgeNames: Uint32Array; edgeTargets: Uint32Array } {
+    return { firstEdge: this.firstEdge, nodeTypes: this.#nodeTypes, nodeNames: this.#nodeNames, edgeTypes: this.#edgeTypes, edgeNames: this.#edgeNames, edgeTargets: this.#edgeTargets };
+  }
+
+  /** Does a chain of strong edges from the root reach n? (Nodes V8 kept that only weak edges reach do not count.) */
+  isStronglyHeld(n: number): boolean {
+    this.analyze();
+    // The unreached nodes end the pre-order, in ascending order.
+    const order = this.#preOrder!;
+    let lo = this.#reached, hi = this.nodeCount - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = order[mid]!;
+      if (v === n) return false;
+      if (v < n) lo = mid + 1; else hi = mid - 1;
     }
-    return path.reverse();
+    return true;
+  }
+
+  /** Is e a Map's or Set's edge to its backing hash table (V8's, not the program's)? */
+  isCollectionTable(e: number): boolean {
+    if (this.#edgeTypes[e] !== this.#internal || this.edgeName(e) !== 'table') return false;
+    return COLLECTIONS.has(this.nodeName(this.edgeOwner(e)));
+  }
+
+  /** What {@link stepLabel} with normalized indices says, as a key built from numbers (no label text). */
+  stepKey(e: number): string {
+    const to = this.#edgeTargets[e]!;
+    const name = this.isIndexEdge(e) || this.strings.isDigits(this.#edgeNames[e]!) ? '' : String(this.#edgeNames[e]);
+    return `${this.#edgeTypes[e]}.${name}.${this.#nodeTypes[to]}.${this.#nodeNames[to]}`;
   }
 
   /** One step of a retainer path as it reads in code: `Map "sessionCache"`, `table`, `[3]`, `LeakyEntry`. */
@@ -293,7 +288,7 @@ export class HeapGraph {
     const named = this.isProgramObject(to);
     if (type === 'closure') {
       const fn = nodeName ? `${nodeName}()` : indexLike ? '(anonymous)()' : `${name}()`;
-      return nodeName && !indexLike ? `${fn} "${name}"` : fn;
+      return nodeName && !indexLike && name !== nodeName ? `${fn} "${name}"` : fn;
     }
     if (indexLike) return named ? nodeName : normalizeIndex ? '[]' : `[${name}]`;
     return named ? `${nodeName} "${name}"` : name;
@@ -305,14 +300,9 @@ export class HeapGraph {
     return (type === 'object' || type === 'closure' || type === 'native' || type === 'regexp') && !this.nodeName(n).startsWith('system /');
   }
 
-  /** The whole path from the GC roots to n, e.g. `(GC roots) → Map "sessionCache" → table → LeakyEntry`. */
+  /** How n is held, as it reads in code: `module orders.mjs → Map "sessionCache" → SessionRecord`, `global → Object "app" → …`. */
   retainerPath(n: number, normalizeIndex = false): string {
-    const edges = this.retainerEdges(n);
-    if (edges.length === 0) return n === 0 ? '(root)' : '(unreachable)';
-    const steps = edges.map((e) => this.stepLabel(e, normalizeIndex));
-    // A path cut at its length bound starts with an ellipsis, not at a root.
-    if (this.edgeOwner(edges[0]!) !== 0) steps.unshift('…');
-    return steps.join(' → ');
+    return this.paths.render(n, normalizeIndex);
   }
 
   /**

@@ -1,12 +1,13 @@
 /**
  * Reads a snapshot on another core: a worker thread runs {@link readHeapSnapshot} and
- * hands the columns back by transfer (no copy; only the strings table is cloned).
+ * hands the columns and the string table back by transfer (no copy).
  * A diff reads its last file this way while the main thread reads and analyses the
  * first ones, so parsing is mostly off the critical path on a machine with two cores.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { SysprobeError, ErrorCode, describeError, errorFromReply } from '../errors.js';
 import { readHeapSnapshot, type RawSnapshot, type ReadOptions } from './reader.js';
+import { StringTable } from './strings.js';
 
 interface Request { sysprobeHeapRead: true; file: string; edges: boolean; edgeNames: boolean; progress: boolean }
 type Reply =
@@ -35,7 +36,7 @@ export function readHeapSnapshotInThread(file: string, options: Pick<ReadOptions
     };
     worker.on('message', (m: Reply) => {
       if (m.type === 'progress') options.onProgress?.(m.bytesRead, m.total);
-      else if (m.type === 'done') finish(undefined, { raw: m.raw, parseMs: m.parseMs });
+      else if (m.type === 'done') finish(undefined, { raw: { ...m.raw, strings: StringTable.revive(m.raw.strings) }, parseMs: m.parseMs });
       else finish(errorFromReply(m.code, m.message, ErrorCode.ANALYSIS_FAILED));
     });
     worker.on('error', (err) => finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `reading ${file} on a worker thread failed: ${err.message}`, { cause: err })));
@@ -60,7 +61,7 @@ async function serve(req: Request): Promise<void> {
       ...(req.progress ? { onProgress: (bytesRead: number, total: number) => port.postMessage({ type: 'progress', bytesRead, total } satisfies Reply) } : {}),
     });
     const parseMs = Number(process.hrtime.bigint() - t) / 1e6;
-    port.postMessage({ type: 'done', raw, parseMs } satisfies Reply, TRANSFERRED.map((k) => raw[k].buffer as ArrayBuffer));
+    port.postMessage({ type: 'done', raw, parseMs } satisfies Reply, [...TRANSFERRED.map((k) => raw[k].buffer as ArrayBuffer), ...raw.strings.transferables()]);
   } catch (err) {
     const d = describeError(err);
     port.postMessage({ type: 'error', code: d.code, message: d.message } satisfies Reply);

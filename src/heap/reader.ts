@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { SysprobeError, ErrorCode } from '../errors.js';
 import { loadNative } from '../native.js';
+import { StringTable, StringTableBuilder } from './strings.js';
 
 /** The `snapshot.meta` block of a heap snapshot: the layout of the flat arrays. */
 export interface SnapshotMeta {
@@ -48,7 +49,8 @@ export interface RawSnapshot {
   hasEdges: boolean;
   /** False when read with `edges: false` or `edgeNames: false`: paths cannot be named. */
   hasEdgeNames: boolean;
-  strings: string[];
+  /** The string table, decoded on demand. */
+  strings: StringTable;
 }
 
 /** Called as the file is read; `total` is the file's size in bytes. */
@@ -160,7 +162,8 @@ class SnapshotTokenizer {
   meta: SnapshotMeta | undefined;
   nodeCount = 0;
   edgeCount = 0;
-  readonly strings: string[] = [];
+  #strings: StringTableBuilder | undefined;
+  #table: StringTable | undefined;
   // The columns, allocated from the header's counts.
   nodeTypes = new Uint8Array(0);
   nodeNames = new Uint32Array(0);
@@ -195,8 +198,8 @@ class SnapshotTokenizer {
   #edgeSum = 0; // edges the nodes own, summed as they are read
   readonly #seen = new Set<string>(); // the arrays read through their closing bracket
 
-  // String state: pieces of a string that spans chunks, and whether it has escapes.
-  #strParts: Buffer[] = [];
+  // String state: inside a string (it may span chunks), after a backslash, whether it has escapes;
+  // the bytes of the current string and of all strings, bounded (a crafted file can hold one huge string).
   #strPartBytes = 0;
   #stringBytes = 0;
   readonly #maxStringBytes: number;
@@ -207,7 +210,11 @@ class SnapshotTokenizer {
   // Skip state for values we do not keep (trace trees, samples).
   #depth = 0;
 
-  constructor({ edges = true, edgeNames = true, maxStringBytes = v8.getHeapStatistics().heap_size_limit / 2 }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes'> = {}) {
+  /** `fileSize`: the bytes the tokenizer will be fed in all, when known (it sizes the string table's buffer). */
+  constructor(
+    { edges = true, edgeNames = true, maxStringBytes = v8.getHeapStatistics().heap_size_limit / 2 }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes'> = {},
+    readonly fileSize?: number,
+  ) {
     this.#maxStringBytes = maxStringBytes;
     this.#readEdges = edges;
     this.#readEdgeNames = edges && edgeNames;
@@ -254,7 +261,7 @@ class SnapshotTokenizer {
       meta: this.meta!, nodeCount: this.nodeCount, edgeCount: this.edgeCount,
       nodeTypes: this.nodeTypes, nodeNames: this.nodeNames, nodeIds: this.nodeIds, selfSizes: this.selfSizes, firstEdge: this.firstEdge,
       edgeTypes: this.edgeTypes, edgeNames: this.edgeNames, edgeTargets: this.edgeTargets, hasEdges: this.#readEdges, hasEdgeNames: this.#readEdgeNames,
-      strings: this.strings,
+      strings: this.#table!,
     };
   }
 
@@ -378,8 +385,11 @@ class SnapshotTokenizer {
       if (this.#native) this.#prepareNative(key);
       this.#mode = Mode.NumArray;
     } else if (key === 'strings') {
+      if (this.#strings) throw bad('corrupt: a second "strings" array');
       this.#mode = Mode.StrArray;
       this.#inString = false;
+      // V8 writes the strings last: what is left of the file bounds their bytes.
+      this.#strings = new StringTableBuilder(this.fileSize !== undefined ? this.fileSize - this.#offset : undefined);
     } else if (key === 'snapshot') {
       throw bad('wrong meta: a second "snapshot" header');
     } else {
@@ -536,28 +546,32 @@ class SnapshotTokenizer {
     return end + 1;
   }
 
-  /** `["a","b\n",...]`: each string is decoded once it is complete. */
+  /**
+   * `["a","b\n",...]`: each string's bytes go to the table as they are, found by memchr
+   * (the next quote, the next backslash); only a string with an escape is decoded here, to check it.
+   */
   #stringArray(buf: Buffer, i: number): number {
     const n = buf.length;
+    const table = this.#strings!;
+    let backslashAt = -1; // the next backslash at or after the scan position, n when none; -1 not looked for yet
     while (i < n) {
       if (this.#inString) {
-        // Find the closing quote that is not escaped.
         let j = i;
-        let escaped = this.#escaped;
-        for (; j < n; j++) {
-          const b = buf[j]!;
-          if (escaped) { escaped = false; continue; }
-          if (b === BACKSLASH) { escaped = true; this.#hasEscape = true; continue; }
-          if (b === QUOTE) break;
+        if (this.#escaped) { j++; this.#escaped = false; } // the chunk before ended with a backslash
+        for (;;) {
+          let quote = j < n ? buf.indexOf(QUOTE, j) : n;
+          if (quote < 0) quote = n;
+          if (backslashAt < j) { backslashAt = j < n ? buf.indexOf(BACKSLASH, j) : n; if (backslashAt < 0) backslashAt = n; }
+          if (backslashAt >= quote) { j = quote; break; }
+          this.#hasEscape = true;
+          j = backslashAt + 2; // past the escaped byte
+          if (j > n) { this.#escaped = true; j = n; break; }
         }
         this.#countString(j - i);
-        if (j === n) {
-          this.#strParts.push(Buffer.from(buf.subarray(i, n)));
-          this.#escaped = escaped;
-          return n;
-        }
-        this.#escaped = false;
-        this.strings.push(this.#decode(buf, i, j));
+        table.append(buf, i, j);
+        if (j === n) return n;
+        if (this.#hasEscape) this.#checkEscapes(table.pending(), j);
+        table.end(this.#hasEscape);
         this.#inString = false;
         i = j + 1;
         continue;
@@ -570,23 +584,22 @@ class SnapshotTokenizer {
         i++;
         continue;
       }
-      if (b === QUOTE) { this.#inString = true; this.#hasEscape = false; this.#strParts = []; this.#strPartBytes = 0; i++; continue; }
-      if (b === RBRACKET) { this.#seen.add('strings'); this.#mode = Mode.Top; return i + 1; }
+      if (b === QUOTE) { this.#inString = true; this.#hasEscape = false; this.#strPartBytes = 0; i++; continue; }
+      if (b === RBRACKET) {
+        this.#table = table.finish();
+        this.#strings = undefined;
+        this.#seen.add('strings');
+        this.#mode = Mode.Top;
+        return i + 1;
+      }
       throw this.#unexpected(buf, i);
     }
     return n;
   }
 
-  #decode(buf: Buffer, start: number, end: number): string {
-    const parts = this.#strParts;
-    this.#strPartBytes = 0;
-    const raw = parts.length === 0 ? buf : Buffer.concat([...parts, buf.subarray(start, end)]);
-    const s = parts.length === 0 ? start : 0;
-    const e = parts.length === 0 ? end : raw.length;
-    this.#strParts = [];
-    if (!this.#hasEscape) return raw.toString('utf8', s, e);
+  #checkEscapes(bytes: Uint8Array, end: number): void {
     try {
-      return JSON.parse(`"${raw.toString('utf8', s, e)}"`) as string;
+      JSON.parse(`"${Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8')}"`);
     } catch {
       throw bad(`corrupt: a bad escape in a string before byte ${this.#offset + end}`);
     }
@@ -664,13 +677,14 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
     if (stat.isDirectory()) throw bad(`${file} is a directory, not a heap snapshot file`);
     if (!stat.isFile()) throw bad(`${file} is not a regular file (a FIFO, socket or device), not a heap snapshot file`);
     const { size } = stat;
-    const tokenizer = new SnapshotTokenizer(options);
+    const gzipped = await isGzip(fh);
+    const tokenizer = new SnapshotTokenizer(options, gzipped ? undefined : size);
     const feed = (chunk: Buffer, bytesRead: number): void => {
       // The header reader keeps a chunk until it finds "nodes", so hand it a copy.
       tokenizer.feed(tokenizer.meta ? chunk : Buffer.from(chunk));
       options.onProgress?.(bytesRead, size);
     };
-    if (await isGzip(fh)) await feedGunzipped(fh, chunkBytes, feed);
+    if (gzipped) await feedGunzipped(fh, chunkBytes, feed);
     else await feedPlain(fh, chunkBytes, feed);
     const raw = tokenizer.finish();
     validate(raw);
@@ -726,8 +740,8 @@ async function feedGunzipped(fh: FileHandle, chunkBytes: number, feed: Feed): Pr
 
 /** Parses a snapshot held in memory (tests, small inputs). */
 export function parseHeapSnapshot(data: Buffer | string): RawSnapshot {
-  const tokenizer = new SnapshotTokenizer();
   const buf = typeof data === 'string' ? Buffer.from(data) : data;
+  const tokenizer = new SnapshotTokenizer({}, buf.length);
   const step = 1 << 16;
   for (let i = 0; i < buf.length; i += step) tokenizer.feed(Buffer.from(buf.subarray(i, i + step)));
   const raw = tokenizer.finish();
