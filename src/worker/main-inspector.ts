@@ -77,6 +77,8 @@ export class MainInspector {
   readonly #sourceMaps: SourceMaps | undefined;
   /** Where the last stack we took was paused: the JS on top of a stall. */
   #lastPause: { location: ScriptLocation; takenAt: number } | undefined;
+  /** The stack capture running, if any: a profile of a stall waits for it to learn where the loop spins. */
+  #stackCapture: Promise<unknown> | undefined;
 
   constructor(sourceMaps?: SourceMaps) {
     this.#sourceMaps = sourceMaps;
@@ -126,8 +128,15 @@ export class MainInspector {
   }
 
   /** The main thread's JS stack, taken now. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
-  async captureStack(timeoutMs: number): Promise<StackCapture> {
-    if (this.#stackBusy || this.#pauseOutstanding) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running');
+  captureStack(timeoutMs: number): Promise<StackCapture> {
+    if (this.#stackBusy || this.#pauseOutstanding) return Promise.reject(new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running'));
+    const capture = this.#takeStack(timeoutMs);
+    this.#stackCapture = capture;
+    void capture.catch(() => undefined).finally(() => { if (this.#stackCapture === capture) this.#stackCapture = undefined; });
+    return capture;
+  }
+
+  async #takeStack(timeoutMs: number): Promise<StackCapture> {
     this.#stackBusy = true;
     try {
       const deadline = Date.now() + timeoutMs;
@@ -176,10 +185,9 @@ export class MainInspector {
     const inlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
     if (inlining) setFlagsFromString('--no-turbo-inlining');
     try {
-      const stallTop = stalled && this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS ? this.#lastPause.location : undefined;
       return await this.#sampleFor('a CPU profile', durationMs, {
         domain: 'Profiler', start: [['Profiler.setSamplingInterval', { interval: samplingIntervalUs }], ['Profiler.start', undefined]], stop: 'Profiler.stop',
-        started: stallTop && inlining ? () => this.#recompile(stallTop) : undefined,
+        started: stalled && inlining ? () => this.#recompileStalled() : undefined,
       });
     } finally {
       if (inlining) setFlagsFromString('--turbo-inlining');
@@ -193,8 +201,10 @@ export class MainInspector {
    * interpreter when it returns from the inspector's interrupt and is recompiled (without inlining)
    * while the profiler listens. Best effort: a failure leaves the profile as V8 takes it.
    */
-  async #recompile(location: ScriptLocation): Promise<void> {
-    if (this.#stackBusy || this.#pauseOutstanding) return;
+  async #recompileStalled(): Promise<void> {
+    await this.#stackCapture?.catch(() => undefined); // the stall's own stack, bounded by its timeout
+    const location = this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS ? this.#lastPause.location : undefined;
+    if (!location || this.#stackBusy || this.#pauseOutstanding) return;
     this.#stackBusy = true; // the Debugger domain is ours for these calls
     try {
       await this.#post('Debugger.enable', undefined, 2000);
