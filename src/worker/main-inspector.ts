@@ -182,21 +182,21 @@ export class MainInspector {
    * capture saw, whose optimized code is then recompiled. Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
    */
   async captureCpuProfile(durationMs: number, samplingIntervalUs: number, { stalled = false }: { stalled?: boolean } = {}): Promise<{ profile: CpuProfile; startedAtMs: number }> {
-    const inlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
-    if (inlining) setFlagsFromString('--no-turbo-inlining');
+    const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
+    if (switchInlining) setFlagsFromString('--no-turbo-inlining');
     try {
       return await this.#sampleFor('a CPU profile', durationMs, {
         domain: 'Profiler', start: [['Profiler.setSamplingInterval', { interval: samplingIntervalUs }], ['Profiler.start', undefined]], stop: 'Profiler.stop',
-        started: stalled && inlining ? () => this.#recompileStalled() : undefined,
+        started: stalled && switchInlining ? () => this.#recompileStalled() : undefined,
       });
     } finally {
-      if (inlining) setFlagsFromString('--turbo-inlining');
+      if (switchInlining) setFlagsFromString('--turbo-inlining');
     }
   }
 
   /**
-   * Discards the optimized code running at `location` (and all code that inlined its function):
-   * V8 deoptimizes a function's code when a breakpoint is set in it. The breakpoint's condition is
+   * Discards the optimized code running at the top of the stall's stack (and all code that inlined
+   * that function): V8 deoptimizes a function's code when a breakpoint is set in it. The breakpoint's condition is
    * never true and it is removed at once, so nothing pauses. The stalled frame drops to the
    * interpreter when it returns from the inspector's interrupt and is recompiled (without inlining)
    * while the profiler listens. Best effort: a failure leaves the profile as V8 takes it.
