@@ -429,7 +429,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem auto;max-width:1000px;padd
 h1{font-size:1.4rem;word-break:break-all}h2{font-size:1.15rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 dl{display:grid;grid-template-columns:9rem 1fr;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0;word-break:break-all}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{border:1px solid #e3e3e3;padding:.2rem .4rem;text-align:left;vertical-align:top}
-th{background:#f6f6f6;white-space:nowrap}td{overflow-wrap:anywhere}td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}.chart{margin:0 0 1rem}figcaption{font-weight:600}svg text{font-size:11px;fill:#555}
+th{background:#f6f6f6;white-space:nowrap}td{overflow-wrap:break-word}td:last-child{overflow-wrap:anywhere}td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}.chart{margin:0 0 1rem}figcaption{font-weight:600}svg text{font-size:11px;fill:#555}
 .axis{stroke:#999}.line{fill:none;stroke:#2a6fdb;stroke-width:1.5}.pt{fill:transparent}.pt:hover{fill:#2a6fdb55}
 .mark{stroke-width:2}.mark.trigger{stroke:#d22}.mark.capture{stroke:#2a2;stroke-dasharray:4 3}.k-trigger{color:#d22}.k-capture{color:#2a2}
 .flame .fn rect{stroke:#fff;stroke-width:.5}.flame .fn:hover rect{stroke:#000}.flame text{font-size:11px;fill:#222;pointer-events:none}

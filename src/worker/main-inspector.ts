@@ -133,7 +133,9 @@ export class MainInspector {
     const capture = this.#takeStack(timeoutMs);
     this.#stackCapture = capture;
     void capture.catch(() => undefined).finally(() => { if (this.#stackCapture === capture) this.#stackCapture = undefined; });
-    return capture;
+    // Maps are read after the capture has ended (the main thread runs, the next capture may start): only the worker waits.
+    const sourceMaps = this.#sourceMaps;
+    return sourceMaps ? capture.then(async (taken) => ({ ...taken, frames: await sourceMaps.resolve(taken.frames) })) : capture;
   }
 
   async #takeStack(timeoutMs: number): Promise<StackCapture> {
@@ -160,8 +162,7 @@ export class MainInspector {
         columnNumber: f.location.columnNumber ?? 0,
       }));
       return {
-        // The main thread runs again by now; reading maps costs only the worker's time.
-        frames: this.#sourceMaps ? await this.#sourceMaps.resolve(frames) : frames,
+        frames,
         takenAt,
         latencyMs,
         how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
