@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   }));
   for (let i = 0; i < 40; i++) { // warm: optimized, with nudgeEntries inlined; a turn of the loop each, so no stall yet
     settlePayouts(5);
-    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setTimeout(resolve, 0));
   }
   await new Promise((resolve) => setTimeout(resolve, 300));
   settlePayouts(2000);
