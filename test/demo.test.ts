@@ -62,6 +62,8 @@ describe('npm run demo (--fast)', () => {
     assert.ok(stall.stall.inLoop && stall.stall.stack.includes('reconcileLedger'), `stack: ${stall.stall.stack.join(' < ')}`);
     assert.ok(stall.stall.durationMs > 1000, `stall of ${stall.stall.durationMs} ms`);
     assert.ok(stall.cpuProfile && fs.statSync(stall.cpuProfile.file).size > 0, 'a CPU profile file');
+    // The profile names the function that spins, as the stall stack does (not the outermost function of the optimized code).
+    assert.equal(stall.cpuProfile.topFunction, 'nudgeEntries', output);
     assert.equal(stall.guard?.code, 'SYSPROBE_ERR_TIMEOUT');
     assert.ok(stall.health.wentUnhealthy && stall.health.recovered, JSON.stringify(stall.health));
     assert.ok(stall.health.http.some((a) => a.statusCode === 503 && a.status === 'unhealthy'), `GET /health from the worker never said 503 unhealthy: ${JSON.stringify(stall.health.http)}`);

@@ -39,8 +39,14 @@ async function realIncidentWithExtras(): Promise<string> {
   fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
   fs.writeFileSync(path.join(dir, 'heap-diff.json'), JSON.stringify({
     files: ['a.heapsnapshot', 'b.heapsnapshot'],
-    constructors: [{ name: 'LeakyEntry<img src=x onerror="window.__xss=5">', countDelta: 1000, selfSizeDelta: 64_000, retainedSizeDelta: 1_048_576 }],
-    leaks: [],
+    constructors: [
+      { name: 'LeakyEntry<img src=x onerror="window.__xss=5">', countDelta: 1000, selfSizeDelta: 64_000, retainedSizeDelta: 1_048_576 },
+      { name: 'Socket', countDelta: 1, selfSizeDelta: 296, retainedSizeDelta: 7_987 },
+      { name: 'TimersList', countDelta: -2, selfSizeDelta: -160, retainedSizeDelta: -1_234_567_890 },
+    ],
+    // A long retainer path next to short columns: the case that once broke the headings letter by letter.
+    leaks: [{ constructor: 'SessionRecord', count: 12_345, selfSize: 1_023_999, retainedSize: 52_428_800,
+      retainerPath: 'global → CustomEvent() "CustomEvent" → context → process "process" → Object "_events" → message() → context → Map "sessionCache" → table → SessionRecord' }],
   }));
   return dir;
 }
@@ -104,6 +110,55 @@ describe('sysprobe report', function () {
       await page.screenshot({ path: path.join(ARTIFACTS, 'report.png'), fullPage: true });
       assert.deepEqual(problems, []);
       assert.deepEqual(requests, [], 'no network requests');
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('at 1280×800 the tables read well: no heading broken letter by letter, sizes in human units (screenshot)', async function () {
+    if (!fs.existsSync(CHROMIUM)) this.skip(); // reason: Debian's chromium is not installed (.ci/run installs it)
+    const out = path.join(os.tmpdir(), `sysprobe-report-tables-${process.pid}.html`);
+    await run(process.execPath, [CLI, 'report', dir, '--out', out]);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`file://${out}`);
+      fs.mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: path.join(ARTIFACTS, 'report-1280x800.png'), fullPage: true });
+      // Each heading: the lines it takes (its height over its line height), and whether its text fits its box.
+      const headings = await page.locator('table th').evaluateAll((ths) => {
+        // This runs in the page; the test's tsconfig has no DOM types, so the few used are named here.
+        interface Box { width: number; height: number }
+        interface Page {
+          getComputedStyle(el: unknown): { paddingLeft: string; paddingRight: string; lineHeight: string };
+          document: { createRange(): { selectNodeContents(el: unknown): void; getBoundingClientRect(): Box } };
+        }
+        const page = globalThis as unknown as Page;
+        return (ths as unknown as Array<{ clientWidth: number; textContent: string | null }>).map((th) => {
+          const style = page.getComputedStyle(th);
+          const range = page.document.createRange();
+          range.selectNodeContents(th);
+          const box = range.getBoundingClientRect();
+          const inner = th.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+          return { text: th.textContent ?? '', lines: Math.round(box.height / parseFloat(style.lineHeight)), textWidth: box.width, inner };
+        });
+      });
+      assert.ok(headings.length >= 10, `headings found: ${headings.length}`);
+      for (const h of headings) {
+        assert.ok(h.lines <= 2, `heading "${h.text}" takes ${h.lines} lines`);
+        assert.ok(h.textWidth <= h.inner + 1, `heading "${h.text}" is ${h.textWidth.toFixed(0)} px wide in a ${h.inner.toFixed(0)} px column`);
+      }
+      // Sizes: the heap diff's and the captures' size columns, each a number of at most 3 significant digits and a unit.
+      const sizes = await page.locator('#t-heap-diff td:nth-child(3), #t-heap-diff td:nth-child(4), #t-leaks td:nth-child(3), #t-leaks td:nth-child(4), #t-captures td:nth-child(3)').allTextContents();
+      assert.ok(sizes.length >= 8, `size cells: ${sizes.length}`);
+      for (const size of sizes) {
+        const m = /^−?(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB)$/.exec(size);
+        assert.ok(m, `"${size}" is a number and a unit`);
+        assert.ok(m[1]!.replace('.', '').replace(/^0+/, '').length <= 3, `"${size}" has more than 3 significant digits`);
+      }
+      assert.ok(sizes.includes('1.18 GiB') || sizes.includes('−1.15 GiB'), `large sizes in GiB: ${sizes.join(', ')}`);
+      assert.ok(sizes.includes('296 B'), `small sizes in bytes: ${sizes.join(', ')}`);
     } finally {
       await browser.close();
     }

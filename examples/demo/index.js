@@ -275,7 +275,6 @@ async function caseStall(service, ready, summary) {
         const top = topFunctions.find((f) => f.url) || topFunctions[0];
         const busy = busyLoop.detected && busyLoop.frame ? `, busy loop in ${busyLoop.frame.functionName} (${(busyLoop.share * 100).toFixed(0)}% of busy time)` : '';
         say(`    CPU profile ${rel(profile.file)}: top function ${bold(top.functionName)} ${(top.selfShare * 100).toFixed(0)}% self time${busy}`);
-        say(dim('    (a profile started mid-stall charges the stuck optimized code to its outermost function; the stall stack below names where it spins)'))
         // The profile of the job's stall is the one whose heaviest function is the service's own code.
         const inService = /service\.js$/.test(top.url || '');
         if (!result.cpuProfile || (inService && !result.cpuProfile.inService)) {

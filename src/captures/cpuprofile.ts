@@ -17,7 +17,22 @@ export interface Frame {
   url: string;
   lineNumber: number;
   columnNumber: number;
+  /**
+   * Where the frame is in the JavaScript that ran, when a source map moved `url`, `lineNumber`
+   * and `columnNumber` to the original source (e.g. a `.ts` file); absent otherwise.
+   */
+  generated?: GeneratedPosition;
 }
+
+/** A position in the JavaScript that ran (0-based, as the inspector reports it). */
+export interface GeneratedPosition {
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+
+/** Maps a frame to its original position (source maps); the identity when there is none. */
+export type OriginalOf = (frame: Frame) => Frame;
 
 export interface CallFrame extends Frame {
   scriptId: string;
@@ -231,7 +246,7 @@ function orderParentsFirst(nodes: CpuProfileNode[], parents: Int32Array, indexBy
 }
 
 /** Summarizes where a profile's time went. Throws an Error naming the problem if `profile` is not a valid CPU profile. */
-export function summarizeProfile(profile: unknown, { top = 10 }: { top?: number } = {}): ProfileSummary {
+export function summarizeProfile(profile: unknown, { top = 10, original = (f) => f }: { top?: number; original?: OriginalOf } = {}): ProfileSummary {
   if (!(Number.isInteger(top) && top >= 0)) throw new RangeError(`top must be a non-negative integer, got ${String(top)}`);
   const weighed = weighProfile(profile);
   const { nodes, startTime, endTime } = weighed.profile;
@@ -253,8 +268,9 @@ export function summarizeProfile(profile: unknown, { top = 10 }: { top?: number 
   const detected = heaviest !== undefined && busyShare >= BUSY_LOOP_MIN_SHARE;
 
   const describe = (f: number): Frame => {
-    const frame = functionOf.frames[f]!;
-    return { functionName: displayName(frame), url: frame.url, lineNumber: frame.lineNumber, columnNumber: frame.columnNumber };
+    const { functionName, url, lineNumber, columnNumber } = functionOf.frames[f]!;
+    const frame = original({ functionName, url, lineNumber, columnNumber });
+    return { ...frame, functionName: displayName(frame) };
   };
   return {
     durationMs: (endTime - startTime) / 1000,

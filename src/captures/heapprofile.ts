@@ -5,7 +5,7 @@
  * Pure functions; a malformed profile throws an Error that says what is wrong,
  * and the walk is iterative and linear, so a deep or huge tree is safe.
  */
-import type { Frame } from './cpuprofile.js';
+import type { Frame, OriginalOf } from './cpuprofile.js';
 
 export interface AllocationNode {
   id: number;
@@ -42,13 +42,12 @@ function invalid(what: string): never {
   throw new Error(`Invalid heap profile: ${what}`);
 }
 
-function frameOf(node: AllocationNode): Frame {
-  const { functionName, url, lineNumber, columnNumber } = node.callFrame;
-  return { functionName: functionName || '(anonymous)', url, lineNumber, columnNumber };
-}
-
-/** Top allocating functions and stacks of a sampling heap profile. */
-export function summarizeAllocations(value: unknown, { top = 10 }: { top?: number } = {}): AllocationSummary {
+/** Top allocating functions and stacks of a sampling heap profile; `original` maps frames through source maps. */
+export function summarizeAllocations(value: unknown, { top = 10, original = (f) => f }: { top?: number; original?: OriginalOf } = {}): AllocationSummary {
+  const frameOf = (node: AllocationNode): Frame => {
+    const { functionName, url, lineNumber, columnNumber } = node.callFrame;
+    return original({ functionName: functionName || '(anonymous)', url, lineNumber, columnNumber });
+  };
   const profile = value as AllocationProfile;
   if (typeof profile !== 'object' || profile === null || typeof profile.head !== 'object' || profile.head === null) invalid('no head node');
   const byFunction = new Map<string, Frame & { bytes: number }>();

@@ -5,7 +5,7 @@
  * has no runtime dependency for it.
  */
 import { gzipSync } from 'node:zlib';
-import { displayName, isSynthetic, SYNTHETIC_FRAMES, weighProfile } from './cpuprofile.js';
+import { displayName, isSynthetic, SYNTHETIC_FRAMES, weighProfile, type OriginalOf } from './cpuprofile.js';
 
 /**
  * Stacks deeper than this keep their leaf-most frames, so the output stays linear in the
@@ -86,9 +86,11 @@ class StringTable {
  *
  * V8's `startTime` is on a monotonic clock, not wall time, so pass `startedAtMs`
  * (`Date.now()` when the profiler started) to fill pprof's `time_nanos`; without it
- * the field is left out. Throws an Error naming the problem if `profile` is not a valid CPU profile.
+ * the field is left out. `original` maps each frame through its script's source map, so names,
+ * files and lines are the original source's. Throws an Error naming the problem if `profile` is
+ * not a valid CPU profile.
  */
-export function toPprof(profile: unknown, { startedAtMs }: { startedAtMs?: number } = {}): Buffer {
+export function toPprof(profile: unknown, { startedAtMs, original = (f) => f }: { startedAtMs?: number; original?: OriginalOf } = {}): Buffer {
   if (startedAtMs !== undefined && !(Number.isFinite(startedAtMs) && startedAtMs >= 0)) {
     throw new RangeError(`startedAtMs must be a non-negative number of milliseconds, got ${String(startedAtMs)}`);
   }
@@ -108,7 +110,8 @@ export function toPprof(profile: unknown, { startedAtMs }: { startedAtMs?: numbe
   // Location id n + 1 is node n; function ids count from 1 in order of first use.
   const functionIds = new Map<string, number>();
   const functions: Array<{ name: number; file: number; line: number }> = [];
-  const locationFunction = nodes.map(({ callFrame }, index) => {
+  const frames = nodes.map(({ callFrame }) => original(callFrame));
+  const locationFunction = frames.map((callFrame, index) => {
     if (isRootFrame(index)) return 0;
     const name = displayName(callFrame);
     const line = callFrame.lineNumber + 1;
@@ -131,7 +134,7 @@ export function toPprof(profile: unknown, { startedAtMs }: { startedAtMs?: numbe
     }
     out.message(2, (sample) => sample.packed(1, stack).packed(2, [count, Math.round(weighed.selfMicros[leaf]! * 1000)]));
   });
-  nodes.forEach(({ callFrame }, index) => {
+  frames.forEach((callFrame, index) => {
     if (isRootFrame(index)) return;
     out.message(4, (location) =>
       location.uint(1, index + 1).message(4, (line) =>

@@ -12,6 +12,7 @@ import type { RuleFiring } from '../worker/rules.js';
 import { summarizeProfile, type CpuProfile } from './cpuprofile.js';
 import { summarizeAllocations, type AllocationProfile } from './heapprofile.js';
 import { toPprof } from './pprof.js';
+import type { SourceMaps } from '../sourcemaps/source-maps.js';
 
 interface ProfileMeta {
   startedAtMs: number;
@@ -19,6 +20,8 @@ interface ProfileMeta {
   /** `main`, or `thread-<id>` for a profile an app thread took of itself. */
   thread: string;
   trigger?: RuleFiring | undefined;
+  /** Maps positions through the scripts' source maps for the summary and pprof; the raw profile is written as V8 gave it (DevTools applies maps itself). */
+  sourceMaps?: SourceMaps | undefined;
 }
 
 function sidecarOf(meta: ProfileMeta, summary: unknown): Record<string, unknown> {
@@ -28,18 +31,33 @@ function sidecarOf(meta: ProfileMeta, summary: unknown): Record<string, unknown>
 
 /** Writes a CPU profile as .cpuprofile and as gzipped pprof, each with its sidecar. */
 export async function writeProfileFiles(sink: CaptureSink, profile: CpuProfile, meta: ProfileMeta): Promise<CpuProfileResult> {
-  const summary = summarizeProfile(profile);
+  const original = meta.sourceMaps ? await meta.sourceMaps.resolver(profile.nodes.map((node) => node.callFrame)) : undefined;
+  const summary = summarizeProfile(profile, { original });
   const main = await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: sidecarOf(meta, summary), body: JSON.stringify(profile) });
   const pprof = await sink.write({
     kind: 'cpu-profile', extension: '.pb.gz', sidecar: { ...sidecarOf(meta, undefined), sameProfileAs: path.basename(main.file) },
-    body: toPprof(profile, { startedAtMs: meta.startedAtMs }),
+    body: toPprof(profile, { startedAtMs: meta.startedAtMs, original }),
   });
   return { file: main.file, pprofFile: pprof.file, sidecarFile: main.sidecarFile, summary, ...(meta.trigger ? { trigger: meta.trigger } : {}) };
 }
 
 /** Writes a sampling heap profile as .heapprofile (DevTools) with its sidecar. */
 export async function writeAllocationFiles(sink: CaptureSink, profile: AllocationProfile, meta: ProfileMeta): Promise<AllocationProfileResult> {
-  const summary = summarizeAllocations(profile);
+  const original = meta.sourceMaps ? await meta.sourceMaps.resolver(allocationFrames(profile)) : undefined;
+  const summary = summarizeAllocations(profile, { original });
   const written = await sink.write({ kind: 'allocation-profile', extension: '.heapprofile', sidecar: sidecarOf(meta, summary), body: JSON.stringify(profile) });
   return { file: written.file, sidecarFile: written.sidecarFile, summary, ...(meta.trigger ? { trigger: meta.trigger } : {}) };
+}
+
+/** Every frame of an allocation profile's tree (iteratively: trees can be deep); malformed nodes are left to the summary to report. */
+function allocationFrames(profile: AllocationProfile): AllocationProfile['head']['callFrame'][] {
+  const frames = [];
+  const pending = [profile?.head];
+  while (pending.length > 0 && frames.length < 1_000_000) {
+    const node = pending.pop();
+    if (typeof node !== 'object' || node === null || typeof node.callFrame !== 'object' || node.callFrame === null) continue;
+    frames.push(node.callFrame);
+    if (Array.isArray(node.children)) pending.push(...node.children);
+  }
+  return frames;
 }

@@ -286,7 +286,7 @@ function timelineSection(incident: Incident): string {
   const charts = [
     chart('chart-delay', 'Event-loop delay (ms)', series((s) => s.eventLoop?.lagMaxMs), t0, t1, marks, (v) => `${num(v)} ms`),
     chart('chart-cpu', 'CPU (cores busy)', series((s) => s.cpu?.utilization), t0, t1, marks, (v) => num(v)),
-    chart('chart-heap', 'Heap used (MiB)', series((s) => (s.memory ? s.memory.heapUsed / MB : undefined)), t0, t1, marks, (v) => `${num(v)} MiB`),
+    chart('chart-heap', 'Heap used (MiB)', series((s) => (s.memory ? s.memory.heapUsed / MB : undefined)), t0, t1, marks, (v) => bytes(v * MB)),
     chart('chart-sockets', 'Sockets', series((s) => (s as Sample & { sockets?: { total: number } }).sockets?.total), t0, t1, marks, (v) => num(v)),
   ];
   return `<section><h2>Timelines</h2><p class="legend"><span class="k-trigger">━ trigger</span> <span class="k-capture">┅ capture</span> · ${esc(time(t0))} to ${esc(time(t1))}</p>${charts.join('\n')}</section>`;
@@ -395,9 +395,8 @@ function flameSection({ profile }: Incident): string {
 
 function heapDiffSection(diff: HeapDiff | undefined): string {
   if (!diff) return '';
-  const MB = (b: number) => `${num(b / 1024 ** 2)} MiB`;
-  const ctors = (diff.constructors ?? []).slice(0, MAX_TABLE_ROWS).map((c) => [c.name, num(c.countDelta), MB(c.selfSizeDelta), MB(c.retainedSizeDelta)]);
-  const leaks = (diff.leaks ?? []).slice(0, MAX_TABLE_ROWS).map((l) => [l.constructor, num(l.count), MB(l.selfSize), MB(l.retainedSize), l.retainerPath]);
+  const ctors = (diff.constructors ?? []).slice(0, MAX_TABLE_ROWS).map((c) => [c.name, num(c.countDelta), bytes(c.selfSizeDelta), bytes(c.retainedSizeDelta)]);
+  const leaks = (diff.leaks ?? []).slice(0, MAX_TABLE_ROWS).map((l) => [l.constructor, num(l.count), bytes(l.selfSize), bytes(l.retainedSize), l.retainerPath]);
   return `<section id="heap-diff"><h2>Heap diff</h2><p>${esc((diff.files ?? []).join(' → '))}</p>
 ${table(['Constructor', 'Count Δ', 'Self size Δ', 'Retained size Δ'], ctors, 'heap-diff')}
 ${leaks.length ? `<h3>Likely leaks</h3>${table(['Constructor', 'Count', 'Self size', 'Retained size', 'Retainer path'], leaks, 'leaks')}` : ''}</section>`;
@@ -413,7 +412,7 @@ function dependencySection(deps: Dependency[] | undefined): string {
 }
 
 function capturesSection({ manifest }: Incident): string {
-  const rows = manifest.captures.slice(0, MAX_TABLE_ROWS).map((c) => [c.kind, c.file, `${num(c.bytes / 1024)} KiB`]);
+  const rows = manifest.captures.slice(0, MAX_TABLE_ROWS).map((c) => [c.kind, c.file, bytes(c.bytes)]);
   return `<section><h2>Captures</h2>${table(['Kind', 'File (in this folder)', 'Size'], rows, 'captures')}</section>`;
 }
 
@@ -435,8 +434,11 @@ function logsSection(lines: string[]): string {
 function table(head: string[], rows: string[][], id: string): string {
   if (rows.length === 0) return '<p>None.</p>';
   return `<table id="t-${id}"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${
-    rows.map((r) => `<tr>${r.map((c) => `<td>${esc(clip(c, MAX_TEXT))}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+    rows.map((r) => `<tr>${r.map((c) => `<td${NUMERIC.test(c) ? ' class="n"' : ''}>${esc(clip(c, MAX_TEXT))}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
 }
+
+/** Cells that are a number or a size: right-aligned and never broken, so their columns keep their width. */
+const NUMERIC = /^[+−-]?[\d,.]+( (B|KiB|MiB|GiB|TiB|ms|s))?$/;
 
 function keyValues(rows: Array<[string, string]>): string {
   return `<dl>${rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(clip(v, MAX_TEXT * 4))}</dd>`).join('')}</dl>`;
@@ -454,6 +456,20 @@ function clip(text: string, max: number): string {
 function num(v: number): string {
   if (!Number.isFinite(v)) return String(v);
   return Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en') : Number(v.toPrecision(3)).toString();
+}
+
+/** A size in bytes as a person reads it: B, KiB, MiB or GiB, at most 3 significant digits (1000 KiB and up is shown in MiB). */
+export function bytes(b: number): string {
+  if (!Number.isFinite(b)) return String(b);
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = Math.abs(b);
+  let unit = 0;
+  while (value >= 999.5 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const digits = unit === 0 ? String(Math.round(value)) : String(Number(value.toPrecision(3)));
+  return `${b < 0 ? '−' : ''}${digits} ${units[unit]}`;
 }
 
 function time(ms: number): string {
@@ -479,8 +495,8 @@ const CSS = `
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem auto;max-width:1000px;padding:0 1rem;color:#222}
 h1{font-size:1.4rem;word-break:break-all}h2{font-size:1.15rem;border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
 dl{display:grid;grid-template-columns:9rem 1fr;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0;word-break:break-all}
-table{border-collapse:collapse;width:100%;font-size:13px}th,td{border:1px solid #e3e3e3;padding:.2rem .4rem;text-align:left;vertical-align:top;word-break:break-all}
-th{background:#f6f6f6}.chart{margin:0 0 1rem}figcaption{font-weight:600}svg text{font-size:11px;fill:#555}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{border:1px solid #e3e3e3;padding:.2rem .4rem;text-align:left;vertical-align:top}
+th{background:#f6f6f6;white-space:nowrap}td{overflow-wrap:break-word}td:last-child{overflow-wrap:anywhere}td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}.chart{margin:0 0 1rem}figcaption{font-weight:600}svg text{font-size:11px;fill:#555}
 .axis{stroke:#999}.line{fill:none;stroke:#2a6fdb;stroke-width:1.5}.pt{fill:transparent}.pt:hover{fill:#2a6fdb55}
 .mark{stroke-width:2}.mark.trigger{stroke:#d22}.mark.capture{stroke:#2a2;stroke-dasharray:4 3}.k-trigger{color:#d22}.k-capture{color:#2a2}
 .flame .fn rect{stroke:#fff;stroke-width:.5}.flame .fn:hover rect{stroke:#000}.flame text{font-size:11px;fill:#222;pointer-events:none}

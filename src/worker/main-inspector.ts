@@ -15,10 +15,12 @@
  * - one capture of each kind at a time (V8 has one profiler, one pause).
  */
 import * as inspector from 'node:inspector';
+import { setFlagsFromString } from 'node:v8';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { CpuProfile } from '../captures/cpuprofile.js';
 import type { AllocationProfile } from '../captures/heapprofile.js';
 import type { Frame } from '../protocol.js';
+import type { SourceMaps } from '../sourcemaps/source-maps.js';
 
 /** How a stack was taken. */
 export interface StackCapture {
@@ -46,7 +48,20 @@ const MAX_FRAMES = 64;
 /** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
 const MAX_SCRIPTS = 50_000;
 
-interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; location: { scriptId: string; lineNumber: number; columnNumber?: number } }> }
+interface ScriptLocation { scriptId: string; lineNumber: number; columnNumber?: number }
+interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation }> }
+
+/**
+ * V8's CPU profiler charges a sample whose pc lies in code where TurboFan inlined a function to
+ * the outermost function of that code: it unwinds inlined frames for the callers on the stack but
+ * not for the sampled pc (Symbolizer::SymbolizeTickSample; the same in Node 20, 22 and 24). So a
+ * hot function inlined into its caller shows as the caller's self time. While sysprobe profiles
+ * the main thread, V8 does not inline (new optimizations only), and a stalled loop's optimized code
+ * is discarded so that it is recompiled that way. Not when the process was started without inlining.
+ */
+const INLINING_OFF_FROM_START = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a));
+/** A stall's stack older than this is not taken as the place the loop still spins. */
+const STALL_STACK_FRESH_MS = 10_000;
 
 export class MainInspector {
   #session: inspector.Session | undefined;
@@ -58,14 +73,26 @@ export class MainInspector {
   #pauseOutstanding = false;
   /** Script URLs by id: paused call frames carry only the id. V8 reports every script on Debugger.enable. */
   readonly #scriptUrls = new Map<string, string>();
+  /** Maps stack positions to the original source; frames keep the generated position without it. */
+  readonly #sourceMaps: SourceMaps | undefined;
+  /** Where the last stack we took was paused: the JS on top of a stall. */
+  #lastPause: { location: ScriptLocation; takenAt: number } | undefined;
+  /** The stack capture running, if any: a profile of a stall waits for it to learn where the loop spins. */
+  #stackCapture: Promise<unknown> | undefined;
+
+  constructor(sourceMaps?: SourceMaps) {
+    this.#sourceMaps = sourceMaps;
+  }
 
   #connect(): inspector.Session {
     if (!this.#session) {
       const session = new inspector.Session();
       session.connectToMainThread();
       session.on('Debugger.paused', (message: { params: PausedEvent }) => this.#paused(message.params));
-      session.on('Debugger.scriptParsed', (message: { params: { scriptId: string; url: string } }) => {
-        if (message.params.url && this.#scriptUrls.size < MAX_SCRIPTS) this.#scriptUrls.set(message.params.scriptId, message.params.url);
+      session.on('Debugger.scriptParsed', (message: { params: { scriptId: string; url: string; sourceMapURL?: string } }) => {
+        const { scriptId, url, sourceMapURL } = message.params;
+        if (url && this.#scriptUrls.size < MAX_SCRIPTS) this.#scriptUrls.set(scriptId, url);
+        if (url && sourceMapURL) this.#sourceMaps?.hint(url, sourceMapURL);
       });
       this.#session = session;
     }
@@ -101,8 +128,17 @@ export class MainInspector {
   }
 
   /** The main thread's JS stack, taken now. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
-  async captureStack(timeoutMs: number): Promise<StackCapture> {
-    if (this.#stackBusy || this.#pauseOutstanding) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running');
+  captureStack(timeoutMs: number): Promise<StackCapture> {
+    if (this.#stackBusy || this.#pauseOutstanding) return Promise.reject(new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running'));
+    const capture = this.#takeStack(timeoutMs);
+    this.#stackCapture = capture;
+    void capture.catch(() => undefined).finally(() => { if (this.#stackCapture === capture) this.#stackCapture = undefined; });
+    // Maps are read after the capture has ended (the main thread runs, the next capture may start): only the worker waits.
+    const sourceMaps = this.#sourceMaps;
+    return sourceMaps ? capture.then(async (taken) => ({ ...taken, frames: await sourceMaps.resolve(taken.frames) })) : capture;
+  }
+
+  async #takeStack(timeoutMs: number): Promise<StackCapture> {
     this.#stackBusy = true;
     try {
       const deadline = Date.now() + timeoutMs;
@@ -116,14 +152,18 @@ export class MainInspector {
       const event = await withTimeout(paused, Math.max(1, deadline - Date.now()),
         'the main thread did not pause in time (blocked in native code, or paused in a debugger)');
       void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+      const takenAt = Date.now();
+      const top = event.callFrames[0];
+      this.#lastPause = top ? { location: top.location, takenAt } : undefined;
+      const frames = event.callFrames.slice(0, MAX_FRAMES).map((f) => ({
+        functionName: f.functionName || '(anonymous)',
+        url: f.url || this.#scriptUrls.get(f.location.scriptId) || '',
+        lineNumber: f.location.lineNumber,
+        columnNumber: f.location.columnNumber ?? 0,
+      }));
       return {
-        frames: event.callFrames.slice(0, MAX_FRAMES).map((f) => ({
-          functionName: f.functionName || '(anonymous)',
-          url: f.url || this.#scriptUrls.get(f.location.scriptId) || '',
-          lineNumber: f.location.lineNumber,
-          columnNumber: f.location.columnNumber ?? 0,
-        })),
-        takenAt: Date.now(),
+        frames,
+        takenAt,
         latencyMs,
         how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
       };
@@ -137,11 +177,46 @@ export class MainInspector {
     }
   }
 
-  /** Runs V8's CPU profiler on the main thread for `durationMs`. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
-  captureCpuProfile(durationMs: number, samplingIntervalUs: number): Promise<{ profile: CpuProfile; startedAtMs: number }> {
-    return this.#sampleFor('a CPU profile', durationMs, {
-      domain: 'Profiler', start: [['Profiler.setSamplingInterval', { interval: samplingIntervalUs }], ['Profiler.start', undefined]], stop: 'Profiler.stop',
-    });
+  /**
+   * Runs V8's CPU profiler on the main thread for `durationMs`, with inlining off meanwhile (see
+   * INLINING_OFF_FROM_START). `stalled`: the main thread is stuck in the loop the last stack
+   * capture saw, whose optimized code is then recompiled. Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
+   */
+  async captureCpuProfile(durationMs: number, samplingIntervalUs: number, { stalled = false }: { stalled?: boolean } = {}): Promise<{ profile: CpuProfile; startedAtMs: number }> {
+    const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
+    if (switchInlining) setFlagsFromString('--no-turbo-inlining');
+    try {
+      return await this.#sampleFor('a CPU profile', durationMs, {
+        domain: 'Profiler', start: [['Profiler.setSamplingInterval', { interval: samplingIntervalUs }], ['Profiler.start', undefined]], stop: 'Profiler.stop',
+        started: stalled && switchInlining ? () => this.#recompileStalled() : undefined,
+      });
+    } finally {
+      if (switchInlining) setFlagsFromString('--turbo-inlining');
+    }
+  }
+
+  /**
+   * Discards the optimized code running at the top of the stall's stack (and all code that inlined
+   * that function): V8 deoptimizes a function's code when a breakpoint is set in it. The breakpoint's condition is
+   * never true and it is removed at once, so nothing pauses. The stalled frame drops to the
+   * interpreter when it returns from the inspector's interrupt and is recompiled (without inlining)
+   * while the profiler listens. Best effort: a failure leaves the profile as V8 takes it.
+   */
+  async #recompileStalled(): Promise<void> {
+    await this.#stackCapture?.catch(() => undefined); // the stall's own stack, bounded by its timeout
+    const location = this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS ? this.#lastPause.location : undefined;
+    if (!location || this.#stackBusy || this.#pauseOutstanding) return;
+    this.#stackBusy = true; // the Debugger domain is ours for these calls
+    try {
+      await this.#post('Debugger.enable', undefined, 2000);
+      const { breakpointId } = await this.#post<{ breakpointId: string }>('Debugger.setBreakpoint', { location, condition: 'false' }, 1000);
+      await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
+    } catch {
+      // the profile is still taken; only its attribution of inlined code is V8's
+    } finally {
+      this.#stackBusy = false;
+      void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+    }
   }
 
   /**
@@ -155,7 +230,7 @@ export class MainInspector {
   }
 
   /** Enables a profiler domain, starts it, waits, stops it and disables it; one run per domain at a time. */
-  async #sampleFor<P>(what: string, durationMs: number, calls: { domain: string; start: Array<[string, object | undefined]>; stop: string }): Promise<{ profile: P; startedAtMs: number }> {
+  async #sampleFor<P>(what: string, durationMs: number, calls: { domain: string; start: Array<[string, object | undefined]>; stop: string; started?: (() => Promise<void>) | undefined }): Promise<{ profile: P; startedAtMs: number }> {
     if (this.#samplingDomains.has(calls.domain)) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, `${what} is already running`);
     this.#samplingDomains.add(calls.domain);
     try {
@@ -163,7 +238,9 @@ export class MainInspector {
       for (const [method, params] of calls.start) await this.#post(method, params, 2000);
       // The profile's own times are monotonic; the files want the wall-clock start.
       const startedAtMs = Date.now();
-      await new Promise((resolve) => setTimeout(resolve, durationMs));
+      const waited = new Promise((resolve) => setTimeout(resolve, durationMs));
+      await calls.started?.();
+      await waited;
       const { profile } = await this.#post<{ profile: P }>(calls.stop, undefined, 5000);
       return { profile, startedAtMs };
     } finally {

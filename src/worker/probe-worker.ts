@@ -23,6 +23,7 @@ import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type CaptureSink } from '../sink/sink.js';
 import { SharedJsonRing } from '../shared-ring.js';
 import { MainInspector } from './main-inspector.js';
+import { SourceMaps } from '../sourcemaps/source-maps.js';
 import { FlightRecorder } from './recorder.js';
 import { GrowthTracker } from './growth.js';
 import { gcRates } from './gc-rates.js';
@@ -74,7 +75,9 @@ class ProbeWorker {
   readonly #watch: StallWatch | undefined;
   readonly #recorder: FlightRecorder<Sample>;
   readonly #threadCpu: ThreadCpuSampler;
-  readonly #inspector = new MainInspector();
+  /** Source maps of the main thread's scripts, read when a position is shown (stacks, profile summaries, pprof). */
+  readonly #sourceMaps = new SourceMaps({ readTimeoutMs: 1000 });
+  readonly #inspector = new MainInspector(this.#sourceMaps);
   readonly #budget: RateBudget;
   /** The worker's own sink on the dump directory (the main thread has one for heap snapshots; they share its naming and limits). */
   readonly #sink: CaptureSink;
@@ -290,14 +293,14 @@ class ProbeWorker {
 
   /** Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink. */
   async #captureCpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
-    const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US);
-    return writeProfileFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger });
+    const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US, { stalled: this.#stalled });
+    return writeProfileFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger, sourceMaps: this.#sourceMaps });
   }
 
   /** Samples the main thread's allocations and writes the .heapprofile, with its sidecar (summary, trigger), through the sink. */
   async #captureAllocationProfile(durationMs: number, trigger?: RuleFiring): Promise<AllocationProfileResult> {
     const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(durationMs, ALLOCATION_SAMPLING_BYTES);
-    return writeAllocationFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger });
+    return writeAllocationFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger, sourceMaps: this.#sourceMaps });
   }
 
   /** Runs the captures a fired rule asks for (within the budget) and reports the firing to the main thread. */
