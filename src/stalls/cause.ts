@@ -173,8 +173,9 @@ function cString(bytes: Uint8Array): string {
 /**
  * Decides the cause of a stall that is over, from what was seen during it.
  * In order: sysprobe's own pause; a cgroup that throttled the CPU for at least half the stall;
- * GC pauses for at least half of it; a thread blocked in a system call, or an inspector that
- * could not interrupt it (native code runs without checking for interrupts); otherwise JS.
+ * GC pauses for at least half of it; an inspector that could not interrupt the thread (native code
+ * runs without checking for interrupts), or, without a stack capture, a thread seen in a system call
+ * at least half the times it was looked at; otherwise JS.
  */
 export function classifyStall(input: {
   durationMs: number;
@@ -196,8 +197,13 @@ export function classifyStall(input: {
     return { cause: 'throttled', why: `the container's CPU quota throttled the process for ${ms(throttledMs!)}`, ...measured };
   }
   if (share(gcMs) >= DOMINANT_SHARE) return { cause: 'gc', why: `garbage collection paused the thread for ${ms(gcMs!)}`, ...measured };
-  const blockedIn = [...input.observations].reverse().find((o) => o.syscall !== undefined && o.state !== 'R');
-  if (blockedIn || input.captureHow === 'blocked-in-native') {
+  const inSyscall = input.observations.filter((o) => o.syscall !== undefined && o.state !== 'R');
+  const blockedIn = inSyscall.at(-1);
+  // The inspector's pause is the better witness: a thread it paused at once was running JS (a glimpse of it in a
+  // futex is V8 waiting for its GC helpers); one it could not interrupt was in native code. Without a capture, the looks decide.
+  const native = input.captureHow === 'blocked-in-native'
+    || (input.captureHow !== 'debugger-pause' && inSyscall.length > 0 && inSyscall.length * 2 >= input.observations.length);
+  if (native) {
     const diagnosis: StallDiagnosis = {
       cause: 'native',
       why: blockedIn

@@ -95,6 +95,14 @@ export class StallExplainer {
     return total;
   }
 
+  #inGcPause(at: number): boolean {
+    if (!this.#gc) return false;
+    for (let i = 0; i < Math.min(this.#gcCount, GC_PAUSES); i++) {
+      if (this.#gc[i * 2]! <= at && at <= this.#gc[i * 2 + 1]!) return true;
+    }
+    return false;
+  }
+
   /**
    * The explanation of a stall that is over. Waits until QUEUE_WINDOW_MS after its end (the
    * queued requests start then, and the GC entries of its pauses are delivered by then).
@@ -119,7 +127,8 @@ export class StallExplainer {
         gcMs: this.gcMsBetween(facts.startedAt, endedAt),
         throttledMs: facts.throttledMs,
         captureHow: facts.captureHow,
-        observations: facts.observations ?? [],
+        // A look that fell in a GC pause saw V8 collecting (often waiting for its helper threads), not the app.
+        observations: (facts.observations ?? []).filter((o) => !this.#inGcPause(o.at)),
         stack: facts.stack,
       }),
     };
