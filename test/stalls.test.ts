@@ -182,6 +182,36 @@ describe('in-flight requests: the shared table', () => {
     socket.destroy();
   });
 
+  it('Express: the main thread adds the matched route to a request the worker named, live or finished after a stall saw it', async () => {
+    const express = require('express') as typeof import('express');
+    const app = express();
+    const router = express.Router();
+    const holding: http.ServerResponse[] = [];
+    router.get('/orders/:id', (_req: unknown, res: http.ServerResponse) => { holding.push(res); });
+    app.use('/api', router);
+    const appServer = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => appServer.once('listening', resolve));
+    try {
+      const { port: appPort } = appServer.address() as AddressInfo;
+      const socket = net.connect(appPort, '127.0.0.1', () => socket.write('GET /api/orders/42?x=1 HTTP/1.1\r\nHost: x\r\n\r\n'));
+      socket.on('error', () => undefined);
+      while (holding.length < 1) await new Promise((r) => setTimeout(r, 5));
+      const [seen] = reader().read(true).requests; // as the worker reads it during a stall
+      assert.equal(seen!.path, '/api/orders/42');
+      assert.deepEqual(tracker.details(seen!.slot, seen!.seq), { route: '/api/orders/:id' });
+      holding[0]!.end('done');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(reader().read().requests.length, 0);
+      assert.deepEqual(tracker.details(seen!.slot, seen!.seq), { route: '/api/orders/:id' }, 'kept after it finished');
+      tracker.clearDetails();
+      assert.deepEqual(tracker.details(seen!.slot, seen!.seq), {});
+      socket.destroy();
+    } finally {
+      appServer.closeAllConnections();
+      await new Promise((resolve) => appServer.close(resolve));
+    }
+  });
+
   it('counts request starts in a window and the rate before it', async () => {
     const from = Date.now();
     for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => http.get(`http://127.0.0.1:${port}/quick`, (res) => { res.resume(); res.on('end', resolve); }));
