@@ -16,13 +16,14 @@ const autocannon = require('autocannon');
 const DEFAULT_CONFIGS = ['none', 'sysprobe', 'prom-client', 'none-2', 'otel-runtime-node'];
 // Opt-in with --only (keeps the default run under ~8 min): sysprobe with the JS heartbeat instead of the
 // native loop watch, and sysprobe at the same export cadence as otel-runtime-node.
-const ALL_CONFIGS = [...DEFAULT_CONFIGS, 'sysprobe-heartbeat', 'sysprobe-export1s'];
+const ALL_CONFIGS = [...DEFAULT_CONFIGS, 'sysprobe-heartbeat', 'sysprobe-export1s', 'sysprobe-norequests'];
 const CONFIG_NOTES = {
   'none': 'no instrumentation',
   'none-2': 'no instrumentation again (A/A control)',
   'sysprobe': 'start() defaults (native loop watch, stall threshold 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter; the child lives < 60 s, so export cost is excluded (no export ever runs)',
   'sysprobe-heartbeat': 'as sysprobe, but loopWatch: \'heartbeat\' (the JS fallback: a main-thread timer every 200 ms)',
   'sysprobe-export1s': 'as sysprobe, but the reader exports every 1 s (same export cadence as otel-runtime-node)',
+  'sysprobe-norequests': 'as sysprobe, but samplers.requests off (no in-flight request table): sysprobe over this is the table\'s per-request cost',
   'prom-client': 'collectDefaultMetrics() with defaults (event-loop monitor at 10 ms); never scraped',
   'otel-runtime-node': 'RuntimeNodeInstrumentation defaults (monitoringPrecision 10 ms) + MeterProvider, PeriodicExportingMetricReader 1 s interval → InMemoryMetricExporter',
 };
@@ -244,6 +245,12 @@ function summarize(runs, configs) {
       loadRatioVsNone: median(ratios),
       loadRatioVsNoneMin: ratios.length ? Math.min(...ratios) : NaN,
       loadRatioVsNoneMax: ratios.length ? Math.max(...ratios) : NaN,
+      // The in-flight request table's cost: sysprobe over sysprobe without it, paired by round.
+      ...(config === 'sysprobe' && configs.includes('sysprobe-norequests') ? (() => {
+        const own = rounds.map((round) => [get(round, 'sysprobe'), get(round, 'sysprobe-norequests')]).filter(([a, b]) => a && b)
+          .map(([a, b]) => a.load.cpuUsPerReq / b.load.cpuUsPerReq);
+        return { loadRatioVsNoRequests: median(own), loadRatioVsNoRequestsMin: Math.min(...own), loadRatioVsNoRequestsMax: Math.max(...own) };
+      })() : {}),
     };
   });
 }

@@ -27,13 +27,15 @@ async function instrument() {
       return {};
     case 'sysprobe':
     case 'sysprobe-heartbeat':
-    case 'sysprobe-export1s': {
+    case 'sysprobe-export1s':
+    case 'sysprobe-norequests': {
       const { start } = require('..');
       const probe = await start({
         serviceName: 'bench',
         logger: require('pino')({ level: 'silent' }),
         meterProvider: meterProvider(name === 'sysprobe-export1s' ? 1_000 : 60_000),
         loopWatch: name === 'sysprobe-heartbeat' ? 'heartbeat' : 'auto',
+        ...(name === 'sysprobe-norequests' ? { samplers: { requests: false } } : {}),
       });
       if (name !== 'sysprobe-heartbeat' && probe.loopWatch !== 'native') throw new Error('the native loop watch did not load: run npm ci (or npm run build:native)');
       // Label sysprobe's threads so the parent can split their CPU from the others.

@@ -11,6 +11,8 @@
  */
 export { start, Probe } from './agent/probe.js';
 export type { StallEvent, RecentOptions, CpuProfileOptions, RuleEvent, Health, AllocationProfileOptions } from './agent/probe.js';
+export type { StallRequest, StallQueue } from './stalls/explain.js';
+export type { StallCause, StallDiagnosis, ThreadObservation } from './stalls/cause.js';
 export { SysprobeError, ErrorCode } from './errors.js';
 export type { ErrorCodeValue } from './errors.js';
 export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './options.js';

@@ -24,6 +24,8 @@ export interface SamplerSwitches {
   gc?: boolean;
   /** Active handles and requests by type. */
   handles?: boolean;
+  /** The HTTP server requests in flight, so a stall names the requests it blocked (Node's diagnostics channels). */
+  requests?: boolean;
 }
 
 /** The part of a pino logger that sysprobe uses. Any pino logger fits. */
@@ -137,7 +139,7 @@ export interface ResolvedOptions {
 }
 
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
-const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles'] as const;
+const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles', 'requests'] as const;
 const OPTION_NAMES = [
   'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
   'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',

@@ -12,6 +12,8 @@ import type { ResolvedProbe } from './net/probe-options.js';
 import type { ProbeResult } from './net/probes.js';
 import type { ResolvedHealthOptions } from './health/evaluate.js';
 import type { ResolvedControlOptions } from './control/options.js';
+import type { InFlightSnapshot } from './stalls/requests.js';
+import type { ThreadObservation } from './stalls/cause.js';
 
 export type { Frame };
 
@@ -237,13 +239,23 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
-  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture }
+  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; facts: StallWorkerFacts }
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
   /** A capture the worker wrote is complete under its final name. */
   | { type: 'captured'; capture: WrittenCapture }
   /** A synthetic probe finished a run (for its metrics and the dependency map). */
   /** A synthetic probe's run, and whether its last runs all failed (the worker's ProbeBook decides). */
   | { type: 'probeResult'; result: ProbeResult; failing: boolean };
+
+/** What the worker saw during a stall, for the main thread's explanation of it (src/stalls/). */
+export interface StallWorkerFacts {
+  /** The requests in flight when the stall was seen (from the shared request table). */
+  requests?: InFlightSnapshot;
+  /** The main thread's state and system call, when the stall was seen and each interval while it lasted. */
+  observations: ThreadObservation[];
+  /** The stall fell in sysprobe's own pause of the main thread (a heap snapshot). */
+  selfPaused: boolean;
+}
 
 /** What the worker can ask the main thread. */
 export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string };
@@ -277,6 +289,8 @@ export interface WorkerSettings {
   loopWatch: 'native' | 'heartbeat';
   recorderWindowMs: number;
   mainTid: number;
+  /** The shared table of HTTP requests in flight (src/stalls/requests.ts); absent when the requests sampler is off. */
+  requestTable?: SharedArrayBuffer;
   samplers: { eventLoop: boolean; cpu: boolean; threads: boolean; memory: boolean };
   /** Incidents on: rule firings while one is open take no second capture of a kind it already has. */
   incidents?: boolean;

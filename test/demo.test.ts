@@ -14,7 +14,7 @@ interface DemoSummary {
   cases: {
     stall: {
       detected: boolean;
-      stall?: { durationMs: number; inLoop: boolean; stack: string[] };
+      stall?: { durationMs: number; inLoop: boolean; stack: string[]; cause?: string; requests?: string[] };
       cpuProfile?: { file: string; pprofFile: string; topFunction: string };
       guard?: { code: string; message: string };
       health: { wentUnhealthy: boolean; recovered: boolean; http: Array<{ statusCode?: number; status?: string }> };
@@ -61,6 +61,8 @@ describe('npm run demo (--fast)', () => {
     assert.ok(stall.stall, output);
     assert.ok(stall.stall.inLoop && stall.stall.stack.includes('reconcileLedger'), `stack: ${stall.stall.stack.join(' < ')}`);
     assert.ok(stall.stall.durationMs > 1000, `stall of ${stall.stall.durationMs} ms`);
+    assert.equal(stall.stall.cause, 'js');
+    assert.deepEqual(stall.stall.requests, ['POST /payouts/settle'], 'the stall names the request it blocked');
     assert.ok(stall.cpuProfile && fs.statSync(stall.cpuProfile.file).size > 0, 'a CPU profile file');
     // The profile names the function that spins, as the stall stack does (not the outermost function of the optimized code).
     assert.equal(stall.cpuProfile.topFunction, 'nudgeEntries', output);

@@ -23,7 +23,7 @@ describe('options', () => {
     assert.equal(resolved.loopWatch, 'auto');
     assert.equal(resolved.recorderWindowMs, 15 * 60_000);
     assert.equal(resolved.dumpDir, path.resolve('./sysprobe-dumps'));
-    assert.deepEqual({ ...resolved.samplers }, { eventLoop: true, cpu: true, threads: true, memory: true, gc: true, handles: true });
+    assert.deepEqual({ ...resolved.samplers }, { eventLoop: true, cpu: true, threads: true, memory: true, gc: true, handles: true, requests: true });
     assert.ok(Object.isFrozen(resolved) && Object.isFrozen(resolved.samplers));
   });
 

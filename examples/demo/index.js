@@ -261,11 +261,13 @@ async function caseStall(service, ready, summary) {
       const inLoop = stack.some((f) => f.functionName === 'reconcileLedger');
       const { capture } = payload;
       say(`${red('stall')}: event loop blocked ${ms(payload.durationMs)} (capture: ${capture.how}${capture.latencyMs !== undefined ? `, stack taken ${ms(capture.latencyMs)} after detection` : ''}${capture.reason ? `: ${capture.reason}` : ''})`);
+      if (payload.cause) say(`    cause: ${payload.cause} (${payload.diagnosis.why})`);
+      for (const r of payload.requests || []) say(`    blocked request: ${r.method} ${r.route || r.path}, running ${ms(r.runningMs)}`);
       for (const frame of stack.slice(0, 4)) say(`    at ${frameText(frame)}`);
       if (!inLoop) return;
       jobStalls += 1;
       lastJobStallAt = Date.now();
-      result.stall ??= { durationMs: payload.durationMs, how: capture.how, inLoop, stack: stack.slice(0, 8).map((f) => f.functionName) };
+      result.stall ??= { durationMs: payload.durationMs, how: capture.how, inLoop, stack: stack.slice(0, 8).map((f) => f.functionName), cause: payload.cause, requests: (payload.requests || []).map((r) => `${r.method} ${r.route || r.path}`) };
     } else if (name === 'rule' && payload.firing.rule === 'loop-stalled') {
       const { firing, captures } = payload;
       say(`${yellow('rule')} ${firing.rule}: eventLoop.lagMaxMs ${ms(firing.observed)} > ${firing.threshold} → markUnhealthy, CPU profile`);

@@ -101,12 +101,24 @@ async function settlePayouts(signal) {
 }
 
 let payoutsTimer;
+let payoutsServer;
+/** The job runs in a request handler, as a scheduler's or an admin's POST starts it: a stall then names the request. */
 function runPayoutsEvery(ms) {
-  payoutsTimer = setInterval(() => {
+  payoutsServer = http.createServer((req, res) => {
     probe.guard('settle-payouts', settlePayouts, { timeoutMs: 1500, overlap: 'refuse' }).then(
-      () => {},
-      (err) => relay('guard', { job: 'settle-payouts', code: err.code, message: err.message }));
-  }, ms);
+      () => res.end('settled'),
+      (err) => {
+        relay('guard', { job: 'settle-payouts', code: err.code, message: err.message });
+        res.statusCode = 503;
+        res.end(err.code);
+      });
+  }).listen(0, '127.0.0.1', () => {
+    const { port } = payoutsServer.address();
+    payoutsTimer = setInterval(() => {
+      http.request({ host: '127.0.0.1', port, method: 'POST', path: '/payouts/settle?batch=nightly' }, (res) => res.resume())
+        .on('error', () => {}).end();
+    }, ms);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,6 +201,7 @@ const commands = {
 async function shutdown() {
   for (const timer of [payoutsTimer, paymentsTimer, leakTimer, fixedTimer, watchTimer]) clearInterval(timer);
   paymentsAgent.destroy();
+  payoutsServer?.close();
   if (probe) await probe.stop();
 }
 

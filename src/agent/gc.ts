@@ -8,7 +8,7 @@
  * reclaimed and keep the heap left after the last full GC, which the entries do
  * not carry. Without the addon, those two figures are absent and the rest works.
  */
-import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { constants, performance, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { loadNative } from '../native.js';
 
 /** The GC kinds of the `v8js.gc.type` attribute, by perf_hooks constant. */
@@ -21,7 +21,8 @@ const KIND_NAMES: Record<number, string> = {
 /** The same kinds in the order the addon's read() returns them. */
 const ADDON_KINDS = ['minor', 'major', 'incremental', 'weakcb'] as const;
 
-export type GcListener = (kind: string, durationMs: number) => void;
+/** One GC: its kind, its pause, and when it started (ms since the epoch). */
+export type GcListener = (kind: string, durationMs: number, startedAt: number) => void;
 
 /** Cumulative since start, per GC kind. */
 export interface GcTotal {
@@ -57,7 +58,7 @@ export class GcObserver {
           const total = (this.#counted[kind] ??= { count: 0, durationMs: 0 });
           total.count += 1;
           total.durationMs += entry.duration;
-          listener(kind, entry.duration);
+          listener(kind, entry.duration, performance.timeOrigin + entry.startTime);
         }
       } catch (err) {
         onError(err);

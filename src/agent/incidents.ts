@@ -20,6 +20,8 @@ import { describeError } from '../errors.js';
 import type { ResolvedIncidentOptions } from '../incident-options.js';
 import type { Logger } from '../options.js';
 import type { Frame, RuleCaptures, Sample, SamplesWritten, StallCapture } from '../protocol.js';
+import type { StallExplanation, StallRequest } from '../stalls/explain.js';
+import type { StallCause } from '../stalls/cause.js';
 import { DIR_MODE, ensurePrivateDir, FILE_MODE, writeFileAtomically } from '../files.js';
 import { HEAP_DIFF, INCIDENTS_DIR, LOGS, MANIFEST, OPEN_MARKER, SAMPLES } from '../incident-files.js';
 import { diffHeapSnapshots } from '../heap/api.js';
@@ -51,6 +53,10 @@ export interface IncidentTrigger {
   threshold: number;
   /** When it fired (a stall: when the loop stopped answering), ms since the epoch. */
   at: number;
+  /** A stall: why the loop stalled (src/stalls/cause.ts). */
+  cause?: StallCause;
+  /** A stall: the HTTP requests in flight while the loop was blocked. */
+  requests?: StallRequest[];
 }
 
 /** A file of the incident, relative to its folder. */
@@ -185,12 +191,23 @@ export class IncidentRecorder {
     });
   }
 
-  /** A stall ended; its stack (taken while it lasted) goes into the incident. */
-  stalled(trigger: IncidentTrigger, stack: Frame[] | undefined, capture: StallCapture): void {
+  /**
+   * A stall ended; its stack (taken while it lasted) goes into the incident, and once it is explained
+   * (src/stalls/explain.ts: within a few tens of ms) its cause and requests go into the trigger and the stack file.
+   */
+  stalled(trigger: IncidentTrigger, stack: Frame[] | undefined, capture: StallCapture, explanation: Promise<StallExplanation>): void {
     const incident = this.#join(trigger);
     this.#step(incident, async () => {
+      const explained = await explanation.catch(() => undefined);
+      if (explained) {
+        trigger.cause = explained.diagnosis.cause;
+        trigger.requests = explained.requests;
+      }
       if (!this.has('stall-stack')) {
-        await this.#writeCapture(incident, 'stall-stack', 'stall-stack.json', { startedAt: trigger.at, durationMs: trigger.observed, capture, frames: stack ?? [] });
+        await this.#writeCapture(incident, 'stall-stack', 'stall-stack.json', {
+          startedAt: trigger.at, durationMs: trigger.observed, capture, frames: stack ?? [],
+          ...(explained ? { cause: explained.diagnosis.cause, diagnosis: explained.diagnosis, requests: explained.requests, queued: explained.queued } : {}),
+        });
       }
       await this.#writeManifest(incident);
     });

@@ -23,6 +23,9 @@ import type { ProbeStatus } from '../net/probe-book.js';
 import type { ProbeResult } from '../net/probes.js';
 import { combine, dependencyReasons, readingsFromMain, ruleReason, sourceReasons, thresholdReasons, type Health, type HealthReason } from '../health/evaluate.js';
 import type { EndpointsReady, HostRequest } from '../protocol.js';
+import { RequestTracker } from '../stalls/requests.js';
+import { StallExplainer, type StallQueue, type StallRequest } from '../stalls/explain.js';
+import type { StallCause, StallDiagnosis } from '../stalls/cause.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -45,6 +48,14 @@ export interface StallEvent {
   stack: Frame[] | undefined;
   /** How the stack was taken, or why not. */
   capture: StallCapture;
+  /** Why the loop stalled: `js`, `native` (a system call or other native code), `gc`, `throttled` (the container's CPU quota) or `self` (sysprobe's own pause). */
+  cause: StallCause;
+  /** What decided the cause; for native code, the system call and what it waited on, and the JS function that made the call. */
+  diagnosis: StallDiagnosis;
+  /** The HTTP requests in flight on the main thread while it was blocked, oldest first (empty with `samplers.requests` off). */
+  requests: StallRequest[];
+  /** The requests that waited behind the stall (absent with `samplers.requests` off). */
+  queued?: StallQueue;
 }
 
 /** A rule that fired, and what the worker captured for it. */
@@ -95,6 +106,10 @@ export class Probe extends EventEmitter {
   readonly options: ResolvedOptions;
   readonly #logger: Logger;
   readonly #gc: GcObserver | undefined;
+  /** The HTTP requests in flight, in a table the worker reads during a stall (samplers.requests). */
+  readonly #requests: RequestTracker | undefined;
+  /** Explains each stall once it is over: its requests, what queued behind it, its cause. */
+  readonly #stallExplainer: StallExplainer;
   readonly #heartbeat: Heartbeat;
   readonly #supervisor: WorkerSupervisor;
   readonly #exporter: OtelExporter;
@@ -142,8 +157,13 @@ export class Probe extends EventEmitter {
       watchedCaches: () => [...this.#watchers.values()].map((w) => w.stats()),
       failed: (component, err) => this.#failed(component, err),
     }, options);
+    this.#requests = options.samplers.requests ? new RequestTracker() : undefined;
+    this.#stallExplainer = new StallExplainer(this.#requests, options.samplers.gc);
     this.#gc = options.samplers.gc
-      ? new GcObserver((kind, ms) => this.#exporter.recordGc(kind, ms), (err) => this.#failed('gc', err))
+      ? new GcObserver((kind, ms, startedAt) => {
+        this.#exporter.recordGc(kind, ms);
+        this.#stallExplainer.recordGc(startedAt, ms);
+      }, (err) => this.#failed('gc', err))
       : undefined;
     // Without the native watch, the main thread's timer is also the stall detector's heartbeat.
     const beats = options.samplers.eventLoop && this.#loopWatch.kind === 'heartbeat';
@@ -152,7 +172,7 @@ export class Probe extends EventEmitter {
     this.#heartbeat = new Heartbeat(options, {
       intervalMs: heartbeatIntervalMs, beats, takeMaxDelayMs: addon && (() => addon.takeLongestTurn()),
       // Watched caches are checked (and trimmed, when asked) once per sample, on the thread that owns them.
-      onSample: () => this.#checkWatchedCaches(),
+      onSample: () => { this.#checkWatchedCaches(); this.#requests?.sweep(); },
     }, this.#gc,
       (gapMs) => this.#exporter.recordDelay(gapMs),
       (capacityBytes) => this.#logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'));
@@ -172,6 +192,7 @@ export class Probe extends EventEmitter {
       growthWindowMs: options.growthWindowMs,
       rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy })),
       mainTid: process.pid,
+      ...(this.#requests ? { requestTable: this.#requests.buffer } : {}),
       samplers: options.samplers,
       incidents: options.incidents.enabled,
       ...(options.sockets ? { sockets: { ...options.sockets } } : {}),
@@ -210,6 +231,7 @@ export class Probe extends EventEmitter {
     }
     this.#heartbeat.start();
     this.#dependencies?.start();
+    this.#requests?.start();
     const failed = (['health', 'control'] as const).filter((name) => this.#servers[name] && 'error' in this.#servers[name]!);
     if (failed.length > 0) {
       const why = failed.map((name) => `${name}: ${(this.#servers[name] as { error: string }).error}`).join('; ');
@@ -462,6 +484,7 @@ export class Probe extends EventEmitter {
     this.#stopped ??= (async () => {
       this.#heartbeat.stop();
       this.#dependencies?.stop();
+      this.#requests?.stop();
       for (const watcher of this.#watchers.values()) watcher.stop();
       await this.#jobs.stop();
       // Before the worker goes: closing has it write the samples up to now.
@@ -510,17 +533,27 @@ export class Probe extends EventEmitter {
         if (message.level === 'error') this.#exporter.countError(String(message.fields.component ?? 'worker'));
         return;
       case 'stall': {
-        const event: StallEvent = { startedAt: message.startedAt, durationMs: message.durationMs, stack: message.stack, capture: message.capture };
-        this.#exporter.recordStall(event.durationMs, event.capture.how);
+        const { startedAt, durationMs, stack, capture, facts } = message;
+        const selfPaused = facts.selfPaused || capture.reason === SELF_PAUSE_REASON;
+        // Explained once the requests that queued behind it have started (a few tens of ms after it ended).
+        const explanation = this.#stallExplainer.explain({
+          startedAt, durationMs, stack, captureHow: capture.how, selfPaused, requests: facts.requests, observations: facts.observations,
+        });
+        this.#exporter.recordStall(durationMs, capture.how);
         // The heartbeat's gaps already hold the stall; the native watch reports it only here.
-        if (this.#loopWatch.kind === 'native' && this.options.samplers.eventLoop) this.#exporter.recordDelay(event.durationMs);
-        this.#logger.warn({
-          startedAt: event.startedAt, durationMs: event.durationMs, thresholdMs: this.options.stallThresholdMs, capture: event.capture,
-          // The top frames are what a person reads first; the event carries the whole stack.
-          top: event.stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
-        }, 'event loop stalled');
-        this.#emitSafely('stall', event);
-        if (event.capture.reason !== SELF_PAUSE_REASON) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt }, event.stack, event.capture);
+        if (this.#loopWatch.kind === 'native' && this.options.samplers.eventLoop) this.#exporter.recordDelay(durationMs);
+        if (!selfPaused) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: durationMs, threshold: this.options.stallThresholdMs, at: startedAt }, stack, capture, explanation);
+        void explanation.then(({ requests, queued, diagnosis }) => {
+          const event: StallEvent = { startedAt, durationMs, stack, capture, cause: diagnosis.cause, diagnosis, requests, ...(queued ? { queued } : {}) };
+          this.#logger.warn({
+            startedAt, durationMs, thresholdMs: this.options.stallThresholdMs, capture, cause: diagnosis.cause, why: diagnosis.why,
+            // The top frames and requests are what a person reads first; the event carries them all.
+            top: stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
+            requests: requests.slice(0, 5).map((r) => `${r.method} ${r.route ?? r.path}${r.traceId ? ` trace ${r.traceId}` : ''}`),
+            ...(queued ? { queued: queued.count } : {}),
+          }, 'event loop stalled');
+          this.#emitSafely('stall', event);
+        }).catch((err: unknown) => this.#failed('stalls', err));
         return;
       }
       case 'rule':

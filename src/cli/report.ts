@@ -78,7 +78,11 @@ interface Incident {
   dir: string;
   manifest: IncidentManifest;
   samples: Sample[];
-  stall: { startedAt?: number; durationMs?: number; frames: Frame[]; capture?: { how?: string; reason?: string } } | undefined;
+  stall: {
+    startedAt?: number; durationMs?: number; frames: Frame[]; capture?: { how?: string; reason?: string };
+    cause?: string; diagnosis?: { why?: string }; queued?: { count?: number; usual?: number; windowMs?: number };
+    requests?: Array<{ method?: string; path?: string; route?: string; runningMs?: number; traceId?: string }>;
+  } | undefined;
   profile: { file: string; data: unknown } | undefined;
   heapDiff: HeapDiff | undefined;
   logs: string[];
@@ -333,7 +337,14 @@ function stallSection({ stall }: Incident): string {
   const frames = (stall.frames ?? []).slice(0, MAX_STACK_FRAMES);
   const head = `Blocked ${num(stall.durationMs ?? 0)} ms from ${time(stall.startedAt ?? 0)}; stack taken by ${stall.capture?.how ?? 'unknown'}${stall.capture?.reason ? ` (${stall.capture.reason})` : ''}.`;
   const list = frames.map((f) => `<li><code>${esc(displayName(f))}</code> <span class="loc">${esc(`${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1}`)}</span></li>`).join('');
-  return `<section id="stall"><h2>Stall</h2><p>${esc(head)}</p>${frames.length ? `<ol class="stack">${list}</ol>` : '<p>No stack was taken.</p>'}</section>`;
+  const cause = stall.cause ? `<p>Cause: <strong>${esc(stall.cause)}</strong>${stall.diagnosis?.why ? ` (${esc(stall.diagnosis.why)})` : ''}.</p>` : '';
+  const requests = Array.isArray(stall.requests) && stall.requests.length > 0
+    ? `<p>Requests in flight:</p><ul>${stall.requests.slice(0, MAX_STACK_FRAMES).map((r) => `<li><code>${esc(`${r.method ?? ''} ${r.route ?? r.path ?? ''}`)}</code> ${esc(`${r.route ? `${r.path ?? ''}, ` : ''}running ${num(r.runningMs ?? 0)} ms${r.traceId ? `, trace ${r.traceId}` : ''}`)}</li>`).join('')}</ul>`
+    : '';
+  const queued = stall.queued && typeof stall.queued.count === 'number'
+    ? `<p>${esc(`${stall.queued.count} requests started within ${stall.queued.windowMs ?? 0} ms after it (usually ${stall.queued.usual ?? 0}): they waited behind it.`)}</p>`
+    : '';
+  return `<section id="stall"><h2>Stall</h2><p>${esc(head)}</p>${cause}${requests}${queued}${frames.length ? `<ol class="stack">${list}</ol>` : '<p>No stack was taken.</p>'}</section>`;
 }
 
 /** An icicle of the CPU profile (callers above callees), widths by total time, nodes under 0.1 % left out. */

@@ -201,6 +201,11 @@ export interface BlockedInfo {
   file?: string;
   /** 1-based. */
   line?: number;
+  /** The HTTP requests in flight on the blocked thread, oldest first (path without its query string). */
+  requests?: Array<{ method: string; path: string; startedAt: number; runningMs: number; traceId?: string }>;
+  /** The system call the thread is blocked in, and what it waits on, when it is in one (native code). */
+  syscall?: string;
+  waitingOn?: string;
 }
 
 /** Combines reasons into a status: the worst of them. */

@@ -13,6 +13,8 @@ import { controlRoute, type ControlActions } from '../control/server.js';
 import { RefusalLog } from '../control/refusal-log.js';
 import type { EndpointsReady, Frame, Sample, WorkerSettings } from '../protocol.js';
 import type { ProbeStatus } from '../net/probe-book.js';
+import type { InFlightRequest } from '../stalls/requests.js';
+import type { ThreadObservation } from '../stalls/cause.js';
 import { close, listen, type OnRefused } from './http-endpoint.js';
 
 /** How long a health answer during a stall waits for the stall's stack, if its capture is still running. */
@@ -22,8 +24,11 @@ const BLOCKED_STACK_WAIT_MS = 50;
 export interface WorkerView {
   /** The newest sample, after turning any pending main-thread readings into samples (at most once per interval). */
   latestSample(): Sample | undefined;
-  /** The stall in progress: how long so far, and its stack capture (settled or not); undefined when the loop runs. */
-  stall(): { forMs: number; stack: Promise<Frame[] | undefined> } | undefined;
+  /**
+   * The stall in progress: how long so far, its stack capture (settled or not), the requests in flight and the
+   * main thread's state as last seen; undefined when the loop runs.
+   */
+  stall(): { forMs: number; stack: Promise<Frame[] | undefined>; requests: InFlightRequest[] | undefined; observation: ThreadObservation | undefined } | undefined;
   /** Rules with markUnhealthy that fired in the worker and are within their cooldown. */
   ruleReasons(now: number): HealthReason[];
   /** The synthetic probes' state: those failing are `dependency` reasons. */
@@ -92,6 +97,13 @@ export class WorkerEndpoints {
       const frames = await withinMs(stall.stack, BLOCKED_STACK_WAIT_MS);
       const top = frames?.[0];
       blocked = { forMs: Math.round(stall.forMs), ...(top ? { function: top.functionName, file: top.url, line: top.lineNumber + 1 } : {}) };
+      if (stall.requests?.length) {
+        blocked.requests = stall.requests.map(({ method, path, startedAt, traceId }) =>
+          ({ method, path, startedAt, runningMs: Math.max(0, now - startedAt), ...(traceId ? { traceId } : {}) }));
+      }
+      const { syscall, waitingOn } = stall.observation ?? {};
+      if (syscall) blocked.syscall = syscall;
+      if (waitingOn) blocked.waitingOn = waitingOn;
       const where = top ? ` in ${top.functionName} (${top.url}:${top.lineNumber + 1})` : '';
       reasons.unshift({ kind: 'blocked', status: 'unhealthy', value: blocked.forMs, threshold: this.#settings.stallThresholdMs, message: `event loop blocked for ${blocked.forMs} ms${where}` });
     }

@@ -71,6 +71,8 @@ export class MainInspector {
   /** Set while a pause we requested may still land; its handler resumes it. */
   #onOurPause: ((event: PausedEvent) => void) | undefined;
   #pauseOutstanding = false;
+  /** False until Debugger.enable has answered: a paused event before that is not ours. */
+  #acceptPause = false;
   /** Script URLs by id: paused call frames carry only the id. V8 reports every script on Debugger.enable. */
   readonly #scriptUrls = new Map<string, string>();
   /** Maps stack positions to the original source; frames keep the generated position without it. */
@@ -100,7 +102,7 @@ export class MainInspector {
   }
 
   #paused(event: PausedEvent): void {
-    if (!this.#pauseOutstanding) return; // someone else's pause (a breakpoint in DevTools): not ours to resume
+    if (!this.#pauseOutstanding || !this.#acceptPause) return; // someone else's pause (a breakpoint in DevTools): not ours to resume
     this.#pauseOutstanding = false;
     const deliver = this.#onOurPause;
     this.#onOurPause = undefined;
@@ -114,13 +116,15 @@ export class MainInspector {
   }
 
   /** One inspector call with a timeout; rejects with SYSPROBE_ERR_CAPTURE_FAILED. */
-  #post<T>(method: string, params: object | undefined, timeoutMs: number): Promise<T> {
+  #post<T>(method: string, params: object | undefined, timeoutMs: number, onAnswer?: () => void): Promise<T> {
     const session = this.#connect();
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED,
         `inspector ${method} did not answer within ${timeoutMs} ms (is the app paused in a debugger, or blocked in native code?)`)), timeoutMs);
       session.post(method, params ?? {}, (err, result) => {
         clearTimeout(timer);
+        // Synchronously, before the messages that follow this answer are dispatched (a promise's then would run after them).
+        if (!err) onAnswer?.();
         if (err) reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, `inspector ${method} failed: ${err.message}`, { cause: err }));
         else resolve(result as T);
       });
@@ -143,12 +147,21 @@ export class MainInspector {
     try {
       const deadline = Date.now() + timeoutMs;
       const requestedAt = performance.now();
-      await this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
-      const latencyMs = performance.now() - requestedAt;
-      await this.#post('Debugger.enable', undefined, Math.max(1, deadline - Date.now()));
+      // All three go at once: a thread blocked in native code takes them together when the call returns,
+      // so the pause lands at the first JS after the call, in the function that made it (not turns later).
+      const evaluated = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
       const paused = new Promise<PausedEvent>((resolve) => { this.#onOurPause = resolve; });
       this.#pauseOutstanding = true;
-      await this.#post('Debugger.pause', undefined, Math.max(1, deadline - Date.now()));
+      this.#acceptPause = false;
+      // A paused event before enable's answer is a pause that was already there (someone's breakpoint), not ours.
+      const enabled = this.#post('Debugger.enable', undefined, timeoutMs, () => { this.#acceptPause = true; });
+      const pauseAsked = this.#post('Debugger.pause', undefined, timeoutMs);
+      // Rejections are read below, in order; none may go unhandled meanwhile.
+      for (const p of [evaluated, enabled, pauseAsked]) p.catch(() => undefined);
+      await evaluated;
+      const latencyMs = performance.now() - requestedAt;
+      await enabled;
+      await pauseAsked;
       const event = await withTimeout(paused, Math.max(1, deadline - Date.now()),
         'the main thread did not pause in time (blocked in native code, or paused in a debugger)');
       void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);

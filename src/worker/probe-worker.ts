@@ -37,6 +37,9 @@ import { WorkerEndpoints } from './endpoints.js';
 import { ruleReason, type HealthReason } from '../health/evaluate.js';
 import type { HostRequest } from '../protocol.js';
 import { writeIncidentSamples } from './incident-samples.js';
+import { InFlightReader } from '../stalls/requests.js';
+import { observeThread } from '../stalls/cause.js';
+import type { StallWorkerFacts } from '../protocol.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
 const DRAIN_SLOTS = 32;
@@ -54,6 +57,8 @@ const ALLOCATION_SAMPLING_BYTES = 32 * 1024;
 const SESSION_TEARDOWN_MS = 100;
 /** V8's default sampling interval: fine enough for a spike of a few seconds, cheap enough to leave on during one. */
 const PROFILE_SAMPLING_INTERVAL_US = 1000;
+/** The most looks at the blocked main thread kept per stall (one when it is seen, then one per sample interval). */
+const MAX_STALL_OBSERVATIONS = 8;
 /** A heap snapshot asked for over the control endpoint: the main thread writes it (seconds for a big heap). */
 const HOST_REQUEST_TIMEOUT_MS = 120_000;
 
@@ -109,6 +114,10 @@ class ProbeWorker {
   readonly #unhealthy = new Map<string, HealthReason>();
   /** The stall in progress: when the worker learned of it, and its stack capture. */
   #stallNow: { stack: Promise<Frame[] | undefined> } | undefined;
+  /** The HTTP requests in flight on the main thread (a shared table it writes); absent when that sampler is off. */
+  readonly #requests: InFlightReader | undefined;
+  /** What the worker saw of the stall in progress: its requests, the main thread's state. */
+  #stallFacts: StallWorkerFacts | undefined;
   readonly #hostRequests = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
   #nextHostRequest = 1;
 
@@ -116,6 +125,7 @@ class ProbeWorker {
     this.#port = port;
     this.#settings = settings;
     this.#mainRing = new SharedJsonRing(settings.mainRing);
+    this.#requests = settings.requestTable && new InFlightReader(settings.requestTable);
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
     this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
     // Each finished capture is announced to the main thread, which tells the app (onCapture, 'capture').
@@ -140,7 +150,9 @@ class ProbeWorker {
     this.#probes = this.#startProbes(settings);
     this.#endpoints = new WorkerEndpoints(settings, {
       latestSample: () => this.#latestSample(),
-      stall: () => (this.#stallNow && this.#stalled ? { forMs: this.#watch?.lagMs() ?? 0, stack: this.#stallNow.stack } : undefined),
+      stall: () => (this.#stallNow && this.#stalled
+        ? { forMs: this.#watch?.lagMs() ?? 0, stack: this.#stallNow.stack, requests: this.#requests?.read().requests, observation: this.#stallFacts?.observations.at(-1) }
+        : undefined),
       ruleReasons: (now) => {
         for (const [rule, reason] of this.#unhealthy) if ((reason.until ?? 0) <= now) this.#unhealthy.delete(rule);
         return [...this.#unhealthy.values()];
@@ -337,10 +349,19 @@ class ProbeWorker {
       this.#stallNow = undefined;
       const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' } });
       this.#stallStack = undefined;
+      const facts = this.#stallFacts ?? { observations: [], selfPaused: this.#selfPause !== undefined };
+      this.#stallFacts = undefined;
       // The capture has its own timeout, so the report is late by at most that.
       void stallStack.then(({ stack, capture }) =>
-        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture }));
+        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture, facts }));
     } else {
+      // First what the blocked thread is doing and which requests it holds: a look at /proc and at shared memory, before anything else.
+      this.#guarded('stalls', () => {
+        const facts: StallWorkerFacts = { observations: [], selfPaused: this.#selfPause !== undefined };
+        if (this.#requests) facts.requests = this.#requests.read(true);
+        this.#stallFacts = facts;
+        this.#observeMain();
+      });
       // Take the stack now, while the loop is still blocked: that is the whole point.
       this.#stallStack = this.#captureStallStack();
       this.#stallNow = { stack: this.#stallStack.then((s) => s.stack) };
@@ -378,8 +399,17 @@ class ProbeWorker {
     this.#timer.unref();
   }
 
+  /** Looks at the blocked main thread's state and system call (src/stalls/cause.ts). */
+  #observeMain(): void {
+    const facts = this.#stallFacts;
+    if (!facts || facts.observations.length >= MAX_STALL_OBSERVATIONS) return;
+    const observation = observeThread(this.#settings.mainTid);
+    if (observation) facts.observations.push(observation);
+  }
+
   #wake(): void {
     if (this.#watch) this.#guarded('watchdog', () => this.#watch?.check());
+    if (this.#stalled) this.#guarded('stalls', () => this.#observeMain());
     if (this.#stalled) this.#guarded('recorder', () => this.#recordStale());
     else if (performance.now() - this.#lastDrainAt >= this.#drainIntervalMs - 5) this.#drain();
     this.#arm();
