@@ -32,6 +32,8 @@ function nodeGyp() {
   const candidates = [
     process.env.npm_config_node_gyp,
     path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    // An official build from the registry has no npm: the one on PATH (in a checkout only; the package ships no scripts/node-builds.js).
+    fs.existsSync(path.join(__dirname, 'node-builds.js')) ? require('./node-builds.js').hostNpm()?.nodeGyp : undefined,
   ];
   const found = candidates.find((file) => file && fs.existsSync(file));
   return found ? [process.execPath, found] : ['node-gyp'];

@@ -83,7 +83,20 @@ function envFor(build, base = process.env) {
   };
 }
 
-module.exports = { CACHE, newestOf, nodeBuild, envFor, compareVersions };
+/** The npm on PATH (its npm-cli.js), and the node-gyp it bundles: official builds from the registry carry neither. */
+function hostNpm() {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const file = path.join(dir, 'npm');
+    if (!dir || !fs.existsSync(file)) continue;
+    const cli = fs.realpathSync(file);
+    const root = path.dirname(path.dirname(cli));
+    const nodeGyp = path.join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+    return { cli, nodeGyp: fs.existsSync(nodeGyp) ? nodeGyp : undefined };
+  }
+  return undefined;
+}
+
+module.exports = { CACHE, newestOf, nodeBuild, envFor, compareVersions, hostNpm };
 
 if (require.main === module) {
   const majors = process.argv.slice(2).length ? process.argv.slice(2) : ['22', '24', '26'];

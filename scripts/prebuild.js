@@ -19,7 +19,7 @@ const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { newestOf, nodeBuild } = require('./node-builds.js');
+const { newestOf, nodeBuild, hostNpm } = require('./node-builds.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
@@ -37,7 +37,7 @@ const SOURCES = { loop_watch: 'native/loop_watch.c', heap_scan: 'native/heap_sca
 const NODE_GYP = path.join(path.dirname(fs.realpathSync(process.execPath)), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
 
 function nodeGyp() {
-  const file = process.env.npm_config_node_gyp && fs.existsSync(process.env.npm_config_node_gyp) ? process.env.npm_config_node_gyp : NODE_GYP;
+  const file = [process.env.npm_config_node_gyp, NODE_GYP, hostNpm()?.nodeGyp].find((f) => f && fs.existsSync(f)) ?? NODE_GYP;
   if (!fs.existsSync(file)) throw new Error(`node-gyp not found (looked at ${file}); run this through npm`);
   return file;
 }
