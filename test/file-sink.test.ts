@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { ErrorCode, SysprobeError } from '../src/errors.js';
 import { FileSink, type FileSinkOptions } from '../src/sink/file-sink.js';
 import { functionSink, type CaptureInput, type WrittenCapture } from '../src/sink/sink.js';
+import { needs, ROOT_MOUNT } from './requirements.js';
 
 const SINK_MODULE = path.resolve(__dirname, '..', 'src', 'sink', 'file-sink.js');
 const NAME = /^heap-snapshot-\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z-\d+(-\d+)?\.heapsnapshot$/;
@@ -139,13 +140,9 @@ describe('FileSink: captures land whole, or not at all', () => {
   });
 
   it('on a real 2 MiB tmpfs: refuses what would not fit above the reserve, and cuts off what grows into it', async function () {
+    needs(this, ROOT_MOUNT);
     const dir = tempDir();
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir], { stdio: 'pipe' });
-    } catch (err) {
-      console.log(`      skipped: cannot mount a tmpfs here (${String(err).split('\n')[0]})`);
-      this.skip();
-    }
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir], { stdio: 'pipe' });
     try {
       const files = new FileSink({ dir, reserveBytes: 1024 * 1024 });
       const refused = await rejection(files.write(heap('x', { expectedBytes: 1536 * 1024 })));

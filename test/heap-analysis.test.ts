@@ -9,10 +9,11 @@ import { classTotals, IdSet, roomForAThread } from '../src/heap/analysis.js';
 import { heapScanner, parseHeapSnapshot, readHeapSnapshot, type RawSnapshot } from '../src/heap/reader.js';
 import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
 import { tempDir } from './helpers.js';
+import { nativeAddon, needs } from './requirements.js';
 
 const tmp = tempDir('sysprobe-heap-test-');
 const COLUMNS = ['nodeTypes', 'nodeNames', 'nodeIds', 'selfSizes', 'firstEdge', 'edgeTypes', 'edgeNames', 'edgeTargets'] as const;
-const nativeBuilt = fs.existsSync(path.join(__dirname, '..', '..', 'build', 'Release', 'heap_scan.node'));
+const HEAP_SCAN = nativeAddon('heap_scan');
 
 function assertSameColumns(x: RawSnapshot, y: RawSnapshot, what: string): void {
   for (const column of COLUMNS) assert.deepEqual(x[column], y[column], `${column} ${what}`);
@@ -92,7 +93,7 @@ describe('heap analysis: a hand-written graph', () => {
   });
 
   it('uses the C loop when the addon built', function () {
-    if (!nativeBuilt) this.skip();
+    needs(this, HEAP_SCAN);
     assert.equal(heapScanner(), 'native');
   });
 
@@ -244,7 +245,7 @@ describe('heap analysis: real snapshots with known leaks', function () {
   });
 
   it('the C number loop and the JS one read a real snapshot alike', async function () {
-    if (!nativeBuilt) this.skip();
+    needs(this, HEAP_SCAN);
     const file = snapshots.get('listener')![2]!;
     try {
       heapScanner('js');

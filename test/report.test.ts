@@ -7,10 +7,11 @@ import { promisify } from 'node:util';
 import type { IncidentManifest } from '../src/index.js';
 import { makeIncident, XSS_RULE } from './incident-helpers.js';
 import { tempDir } from './helpers.js';
+import { CHROMIUM_BIN, CHROMIUM as CHROMIUM_BROWSER, needs } from './requirements.js';
 
 const run = promisify(execFile);
 const CLI = path.join(__dirname, '..', 'src', 'cli', 'main.js');
-const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM = CHROMIUM_BIN;
 const ARTIFACTS = path.join(__dirname, '..', '..', 'test-artifacts');
 /** Names from the data that must show as text: if one ran, it would set window.__xss. */
 const XSS_FUNCTION = '<script>window.__xss=2</script>';
@@ -72,7 +73,7 @@ describe('sysprobe report', function () {
   });
 
   it('renders in headless chromium with no errors, no network, the charts and flame graph, and no script from the data', async function () {
-    if (!fs.existsSync(CHROMIUM)) this.skip(); // reason: Debian's chromium is not installed (.ci/run installs it)
+    needs(this, CHROMIUM_BROWSER);
     const out = path.join(os.tmpdir(), `sysprobe-report-${process.pid}.html`);
     const { stdout } = await run(process.execPath, [CLI, 'report', dir, '--out', out]);
     assert.equal(stdout.trim(), out);

@@ -31,29 +31,40 @@ describe('shared JSON ring', () => {
 
   it('never returns a torn or misplaced value while another thread writes as fast as it can', async () => {
     const ring = new SharedJsonRing({ slots: 8, capacity: 64 * 1024 });
+    // The test owns its clock: the writer writes until the reader has read enough (or 20 s pass), so a
+    // slow worker start or a loaded machine only makes the test longer, never a false failure.
+    const stop = new Int32Array(new SharedArrayBuffer(4));
     // The writer numbers its values and alternates short and long ones; a torn read would be invalid JSON or a mix.
     const worker = new Worker(`
       const { workerData } = require('node:worker_threads');
       const { SharedJsonRing } = require(${JSON.stringify(require.resolve('../src/shared-ring.js'))});
-      const ring = new SharedJsonRing(workerData);
+      const ring = new SharedJsonRing(workerData.ring);
+      const stop = new Int32Array(workerData.stop);
       const pad = 'y'.repeat(20000);
-      const end = Date.now() + 400;
-      for (let i = 0; Date.now() < end; i++) ring.write(i % 2 ? { i, pad } : { i });`, { eval: true, workerData: ring.buffer });
+      const end = Date.now() + 20000;
+      for (let i = 0; Atomics.load(stop, 0) === 0 && Date.now() < end; i++) ring.write(i % 2 ? { i, pad } : { i });`,
+    { eval: true, workerData: { ring: ring.buffer, stop: stop.buffer } });
+    const exited = new Promise((resolve) => worker.once('exit', resolve));
+    const WANTED = 2000;
     let reads = 0;
     let cursor = 0;
     let last = -1;
-    const end = Date.now() + 300;
-    while (Date.now() < end) {
-      const { values, next } = ring.readSince<{ i: number; pad?: string }>(cursor);
-      cursor = next;
-      for (const value of values) {
-        reads += 1;
-        assert.ok(value.i > last, 'in order, each once');
-        assert.equal(value.pad?.length ?? 0, value.i % 2 ? 20000 : 0, 'a whole value');
-        last = value.i;
+    const deadline = Date.now() + 20_000;
+    try {
+      while (reads < WANTED && Date.now() < deadline) {
+        const batch = ring.readSince<{ i: number; pad?: string }>(cursor);
+        cursor = batch.next;
+        for (const value of batch.values) {
+          reads += 1;
+          assert.ok(value.i > last, 'in order, each once');
+          assert.equal(value.pad?.length ?? 0, value.i % 2 ? 20000 : 0, 'a whole value');
+          last = value.i;
+        }
       }
+    } finally {
+      Atomics.store(stop, 0, 1);
+      await exited;
     }
-    await new Promise((resolve) => worker.once('exit', resolve));
-    assert.ok(reads > 100, `${reads} reads`);
+    assert.ok(reads >= WANTED, `${reads} reads while the writer wrote`);
   });
 });

@@ -1,29 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import type { SocketPicture } from '../src/index.js';
+import { needs, NETNS } from './requirements.js';
 
-/** Why this machine cannot run the test, or undefined when it can: it needs root and `unshare -n` (util-linux) with `ip` (iproute2). */
-function cannotIsolate(): string | undefined {
-  if (process.platform !== 'linux') return 'network namespaces are Linux only';
-  if (process.getuid?.() !== 0) return 'needs root to create a network namespace';
-  try {
-    execFileSync('unshare', ['-n', 'ip', 'link', 'set', 'lo', 'up'], { stdio: 'ignore', timeout: 5000 });
-    return undefined;
-  } catch (err) {
-    return `unshare -n / ip failed here: ${(err as Error).message.split('\n')[0]}`;
-  }
-}
 
 describe('socket sampler: real retransmissions in a network namespace', function () {
   this.timeout(20_000);
 
   it('loopback taken down under data in flight: the namespace counters, the rate and the socket show retransmissions', async function () {
-    const reason = cannotIsolate();
-    if (reason) {
-      console.log(`      skipped: ${reason}`);
-      this.skip();
-    }
+    needs(this, NETNS);
     // The child runs sysprobe inside its own namespace, so taking its loopback down touches nothing else on the machine.
     const child = path.join(__dirname, 'netns-retransmit-child.js');
     const started = Date.now();

