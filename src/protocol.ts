@@ -5,11 +5,11 @@
  */
 import type { Frame, ProfileSummary } from './captures/cpuprofile.js';
 import type { AllocationSummary } from './captures/heapprofile.js';
-import type { RuleCondition, RuleFiring } from './worker/rules.js';
+import type { RuleCondition, RuleFiring } from './rules/engine.js';
 import type { WrittenCapture } from './sink/sink.js';
-import type { SocketPicture, SocketsSettings } from './samplers/sockets.js';
-import type { ResolvedProbe } from './net/probe-options.js';
-import type { ProbeResult } from './net/probes.js';
+import type { SocketPicture, SocketsSettings } from './sockets/sampler.js';
+import type { ResolvedProbe } from './synthetics/options.js';
+import type { ProbeResult } from './synthetics/runner.js';
 import type { ResolvedHealthOptions } from './health/evaluate.js';
 import type { ResolvedControlOptions } from './control/options.js';
 

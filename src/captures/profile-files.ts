@@ -8,7 +8,7 @@
 import * as path from 'node:path';
 import type { AllocationProfileResult, CpuProfileResult } from '../protocol.js';
 import type { CaptureSink } from '../sink/sink.js';
-import type { RuleFiring } from '../worker/rules.js';
+import type { RuleFiring } from '../rules/engine.js';
 import { summarizeProfile, type CpuProfile } from './cpuprofile.js';
 import { summarizeAllocations, type AllocationProfile } from './heapprofile.js';
 import { toPprof } from './pprof.js';

@@ -11,11 +11,11 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { displayName, weighProfile } from '../captures/cpuprofile.js';
-import type { IncidentManifest } from '../agent/incidents.js';
+import type { IncidentManifest } from '../incidents/recorder.js';
 import type { Frame, Sample } from '../protocol.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
-import { writeFileAtomically } from '../files.js';
-import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incident-files.js';
+import { writeFileAtomically } from '../internal/files.js';
+import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incidents/files.js';
 
 /** Bounds on what goes into the page. */
 const MAX_INPUT_BYTES = 512 * 1024 ** 2;

@@ -22,9 +22,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SysprobeError } from '../errors.js';
-import type { Logger } from '../options.js';
+import type { Logger } from '../probe/options.js';
 import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
-import { INCIDENTS_DIR, OPEN_MARKER } from '../incident-files.js';
+import { INCIDENTS_DIR, OPEN_MARKER } from '../incidents/files.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;

@@ -11,8 +11,8 @@ import { combine, dependencyReasons, readingsFromSample, thresholdReasons, type 
 import { healthRoute } from '../health/server.js';
 import { controlRoute, type ControlActions } from '../control/server.js';
 import type { EndpointsReady, Frame, Sample, WorkerSettings } from '../protocol.js';
-import type { ProbeStatus } from '../net/probe-book.js';
-import { close, listen, type OnRefused } from './http-endpoint.js';
+import type { ProbeStatus } from '../synthetics/book.js';
+import { close, listen, type OnRefused } from '../internal/http-endpoint.js';
 
 /** How long a health answer during a stall waits for the stall's stack, if its capture is still running. */
 const BLOCKED_STACK_WAIT_MS = 50;
