@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Sample } from '../src/protocol.js';
+import type { Sample } from '../src/samples/sample.js';
 import { FlightRecorder } from '../src/samples/recorder.js';
 import { writeIncidentSamples } from '../src/incidents/samples.js';
 import { tempDir } from './helpers.js';

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import { describeError } from '../errors.js';
-import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../probe/options.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../internal/check-options.js';
 
 /**
  * Bounded caches for the leak that grows until OOM: a cache whose eviction sits on a

@@ -18,7 +18,7 @@ import * as inspector from 'node:inspector';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { CpuProfile } from './cpuprofile.js';
 import type { AllocationProfile } from './heapprofile.js';
-import type { Frame } from '../protocol.js';
+import type { Frame } from './cpuprofile.js';
 
 /** How a stack was taken. */
 export interface StackCapture {

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as v8 from 'node:v8';
 import { ErrorCode, SysprobeError } from '../errors.js';
-import type { Logger } from '../probe/options.js';
+import type { Logger } from '../internal/logger.js';
 import { RateBudget } from '../internal/rate-budget.js';
 import type { CaptureSink } from '../sink/sink.js';
 

@@ -2,7 +2,7 @@
  * The `incidents` option: on by default; `false` turns incidents off; an object tunes them.
  * Checked at start() like every other option.
  */
-import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../probe/options.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../internal/check-options.js';
 
 /** How incidents open, grow and close. Every field is optional. */
 export interface IncidentOptions {

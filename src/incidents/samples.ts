@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { writeFileAtomically } from '../internal/files.js';
-import type { Sample, SamplesWritten } from '../protocol.js';
+import type { Sample } from '../samples/sample.js';
 import type { FlightRecorder } from '../samples/recorder.js';
 
 /** A samples.json past this is not read back (it is not one sysprobe wrote): the file starts over. */
@@ -39,3 +39,6 @@ async function readSamples(file: string): Promise<Sample[]> {
     return [];
   }
 }
+
+/** What a `writeSamples` request wrote: how many samples, from and to when. */
+export interface SamplesWritten { count: number; from: number | undefined; to: number | undefined }

@@ -1,5 +1,13 @@
 import pino from 'pino';
-import type { Logger } from '../probe/options.js';
+
+/** The part of a pino logger that sysprobe uses. Any pino logger fits. */
+export interface Logger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child(bindings: Record<string, unknown>): Logger;
+}
 
 /** sysprobe's own logger, used when the app passes none: JSON lines on stdout, level from SYSPROBE_LOG_LEVEL. */
 export function defaultLogger(): Logger {

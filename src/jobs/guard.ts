@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
-import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid, type Logger } from '../probe/options.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../internal/check-options.js';
+import type { Logger } from '../internal/logger.js';
 
 /** How one guarded run ended; the Probe turns these into metrics. */
 export interface JobEvent {

@@ -1,4 +1,4 @@
-import type { Sample } from '../protocol.js';
+import type { Sample } from '../samples/sample.js';
 
 /** The GC picture over one interval, from two cumulative readings. */
 export function gcRates(before: NonNullable<Sample['gc']>, after: NonNullable<Sample['gc']>, intervalMs: number): NonNullable<Sample['gcRates']> {

@@ -3,7 +3,7 @@ import * as v8 from 'node:v8';
 import { createHistogram, performance, type EventLoopUtilization, type RecordableHistogram } from 'node:perf_hooks';
 import type { Attributes, BatchObservableResult, Counter, Histogram, Meter, Observable } from '@opentelemetry/api';
 import type { ResolvedOptions } from '../probe/options.js';
-import type { Sample } from '../protocol.js';
+import type { Sample } from '../samples/sample.js';
 import type { JobEvent } from '../jobs/guard.js';
 import type { CacheStats, WatchedCacheStats } from '../caches/caches.js';
 import type { GcTotal } from '../memory/gc.js';

@@ -1,5 +1,5 @@
 import type { MeterProvider } from '@opentelemetry/api';
-import { checkInteger, checkKnownKeys, checkPlainObject, invalid } from '../probe/options.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, invalid } from '../internal/check-options.js';
 import { loadPeer, serviceResource } from './peers.js';
 
 type SdkMetrics = typeof import('@opentelemetry/sdk-metrics');

@@ -1,6 +1,6 @@
 import * as http from 'node:http';
 import type { MeterProvider } from '@opentelemetry/api';
-import { checkInteger, checkPlainObject, checkKnownKeys, invalid } from '../probe/options.js';
+import { checkInteger, checkPlainObject, checkKnownKeys, invalid } from '../internal/check-options.js';
 import { loadPeer, serviceResource } from './peers.js';
 
 type SdkMetrics = typeof import('@opentelemetry/sdk-metrics');

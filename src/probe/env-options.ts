@@ -1,5 +1,5 @@
 import type { ProbeOptions } from './options.js';
-import { invalid } from './options.js';
+import { invalid } from '../internal/check-options.js';
 
 /** What `sysprobe/register` reads from the environment. */
 export interface EnvConfig {

@@ -4,8 +4,13 @@ import { metrics } from '@opentelemetry/api';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { defaultLogger } from '../internal/logger.js';
 import { resolveOptions, type Logger, type ProbeOptions, type ResolvedOptions } from './options.js';
-import type { AllocationProfileResult, CpuProfileResult, Frame, RuleCaptures, Sample, SamplesWritten, StallCapture, WorkerToMain } from '../protocol.js';
-import type { RuleFiring } from '../rules/engine.js';
+import type { WorkerToMain } from '../protocol.js';
+import type { AllocationProfileResult, CpuProfileResult, RuleCaptures } from '../captures/results.js';
+import type { Frame } from '../captures/cpuprofile.js';
+import type { Sample } from '../samples/sample.js';
+import type { SamplesWritten } from '../incidents/samples.js';
+import type { StallCapture } from '../stalls/stall.js';
+import type { RuleFiring } from '../rules/firing.js';
 import { OtelExporter } from '../metrics/otel.js';
 import { LagSamples, loadLoopWatch, type LoopWatchAddon, type LoopWatchKind } from '../stalls/loop-watch.js';
 import { GcObserver } from '../memory/gc.js';
@@ -16,6 +21,7 @@ import { createCache, watchCache, type BoundedCache, type CacheAlert, type Cache
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type WrittenCapture } from '../sink/sink.js';
 import { WorkerSupervisor } from './supervisor.js';
+import { workerSettings } from '../worker/settings.js';
 import { IncidentRecorder, LogRing, registerLogRing, ringLogger, type IncidentEvent, type IncidentSummary } from '../incidents/recorder.js';
 import type { SocketPicture } from '../sockets/sampler.js';
 import { DependencyMap, type Dependency } from '../dependencies/map.js';
@@ -156,29 +162,14 @@ export class Probe extends EventEmitter {
     }, this.#gc,
       (gapMs) => this.#exporter.recordDelay(gapMs),
       (capacityBytes) => this.#logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'));
-    this.#supervisor = new WorkerSupervisor({
+    this.#supervisor = new WorkerSupervisor(workerSettings(options, {
       heartbeat: this.#heartbeat.shared,
       mainRing: this.#heartbeat.mainRing.buffer,
-      sampleIntervalMs: options.sampleIntervalMs,
       heartbeatIntervalMs,
       loopWatch: this.#loopWatch.kind,
-      stallThresholdMs: options.stallThresholdMs,
-      recorderWindowMs: options.recorderWindowMs,
-      dumpDir: options.dumpDir,
-      dumpMaxBytes: options.dumpMaxBytes,
-      serviceName: options.serviceName,
-      sysprobeVersion: PACKAGE_VERSION,
-      capturesPerMinute: options.capturesPerMinute,
-      growthWindowMs: options.growthWindowMs,
-      rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy })),
       mainTid: process.pid,
-      samplers: options.samplers,
-      incidents: options.incidents.enabled,
-      ...(options.sockets ? { sockets: { ...options.sockets } } : {}),
-      probes: [...options.probes],
-      health: options.health,
-      control: options.control,
-    }, this.#logger, (message) => this.#onWorkerMessage(message));
+      sysprobeVersion: PACKAGE_VERSION,
+    }), this.#logger, (message) => this.#onWorkerMessage(message));
     this.#incidents = options.incidents.enabled ? new IncidentRecorder({
       dumpDir: options.dumpDir, options: options.incidents, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger, logs,
       recent: (sinceMs) => this.#supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>,

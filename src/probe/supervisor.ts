@@ -2,7 +2,8 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describeError, ErrorCode, errorFromReply, SysprobeError } from '../errors.js';
 import type { Logger } from './options.js';
-import type { MainToWorker, Request, WorkerSettings, WorkerToMain } from '../protocol.js';
+import type { MainToWorker, Request, WorkerToMain } from '../protocol.js';
+import type { WorkerSettings } from '../worker/settings.js';
 
 const WORKER_FILE = path.join(__dirname, '..', 'worker', 'probe-worker.js');
 /** Small limits: the worker holds the recorder and a few buffers, never the app's data. */

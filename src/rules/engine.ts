@@ -6,14 +6,8 @@
  * Pure and clock-free (time comes from the samples), so it is tested on
  * made-up sample sequences.
  */
-import type { Sample } from '../protocol.js';
-import type { ProbeRuleValue } from '../synthetics/baseline.js';
-
-/** The sampled values a rule can watch. */
-export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapLimitShare' | 'memory.rss' | 'memory.heapGrowthPerMin'
-  | 'memory.rssGrowthPerMin' | 'memory.externalGrowthPerMin' | 'gc.perMin' | 'gc.reclaimedPerGc'
-  | 'sockets.total' | 'sockets.established' | 'sockets.closeWait' | 'sockets.timeWait' | 'sockets.synSent' | 'sockets.sendQueueBytes' | 'sockets.recvQueueBytes'
-  | 'sockets.acceptQueue' | 'tcp.retransmitsPerSec';
+import type { Sample } from '../samples/sample.js';
+import type { RuleCondition, RuleFiring, RuleValue } from './firing.js';
 
 /** How each value is read from a sample. */
 export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
@@ -66,29 +60,6 @@ function socketsIn(s: Sample, state: string): number | undefined {
 /** A fitted rate counts only when a line explains the points (r² >= 0.5); else 0, so noise does not fire. */
 function trusted(rate: number | undefined, r2: number | undefined): number | undefined {
   return rate === undefined ? undefined : (r2 ?? 0) >= 0.5 ? rate : 0;
-}
-
-/** What a rule watches and when it fires (the actions live with the caller). */
-export interface RuleCondition {
-  name: string;
-  value: RuleValue;
-  above: number;
-  forMs: number;
-  cooldownMs: number;
-}
-
-/** A firing: which rule, and the values that fired it. */
-export interface RuleFiring {
-  rule: string;
-  /** A sampled value, or a probe's latency or failure ratio (the `probe-latency:<name>` rules). */
-  value: RuleValue | ProbeRuleValue;
-  threshold: number;
-  /** The value in the sample that completed the `forMs` window. */
-  observed: number;
-  /** How long the value had been above the threshold, ms. */
-  aboveForMs: number;
-  /** The sample time it fired at, ms since the epoch. */
-  firedAt: number;
 }
 
 interface RuleState { aboveSince: number | undefined; restUntil: number }

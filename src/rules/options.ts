@@ -4,8 +4,9 @@
  * conditions (worker/rules.ts); the main thread keeps what only it can run
  * (user functions, the health mark).
  */
-import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../probe/options.js';
-import { RULE_VALUES, type RuleCondition, type RuleFiring, type RuleValue } from './engine.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../internal/check-options.js';
+import { RULE_VALUES } from './engine.js';
+import type { RuleCondition, RuleFiring, RuleValue } from './firing.js';
 
 /**
  * What a rule does when it fires (every firing is also logged and counted):

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import type { MainSample, ThreadCpu } from '../protocol.js';
+import type { MainSample, ThreadCpu } from './sample.js';
 import { parseTaskStat, threadRole } from './proc.js';
 
 /** Reading more threads than this is a sign of something else going wrong; the rest are skipped. */

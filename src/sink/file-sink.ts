@@ -22,7 +22,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SysprobeError } from '../errors.js';
-import type { Logger } from '../probe/options.js';
+import type { Logger } from '../internal/logger.js';
 import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
 import { INCIDENTS_DIR, OPEN_MARKER } from '../incidents/files.js';
 

@@ -4,7 +4,7 @@
  * counters. Read from the samples at collection time, like the rest of the exporter.
  */
 import type { BatchObservableResult, Meter, Observable } from '@opentelemetry/api';
-import type { Sample } from '../protocol.js';
+import type { Sample } from '../samples/sample.js';
 
 /** Kernel state names → the values of the semantic conventions' `network.connection.state`. */
 export const CONNECTION_STATES: Readonly<Record<string, string>> = {

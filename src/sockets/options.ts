@@ -1,5 +1,5 @@
 /** The `sockets` option: what users write and how it is checked at start(). */
-import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../probe/options.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../internal/check-options.js';
 import type { SocketsSettings } from './sampler.js';
 
 /** Tuning for the socket sampler; `sockets: true` takes all the defaults. */

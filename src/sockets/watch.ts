@@ -3,7 +3,7 @@
  * sweep, so sweeps never overlap) and keeps the latest picture for `probe.sockets()`
  * and the samples' `sockets` summary.
  */
-import type { Sample } from '../protocol.js';
+import type { Sample } from '../samples/sample.js';
 import { SocketSampler, type SocketPicture, type SocketsSettings } from './sampler.js';
 
 type Log = ConstructorParameters<typeof SocketSampler>[1];

@@ -1,6 +1,7 @@
 import * as v8 from 'node:v8';
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
-import { Beat, type MainSample } from '../protocol.js';
+import { Beat } from './stall.js';
+import type { MainSample } from '../samples/sample.js';
 import { readProcessCpu } from '../samples/cpu.js';
 import { SharedJsonRing } from '../internal/shared-ring.js';
 import type { ResolvedOptions } from '../probe/options.js';

@@ -3,7 +3,7 @@
  * stall lasts. Both report a stall twice: when it becomes certain (it has lasted
  * the threshold) and when the loop runs again, with its whole length.
  */
-import { Beat } from '../protocol.js';
+import { Beat } from './stall.js';
 import type { LoopWatchAddon } from './loop-watch.js';
 
 const NS_PER_MS = 1e6;

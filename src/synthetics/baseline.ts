@@ -9,14 +9,12 @@
  * `cooldownMs`. Pure and clock-free: time comes from the results, so it is
  * tested on made-up sequences.
  */
-import type { RuleFiring } from '../rules/engine.js';
+import type { ProbeRuleValue, RuleFiring } from '../rules/firing.js';
 import type { ProbeBaselineOptions } from './options.js';
 
-/** The values a probe rule fires on (they are not sampled values, so not in RULE_VALUES). */
 /** Probes' latency rules are named `probe-latency:<probe name>`. */
 export const PROBE_RULE_PREFIX = 'probe-latency:';
 
-export type ProbeRuleValue = 'probe.latencyMs' | 'probe.failureRatio';
 
 /** What the rule needs of a run. */
 export interface ProbeRun {

@@ -2,7 +2,7 @@
  * The worker's book of probe results: counts, recent latencies and the baseline
  * rule per probe. `probe.probeStatus()` reads it; firings go out as rules.
  */
-import type { RuleFiring } from '../rules/engine.js';
+import type { RuleFiring } from '../rules/firing.js';
 import { BaselineRule, quantile } from './baseline.js';
 import type { ResolvedProbe } from './options.js';
 import type { ProbeResult } from './runner.js';

@@ -3,7 +3,7 @@
  * depends on. Checked once at start(); the worker runs what comes out.
  */
 import * as net from 'node:net';
-import { checkInteger, checkKnownKeys, checkNumber, checkPlainObject, describe, invalid } from '../probe/options.js';
+import { checkInteger, checkKnownKeys, checkNumber, checkPlainObject, describe, invalid } from '../internal/check-options.js';
 
 /** When a probe's latency departs from its own recent baseline, a rule fires (`probe-latency:<name>`). */
 export interface ProbeBaselineOptions {

@@ -10,7 +10,10 @@ import { describeError } from '../errors.js';
 import { combine, dependencyReasons, readingsFromSample, thresholdReasons, type BlockedInfo, type Health, type HealthReason } from '../health/evaluate.js';
 import { healthRoute } from '../health/server.js';
 import { controlRoute, type ControlActions } from '../control/server.js';
-import type { EndpointsReady, Frame, Sample, WorkerSettings } from '../protocol.js';
+import type { EndpointsReady } from '../protocol.js';
+import type { Frame } from '../captures/cpuprofile.js';
+import type { Sample } from '../samples/sample.js';
+import type { WorkerSettings } from './settings.js';
 import type { ProbeStatus } from '../synthetics/book.js';
 import { close, listen, type OnRefused } from '../internal/http-endpoint.js';
 
