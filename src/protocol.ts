@@ -6,7 +6,6 @@
 import type { Frame } from './captures/cpuprofile.js';
 import type { RuleCaptures } from './captures/results.js';
 import type { RuleFiring } from './rules/firing.js';
-import type { HealthReason } from './health/evaluate.js';
 import type { WrittenCapture } from './sink/sink.js';
 import type { ProbeResult } from './synthetics/runner.js';
 import type { StallCapture } from './stalls/stall.js';
@@ -19,14 +18,14 @@ export type Request =
   | { kind: 'captureAllocationProfile'; durationMs: number }
   | { kind: 'sockets' }
   | { kind: 'probeStatus' }
-  /** Writes an incident's samples.json: what it holds, plus the recorder's samples since `sinceTime` (src/worker/incident-samples.ts). */
+  /** Writes an incident's samples.json: what it holds, plus the recorder's samples since `sinceTime` (src/incidents/samples.ts). */
   | { kind: 'writeSamples'; file: string; sinceTime: number; max: number };
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
   /** The main thread is about to pause itself on purpose (a heap snapshot), or has resumed: not a stall to capture. */
   | { type: 'selfPause'; active: boolean; reason: string }
-  /** The open incident closed: each kind of rule capture may be taken again (src/agent/incidents.ts). */
+  /** The open incident closed: each kind of rule capture may be taken again (src/incidents/recorder.ts). */
   | { type: 'incidentClosed' }
   /** The answer to a HostRequest. */
   | { type: 'hostResponse'; id: number; ok: true; value: unknown }
@@ -42,7 +41,8 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
-  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture }
+  /** `selfPaused`: the stall was sysprobe's own pause (a heap snapshot), not the app's: no incident. */
+  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; selfPaused: boolean }
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
   /** A capture the worker wrote is complete under its final name. */
   | { type: 'captured'; capture: WrittenCapture }

@@ -33,7 +33,7 @@ import type { EndpointsReady, HostRequest } from '../protocol.js';
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
 const STACK_REQUEST_TIMEOUT_MS = 5_000;
-/** Why the main thread paused itself; a stall with this reason is sysprobe's own, not an incident. */
+/** Why the main thread paused itself: the reason a stall's skipped capture gives (the worker flags the stall selfPaused). */
 const SELF_PAUSE_REASON = 'sysprobe was writing a heap snapshot';
 /** The first socket sweep may still be running (ss has 3 s of its own); this covers it and the round trip. */
 const SOCKETS_REQUEST_TIMEOUT_MS = 10_000;
@@ -511,7 +511,7 @@ export class Probe extends EventEmitter {
           top: event.stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
         }, 'event loop stalled');
         this.#emitSafely('stall', event);
-        if (event.capture.reason !== SELF_PAUSE_REASON) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt }, event.stack, event.capture);
+        if (!message.selfPaused) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt }, event.stack, event.capture);
         return;
       }
       case 'rule':

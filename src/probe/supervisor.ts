@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describeError, ErrorCode, errorFromReply, SysprobeError } from '../errors.js';
+import { PendingRequests } from '../internal/pending-requests.js';
 import type { Logger } from './options.js';
 import type { MainToWorker, Request, WorkerToMain } from '../protocol.js';
 import type { WorkerSettings } from '../worker/settings.js';
@@ -15,8 +16,6 @@ const BACKOFF_MAX_MS = 30_000;
 /** A worker that ran this long without dying resets the backoff. */
 const BACKOFF_RESET_AFTER_MS = 60_000;
 
-type Pending = { resolve: (value: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout };
-
 /** Receives the worker's own messages (logs, stall reports); responses are settled here. */
 export type WorkerMessageHandler = (message: WorkerToMain) => void;
 
@@ -29,10 +28,9 @@ export class WorkerSupervisor {
   readonly #settings: WorkerSettings;
   readonly #logger: Logger;
   readonly #onMessage: WorkerMessageHandler;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new PendingRequests();
   #worker: Worker | undefined;
   #ready = false;
-  #nextId = 1;
   #restarts = 0;
   #backoffMs = BACKOFF_FIRST_MS;
   #startedAt = 0;
@@ -102,7 +100,7 @@ export class WorkerSupervisor {
     worker.on('exit', (exitCode) => {
       this.#ready = false;
       if (this.#worker === worker) this.#worker = undefined;
-      this.#failPending(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker exited (code ${exitCode}) before answering.`));
+      this.#pending.failAll(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker exited (code ${exitCode}) before answering.`));
       if (onReady) {
         onReady(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker exited (code ${exitCode}) while starting.`));
         onReady = undefined;
@@ -148,32 +146,16 @@ export class WorkerSupervisor {
     if (!this.#ready || !this.#worker) {
       return Promise.reject(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, 'The probe worker is not running (it may be restarting); try again shortly.'));
     }
-    const id = this.#nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(new SysprobeError(ErrorCode.TIMEOUT, `The probe worker did not answer a '${request.kind}' request within ${timeoutMs} ms.`));
-      }, timeoutMs);
-      this.#pending.set(id, { resolve, reject, timer });
-      this.post({ type: 'request', id, request });
-    });
+    return this.#pending.add(
+      (id) => this.post({ type: 'request', id, request }),
+      timeoutMs,
+      () => new SysprobeError(ErrorCode.TIMEOUT, `The probe worker did not answer a '${request.kind}' request within ${timeoutMs} ms.`));
   }
 
   #settle(message: Extract<WorkerToMain, { type: 'response' }>): void {
-    const pending = this.#pending.get(message.id);
-    if (!pending) return; // timed out already
-    this.#pending.delete(message.id);
-    clearTimeout(pending.timer);
-    if (message.ok) pending.resolve(message.value);
-    else pending.reject(errorFromReply(message.error.code, message.error.message, ErrorCode.WORKER_UNAVAILABLE));
-  }
-
-  #failPending(err: Error): void {
-    for (const [id, pending] of this.#pending) {
-      clearTimeout(pending.timer);
-      pending.reject(err);
-      this.#pending.delete(id);
-    }
+    this.#pending.settle(message.id, message.ok
+      ? { ok: true, value: message.value }
+      : { ok: false, error: errorFromReply(message.error.code, message.error.message, ErrorCode.WORKER_UNAVAILABLE) });
   }
 
   /** Asks the worker to stop, and terminates it if it has not within a second. */
@@ -187,7 +169,7 @@ export class WorkerSupervisor {
     const overdue = setTimeout(() => void worker.terminate(), STOP_TIMEOUT_MS);
     await exited;
     clearTimeout(overdue);
-    this.#failPending(new SysprobeError(ErrorCode.STOPPED, 'sysprobe stopped before the worker answered.'));
+    this.#pending.failAll(new SysprobeError(ErrorCode.STOPPED, 'sysprobe stopped before the worker answered.'));
   }
 
   /** For tests: kills the worker as a crash would. */

@@ -23,6 +23,7 @@ import type { StallCapture } from '../stalls/stall.js';
 import type { WorkerSettings } from './settings.js';
 import { writeAllocationFiles, writeProfileFiles } from '../captures/profile-files.js';
 import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samples/cpu.js';
+import { PendingRequests } from '../internal/pending-requests.js';
 import { RateBudget } from '../internal/rate-budget.js';
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type CaptureSink } from '../sink/sink.js';
@@ -32,12 +33,12 @@ import { FlightRecorder } from '../samples/recorder.js';
 import { GrowthTracker } from '../memory/growth.js';
 import { gcRates } from '../memory/gc-rates.js';
 import { RuleEngine } from '../rules/engine.js';
+import { isProbeRuleValue } from '../rules/firing.js';
 import type { RuleFiring } from '../rules/firing.js';
 import { SocketWatch } from '../sockets/watch.js';
 import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from '../stalls/stall-watch.js';
 import { ProbeRunner, type ProbeResult } from '../synthetics/runner.js';
 import { ProbeBook } from '../synthetics/book.js';
-import { PROBE_RULE_PREFIX } from '../synthetics/baseline.js';
 import { WorkerEndpoints } from './endpoints.js';
 import { ruleReason, type HealthReason } from '../health/evaluate.js';
 import type { HostRequest } from '../protocol.js';
@@ -88,7 +89,7 @@ class ProbeWorker {
   /** Sustained growth of the heap, RSS and external memory (floors fitted over growthWindowMs). */
   readonly #growth: Record<'heap' | 'rss' | 'external', GrowthTracker>;
   /** The stack capture of the stall in progress, settled before the stall is reported. */
-  #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture }> | undefined;
+  #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture; selfPaused: boolean }> | undefined;
   #cursor = 0;
   #lastMain: MainSample | undefined;
   #lastSample: Sample | undefined;
@@ -112,8 +113,8 @@ class ProbeWorker {
   readonly #unhealthy = new Map<string, HealthReason>();
   /** The stall in progress: when the worker learned of it, and its stack capture. */
   #stallNow: { stack: Promise<Frame[] | undefined> } | undefined;
-  readonly #hostRequests = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
-  #nextHostRequest = 1;
+  /** The worker's requests to the main thread (a heap snapshot for the control endpoint). */
+  readonly #hostRequests = new PendingRequests();
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -231,12 +232,9 @@ class ProbeWorker {
         this.#incidentKinds.clear();
         return;
       case 'hostResponse': {
-        const pending = this.#hostRequests.get(message.id);
-        if (!pending) return; // timed out already
-        this.#hostRequests.delete(message.id);
-        clearTimeout(pending.timer);
-        if (message.ok) pending.resolve(message.value);
-        else pending.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
+        this.#hostRequests.settle(message.id, message.ok
+          ? { ok: true, value: message.value }
+          : { ok: false, error: Object.assign(new Error(message.error.message), { code: message.error.code }) });
         return;
       }
       case 'stop':
@@ -276,16 +274,11 @@ class ProbeWorker {
 
   /** Asks the main thread for what only it can do; bounded by `timeoutMs`. */
   #askHost(request: HostRequest, timeoutMs: number): Promise<unknown> {
-    const id = this.#nextHostRequest++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#hostRequests.delete(id);
-        reject(Object.assign(new Error(`the main thread did not answer '${request.kind}' within ${timeoutMs} ms`), { code: ErrorCode.TIMEOUT }));
-      }, timeoutMs);
-      timer.unref();
-      this.#hostRequests.set(id, { resolve, reject, timer });
-      this.#send({ type: 'hostRequest', id, request });
-    });
+    return this.#hostRequests.add(
+      (id) => this.#send({ type: 'hostRequest', id, request }),
+      timeoutMs,
+      () => Object.assign(new Error(`the main thread did not answer '${request.kind}' within ${timeoutMs} ms`), { code: ErrorCode.TIMEOUT }),
+      true);
   }
 
   /** The newest sample; pending main-thread readings are drained first, at most once per sample interval. */
@@ -321,7 +314,7 @@ class ProbeWorker {
       });
     };
     // A slow dependency: how this process's connections look right then (queues, states, retransmits per remote).
-    if (firing.rule.startsWith(PROBE_RULE_PREFIX) && this.#sockets) {
+    if (isProbeRuleValue(firing.value) && this.#sockets) {
       await this.#sockets.fresh().then((picture) => { captures.sockets = picture; }, (err: unknown) => { notTaken.push(`sockets: ${describeError(err).message}`); });
     }
     if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS)).frames; });
@@ -338,11 +331,11 @@ class ProbeWorker {
     if (report.ended) {
       this.#stalled = false;
       this.#stallNow = undefined;
-      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' } });
+      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' }, selfPaused: false });
       this.#stallStack = undefined;
       // The capture has its own timeout, so the report is late by at most that.
-      void stallStack.then(({ stack, capture }) =>
-        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture }));
+      void stallStack.then(({ stack, capture, selfPaused }) =>
+        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture, selfPaused }));
     } else {
       // Take the stack now, while the loop is still blocked: that is the whole point.
       this.#stallStack = this.#captureStallStack();
@@ -356,10 +349,14 @@ class ProbeWorker {
     this.#arm();
   }
 
-  async #captureStallStack(): Promise<{ stack: Frame[] | undefined; capture: StallCapture }> {
+  async #captureStallStack(): Promise<{ stack: Frame[] | undefined; capture: StallCapture; selfPaused: boolean }> {
     const detectedAt = Date.now();
     // The main thread is in native code on purpose; a capture would only wait and fail.
-    if (this.#selfPause) return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: this.#selfPause } };
+    if (this.#selfPause) return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: this.#selfPause }, selfPaused: true };
+    return { ...(await this.#takeStallStack(detectedAt)), selfPaused: false };
+  }
+
+  async #takeStallStack(detectedAt: number): Promise<{ stack: Frame[] | undefined; capture: StallCapture }> {
     if (!this.#budget.take()) {
       return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` } };
     }
@@ -482,7 +479,7 @@ class ProbeWorker {
     this.#watch?.stop();
     this.#sockets?.stop();
     this.#endpoints.stop();
-    for (const pending of this.#hostRequests.values()) clearTimeout(pending.timer);
+    this.#hostRequests.failAll(new SysprobeError(ErrorCode.STOPPED, 'the probe worker stopped before the main thread answered'));
     // Node 20 can abort the process when a worker exits while the main thread is still
     // tearing down that worker's inspector session; give the main thread a moment first.
     if (this.#inspector.close()) setTimeout(() => this.#port.close(), SESSION_TEARDOWN_MS);
