@@ -616,9 +616,9 @@ export class Probe extends EventEmitter {
     }
   }
 
-  /** @internal For tests only: the worker supervisor. */
-  get unsafeSupervisor(): WorkerSupervisor {
-    return this.#supervisor;
+  /** @internal For tests and benchmarks only (not exported from index.ts): a look inside. */
+  static unsafeExposeInternals(probe: Probe): { supervisor: WorkerSupervisor } {
+    return { supervisor: probe.#supervisor };
   }
 
   /** @internal */
