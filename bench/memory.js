@@ -88,7 +88,7 @@ function gcHookRun(mode) {
 }
 
 function growthCost() {
-  const { GrowthTracker } = require('../dist/src/worker/growth.js');
+  const { GrowthTracker } = require('../dist/src/memory/growth.js');
   const tracker = new GrowthTracker(10 * 60_000, 30_000);
   const samples = 200_000;
   for (let i = 0; i < 2000; i++) { tracker.add(i * 1000, 1e8 + (i % 7) * 1e6); tracker.growth(); } // warm-up

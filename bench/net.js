@@ -32,7 +32,7 @@ function cpuTimes() {
 
 /** In the child: open `sockets` loopback sockets, then time sweeps. */
 async function socketsChild(sockets, ss) {
-  const { SocketSampler } = require('../dist/src/samplers/sockets.js');
+  const { SocketSampler } = require('../dist/src/sockets/sampler.js');
   const server = net.createServer(() => {}).listen(0, '127.0.0.1', 4096);
   await new Promise((r) => server.once('listening', r));
   const { port } = server.address();

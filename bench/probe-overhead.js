@@ -97,7 +97,7 @@ async function runOne(config, seconds) {
 async function handlerNs() {
   const dc = require('node:diagnostics_channel');
   const net = require('node:net');
-  const { DependencyMap } = require('../dist/src/agent/dependencies.js');
+  const { DependencyMap } = require('../dist/src/dependencies/map.js');
   const server = net.createServer(() => {});
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const socket = net.connect(server.address().port, '127.0.0.1');

@@ -6,6 +6,6 @@
  * `globalThis[Symbol.for('sysprobe.probe')]` for code that does not import sysprobe.
  * @module
  */
-import { autoStart } from './agent/auto-start.js';
+import { autoStart } from './probe/auto-start.js';
 
 void autoStart();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { ErrorCode, SysprobeError } from '../src/errors.js';
-import { createCache, estimateBytes, watchCache, type CacheOptions, type WatchableMap } from '../src/agent/caches.js';
+import { createCache, estimateBytes, watchCache, type CacheOptions, type WatchableMap } from '../src/caches/caches.js';
 import { sleep } from './helpers.js';
 
 /** Seeded, so that a failing run of the random tests can be replayed. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { GrowthTracker } from '../src/worker/growth.js';
-import { RULE_VALUES } from '../src/worker/rules.js';
-import type { Sample } from '../src/protocol.js';
+import { GrowthTracker } from '../src/memory/growth.js';
+import { RULE_VALUES } from '../src/rules/engine.js';
+import type { Sample } from '../src/samples/sample.js';
 
 const MB = 1024 * 1024;
 const MINUTE = 60_000;

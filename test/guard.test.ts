@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ResourceLimits } from 'node:worker_threads';
 import { ErrorCode, SysprobeError, type ErrorCodeValue } from '../src/errors.js';
-import { JobGuard, type JobEvent } from '../src/agent/guard.js';
+import { JobGuard, type JobEvent } from '../src/jobs/guard.js';
 import { start } from '../src/index.js';
 import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Sample } from '../src/protocol.js';
-import { FlightRecorder } from '../src/worker/recorder.js';
-import { writeIncidentSamples } from '../src/worker/incident-samples.js';
+import type { Sample } from '../src/samples/sample.js';
+import { FlightRecorder } from '../src/samples/recorder.js';
+import { writeIncidentSamples } from '../src/incidents/samples.js';
 import { tempDir } from './helpers.js';
 
 const tmp = tempDir('sysprobe-incident-samples-');

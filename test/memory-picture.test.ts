@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { GcObserver } from '../src/agent/gc.js';
-import { gcRates } from '../src/worker/gc-rates.js';
-import { RULE_VALUES } from '../src/worker/rules.js';
+import { GcObserver } from '../src/memory/gc.js';
+import { gcRates } from '../src/memory/gc-rates.js';
+import { RULE_VALUES } from '../src/rules/engine.js';
 import { start, type WrittenCapture } from '../src/index.js';
-import type { Sample } from '../src/protocol.js';
+import type { Sample } from '../src/samples/sample.js';
 import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';
 
 const MB = 1024 * 1024;

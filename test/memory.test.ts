@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { HeapSnapshots, type MemoryState } from '../src/agent/heap-snapshots.js';
+import { HeapSnapshots, type MemoryState } from '../src/heap/snapshots.js';
 import { FileSink, type StatFs } from '../src/sink/file-sink.js';
 import { start, type CacheAlert } from '../src/index.js';
 import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { decodeAddress, parseNetCounters, parseSs, parseTcpLine, parseTcpTable } from '../src/samplers/net.js';
-import { SocketSampler, ssFilter } from '../src/samplers/sockets.js';
-import { resolveOptions } from '../src/options.js';
+import { decodeAddress, parseNetCounters, parseSs, parseTcpLine, parseTcpTable } from '../src/sockets/proc-net.js';
+import { SocketSampler, ssFilter } from '../src/sockets/sampler.js';
+import { resolveOptions } from '../src/probe/options.js';
 import { tempDir } from './helpers.js';
 
 const FIXTURES = path.resolve(__dirname, '../../test/fixtures/net');

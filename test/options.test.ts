@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { ErrorCode, start, SysprobeError, type ProbeOptions } from '../src/index.js';
-import { resolveOptions } from '../src/options.js';
+import { resolveOptions } from '../src/probe/options.js';
 import { memoryLogger } from './helpers.js';
 
 /** Asserts that `options` are refused at start() with the invalid-option code and a message matching `mentions`. */

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { resolveOptions } from '../src/options.js';
+import { resolveOptions } from '../src/probe/options.js';
 import { ErrorCode } from '../src/errors.js';
 import { start } from '../src/index.js';
-import { BaselineRule, type ProbeRun } from '../src/net/baseline.js';
-import { DependencyMap } from '../src/agent/dependencies.js';
+import { BaselineRule, type ProbeRun } from '../src/synthetics/baseline.js';
+import { DependencyMap } from '../src/dependencies/map.js';
 
 function rejects(probes: unknown, pattern: RegExp): void {
   assert.throws(() => resolveOptions({ probes }), (err: { code?: string; message: string }) => {

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ThreadCpuSampler } from '../src/samplers/cpu.js';
-import { parseTaskStat, threadRole } from '../src/samplers/proc.js';
+import { ThreadCpuSampler } from '../src/samples/cpu.js';
+import { parseTaskStat, threadRole } from '../src/samples/proc.js';
 import { tempDir } from './helpers.js';
 
 // Recorded from /proc/self/task/*/stat on Linux 6.x (fields after stime trimmed in some lines).

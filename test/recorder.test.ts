@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { FlightRecorder } from '../src/worker/recorder.js';
+import { FlightRecorder } from '../src/samples/recorder.js';
 
 describe('flight recorder', () => {
   it('keeps the newest items up to its capacity, oldest first', () => {

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { envConfig } from '../src/env-options.js';
-import { loadPeer } from '../src/exporters/peers.js';
+import { envConfig } from '../src/probe/env-options.js';
+import { loadPeer } from '../src/metrics/peers.js';
 import { ErrorCode } from '../src/index.js';
 import { tempDir } from './helpers.js';
 import {

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RuleEngine, type RuleCondition, type RuleFiring } from '../src/worker/rules.js';
-import type { Sample } from '../src/protocol.js';
+import { RuleEngine } from '../src/rules/engine.js';
+import type { RuleCondition, RuleFiring } from '../src/rules/firing.js';
+import type { Sample } from '../src/samples/sample.js';
 import { start, type RuleEvent } from '../src/index.js';
 import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir } from './helpers.js';
 

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { start } from '../src/index.js';
-import { MAX_CONNECTIONS } from '../src/worker/http-endpoint.js';
+import { MAX_CONNECTIONS } from '../src/internal/http-endpoint.js';
 import { memoryLogger, waitFor } from './helpers.js';
 
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length;

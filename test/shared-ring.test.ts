@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { SharedJsonRing } from '../src/shared-ring.js';
+import { SharedJsonRing } from '../src/internal/shared-ring.js';
 
 describe('shared JSON ring', () => {
   it('hands values to a reader over the same memory, oldest first, each once', () => {
@@ -37,7 +37,7 @@ describe('shared JSON ring', () => {
     // The writer numbers its values and alternates short and long ones; a torn read would be invalid JSON or a mix.
     const worker = new Worker(`
       const { workerData } = require('node:worker_threads');
-      const { SharedJsonRing } = require(${JSON.stringify(require.resolve('../src/shared-ring.js'))});
+      const { SharedJsonRing } = require(${JSON.stringify(require.resolve('../src/internal/shared-ring.js'))});
       const ring = new SharedJsonRing(workerData.ring);
       const stop = new Int32Array(workerData.stop);
       const pad = 'y'.repeat(20000);

@@ -138,7 +138,7 @@ describe('socket sampler on real loopback sockets (Linux)', function () {
 describe('socket sampler without ss', () => {
   it('says "ss unavailable" once in the log and keeps the rest of the picture', async function () {
     if (process.platform !== 'linux') this.skip();
-    const { SocketSampler } = await import('../src/samplers/sockets.js');
+    const { SocketSampler } = await import('../src/sockets/sampler.js');
     const logs: string[] = [];
     const sampler = new SocketSampler({ intervalMs: 1000, ss: true, maxRemotes: 20 }, (_level, msg) => logs.push(msg));
     const server = net.createServer().listen(0, '127.0.0.1');

@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { classifyStall, parseFdLink, parsePollFds, parseSyscall, parseUnixTable, syscallName, type ThreadObservation } from '../src/stalls/cause.js';
 import { InFlightReader, PATH_BYTES, RequestTracker } from '../src/stalls/requests.js';
-import { parseTaskStat } from '../src/samplers/proc.js';
+import { parseTaskStat } from '../src/samples/proc.js';
 import { kill, line, spawnNode, ROOT, type Child } from './children.js';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'stalls');

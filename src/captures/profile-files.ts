@@ -6,9 +6,9 @@
  * partial-then-rename and rotation. Used by the probe worker and by profileThread().
  */
 import * as path from 'node:path';
-import type { AllocationProfileResult, CpuProfileResult } from '../protocol.js';
+import type { AllocationProfileResult, CpuProfileResult } from './results.js';
 import type { CaptureSink } from '../sink/sink.js';
-import type { RuleFiring } from '../worker/rules.js';
+import type { RuleFiring } from '../rules/firing.js';
 import { summarizeProfile, type CpuProfile } from './cpuprofile.js';
 import { summarizeAllocations, type AllocationProfile } from './heapprofile.js';
 import { toPprof } from './pprof.js';

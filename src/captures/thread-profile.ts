@@ -9,7 +9,7 @@
 import * as inspector from 'node:inspector';
 import { isMainThread, threadId } from 'node:worker_threads';
 import { ErrorCode, SysprobeError } from '../errors.js';
-import type { CpuProfileResult } from '../protocol.js';
+import type { CpuProfileResult } from './results.js';
 import type { CpuProfile } from './cpuprofile.js';
 import { FileSink } from '../sink/file-sink.js';
 import { writeProfileFiles } from './profile-files.js';

@@ -11,11 +11,12 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { displayName, weighProfile } from '../captures/cpuprofile.js';
-import type { IncidentManifest } from '../agent/incidents.js';
-import type { Frame, Sample } from '../protocol.js';
+import type { IncidentManifest } from '../incidents/recorder.js';
+import type { Frame } from '../captures/cpuprofile.js';
+import type { Sample } from '../samples/sample.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
-import { readBoundedFile, writeFileAtomically } from '../files.js';
-import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incident-files.js';
+import { readBoundedFile, writeFileAtomically } from '../internal/files.js';
+import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incidents/files.js';
 
 /** Bounds on what is read: a file past its bound is left out of the page with a note (the manifest is refused). */
 const MAX_INPUT_BYTES = 64 * 1024 ** 2;

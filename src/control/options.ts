@@ -1,5 +1,5 @@
 /** The `control` option: checked once, on the main thread, at start(). */
-import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, describe, invalid } from '../options.js';
+import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, describe, invalid } from '../internal/check-options.js';
 
 /** The control endpoint (off unless given); see docs/security.md. */
 export interface ControlOptions {

@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import { describeError, ErrorCode } from '../errors.js';
 import { isCaptureName } from '../sink/file-sink.js';
-import type { Reply, Route } from '../worker/http-endpoint.js';
+import type { Reply, Route } from '../internal/http-endpoint.js';
 
 /** What the control endpoint can do; the worker supplies it. */
 export interface ControlActions {

@@ -4,9 +4,9 @@
  * own: the main thread (`probe.health()`) and the probe worker (`GET /health`) both
  * call it, each with what it sees.
  */
-import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, describe, invalid } from '../options.js';
-import type { MainSample, Sample } from '../protocol.js';
-import type { ProbeStatus } from '../net/probe-book.js';
+import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, describe, invalid } from '../internal/check-options.js';
+import type { MainSample, Sample } from '../samples/sample.js';
+import type { ProbeStatus } from '../synthetics/book.js';
 
 export type HealthStatus = 'ok' | 'degraded' | 'unhealthy';
 

@@ -4,7 +4,7 @@
  */
 import type { Health } from './evaluate.js';
 import { healthResponse } from './handler.js';
-import type { Route } from '../worker/http-endpoint.js';
+import type { Route } from '../internal/http-endpoint.js';
 
 /** The health endpoint's routes: GET and HEAD /health; 404 elsewhere, 405 for other methods. */
 export function healthRoute(evaluate: () => Promise<Health>, retryAfterSeconds: number): Route {

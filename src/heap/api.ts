@@ -6,7 +6,7 @@
 import { fork } from 'node:child_process';
 import * as path from 'node:path';
 import { SysprobeError, ErrorCode, errorFromReply } from '../errors.js';
-import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../options.js';
+import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../internal/check-options.js';
 import { diff, summarize, type HeapDiff, type HeapSummary } from './analysis.js';
 import type { RunnerReply, RunnerRequest } from './runner.js';
 

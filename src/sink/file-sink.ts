@@ -22,10 +22,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SysprobeError } from '../errors.js';
-import type { Logger } from '../options.js';
+import type { Logger } from '../internal/logger.js';
 import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
-import { INCIDENTS_DIR, OPEN_MARKER } from '../incident-files.js';
-import { checkPrivateDirSync, createExclusive, ensurePrivateDir, FILE_MODE, unsafeDirReason } from '../files.js';
+import { INCIDENTS_DIR, OPEN_MARKER } from '../incidents/files.js';
+import { checkPrivateDirSync, createExclusive, ensurePrivateDir, FILE_MODE, unsafeDirReason } from '../internal/files.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;

@@ -15,8 +15,8 @@
  * sample interval while it lasts.
  */
 import * as fs from 'node:fs';
-import { parseTaskStat } from '../samplers/proc.js';
-import { parseTcpTable } from '../samplers/net.js';
+import { parseTaskStat } from '../samples/proc.js';
+import { parseTcpTable } from '../sockets/proc-net.js';
 import type { Frame } from '../captures/cpuprofile.js';
 
 export type StallCause = 'js' | 'native' | 'gc' | 'throttled' | 'self';

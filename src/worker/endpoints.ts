@@ -11,11 +11,14 @@ import { combine, dependencyReasons, readingsFromSample, thresholdReasons, type 
 import { healthRoute } from '../health/server.js';
 import { controlRoute, type ControlActions } from '../control/server.js';
 import { RefusalLog } from '../control/refusal-log.js';
-import type { EndpointsReady, Frame, Sample, WorkerSettings } from '../protocol.js';
-import type { ProbeStatus } from '../net/probe-book.js';
+import type { EndpointsReady } from '../protocol.js';
+import type { Frame } from '../captures/cpuprofile.js';
+import type { Sample } from '../samples/sample.js';
+import type { WorkerSettings } from './settings.js';
+import type { ProbeStatus } from '../synthetics/book.js';
 import type { InFlightRequest } from '../stalls/requests.js';
 import type { ThreadObservation } from '../stalls/cause.js';
-import { close, listen, type OnRefused } from './http-endpoint.js';
+import { close, listen, type OnRefused } from '../internal/http-endpoint.js';
 
 /** How long a health answer during a stall waits for the stall's stack, if its capture is still running. */
 const BLOCKED_STACK_WAIT_MS = 50;

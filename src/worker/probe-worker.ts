@@ -14,29 +14,36 @@
 import * as fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
-import { loadLoopWatch } from '../loop-watch.js';
-import type { AllocationProfileResult, CpuProfileResult, Frame, LogLevel, MainSample, MainToWorker, Request, RuleCaptures, Sample, StallCapture, WorkerSettings, WorkerToMain } from '../protocol.js';
+import { loadLoopWatch } from '../stalls/loop-watch.js';
+import type { LogLevel, MainToWorker, Request, WorkerToMain } from '../protocol.js';
+import type { AllocationProfileResult, CpuProfileResult, RuleCaptures } from '../captures/results.js';
+import type { Frame } from '../captures/cpuprofile.js';
+import type { MainSample, Sample } from '../samples/sample.js';
+import type { StallCapture } from '../stalls/stall.js';
+import type { WorkerSettings } from './settings.js';
 import { writeAllocationFiles, writeProfileFiles } from '../captures/profile-files.js';
-import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samplers/cpu.js';
-import { RateBudget } from '../rate-budget.js';
+import { readLoadAverage, readProcessCpu, ThreadCpuSampler } from '../samples/cpu.js';
+import { PendingRequests } from '../internal/pending-requests.js';
+import { RateBudget } from '../internal/rate-budget.js';
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type CaptureSink } from '../sink/sink.js';
-import { SharedJsonRing } from '../shared-ring.js';
-import { MainInspector } from './main-inspector.js';
+import { SharedJsonRing } from '../internal/shared-ring.js';
+import { MainInspector } from '../captures/main-inspector.js';
 import { SourceMaps } from '../sourcemaps/source-maps.js';
-import { FlightRecorder } from './recorder.js';
-import { GrowthTracker } from './growth.js';
-import { gcRates } from './gc-rates.js';
-import { RuleEngine, type RuleFiring } from './rules.js';
-import { SocketWatch } from './socket-watch.js';
-import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from './stall-watch.js';
-import { ProbeRunner, type ProbeResult } from '../net/probes.js';
-import { ProbeBook } from '../net/probe-book.js';
-import { PROBE_RULE_PREFIX } from '../net/baseline.js';
+import { FlightRecorder } from '../samples/recorder.js';
+import { GrowthTracker } from '../memory/growth.js';
+import { gcRates } from '../memory/gc-rates.js';
+import { RuleEngine } from '../rules/engine.js';
+import { isProbeRuleValue } from '../rules/firing.js';
+import type { RuleFiring } from '../rules/firing.js';
+import { SocketWatch } from '../sockets/watch.js';
+import { HeartbeatStallWatch, NativeStallWatch, type StallReport, type StallWatch } from '../stalls/stall-watch.js';
+import { ProbeRunner, type ProbeResult } from '../synthetics/runner.js';
+import { ProbeBook } from '../synthetics/book.js';
 import { WorkerEndpoints } from './endpoints.js';
 import { ruleReason, type HealthReason } from '../health/evaluate.js';
 import type { HostRequest } from '../protocol.js';
-import { writeIncidentSamples } from './incident-samples.js';
+import { writeIncidentSamples } from '../incidents/samples.js';
 import { InFlightReader } from '../stalls/requests.js';
 import { observeThread } from '../stalls/cause.js';
 import type { StallWorkerFacts } from '../protocol.js';
@@ -90,7 +97,7 @@ class ProbeWorker {
   /** Sustained growth of the heap, RSS and external memory (floors fitted over growthWindowMs). */
   readonly #growth: Record<'heap' | 'rss' | 'external', GrowthTracker>;
   /** The stack capture of the stall in progress, settled before the stall is reported. */
-  #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture }> | undefined;
+  #stallStack: Promise<{ stack: Frame[] | undefined; capture: StallCapture; selfPaused: boolean }> | undefined;
   #cursor = 0;
   #lastMain: MainSample | undefined;
   #lastSample: Sample | undefined;
@@ -118,8 +125,8 @@ class ProbeWorker {
   readonly #requests: InFlightReader | undefined;
   /** What the worker saw of the stall in progress: its requests, the main thread's state. */
   #stallFacts: StallWorkerFacts | undefined;
-  readonly #hostRequests = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void; timer: NodeJS.Timeout }>();
-  #nextHostRequest = 1;
+  /** The worker's requests to the main thread (a heap snapshot for the control endpoint). */
+  readonly #hostRequests = new PendingRequests();
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -240,12 +247,9 @@ class ProbeWorker {
         this.#incidentKinds.clear();
         return;
       case 'hostResponse': {
-        const pending = this.#hostRequests.get(message.id);
-        if (!pending) return; // timed out already
-        this.#hostRequests.delete(message.id);
-        clearTimeout(pending.timer);
-        if (message.ok) pending.resolve(message.value);
-        else pending.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
+        this.#hostRequests.settle(message.id, message.ok
+          ? { ok: true, value: message.value }
+          : { ok: false, error: Object.assign(new Error(message.error.message), { code: message.error.code }) });
         return;
       }
       case 'stop':
@@ -285,16 +289,11 @@ class ProbeWorker {
 
   /** Asks the main thread for what only it can do; bounded by `timeoutMs`. */
   #askHost(request: HostRequest, timeoutMs: number): Promise<unknown> {
-    const id = this.#nextHostRequest++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#hostRequests.delete(id);
-        reject(Object.assign(new Error(`the main thread did not answer '${request.kind}' within ${timeoutMs} ms`), { code: ErrorCode.TIMEOUT }));
-      }, timeoutMs);
-      timer.unref();
-      this.#hostRequests.set(id, { resolve, reject, timer });
-      this.#send({ type: 'hostRequest', id, request });
-    });
+    return this.#hostRequests.add(
+      (id) => this.#send({ type: 'hostRequest', id, request }),
+      timeoutMs,
+      () => Object.assign(new Error(`the main thread did not answer '${request.kind}' within ${timeoutMs} ms`), { code: ErrorCode.TIMEOUT }),
+      true);
   }
 
   /** The newest sample; pending main-thread readings are drained first, at most once per sample interval. */
@@ -330,7 +329,7 @@ class ProbeWorker {
       });
     };
     // A slow dependency: how this process's connections look right then (queues, states, retransmits per remote).
-    if (firing.rule.startsWith(PROBE_RULE_PREFIX) && this.#sockets) {
+    if (isProbeRuleValue(firing.value) && this.#sockets) {
       await this.#sockets.fresh().then((picture) => { captures.sockets = picture; }, (err: unknown) => { notTaken.push(`sockets: ${describeError(err).message}`); });
     }
     if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.#inspector.captureStack(STALL_STACK_TIMEOUT_MS)).frames; });
@@ -347,13 +346,13 @@ class ProbeWorker {
     if (report.ended) {
       this.#stalled = false;
       this.#stallNow = undefined;
-      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' } });
+      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' }, selfPaused: false });
       this.#stallStack = undefined;
       const facts = this.#stallFacts ?? { observations: [], selfPaused: this.#selfPause !== undefined };
       this.#stallFacts = undefined;
       // The capture has its own timeout, so the report is late by at most that.
-      void stallStack.then(({ stack, capture }) =>
-        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture, facts }));
+      void stallStack.then(({ stack, capture, selfPaused }) =>
+        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture, facts: { ...facts, selfPaused: facts.selfPaused || selfPaused } }));
     } else {
       // First what the blocked thread is doing and which requests it holds: a look at /proc and at shared memory, before anything else.
       this.#guarded('stalls', () => {
@@ -374,10 +373,14 @@ class ProbeWorker {
     this.#arm();
   }
 
-  async #captureStallStack(): Promise<{ stack: Frame[] | undefined; capture: StallCapture }> {
+  async #captureStallStack(): Promise<{ stack: Frame[] | undefined; capture: StallCapture; selfPaused: boolean }> {
     const detectedAt = Date.now();
     // The main thread is in native code on purpose; a capture would only wait and fail.
-    if (this.#selfPause) return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: this.#selfPause } };
+    if (this.#selfPause) return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: this.#selfPause }, selfPaused: true };
+    return { ...(await this.#takeStallStack(detectedAt)), selfPaused: false };
+  }
+
+  async #takeStallStack(detectedAt: number): Promise<{ stack: Frame[] | undefined; capture: StallCapture }> {
     if (!this.#budget.take()) {
       return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` } };
     }
@@ -509,7 +512,7 @@ class ProbeWorker {
     this.#watch?.stop();
     this.#sockets?.stop();
     this.#endpoints.stop();
-    for (const pending of this.#hostRequests.values()) clearTimeout(pending.timer);
+    this.#hostRequests.failAll(new SysprobeError(ErrorCode.STOPPED, 'the probe worker stopped before the main thread answered'));
     // Node 20 can abort the process when a worker exits while the main thread is still
     // tearing down that worker's inspector session; give the main thread a moment first.
     if (this.#inspector.close()) setTimeout(() => this.#port.close(), SESSION_TEARDOWN_MS);

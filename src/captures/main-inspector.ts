@@ -1,0 +1,280 @@
+/**
+ * Captures from the probe worker into the main thread, through the inspector
+ * (`Session#connectToMainThread()`). The inspector reaches a main thread that
+ * is spinning in JS (V8 interrupts it), so these work during a stall, which
+ * is when they matter.
+ *
+ * The host comes first:
+ * - every inspector call has a timeout (a person may have the app paused in
+ *   DevTools, and then nothing answers);
+ * - the Debugger domain is enabled only for a stack capture and disabled right
+ *   after (an enabled debugger slows `await`-heavy code ~10×);
+ * - a pause we asked for is always resumed, even when it lands after we gave
+ *   up waiting (a main thread blocked in native code takes the pause only when
+ *   it returns to JS); a pause we did not ask for is never touched;
+ * - one capture of each kind at a time (V8 has one profiler, one pause).
+ */
+import * as inspector from 'node:inspector';
+import { setFlagsFromString } from 'node:v8';
+import { ErrorCode, SysprobeError } from '../errors.js';
+import type { CpuProfile } from './cpuprofile.js';
+import type { AllocationProfile } from './heapprofile.js';
+import type { Frame } from './cpuprofile.js';
+import type { SourceMaps } from '../sourcemaps/source-maps.js';
+
+/** How a stack was taken. */
+export interface StackCapture {
+  frames: Frame[];
+  /** When the main thread paused, ms since the epoch. */
+  takenAt: number;
+  /** How long the main thread took to run a trivial inspector command at the start of the capture, ms: ~1 ms when it runs JS. */
+  latencyMs: number;
+  /**
+   * `debugger-pause`: paused in the JS that was running. `blocked-in-native`: the pause
+   * only landed after a native call (execSync, a sync crypto call, …) returned, so the top
+   * frames show where JS resumed, which is near, but not, the blocking call.
+   */
+  how: 'debugger-pause' | 'blocked-in-native';
+}
+
+/**
+ * A main thread running JS answers a trivial inspector command within a millisecond or two
+ * (V8 interrupts it); one that takes longer than this was in native code. Measured with a
+ * no-op Runtime.evaluate rather than Debugger.enable, whose cost (it replays every script to
+ * the session) grows with the app and with the machine's load.
+ */
+const NATIVE_LATENCY_MS = 50;
+const MAX_FRAMES = 64;
+/** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
+const MAX_SCRIPTS = 50_000;
+
+interface ScriptLocation { scriptId: string; lineNumber: number; columnNumber?: number }
+interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation }> }
+
+/**
+ * V8's CPU profiler charges a sample whose pc lies in code where TurboFan inlined a function to
+ * the outermost function of that code: it unwinds inlined frames for the callers on the stack but
+ * not for the sampled pc (Symbolizer::SymbolizeTickSample; the same in Node 20, 22 and 24). So a
+ * hot function inlined into its caller shows as the caller's self time. While sysprobe profiles
+ * the main thread, V8 does not inline (new optimizations only), and a stalled loop's optimized code
+ * is discarded so that it is recompiled that way. Not when the process was started without inlining.
+ */
+const INLINING_OFF_FROM_START = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a));
+/** A stall's stack older than this is not taken as the place the loop still spins. */
+const STALL_STACK_FRESH_MS = 10_000;
+
+export class MainInspector {
+  #session: inspector.Session | undefined;
+  #stackBusy = false;
+  /** Profiler domains with a run in progress (V8 runs one of each at a time). */
+  readonly #samplingDomains = new Set<string>();
+  /** Set while a pause we requested may still land; its handler resumes it. */
+  #onOurPause: ((event: PausedEvent) => void) | undefined;
+  #pauseOutstanding = false;
+  /** False until Debugger.enable has answered: a paused event before that is not ours. */
+  #acceptPause = false;
+  /** Script URLs by id: paused call frames carry only the id. V8 reports every script on Debugger.enable. */
+  readonly #scriptUrls = new Map<string, string>();
+  /** Maps stack positions to the original source; frames keep the generated position without it. */
+  readonly #sourceMaps: SourceMaps | undefined;
+  /** Where the last stack we took was paused: the JS on top of a stall. */
+  #lastPause: { location: ScriptLocation; takenAt: number } | undefined;
+  /** The stack capture running, if any: a profile of a stall waits for it to learn where the loop spins. */
+  #stackCapture: Promise<unknown> | undefined;
+
+  constructor(sourceMaps?: SourceMaps) {
+    this.#sourceMaps = sourceMaps;
+  }
+
+  #connect(): inspector.Session {
+    if (!this.#session) {
+      const session = new inspector.Session();
+      session.connectToMainThread();
+      session.on('Debugger.paused', (message: { params: PausedEvent }) => this.#paused(message.params));
+      session.on('Debugger.scriptParsed', (message: { params: { scriptId: string; url: string; sourceMapURL?: string } }) => {
+        const { scriptId, url, sourceMapURL } = message.params;
+        if (url && this.#scriptUrls.size < MAX_SCRIPTS) this.#scriptUrls.set(scriptId, url);
+        if (url && sourceMapURL) this.#sourceMaps?.hint(url, sourceMapURL);
+      });
+      this.#session = session;
+    }
+    return this.#session;
+  }
+
+  #paused(event: PausedEvent): void {
+    if (!this.#pauseOutstanding || !this.#acceptPause) return; // someone else's pause (a breakpoint in DevTools): not ours to resume
+    this.#pauseOutstanding = false;
+    const deliver = this.#onOurPause;
+    this.#onOurPause = undefined;
+    try {
+      deliver?.(event);
+    } finally {
+      // Resume at once; then stop debugging, unless the capture that waits for this pause does it.
+      void this.#post('Debugger.resume', undefined, 1000).catch(() => undefined);
+      if (!this.#stackBusy) void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+    }
+  }
+
+  /** One inspector call with a timeout; rejects with SYSPROBE_ERR_CAPTURE_FAILED. */
+  #post<T>(method: string, params: object | undefined, timeoutMs: number, onAnswer?: () => void): Promise<T> {
+    const session = this.#connect();
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED,
+        `inspector ${method} did not answer within ${timeoutMs} ms (is the app paused in a debugger, or blocked in native code?)`)), timeoutMs);
+      session.post(method, params ?? {}, (err, result) => {
+        clearTimeout(timer);
+        // Synchronously, before the messages that follow this answer are dispatched (a promise's then would run after them).
+        if (!err) onAnswer?.();
+        if (err) reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, `inspector ${method} failed: ${err.message}`, { cause: err }));
+        else resolve(result as T);
+      });
+    });
+  }
+
+  /** The main thread's JS stack, taken now. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
+  captureStack(timeoutMs: number): Promise<StackCapture> {
+    if (this.#stackBusy || this.#pauseOutstanding) return Promise.reject(new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running'));
+    const capture = this.#takeStack(timeoutMs);
+    this.#stackCapture = capture;
+    void capture.catch(() => undefined).finally(() => { if (this.#stackCapture === capture) this.#stackCapture = undefined; });
+    // Maps are read after the capture has ended (the main thread runs, the next capture may start): only the worker waits.
+    const sourceMaps = this.#sourceMaps;
+    return sourceMaps ? capture.then(async (taken) => ({ ...taken, frames: await sourceMaps.resolve(taken.frames) })) : capture;
+  }
+
+  async #takeStack(timeoutMs: number): Promise<StackCapture> {
+    this.#stackBusy = true;
+    try {
+      const deadline = Date.now() + timeoutMs;
+      const requestedAt = performance.now();
+      // All three go at once: a thread blocked in native code takes them together when the call returns,
+      // so the pause lands at the first JS after the call, in the function that made it (not turns later).
+      const evaluated = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
+      const paused = new Promise<PausedEvent>((resolve) => { this.#onOurPause = resolve; });
+      this.#pauseOutstanding = true;
+      this.#acceptPause = false;
+      // A paused event before enable's answer is a pause that was already there (someone's breakpoint), not ours.
+      const enabled = this.#post('Debugger.enable', undefined, timeoutMs, () => { this.#acceptPause = true; });
+      const pauseAsked = this.#post('Debugger.pause', undefined, timeoutMs);
+      // Rejections are read below, in order; none may go unhandled meanwhile.
+      for (const p of [evaluated, enabled, pauseAsked]) p.catch(() => undefined);
+      await evaluated;
+      const latencyMs = performance.now() - requestedAt;
+      await enabled;
+      await pauseAsked;
+      const event = await withTimeout(paused, Math.max(1, deadline - Date.now()),
+        'the main thread did not pause in time (blocked in native code, or paused in a debugger)');
+      void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+      const takenAt = Date.now();
+      const top = event.callFrames[0];
+      this.#lastPause = top ? { location: top.location, takenAt } : undefined;
+      const frames = event.callFrames.slice(0, MAX_FRAMES).map((f) => ({
+        functionName: f.functionName || '(anonymous)',
+        url: f.url || this.#scriptUrls.get(f.location.scriptId) || '',
+        lineNumber: f.location.lineNumber,
+        columnNumber: f.location.columnNumber ?? 0,
+      }));
+      return {
+        frames,
+        takenAt,
+        latencyMs,
+        how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
+      };
+    } catch (err) {
+      // A pause still outstanding will be resumed by #paused when (if) it lands; stop debugging otherwise.
+      this.#onOurPause = undefined;
+      if (!this.#pauseOutstanding) void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+      throw err;
+    } finally {
+      this.#stackBusy = false;
+    }
+  }
+
+  /**
+   * Runs V8's CPU profiler on the main thread for `durationMs`, with inlining off meanwhile (see
+   * INLINING_OFF_FROM_START). `stalled`: the main thread is stuck in the loop the last stack
+   * capture saw, whose optimized code is then recompiled. Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
+   */
+  async captureCpuProfile(durationMs: number, samplingIntervalUs: number, { stalled = false }: { stalled?: boolean } = {}): Promise<{ profile: CpuProfile; startedAtMs: number }> {
+    const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
+    if (switchInlining) setFlagsFromString('--no-turbo-inlining');
+    try {
+      return await this.#sampleFor('a CPU profile', durationMs, {
+        domain: 'Profiler', start: [['Profiler.setSamplingInterval', { interval: samplingIntervalUs }], ['Profiler.start', undefined]], stop: 'Profiler.stop',
+        started: stalled && switchInlining ? () => this.#recompileStalled() : undefined,
+      });
+    } finally {
+      if (switchInlining) setFlagsFromString('--turbo-inlining');
+    }
+  }
+
+  /**
+   * Discards the optimized code running at the top of the stall's stack (and all code that inlined
+   * that function): V8 deoptimizes a function's code when a breakpoint is set in it. The breakpoint's condition is
+   * never true and it is removed at once, so nothing pauses. The stalled frame drops to the
+   * interpreter when it returns from the inspector's interrupt and is recompiled (without inlining)
+   * while the profiler listens. Best effort: a failure leaves the profile as V8 takes it.
+   */
+  async #recompileStalled(): Promise<void> {
+    await this.#stackCapture?.catch(() => undefined); // the stall's own stack, bounded by its timeout
+    const location = this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS ? this.#lastPause.location : undefined;
+    if (!location || this.#stackBusy || this.#pauseOutstanding) return;
+    this.#stackBusy = true; // the Debugger domain is ours for these calls
+    try {
+      await this.#post('Debugger.enable', undefined, 2000);
+      const { breakpointId } = await this.#post<{ breakpointId: string }>('Debugger.setBreakpoint', { location, condition: 'false' }, 1000);
+      await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
+    } catch {
+      // the profile is still taken; only its attribution of inlined code is V8's
+    } finally {
+      this.#stackBusy = false;
+      void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Runs V8's sampling heap profiler on the main thread for `durationMs`: a sample every
+   * `samplingIntervalBytes` allocated, with its stack; what is still live at the end is kept.
+   */
+  captureAllocationProfile(durationMs: number, samplingIntervalBytes: number): Promise<{ profile: AllocationProfile; startedAtMs: number }> {
+    return this.#sampleFor('an allocation profile', durationMs, {
+      domain: 'HeapProfiler', start: [['HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes }]], stop: 'HeapProfiler.stopSampling',
+    });
+  }
+
+  /** Enables a profiler domain, starts it, waits, stops it and disables it; one run per domain at a time. */
+  async #sampleFor<P>(what: string, durationMs: number, calls: { domain: string; start: Array<[string, object | undefined]>; stop: string; started?: (() => Promise<void>) | undefined }): Promise<{ profile: P; startedAtMs: number }> {
+    if (this.#samplingDomains.has(calls.domain)) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, `${what} is already running`);
+    this.#samplingDomains.add(calls.domain);
+    try {
+      await this.#post(`${calls.domain}.enable`, undefined, 2000);
+      for (const [method, params] of calls.start) await this.#post(method, params, 2000);
+      // The profile's own times are monotonic; the files want the wall-clock start.
+      const startedAtMs = Date.now();
+      const waited = new Promise((resolve) => setTimeout(resolve, durationMs));
+      await calls.started?.();
+      await waited;
+      const { profile } = await this.#post<{ profile: P }>(calls.stop, undefined, 5000);
+      return { profile, startedAtMs };
+    } finally {
+      void this.#post(`${calls.domain}.disable`, undefined, 1000).catch(() => undefined);
+      this.#samplingDomains.delete(calls.domain);
+    }
+  }
+
+  /** Disconnects; true if there was a session to disconnect. */
+  close(): boolean {
+    const session = this.#session;
+    session?.disconnect();
+    this.#session = undefined;
+    return session !== undefined;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, message)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

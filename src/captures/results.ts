@@ -1,0 +1,44 @@
+/**
+ * What the worker's captures return: profile results, and the captures taken for a rule
+ * firing. A leaf: type imports only.
+ */
+import type { Frame, ProfileSummary } from './cpuprofile.js';
+import type { AllocationSummary } from './heapprofile.js';
+import type { RuleFiring } from '../rules/firing.js';
+import type { SocketPicture } from '../sockets/sampler.js';
+
+/** What a CPU profile capture wrote, and what it found. */
+export interface CpuProfileResult {
+  /** The .cpuprofile file (Chrome DevTools, speedscope). */
+  file: string;
+  /** The same profile as gzipped pprof (profile back ends such as Pyroscope). */
+  pprofFile: string;
+  /** The .cpuprofile's JSON sidecar: the summary, and the rule that triggered the capture, if one did. */
+  sidecarFile: string;
+  summary: ProfileSummary;
+  /** The rule firing that triggered this capture; absent for a capture asked for directly. */
+  trigger?: RuleFiring;
+}
+
+/** What an allocation profile capture wrote, and what it found. */
+export interface AllocationProfileResult {
+  /** The .heapprofile file (Chrome DevTools, Memory tab). */
+  file: string;
+  /** Its JSON sidecar: the summary, and the rule that triggered the capture, if one did. */
+  sidecarFile: string;
+  summary: AllocationSummary;
+  trigger?: RuleFiring;
+}
+
+/** What the worker did for a rule that fired. */
+export interface RuleCaptures {
+  stack?: Frame[];
+  cpuProfile?: CpuProfileResult;
+  allocationProfile?: AllocationProfileResult;
+  /** Taken by the main thread after the worker's captures (the writer must run in the snapshotted isolate). */
+  heapSnapshot?: { file: string; sidecarFile: string; bytes: number; pauseMs: number };
+  /** This process's sockets when a probe's latency rule fired (option `sockets`). */
+  sockets?: SocketPicture;
+  /** Captures that were skipped (budget) or failed, and why. */
+  notTaken?: string[];
+}

@@ -1,0 +1,53 @@
+/**
+ * The native loop watch (native/loop_watch.c), shared by both threads: the main
+ * thread hooks its loop, the worker runs the watchdog. It sees a stall without
+ * waking the main thread, which the JS heartbeat cannot do; see
+ * docs/architecture.md for what each costs. Optional: when the addon did not
+ * build, sysprobe falls back to the heartbeat.
+ */
+import { loadNative } from '../native.js';
+
+/** The addon's functions, as native/loop_watch.c defines them. */
+export interface LoopWatchAddon {
+  /** Hooks the calling thread's loop; false if another loop in the process is watched. */
+  attach(): boolean;
+  /** Unhooks it (synchronous). */
+  detach(): void;
+  /** Starts the watchdog thread; `onStall` runs on the calling thread when a stall starts and when it ends. */
+  startWatchdog(thresholdMs: number, onStall: (started: boolean, startHrMs: number, durationMs: number) => void): boolean;
+  stopWatchdog(): void;
+  /** How long the watched loop has been busy in its current turn, ms; about 0 while it waits for events. */
+  lagMs(): number;
+  /** On the attached thread: the longest completed turn (ms) since the previous call. */
+  takeLongestTurn(): number;
+  /** Copies lag samples written since `cursor` into `out`; returns [next cursor, samples copied]. */
+  readLag(cursor: number, out: Float64Array): [number, number];
+}
+
+/** How the stalls of the event loop are seen: `native` (no main-thread wake-ups) or `heartbeat` (a JS timer). */
+export type LoopWatchKind = 'native' | 'heartbeat';
+
+/** The addon, or undefined with the reason it could not load. Loaded once per thread. */
+export function loadLoopWatch(): { addon: LoopWatchAddon | undefined; error: string | undefined } {
+  return loadNative<LoopWatchAddon>('loop_watch');
+}
+
+/** One reader's view of the watchdog's lag samples: each call to drain() hands over the new ones. */
+export class LagSamples {
+  readonly #addon: LoopWatchAddon;
+  readonly #buffer = new Float64Array(1024);
+  #cursor: number;
+
+  constructor(addon: LoopWatchAddon) {
+    this.#addon = addon;
+    // Start from now: samples left by an earlier probe are not ours.
+    [this.#cursor] = addon.readLag(Number.MAX_SAFE_INTEGER, this.#buffer);
+  }
+
+  /** Calls `record` with each lag sample (ms) taken since the last drain, oldest first. */
+  drain(record: (lagMs: number) => void): void {
+    const [next, count] = this.#addon.readLag(this.#cursor, this.#buffer);
+    this.#cursor = next;
+    for (let i = 0; i < count; i++) record(this.#buffer[i]!);
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * What both threads know of a stall: the heartbeat's shared slots (the fallback watch) and how
+ * a stall's stack was taken. A leaf module.
+ */
+/** Slots of the heartbeat's shared BigInt64Array; all values are process.hrtime nanoseconds. */
+export const Beat = {
+  /** When the main thread's heartbeat last ran. */
+  LAST: 0,
+  /** Number of slots. */
+  SIZE: 1,
+} as const;
+
+/** How the stack of a stall was taken, or why it was not. */
+export interface StallCapture {
+  /**
+   * `debugger-pause`: paused in the JS that blocked the loop, while it was blocking.
+   * `blocked-in-native`: the loop was blocked in native code (execSync, a sync crypto call, …);
+   * the pause landed only when JS resumed, so the stack shows where, not the culprit.
+   * `skipped`: not taken, see `reason` (the capture budget was spent, or the stall was sysprobe's
+   * own heap snapshot). `failed`: see `reason`.
+   */
+  how: 'debugger-pause' | 'blocked-in-native' | 'skipped' | 'failed';
+  /** When the worker learned of the stall (it had lasted the threshold), ms since the epoch. */
+  detectedAt: number;
+  /** When the main thread paused, ms since the epoch. */
+  takenAt?: number;
+  /** How long the main thread took to answer the capture's first (trivial) inspector command, ms: ~1 ms when it runs JS. */
+  latencyMs?: number;
+  reason?: string;
+}

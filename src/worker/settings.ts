@@ -1,0 +1,48 @@
+/**
+ * What the probe worker starts with (structured-cloned through workerData): the resolved
+ * options it reads, picked by name so they cannot drift from ResolvedOptions, plus the few
+ * facts only the main thread knows at start (shared buffers, which loop watch, its thread id).
+ */
+import type { ResolvedOptions } from '../probe/options.js';
+import type { ResolvedRule } from '../rules/options.js';
+
+/** The worker's half of a rule: its condition and the captures it asks for (callbacks and heap snapshots stay on the main thread). */
+export type WorkerRule = Pick<ResolvedRule, 'condition' | 'captureStack' | 'cpuProfileMs' | 'allocationProfileMs' | 'markUnhealthy'>;
+
+/** The options the worker reads as they are (every one of them structured-cloneable). */
+type WorkerOptions = Pick<ResolvedOptions,
+  'serviceName' | 'sampleIntervalMs' | 'stallThresholdMs' | 'capturesPerMinute' | 'growthWindowMs' | 'recorderWindowMs'
+  | 'dumpDir' | 'dumpMaxBytes' | 'samplers' | 'sockets' | 'probes' | 'health' | 'control'>;
+
+/** What the main thread knows at start that the options do not say. */
+export interface ThreadFacts {
+  /** The heartbeat's shared slots (see stalls/stall.ts, Beat). */
+  heartbeat: SharedArrayBuffer;
+  /** A SharedJsonRing where the main thread appends a MainSample each interval. */
+  mainRing: SharedArrayBuffer;
+  heartbeatIntervalMs: number;
+  /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
+  loopWatch: 'native' | 'heartbeat';
+  mainTid: number;
+  sysprobeVersion: string;
+  /** The shared table of HTTP requests in flight (src/stalls/requests.ts); absent when the requests sampler is off. */
+  requestTable?: SharedArrayBuffer;
+}
+
+export interface WorkerSettings extends WorkerOptions, ThreadFacts {
+  /** The rules' conditions and the captures each asks for. */
+  readonly rules: readonly WorkerRule[];
+  /** Incidents on: rule firings while one is open take no second capture of a kind it already has. */
+  readonly incidents: boolean;
+}
+
+/** The worker's settings from the resolved options: the only place they are chosen. */
+export function workerSettings(options: ResolvedOptions, facts: ThreadFacts): WorkerSettings {
+  const { serviceName, sampleIntervalMs, stallThresholdMs, capturesPerMinute, growthWindowMs, recorderWindowMs, dumpDir, dumpMaxBytes, samplers, sockets, probes, health, control } = options;
+  return {
+    ...facts,
+    serviceName, sampleIntervalMs, stallThresholdMs, capturesPerMinute, growthWindowMs, recorderWindowMs, dumpDir, dumpMaxBytes, samplers, sockets, probes, health, control,
+    rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy })),
+    incidents: options.incidents.enabled,
+  };
+}
