@@ -17,7 +17,7 @@ export { SysprobeError, ErrorCode } from './errors.js';
 export type { ErrorCodeValue } from './errors.js';
 export type { ProbeOptions, ResolvedOptions, SamplerSwitches, Logger } from './probe/options.js';
 export type { Sample, ThreadCpu, MainSample } from './samples/sample.js';
-export type { Frame } from './captures/cpuprofile.js';
+export type { Frame, GeneratedPosition } from './captures/cpuprofile.js';
 export type { StallCapture } from './stalls/stall.js';
 export type { CpuProfileResult, AllocationProfileResult, RuleCaptures } from './captures/results.js';
 export type { AllocationSummary, AllocationSite } from './captures/heapprofile.js';
