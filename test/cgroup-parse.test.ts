@@ -91,6 +91,12 @@ describe('cgroup parsers', () => {
     }
   });
 
+  it('takes a smaller limit from a v1 parent (hierarchical_memory_limit), and the working set without inactive file cache', () => {
+    const memory = parseMemory(1, { 'memory.limit_in_bytes': '9223372036854771712', 'memory.usage_in_bytes': '1000',
+      'memory.stat': 'cache 10\nhierarchical_memory_limit 4096\ninactive_file 1\ntotal_inactive_file 300\n' });
+    assert.deepEqual(memory, { value: { version: 1, limitBytes: 4096, usageBytes: 1000, workingSetBytes: 700 }, problems: [] });
+  });
+
   it('reads an old kernel without oom_kill in oom_control', () => {
     const memory = parseMemory(1, { 'memory.oom_control': 'oom_kill_disable 0\nunder_oom 0\n' });
     assert.deepEqual(memory, { value: { version: 1 }, problems: [] });
@@ -121,7 +127,7 @@ describe('cgroup reader on recorded trees', () => {
   it('reads the hybrid machine: no CPU quota, an unlimited nested memory cgroup', async () => {
     const reading = await new CgroupReader({ root: fixture('hybrid') }).read();
     assert.deepEqual(reading.cpu, { version: 1, periodUs: 100000, periods: 0, throttledPeriods: 0, throttledMs: 0 });
-    assert.deepEqual(reading.memory, { version: 1, usageBytes: 3948544, peakBytes: 5300224, oomKills: 0, limitHits: 0 });
+    assert.deepEqual(reading.memory, { version: 1, usageBytes: 51916800, workingSetBytes: 51916800 - 19632128, peakBytes: 1055047680, oomKills: 0, limitHits: 0 });
     assert.equal(reading.problems, undefined);
   });
 
@@ -136,6 +142,8 @@ describe('cgroup reader on recorded trees', () => {
     assert.equal(v2.cpu?.quotaCores, 0.5);
     assert.equal(v2.memory?.limitBytes, 512 * 1024 * 1024);
     assert.equal(v2.memory?.oomKills, 2);
+    assert.equal(v2.memory?.workingSetBytes, 402653184 - 100663296);
+    assert.equal(new CgroupReader({ root: fixture('v1') }).readSync().memory?.workingSetBytes, 201326592 - 50331648);
     const unlimited = new CgroupReader({ root: fixture('v2-unlimited') }).readSync();
     assert.deepEqual(unlimited.memory, { version: 2, usageBytes: 73400320, oomKills: 0, oomEvents: 0 });
     assert.equal(unlimited.cpu?.quotaCores, undefined);

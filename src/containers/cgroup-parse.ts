@@ -46,6 +46,11 @@ export interface CgroupMemory {
   limitBytes?: number;
   /** Memory charged to the cgroup now (page cache included), bytes. */
   usageBytes?: number;
+  /**
+   * Usage less the inactive file cache the kernel reclaims first (memory.stat `inactive_file`,
+   * v1 `total_inactive_file`): the "working set" the kubelet evicts and the OOM killer acts on, bytes.
+   */
+  workingSetBytes?: number;
   /** The most it was ever charged (v2 memory.peak, v1 max_usage_in_bytes), bytes. */
   peakBytes?: number;
   /** Processes the kernel's OOM killer killed in this cgroup. */
@@ -212,8 +217,8 @@ export function locateCgroup(procCgroup: string, mountinfo: string): CgroupLocat
 /** The files each controller's reading comes from, by version; a missing file is `undefined` in `files`. */
 export const CPU_FILES = { 1: ['cpu.cfs_quota_us', 'cpu.cfs_period_us', 'cpu.stat'], 2: ['cpu.max', 'cpu.stat'] } as const;
 export const MEMORY_FILES = {
-  1: ['memory.limit_in_bytes', 'memory.usage_in_bytes', 'memory.max_usage_in_bytes', 'memory.oom_control', 'memory.failcnt'],
-  2: ['memory.max', 'memory.current', 'memory.peak', 'memory.events'],
+  1: ['memory.limit_in_bytes', 'memory.usage_in_bytes', 'memory.max_usage_in_bytes', 'memory.oom_control', 'memory.failcnt', 'memory.stat'],
+  2: ['memory.max', 'memory.current', 'memory.peak', 'memory.events', 'memory.stat'],
 } as const;
 
 /** What was read of a controller's files, by name; undefined when the file is absent. */
@@ -295,6 +300,12 @@ export function parseMemory(version: CgroupVersion, files: ControllerFiles): Par
     setIfDefined(memory, 'oomKills', keyed(files, 'memory.oom_control', problems)?.get('oom_kill'));
     setIfDefined(memory, 'limitHits', field(files, 'memory.failcnt', problems));
   }
+  const stat = keyed(files, 'memory.stat', problems);
+  // v1: a parent's limit binds too; memory.stat gives the smallest on the way up.
+  const hierarchical = stat?.get('hierarchical_memory_limit');
+  if (version === 1 && hierarchical !== undefined && hierarchical < V1_UNLIMITED_AT && hierarchical < (memory.limitBytes ?? Infinity)) memory.limitBytes = hierarchical;
+  const inactiveFile = stat?.get(version === 2 ? 'inactive_file' : 'total_inactive_file');
+  if (memory.usageBytes !== undefined && inactiveFile !== undefined) memory.workingSetBytes = Math.max(0, memory.usageBytes - inactiveFile);
   return { value: memory, problems };
 }
 
