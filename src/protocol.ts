@@ -12,6 +12,7 @@ import type { ResolvedProbe } from './net/probe-options.js';
 import type { ProbeResult } from './net/probes.js';
 import type { ResolvedHealthOptions } from './health/evaluate.js';
 import type { ResolvedControlOptions } from './control/options.js';
+import type { CgroupValues } from './containers/cgroup-values.js';
 
 export type { Frame };
 
@@ -146,6 +147,8 @@ export interface Sample {
     /** From ss: segments retransmitted over the lives of this process's sockets, summed. */
     socketRetransmits?: number;
   };
+  /** This process's cgroup (Linux): CPU quota and throttling, memory limit and usage, on the samples the worker read it for (src/containers). */
+  cgroup?: CgroupValues;
 }
 
 /** How the stack of a stall was taken, or why it was not. */

@@ -88,6 +88,20 @@ function absentOr(file: string, err: unknown): FileRead {
   return { problem: `${path.basename(file)}: ${code ?? (err instanceof Error ? err.message : String(err))}` };
 }
 
+/** The memory controller at a known directory (one a run record named), read synchronously; undefined when none of its files is there. */
+export function readMemoryAt(where: ControllerDir, maxFileBytes = DEFAULT_MAX_FILE_BYTES): { memory: CgroupMemory; problems: string[] } | undefined {
+  const files: ControllerFiles = {};
+  const problems: string[] = [];
+  for (const name of MEMORY_FILES[where.version]) {
+    const read = readBoundedSync(`${where.dir}/${name}`, maxFileBytes);
+    if ('text' in read) files[name] = read.text;
+    else if ('problem' in read) problems.push(read.problem);
+  }
+  if (Object.keys(files).length === 0) return undefined;
+  const parsed = parseMemory(where.version, files);
+  return { memory: parsed.value, problems: [...problems, ...parsed.problems] };
+}
+
 export class CgroupReader {
   readonly #root: string;
   readonly #timeoutMs: number;
