@@ -22,10 +22,14 @@ export interface CgroupValues {
   memory?: {
     limitBytes?: number;
     usageBytes?: number;
+    /** Usage less inactive file cache (what the OOM killer acts on). */
+    workingSetBytes?: number;
     peakBytes?: number;
     oomKills?: number;
-    /** usage / limit, 0..1; absent without a limit. */
+    /** usage / limit, 0..1; absent without a limit. Page cache counts, so near 1 is not yet danger. */
     usageRatio?: number;
+    /** working set / limit, 0..1; absent without a limit or a memory.stat: the one to alert on. */
+    workingSetRatio?: number;
   };
 }
 
@@ -58,9 +62,13 @@ export function cgroupValues(current: CgroupReading, previous: CgroupReading | u
     const out: NonNullable<CgroupValues['memory']> = {};
     if (memory.limitBytes !== undefined) out.limitBytes = memory.limitBytes;
     if (memory.usageBytes !== undefined) out.usageBytes = memory.usageBytes;
+    if (memory.workingSetBytes !== undefined) out.workingSetBytes = memory.workingSetBytes;
     if (memory.peakBytes !== undefined) out.peakBytes = memory.peakBytes;
     if (memory.oomKills !== undefined) out.oomKills = memory.oomKills;
-    if (memory.limitBytes !== undefined && memory.usageBytes !== undefined && memory.limitBytes > 0) out.usageRatio = memory.usageBytes / memory.limitBytes;
+    if (memory.limitBytes !== undefined && memory.limitBytes > 0) {
+      if (memory.usageBytes !== undefined) out.usageRatio = memory.usageBytes / memory.limitBytes;
+      if (memory.workingSetBytes !== undefined) out.workingSetRatio = memory.workingSetBytes / memory.limitBytes;
+    }
     values.memory = out;
   }
   return values;
