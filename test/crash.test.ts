@@ -166,7 +166,7 @@ describe('near the limit', () => {
     assert.equal(YOUNG_GENERATION_RESERVE, 48 * MiB);
   });
 
-  it('fires once as the live heap crosses 90%, again only after it fell below 80% and the cooldown passed', () => {
+  it('fires once as the live heap crosses 90%, again only after it fell below 75% and the cooldown passed', () => {
     const watch = new NearLimitWatch({ cooldownMs: 60_000 });
     const at = (time: number, heapAfterGc: number) => watch.observe({ time, heapLimit: 112 * MiB, heapUsed: heapAfterGc + MiB, heapAfterGc });
     assert.equal(at(0, 50 * MiB), undefined);
@@ -179,6 +179,18 @@ describe('near the limit', () => {
     assert.equal(at(4000, 60 * MiB), undefined, 'rearmed, but within the cooldown');
     assert.equal(at(3000 + 60_000, 40 * MiB), undefined);
     assert.equal(at(4000 + 60_000, 60 * MiB)?.kind, 'heap');
+  });
+
+  it('fires within the approach when GC pauses take half the time (V8 gives up there before the line)', () => {
+    const watch = new NearLimitWatch();
+    const at = (time: number, heapAfterGc: number, gcPauseShare: number) => watch.observe({ time, heapLimit: 112 * MiB, heapAfterGc, gcPauseShare });
+    assert.equal(at(0, 47 * MiB, 0.9), undefined, '73%: outside the approach');
+    assert.equal(watch.approaching, false);
+    assert.equal(at(1, 53 * MiB, 0.3), undefined, 'within it, GC not thrashing');
+    assert.equal(watch.approaching, true);
+    const fired = at(2, 53 * MiB, 0.45);
+    assert.equal(fired?.kind, 'heap');
+    assert.match(fired!.reason, /83% .* GC pauses took 45% of the last interval/);
   });
 
   it('asks more of the heap used when there is no after-GC figure, and watches the cgroup working set', () => {

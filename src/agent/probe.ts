@@ -23,6 +23,9 @@ import type { ProbeStatus } from '../net/probe-book.js';
 import type { ProbeResult } from '../net/probes.js';
 import { combine, dependencyReasons, readingsFromMain, ruleReason, sourceReasons, thresholdReasons, type Health, type HealthReason } from '../health/evaluate.js';
 import type { EndpointsReady, HostRequest } from '../protocol.js';
+import type { CaptureSink } from '../sink/sink.js';
+import { CrashEvidence, type PreviousRunEvent } from '../crash/startup.js';
+import { writeDiagnosticReport } from '../crash/diagnostic-report.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -45,6 +48,11 @@ export interface StallEvent {
   stack: Frame[] | undefined;
   /** How the stack was taken, or why not. */
   capture: StallCapture;
+  /**
+   * How long the cgroup's CPU quota stopped the process during the stall, ms (Linux, with a
+   * CPU controller; absent otherwise). Close to `durationMs`: the quota, not JavaScript, held the loop.
+   */
+  throttledMs?: number;
 }
 
 /** A rule that fired, and what the worker captured for it. */
@@ -88,7 +96,9 @@ let starting = false;
  * too, named `probe-latency:<name>`); `'capture'`
  * ({@link WrittenCapture}) when a capture is complete in dumpDir; `'cache'`
  * ({@link CacheAlert}) when a watched cache starts growing fast or goes over its limit;
- * `'incident'` ({@link IncidentEvent}) when an incident opens, grows or closes.
+ * `'incident'` ({@link IncidentEvent}) when an incident opens, grows or closes;
+ * `'previousRun'` ({@link PreviousRunEvent}) shortly after start() when an earlier process of
+ * this service on this host did not stop (a crash, an OOM kill; docs/containers.md).
  */
 export class Probe extends EventEmitter {
   /** The checked, frozen options this probe runs with. */
@@ -117,6 +127,10 @@ export class Probe extends EventEmitter {
   readonly #probeRuns = new Map<string, { name: string; target: string; lastResult: ProbeResult; failing: boolean }>();
   /** The remotes this process talks to (option `dependencies`). */
   readonly #dependencies: DependencyMap | undefined;
+  /** The main thread's captures (heap snapshots, diagnostic reports) go through it. */
+  readonly #sink: CaptureSink;
+  /** Fatal-error reports, the exit note, dead previous runs (src/crash). */
+  readonly #crash: CrashEvidence;
 
   /** @internal Use {@link start}. */
   constructor(options: ResolvedOptions) {
@@ -192,6 +206,13 @@ export class Probe extends EventEmitter {
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
     const files = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
     const sink = functionSink(files, (capture) => this.#onCaptured(capture));
+    this.#sink = sink;
+    const incidents = this.#incidents;
+    this.#crash = new CrashEvidence({
+      dumpDir: options.dumpDir, service: options.serviceName, logger: this.#logger,
+      ...(incidents ? { incident: (trigger, write) => incidents.evidence(trigger, write) } : {}),
+      emit: (event) => this.#emitSafely('previousRun', event),
+    });
     this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger, undefined,
       (active) => this.#supervisor.post({ type: 'selfPause', active, reason: SELF_PAUSE_REASON }), snapshotWriter);
   }
@@ -216,6 +237,8 @@ export class Probe extends EventEmitter {
       await this.stop();
       throw new SysprobeError(ErrorCode.LISTEN_FAILED, `sysprobe could not listen (${why}); choose another port, or 0 for an ephemeral one.`);
     }
+    // Not awaited: a dead previous run is reported (event, incident) once its files are read, after start() resolves.
+    void this.#crash.start();
     const { control } = this.options;
     if (control && !isLoopback(control.host)) {
       this.#logger.warn({ component: 'control', host: control.host, port: this.controlAddress()?.port }, 'sysprobe control endpoint listens beyond loopback; see docs/security.md');
@@ -469,6 +492,7 @@ export class Probe extends EventEmitter {
       this.#gc?.stop();
       this.#exporter.stop();
       await this.#supervisor.stop();
+      this.#crash.stop();
       this.#release();
       this.#logger.info({ uptimeMs: Date.now() - this.#startedAt, workerRestarts: this.#supervisor.restarts }, 'sysprobe stopped');
     })();
@@ -511,16 +535,20 @@ export class Probe extends EventEmitter {
         return;
       case 'stall': {
         const event: StallEvent = { startedAt: message.startedAt, durationMs: message.durationMs, stack: message.stack, capture: message.capture };
+        if (message.throttledMs !== undefined) event.throttledMs = message.throttledMs;
         this.#exporter.recordStall(event.durationMs, event.capture.how);
         // The heartbeat's gaps already hold the stall; the native watch reports it only here.
         if (this.#loopWatch.kind === 'native' && this.options.samplers.eventLoop) this.#exporter.recordDelay(event.durationMs);
         this.#logger.warn({
-          startedAt: event.startedAt, durationMs: event.durationMs, thresholdMs: this.options.stallThresholdMs, capture: event.capture,
+          startedAt: event.startedAt, durationMs: event.durationMs, thresholdMs: this.options.stallThresholdMs, capture: event.capture, throttledMs: event.throttledMs,
           // The top frames are what a person reads first; the event carries the whole stack.
           top: event.stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
         }, 'event loop stalled');
         this.#emitSafely('stall', event);
-        if (event.capture.reason !== SELF_PAUSE_REASON) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt }, event.stack, event.capture);
+        if (event.capture.reason !== SELF_PAUSE_REASON) {
+          this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: event.durationMs, threshold: this.options.stallThresholdMs, at: event.startedAt,
+            ...(event.throttledMs !== undefined ? { throttledMs: event.throttledMs } : {}) }, event.stack, event.capture);
+        }
         return;
       }
       case 'rule':
@@ -582,8 +610,11 @@ export class Probe extends EventEmitter {
   /** Does what the worker asked of the main thread (a heap snapshot for the control endpoint) and answers. */
   async #answerHost(id: number, request: HostRequest): Promise<void> {
     try {
-      if (request.kind !== 'captureHeapSnapshot') throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `unknown host request ${String(request.kind)}`);
-      const value = await this.#snapshots.capture({ trigger: request.trigger });
+      let value: unknown;
+      if (request.kind === 'captureHeapSnapshot') value = await this.#snapshots.capture({ trigger: request.trigger });
+      // Near a memory limit: what is safe instead of a snapshot (src/crash).
+      else if (request.kind === 'diagnosticReport') value = await writeDiagnosticReport(this.#sink, { trigger: request.trigger });
+      else throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `unknown host request ${String((request as { kind?: unknown }).kind)}`);
       this.#supervisor.post({ type: 'hostResponse', id, ok: true, value });
     } catch (err) {
       const { message, code } = describeError(err);

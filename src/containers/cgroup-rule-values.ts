@@ -14,10 +14,7 @@ export const CGROUP_RULE_VALUES: Record<CgroupRuleValue, (s: Sample) => number |
   /** ms the quota stopped the process per second of wall time since the previous reading. */
   'cgroup.cpuThrottledMsPerSec': (s) => s.cgroup?.cpu?.throttledMsPerSec,
   /** Process CPU over the interval as a share of the cgroup's CPU quota (1 = all of it); absent without a quota. */
-  'cgroup.cpuQuotaUtilization': (s) => {
-    const quota = s.cgroup?.cpu?.quotaCores;
-    return quota !== undefined && quota > 0 && s.cpu ? s.cpu.utilization / quota : undefined;
-  },
+  'cgroup.cpuQuotaUtilization': (s) => s.cpu?.quotaUtilization,
   /** Memory charged to the cgroup / its limit, 0..1 (page cache counts: near 1 is not yet danger). */
   'cgroup.memoryUsageRatio': (s) => s.cgroup?.memory?.usageRatio,
   /** The cgroup's working set / its limit, 0..1: how close the kernel's OOM killer is. */

@@ -13,6 +13,11 @@
  * semi-spaces on 64-bit: 48 MiB), and the old generation, where leaks live, fails when it
  * reaches the rest. For a 4 GiB heap that is noise; for `--max-old-space-size=64` it is
  * most of the difference (the limit reads 112 MiB and the process dies near 64 MiB live).
+ *
+ * V8 also gives up before the line ("Ineffective mark-compacts near heap limit") when, close
+ * to it, its full GCs free little and take most of the time: seen here at 80–84% of a 64 MiB
+ * old generation, with GC pauses at 25–55% of each second before. So within the approach (75%),
+ * GC pauses taking 40% of the interval or more fire too.
  */
 
 /** The young generation's reservation inside heap_size_limit on 64-bit V8 (3 × 16 MiB semi-spaces). */
@@ -21,8 +26,10 @@ export const YOUNG_GENERATION_RESERVE = 48 << 20;
 export interface NearLimitSettings {
   /** Fire at this share of the limit. Default 0.9. */
   share: number;
-  /** Fire again only after the share fell below this. Default 0.8. */
+  /** Fire again only after the share fell below this. Default 0.75. Within it, GC thrashing fires. */
   rearmShare: number;
+  /** Within the approach, this share of the interval in GC pauses fires: V8 is about to give up. Default 0.4. */
+  gcPauseShare: number;
   /** And not more often than this, ms. Default 10 minutes. */
   cooldownMs: number;
 }
@@ -34,6 +41,8 @@ export interface MemoryFigures {
   heapLimit?: number;
   /** Heap used right after the last full GC (needs the GC addon). */
   heapAfterGc?: number;
+  /** Share of the interval spent in GC pauses, 0..1. */
+  gcPauseShare?: number;
   /** The cgroup's working set and limit, bytes. */
   cgroupWorkingSet?: number;
   cgroupLimit?: number;
@@ -68,23 +77,33 @@ export class NearLimitWatch {
   readonly #settings: NearLimitSettings;
   readonly #armed = { heap: true, cgroup: true };
   #lastFiredAt = -Infinity;
+  #approaching = false;
 
   constructor(settings: Partial<NearLimitSettings> = {}) {
-    this.#settings = { share: 0.9, rearmShare: 0.8, cooldownMs: 10 * 60_000, ...settings };
+    this.#settings = { share: 0.9, rearmShare: 0.75, gcPauseShare: 0.4, cooldownMs: 10 * 60_000, ...settings };
+  }
+
+  /** True while the last figures were within the approach (at or above `rearmShare` of a limit): watch closely then. */
+  get approaching(): boolean {
+    return this.#approaching;
   }
 
   /** A near-limit event when this sample crosses into it (once per approach, and per cooldown); else undefined. */
   observe(f: MemoryFigures): NearLimit | undefined {
     const candidates: NearLimit[] = [];
     const heap = heapShare(f);
+    const cgroupShare = f.cgroupWorkingSet !== undefined && f.cgroupLimit ? f.cgroupWorkingSet / f.cgroupLimit : 0;
+    this.#approaching = Math.max(heap?.share ?? 0, cgroupShare) >= this.#settings.rearmShare;
     if (heap) {
       // Without the after-GC figure, the heap used holds garbage a GC would free: ask for 5 points more.
       const bar = heap.afterGc ? this.#settings.share : Math.min(0.99, this.#settings.share + 0.05);
+      const thrashing = (f.gcPauseShare ?? 0) >= this.#settings.gcPauseShare;
       if (heap.share < this.#settings.rearmShare) this.#armed.heap = true;
-      else if (heap.share >= bar && this.#armed.heap) {
+      else if ((heap.share >= bar || thrashing) && this.#armed.heap) {
+        const where = `the heap ${heap.afterGc ? 'after a full GC' : 'in use'} is ${Math.round(heap.share * 100)}% of what V8 lets it grow to (${heap.used} of ${heap.limit} bytes)`;
         candidates.push({
           at: f.time, kind: 'heap', share: heap.share, used: heap.used, limit: heap.limit,
-          reason: `the heap ${heap.afterGc ? 'after a full GC' : 'in use'} is ${Math.round(heap.share * 100)}% of what V8 lets it grow to (${heap.used} of ${heap.limit} bytes)`,
+          reason: heap.share >= bar ? where : `${where} and GC pauses took ${Math.round(f.gcPauseShare! * 100)}% of the last interval: V8 gives up ("ineffective mark-compacts") about here`,
         });
       }
     }

@@ -46,7 +46,6 @@ export class RunKeeper {
 
   /** Writes the first record (no samples yet). */
   async begin(facts: RunFacts): Promise<void> {
-    await fs.promises.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
     await this.#write([], facts);
   }
 
@@ -91,6 +90,8 @@ export class RunKeeper {
       version: RECORD_VERSION, service: this.#options.service, process: this.identity,
       startedAt: this.#startedAt, updatedAt: now, ...definedOnly(facts), samples: kept,
     };
+    // The directory may be gone (the dump directory cleaned by hand) or not made yet (a write before begin's).
+    await fs.promises.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
     await writeFileAtomically(this.file, JSON.stringify(record));
     // stop() may have removed the record while this write was in flight: remove what it put back.
     if (this.#ended) this.end();
