@@ -50,7 +50,9 @@ export interface StallEvent {
   capture: StallCapture;
   /**
    * How long the cgroup's CPU quota stopped the process during the stall, ms (Linux, with a
-   * CPU controller; absent otherwise). Close to `durationMs`: the quota, not JavaScript, held the loop.
+   * CPU controller; absent otherwise), measured from when the stall was seen (`stallThresholdMs`
+   * after it began) to its end: compare it with `durationMs - stallThresholdMs`. Close to that,
+   * the quota, not JavaScript, held the loop.
    */
   throttledMs?: number;
 }
