@@ -43,6 +43,7 @@ export type { Dependency } from './agent/dependencies.js';
 export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './agent/caches.js';
 export { incidentLogStream } from './agent/incidents.js';
 export type { IncidentEvent, IncidentSummary, IncidentManifest, IncidentTrigger, IncidentCapture } from './agent/incidents.js';
+export type { PreviousRunEvent } from './crash/startup.js';
 export type { IncidentOptions, ResolvedIncidentOptions } from './incident-options.js';
 export { registeredProbe } from './agent/auto-start.js';
 export { servePrometheus } from './exporters/prometheus.js';

@@ -14,6 +14,7 @@ import type { ResolvedHealthOptions } from './health/evaluate.js';
 import type { ResolvedControlOptions } from './control/options.js';
 import type { InFlightSnapshot } from './stalls/requests.js';
 import type { ThreadObservation } from './stalls/cause.js';
+import type { CgroupValues } from './containers/cgroup-values.js';
 
 export type { Frame };
 
@@ -98,6 +99,8 @@ export interface Sample {
     utilization: number;
     /** The system's load average (1, 5, 15 min), where the worker read it (the samples that carry `threads`). */
     loadAverage?: [number, number, number];
+    /** `utilization` as a share of the cgroup's CPU quota (1 = all of it), when there is a quota (Linux). */
+    quotaUtilization?: number;
   };
   /** Per-thread CPU, read by the worker when it wakes (every few seconds, and each sample during a stall): present on those samples only. */
   threads?: ThreadCpu[];
@@ -148,6 +151,8 @@ export interface Sample {
     /** From ss: segments retransmitted over the lives of this process's sockets, summed. */
     socketRetransmits?: number;
   };
+  /** This process's cgroup (Linux): CPU quota and throttling, memory limit and usage, on the samples the worker read it for (src/containers). */
+  cgroup?: CgroupValues;
 }
 
 /** How the stack of a stall was taken, or why it was not. */
@@ -201,6 +206,8 @@ export interface RuleCaptures {
   heapSnapshot?: { file: string; sidecarFile: string; bytes: number; pauseMs: number };
   /** This process's sockets when a probe's latency rule fired (option `sockets`). */
   sockets?: SocketPicture;
+  /** Node's diagnostic report, written by the main thread near a memory limit (src/crash). */
+  diagnosticReport?: { file: string; sidecarFile: string; bytes: number };
   /** Captures that were skipped (budget) or failed, and why. */
   notTaken?: string[];
 }
@@ -239,7 +246,8 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
-  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; facts: StallWorkerFacts }
+  /** `throttledMs`: how long the cgroup's CPU quota stopped the process during the stall (Linux, with a CPU controller). */
+  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; facts: StallWorkerFacts; throttledMs?: number }
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
   /** A capture the worker wrote is complete under its final name. */
   | { type: 'captured'; capture: WrittenCapture }
@@ -258,7 +266,7 @@ export interface StallWorkerFacts {
 }
 
 /** What the worker can ask the main thread. */
-export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string };
+export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string } | { kind: 'diagnosticReport'; trigger: string };
 
 /** Where the worker's endpoints listen (the address they bound), or why they could not. */
 export interface EndpointsReady {
