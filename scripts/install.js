@@ -24,7 +24,10 @@ const BUILD_TIMEOUT_MS = 10 * 60_000;
 /** src/native.ts, once compiled: the same loader start() uses, so "it loads" means what it will mean at run time. */
 function nativeLoader() {
   const file = path.join(ROOT, 'dist', 'src', 'native.js');
-  return fs.existsSync(file) ? require(file) : undefined;
+  if (!fs.existsSync(file)) return undefined;
+  // A dist/ left by an older build has no nativeParts(): then build as if there were none.
+  const loader = require(file);
+  return typeof loader.nativeParts === 'function' ? loader : undefined;
 }
 
 /** The node-gyp that npm brings (npm says where), else one beside this node's npm, else one on PATH. */

@@ -31,6 +31,9 @@ export type { HealthStatus, HealthReason, HealthOptions, HealthThresholds, Healt
 export type { ControlOptions, ResolvedControlOptions } from './control/options.js';
 export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofile.js';
 export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './jobs/guard.js';
+export type { CgroupRuleValue } from './containers/cgroup-rule-values.js';
+export type { CgroupValues } from './containers/cgroup-values.js';
+export type { EndCause } from './crash/previous-runs.js';
 export { profileThread } from './captures/thread-profile.js';
 export type { ThreadProfileOptions } from './captures/thread-profile.js';
 export type { HeapSnapshotResult } from './heap/snapshots.js';
@@ -46,6 +49,7 @@ export type { Dependency } from './dependencies/map.js';
 export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './caches/caches.js';
 export { incidentLogStream } from './incidents/recorder.js';
 export type { IncidentEvent, IncidentSummary, IncidentManifest, IncidentTrigger, IncidentCapture } from './incidents/recorder.js';
+export type { PreviousRunEvent } from './crash/startup.js';
 export type { IncidentOptions, ResolvedIncidentOptions } from './incidents/options.js';
 export { registeredProbe } from './probe/auto-start.js';
 export { servePrometheus } from './metrics/prometheus.js';

@@ -11,6 +11,7 @@ import type { ProbeResult } from './synthetics/runner.js';
 import type { StallCapture } from './stalls/stall.js';
 import type { InFlightSnapshot } from './stalls/requests.js';
 import type { ThreadObservation } from './stalls/cause.js';
+import type { CgroupValues } from './containers/cgroup-values.js';
 
 /** What the main thread can ask the worker. */
 export type Request =
@@ -43,8 +44,9 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: true; value: unknown }
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
-  /** `facts.selfPaused`: the stall was sysprobe's own pause (a heap snapshot), not the app's: no incident. */
-  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; facts: StallWorkerFacts }
+  /** `facts.selfPaused`: the stall was sysprobe's own pause (a heap snapshot), not the app's: no incident.
+   *  `throttledMs`: how long the cgroup's CPU quota stopped the process during the stall (Linux, with a CPU controller). */
+  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; facts: StallWorkerFacts; throttledMs?: number }
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
   /** A capture the worker wrote is complete under its final name. */
   | { type: 'captured'; capture: WrittenCapture }
@@ -63,7 +65,7 @@ export interface StallWorkerFacts {
 }
 
 /** What the worker can ask the main thread. */
-export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string };
+export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string } | { kind: 'diagnosticReport'; trigger: string };
 
 /** Where the worker's endpoints listen (the address they bound), or why they could not. */
 export interface EndpointsReady {

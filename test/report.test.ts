@@ -155,7 +155,7 @@ describe('sysprobe report', function () {
       assert.ok(sizes.length >= 8, `size cells: ${sizes.length}`);
       for (const size of sizes) {
         const m = /^−?(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB)$/.exec(size);
-        assert.ok(m, `"${size}" is a number and a unit`);
+        assert.ok(m, `"${size}" is a number and a unit (all: ${sizes.join(" | ")})`);
         assert.ok(m[1]!.replace('.', '').replace(/^0+/, '').length <= 3, `"${size}" has more than 3 significant digits`);
       }
       assert.ok(sizes.includes('1.18 GiB') || sizes.includes('−1.15 GiB'), `large sizes in GiB: ${sizes.join(', ')}`);

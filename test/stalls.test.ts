@@ -276,7 +276,7 @@ describe('stalls in a real service: the request and the cause', function () {
     const event = await stallEvent();
     assert.equal(event.cause, 'native', JSON.stringify(event));
     assert.match(event.diagnosis.blockedIn.waitingOn, /child \d+ .*sleep 0\.6/);
-    assert.match(event.diagnosis.calledFrom.url, /stalls-child\.[jt]s$/);
+    assert.match(event.diagnosis.calledFrom.url, /stalls-child\.ts$/);
     assert.equal(event.requests[0].path, '/block/exec');
   });
 

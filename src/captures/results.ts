@@ -39,6 +39,8 @@ export interface RuleCaptures {
   heapSnapshot?: { file: string; sidecarFile: string; bytes: number; pauseMs: number };
   /** This process's sockets when a probe's latency rule fired (option `sockets`). */
   sockets?: SocketPicture;
+  /** Node's diagnostic report, written by the main thread near a memory limit (src/crash). */
+  diagnosticReport?: { file: string; sidecarFile: string; bytes: number };
   /** Captures that were skipped (budget) or failed, and why. */
   notTaken?: string[];
 }

@@ -187,7 +187,9 @@ function checkManifest(raw: unknown, file: string, notes: string[]): IncidentMan
   const triggers = list('triggers', m.triggers, (t) => (isFiniteTime(t.at)
     ? { at: t.at, rule: text(t.rule), value: text(t.value), observed: typeof t.observed === 'number' ? t.observed : NaN, threshold: typeof t.threshold === 'number' ? t.threshold : NaN }
     : undefined));
-  const captures = list('captures', m.captures, (c) => (typeof c.kind === 'string' && typeof c.file === 'string' ? { kind: c.kind, file: c.file } : undefined));
+  const captures = list('captures', m.captures, (c) => (typeof c.kind === 'string' && typeof c.file === 'string'
+    ? { kind: c.kind, file: c.file, ...(typeof c.bytes === 'number' && Number.isFinite(c.bytes) ? { bytes: c.bytes } : {}) }
+    : undefined));
   const traces = list('traces', m.traces, (t) => ({ rule: text(t.rule), traceId: text(t.traceId), spanId: text(t.spanId) }));
   for (const name of ['rules', 'notTaken', 'logTraceIds'] as const) {
     if (m[name] !== undefined && (!Array.isArray(m[name]) || strings(m[name]).length < (m[name] as unknown[]).length)) dropped.push(name);
@@ -424,7 +426,7 @@ function dependencySection(deps: Dependency[] | undefined): string {
 }
 
 function capturesSection({ manifest }: Incident): string {
-  const rows = manifest.captures.slice(0, MAX_TABLE_ROWS).map((c) => [c.kind, c.file, bytes(c.bytes)]);
+  const rows = manifest.captures.slice(0, MAX_TABLE_ROWS).map((c) => [c.kind, c.file, c.bytes === undefined ? '—' : bytes(c.bytes)]);
   return `<section><h2>Captures</h2>${table(['Kind', 'File (in this folder)', 'Size'], rows, 'captures')}</section>`;
 }
 

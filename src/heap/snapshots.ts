@@ -8,13 +8,13 @@
  * the file (nothing held in JS), or the optional `heapdump` addon; either runs on the
  * main thread because the isolate it snapshots is the main thread's.
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as v8 from 'node:v8';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Logger } from '../internal/logger.js';
 import { RateBudget } from '../internal/rate-budget.js';
 import type { CaptureSink } from '../sink/sink.js';
+import { CgroupReader, readMemoryAt } from '../containers/cgroup-reader.js';
 
 /** What a heap snapshot capture wrote. */
 export interface HeapSnapshotResult {
@@ -171,15 +171,17 @@ export function readMemoryState(): MemoryState {
   return { heapUsed: heap.used_heap_size, heapLimit: heap.heap_size_limit, available: Math.min(os.freemem(), cgroupAvailable()) };
 }
 
-/** cgroup v2: memory.max − memory.current; Infinity when unlimited or not readable. */
-function cgroupAvailable(): number {
-  try {
-    const max = fs.readFileSync('/sys/fs/cgroup/memory.max', 'utf8').trim();
-    if (max === 'max') return Infinity;
-    const current = Number(fs.readFileSync('/sys/fs/cgroup/memory.current', 'utf8').trim());
-    const limit = Number(max);
-    return Number.isFinite(limit) && Number.isFinite(current) ? Math.max(0, limit - current) : Infinity;
-  } catch {
-    return Infinity;
-  }
+/** Where the memory cgroup is, found once (src/containers). */
+let cgroup: CgroupReader | undefined;
+
+/**
+ * What the memory cgroup can still give (v1 or v2): its limit less its working set (usage less
+ * the inactive file cache the kernel reclaims before any OOM kill), or less its usage when
+ * memory.stat is unreadable; Infinity when unlimited, absent or unreadable.
+ */
+export function cgroupAvailable(reader: CgroupReader = (cgroup ??= new CgroupReader())): number {
+  const where = reader.location.memory;
+  const memory = where && readMemoryAt(where)?.memory;
+  const used = memory?.workingSetBytes ?? memory?.usageBytes;
+  return memory?.limitBytes !== undefined && used !== undefined ? Math.max(0, memory.limitBytes - used) : Infinity;
 }

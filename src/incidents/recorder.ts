@@ -47,8 +47,8 @@ const MAX_LOG_LINE = 4096;
 
 /** What opened an incident or joined it. */
 export interface IncidentTrigger {
-  /** `rule` for a rule firing, `stall` for a stall of the event loop. */
-  kind: 'rule' | 'stall';
+  /** `rule` for a rule firing, `stall` for a stall of the event loop, `previous-run` for an earlier process that did not stop (src/crash). */
+  kind: 'rule' | 'stall' | 'previous-run';
   /** The rule's name, or `stall`. */
   rule: string;
   /** The rule's value (`eventLoop.utilization`, …), or `eventLoop.stallMs`. */
@@ -61,6 +61,8 @@ export interface IncidentTrigger {
   cause?: StallCause;
   /** A stall: the HTTP requests in flight while the loop was blocked. */
   requests?: StallRequest[];
+  /** A stall: how long the cgroup's CPU quota stopped the process during it, ms (Linux). */
+  throttledMs?: number;
 }
 
 /** A file of the incident, relative to its folder. */
@@ -186,6 +188,7 @@ export class IncidentRecorder {
     if (captures.cpuProfile) files.push(['cpu-profile', captures.cpuProfile.file], ['cpu-profile-sidecar', captures.cpuProfile.sidecarFile], ['cpu-profile-pprof', captures.cpuProfile.pprofFile]);
     if (captures.allocationProfile) files.push(['allocation-profile', captures.allocationProfile.file], ['allocation-profile-sidecar', captures.allocationProfile.sidecarFile]);
     if (captures.heapSnapshot) files.push(['heap-snapshot', captures.heapSnapshot.file], ['heap-snapshot-sidecar', captures.heapSnapshot.sidecarFile]);
+    if (captures.diagnosticReport) files.push(['diagnostic-report', captures.diagnosticReport.file], ['diagnostic-report-sidecar', captures.diagnosticReport.sidecarFile]);
     for (const reason of captures.notTaken ?? []) if (incident.manifest.notTaken.length < 50) incident.manifest.notTaken.push(`${trigger.rule}: ${reason}`);
     this.#step(incident, async () => {
       for (const [kind, file] of files) if (file) await this.#link(incident, kind, file);
@@ -213,6 +216,18 @@ export class IncidentRecorder {
           ...(explained ? { cause: explained.diagnosis.cause, diagnosis: explained.diagnosis, requests: explained.requests, queued: explained.queued } : {}),
         });
       }
+      await this.#writeManifest(incident);
+    });
+  }
+
+  /**
+   * Evidence from elsewhere opens or joins an incident (a previous run that did not stop,
+   * src/crash): `write` puts its files in the folder and says what they are.
+   */
+  evidence(trigger: IncidentTrigger, write: (dir: string) => Promise<IncidentCapture[]>): void {
+    const incident = this.#join(trigger);
+    this.#step(incident, async () => {
+      incident.manifest.captures.push(...await write(incident.dir));
       await this.#writeManifest(incident);
     });
   }

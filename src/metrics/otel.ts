@@ -10,6 +10,8 @@ import type { GcTotal } from '../memory/gc.js';
 import { socketMetrics } from '../sockets/metrics.js';
 import type { ProbeResult } from '../synthetics/runner.js';
 import { ProbeMetrics } from '../synthetics/metrics.js';
+import { cgroupMetrics } from '../containers/cgroup-metrics.js';
+import { cpuShareOfAvailable } from '../containers/cgroup-values.js';
 
 /** Bucket bounds (s) for the event-loop delay histogram: fine below the heartbeat, coarse for stalls. */
 const DELAY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1, 2.5, 5, 10];
@@ -112,15 +114,19 @@ export class OtelExporter {
 
     if (samplers.cpu) {
       const time = counter('process.cpu.time', 's', 'Total CPU seconds of the process, by mode.');
-      const utilization = gauge('process.cpu.utilization', '1', 'CPU time over the last sample interval, divided by elapsed time and available CPUs, by mode.');
+      const utilization = gauge('process.cpu.utilization', '1', "CPU time over the last sample interval, divided by elapsed time and the CPUs available to the process (the cgroup's quota when it has one).");
       const load = gauge('sysprobe.system.load_average', '{thread}', 'System load average, by window.');
       const cpus = os.availableParallelism();
+      let quotaCores: number | undefined;
       observe.push((result, recent, latest) => {
         const cpu = latest?.cpu;
         if (!cpu) return;
+        // The quota comes with the samples that carry a cgroup reading; it rarely changes.
+        const cgroup = recent.findLast((s) => s.cgroup?.cpu)?.cgroup?.cpu;
+        if (cgroup) quotaCores = cgroup.quotaCores;
         result.observe(time, cpu.userMs / 1000, { 'cpu.mode': 'user' });
         result.observe(time, cpu.systemMs / 1000, { 'cpu.mode': 'system' });
-        result.observe(utilization, cpu.utilization / cpus);
+        result.observe(utilization, cpuShareOfAvailable(cpu.utilization, quotaCores, cpus));
         cpu.loadAverage?.forEach((value, i) => result.observe(load, value, { 'sysprobe.load.window': ['1m', '5m', '15m'][i] }));
       });
     }
@@ -213,6 +219,7 @@ export class OtelExporter {
     }
 
     if (options.sockets) observe.push(socketMetrics(meter, (instrument) => this.#track(instrument)));
+    if (process.platform === 'linux' && (samplers.cpu || samplers.memory)) observe.push(cgroupMetrics(meter, (instrument) => this.#track(instrument)));
 
     const cacheSize = upDown('sysprobe.cache.size', '{entry}', 'Entries in each cache (probe.cache, and watched caches with sysprobe.cache.kind = watched).');
     const cacheBytes = upDown('sysprobe.cache.bytes', 'By', 'Estimated bytes held by each probe.cache with a byte limit.');

@@ -32,6 +32,9 @@ import type { EndpointsReady, HostRequest } from '../protocol.js';
 import { RequestTracker } from '../stalls/requests.js';
 import { StallExplainer, type StallQueue, type StallRequest } from '../stalls/explain.js';
 import type { StallCause, StallDiagnosis } from '../stalls/cause.js';
+import type { CaptureSink } from '../sink/sink.js';
+import { CrashEvidence, type PreviousRunEvent } from '../crash/startup.js';
+import { writeDiagnosticReport } from '../crash/diagnostic-report.js';
 
 const REQUEST_TIMEOUT_MS = 2_000;
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -62,6 +65,13 @@ export interface StallEvent {
   requests: StallRequest[];
   /** The requests that waited behind the stall (absent with `samplers.requests` off). */
   queued?: StallQueue;
+  /**
+   * How long the cgroup's CPU quota stopped the process during the stall, ms (Linux, with a
+   * CPU controller; absent otherwise), measured from when the stall was seen (`stallThresholdMs`
+   * after it began) to its end: compare it with `durationMs - stallThresholdMs`. Close to that,
+   * the quota, not JavaScript, held the loop.
+   */
+  throttledMs?: number;
 }
 
 /** A rule that fired, and what the worker captured for it. */
@@ -105,7 +115,9 @@ let starting = false;
  * too, named `probe-latency:<name>`); `'capture'`
  * ({@link WrittenCapture}) when a capture is complete in dumpDir; `'cache'`
  * ({@link CacheAlert}) when a watched cache starts growing fast or goes over its limit;
- * `'incident'` ({@link IncidentEvent}) when an incident opens, grows or closes.
+ * `'incident'` ({@link IncidentEvent}) when an incident opens, grows or closes;
+ * `'previousRun'` ({@link PreviousRunEvent}) shortly after start() when an earlier process of
+ * this service on this host did not stop (a crash, an OOM kill; docs/containers.md).
  */
 export class Probe extends EventEmitter {
   /** The checked, frozen options this probe runs with. */
@@ -138,6 +150,10 @@ export class Probe extends EventEmitter {
   readonly #probeRuns = new Map<string, { name: string; target: string; lastResult: ProbeResult; failing: boolean }>();
   /** The remotes this process talks to (option `dependencies`). */
   readonly #dependencies: DependencyMap | undefined;
+  /** The main thread's captures (heap snapshots, diagnostic reports) go through it. */
+  readonly #sink: CaptureSink;
+  /** Fatal-error reports, the exit note, dead previous runs (src/crash). */
+  readonly #crash: CrashEvidence;
 
   /** @internal Use {@link start}. */
   constructor(options: ResolvedOptions) {
@@ -204,6 +220,13 @@ export class Probe extends EventEmitter {
     this.#jobs = new JobGuard(this.#logger, (event) => this.#exporter.recordJob(event));
     const files = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger: this.#logger });
     const sink = functionSink(files, (capture) => this.#onCaptured(capture));
+    this.#sink = sink;
+    const incidents = this.#incidents;
+    this.#crash = new CrashEvidence({
+      dumpDir: options.dumpDir, service: options.serviceName, logger: this.#logger,
+      ...(incidents ? { incident: (trigger, write) => incidents.evidence(trigger, write) } : {}),
+      emit: (event) => this.#emitSafely('previousRun', event),
+    });
     this.#snapshots = new HeapSnapshots(sink, { perDay: options.heapSnapshotsPerDay }, this.#logger, undefined,
       (active) => this.#supervisor.post({ type: 'selfPause', active, reason: SELF_PAUSE_REASON }), snapshotWriter);
   }
@@ -229,6 +252,8 @@ export class Probe extends EventEmitter {
       await this.stop();
       throw new SysprobeError(ErrorCode.LISTEN_FAILED, `sysprobe could not listen (${why}); choose another port, or 0 for an ephemeral one.`);
     }
+    // Not awaited: a dead previous run is reported (event, incident) once its files are read, after start() resolves.
+    void this.#crash.start();
     const { control } = this.options;
     if (control && !isLoopback(control.host)) {
       this.#logger.warn({ component: 'control', host: control.host, port: this.controlAddress()?.port }, 'sysprobe control endpoint listens beyond loopback; see docs/security.md');
@@ -483,6 +508,7 @@ export class Probe extends EventEmitter {
       this.#gc?.stop();
       this.#exporter.stop();
       await this.#supervisor.stop();
+      this.#crash.stop();
       this.#release();
       this.#logger.info({ uptimeMs: Date.now() - this.#startedAt, workerRestarts: this.#supervisor.restarts }, 'sysprobe stopped');
     })();
@@ -524,20 +550,22 @@ export class Probe extends EventEmitter {
         if (message.level === 'error') this.#exporter.countError(String(message.fields.component ?? 'worker'));
         return;
       case 'stall': {
-        const { startedAt, durationMs, stack, capture, facts } = message;
+        const { startedAt, durationMs, stack, capture, facts, throttledMs } = message;
         const { selfPaused } = facts;
         // Explained once the requests that queued behind it have started (a few tens of ms after it ended).
         const explanation = this.#stallExplainer.explain({
           startedAt, durationMs, stack, captureHow: capture.how, selfPaused, requests: facts.requests, observations: facts.observations,
+          ...(throttledMs !== undefined ? { throttledMs } : {}),
         });
         this.#exporter.recordStall(durationMs, capture.how);
         // The heartbeat's gaps already hold the stall; the native watch reports it only here.
         if (this.#loopWatch.kind === 'native' && this.options.samplers.eventLoop) this.#exporter.recordDelay(durationMs);
-        if (!selfPaused) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: durationMs, threshold: this.options.stallThresholdMs, at: startedAt }, stack, capture, explanation);
+        if (!selfPaused) this.#incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: durationMs, threshold: this.options.stallThresholdMs, at: startedAt,
+          ...(throttledMs !== undefined ? { throttledMs } : {}) }, stack, capture, explanation);
         void explanation.then(({ requests, queued, diagnosis }) => {
-          const event: StallEvent = { startedAt, durationMs, stack, capture, cause: diagnosis.cause, diagnosis, requests, ...(queued ? { queued } : {}) };
+          const event: StallEvent = { startedAt, durationMs, stack, capture, cause: diagnosis.cause, diagnosis, requests, ...(queued ? { queued } : {}), ...(throttledMs !== undefined ? { throttledMs } : {}) };
           this.#logger.warn({
-            startedAt, durationMs, thresholdMs: this.options.stallThresholdMs, capture, cause: diagnosis.cause, why: diagnosis.why,
+            startedAt, durationMs, thresholdMs: this.options.stallThresholdMs, capture, cause: diagnosis.cause, why: diagnosis.why, throttledMs,
             // The top frames and requests are what a person reads first; the event carries them all.
             top: stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
             requests: requests.slice(0, 5).map((r) => `${r.method} ${r.route ?? r.path}${r.traceId ? ` trace ${r.traceId}` : ''}`),
@@ -606,8 +634,11 @@ export class Probe extends EventEmitter {
   /** Does what the worker asked of the main thread (a heap snapshot for the control endpoint) and answers. */
   async #answerHost(id: number, request: HostRequest): Promise<void> {
     try {
-      if (request.kind !== 'captureHeapSnapshot') throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `unknown host request ${String(request.kind)}`);
-      const value = await this.#snapshots.capture({ trigger: request.trigger });
+      let value: unknown;
+      if (request.kind === 'captureHeapSnapshot') value = await this.#snapshots.capture({ trigger: request.trigger });
+      // Near a memory limit: what is safe instead of a snapshot (src/crash).
+      else if (request.kind === 'diagnosticReport') value = await writeDiagnosticReport(this.#sink, { trigger: request.trigger });
+      else throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `unknown host request ${String((request as { kind?: unknown }).kind)}`);
       this.#supervisor.post({ type: 'hostResponse', id, ok: true, value });
     } catch (err) {
       const { message, code } = describeError(err);

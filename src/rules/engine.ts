@@ -8,6 +8,11 @@
  */
 import type { Sample } from '../samples/sample.js';
 import type { RuleCondition, RuleFiring, RuleValue } from './firing.js';
+import { CGROUP_RULE_VALUES } from '../containers/cgroup-rule-values.js';
+import { oldGenerationLimit } from '../crash/near-limit.js';
+
+/** The firing the worker reports when the process comes near its heap or memory limit (src/crash). */
+export const NEAR_LIMIT_RULE = 'near-limit';
 
 /** How each value is read from a sample. */
 export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> = {
@@ -21,6 +26,8 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   'memory.heapUsed': (s: Sample) => s.memory?.heapUsed,
   /** Heap used as a share of V8's heap limit, 0..1: how close to an out-of-memory crash. */
   'memory.heapLimitShare': (s: Sample) => (s.memory ? s.memory.heapUsed / s.memory.heapLimit : undefined),
+  /** The heap after the last full GC / what V8 lets the old generation grow to (its limit less the young generation's room), 0..1; needs the GC addon. */
+  'memory.liveHeapLimitShare': (s: Sample) => (s.memory?.heapAfterGc !== undefined ? s.memory.heapAfterGc / oldGenerationLimit(s.memory.heapLimit) : undefined),
   /** Resident set size, bytes (on the samples the worker read it for: every few seconds). */
   'memory.rss': (s: Sample) => s.memory?.rss,
   /** Sustained heap growth, bytes per minute; 0 unless a line explains the heap's floors (r² >= 0.5), so noise does not fire. */
@@ -51,6 +58,7 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   'sockets.acceptQueue': (s: Sample) => s.sockets?.acceptQueue,
   /** The network namespace's retransmitted TCP segments per second over the last sweep. */
   'tcp.retransmitsPerSec': (s: Sample) => s.sockets?.retransmitsPerSec,
+  ...CGROUP_RULE_VALUES,
 };
 
 function socketsIn(s: Sample, state: string): number | undefined {

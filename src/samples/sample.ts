@@ -3,6 +3,7 @@
  * the worker's Sample built from it. A leaf: the rules, health, exporters, incidents and the
  * report all read samples, so nothing here imports them.
  */
+import type { CgroupValues } from '../containers/cgroup-values.js';
 /**
  * The main thread's readings, one per sample interval, appended to a shared ring
  * for the worker: what only the main thread can read (its isolate, its loop) and
@@ -76,6 +77,8 @@ export interface Sample {
     utilization: number;
     /** The system's load average (1, 5, 15 min), where the worker read it (the samples that carry `threads`). */
     loadAverage?: [number, number, number];
+    /** `utilization` as a share of the cgroup's CPU quota (1 = all of it), when there is a quota (Linux). */
+    quotaUtilization?: number;
   };
   /** Per-thread CPU, read by the worker when it wakes (every few seconds, and each sample during a stall): present on those samples only. */
   threads?: ThreadCpu[];
@@ -126,4 +129,6 @@ export interface Sample {
     /** From ss: segments retransmitted over the lives of this process's sockets, summed. */
     socketRetransmits?: number;
   };
+  /** This process's cgroup (Linux): CPU quota and throttling, memory limit and usage, on the samples the worker read it for (src/containers). */
+  cgroup?: CgroupValues;
 }

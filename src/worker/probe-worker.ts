@@ -33,7 +33,7 @@ import { SourceMaps } from '../sourcemaps/source-maps.js';
 import { FlightRecorder } from '../samples/recorder.js';
 import { GrowthTracker } from '../memory/growth.js';
 import { gcRates } from '../memory/gc-rates.js';
-import { RuleEngine } from '../rules/engine.js';
+import { NEAR_LIMIT_RULE, RuleEngine } from '../rules/engine.js';
 import { isProbeRuleValue } from '../rules/firing.js';
 import type { RuleFiring } from '../rules/firing.js';
 import { SocketWatch } from '../sockets/watch.js';
@@ -47,6 +47,9 @@ import { writeIncidentSamples } from '../incidents/samples.js';
 import { InFlightReader } from '../stalls/requests.js';
 import { observeThread } from '../stalls/cause.js';
 import type { StallWorkerFacts } from '../protocol.js';
+import { CgroupWatch } from '../containers/cgroup-watch.js';
+import { CrashWatch } from '../crash/crash-watch.js';
+import type { NearLimit } from '../crash/near-limit.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
 const DRAIN_SLOTS = 32;
@@ -68,6 +71,9 @@ const PROFILE_SAMPLING_INTERVAL_US = 1000;
 const MAX_STALL_OBSERVATIONS = 8;
 /** A heap snapshot asked for over the control endpoint: the main thread writes it (seconds for a big heap). */
 const HOST_REQUEST_TIMEOUT_MS = 120_000;
+/** Near a memory limit: a short allocation profile (the stacks allocating now), and the main thread's diagnostic report. */
+const NEAR_LIMIT_PROFILE_MS = 1_000;
+const NEAR_LIMIT_REPORT_TIMEOUT_MS = 10_000;
 
 function ownThreadId(): number | undefined {
   try {
@@ -127,6 +133,10 @@ class ProbeWorker {
   #stallFacts: StallWorkerFacts | undefined;
   /** The worker's requests to the main thread (a heap snapshot for the control endpoint). */
   readonly #hostRequests = new PendingRequests();
+  /** This process's cgroup (Linux; src/containers), read when the worker drains. */
+  readonly #cgroup: CgroupWatch;
+  /** The run record and the near-limit watch (src/crash). */
+  readonly #crash: CrashWatch;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -152,6 +162,11 @@ class ProbeWorker {
     this.#sockets = settings.sockets && new SocketWatch(settings.sockets,
       (level, msg, fields) => this.#log(level, msg, fields),
       (err) => this.#log('error', 'sysprobe sampler failed', { component: 'sockets', err: describeError(err) }));
+    this.#cgroup = new CgroupWatch((problem) => this.#log('debug', 'sysprobe cgroup reader', { component: 'cgroup', problem }));
+    this.#crash = new CrashWatch({ dumpDir: settings.dumpDir, service: settings.serviceName }, this.#cgroup,
+      (err) => this.#log('warn', 'sysprobe could not write its run record', { component: 'crash', err: describeError(err) }));
+    // The record starts with the cgroup's OOM-kill count, so the next start can tell whether the kernel struck.
+    void this.#cgroup.refresh().finally(() => this.#crash.begin());
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
     this.#watch = settings.samplers.eventLoop ? this.#startWatch() : undefined;
     this.#probes = this.#startProbes(settings);
@@ -351,8 +366,8 @@ class ProbeWorker {
       const facts = this.#stallFacts ?? { observations: [], selfPaused: this.#selfPause !== undefined };
       this.#stallFacts = undefined;
       // The capture has its own timeout, so the report is late by at most that.
-      void stallStack.then(({ stack, capture, selfPaused }) =>
-        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture, facts: { ...facts, selfPaused: facts.selfPaused || selfPaused } }));
+      void Promise.all([stallStack, this.#cgroup.stallEnded().catch(() => undefined)]).then(([{ stack, capture, selfPaused }, throttledMs]) =>
+        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture, facts: { ...facts, selfPaused: facts.selfPaused || selfPaused }, ...(throttledMs !== undefined ? { throttledMs } : {}) }));
     } else {
       // First what the blocked thread is doing and which requests it holds: a look at /proc and at shared memory, before anything else.
       this.#guarded('stalls', () => {
@@ -363,6 +378,7 @@ class ProbeWorker {
       });
       // Take the stack now, while the loop is still blocked: that is the whole point.
       this.#stallStack = this.#captureStallStack();
+      this.#cgroup.stallStarted();
       this.#stallNow = { stack: this.#stallStack.then((s) => s.stack) };
       // From now until the loop runs again, the worker records a sample of its own each interval.
       this.#drain();
@@ -395,7 +411,8 @@ class ProbeWorker {
   /** The worker's one timer: the next drain, a sample during a stall, or sooner when the heartbeat watch needs a look. */
   #arm(): void {
     if (this.#stopped) return;
-    const next = this.#stalled
+    // Near a memory limit the process may have seconds left: every reading counts then.
+    const next = this.#stalled || this.#crash.approaching
       ? this.#settings.sampleIntervalMs
       : this.#drainIntervalMs - (performance.now() - this.#lastDrainAt);
     this.#timer = setTimeout(() => this.#wake(), Math.max(1, Math.min(this.#watch?.dueMs() ?? Infinity, next)));
@@ -414,7 +431,7 @@ class ProbeWorker {
     if (this.#watch) this.#guarded('watchdog', () => this.#watch?.check());
     if (this.#stalled) this.#guarded('stalls', () => this.#observeMain());
     if (this.#stalled) this.#guarded('recorder', () => this.#recordStale());
-    else if (performance.now() - this.#lastDrainAt >= this.#drainIntervalMs - 5) this.#drain();
+    else if (this.#crash.approaching || performance.now() - this.#lastDrainAt >= this.#drainIntervalMs - 5) this.#drain();
     this.#arm();
   }
 
@@ -427,6 +444,9 @@ class ProbeWorker {
       if (lost > 0) this.#log('warn', 'sysprobe worker fell behind; main-thread readings were lost', { component: 'recorder', lost });
       values.forEach((main, i) => this.#record(main, false, i === values.length - 1));
     });
+    // Read for the next drain's samples (the reading lags by one drain, never blocks one).
+    void this.#cgroup.refresh();
+    this.#crash.drained(() => this.#recorder.since(undefined));
   }
 
   /** A sample taken while the main thread is blocked: its values are the last it left, the rest is read now. */
@@ -495,9 +515,19 @@ class ProbeWorker {
       const sockets = this.#sockets.summary();
       if (sockets) sample.sockets = sockets;
     }
+    const quota = this.#cgroup.quotaCores;
+    if (sample.cpu && quota !== undefined && quota > 0) sample.cpu.quotaUtilization = sample.cpu.utilization / quota;
+    if (withWorkerReadings) {
+      const cgroup = this.#cgroup.values();
+      if (cgroup) sample.cgroup = cgroup;
+    }
     this.#lastMain = main;
     this.#lastSample = sample;
     this.#recorder.push(sample);
+    if (!mainStale) {
+      const near = this.#crash.observe(sample);
+      if (near) void this.#onNearLimit(near);
+    }
     for (const firing of this.#rules.observe(sample)) {
       const rule = this.#settings.rules.find((r) => r.condition.name === firing.rule);
       if (rule?.markUnhealthy) this.#unhealthy.set(firing.rule, ruleReason(firing, firing.firedAt + rule.condition.cooldownMs));
@@ -505,8 +535,37 @@ class ProbeWorker {
     }
   }
 
+  /**
+   * Near the heap or memory limit: what is safe to write, before a crash may take everything.
+   * The samples go to the run record first; then a short allocation profile (the stacks
+   * allocating now) and the main thread's diagnostic report (no heap snapshot: it would need
+   * as much memory again as the heap), reported as the `near-limit` rule firing.
+   */
+  async #onNearLimit(near: NearLimit): Promise<void> {
+    this.#log('warn', 'sysprobe: the process is near its memory limit', { component: 'crash', kind: near.kind, share: near.share, reason: near.reason });
+    await this.#crash.persistNow(this.#recorder.since(undefined), near);
+    const firing: RuleFiring = {
+      rule: NEAR_LIMIT_RULE, value: near.kind === 'heap' ? 'memory.liveHeapLimitShare' : 'cgroup.memoryWorkingSetRatio',
+      threshold: 0.9, observed: near.share, aboveForMs: 0, firedAt: near.at,
+    };
+    const captures: RuleCaptures = {};
+    const notTaken: string[] = [];
+    await Promise.all([
+      this.#budget.take()
+        ? this.#captureAllocationProfile(NEAR_LIMIT_PROFILE_MS, firing).then((p) => { captures.allocationProfile = p; }, (err: unknown) => { notTaken.push(`allocationProfile: ${describeError(err).message}`); })
+        : notTaken.push(`allocationProfile: capture budget spent (${this.#settings.capturesPerMinute} per minute)`),
+      this.#askHost({ kind: 'diagnosticReport', trigger: NEAR_LIMIT_RULE }, NEAR_LIMIT_REPORT_TIMEOUT_MS)
+        .then((report) => { captures.diagnosticReport = report as RuleCaptures['diagnosticReport']; }, (err: unknown) => { notTaken.push(`diagnosticReport: ${describeError(err).message}`); }),
+    ]);
+    if (notTaken.length > 0) captures.notTaken = notTaken;
+    const files = [captures.allocationProfile?.file, captures.diagnosticReport?.file].filter((f): f is string => f !== undefined);
+    await this.#crash.persistNow(this.#recorder.since(undefined), near, files.map((f) => f.split('/').pop()!));
+    this.#send({ type: 'rule', firing, captures });
+  }
+
   #stop(): void {
     this.#stopped = true;
+    this.#crash.end();
     clearTimeout(this.#timer);
     this.#probes?.runner.stop();
     this.#watch?.stop();
