@@ -1,6 +1,6 @@
 /**
  * `sysprobe report INCIDENT_DIR [--out FILE]`: one self-contained HTML page about an
- * incident (src/agent/incidents.ts wrote the folder): timelines of the event-loop delay,
+ * incident (src/incidents/recorder.ts wrote the folder): timelines of the event-loop delay,
  * CPU, heap and sockets with the triggers and captures marked, the stall's stack, a flame
  * graph of the CPU profile, the heap diff and the dependencies when the folder has them,
  * and the log events. Inline CSS, SVG and one small script; no network access to view it
@@ -99,7 +99,7 @@ interface HeapDiff {
   leaks?: Array<{ constructor: string; count: number; selfSize: number; retainedSize: number; retainerPath: string }>;
 }
 
-/** What the report reads of manifest.dependencies (Dependency in src/agent/dependencies.ts). */
+/** What the report reads of manifest.dependencies (Dependency in src/dependencies/map.ts). */
 interface Dependency {
   remoteAddress: string; remotePort: number; hostnames: string[]; connections: number; states: Record<string, number>;
   retransmits?: number; latencyMs?: { p50: number; p99: number }; lastSeenAt: number;

@@ -1,6 +1,6 @@
 /**
  * The layout of an incident folder, `<dumpDir>/incidents/<id>/`: written by the incident
- * recorder (src/agent/incidents.ts), read by `sysprobe report` (src/cli/report.ts), and
+ * recorder (src/incidents/recorder.ts), read by `sysprobe report` (src/cli/report.ts), and
  * rotated whole by the file sink (src/sink/file-sink.ts).
  */
 export const INCIDENTS_DIR = 'incidents';

@@ -1,7 +1,7 @@
 /**
  * The `rules` option: what users write, how it is checked at start(), and the
  * defaults a production service can leave on. The worker evaluates the
- * conditions (worker/rules.ts); the main thread keeps what only it can run
+ * conditions (rules/engine.ts); the main thread keeps what only it can run
  * (user functions, the health mark).
  */
 import { checkInteger, checkKnownKeys, checkPlainObject, describe, invalid } from '../internal/check-options.js';

@@ -11,7 +11,7 @@
  * - After each write, the oldest whole captures (data and sidecar) go until at most
  *   `maxFiles` captures and `maxBytes` remain. Only files named the way this sink
  *   names them are ever deleted; whatever else lives in the directory is left alone.
- *   An incident folder (`incidents/<stamp>-<rule>/`, src/agent/incidents.ts) counts as
+ *   An incident folder (`incidents/<stamp>-<rule>/`, src/incidents/recorder.ts) counts as
  *   one capture of all its bytes and goes whole; an open one (its `.open` marker is
  *   younger than a day) is counted but never deleted.
  *
