@@ -248,8 +248,10 @@ export class Probe extends EventEmitter {
   /**
    * The main thread's JS stack, taken from the worker through the inspector (innermost frame
    * first). Called from the main thread itself, the pause lands in the next JS the loop runs,
-   * often sysprobe's own; the stack that matters is the one a stall event carries.
-   * Rejects with SYSPROBE_ERR_CAPTURE_BUSY or SYSPROBE_ERR_CAPTURE_FAILED.
+   * often sysprobe's own; the stack that matters is the one a stall event carries. Called while
+   * a stack is being taken (a stall's, another caller's), it resolves with that one.
+   * Rejects with SYSPROBE_ERR_CAPTURE_FAILED, or SYSPROBE_ERR_CAPTURE_BUSY while an earlier pause
+   * has still not landed (the main thread is in native code).
    */
   async captureStack(): Promise<Frame[]> {
     this.#assertRunning('captureStack');
