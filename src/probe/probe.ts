@@ -47,6 +47,14 @@ export interface RecentOptions {
   sinceMs?: number;
 }
 
+/** Each probe's parts, for src/probe/internals.ts (tests, benchmarks): not on the class, not exported from index.ts. */
+const partsOf = new WeakMap<Probe, ProbeParts>();
+
+/** @internal The parts of a probe; use src/probe/internals.ts. */
+export function partsOfProbe(probe: Probe): ProbeParts | undefined {
+  return partsOf.get(probe);
+}
+
 /** The single running probe, or the one starting. */
 let current: Probe | undefined;
 let starting = false;
@@ -74,6 +82,7 @@ export class Probe extends EventEmitter {
   constructor(options: ResolvedOptions) {
     super();
     this.#p = wireProbe(options, { emitter: this, stopped: () => this.#stopped !== undefined, dependencies: () => this.dependencies() });
+    partsOf.set(this, this.#p);
   }
 
   /** @internal */
@@ -374,11 +383,6 @@ export class Probe extends EventEmitter {
 
   #assertRunning(method: string): void {
     if (this.#stopped) throw new SysprobeError(ErrorCode.STOPPED, `probe.${method}() was called after stop(); call start() for a new probe.`);
-  }
-
-  /** @internal For tests and benchmarks only, through src/probe/internals.ts (not exported from index.ts). */
-  static unsafeParts(probe: Probe): ProbeParts {
-    return probe.#p;
   }
 
   /** @internal */
