@@ -40,7 +40,7 @@ async function instrument() {
       if (name !== 'sysprobe-heartbeat' && probe.loopWatch !== 'native') throw new Error('the native loop watch did not load: run npm ci (or npm run build:native)');
       // Label sysprobe's threads so the parent can split their CPU from the others.
       const labels = {};
-      const workerTid = probe.constructor.unsafeExposeInternals(probe).supervisor.workerTid;
+      const workerTid = require('../dist/src/probe/internals.js').probeInternals(probe).supervisor.workerTid;
       if (workerTid) labels[workerTid] = 'sysprobe-worker';
       for (const tid of fs.readdirSync('/proc/self/task')) {
         if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'sysprobe-watch') labels[tid] = 'sysprobe-watchdog';

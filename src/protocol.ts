@@ -12,6 +12,7 @@ import type { StallCapture } from './stalls/stall.js';
 import type { InFlightSnapshot } from './stalls/requests.js';
 import type { ThreadObservation } from './stalls/cause.js';
 import type { CgroupValues } from './containers/cgroup-values.js';
+import type { HealthReason } from './health/evaluate.js';
 
 /** What the main thread can ask the worker. */
 export type Request =
@@ -26,8 +27,11 @@ export type Request =
 
 export type MainToWorker =
   | { type: 'request'; id: number; request: Request }
-  /** The main thread is about to pause itself on purpose (a heap snapshot), or has resumed: not a stall to capture. */
-  | { type: 'selfPause'; active: boolean; reason: string }
+  /**
+   * The main thread is about to pause itself on purpose (a heap snapshot), or has resumed: the samples
+   * it falls in are marked. (Whether a stall is that pause is read from shared memory: Beat.SELF_PAUSED.)
+   */
+  | { type: 'selfPause'; active: boolean }
   /** The open incident closed: each kind of rule capture may be taken again (src/incidents/recorder.ts). */
   | { type: 'incidentClosed' }
   /** The answer to a HostRequest. */
@@ -47,7 +51,8 @@ export type WorkerToMain =
   /** `facts.selfPaused`: the stall was sysprobe's own pause (a heap snapshot), not the app's: no incident.
    *  `throttledMs`: how long the cgroup's CPU quota stopped the process during the stall (Linux, with a CPU controller). */
   | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; facts: StallWorkerFacts; throttledMs?: number }
-  | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures }
+  /** `unhealthy`: the worker decided the firing marks the process unhealthy until then (src/health/unhealthy.ts). */
+  | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures; unhealthy?: HealthReason }
   /** A capture the worker wrote is complete under its final name. */
   | { type: 'captured'; capture: WrittenCapture }
   /** A synthetic probe finished a run (for its metrics and the dependency map). */

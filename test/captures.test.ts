@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { start, type Probe, type StallEvent } from '../src/index.js';
-import { memoryLogger, memoryMetrics, findMetric, pointValue, waitFor, tempDir } from './helpers.js';
+import { blockFor, memoryLogger, memoryMetrics, findMetric, pointValue, waitFor, tempDir } from './helpers.js';
+import { probeInternals } from '../src/probe/internals.js';
 
 const BLOCK_MS = 600;
 
@@ -178,6 +179,49 @@ describe('stall stacks: budget and --inspect', () => {
 function busyCallerForProfile(ms: number): number {
   return spinBusyLoop(ms);
 }
+
+describe('stack captures asked for at once, and sysprobe\'s own pauses', () => {
+  it('a stack asked for while one is being taken shares it: one capture, one result, no CAPTURE_BUSY', async () => {
+    const probe = await start({ logger: memoryLogger().logger, dumpDir: tempDir('sysprobe-shared-stack-') });
+    try {
+      const { supervisor } = probeInternals(probe);
+      // Both requests reach the worker while the main thread is blocked in native code, so the
+      // first capture's pause cannot land before the second is asked for.
+      const first = supervisor.request({ kind: 'captureStack' }, 10_000);
+      const second = supervisor.request({ kind: 'captureStack' }, 10_000);
+      blockFor(300);
+      const [a, b] = (await Promise.all([first, second])) as [{ frames: unknown[]; takenAt: number; latencyMs: number; how: string }, unknown];
+      assert.ok(a.frames.length > 0, JSON.stringify(a).slice(0, 300));
+      // The same pause: the same moment, the same latency, the same frames.
+      assert.deepEqual(b, a);
+      // Once it is over, a stack asked for is a new capture.
+      const later = (await supervisor.request({ kind: 'captureStack' }, 10_000)) as { takenAt: number };
+      assert.ok(later.takenAt > a.takenAt, `a new capture after the shared one (${later.takenAt} > ${a.takenAt})`);
+    } finally {
+      await probe.stop();
+    }
+  });
+
+  it('a stall while sysprobe pauses the main thread itself starts no stack capture, even before the worker hears of the pause', async () => {
+    const probe = await start({ logger: memoryLogger().logger, dumpDir: tempDir('sysprobe-own-pause-'), stallThresholdMs: 100 });
+    const stalls: StallEvent[] = [];
+    probe.on('stall', (e: StallEvent) => stalls.push(e));
+    try {
+      const { heartbeat } = probeInternals(probe);
+      // What a heap snapshot does, minus its selfPause message: the shared flag alone must tell the worker.
+      heartbeat.selfPause(true);
+      try { blockFor(400); } finally { heartbeat.selfPause(false); }
+      const stall = await waitFor('the stall of our own pause', () => stalls[0]);
+      assert.equal(stall.capture.how, 'skipped', JSON.stringify(stall.capture));
+      assert.match(stall.capture.reason ?? '', /heap snapshot/);
+      assert.equal(stall.cause, 'self');
+      // Nothing holds the debugger: a stack asked for right after is taken.
+      assert.ok((await probe.captureStack()).length > 0);
+    } finally {
+      await probe.stop();
+    }
+  });
+});
 
 describe('CPU profiles: captureCpuProfile()', () => {
   it('profiles the main thread from the worker, writes .cpuprofile and pprof, and names the busy function', async () => {

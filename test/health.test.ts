@@ -4,7 +4,8 @@ import { Worker } from 'node:worker_threads';
 import express from 'express';
 import Fastify from 'fastify';
 import { ErrorCode, fastifyHealthHandler, healthHandler, start, type Health, type Probe } from '../src/index.js';
-import { combine, resolveHealthOptions, thresholdReasons } from '../src/health/evaluate.js';
+import { combine, thresholdReasons } from '../src/health/evaluate.js';
+import { resolveHealthOptions } from '../src/health/options.js';
 import { blockFor, memoryLogger, waitFor } from './helpers.js';
 
 /** Keeps the CPU busy for `ms` of wall time: the named function the health endpoint must report. */

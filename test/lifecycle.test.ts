@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { ErrorCode, Probe, start } from '../src/index.js';
+import { ErrorCode, start } from '../src/index.js';
 import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+import { probeInternals } from '../src/probe/internals.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -133,7 +134,7 @@ describe('lifecycle', () => {
     const metrics = memoryMetrics();
     const probe = await start({ sampleIntervalMs: 100, logger, meterProvider: metrics.meterProvider });
     try {
-      await Probe.unsafeExposeInternals(probe).supervisor.crashForTest();
+      await probeInternals(probe).supervisor.crashForTest();
       await assert.rejects(probe.recent(), { code: ErrorCode.WORKER_UNAVAILABLE }, 'no answer while it restarts');
       await waitFor('the restart', () => lines.find((l) => l.msg === 'sysprobe worker restarted'));
       const exited = lines.find((l) => l.msg === 'sysprobe worker exited; restarting');
@@ -149,7 +150,7 @@ describe('lifecycle', () => {
       assert.ok((stalls[0] ?? 0) >= 300, `stall of ${stalls[0]} ms`);
 
       // A second crash soon after waits longer: the backoff doubles.
-      await Probe.unsafeExposeInternals(probe).supervisor.crashForTest();
+      await probeInternals(probe).supervisor.crashForTest();
       await waitFor('the second exit', () => lines.filter((l) => l.msg === 'sysprobe worker exited; restarting')[1]);
       assert.equal(lines.filter((l) => l.msg === 'sysprobe worker exited; restarting')[1]?.backoffMs, 200);
     } finally {

@@ -12,7 +12,8 @@
  * - a pause we asked for is always resumed, even when it lands after we gave
  *   up waiting (a main thread blocked in native code takes the pause only when
  *   it returns to JS); a pause we did not ask for is never touched;
- * - one capture of each kind at a time (V8 has one profiler, one pause).
+ * - one capture of each kind at a time (V8 has one profiler, one pause); a stack asked
+ *   for while one is being taken shares it, a second profile of a kind is refused.
  */
 import * as inspector from 'node:inspector';
 import { setFlagsFromString } from 'node:v8';
@@ -81,6 +82,8 @@ export class MainInspector {
   #lastPause: { location: ScriptLocation; takenAt: number } | undefined;
   /** The stack capture running, if any: a profile of a stall waits for it to learn where the loop spins. */
   #stackCapture: Promise<unknown> | undefined;
+  /** What every caller of captureStack() gets while that capture runs (source-mapped). */
+  #sharedStack: Promise<StackCapture> | undefined;
 
   constructor(sourceMaps?: SourceMaps) {
     this.#sourceMaps = sourceMaps;
@@ -131,15 +134,27 @@ export class MainInspector {
     });
   }
 
-  /** The main thread's JS stack, taken now. Rejects with CAPTURE_BUSY or CAPTURE_FAILED. */
+  /**
+   * The main thread's JS stack, taken now. Asked for while a stack is being taken (a stall's, or
+   * another caller's), it is that one: one pause, one result for every caller. Rejects with
+   * CAPTURE_FAILED, or CAPTURE_BUSY while a pause we asked for earlier has still not landed (the
+   * main thread is in native code; a second pause could not land before it).
+   */
   captureStack(timeoutMs: number): Promise<StackCapture> {
+    if (this.#sharedStack) return this.#sharedStack;
     if (this.#stackBusy || this.#pauseOutstanding) return Promise.reject(new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running'));
     const capture = this.#takeStack(timeoutMs);
     this.#stackCapture = capture;
-    void capture.catch(() => undefined).finally(() => { if (this.#stackCapture === capture) this.#stackCapture = undefined; });
     // Maps are read after the capture has ended (the main thread runs, the next capture may start): only the worker waits.
     const sourceMaps = this.#sourceMaps;
-    return sourceMaps ? capture.then(async (taken) => ({ ...taken, frames: await sourceMaps.resolve(taken.frames) })) : capture;
+    const shared = sourceMaps ? capture.then(async (taken) => ({ ...taken, frames: await sourceMaps.resolve(taken.frames) })) : capture;
+    this.#sharedStack = shared;
+    // Shared only while the pause is being taken: a stack asked for after it is a new one.
+    void capture.catch(() => undefined).finally(() => {
+      if (this.#stackCapture === capture) this.#stackCapture = undefined;
+      if (this.#sharedStack === shared) this.#sharedStack = undefined;
+    });
+    return shared;
   }
 
   async #takeStack(timeoutMs: number): Promise<StackCapture> {

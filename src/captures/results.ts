@@ -44,3 +44,9 @@ export interface RuleCaptures {
   /** Captures that were skipped (budget) or failed, and why. */
   notTaken?: string[];
 }
+
+/** A rule that fired, and what the worker captured for it. */
+export interface RuleEvent {
+  firing: RuleFiring;
+  captures: RuleCaptures;
+}

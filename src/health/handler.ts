@@ -10,7 +10,8 @@ import type { Health } from './evaluate.js';
 /** What the handlers need of a probe. */
 export interface HealthProvider {
   health(): Health;
-  readonly options: { readonly health: { readonly retryAfterSeconds: number } };
+  /** The `Retry-After` of a 503, seconds (a probe gives its `health.retryAfterSeconds`). Default 5. */
+  readonly retryAfterSeconds?: number;
 }
 
 /** Status code, headers and body of a health answer; shared with the worker's server. */
@@ -44,7 +45,7 @@ export function healthHandler(probe: HealthProvider): (req: IncomingMessage | un
     if (isFastifyReply(res)) return void answerFastify(probe, res);
     const response = res as ServerResponse;
     const head = (req as IncomingMessage | undefined)?.method === 'HEAD';
-    const { status, headers, body } = healthResponse(probe.health(), probe.options.health.retryAfterSeconds, head);
+    const { status, headers, body } = healthResponse(probe.health(), probe.retryAfterSeconds ?? 5, head);
     response.writeHead(status, headers);
     response.end(body);
   };
@@ -57,7 +58,7 @@ export function fastifyHealthHandler(probe: HealthProvider): (request: unknown, 
 
 function answerFastify(probe: HealthProvider, reply: FastifyReplyLike): FastifyReplyLike {
   // Fastify computes content-length and handles HEAD itself.
-  const { status, headers, body } = healthResponse(probe.health(), probe.options.health.retryAfterSeconds);
+  const { status, headers, body } = healthResponse(probe.health(), probe.retryAfterSeconds ?? 5);
   delete headers['content-length'];
   return reply.code(status).headers(headers).send(body);
 }

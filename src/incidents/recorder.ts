@@ -171,8 +171,11 @@ export class IncidentRecorder {
     this.#root = path.join(deps.dumpDir, INCIDENTS_DIR);
   }
 
-  /** The capture kinds the open incident already holds (a second rule must not take another). */
-  has(kind: string): boolean {
+  /**
+   * Whether the open incident already holds a file of this kind (the first stall's stack.json is
+   * kept). Not capture dedupe: the worker decides which captures are taken (captures/worker-captures.ts).
+   */
+  #holds(kind: string): boolean {
     return this.#open?.manifest.captures.some((c) => c.kind === kind) ?? false;
   }
 
@@ -210,7 +213,7 @@ export class IncidentRecorder {
         trigger.cause = explained.diagnosis.cause;
         trigger.requests = explained.requests;
       }
-      if (!this.has('stall-stack')) {
+      if (!this.#holds('stall-stack')) {
         await this.#writeCapture(incident, 'stall-stack', 'stall-stack.json', {
           startedAt: trigger.at, durationMs: trigger.observed, capture, frames: stack ?? [],
           ...(explained ? { cause: explained.diagnosis.cause, diagnosis: explained.diagnosis, requests: explained.requests, queued: explained.queued } : {}),

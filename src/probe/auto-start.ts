@@ -1,6 +1,7 @@
 import { isMainThread } from 'node:worker_threads';
 import type { MeterProvider } from '@opentelemetry/api';
 import { start, type Probe } from './probe.js';
+import { probeInternals } from './internals.js';
 import { envConfig } from './env-options.js';
 import { defaultLogger } from '../internal/logger.js';
 import { loadPeer, serviceResource } from '../metrics/peers.js';
@@ -75,7 +76,7 @@ export async function autoStart(env: NodeJS.ProcessEnv = process.env): Promise<P
     registry[PROBE_KEY] = probe;
     const health = probe.healthAddress();
     logger.info({
-      serviceName: probe.options.serviceName, ...(scrapeUrl ? { prometheus: scrapeUrl() } : {}), ...(otlpUrl ? { otlp: otlpUrl } : {}),
+      serviceName: probeInternals(probe).options.serviceName, ...(scrapeUrl ? { prometheus: scrapeUrl() } : {}), ...(otlpUrl ? { otlp: otlpUrl } : {}),
       ...(health ? { health: `http://${health.address.includes(':') ? `[${health.address}]` : health.address}:${health.port}/health` } : {}),
     }, 'sysprobe registered');
 

@@ -8,7 +8,7 @@ import { resolveIncidents, type IncidentOptions, type ResolvedIncidentOptions } 
 import { resolveSockets, type SocketsOptions } from '../sockets/options.js';
 import type { SocketsSettings } from '../sockets/sampler.js';
 import { resolveProbes, type ProbeTargetOptions, type ResolvedProbe } from '../synthetics/options.js';
-import { resolveHealthOptions, type HealthOptions, type ResolvedHealthOptions } from '../health/evaluate.js';
+import { resolveHealthOptions, type HealthOptions, type ResolvedHealthOptions } from '../health/options.js';
 import { resolveControlOptions, type ControlOptions, type ResolvedControlOptions } from '../control/options.js';
 
 /** The samplers that can be switched off one by one. All are on by default. */

@@ -61,6 +61,11 @@ export class Heartbeat {
     Atomics.store(this.#beatSlot, Beat.LAST, process.hrtime.bigint());
   }
 
+  /** sysprobe is about to pause the main thread itself (a heap snapshot), or has resumed: stall watches read it at once. */
+  selfPause(active: boolean): void {
+    Atomics.store(this.#beatSlot, Beat.SELF_PAUSED, active ? 1n : 0n);
+  }
+
   start(): void {
     this.#interval = setInterval(() => this.#tick(), this.#timer.intervalMs);
     this.#interval.unref();

@@ -6,9 +6,19 @@
 export const Beat = {
   /** When the main thread's heartbeat last ran. */
   LAST: 0,
+  /**
+   * 1 while the main thread is in sysprobe's own pause (a heap snapshot), else 0. Set by the main
+   * thread before it pauses, so whoever sees the stall sees this too (a message might come later).
+   */
+  SELF_PAUSED: 1,
   /** Number of slots. */
-  SIZE: 1,
+  SIZE: 2,
 } as const;
+
+/** Whether the main thread is in sysprobe's own pause now (see Beat.SELF_PAUSED). */
+export function selfPausedNow(beat: BigInt64Array): boolean {
+  return Atomics.load(beat, Beat.SELF_PAUSED) !== 0n;
+}
 
 /** How the stack of a stall was taken, or why it was not. */
 export interface StallCapture {

@@ -1,0 +1,166 @@
+/**
+ * Every capture the probe worker takes of the main thread: a stall's stack, the stacks and
+ * profiles rules and the control endpoint ask for, the near-limit allocation profile. It owns
+ * the inspector session, the source maps, the capture budget (automatic captures only), the
+ * worker's sink, and capture dedupe: while an incident is open, a kind of rule capture is
+ * taken once (`incidentClosed()` frees them again). A stack asked for while one is being
+ * taken shares that one (src/captures/main-inspector.ts).
+ */
+import { describeError } from '../errors.js';
+import type { AllocationProfileResult, CpuProfileResult, RuleCaptures } from './results.js';
+import type { Frame } from './cpuprofile.js';
+import type { StallCapture } from '../stalls/stall.js';
+import type { RuleFiring } from '../rules/firing.js';
+import type { SocketPicture } from '../sockets/sampler.js';
+import type { WorkerRule } from '../worker/settings.js';
+import { writeAllocationFiles, writeProfileFiles } from './profile-files.js';
+import { MainInspector, type StackCapture } from './main-inspector.js';
+import { SourceMaps } from '../sourcemaps/source-maps.js';
+import { RateBudget } from '../internal/rate-budget.js';
+import { FileSink } from '../sink/file-sink.js';
+import { functionSink, type CaptureSink, type WrittenCapture } from '../sink/sink.js';
+
+/** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
+const STACK_TIMEOUT_MS = 2_000;
+/** V8's default for the sampling heap profiler: one sample per 32 KB allocated, cheap enough to run for minutes. */
+const ALLOCATION_SAMPLING_BYTES = 32 * 1024;
+/** V8's default sampling interval: fine enough for a spike of a few seconds, cheap enough to leave on during one. */
+const PROFILE_SAMPLING_INTERVAL_US = 1000;
+/** Near a memory limit: a short allocation profile (the stacks allocating now). */
+const NEAR_LIMIT_PROFILE_MS = 1_000;
+/** The reason a stall during sysprobe's own pause (a heap snapshot) has no stack. */
+const SELF_PAUSE_REASON = 'sysprobe was writing a heap snapshot';
+
+export interface CaptureSettings {
+  dumpDir: string;
+  dumpMaxBytes: number;
+  serviceName: string;
+  sysprobeVersion: string;
+  capturesPerMinute: number;
+  /** Incidents on: rule captures are deduplicated per open incident. */
+  incidents: boolean;
+}
+
+/** A stall's stack, how it was taken, and whether the stall was sysprobe's own pause. */
+export interface StallStack {
+  stack: Frame[] | undefined;
+  capture: StallCapture;
+  selfPaused: boolean;
+}
+
+export class WorkerCaptures {
+  readonly #settings: CaptureSettings;
+  /** Source maps of the main thread's scripts, read when a position is shown (stacks, profile summaries, pprof). */
+  readonly #sourceMaps = new SourceMaps({ readTimeoutMs: 1000 });
+  readonly #inspector = new MainInspector(this.#sourceMaps);
+  /** Automatic captures (stalls, rules, near-limit) per minute; what a person asks for is not counted. */
+  readonly #budget: RateBudget;
+  /** The worker's own sink on the dump directory (the main thread has one for heap snapshots; they share its naming and limits). */
+  readonly #sink: CaptureSink;
+  /** The capture kinds taken for the open incident: concurrent firings join it without a second capture of a kind. */
+  readonly #incidentKinds = new Set<string>();
+  /** Whether the main thread is stalled now (a profile of a stall first discards the stalled loop's optimized code). */
+  readonly #stalled: () => boolean;
+
+  /** `captured` hears of each finished capture (the main thread tells the app: onCapture, 'capture'). */
+  constructor(settings: CaptureSettings, captured: (capture: WrittenCapture) => void, stalled: () => boolean) {
+    this.#settings = settings;
+    this.#stalled = stalled;
+    this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
+    this.#sink = functionSink(
+      new FileSink({ dir: settings.dumpDir, maxBytes: settings.dumpMaxBytes, service: settings.serviceName, sysprobeVersion: settings.sysprobeVersion }),
+      captured);
+  }
+
+  /** The main thread's stack now (a person's request: not budgeted). */
+  stack(): Promise<StackCapture> {
+    return this.#inspector.captureStack(STACK_TIMEOUT_MS);
+  }
+
+  /** Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink. */
+  async cpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
+    const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US, { stalled: this.#stalled() });
+    return writeProfileFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger, sourceMaps: this.#sourceMaps });
+  }
+
+  /** Samples the main thread's allocations and writes the .heapprofile, with its sidecar (summary, trigger), through the sink. */
+  async allocationProfile(durationMs: number, trigger?: RuleFiring): Promise<AllocationProfileResult> {
+    const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(durationMs, ALLOCATION_SAMPLING_BYTES);
+    return writeAllocationFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger, sourceMaps: this.#sourceMaps });
+  }
+
+  /**
+   * A stall's stack, taken as the stall is seen. None when the stall is sysprobe's own pause
+   * (`selfPaused`: the main thread is in native code on purpose, a capture would only wait and
+   * fail, and hold the debugger a person's request then needs) or the budget is spent.
+   */
+  async stallStack(selfPaused: boolean): Promise<StallStack> {
+    const detectedAt = Date.now();
+    if (selfPaused) return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: SELF_PAUSE_REASON }, selfPaused: true };
+    if (!this.#budget.take()) {
+      return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` }, selfPaused: false };
+    }
+    try {
+      const { frames, how, takenAt, latencyMs } = await this.stack();
+      return { stack: frames, capture: { how, detectedAt, takenAt, latencyMs }, selfPaused: false };
+    } catch (err) {
+      return { stack: undefined, capture: { how: 'failed', detectedAt, reason: describeError(err).message }, selfPaused: false };
+    }
+  }
+
+  /**
+   * The captures a fired rule asks for, within the budget, one of each kind per open incident;
+   * `sockets` (a slow dependency's firing): how the connections looked right then.
+   */
+  async forRule(firing: RuleFiring, rule: WorkerRule | undefined, sockets?: () => Promise<SocketPicture>): Promise<RuleCaptures> {
+    const captures: RuleCaptures = {};
+    const notTaken: string[] = [];
+    const take = async (kind: string, capture: () => Promise<void>) => {
+      if (this.#incidentKinds.has(kind)) return void notTaken.push(`${kind}: already taken for the open incident`);
+      if (!this.#budget.take()) return void notTaken.push(`${kind}: capture budget spent (${this.#settings.capturesPerMinute} per minute)`);
+      if (this.#settings.incidents) this.#incidentKinds.add(kind);
+      await capture().catch((err: unknown) => {
+        this.#incidentKinds.delete(kind); // a failed capture may be tried again by the next firing
+        notTaken.push(`${kind}: ${describeError(err).message}`);
+      });
+    };
+    if (sockets) await sockets().then((picture) => { captures.sockets = picture; }, (err: unknown) => { notTaken.push(`sockets: ${describeError(err).message}`); });
+    if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.stack()).frames; });
+    // CPU and allocation profiles use different profilers, so both run at once.
+    await Promise.all([
+      rule?.cpuProfileMs && take('cpuProfile', async () => { captures.cpuProfile = await this.cpuProfile(rule.cpuProfileMs!, firing); }),
+      rule?.allocationProfileMs && take('allocationProfile', async () => { captures.allocationProfile = await this.allocationProfile(rule.allocationProfileMs!, firing); }),
+    ]);
+    if (notTaken.length > 0) captures.notTaken = notTaken;
+    return captures;
+  }
+
+  /**
+   * Near the heap or memory limit: a short allocation profile (within the budget) and the main
+   * thread's diagnostic report (`diagnosticReport`), never a heap snapshot (it would need as
+   * much memory again as the heap).
+   */
+  async nearLimit(firing: RuleFiring, diagnosticReport: () => Promise<unknown>): Promise<RuleCaptures> {
+    const captures: RuleCaptures = {};
+    const notTaken: string[] = [];
+    await Promise.all([
+      this.#budget.take()
+        ? this.allocationProfile(NEAR_LIMIT_PROFILE_MS, firing).then((p) => { captures.allocationProfile = p; }, (err: unknown) => { notTaken.push(`allocationProfile: ${describeError(err).message}`); })
+        : notTaken.push(`allocationProfile: capture budget spent (${this.#settings.capturesPerMinute} per minute)`),
+      diagnosticReport()
+        .then((report) => { captures.diagnosticReport = report as RuleCaptures['diagnosticReport']; }, (err: unknown) => { notTaken.push(`diagnosticReport: ${describeError(err).message}`); }),
+    ]);
+    if (notTaken.length > 0) captures.notTaken = notTaken;
+    return captures;
+  }
+
+  /** The open incident closed: each kind of rule capture may be taken again. */
+  incidentClosed(): void {
+    this.#incidentKinds.clear();
+  }
+
+  /** Closes the inspector session; true when there was one (the worker then lingers before exiting). */
+  close(): boolean {
+    return this.#inspector.close();
+  }
+}
