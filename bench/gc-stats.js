@@ -84,7 +84,11 @@ function runOnce(mode) {
     return JSON.parse(res.stdout);
   }
   const out = path.join(require('node:os').tmpdir(), `gc-stats-${process.pid}.callgrind`);
-  const res = spawnSync('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, NODE, '--jitless', ...childArgs], { encoding: 'utf8', env: process.env });
+  const res = spawnSync(
+    'valgrind',
+    ['--tool=callgrind', `--callgrind-out-file=${out}`, NODE, '--jitless', ...childArgs],
+    { encoding: 'utf8', env: process.env },
+  );
   if (res.status !== 0) throw new Error(`${mode}: exit ${res.status}: ${res.stderr.slice(-2000)}`);
   fs.rmSync(out, { force: true });
   const collected = Number(/Collected : (\d+)/.exec(res.stderr)[1]);
@@ -92,7 +96,10 @@ function runOnce(mode) {
   return { ...JSON.parse(res.stdout), busyCpuMs: collected / 1e6, idleCpuMs: 0 };
 }
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+};
 
 const runs = Object.fromEntries(MODES.map((m) => [m, []]));
 for (let r = 0; r < ROUNDS; r++) for (const mode of MODES) runs[mode].push(runOnce(mode));
@@ -106,8 +113,13 @@ const rows = MODES.map((mode) => {
   const idle = median(runs[mode].map((x) => x.idleCpuMs));
   const last = runs[mode][runs[mode].length - 1];
   return {
-    mode, busyCpuMs: busy, gcs, extraUsPerGc: mode === 'none' ? 0 : ((busy - base) * 1000) / gcs,
-    idleCpuMsPerS: idle / (IDLE_MS / 1000), measuresBytes: last.reclaimed > 0, liveAfterMajor: last.liveAfterMajor,
+    mode,
+    busyCpuMs: busy,
+    gcs,
+    extraUsPerGc: mode === 'none' ? 0 : ((busy - base) * 1000) / gcs,
+    idleCpuMsPerS: idle / (IDLE_MS / 1000),
+    measuresBytes: last.reclaimed > 0,
+    liveAfterMajor: last.liveAfterMajor,
   };
 });
 const lines = [
@@ -117,9 +129,15 @@ const lines = [
   '',
   '| mode | workload CPU ms | GCs | extra µs per GC vs none | idle CPU ms/s | reclaimed bytes | live heap after last major |',
   '|---|---:|---:|---:|---:|---|---:|',
-  ...rows.map((r) => `| ${r.mode} | ${r.busyCpuMs.toFixed(0)} | ${r.gcs} | ${r.extraUsPerGc.toFixed(1)} | ${r.idleCpuMsPerS.toFixed(3)} | ${r.measuresBytes ? 'yes' : 'no'} | ${r.liveAfterMajor > 0 ? r.liveAfterMajor : '-'} |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.mode} | ${r.busyCpuMs.toFixed(0)} | ${r.gcs} | ${r.extraUsPerGc.toFixed(1)} | ${r.idleCpuMsPerS.toFixed(3)} | ${r.measuresBytes ? 'yes' : 'no'} | ${r.liveAfterMajor > 0 ? r.liveAfterMajor : '-'} |`,
+  ),
 ];
 console.log(lines.join('\n'));
 const dir = path.join(__dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });
-fs.writeFileSync(path.join(dir, `gc-stats-${version}${CALLGRIND ? '-callgrind' : ''}-latest.md`), `${lines.join('\n')}\n`);
+fs.writeFileSync(
+  path.join(dir, `gc-stats-${version}${CALLGRIND ? '-callgrind' : ''}-latest.md`),
+  `${lines.join('\n')}\n`,
+);

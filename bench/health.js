@@ -17,7 +17,10 @@ const http = require('node:http');
 const path = require('node:path');
 
 const args = process.argv.slice(2);
-const flag = (name, fallback) => { const i = args.indexOf(name); return i >= 0 ? Number(args[i + 1]) : fallback; };
+const flag = (name, fallback) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+};
 const SECONDS = flag('--seconds', 10);
 const BLOCKS = flag('--blocks', 3);
 const RESULTS = path.join(__dirname, 'results', 'health.json');
@@ -33,12 +36,25 @@ function busyLoopInService(ms) {
 
 async function child(config) {
   const { start } = require('..');
-  const probe = await start({ logger: require('pino')({ level: 'silent' }), ...(config === 'none' ? {} : { health: { port: 0 } }) });
+  const probe = await start({
+    logger: require('pino')({ level: 'silent' }),
+    ...(config === 'none' ? {} : { health: { port: 0 } }),
+  });
   const keepAlive = setInterval(() => {}, 60_000);
   process.on('message', (message) => {
-    if (message.cmd === 'block') { busyLoopInService(message.ms); process.send({ blocked: true }); }
-    if (message.cmd === 'cpu') { const u = process.cpuUsage(); process.send({ cpuMs: (u.user + u.system) / 1000 }); }
-    if (message.cmd === 'stop') void probe.stop().then(() => { clearInterval(keepAlive); process.disconnect(); });
+    if (message.cmd === 'block') {
+      busyLoopInService(message.ms);
+      process.send({ blocked: true });
+    }
+    if (message.cmd === 'cpu') {
+      const u = process.cpuUsage();
+      process.send({ cpuMs: (u.user + u.system) / 1000 });
+    }
+    if (message.cmd === 'stop')
+      void probe.stop().then(() => {
+        clearInterval(keepAlive);
+        process.disconnect();
+      });
   });
   process.send({ port: probe.healthAddress()?.port });
 }
@@ -49,15 +65,25 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 function get(port) {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    http.get({ host: '127.0.0.1', port, path: '/health', agent }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
-    }).on('error', reject);
+    http
+      .get({ host: '127.0.0.1', port, path: '/health', agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode, ms: Number(process.hrtime.bigint() - t0) / 1e6 }));
+      })
+      .on('error', reject);
   });
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]; };
-const summary = (xs) => ({ n: xs.length, p50: +pct(xs, 50).toFixed(2), p99: +pct(xs, 99).toFixed(2), max: +Math.max(...xs).toFixed(2) });
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+const summary = (xs) => ({
+  n: xs.length,
+  p50: +pct(xs, 50).toFixed(2),
+  p99: +pct(xs, 99).toFixed(2),
+  max: +Math.max(...xs).toFixed(2),
+});
 
 function spawn(config) {
   const proc = fork(__filename, ['--child', config], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -114,8 +140,16 @@ async function main() {
     withEndpointPolledEverySecond: await cpuPerSecond('health', true),
   };
   const result = {
-    date: new Date().toISOString(), node: process.version, cpus: require('node:os').cpus().length, loadavg: require('node:os').loadavg(),
-    latencyMs: { idle: summary(idle), blockedFrom500ms: summary(blocked), blocked300to500ms: summary(early), blockedStatuses: statuses },
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: require('node:os').cpus().length,
+    loadavg: require('node:os').loadavg(),
+    latencyMs: {
+      idle: summary(idle),
+      blockedFrom500ms: summary(blocked),
+      blocked300to500ms: summary(early),
+      blockedStatuses: statuses,
+    },
     idleCpuMsPerSecond: { ...cpu, seconds: SECONDS },
   };
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
@@ -124,4 +158,8 @@ async function main() {
 }
 
 if (args[0] === '--child') void child(args[1]);
-else main().catch((err) => { console.error(err); process.exitCode = 1; });
+else
+  main().catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  });

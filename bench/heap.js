@@ -122,22 +122,39 @@ const ms = () => Number(process.hrtime.bigint() - t0) / 1e6;
 function timed(label, cmd, cmdArgs, env = {}) {
   process.stderr.write(`  ${label} …`);
   const r = spawnSync('/usr/bin/time', ['-v', cmd, ...cmdArgs], {
-    env: { ...process.env, ROOT, PEERS, ...env }, encoding: 'utf8', maxBuffer: 256 << 20, timeout: 30 * 60_000,
+    env: { ...process.env, ROOT, PEERS, ...env },
+    encoding: 'utf8',
+    maxBuffer: 256 << 20,
+    timeout: 30 * 60_000,
   });
   const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
   const wall = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)/.exec(r.stderr);
   const wallMs = wall ? ((Number(wall[1] ?? 0) * 60 + Number(wall[2])) * 60 + Number(wall[3])) * 1000 : NaN;
-  const user = /User time \(seconds\): ([\d.]+)/.exec(r.stderr), sys = /System time \(seconds\): ([\d.]+)/.exec(r.stderr);
+  const user = /User time \(seconds\): ([\d.]+)/.exec(r.stderr),
+    sys = /System time \(seconds\): ([\d.]+)/.exec(r.stderr);
   const cpuMs = user && sys ? (Number(user[1]) + Number(sys[1])) * 1000 : NaN;
-  const result = { label, exitCode: r.status, wallMs, cpuMs, peakRssMb: rss ? Number(rss[1]) / 1024 : NaN, stdout: r.stdout };
+  const result = {
+    label,
+    exitCode: r.status,
+    wallMs,
+    cpuMs,
+    peakRssMb: rss ? Number(rss[1]) / 1024 : NaN,
+    stdout: r.stdout,
+  };
   Object.defineProperty(result, 'output', { value: r.stdout + r.stderr, enumerable: false }); // memlab prints its traces on stderr
-  process.stderr.write(` ${(wallMs / 1000).toFixed(2)} s, ${result.peakRssMb.toFixed(0)} MB peak RSS${r.status ? ` (exit ${r.status})` : ''}\n`);
+  process.stderr.write(
+    ` ${(wallMs / 1000).toFixed(2)} s, ${result.peakRssMb.toFixed(0)} MB peak RSS${r.status ? ` (exit ${r.status})` : ''}\n`,
+  );
   if (r.status) result.stderrTail = r.stderr.split('\n').slice(-15).join('\n');
   return result;
 }
 
 function lastJson(stdout) {
-  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  const line = stdout
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{'));
   return line ? JSON.parse(line) : undefined;
 }
 
@@ -159,13 +176,21 @@ function runShape(shape) {
   const large = shape === 'large-leak';
   const leak = large ? LARGE_LEAK : LEAK;
   if (large) {
-    process.stderr.write(`generating the large-leak snapshots (${leak} sessions leaked between each pair, amid churn) in ${dir}\n`);
-    execFileSync(process.execPath, ['--max-old-space-size=16384', '-e', GENERATE_LARGE, dir, String(leak)], { stdio: 'inherit' });
+    process.stderr.write(
+      `generating the large-leak snapshots (${leak} sessions leaked between each pair, amid churn) in ${dir}\n`,
+    );
+    execFileSync(process.execPath, ['--max-old-space-size=16384', '-e', GENERATE_LARGE, dir, String(leak)], {
+      stdio: 'inherit',
+    });
   } else {
     const leakBytes = LEAK * 300; // a LeakyEntry, its string and its Map slots
     const fillers = Math.max(10_000, Math.round((TARGET_MB * 1e6 - 5e6 - leakBytes) / FILLER_BYTES));
-    process.stderr.write(`generating snapshots (~${TARGET_MB} MB for B, ${fillers} filler objects, a ${LEAK}-object Map leak) in ${dir}\n`);
-    execFileSync(process.execPath, ['--max-old-space-size=16384', '-e', GENERATE, dir, String(fillers), String(LEAK)], { stdio: 'inherit' });
+    process.stderr.write(
+      `generating snapshots (~${TARGET_MB} MB for B, ${fillers} filler objects, a ${LEAK}-object Map leak) in ${dir}\n`,
+    );
+    execFileSync(process.execPath, ['--max-old-space-size=16384', '-e', GENERATE, dir, String(fillers), String(LEAK)], {
+      stdio: 'inherit',
+    });
   }
   const [A, B, C] = ['a', 'b', 'c'].map((n) => path.join(dir, `${n}.heapsnapshot`));
   const sizes = [A, B, C].map((f) => fs.statSync(f).size / 1e6);
@@ -176,17 +201,52 @@ function runShape(shape) {
   execFileSync('sync');
   const memlabBin = path.join(PEERS, 'node_modules/@memlab/cli/bin/memlab.js');
   const haveMemlab = WITH_MEMLAB && fs.existsSync(memlabBin);
-  if (WITH_MEMLAB && !haveMemlab) process.stderr.write('memlab is not installed: PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix bench/peers memlab@2.0.5\n');
+  if (WITH_MEMLAB && !haveMemlab)
+    process.stderr.write(
+      'memlab is not installed: PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix bench/peers memlab@2.0.5\n',
+    );
   const memlabEnv = { NODE_OPTIONS: '--max-old-space-size=16384' };
   const tasks = [
     ['sysprobeParse', 'sysprobe parse B', ['-e', TASK, 'sysprobe-parse', B]],
     ['sysprobeDominators', 'sysprobe parse + dominators + retained B', ['-e', TASK, 'sysprobe-dominators', B]],
-    ['sysprobeLeaks', 'sysprobe heap diff A B C', [path.join(ROOT, 'dist/src/cli/main.js'), 'heap', 'diff', A, B, C, '--json']],
-    ['sysprobeLeaksOneCore', 'sysprobe leak search on one core (parallel: false)', ['-e', TASK, 'sysprobe-leaks-one-core', A, B, C]],
-    ...(haveMemlab ? [
-      ['memlabLoad', 'memlab getFullHeapFromFile B (parse + dominators + retained)', ['-e', TASK, 'memlab-load', B], memlabEnv],
-      ['memlabLeaks', 'memlab find-leaks --trace-all-objects A B C', [memlabBin, 'find-leaks', '--baseline', A, '--target', B, '--final', C, '--trace-all-objects', '--work-dir', path.join(dir, 'memlab')], memlabEnv],
-    ] : []),
+    [
+      'sysprobeLeaks',
+      'sysprobe heap diff A B C',
+      [path.join(ROOT, 'dist/src/cli/main.js'), 'heap', 'diff', A, B, C, '--json'],
+    ],
+    [
+      'sysprobeLeaksOneCore',
+      'sysprobe leak search on one core (parallel: false)',
+      ['-e', TASK, 'sysprobe-leaks-one-core', A, B, C],
+    ],
+    ...(haveMemlab
+      ? [
+          [
+            'memlabLoad',
+            'memlab getFullHeapFromFile B (parse + dominators + retained)',
+            ['-e', TASK, 'memlab-load', B],
+            memlabEnv,
+          ],
+          [
+            'memlabLeaks',
+            'memlab find-leaks --trace-all-objects A B C',
+            [
+              memlabBin,
+              'find-leaks',
+              '--baseline',
+              A,
+              '--target',
+              B,
+              '--final',
+              C,
+              '--trace-all-objects',
+              '--work-dir',
+              path.join(dir, 'memlab'),
+            ],
+            memlabEnv,
+          ],
+        ]
+      : []),
   ];
   // Every task once per round, in turn; each keeps its fastest round (the least disturbed by the machine's noise).
   const runs = {};
@@ -202,7 +262,10 @@ function runShape(shape) {
   const first = diff.leaks[0];
   const [leakClass, holder] = large ? ['Session', 'sessions'] : ['LeakyEntry', 'sessionCache'];
   // The large shape's leak is counted within 1 %: V8 keeps a few of the newest entries elsewhere too.
-  const sysprobeFound = first?.constructor === leakClass && Math.abs(first.count - leak) <= (large ? leak / 100 : 0) && new RegExp(`Map "${holder}"`).test(first.retainerPath);
+  const sysprobeFound =
+    first?.constructor === leakClass &&
+    Math.abs(first.count - leak) <= (large ? leak / 100 : 0) &&
+    new RegExp(`Map "${holder}"`).test(first.retainerPath);
   runs.sysprobeLeaks.found = sysprobeFound;
   runs.sysprobeLeaks.first = first;
   runs.sysprobeLeaks.stdout = undefined;
@@ -218,45 +281,88 @@ function runShape(shape) {
     runs.memlabLeaks.leakCount = Number(/MemLab found (\d+) leak/.exec(out)?.[1] ?? NaN);
     runs.memlabLeaks.stdout = undefined;
   }
-  for (const r of Object.values(runs)) if (r.stdout !== undefined) { r.result = lastJson(r.stdout); r.stdout = undefined; }
+  for (const r of Object.values(runs))
+    if (r.stdout !== undefined) {
+      r.result = lastJson(r.stdout);
+      r.stdout = undefined;
+    }
   const oneCoreFound = JSON.stringify(runs.sysprobeLeaksOneCore.result?.first) === JSON.stringify(first);
 
   const ratio = (ours, theirs) => theirs / ours;
-  const ratios = haveMemlab ? {
-    loadWall: ratio(runs.sysprobeDominators.wallMs, runs.memlabLoad.wallMs),
-    loadRss: ratio(runs.sysprobeDominators.peakRssMb, runs.memlabLoad.peakRssMb),
-    leaksWall: ratio(runs.sysprobeLeaks.wallMs, runs.memlabLeaks.wallMs),
-    leaksRss: ratio(runs.sysprobeLeaks.peakRssMb, runs.memlabLeaks.peakRssMb),
-    leaksCpu: ratio(runs.sysprobeLeaks.cpuMs, runs.memlabLeaks.cpuMs),
-  } : {};
+  const ratios = haveMemlab
+    ? {
+        loadWall: ratio(runs.sysprobeDominators.wallMs, runs.memlabLoad.wallMs),
+        loadRss: ratio(runs.sysprobeDominators.peakRssMb, runs.memlabLoad.peakRssMb),
+        leaksWall: ratio(runs.sysprobeLeaks.wallMs, runs.memlabLeaks.wallMs),
+        leaksRss: ratio(runs.sysprobeLeaks.peakRssMb, runs.memlabLeaks.peakRssMb),
+        leaksCpu: ratio(runs.sysprobeLeaks.cpuMs, runs.memlabLeaks.cpuMs),
+      }
+    : {};
   const result = {
-    at: new Date().toISOString(), node: process.version, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model,
-    shape, targetMb: large ? undefined : TARGET_MB, leak, snapshotMb: sizes, nodes: runs.sysprobeParse.result?.nodes, runs, ratios,
+    at: new Date().toISOString(),
+    node: process.version,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model,
+    shape,
+    targetMb: large ? undefined : TARGET_MB,
+    leak,
+    snapshotMb: sizes,
+    nodes: runs.sysprobeParse.result?.nodes,
+    runs,
+    ratios,
   };
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = result.at.replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z');
   fs.writeFileSync(path.join(RESULTS_DIR, `${NAME}-${shape}-${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
 
-  const row = (name, r, extra = '') => `| ${name} | ${(r.wallMs / 1000).toFixed(2)} s | ${r.peakRssMb.toFixed(0)} MB | ${extra} |`;
+  const row = (name, r, extra = '') =>
+    `| ${name} | ${(r.wallMs / 1000).toFixed(2)} s | ${r.peakRssMb.toFixed(0)} MB | ${extra} |`;
   const sp = runs.sysprobeDominators.result ?? {};
   const md = [
     `# Heap analysis benchmark, ${large ? 'large-leak' : 'map'} shape (${result.at})`,
     '',
-    `Node ${process.version}, ${result.cpus} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at the end (the machine is shared). Snapshots A/B/C: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(' / ')} (${result.nodes} nodes in B), ${large ? `${leak} objects leaked into a Map between each pair, amid churn` : `a ${leak}-object leak held by a Map`}.`,
+    `Node ${process.version}, ${result.cpus} CPUs, load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(
+        ' ',
+      )} at the end (the machine is shared). Snapshots A/B/C: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(' / ')} (${result.nodes} nodes in B), ${large ? `${leak} objects leaked into a Map between each pair, amid churn` : `a ${leak}-object leak held by a Map`}.`,
     `Each row is a fresh process under \`/usr/bin/time -v\`, the fastest of ${ROUNDS} round${ROUNDS > 1 ? 's' : ''} (every task once per round, in turn).`,
     '',
     '| task | wall | peak RSS | notes |',
     '| --- | --- | --- | --- |',
-    row('sysprobe: parse B', runs.sysprobeParse, `parse ${(runs.sysprobeParse.result?.parseMs / 1000).toFixed(2)} s in-process`),
-    row('sysprobe: parse + dominators + retained sizes of B', runs.sysprobeDominators, `parse ${(sp.parseMs / 1000).toFixed(2)} s, dominators + retained ${(sp.analyzeMs / 1000).toFixed(2)} s`),
-    row('sysprobe: `heap diff A B C` (leak search)', runs.sysprobeLeaks, `${sysprobeFound ? 'found' : 'NOT found'}: #1 is ${first?.constructor} ×${first?.count}, ${first?.retainerPath}; CPU ${(runs.sysprobeLeaks.cpuMs / 1000).toFixed(2)} s`),
-    row('sysprobe: the same on one core (`parallel: false`)', runs.sysprobeLeaksOneCore, oneCoreFound ? 'found, the same #1' : 'NOT found'),
-    ...(haveMemlab ? [
-      row('memlab 2.0.5: getFullHeapFromFile(B)', runs.memlabLoad, 'parse + dominators + retained sizes'),
-      row('memlab 2.0.5: find-leaks --trace-all-objects', runs.memlabLeaks, `${runs.memlabLeaks.found ? 'found' : 'NOT first'}: the Map leak is trace #${runs.memlabLeaks.rankOfMapLeak} of ${runs.memlabLeaks.leakCount}; CPU ${(runs.memlabLeaks.cpuMs / 1000).toFixed(2)} s`),
-      '',
-      `Ratios (memlab ÷ sysprobe): load ${ratios.loadWall.toFixed(1)}× faster at ${ratios.loadRss.toFixed(1)}× less peak RSS; leak search ${ratios.leaksWall.toFixed(1)}× faster (wall; ${ratios.leaksCpu.toFixed(1)}× in CPU time) at ${(1 / ratios.leaksRss).toFixed(2)}× memlab's peak RSS. Targets: ≥ 8× faster, ≤ 0.25× the peak RSS.`,
-    ] : []),
+    row(
+      'sysprobe: parse B',
+      runs.sysprobeParse,
+      `parse ${(runs.sysprobeParse.result?.parseMs / 1000).toFixed(2)} s in-process`,
+    ),
+    row(
+      'sysprobe: parse + dominators + retained sizes of B',
+      runs.sysprobeDominators,
+      `parse ${(sp.parseMs / 1000).toFixed(2)} s, dominators + retained ${(sp.analyzeMs / 1000).toFixed(2)} s`,
+    ),
+    row(
+      'sysprobe: `heap diff A B C` (leak search)',
+      runs.sysprobeLeaks,
+      `${sysprobeFound ? 'found' : 'NOT found'}: #1 is ${first?.constructor} ×${first?.count}, ${first?.retainerPath}; CPU ${(runs.sysprobeLeaks.cpuMs / 1000).toFixed(2)} s`,
+    ),
+    row(
+      'sysprobe: the same on one core (`parallel: false`)',
+      runs.sysprobeLeaksOneCore,
+      oneCoreFound ? 'found, the same #1' : 'NOT found',
+    ),
+    ...(haveMemlab
+      ? [
+          row('memlab 2.0.5: getFullHeapFromFile(B)', runs.memlabLoad, 'parse + dominators + retained sizes'),
+          row(
+            'memlab 2.0.5: find-leaks --trace-all-objects',
+            runs.memlabLeaks,
+            `${runs.memlabLeaks.found ? 'found' : 'NOT first'}: the Map leak is trace #${runs.memlabLeaks.rankOfMapLeak} of ${runs.memlabLeaks.leakCount}; CPU ${(runs.memlabLeaks.cpuMs / 1000).toFixed(2)} s`,
+          ),
+          '',
+          `Ratios (memlab ÷ sysprobe): load ${ratios.loadWall.toFixed(1)}× faster at ${ratios.loadRss.toFixed(1)}× less peak RSS; leak search ${ratios.leaksWall.toFixed(1)}× faster (wall; ${ratios.leaksCpu.toFixed(1)}× in CPU time) at ${(1 / ratios.leaksRss).toFixed(2)}× memlab's peak RSS. Targets: ≥ 8× faster, ≤ 0.25× the peak RSS.`,
+        ]
+      : []),
     '',
   ].join('\n');
   if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });

@@ -40,9 +40,17 @@ async function socketsChild(sockets, ss) {
   // In batches, so the accept queue never overflows.
   for (let opened = 0; opened < sockets / 2;) {
     const batch = Math.min(200, sockets / 2 - opened);
-    clients.push(...await Promise.all(Array.from({ length: batch }, () => new Promise((resolve, reject) => {
-      const c = net.connect(port, '127.0.0.1', () => resolve(c)).on('error', reject);
-    }))));
+    clients.push(
+      ...(await Promise.all(
+        Array.from(
+          { length: batch },
+          () =>
+            new Promise((resolve, reject) => {
+              const c = net.connect(port, '127.0.0.1', () => resolve(c)).on('error', reject);
+            }),
+        ),
+      )),
+    );
     opened += batch;
   }
   const sampler = new SocketSampler({ intervalMs: 10_000, ss, maxRemotes: 20 }, () => {});
@@ -54,11 +62,28 @@ async function socketsChild(sockets, ss) {
     const picture = await sampler.sweep();
     const wallMs = performance.now() - t0;
     const after = cpuTimes();
-    runs.push({ wallMs, cpuMs: after.selfMs - before.selfMs, ssCpuMs: after.childrenMs - before.childrenMs, total: picture.total, ss: picture.ss });
+    runs.push({
+      wallMs,
+      cpuMs: after.selfMs - before.selfMs,
+      ssCpuMs: after.childrenMs - before.childrenMs,
+      total: picture.total,
+      ss: picture.ss,
+    });
   }
   const median = (key) => runs.map((r) => r[key]).sort((a, b) => a - b)[Math.floor(runs.length / 2)];
   const ssSockets = ss ? execFileSync('ss', ['-tanH']).toString().split('\n').filter(Boolean).length : undefined;
-  process.send({ sockets, ss, seen: Math.min(...runs.map((r) => r.total)), seenMax: Math.max(...runs.map((r) => r.total)), firstSeen: first.total, ssState: first.ss, wallMs: median('wallMs'), cpuMs: median('cpuMs'), ssCpuMs: median('ssCpuMs'), ssSockets });
+  process.send({
+    sockets,
+    ss,
+    seen: Math.min(...runs.map((r) => r.total)),
+    seenMax: Math.max(...runs.map((r) => r.total)),
+    firstSeen: first.total,
+    ssState: first.ss,
+    wallMs: median('wallMs'),
+    cpuMs: median('cpuMs'),
+    ssCpuMs: median('ssCpuMs'),
+    ssSockets,
+  });
   for (const c of clients) c.destroy();
   server.close();
   process.exit(0);
@@ -68,11 +93,17 @@ function runChild(kind, ...params) {
   const limit = 4096 + Math.max(0, ...params.filter((p) => typeof p === 'number')) * 2;
   // Raise the descriptor limit in a shell before exec'ing node: as root both limits rise; else up to the hard limit.
   const script = `ulimit -n ${limit} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$0" "$@"`;
-  const child = spawn('sh', ['-c', script, process.execPath, __filename, '--child', kind, ...params.map(String)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = spawn('sh', ['-c', script, process.execPath, __filename, '--child', kind, ...params.map(String)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   return new Promise((resolve, reject) => {
     let result;
-    child.on('message', (m) => { result = m; });
-    child.on('exit', (code) => (result ? resolve(result) : reject(new Error(`${kind} child exited ${code} without a result`))));
+    child.on('message', (m) => {
+      result = m;
+    });
+    child.on('exit', (code) =>
+      result ? resolve(result) : reject(new Error(`${kind} child exited ${code} without a result`)),
+    );
   });
 }
 
@@ -84,10 +115,17 @@ const SECTIONS = {
       for (const ss of [false, true]) rows.push(await runChild('sockets', sockets, ss ? 'ss' : 'no-ss'));
     }
     console.log('\nsocket sampler, one sweep (median of 5)');
-    console.table(rows.map((r) => ({
-      sockets: r.sockets, seen: r.seen === r.seenMax ? r.seen : `${r.seen}-${r.seenMax}`, ss: r.ss ? r.ssState : 'off', 'wall ms': r.wallMs.toFixed(1), 'sampler CPU ms': r.cpuMs.toFixed(1),
-      'ss CPU ms': r.ss ? r.ssCpuMs.toFixed(0) : '-', 'ss sockets': r.ssSockets ?? '-',
-    })));
+    console.table(
+      rows.map((r) => ({
+        sockets: r.sockets,
+        seen: r.seen === r.seenMax ? r.seen : `${r.seen}-${r.seenMax}`,
+        ss: r.ss ? r.ssState : 'off',
+        'wall ms': r.wallMs.toFixed(1),
+        'sampler CPU ms': r.cpuMs.toFixed(1),
+        'ss CPU ms': r.ss ? r.ssCpuMs.toFixed(0) : '-',
+        'ss sockets': r.ssSockets ?? '-',
+      })),
+    );
     return rows;
   },
   /** The probes' and the dependency map's cost on a service's throughput (bench/probe-overhead.js). */
@@ -98,7 +136,11 @@ const SECTIONS = {
       return i < 0 ? [] : name === 'quick' ? ['--quick'] : [`--${name}`, args[i + 1]];
     });
     const result = await measureProbeOverhead(passOn);
-    return { handlerPerRequest: result.handlerPerRequest, medianReqPerSec: result.medianReqPerSec, ratioToBase: result.ratioToBase };
+    return {
+      handlerPerRequest: result.handlerPerRequest,
+      medianReqPerSec: result.medianReqPerSec,
+      ratioToBase: result.ratioToBase,
+    };
   },
 };
 
@@ -115,7 +157,11 @@ async function main() {
   const chosen = arg('sections', Object.keys(SECTIONS).join(',')).split(',');
   // A run of some sections keeps the others' last results in the file (each section has its own date).
   let sections = {};
-  try { sections = JSON.parse(fs.readFileSync(RESULTS, 'utf8')).sections ?? {}; } catch { /* first run */ }
+  try {
+    sections = JSON.parse(fs.readFileSync(RESULTS, 'utf8')).sections ?? {};
+  } catch {
+    /* first run */
+  }
   const results = { node: process.version, cpus: require('node:os').cpus().length, sections };
   for (const name of chosen) {
     const rows = await SECTIONS[name]();
@@ -126,4 +172,7 @@ async function main() {
   console.log(`\nwritten to ${path.relative(process.cwd(), RESULTS)}`);
 }
 
-main().catch((err) => { console.error(err); process.exitCode = 1; });
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

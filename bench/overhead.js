@@ -18,14 +18,17 @@ const DEFAULT_CONFIGS = ['none', 'sysprobe', 'prom-client', 'none-2', 'otel-runt
 // native loop watch, and sysprobe at the same export cadence as otel-runtime-node.
 const ALL_CONFIGS = [...DEFAULT_CONFIGS, 'sysprobe-heartbeat', 'sysprobe-export1s', 'sysprobe-norequests'];
 const CONFIG_NOTES = {
-  'none': 'no instrumentation',
+  none: 'no instrumentation',
   'none-2': 'no instrumentation again (A/A control)',
-  'sysprobe': 'start() defaults (native loop watch, stall threshold 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter; the child lives < 60 s, so export cost is excluded (no export ever runs)',
-  'sysprobe-heartbeat': 'as sysprobe, but loopWatch: \'heartbeat\' (the JS fallback: a main-thread timer every 200 ms)',
+  sysprobe:
+    'start() defaults (native loop watch, stall threshold 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter; the child lives < 60 s, so export cost is excluded (no export ever runs)',
+  'sysprobe-heartbeat': "as sysprobe, but loopWatch: 'heartbeat' (the JS fallback: a main-thread timer every 200 ms)",
   'sysprobe-export1s': 'as sysprobe, but the reader exports every 1 s (same export cadence as otel-runtime-node)',
-  'sysprobe-norequests': 'as sysprobe, but samplers.requests off (no in-flight request table): sysprobe over this is the table\'s per-request cost',
+  'sysprobe-norequests':
+    "as sysprobe, but samplers.requests off (no in-flight request table): sysprobe over this is the table's per-request cost",
   'prom-client': 'collectDefaultMetrics() with defaults (event-loop monitor at 10 ms); never scraped',
-  'otel-runtime-node': 'RuntimeNodeInstrumentation defaults (monitoringPrecision 10 ms) + MeterProvider, PeriodicExportingMetricReader 1 s interval → InMemoryMetricExporter',
+  'otel-runtime-node':
+    'RuntimeNodeInstrumentation defaults (monitoringPrecision 10 ms) + MeterProvider, PeriodicExportingMetricReader 1 s interval → InMemoryMetricExporter',
 };
 const SERVER = path.join(__dirname, 'server.js');
 const RESULTS_DIR = path.join(__dirname, 'results');
@@ -43,25 +46,57 @@ function parseArgs(argv) {
   // main, worker and GC helper threads); a 3 s warm-up puts it inside the idle window.
   // --quick: a ~1.5 min smoke run (its idle window ends before that GC); explicit flags override it.
   const opts = quick
-    ? { quick, rounds: 2, idleSeconds: 3, loadSeconds: 2, warmupSeconds: 1, loadWarmupSeconds: 1, connections: 10, only: DEFAULT_CONFIGS }
-    : { quick, rounds: 3, idleSeconds: 10, loadSeconds: 10, warmupSeconds: 10, loadWarmupSeconds: 1, connections: 10, only: DEFAULT_CONFIGS };
-  const numeric = { '--rounds': 'rounds', '--idle-seconds': 'idleSeconds', '--load-seconds': 'loadSeconds', '--warmup-seconds': 'warmupSeconds', '--connections': 'connections' };
+    ? {
+        quick,
+        rounds: 2,
+        idleSeconds: 3,
+        loadSeconds: 2,
+        warmupSeconds: 1,
+        loadWarmupSeconds: 1,
+        connections: 10,
+        only: DEFAULT_CONFIGS,
+      }
+    : {
+        quick,
+        rounds: 3,
+        idleSeconds: 10,
+        loadSeconds: 10,
+        warmupSeconds: 10,
+        loadWarmupSeconds: 1,
+        connections: 10,
+        only: DEFAULT_CONFIGS,
+      };
+  const numeric = {
+    '--rounds': 'rounds',
+    '--idle-seconds': 'idleSeconds',
+    '--load-seconds': 'loadSeconds',
+    '--warmup-seconds': 'warmupSeconds',
+    '--connections': 'connections',
+  };
   for (let i = 0; i < argv.length; i++) {
     let [flag, value] = argv[i].split('=', 2);
     if (flag === '--quick') continue;
-    if (flag === '--help' || flag === '-h') { console.log(USAGE); process.exit(0); }
+    if (flag === '--help' || flag === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    }
     if (!(flag in numeric) && flag !== '--only') throw new Error(`unknown flag ${flag}\n${USAGE}`);
     value ??= argv[++i];
     if (value === undefined) throw new Error(`${flag} needs a value\n${USAGE}`);
     if (flag === '--only') {
-      const names = value.split(',').map((s) => s.trim()).filter(Boolean);
+      const names = value
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       const unknown = names.filter((n) => !ALL_CONFIGS.includes(n));
-      if (unknown.length) throw new Error(`unknown configuration(s) ${unknown.join(', ')}; known: ${ALL_CONFIGS.join(', ')}`);
+      if (unknown.length)
+        throw new Error(`unknown configuration(s) ${unknown.join(', ')}; known: ${ALL_CONFIGS.join(', ')}`);
       // 'none' is the baseline every ratio is paired with, so it always runs.
       opts.only = ALL_CONFIGS.filter((n) => n === 'none' || names.includes(n));
     } else {
       const n = Number(value);
-      if (!(n > 0) || (flag === '--rounds' || flag === '--connections') && !Number.isInteger(n)) throw new Error(`${flag} needs a positive number; got ${value}`);
+      if (!(n > 0) || ((flag === '--rounds' || flag === '--connections') && !Number.isInteger(n)))
+        throw new Error(`${flag} needs a positive number; got ${value}`);
       opts[numeric[flag]] = n;
     }
   }
@@ -71,7 +106,11 @@ function parseArgs(argv) {
 }
 
 function clockTicks() {
-  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })) || 100; } catch { return 100; }
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })) || 100;
+  } catch {
+    return 100;
+  }
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -88,7 +127,7 @@ const median = (xs) => {
 function processTicksMs(pid) {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is stat field 3
-  return (Number(fields[11]) + Number(fields[12])) * 1000 / CLK_TCK;
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
 }
 
 /** CPU time of one thread, ns: schedstat (ns resolution) where the kernel has it, else stat ticks. */
@@ -99,14 +138,18 @@ function threadCpuNs(pid, tid) {
     if (err.code !== 'ENOENT' || !fs.existsSync(`/proc/${pid}/task/${tid}`)) throw err;
     const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * 1e9 / CLK_TCK;
+    return ((Number(fields[11]) + Number(fields[12])) * 1e9) / CLK_TCK;
   }
 }
 
 function snapshot(pid) {
   const threads = new Map();
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try { threads.set(tid, threadCpuNs(pid, tid)); } catch { /* the thread exited while we listed */ }
+    try {
+      threads.set(tid, threadCpuNs(pid, tid));
+    } catch {
+      /* the thread exited while we listed */
+    }
   }
   return { at: process.hrtime.bigint(), ticksMs: processTicksMs(pid), threads };
 }
@@ -123,11 +166,18 @@ function cpuBetween(a, b, pid, labels) {
   for (const [tid, ns] of b.threads) {
     const delta = ns - (a.threads.get(tid) ?? 0); // a new thread started inside the window
     sumNs += delta;
-    const label = tid === String(pid) ? 'main' : labels[tid] ?? 'other';
+    const label = tid === String(pid) ? 'main' : (labels[tid] ?? 'other');
     byThread[label] = (byThread[label] ?? 0) + delta / 1e6;
   }
   const exitedThreads = [...a.threads.keys()].filter((tid) => !b.threads.has(tid)).length;
-  return { wallS, processMs: sumNs / 1e6, processTicksMs: b.ticksMs - a.ticksMs, mainMs: byThread.main, byThreadMs: byThread, exitedThreads };
+  return {
+    wallS,
+    processMs: sumNs / 1e6,
+    processTicksMs: b.ticksMs - a.ticksMs,
+    mainMs: byThread.main,
+    byThreadMs: byThread,
+    exitedThreads,
+  };
 }
 
 // ---- children ---------------------------------------------------------------
@@ -145,7 +195,10 @@ function startServer(name) {
       reject(err);
     };
     const onExit = (code, signal) => fail(new Error(`${name}: server exited (${signal ?? code}) before it was ready`));
-    const timer = setTimeout(() => fail(new Error(`${name}: server not ready within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => fail(new Error(`${name}: server not ready within ${START_TIMEOUT_MS / 1000} s`)),
+      START_TIMEOUT_MS,
+    );
     child.on('error', fail);
     child.once('exit', onExit);
     child.once('message', (msg) => {
@@ -170,7 +223,8 @@ function killAll() {
   for (const child of children) child.kill('SIGKILL');
 }
 process.on('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => process.exit(128 + os.constants.signals[signal]));
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'])
+  process.on(signal, () => process.exit(128 + os.constants.signals[signal]));
 
 // ---- one run ----------------------------------------------------------------
 
@@ -206,9 +260,9 @@ async function runOnce(name, opts) {
         requests,
         errors: result.errors + result.timeouts + result.non2xx,
         reqPerS: requests / cpu.wallS,
-        cpuUsPerReq: cpu.processMs * 1000 / requests,
-        cpuTicksUsPerReq: cpu.processTicksMs * 1000 / requests,
-        mainCpuUsPerReq: cpu.mainMs * 1000 / requests,
+        cpuUsPerReq: (cpu.processMs * 1000) / requests,
+        cpuTicksUsPerReq: (cpu.processTicksMs * 1000) / requests,
+        mainCpuUsPerReq: (cpu.mainMs * 1000) / requests,
         exitedThreads: cpu.exitedThreads,
       },
     };
@@ -234,8 +288,12 @@ function summarize(runs, configs) {
       idleMainMsPerS: m((r) => r.idle.mainMsPerS),
       idleProcessMsPerS: m((r) => r.idle.processMsPerS),
       idleProcessTicksMsPerS: m((r) => r.idle.processTicksMsPerS),
-      idleSysprobeWorkerMsPerS: own.some((r) => 'sysprobe-worker' in r.idle.byThreadMsPerS) ? m((r) => r.idle.byThreadMsPerS['sysprobe-worker']) : undefined,
-      idleSysprobeWatchdogMsPerS: own.some((r) => 'sysprobe-watchdog' in r.idle.byThreadMsPerS) ? m((r) => r.idle.byThreadMsPerS['sysprobe-watchdog']) : undefined,
+      idleSysprobeWorkerMsPerS: own.some((r) => 'sysprobe-worker' in r.idle.byThreadMsPerS)
+        ? m((r) => r.idle.byThreadMsPerS['sysprobe-worker'])
+        : undefined,
+      idleSysprobeWatchdogMsPerS: own.some((r) => 'sysprobe-watchdog' in r.idle.byThreadMsPerS)
+        ? m((r) => r.idle.byThreadMsPerS['sysprobe-watchdog'])
+        : undefined,
       idleOtherThreadsMsPerS: m((r) => r.idle.byThreadMsPerS.other),
       idleProcessDeltaVsNoneMsPerS: median(paired.map(([c, n]) => c.idle.processMsPerS - n.idle.processMsPerS)),
       idleMainDeltaVsNoneMsPerS: median(paired.map(([c, n]) => c.idle.mainMsPerS - n.idle.mainMsPerS)),
@@ -246,11 +304,19 @@ function summarize(runs, configs) {
       loadRatioVsNoneMin: ratios.length ? Math.min(...ratios) : NaN,
       loadRatioVsNoneMax: ratios.length ? Math.max(...ratios) : NaN,
       // The in-flight request table's cost: sysprobe over sysprobe without it, paired by round.
-      ...(config === 'sysprobe' && configs.includes('sysprobe-norequests') ? (() => {
-        const own = rounds.map((round) => [get(round, 'sysprobe'), get(round, 'sysprobe-norequests')]).filter(([a, b]) => a && b)
-          .map(([a, b]) => a.load.cpuUsPerReq / b.load.cpuUsPerReq);
-        return { loadRatioVsNoRequests: median(own), loadRatioVsNoRequestsMin: Math.min(...own), loadRatioVsNoRequestsMax: Math.max(...own) };
-      })() : {}),
+      ...(config === 'sysprobe' && configs.includes('sysprobe-norequests')
+        ? (() => {
+            const own = rounds
+              .map((round) => [get(round, 'sysprobe'), get(round, 'sysprobe-norequests')])
+              .filter(([a, b]) => a && b)
+              .map(([a, b]) => a.load.cpuUsPerReq / b.load.cpuUsPerReq);
+            return {
+              loadRatioVsNoRequests: median(own),
+              loadRatioVsNoRequestsMin: Math.min(...own),
+              loadRatioVsNoRequestsMax: Math.max(...own),
+            };
+          })()
+        : {}),
     };
   });
 }
@@ -263,7 +329,12 @@ function markdown(report) {
     `# sysprobe overhead benchmark (${report.date})`,
     '',
     `Machine: ${mc.cpus}× ${mc.cpuModel}, ${mc.os}, Node ${mc.node}. Commit ${mc.commit}, dist/src hash ${report.dist.atStart}.`,
-    ...(report.dist.changedDuringRun ? ['', `**Warning: dist/src was rebuilt during the run (hash ${report.dist.atEnd} at the end); later children loaded different code.**`] : []),
+    ...(report.dist.changedDuringRun
+      ? [
+          '',
+          `**Warning: dist/src was rebuilt during the run (hash ${report.dist.atEnd} at the end); later children loaded different code.**`,
+        ]
+      : []),
     `Settings: ${s.rounds} rounds (configurations alternate, order rotated each round), warm-up ${s.warmupSeconds} s, idle ${s.idleSeconds} s, ` +
       `load ${s.loadSeconds} s after a ${s.loadWarmupSeconds} s warm-up, autocannon ${s.connections} connections from the parent process${s.quick ? ' (--quick)' : ''}.`,
     '',
@@ -274,11 +345,14 @@ function markdown(report) {
     '',
     '| configuration | idle main thread ms/s | idle sysprobe worker ms/s | idle sysprobe watchdog ms/s | idle other threads ms/s | idle process ms/s | Δ process vs none | idle process ms/s (stat ticks) | load CPU µs/req | ratio vs none | req/s |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...report.summary.map((r) => `| ${r.config} | ${f(r.idleMainMsPerS)} | ${r.idleSysprobeWorkerMsPerS === undefined ? '' : f(r.idleSysprobeWorkerMsPerS)} | ` +
-      `${r.idleSysprobeWatchdogMsPerS === undefined ? '' : f(r.idleSysprobeWatchdogMsPerS)} | ` +
-      `${f(r.idleOtherThreadsMsPerS)} | ${f(r.idleProcessMsPerS)} | ${r.config === 'none' ? '' : signed(r.idleProcessDeltaVsNoneMsPerS)} | ` +
-      `${f(r.idleProcessTicksMsPerS, 1)} | ${f(r.loadCpuUsPerReq, 1)} | ` +
-      `${r.config === 'none' ? '1 (baseline)' : `${f(r.loadRatioVsNone, 3)} (${f(r.loadRatioVsNoneMin, 3)}–${f(r.loadRatioVsNoneMax, 3)})`} | ${f(r.loadReqPerS, 0)} |`),
+    ...report.summary.map(
+      (r) =>
+        `| ${r.config} | ${f(r.idleMainMsPerS)} | ${r.idleSysprobeWorkerMsPerS === undefined ? '' : f(r.idleSysprobeWorkerMsPerS)} | ` +
+        `${r.idleSysprobeWatchdogMsPerS === undefined ? '' : f(r.idleSysprobeWatchdogMsPerS)} | ` +
+        `${f(r.idleOtherThreadsMsPerS)} | ${f(r.idleProcessMsPerS)} | ${r.config === 'none' ? '' : signed(r.idleProcessDeltaVsNoneMsPerS)} | ` +
+        `${f(r.idleProcessTicksMsPerS, 1)} | ${f(r.loadCpuUsPerReq, 1)} | ` +
+        `${r.config === 'none' ? '1 (baseline)' : `${f(r.loadRatioVsNone, 3)} (${f(r.loadRatioVsNoneMin, 3)}–${f(r.loadRatioVsNoneMax, 3)})`} | ${f(r.loadReqPerS, 0)} |`,
+    ),
     '',
     'Configurations:',
     ...report.settings.configs.map((c) => `- \`${c}\`: ${CONFIG_NOTES[c]}`),
@@ -307,9 +381,17 @@ function distHash() {
 function machineInfo() {
   let commit = 'unknown';
   try {
-    const git = (...args) => execFileSync('git', args, { cwd: path.join(__dirname, '..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    commit = git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--', 'src') ? ' (src/ modified)' : '');
-  } catch { /* not a git checkout */ }
+    const git = (...args) =>
+      execFileSync('git', args, {
+        cwd: path.join(__dirname, '..'),
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
+    commit =
+      git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--', 'src') ? ' (src/ modified)' : '');
+  } catch {
+    /* not a git checkout */
+  }
   return {
     node: process.version,
     cpus: os.cpus().length,
@@ -327,7 +409,9 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const configs = opts.only;
   const perRun = 0.5 + opts.warmupSeconds + opts.idleSeconds + opts.loadWarmupSeconds + opts.loadSeconds + 0.5; // + start and stop
-  console.log(`overhead: ${configs.join(', ')} × ${opts.rounds} rounds, about ${(perRun * configs.length * opts.rounds / 60).toFixed(1)} min`);
+  console.log(
+    `overhead: ${configs.join(', ')} × ${opts.rounds} rounds, about ${((perRun * configs.length * opts.rounds) / 60).toFixed(1)} min`,
+  );
   const machine = machineInfo();
   const distAtStart = distHash();
   const runs = [];
@@ -337,8 +421,10 @@ async function main() {
     for (const config of order) {
       const r = await runOnce(config, opts);
       runs.push({ round, config, ...r });
-      console.log(`  round ${round + 1} ${config.padEnd(18)} idle main ${r.idle.mainMsPerS.toFixed(2)} ms/s, process ${r.idle.processMsPerS.toFixed(2)} ms/s; ` +
-        `load ${r.load.cpuUsPerReq.toFixed(1)} µs/req, ${r.load.reqPerS.toFixed(0)} req/s`);
+      console.log(
+        `  round ${round + 1} ${config.padEnd(18)} idle main ${r.idle.mainMsPerS.toFixed(2)} ms/s, process ${r.idle.processMsPerS.toFixed(2)} ms/s; ` +
+          `load ${r.load.cpuUsPerReq.toFixed(1)} µs/req, ${r.load.reqPerS.toFixed(0)} req/s`,
+      );
     }
   }
 
@@ -346,15 +432,25 @@ async function main() {
   const jsonFile = `bench/results/overhead-${date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}${opts.quick ? '-quick' : ''}.json`;
   const distAtEnd = distHash();
   const report = {
-    date, jsonFile, machine,
+    date,
+    jsonFile,
+    machine,
     dist: { atStart: distAtStart, atEnd: distAtEnd, changedDuringRun: distAtStart !== distAtEnd },
-    settings: { ...opts, only: undefined, configs, configNotes: Object.fromEntries(configs.map((c) => [c, CONFIG_NOTES[c]])) },
+    settings: {
+      ...opts,
+      only: undefined,
+      configs,
+      configNotes: Object.fromEntries(configs.map((c) => [c, CONFIG_NOTES[c]])),
+    },
     summary: summarize(runs, configs),
     runs,
   };
   const md = markdown(report);
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
-  fs.writeFileSync(path.join(__dirname, '..', jsonFile), JSON.stringify(report, (k, v) => (typeof v === 'number' ? Math.round(v * 1000) / 1000 : v), 2) + '\n');
+  fs.writeFileSync(
+    path.join(__dirname, '..', jsonFile),
+    JSON.stringify(report, (k, v) => (typeof v === 'number' ? Math.round(v * 1000) / 1000 : v), 2) + '\n',
+  );
   fs.writeFileSync(path.join(RESULTS_DIR, 'overhead-latest.md'), md);
   console.log(`\n${md}\nwrote ${jsonFile} and bench/results/overhead-latest.md`);
 }

@@ -27,7 +27,11 @@ const RESULTS = path.join(__dirname, 'results', 'probes.json');
 
 if (require.main === module) {
   if (process.argv[2] === '--child') child(process.argv[3]);
-  else parent(process.argv.slice(2)).catch((err) => { console.error(err); process.exit(1); });
+  else
+    parent(process.argv.slice(2)).catch((err) => {
+      console.error(err);
+      process.exit(1);
+    });
 }
 module.exports = { measureProbeOverhead: parent };
 
@@ -37,10 +41,15 @@ async function child(config) {
   const upstreamPort = upstream.address().port;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
   const server = http.createServer((req, res) => {
-    http.get({ host: 'localhost', port: upstreamPort, path: '/', agent }, (up) => {
-      up.resume();
-      up.on('end', () => res.end('ok'));
-    }).on('error', () => { res.statusCode = 502; res.end(); });
+    http
+      .get({ host: 'localhost', port: upstreamPort, path: '/', agent }, (up) => {
+        up.resume();
+        up.on('end', () => res.end('ok'));
+      })
+      .on('error', () => {
+        res.statusCode = 502;
+        res.end();
+      });
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = server.address().port;
@@ -51,12 +60,15 @@ async function child(config) {
     logger: require('pino')({ level: 'silent' }),
     meterProvider: new MeterProvider(),
     dependencies: config !== 'base' && config !== 'base-2',
-    probes: config === 'probes' ? [
-      { name: 'upstream', target: `http://localhost:${upstreamPort}/`, intervalMs: 1000 },
-      { name: 'upstream-tcp', target: `tcp://127.0.0.1:${upstreamPort}`, intervalMs: 1000 },
-      { name: 'self', target: `http://127.0.0.1:${port}/`, intervalMs: 1000 },
-      { name: 'self-tcp', target: `tcp://127.0.0.1:${port}`, intervalMs: 1000 },
-    ] : [],
+    probes:
+      config === 'probes'
+        ? [
+            { name: 'upstream', target: `http://localhost:${upstreamPort}/`, intervalMs: 1000 },
+            { name: 'upstream-tcp', target: `tcp://127.0.0.1:${upstreamPort}`, intervalMs: 1000 },
+            { name: 'self', target: `http://127.0.0.1:${port}/`, intervalMs: 1000 },
+            { name: 'self-tcp', target: `tcp://127.0.0.1:${port}`, intervalMs: 1000 },
+          ]
+        : [],
   });
   process.send({ port });
 }
@@ -66,13 +78,21 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
     else if (argv[i] === '--seconds') opts.seconds = Number(argv[++i]);
-    else if (argv[i] !== '--quick') throw new Error(`unknown flag ${argv[i]}; usage: node bench/probe-overhead.js [--quick] [--rounds N] [--seconds S]`);
+    else if (argv[i] !== '--quick')
+      throw new Error(
+        `unknown flag ${argv[i]}; usage: node bench/probe-overhead.js [--quick] [--rounds N] [--seconds S]`,
+      );
   }
-  if (!(Number.isInteger(opts.rounds) && opts.rounds > 0 && opts.seconds >= 1)) throw new Error('--rounds needs a positive integer, --seconds a number >= 1');
+  if (!(Number.isInteger(opts.rounds) && opts.rounds > 0 && opts.seconds >= 1))
+    throw new Error('--rounds needs a positive integer, --seconds a number >= 1');
   return opts;
 }
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
 async function runOne(config, seconds) {
   const autocannon = require('autocannon');
@@ -80,13 +100,17 @@ async function runOne(config, seconds) {
   try {
     const { port } = await new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${config}: the child did not start within 15 s`)), 15_000);
-      proc.once('message', (m) => { clearTimeout(timer); resolve(m); });
+      proc.once('message', (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      });
       proc.once('exit', (code) => reject(new Error(`${config}: the child exited with ${code}`)));
     });
     const url = `http://127.0.0.1:${port}/`;
     await autocannon({ url, connections: 10, duration: 1 }); // warm-up: JIT, connection pools
     const result = await autocannon({ url, connections: 10, duration: seconds });
-    if (result.non2xx > 0 || result.errors > 0) throw new Error(`${config}: ${result.non2xx} non-2xx, ${result.errors} errors`);
+    if (result.non2xx > 0 || result.errors > 0)
+      throw new Error(`${config}: ${result.non2xx} non-2xx, ${result.errors} errors`);
     return { reqPerSec: result.requests.average, latencyP99Ms: result.latency.p99 };
   } finally {
     proc.kill();
@@ -118,33 +142,49 @@ async function handlerNs() {
     return Number((Number(process.hrtime.bigint() - t0) / n).toFixed(1));
   };
   const map = new DependencyMap();
-  const runs = () => { measure(100_000, 'http:'); measure(100_000, 'https:'); return { httpNs: measure(1_000_000, 'http:'), httpsNs: measure(1_000_000, 'https:') }; };
+  const runs = () => {
+    measure(100_000, 'http:');
+    measure(100_000, 'https:');
+    return { httpNs: measure(1_000_000, 'http:'), httpsNs: measure(1_000_000, 'https:') };
+  };
   const without = runs();
   map.start();
   const withMap = runs();
   map.stop();
   socket.destroy();
   server.close();
-  return { withoutMap: without, withMap, note: 'ns per request on a kept-alive socket, including creating and emitting a stand-in request; the difference is the map' };
+  return {
+    withoutMap: without,
+    withMap,
+    note: 'ns per request on a kept-alive socket, including creating and emitting a stand-in request; the difference is the map',
+  };
 }
 
 async function parent(argv) {
   const opts = parseArgs(argv);
   const micro = await handlerNs();
-  console.log(`per request on a known socket, ns: without the map ${JSON.stringify(micro.withoutMap)}, with it ${JSON.stringify(micro.withMap)}`);
+  console.log(
+    `per request on a known socket, ns: without the map ${JSON.stringify(micro.withoutMap)}, with it ${JSON.stringify(micro.withMap)}`,
+  );
   const runs = Object.fromEntries(CONFIGS.map((c) => [c, []]));
   for (let round = 1; round <= opts.rounds; round++) {
     for (const config of CONFIGS) {
       const run = await runOne(config, opts.seconds);
       runs[config].push(run);
-      console.log(`round ${round} ${config.padEnd(7)} ${run.reqPerSec.toFixed(0).padStart(7)} req/s  p99 ${run.latencyP99Ms} ms`);
+      console.log(
+        `round ${round} ${config.padEnd(7)} ${run.reqPerSec.toFixed(0).padStart(7)} req/s  p99 ${run.latencyP99Ms} ms`,
+      );
     }
   }
   const medians = Object.fromEntries(CONFIGS.map((c) => [c, median(runs[c].map((r) => r.reqPerSec))]));
   const ratio = (c) => Number((medians[c] / medians.base).toFixed(4));
   const result = {
-    date: new Date().toISOString(), node: process.version, cpus: require('node:os').cpus().length, options: opts,
-    service: 'each request makes one outgoing request to an upstream over a keep-alive agent (the map sees every request)',
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: require('node:os').cpus().length,
+    options: opts,
+    service:
+      'each request makes one outgoing request to an upstream over a keep-alive agent (the map sees every request)',
     handlerPerRequest: micro,
     medianReqPerSec: medians,
     ratioToBase: { 'base-2 (A/A noise)': ratio('base-2'), deps: ratio('deps'), probes: ratio('probes') },

@@ -20,11 +20,20 @@ const ROUNDS = Number(args[args.indexOf('--rounds') + 1]) || 3;
 const CONFIGS = ['none', 'profile-v8-default', 'profile-sysprobe'];
 const WINDOW_MS = 500;
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
 class Account {
-  constructor(id) { this.id = id; this.cents = id * 7; }
-  get balance() { return this.cents / 100; }
+  constructor(id) {
+    this.id = id;
+    this.cents = id * 7;
+  }
+  get balance() {
+    return this.cents / 100;
+  }
 }
 const fee = (x) => x * 0.01;
 const valid = (a) => a.balance >= 0 && a.id % 13 !== 0;
@@ -44,12 +53,26 @@ async function child(config) {
   // The workload runs in slices with a turn of the loop between, so the profiler's worker and the timers run.
   const slice = () => {
     const end = Date.now() + 20;
-    while (Date.now() < end) { work(accounts); ops += 1; }
-    if (Date.now() - windowStart >= WINDOW_MS) { windows.push(ops); ops = 0; windowStart = Date.now(); }
+    while (Date.now() < end) {
+      work(accounts);
+      ops += 1;
+    }
+    if (Date.now() - windowStart >= WINDOW_MS) {
+      windows.push(ops);
+      ops = 0;
+      windowStart = Date.now();
+    }
     if (running) setImmediate(slice);
   };
   for (let i = 0; i < 20_000; i++) work(accounts); // warm: optimized, inlined
-  const probe = config === 'profile-sysprobe' ? await start({ defaultRules: false, dumpDir: path.join(require('node:os').tmpdir(), `sysprobe-bench-inl-${process.pid}`), logger: require('pino')({ level: 'silent' }) }) : undefined;
+  const probe =
+    config === 'profile-sysprobe'
+      ? await start({
+          defaultRules: false,
+          dumpDir: path.join(require('node:os').tmpdir(), `sysprobe-bench-inl-${process.pid}`),
+          logger: require('pino')({ level: 'silent' }),
+        })
+      : undefined;
   slice();
   await new Promise((r) => setTimeout(r, 3000));
   const profileFrom = windows.length;
@@ -81,7 +104,12 @@ function profileWithInspector(durationMs) {
     })();`;
   return new Promise((resolve) => {
     const w = new Worker(source, { eval: true, workerData: durationMs });
-    w.once('message', () => setTimeout(() => { resolve(); w.terminate(); }, 100));
+    w.once('message', () =>
+      setTimeout(() => {
+        resolve();
+        w.terminate();
+      }, 100),
+    );
   });
 }
 
@@ -98,22 +126,46 @@ async function parent() {
       const before = median(windows.slice(1, profileFrom)); // the first window is still settling
       const during = median(windows.slice(profileFrom, profileTo));
       const after = windows.slice(profileTo);
-      rows.push({ round, config, during: during / before, afterFirst2s: median(after.slice(0, 4)) / before, afterLast2s: median(after.slice(-4)) / before });
+      rows.push({
+        round,
+        config,
+        during: during / before,
+        afterFirst2s: median(after.slice(0, 4)) / before,
+        afterLast2s: median(after.slice(-4)) / before,
+      });
       console.log(JSON.stringify(rows.at(-1)));
     }
   }
-  const summary = Object.fromEntries(CONFIGS.map((config) => {
-    const mine = rows.filter((r) => r.config === config);
-    return [config, { during: median(mine.map((r) => r.during)), afterFirst2s: median(mine.map((r) => r.afterFirst2s)), afterLast2s: median(mine.map((r) => r.afterLast2s)) }];
-  }));
+  const summary = Object.fromEntries(
+    CONFIGS.map((config) => {
+      const mine = rows.filter((r) => r.config === config);
+      return [
+        config,
+        {
+          during: median(mine.map((r) => r.during)),
+          afterFirst2s: median(mine.map((r) => r.afterFirst2s)),
+          afterLast2s: median(mine.map((r) => r.afterLast2s)),
+        },
+      ];
+    }),
+  );
   console.log('throughput relative to the 3 s before (medians of rounds):');
   console.table(summary);
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
-  fs.writeFileSync(path.join(RESULTS_DIR, 'profile-inlining.json'), JSON.stringify({ node: process.version, rounds: ROUNDS, summary, rows }, null, 2));
+  fs.writeFileSync(
+    path.join(RESULTS_DIR, 'profile-inlining.json'),
+    JSON.stringify({ node: process.version, rounds: ROUNDS, summary, rows }, null, 2),
+  );
 }
 
 if (process.argv[2] === '--child') {
-  child(process.argv[3]).catch((err) => { console.error(err); process.exit(1); });
+  child(process.argv[3]).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
 } else {
-  parent().catch((err) => { console.error(err); process.exit(1); });
+  parent().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
 }

@@ -29,8 +29,19 @@ function makeRequests(count) {
     const request = new http.IncomingMessage(socket);
     request.method = i % 5 === 0 ? 'POST' : 'GET';
     request.url = `/api/orders/${i}?page=2&sort=desc`;
-    request.rawHeaders = ['Host', 'api.example.com', 'User-Agent', 'bench/1.0', 'Accept', '*/*', 'Accept-Encoding', 'gzip, deflate',
-      'Connection', 'keep-alive', ...(i % 2 === 0 ? ['traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'] : [])];
+    request.rawHeaders = [
+      'Host',
+      'api.example.com',
+      'User-Agent',
+      'bench/1.0',
+      'Accept',
+      '*/*',
+      'Accept-Encoding',
+      'gzip, deflate',
+      'Connection',
+      'keep-alive',
+      ...(i % 2 === 0 ? ['traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'] : []),
+    ];
     pairs.push({ request, response: new http.ServerResponse(request) });
   }
   return pairs;

@@ -32,7 +32,10 @@ async function main() {
   if (!full) throw new Error('no full sample in 30 s');
   const now = Date.now();
   const { threads, ...lean } = full;
-  const samples = Array.from({ length: 300 }, (_, i) => ({ ...(i % 10 === 9 ? full : lean), time: now - (299 - i) * 1000 }));
+  const samples = Array.from({ length: 300 }, (_, i) => ({
+    ...(i % 10 === 9 ? full : lean),
+    time: now - (299 - i) * 1000,
+  }));
   const keeper = new RunKeeper({ dumpDir, service: 'bench' });
   await keeper.begin({ heapLimit: 1 });
   const cpuMs = [];
@@ -48,12 +51,20 @@ async function main() {
   cpuMs.sort((a, b) => a - b);
   const median = cpuMs[Math.floor(ROUNDS / 2)];
   const result = {
-    node: process.version, samples: samples.length, sampleFields: Object.keys(full), threads: full.threads.length, bytes,
-    cpuMsPerWrite: { median, min: cpuMs[0], max: cpuMs.at(-1) }, amortizedMsPerSecondAtOnePerMinute: median / 60,
+    node: process.version,
+    samples: samples.length,
+    sampleFields: Object.keys(full),
+    threads: full.threads.length,
+    bytes,
+    cpuMsPerWrite: { median, min: cpuMs[0], max: cpuMs.at(-1) },
+    amortizedMsPerSecondAtOnePerMinute: median / 60,
   };
   fs.mkdirSync(path.dirname(RESULTS), { recursive: true });
   fs.writeFileSync(RESULTS, JSON.stringify(result, null, 2) + '\n');
   console.log(JSON.stringify(result, null, 2));
 }
 
-main().catch((err) => { console.error(err); process.exit(1); });
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

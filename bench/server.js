@@ -10,7 +10,12 @@ const name = process.argv[2];
 
 /** A MeterProvider whose reader exports to memory every `intervalMs` (no network in the measurement). */
 function meterProvider(intervalMs) {
-  const { MeterProvider, PeriodicExportingMetricReader, InMemoryMetricExporter, AggregationTemporality } = require('@opentelemetry/sdk-metrics');
+  const {
+    MeterProvider,
+    PeriodicExportingMetricReader,
+    InMemoryMetricExporter,
+    AggregationTemporality,
+  } = require('@opentelemetry/sdk-metrics');
   const reader = new PeriodicExportingMetricReader({
     exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE),
     exportIntervalMillis: intervalMs,
@@ -37,13 +42,15 @@ async function instrument() {
         loopWatch: name === 'sysprobe-heartbeat' ? 'heartbeat' : 'auto',
         ...(name === 'sysprobe-norequests' ? { samplers: { requests: false } } : {}),
       });
-      if (name !== 'sysprobe-heartbeat' && probe.loopWatch !== 'native') throw new Error('the native loop watch did not load: run npm ci (or npm run build:native)');
+      if (name !== 'sysprobe-heartbeat' && probe.loopWatch !== 'native')
+        throw new Error('the native loop watch did not load: run npm ci (or npm run build:native)');
       // Label sysprobe's threads so the parent can split their CPU from the others.
       const labels = {};
       const workerTid = require('../dist/src/probe/internals.js').probeInternals(probe).supervisor.workerTid;
       if (workerTid) labels[workerTid] = 'sysprobe-worker';
       for (const tid of fs.readdirSync('/proc/self/task')) {
-        if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'sysprobe-watch') labels[tid] = 'sysprobe-watchdog';
+        if (fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'sysprobe-watch')
+          labels[tid] = 'sysprobe-watchdog';
       }
       return labels;
     }
@@ -73,6 +80,6 @@ async function main() {
 process.on('disconnect', () => process.exit(0));
 
 main().catch((err) => {
-  process.send?.({ type: 'error', error: String(err && err.stack || err) });
+  process.send?.({ type: 'error', error: String((err && err.stack) || err) });
   process.exit(1);
 });

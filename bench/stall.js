@@ -24,7 +24,11 @@ const TRIALS = flag('--trials', 10);
 const ROUNDS = flag('--rounds', 5);
 const CONFIGS = ['none', 'sysprobe', 'none-2', 'debugger-enabled'];
 
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const max = (xs) => Math.max(...xs);
 
 // ---- child side -------------------------------------------------------------
@@ -48,7 +52,10 @@ async function latencyChild() {
     spinInBench(500);
     const { startedAt, capture, stack } = await event;
     results.push({
-      detectionDelayMs: capture.detectedAt - startedAt - require('../dist/src/probe/internals.js').probeInternals(probe).options.stallThresholdMs,
+      detectionDelayMs:
+        capture.detectedAt -
+        startedAt -
+        require('../dist/src/probe/internals.js').probeInternals(probe).options.stallThresholdMs,
       detectionToStackMs: capture.takenAt - capture.detectedAt,
       latencyMs: capture.latencyMs,
       how: capture.how,
@@ -66,7 +73,9 @@ async function workload() {
   for (let i = 0; i < 300_000; i++) await null;
   const awaitMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const t1 = process.hrtime.bigint();
-  let text = JSON.stringify({ items: Array.from({ length: 2000 }, (_, i) => ({ i, name: `item ${i}`, tags: ['a', 'b'] })) });
+  let text = JSON.stringify({
+    items: Array.from({ length: 2000 }, (_, i) => ({ i, name: `item ${i}`, tags: ['a', 'b'] })),
+  });
   for (let i = 0; i < 40; i++) text = JSON.stringify(JSON.parse(text));
   const computeMs = Number(process.hrtime.bigint() - t1) / 1e6;
   return { awaitMs, computeMs };
@@ -97,9 +106,16 @@ async function slowdownChild(config) {
 
 function runChild(mode, config) {
   return new Promise((resolve, reject) => {
-    const child = fork(__filename, ['--child', mode, config ?? '', '--trials', String(TRIALS)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    child.once('message', (m) => { resolve(m); child.kill(); });
-    child.once('exit', (code) => reject(new Error(`child ${mode} ${config ?? ''} exited with ${code} before answering`)));
+    const child = fork(__filename, ['--child', mode, config ?? '', '--trials', String(TRIALS)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    child.once('message', (m) => {
+      resolve(m);
+      child.kill();
+    });
+    child.once('exit', (code) =>
+      reject(new Error(`child ${mode} ${config ?? ''} exited with ${code} before answering`)),
+    );
   });
 }
 
@@ -112,17 +128,38 @@ async function main() {
     const byConfig = {};
     for (const config of order) byConfig[config] = await runChild('slowdown', config);
     rounds.push(byConfig);
-    console.log(`  round ${round + 1}: ${CONFIGS.map((c) => `${c} await ${byConfig[c].awaitMs.toFixed(0)} ms, compute ${byConfig[c].computeMs.toFixed(0)} ms`).join('; ')}`);
+    console.log(
+      `  round ${round + 1}: ${CONFIGS.map((c) => `${c} await ${byConfig[c].awaitMs.toFixed(0)} ms, compute ${byConfig[c].computeMs.toFixed(0)} ms`).join('; ')}`,
+    );
   }
   const ratio = (config, key) => rounds.map((r) => r[config][key] / r.none[key]);
   const summary = {
-    detectionDelayMs: { median: median(latency.map((r) => r.detectionDelayMs)), max: max(latency.map((r) => r.detectionDelayMs)) },
-    detectionToStackMs: { median: median(latency.map((r) => r.detectionToStackMs)), max: max(latency.map((r) => r.detectionToStackMs)) },
+    detectionDelayMs: {
+      median: median(latency.map((r) => r.detectionDelayMs)),
+      max: max(latency.map((r) => r.detectionDelayMs)),
+    },
+    detectionToStackMs: {
+      median: median(latency.map((r) => r.detectionToStackMs)),
+      max: max(latency.map((r) => r.detectionToStackMs)),
+    },
     stacksNamingTheCulprit: latency.filter((r) => r.top === 'spinInBench').length,
-    slowdown: Object.fromEntries(CONFIGS.filter((c) => c !== 'none').map((c) => [c, {
-      await: { median: median(ratio(c, 'awaitMs')), min: Math.min(...ratio(c, 'awaitMs')), max: max(ratio(c, 'awaitMs')) },
-      compute: { median: median(ratio(c, 'computeMs')), min: Math.min(...ratio(c, 'computeMs')), max: max(ratio(c, 'computeMs')) },
-    }])),
+    slowdown: Object.fromEntries(
+      CONFIGS.filter((c) => c !== 'none').map((c) => [
+        c,
+        {
+          await: {
+            median: median(ratio(c, 'awaitMs')),
+            min: Math.min(...ratio(c, 'awaitMs')),
+            max: max(ratio(c, 'awaitMs')),
+          },
+          compute: {
+            median: median(ratio(c, 'computeMs')),
+            min: Math.min(...ratio(c, 'computeMs')),
+            max: max(ratio(c, 'computeMs')),
+          },
+        },
+      ]),
+    ),
   };
   const date = new Date().toISOString();
   const f = (x) => x.toFixed(1);
@@ -149,14 +186,23 @@ async function main() {
   ].join('\n');
   fs.mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = date.replace(/[:.]/g, '-').replace(/-\d{3}Z$/, 'Z');
-  fs.writeFileSync(path.join(RESULTS_DIR, `stall-${stamp}.json`), JSON.stringify({ date, latency, rounds, summary }, null, 2));
+  fs.writeFileSync(
+    path.join(RESULTS_DIR, `stall-${stamp}.json`),
+    JSON.stringify({ date, latency, rounds, summary }, null, 2),
+  );
   fs.writeFileSync(path.join(RESULTS_DIR, 'stall-latest.md'), `${md}\n`);
   console.log(`\n${md}\n\nwrote bench/results/stall-${stamp}.json and bench/results/stall-latest.md`);
 }
 
 if (args[0] === '--child') {
   const run = args[1] === 'latency' ? latencyChild() : slowdownChild(args[2]);
-  run.catch((err) => { console.error(err); process.exit(1); });
+  run.catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
 } else {
-  main().catch((err) => { console.error(err); process.exit(1); });
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
 }

@@ -9,7 +9,11 @@ const express = require('express');
 const { start, servePrometheus } = require('sysprobe');
 
 async function main() {
-  const metrics = await servePrometheus({ port: Number(process.env.METRICS_PORT ?? 9464), host: '127.0.0.1', serviceName: 'express-example' });
+  const metrics = await servePrometheus({
+    port: Number(process.env.METRICS_PORT ?? 9464),
+    host: '127.0.0.1',
+    serviceName: 'express-example',
+  });
   const probe = await start({ serviceName: 'express-example', meterProvider: metrics.meterProvider });
 
   const app = express();

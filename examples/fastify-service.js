@@ -9,7 +9,11 @@ const Fastify = require('fastify');
 const { start, servePrometheus } = require('sysprobe');
 
 async function main() {
-  const metrics = await servePrometheus({ port: Number(process.env.METRICS_PORT ?? 9464), host: '127.0.0.1', serviceName: 'fastify-example' });
+  const metrics = await servePrometheus({
+    port: Number(process.env.METRICS_PORT ?? 9464),
+    host: '127.0.0.1',
+    serviceName: 'fastify-example',
+  });
   const probe = await start({ serviceName: 'fastify-example', meterProvider: metrics.meterProvider });
 
   const app = Fastify();
@@ -26,7 +30,9 @@ async function main() {
   app.get('/debug/sysprobe', async () => probe.recent({ sinceMs: 5000 }));
 
   await app.listen({ port: Number(process.env.PORT ?? 3000), host: '127.0.0.1' });
-  console.log(`fastify-example listening on http://127.0.0.1:${app.server.address().port}/ (metrics at ${metrics.url})`);
+  console.log(
+    `fastify-example listening on http://127.0.0.1:${app.server.address().port}/ (metrics at ${metrics.url})`,
+  );
   process.once('SIGTERM', () => app.close());
 }
 

@@ -10,7 +10,11 @@ const { start, servePrometheus } = require('sysprobe'); // this package, by its 
 
 async function main() {
   // A MeterProvider whose metrics are served at /metrics (needs @opentelemetry/exporter-prometheus).
-  const metrics = await servePrometheus({ port: Number(process.env.METRICS_PORT ?? 9464), host: '127.0.0.1', serviceName: 'http-example' });
+  const metrics = await servePrometheus({
+    port: Number(process.env.METRICS_PORT ?? 9464),
+    host: '127.0.0.1',
+    serviceName: 'http-example',
+  });
   const probe = await start({ serviceName: 'http-example', meterProvider: metrics.meterProvider });
 
   const server = http.createServer(async (req, res) => {

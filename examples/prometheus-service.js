@@ -42,7 +42,10 @@ async function main() {
   // The exporter's own server treats port 0 as "use 9464", so we serve its handler ourselves.
   const exporter = new PrometheusExporter({ preventServerStart: true });
   // The app owns the OpenTelemetry SDK and its resource; sysprobe only creates instruments on it.
-  const meterProvider = new MeterProvider({ readers: [exporter], resource: resourceFromAttributes({ 'service.name': 'prometheus-example' }) });
+  const meterProvider = new MeterProvider({
+    readers: [exporter],
+    resource: resourceFromAttributes({ 'service.name': 'prometheus-example' }),
+  });
   const metricsServer = http.createServer((req, res) => {
     if (req.url === '/metrics') exporter.getMetricsRequestHandler(req, res);
     else res.writeHead(404).end('try /metrics\n');
@@ -72,30 +75,38 @@ async function main() {
   const boundMetricsPort = await listen(metricsServer, metricsPort);
   process.stdout.write(JSON.stringify({ event: 'ready', port: appPort, metricsPort: boundMetricsPort }) + '\n');
   if (interactive) {
-    process.stderr.write(`Service on http://${host}:${appPort}/ — metrics at http://${host}:${boundMetricsPort}/metrics (Ctrl-C to stop)\n`);
+    process.stderr.write(
+      `Service on http://${host}:${appPort}/ — metrics at http://${host}:${boundMetricsPort}/metrics (Ctrl-C to stop)\n`,
+    );
   }
 
   // A trickle of requests so the numbers move when someone is watching, and a stall every 10 s.
   let ticks = 0;
   const load = selfLoad
     ? setInterval(() => {
-      const paths = ++ticks % 40 === 0 ? ['/block'] : ['/', '/work'];
-      for (const path of paths) fetch(`http://${host}:${appPort}${path}`).then((r) => r.text(), () => {});
-    }, 250)
+        const paths = ++ticks % 40 === 0 ? ['/block'] : ['/', '/work'];
+        for (const path of paths)
+          fetch(`http://${host}:${appPort}${path}`).then(
+            (r) => r.text(),
+            () => {},
+          );
+      }, 250)
     : undefined;
   // What sysprobe saw, every 5 s, from its flight recorder.
   const report = interactive
     ? setInterval(async () => {
-      const samples = await probe.recent({ sinceMs: 5000 }).catch(() => []);
-      const last = samples.at(-1);
-      if (!last) return;
-      const lagMax = Math.max(...samples.map((s) => s.eventLoop?.lagMaxMs ?? 0));
-      const main = last.threads?.find((t) => t.role === 'main');
-      process.stderr.write(`[sysprobe] last 5 s: longest the loop went without turning ${lagMax.toFixed(0)} ms (${probe.loopWatch} loop watch), ` +
-        `ELU ${((last.eventLoop?.utilization ?? 0) * 100).toFixed(0)}%, process CPU ${((last.cpu?.utilization ?? 0) * 100).toFixed(0)}%` +
-        `${main ? ` (main thread ${(main.utilization * 100).toFixed(0)}%)` : ''}, heap ${((last.memory?.heapUsed ?? 0) / 1048576).toFixed(1)} MB` +
-        `${last.memory?.rss ? `, RSS ${(last.memory.rss / 1048576).toFixed(0)} MB` : ''}\n`);
-    }, 5000)
+        const samples = await probe.recent({ sinceMs: 5000 }).catch(() => []);
+        const last = samples.at(-1);
+        if (!last) return;
+        const lagMax = Math.max(...samples.map((s) => s.eventLoop?.lagMaxMs ?? 0));
+        const main = last.threads?.find((t) => t.role === 'main');
+        process.stderr.write(
+          `[sysprobe] last 5 s: longest the loop went without turning ${lagMax.toFixed(0)} ms (${probe.loopWatch} loop watch), ` +
+            `ELU ${((last.eventLoop?.utilization ?? 0) * 100).toFixed(0)}%, process CPU ${((last.cpu?.utilization ?? 0) * 100).toFixed(0)}%` +
+            `${main ? ` (main thread ${(main.utilization * 100).toFixed(0)}%)` : ''}, heap ${((last.memory?.heapUsed ?? 0) / 1048576).toFixed(1)} MB` +
+            `${last.memory?.rss ? `, RSS ${(last.memory.rss / 1048576).toFixed(0)} MB` : ''}\n`,
+        );
+      }, 5000)
     : undefined;
 
   let stopping = false;
@@ -105,10 +116,15 @@ async function main() {
     clearInterval(load);
     clearInterval(report);
     await probe.stop();
-    await Promise.all([app, metricsServer].map((s) => new Promise((resolve) => {
-      s.close(() => resolve());
-      s.closeAllConnections(); // keep-alive sockets would hold close() open
-    })));
+    await Promise.all(
+      [app, metricsServer].map(
+        (s) =>
+          new Promise((resolve) => {
+            s.close(() => resolve());
+            s.closeAllConnections(); // keep-alive sockets would hold close() open
+          }),
+      ),
+    );
     await meterProvider.shutdown();
     process.stderr.write(`stopped on ${signal}\n`);
   };

@@ -79,13 +79,21 @@ if (!fs.existsSync(dist)) {
 }
 const checks = [
   ['runtime require() cycle in dist/src', graph(dist, '.js', /require\("([^"]+)"\)/g, (f) => f)],
-  ['import cycle (types included) in src', graph(path.join(ROOT, 'src'), '.ts', /(?:from|import\()\s*'([^']+)'/g, (f) => f.replace(/\.js$/, '.ts'))],
+  [
+    'import cycle (types included) in src',
+    graph(path.join(ROOT, 'src'), '.ts', /(?:from|import\()\s*'([^']+)'/g, (f) => f.replace(/\.js$/, '.ts')),
+  ],
 ];
 let failed = false;
 for (const [what, edges] of checks) {
   for (const component of cycles(edges)) {
     failed = true;
-    console.error(`${what}: ${component.map((f) => path.relative(ROOT, f)).sort().join(' <-> ')}`);
+    console.error(
+      `${what}: ${component
+        .map((f) => path.relative(ROOT, f))
+        .sort()
+        .join(' <-> ')}`,
+    );
   }
 }
 if (failed) process.exit(1);

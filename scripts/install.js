@@ -34,7 +34,17 @@ function nativeLoader() {
 function nodeGyp() {
   const candidates = [
     process.env.npm_config_node_gyp,
-    path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    path.join(
+      path.dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    ),
     // An official build from the registry has no npm: the one on PATH (in a checkout only; the package ships no scripts/node-builds.js).
     fs.existsSync(path.join(__dirname, 'node-builds.js')) ? require('./node-builds.js').hostNpm()?.nodeGyp : undefined,
   ];
@@ -44,12 +54,19 @@ function nodeGyp() {
 
 function run(argv, label) {
   const [cmd, ...rest] = argv;
-  const res = spawnSync(cmd, rest, { cwd: ROOT, stdio: VERBOSE ? 'inherit' : 'pipe', encoding: 'utf8', timeout: BUILD_TIMEOUT_MS });
+  const res = spawnSync(cmd, rest, {
+    cwd: ROOT,
+    stdio: VERBOSE ? 'inherit' : 'pipe',
+    encoding: 'utf8',
+    timeout: BUILD_TIMEOUT_MS,
+  });
   if (res.status === 0) return undefined;
   const output = `${res.stdout ?? ''}${res.stderr ?? ''}`.trim().split('\n');
   const why = res.error ? res.error.message : res.signal ? `killed by ${res.signal}` : `exit code ${res.status}`;
   // The compiler's first error says more than node-gyp's closing lines.
-  const firstError = output.find((line) => /error|not found|ENOENT|find Python|make: /i.test(line) && !/^gyp (info|WARN)/.test(line));
+  const firstError = output.find(
+    (line) => /error|not found|ENOENT|find Python|make: /i.test(line) && !/^gyp (info|WARN)/.test(line),
+  );
   return `${label} failed (${why})${firstError ? `: ${firstError.trim().slice(0, 300)}` : ''}`;
 }
 
@@ -64,8 +81,10 @@ function headersDir() {
 function build(name) {
   const gyp = nodeGyp();
   const nodedir = headersDir() ? [`--nodedir=${headersDir()}`] : [];
-  return run([...gyp, 'configure', ...nodedir, '--', `-Dsysprobe_addon=${name}`], `node-gyp configure (${name})`)
-    ?? run([...gyp, 'build', ...nodedir], `node-gyp build (${name})`);
+  return (
+    run([...gyp, 'configure', ...nodedir, '--', `-Dsysprobe_addon=${name}`], `node-gyp configure (${name})`) ??
+    run([...gyp, 'build', ...nodedir], `node-gyp build (${name})`)
+  );
 }
 
 function main() {
@@ -82,20 +101,26 @@ function main() {
       }
     }
     const failed = build(name);
-    if (!failed) { results.push(`sysprobe: ${name}: built from source`); continue; }
+    if (!failed) {
+      results.push(`sysprobe: ${name}: built from source`);
+      continue;
+    }
     // A half-built file from this run must not stand in for a working one.
     fs.rmSync(path.join(ROOT, 'build', 'Release', `${name}.node`), { force: true });
     const cost = loader?.nativeParts().find((p) => p.name === name)?.cost;
     results.push(`sysprobe: ${name}: not available: ${failed}${cost ? `; without it: ${cost}` : ''}`);
   }
   for (const line of results) console.log(line);
-  if (results.some((line) => line.includes('not available'))) console.log('sysprobe: `npx sysprobe doctor` says the same at any time; see docs/native.md.');
+  if (results.some((line) => line.includes('not available')))
+    console.log('sysprobe: `npx sysprobe doctor` says the same at any time; see docs/native.md.');
 }
 
 try {
   main();
 } catch (err) {
   // Never fail the host's install: sysprobe runs without its addons.
-  console.warn(`sysprobe: the native addons were not set up (${err instanceof Error ? err.message : String(err)}); sysprobe falls back to its JS paths. See docs/native.md.`);
+  console.warn(
+    `sysprobe: the native addons were not set up (${err instanceof Error ? err.message : String(err)}); sysprobe falls back to its JS paths. See docs/native.md.`,
+  );
 }
 process.exitCode = 0;

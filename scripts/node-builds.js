@@ -20,7 +20,10 @@ const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 let versions;
 function registryVersions() {
   if (!versions) {
-    const out = execFileSync(NPM, ['view', PACKAGE, 'versions', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const out = execFileSync(NPM, ['view', PACKAGE, 'versions', '--json'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     versions = JSON.parse(out);
   }
   return versions;
@@ -36,15 +39,19 @@ function compareVersions(a, b) {
 /** The newest cached version of a major line, without asking the registry (offline use). */
 function newestCached(major) {
   if (!fs.existsSync(CACHE)) return undefined;
-  return fs.readdirSync(CACHE)
+  return fs
+    .readdirSync(CACHE)
     .filter((v) => v.startsWith(`${major}.`) && fs.existsSync(path.join(CACHE, v, 'bin', 'node')))
-    .sort(compareVersions).pop();
+    .sort(compareVersions)
+    .pop();
 }
 
 /** The newest release of a major line, e.g. 24 -> '24.22.3' (the registry first, the cache when offline). */
 function newestOf(major) {
   try {
-    const line = registryVersions().filter((v) => /^\d+\.\d+\.\d+$/.test(v) && v.startsWith(`${major}.`)).sort(compareVersions);
+    const line = registryVersions()
+      .filter((v) => /^\d+\.\d+\.\d+$/.test(v) && v.startsWith(`${major}.`))
+      .sort(compareVersions);
     if (line.length) return line[line.length - 1];
   } catch (err) {
     const cached = newestCached(major);
@@ -62,8 +69,12 @@ function nodeBuild(version) {
   fs.mkdirSync(CACHE, { recursive: true });
   const tmp = fs.mkdtempSync(path.join(CACHE, `.fetch-${version}-`));
   try {
-    const packed = JSON.parse(execFileSync(NPM, ['pack', `${PACKAGE}@${version}`, '--json', '--pack-destination', tmp],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+    const packed = JSON.parse(
+      execFileSync(NPM, ['pack', `${PACKAGE}@${version}`, '--json', '--pack-destination', tmp], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'inherit'],
+      }),
+    );
     execFileSync('tar', ['-xzf', path.join(tmp, packed[0].filename), '-C', tmp]);
     // The package holds the official tarball's tree under package/: bin/node, include/node, lib/.
     fs.renameSync(path.join(tmp, 'package'), dir);

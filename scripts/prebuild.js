@@ -34,10 +34,21 @@ if (process.platform !== 'linux' || process.arch !== 'x64') {
 const LIBC = 'glibc'; // musl: not built here (see docs/native.md)
 const OUT = path.join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
 const SOURCES = { loop_watch: 'native/loop_watch.c', heap_scan: 'native/heap_scan.c', gc_stats: 'native/gc_stats.cc' };
-const NODE_GYP = path.join(path.dirname(fs.realpathSync(process.execPath)), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+const NODE_GYP = path.join(
+  path.dirname(fs.realpathSync(process.execPath)),
+  '..',
+  'lib',
+  'node_modules',
+  'npm',
+  'node_modules',
+  'node-gyp',
+  'bin',
+  'node-gyp.js',
+);
 
 function nodeGyp() {
-  const file = [process.env.npm_config_node_gyp, NODE_GYP, hostNpm()?.nodeGyp].find((f) => f && fs.existsSync(f)) ?? NODE_GYP;
+  const file =
+    [process.env.npm_config_node_gyp, NODE_GYP, hostNpm()?.nodeGyp].find((f) => f && fs.existsSync(f)) ?? NODE_GYP;
   if (!fs.existsSync(file)) throw new Error(`node-gyp not found (looked at ${file}); run this through npm`);
   return file;
 }
@@ -56,7 +67,10 @@ function upToDate(file, name) {
 
 /** One addon against one node's headers, with that node running node-gyp. */
 function buildOne(name, node, headers, out) {
-  if (upToDate(out, name)) { console.log(`prebuild: ${path.relative(ROOT, out)} is up to date`); return; }
+  if (upToDate(out, name)) {
+    console.log(`prebuild: ${path.relative(ROOT, out)} is up to date`);
+    return;
+  }
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-prebuild-'));
   try {
     fs.cpSync(path.join(ROOT, 'binding.gyp'), path.join(scratch, 'binding.gyp'));
@@ -64,18 +78,26 @@ function buildOne(name, node, headers, out) {
     const run = (...gypArgs) => {
       try {
         execFileSync(node, [nodeGyp(), gypArgs[0], `--nodedir=${headers}`, ...gypArgs.slice(1)], {
-          cwd: scratch, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8',
+          cwd: scratch,
+          stdio: ['ignore', 'ignore', 'pipe'],
+          encoding: 'utf8',
           env: { ...process.env, PATH: `${path.dirname(node)}${path.delimiter}${process.env.PATH}` },
         });
       } catch (err) {
-        throw new Error(`${name} for ${node}: node-gyp ${gypArgs[0]} failed:\n${String(err.stderr ?? err.message).slice(-3000)}`);
+        throw new Error(
+          `${name} for ${node}: node-gyp ${gypArgs[0]} failed:\n${String(err.stderr ?? err.message).slice(-3000)}`,
+        );
       }
     };
     run('configure', '--', `-Dsysprobe_addon=${name}`);
     run('build');
     fs.mkdirSync(OUT, { recursive: true });
     fs.copyFileSync(path.join(scratch, 'build', 'Release', `${name}.node`), out);
-    try { execFileSync('strip', ['--strip-unneeded', out]); } catch { /* unstripped still works */ }
+    try {
+      execFileSync('strip', ['--strip-unneeded', out]);
+    } catch {
+      /* unstripped still works */
+    }
     execFileSync(node, ['-e', 'require(process.argv[1])', out]); // it loads in the node it is for
     console.log(`prebuild: ${path.relative(ROOT, out)} (${fs.statSync(out).size} bytes)`);
   } finally {
@@ -84,12 +106,20 @@ function buildOne(name, node, headers, out) {
 }
 
 const host = { node: process.execPath, headers: hostHeaders(), abi: process.versions.modules };
-for (const name of ['loop_watch', 'heap_scan']) buildOne(name, host.node, host.headers, path.join(OUT, `${name}.napi.${LIBC}.node`));
+for (const name of ['loop_watch', 'heap_scan'])
+  buildOne(name, host.node, host.headers, path.join(OUT, `${name}.napi.${LIBC}.node`));
 
-const targets = [host, ...MAJORS.map((major) => {
-  const b = nodeBuild(newestOf(major));
-  return { node: b.node, headers: b.dir, abi: execFileSync(b.node, ['-p', 'process.versions.modules'], { encoding: 'utf8' }).trim() };
-})];
+const targets = [
+  host,
+  ...MAJORS.map((major) => {
+    const b = nodeBuild(newestOf(major));
+    return {
+      node: b.node,
+      headers: b.dir,
+      abi: execFileSync(b.node, ['-p', 'process.versions.modules'], { encoding: 'utf8' }).trim(),
+    };
+  }),
+];
 const abis = new Set();
 for (const t of targets) {
   if (abis.has(t.abi)) continue;

@@ -28,14 +28,22 @@ function runLogged(cmd, argv, env, logFile) {
     const child = spawn(cmd, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout.pipe(log, { end: false });
     child.stderr.pipe(log, { end: false });
-    child.on('close', (code, signal) => { log.end(); resolve(code ?? (signal ? 128 : 1)); });
+    child.on('close', (code, signal) => {
+      log.end();
+      resolve(code ?? (signal ? 128 : 1));
+    });
   });
 }
 
 function summary(logText) {
   const count = (word) => Number(new RegExp(`^\\s*(\\d+) ${word}`, 'm').exec(logText)?.[1] ?? 0);
   const failures = [...logText.matchAll(/^\s{2}\d+\) (.+)$/gm)].map((m) => m[1]);
-  return { passing: count('passing'), failing: count('failing'), pending: count('pending'), failures: [...new Set(failures)] };
+  return {
+    passing: count('passing'),
+    failing: count('failing'),
+    pending: count('pending'),
+    failures: [...new Set(failures)],
+  };
 }
 
 async function runOn(target) {
@@ -47,7 +55,9 @@ async function runOn(target) {
   await runLogged(target.node, [path.join(__dirname, 'install.js'), '--build'], env, logFile);
   const code = await runLogged(target.node, [MOCHA], env, logFile);
   const text = fs.readFileSync(logFile, 'utf8');
-  const built = [...text.matchAll(/^sysprobe: (\w+): (.*)$/gm)].map((m) => `${m[1]}: ${m[2].startsWith('built') ? 'built' : 'NOT BUILT'}`);
+  const built = [...text.matchAll(/^sysprobe: (\w+): (.*)$/gm)].map(
+    (m) => `${m[1]}: ${m[2].startsWith('built') ? 'built' : 'NOT BUILT'}`,
+  );
   return { version: target.version, code, seconds: Math.round((Date.now() - started) / 1000), built, ...summary(text) };
 }
 
@@ -68,15 +78,22 @@ async function main() {
     if (hadBuild) fs.cpSync(path.join(saved, 'build'), BUILD, { recursive: true });
     fs.rmSync(saved, { recursive: true, force: true });
   };
-  process.once('SIGINT', () => { restore(); process.exit(130); });
+  process.once('SIGINT', () => {
+    restore();
+    process.exit(130);
+  });
 
   const results = [];
   try {
     for (const target of targets) {
-      console.log(`==> Node ${target.version}: building the addons and running the suite (log: ${path.relative(ROOT, LOGS)}/${target.version}.log)`);
+      console.log(
+        `==> Node ${target.version}: building the addons and running the suite (log: ${path.relative(ROOT, LOGS)}/${target.version}.log)`,
+      );
       const result = await runOn(target);
       results.push(result);
-      console.log(`    ${result.passing} passing, ${result.failing} failing, ${result.pending} pending, ${result.seconds} s; ${result.built.join(', ')}`);
+      console.log(
+        `    ${result.passing} passing, ${result.failing} failing, ${result.pending} pending, ${result.seconds} s; ${result.built.join(', ')}`,
+      );
       for (const f of result.failures) console.log(`    failed: ${f}`);
     }
   } finally {
@@ -86,9 +103,14 @@ async function main() {
   console.log('\n| Node | passing | failing | pending | time | addons | result |');
   console.log('|---|---:|---:|---:|---:|---|---|');
   for (const r of results) {
-    console.log(`| ${r.version} | ${r.passing} | ${r.failing} | ${r.pending} | ${r.seconds} s | ${r.built.join(', ')} | ${r.code === 0 ? 'ok' : 'FAILED'} |`);
+    console.log(
+      `| ${r.version} | ${r.passing} | ${r.failing} | ${r.pending} | ${r.seconds} s | ${r.built.join(', ')} | ${r.code === 0 ? 'ok' : 'FAILED'} |`,
+    );
   }
   process.exitCode = results.every((r) => r.code === 0) ? 0 : 1;
 }
 
-main().catch((err) => { console.error(err); process.exitCode = 1; });
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

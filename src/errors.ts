@@ -51,7 +51,11 @@ export class SysprobeError extends Error {
 export function describeError(err: unknown): { message: string; code?: string; stack?: string } {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
-    return { message: err.message, ...(typeof code === 'string' ? { code } : {}), ...(err.stack ? { stack: err.stack } : {}) };
+    return {
+      message: err.message,
+      ...(typeof code === 'string' ? { code } : {}),
+      ...(err.stack ? { stack: err.stack } : {}),
+    };
   }
   return { message: String(err) };
 }
@@ -59,5 +63,5 @@ export function describeError(err: unknown): { message: string; code?: string; s
 /** An error that crossed a thread or process as `{ code, message }`: a SysprobeError with its code when that is one of ours, else `fallback`. */
 export function errorFromReply(code: string | undefined, message: string, fallback: ErrorCodeValue): SysprobeError {
   const known = (Object.values(ErrorCode) as string[]).includes(code ?? '');
-  return new SysprobeError(known ? code as ErrorCodeValue : fallback, message);
+  return new SysprobeError(known ? (code as ErrorCodeValue) : fallback, message);
 }

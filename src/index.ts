@@ -48,9 +48,26 @@ export type { ProbeResult, ProbePhases } from './synthetics/runner.js';
 export type { ProbeStatus } from './synthetics/book.js';
 export type { ProbeRuleValue } from './rules/firing.js';
 export type { Dependency } from './dependencies/map.js';
-export type { BoundedCache, CacheAlert, CacheOptions, CacheStats, CacheWatcher, WatchableMap, WatchOptions, WatchedCacheStats, SizeOf, Loader } from './caches/caches.js';
+export type {
+  BoundedCache,
+  CacheAlert,
+  CacheOptions,
+  CacheStats,
+  CacheWatcher,
+  WatchableMap,
+  WatchOptions,
+  WatchedCacheStats,
+  SizeOf,
+  Loader,
+} from './caches/caches.js';
 export { incidentLogStream } from './incidents/recorder.js';
-export type { IncidentEvent, IncidentSummary, IncidentManifest, IncidentTrigger, IncidentCapture } from './incidents/recorder.js';
+export type {
+  IncidentEvent,
+  IncidentSummary,
+  IncidentManifest,
+  IncidentTrigger,
+  IncidentCapture,
+} from './incidents/recorder.js';
 export type { PreviousRunEvent } from './crash/startup.js';
 export type { IncidentOptions } from './incidents/options.js';
 export { registeredProbe } from './probe/auto-start.js';
@@ -60,4 +77,11 @@ export { exportOtlp } from './metrics/otlp.js';
 export type { OtlpExportOptions, OtlpExport } from './metrics/otlp.js';
 export { summarizeHeapSnapshot, diffHeapSnapshots } from './heap/api.js';
 export type { HeapAnalysisOptions, HeapAnalysisProgress } from './heap/api.js';
-export type { HeapSummary, HeapDiff, ClassTotal, TopRetainer, ConstructorDelta, LeakCandidate } from './heap/analysis.js';
+export type {
+  HeapSummary,
+  HeapDiff,
+  ClassTotal,
+  TopRetainer,
+  ConstructorDelta,
+  LeakCandidate,
+} from './heap/analysis.js';

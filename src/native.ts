@@ -20,14 +20,16 @@ const PARTS: Record<NativeName, { part: string; api: 'napi' | 'v8'; withoutIt: s
   loop_watch: {
     part: 'loop watch',
     api: 'napi',
-    withoutIt: 'stalls are seen by a JS heartbeat on the main thread: about 2 ms of CPU per second at idle instead of 0.8 '
-      + '(docs/architecture.md, costs), and a stall is timed only to within one beat',
+    withoutIt:
+      'stalls are seen by a JS heartbeat on the main thread: about 2 ms of CPU per second at idle instead of 0.8 ' +
+      '(docs/architecture.md, costs), and a stall is timed only to within one beat',
   },
   gc_stats: {
     part: 'GC statistics',
     api: 'v8',
-    withoutIt: 'GCs are counted and timed, but the bytes each GC reclaimed (gc.reclaimedPerGc) and the live heap after '
-      + 'the last full GC are absent',
+    withoutIt:
+      'GCs are counted and timed, but the bytes each GC reclaimed (gc.reclaimedPerGc) and the live heap after ' +
+      'the last full GC are absent',
   },
   heap_scan: {
     part: 'heap scanner',
@@ -50,7 +52,10 @@ export interface NativePart {
   cost?: string;
 }
 
-interface Entry { addon: unknown; part: NativePart }
+interface Entry {
+  addon: unknown;
+  part: NativePart;
+}
 
 const loaded = new Map<NativeName, Entry>();
 // dist/src/native.js -> the package's root
@@ -64,7 +69,9 @@ export function libc(): 'glibc' | 'musl' | undefined {
     const ldd = fs.readFileSync('/usr/bin/ldd', 'latin1').slice(0, 16_384);
     if (ldd.includes('musl')) return 'musl';
     if (ldd.includes('GNU C Library') || ldd.includes('GLIBC')) return 'glibc';
-  } catch { /* no ldd: ask Node */ }
+  } catch {
+    /* no ldd: ask Node */
+  }
   const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
   return header?.glibcVersionRuntime ? 'glibc' : 'musl';
 }
@@ -72,7 +79,11 @@ export function libc(): 'glibc' | 'musl' | undefined {
 let libcTag: string | undefined | null = null;
 function cachedLibc(): string | undefined {
   if (libcTag === null) {
-    try { libcTag = libc(); } catch { libcTag = undefined; }
+    try {
+      libcTag = libc();
+    } catch {
+      libcTag = undefined;
+    }
   }
   return libcTag;
 }
@@ -97,11 +108,23 @@ function load(name: NativeName): Entry {
   const tried: string[] = [];
   for (const file of candidates(name)) {
     const shown = path.relative(PACKAGE_ROOT, file);
-    if (!fs.existsSync(file)) { tried.push(`${shown}: absent`); continue; }
+    if (!fs.existsSync(file)) {
+      tried.push(`${shown}: absent`);
+      continue;
+    }
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const addon: unknown = require(file);
-      return { addon, part: { name, part, loaded: true, file, reason: tried.length ? `loaded ${shown} (${tried.join('; ')})` : `loaded ${shown}` } };
+      return {
+        addon,
+        part: {
+          name,
+          part,
+          loaded: true,
+          file,
+          reason: tried.length ? `loaded ${shown} (${tried.join('; ')})` : `loaded ${shown}`,
+        },
+      };
     } catch (err) {
       tried.push(`${shown}: ${firstLine(err)}`);
     }
@@ -137,5 +160,7 @@ export function nativeParts(): NativePart[] {
  * `probe.loopWatch` and `sysprobe doctor` say.
  */
 export function nativeLogFields(): Record<NativeName, true | string> {
-  return Object.fromEntries(nativeParts().map((p) => [p.name, p.loaded ? true : `${p.reason} (without it: ${p.cost})`])) as Record<NativeName, true | string>;
+  return Object.fromEntries(
+    nativeParts().map((p) => [p.name, p.loaded ? true : `${p.reason} (without it: ${p.cost})`]),
+  ) as Record<NativeName, true | string>;
 }

@@ -50,7 +50,15 @@ export type WorkerToMain =
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
   /** `facts.selfPaused`: the stall was sysprobe's own pause (a heap snapshot), not the app's: no incident.
    *  `throttledMs`: how long the cgroup's CPU quota stopped the process during the stall (Linux, with a CPU controller). */
-  | { type: 'stall'; startedAt: number; durationMs: number; stack: Frame[] | undefined; capture: StallCapture; facts: StallWorkerFacts; throttledMs?: number }
+  | {
+      type: 'stall';
+      startedAt: number;
+      durationMs: number;
+      stack: Frame[] | undefined;
+      capture: StallCapture;
+      facts: StallWorkerFacts;
+      throttledMs?: number;
+    }
   /** `unhealthy`: the worker decided the firing marks the process unhealthy until then (src/health/unhealthy.ts). */
   | { type: 'rule'; firing: RuleFiring; captures: RuleCaptures; unhealthy?: HealthReason }
   /** A capture the worker wrote is complete under its final name. */
@@ -70,11 +78,11 @@ export interface StallWorkerFacts {
 }
 
 /** What the worker can ask the main thread. */
-export type HostRequest = { kind: 'captureHeapSnapshot'; trigger: string } | { kind: 'diagnosticReport'; trigger: string };
+export type HostRequest =
+  { kind: 'captureHeapSnapshot'; trigger: string } | { kind: 'diagnosticReport'; trigger: string };
 
 /** Where the worker's endpoints listen (the address they bound), or why they could not. */
 export interface EndpointsReady {
   health?: { address: string; port: number } | { error: string };
   control?: { address: string; port: number } | { error: string };
 }
-

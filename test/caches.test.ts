@@ -108,10 +108,12 @@ describe('BoundedCache', () => {
     const cache = createCache<string, string>('shared', { max: 10 });
     let calls = 0;
     const pending = deferred<string>();
-    const loads = Array.from({ length: 5 }, () => cache.getOrLoad('k', () => {
-      calls += 1;
-      return pending.promise;
-    }));
+    const loads = Array.from({ length: 5 }, () =>
+      cache.getOrLoad('k', () => {
+        calls += 1;
+        return pending.promise;
+      }),
+    );
     await sleep(5);
     assert.equal(calls, 1);
     assert.equal(cache.has('k'), false, 'nothing stored while loading');
@@ -120,13 +122,18 @@ describe('BoundedCache', () => {
     assert.equal(cache.get('k'), 'value');
 
     const failing = deferred<string>();
-    const failingLoads = Array.from({ length: 4 }, () => cache.getOrLoad('f', () => {
-      calls += 1;
-      return failing.promise;
-    }));
+    const failingLoads = Array.from({ length: 4 }, () =>
+      cache.getOrLoad('f', () => {
+        calls += 1;
+        return failing.promise;
+      }),
+    );
     failing.reject(new Error('down'));
     const results = await Promise.allSettled(failingLoads);
-    assert.deepEqual(results.map((r) => r.status), Array(4).fill('rejected'));
+    assert.deepEqual(
+      results.map((r) => r.status),
+      Array(4).fill('rejected'),
+    );
     assert.equal(calls, 2);
     assert.equal(cache.stats().loadFailures, 1, 'one failed call, however many waited on it');
     assert.equal(cache.has('f'), false);
@@ -180,7 +187,11 @@ describe('BoundedCache', () => {
     cache.set('big', 'b'.repeat(10));
     assert.equal(cache.set('big', 'b'.repeat(101)), false);
     assert.equal(cache.has('big'), false);
-    assert.equal(await cache.getOrLoad('loaded', () => 'l'.repeat(150)), 'l'.repeat(150), 'the caller still gets its value');
+    assert.equal(
+      await cache.getOrLoad('loaded', () => 'l'.repeat(150)),
+      'l'.repeat(150),
+      'the caller still gets its value',
+    );
     assert.equal(cache.has('loaded'), false);
     assert.deepEqual([cache.size, cache.bytes, cache.stats().rejected, cache.stats().evictions], [1, 30, 2, 0]);
   });
@@ -227,11 +238,23 @@ describe('BoundedCache', () => {
         if (value !== undefined) present.add(key);
       }
     }
-    assert.deepEqual(cache.stats(), { name: 'counted', size: present.size, bytes: 0, hits, misses, evictions: 0, loadFailures: 0, rejected: 0 });
+    assert.deepEqual(cache.stats(), {
+      name: 'counted',
+      size: present.size,
+      bytes: 0,
+      hits,
+      misses,
+      evictions: 0,
+      loadFailures: 0,
+      rejected: 0,
+    });
   });
 
   it('refuses bad options with SYSPROBE_ERR_INVALID_OPTION naming the option', () => {
-    const create = (options: unknown, name: unknown = 'c') => () => createCache(name as string, options as CacheOptions<string, string>);
+    const create =
+      (options: unknown, name: unknown = 'c') =>
+      () =>
+        createCache(name as string, options as CacheOptions<string, string>);
     assertInvalid(create({ max: 1 }, ''), /Option name must be a non-empty string/);
     assertInvalid(create(undefined), /must be an object; got a undefined/);
     assertInvalid(create({}), /Option max is required/);
@@ -243,7 +266,10 @@ describe('BoundedCache', () => {
     assertInvalid(create({ max: 10, ttlMs: '5' }), /Option ttlMs .* got the string "5"/);
     assertInvalid(create({ max: 10, maxBytes: 10, sizeOf: 4 }), /Option sizeOf must be a function/);
     assertInvalid(create({ max: 10, sizeOf: byLength }), /Option sizeOf needs maxBytes/);
-    assertInvalid(create({ max: 10, maxItems: 4 }), /Unknown option maxItems; the known ones are: max, maxBytes, sizeOf, ttlMs/);
+    assertInvalid(
+      create({ max: 10, maxItems: 4 }),
+      /Unknown option maxItems; the known ones are: max, maxBytes, sizeOf, ttlMs/,
+    );
   });
 });
 
@@ -254,7 +280,15 @@ describe('watchCache', () => {
     const map = mapOf(10);
     const watcher = watchCache('plain', map, { maxEntries: 5, growthAlert: { entries: 3 } });
     assert.deepEqual(watcher.check(), [{ name: 'plain', reason: 'overLimit', size: 10, growth: 0, evicted: 0 }]);
-    assert.deepEqual(watcher.stats(), { name: 'plain', size: 10, highWater: 10, evicted: 0, overLimit: true, growth: 0, growing: false });
+    assert.deepEqual(watcher.stats(), {
+      name: 'plain',
+      size: 10,
+      highWater: 10,
+      evicted: 0,
+      overLimit: true,
+      growth: 0,
+      growing: false,
+    });
     for (let i = 10; i < 14; i++) map.set(i, `v${i}`);
     // Still over the limit: that episode was reported already; the growth is new.
     assert.deepEqual(watcher.check(), [{ name: 'plain', reason: 'growing', size: 14, growth: 4, evicted: 0 }]);
@@ -263,7 +297,15 @@ describe('watchCache', () => {
     assert.deepEqual(watcher.check(), [], 'the same episode of growth is not reported twice');
     for (let i = 0; i < 16; i++) map.delete(i);
     watcher.check();
-    assert.deepEqual(watcher.stats(), { name: 'plain', size: 2, highWater: 18, evicted: 0, overLimit: false, growth: -16, growing: false });
+    assert.deepEqual(watcher.stats(), {
+      name: 'plain',
+      size: 2,
+      highWater: 18,
+      evicted: 0,
+      overLimit: false,
+      growth: -16,
+      growing: false,
+    });
     assert.equal(map.size, 2, 'the watcher deleted nothing');
   });
 
@@ -276,17 +318,31 @@ describe('watchCache', () => {
     setWatcher.check();
     assert.deepEqual([...map.keys()], [6, 7, 8, 9]);
     assert.deepEqual([...set], [3, 4, 5, 6, 7, 8, 9]);
-    assert.deepEqual(mapWatcher.stats(), { name: 'map', size: 4, highWater: 10, evicted: 6, overLimit: true, growth: 0, growing: false });
+    assert.deepEqual(mapWatcher.stats(), {
+      name: 'map',
+      size: 4,
+      highWater: 10,
+      evicted: 6,
+      overLimit: true,
+      growth: 0,
+      growing: false,
+    });
     mapWatcher.check();
-    assert.deepEqual([mapWatcher.stats().evicted, mapWatcher.stats().overLimit, map.size], [6, false, 4], 'nothing more to evict');
+    assert.deepEqual(
+      [mapWatcher.stats().evicted, mapWatcher.stats().overLimit, map.size],
+      [6, false, 4],
+      'nothing more to evict',
+    );
   });
 
   it('never throws into the caller: a throwing or nonsensical size is reported as an error', () => {
     let fail = true;
-    const broken = { get size(): number {
-      if (fail) throw new Error('size getter exploded');
-      return 3;
-    } };
+    const broken = {
+      get size(): number {
+        if (fail) throw new Error('size getter exploded');
+        return 3;
+      },
+    };
     const watcher = watchCache('broken', broken, { maxEntries: 2 });
     assert.doesNotThrow(() => watcher.check());
     assert.equal(watcher.stats().error, 'size getter exploded');
@@ -314,11 +370,20 @@ describe('watchCache', () => {
     watcher.stop();
     watcher.check();
     assert.equal(map.size, 3);
-    assert.deepEqual(watcher.stats(), { name: 'stopped', size: 0, highWater: 0, evicted: 0, overLimit: false, growth: 0, growing: false });
+    assert.deepEqual(watcher.stats(), {
+      name: 'stopped',
+      size: 0,
+      highWater: 0,
+      evicted: 0,
+      overLimit: false,
+      growth: 0,
+      growing: false,
+    });
   });
 
   it('refuses bad options with SYSPROBE_ERR_INVALID_OPTION naming the option', () => {
-    const watch = (collection: unknown, options: unknown) => () => watchCache('w', collection as WatchableMap, options as never);
+    const watch = (collection: unknown, options: unknown) => () =>
+      watchCache('w', collection as WatchableMap, options as never);
     const map = new Map();
     assertInvalid(() => watchCache('', map), /Option name must be a non-empty string/);
     assertInvalid(watch(null, {}), /The collection to watch must be an object with a size.*got null/);
@@ -329,8 +394,13 @@ describe('watchCache', () => {
     assertInvalid(watch(map, { growthAlert: { entries: 2, percent: 5 } }), /Unknown option growthAlert.percent/);
     assertInvalid(watch(map, { evictOldest: 'yes' }), /Option evictOldest must be true or false/);
     assertInvalid(watch(map, { evictOldest: true }), /Option evictOldest needs maxEntries/);
-    assertInvalid(watch({ size: 1 }, { maxEntries: 1, evictOldest: true }), /needs a collection with keys\(\) and delete\(\)/);
-    assertInvalid(watch(map, { maxSize: 1 }), /Unknown option maxSize; the known ones are: maxEntries, growthAlert, evictOldest/);
+    assertInvalid(
+      watch({ size: 1 }, { maxEntries: 1, evictOldest: true }),
+      /needs a collection with keys\(\) and delete\(\)/,
+    );
+    assertInvalid(
+      watch(map, { maxSize: 1 }),
+      /Unknown option maxSize; the known ones are: maxEntries, growthAlert, evictOldest/,
+    );
   });
 });
-

@@ -36,14 +36,19 @@ function shellOutSync(ms: number): void {
   execSync(`sleep ${ms / 1000}`);
 }
 
-describe('stall stacks: the worker takes the main thread\'s stack while the loop is blocked', () => {
+describe("stall stacks: the worker takes the main thread's stack while the loop is blocked", () => {
   let probe: Probe;
   let metrics: ReturnType<typeof memoryMetrics>;
   const dumpDir = tempDir('sysprobe-captures-');
 
   beforeEach(async () => {
     metrics = memoryMetrics();
-    probe = await start({ logger: memoryLogger().logger, meterProvider: metrics.meterProvider, dumpDir, capturesPerMinute: 60 });
+    probe = await start({
+      logger: memoryLogger().logger,
+      meterProvider: metrics.meterProvider,
+      dumpDir,
+      capturesPerMinute: 60,
+    });
   });
 
   afterEach(async () => {
@@ -72,13 +77,23 @@ describe('stall stacks: the worker takes the main thread\'s stack while the loop
       const { event, blockedAt, unblockedAt } = await stallWith(block);
       assert.equal(event.capture.how, 'debugger-pause', JSON.stringify(event.capture));
       const top = event.stack?.[0];
-      assert.equal(top?.functionName, culprit, `stack: ${event.stack?.slice(0, 4).map((f) => f.functionName).join(' < ')}`);
+      assert.equal(
+        top?.functionName,
+        culprit,
+        `stack: ${event.stack
+          ?.slice(0, 4)
+          .map((f) => f.functionName)
+          .join(' < ')}`,
+      );
       // dist/test/captures.test.js has a source map: the frame is at its place in the TypeScript, the compiled one beside it.
       assert.ok(top.url.endsWith('test/captures.test.ts'), `url ${top.url}`);
       assert.ok(top.generated?.url.endsWith('captures.test.js'), `generated ${JSON.stringify(top.generated)}`);
       assert.ok(top.lineNumber > 0 && top.columnNumber >= 0);
       const takenAt = event.capture.takenAt ?? 0;
-      assert.ok(takenAt > blockedAt && takenAt < unblockedAt, `taken ${takenAt - blockedAt} ms into a ${unblockedAt - blockedAt} ms block`);
+      assert.ok(
+        takenAt > blockedAt && takenAt < unblockedAt,
+        `taken ${takenAt - blockedAt} ms into a ${unblockedAt - blockedAt} ms block`,
+      );
       assert.ok(event.durationMs >= BLOCK_MS - 5, `duration ${event.durationMs}`);
     });
   }
@@ -92,7 +107,10 @@ describe('stall stacks: the worker takes the main thread\'s stack while the loop
   it('counts stalls by how they were captured, with a duration histogram', async () => {
     await stallWith(() => spinBusyLoop(300));
     const exported = await metrics.collect();
-    assert.equal(pointValue(findMetric(exported, 'sysprobe.eventloop.stalls'), { 'sysprobe.capture': 'debugger-pause' }), 1);
+    assert.equal(
+      pointValue(findMetric(exported, 'sysprobe.eventloop.stalls'), { 'sysprobe.capture': 'debugger-pause' }),
+      1,
+    );
     const duration = findMetric(exported, 'sysprobe.eventloop.stall.duration');
     assert.equal(duration.descriptor.unit, 's');
   });
@@ -100,7 +118,9 @@ describe('stall stacks: the worker takes the main thread\'s stack while the loop
   it('another inspector session in the process (a debugger attached): captures still work, nothing hangs', async () => {
     const other = new inspector.Session();
     other.connect();
-    await new Promise<void>((resolve, reject) => other.post('Debugger.enable', (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      other.post('Debugger.enable', (err) => (err ? reject(err) : resolve())),
+    );
     try {
       const { event } = await stallWith(() => spinBusyLoop(BLOCK_MS));
       assert.equal(event.stack?.[0]?.functionName, 'spinBusyLoop');
@@ -150,12 +170,18 @@ describe('stall stacks: budget and --inspect', () => {
             session.post('Debugger.resume', () => { session.disconnect(); setTimeout(() => clearInterval(alive), 200); }), 2500)));
         \`, { eval: true });
       });`;
-    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { cwd: path.resolve(__dirname, '..', '..'), timeout: 20_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], {
+      cwd: path.resolve(__dirname, '..', '..'),
+      timeout: 20_000,
+    });
     const event = JSON.parse(stdout.trim()) as { durationMs: number; how: string; reason: string; stack?: unknown };
     assert.equal(event.how, 'failed');
     assert.match(event.reason, /did not pause in time/);
     assert.equal(event.stack, undefined, 'no stack, so nothing is blamed');
-    assert.ok(event.durationMs >= 2400, `the other session's pause lasted ${event.durationMs} ms: sysprobe did not resume it`);
+    assert.ok(
+      event.durationMs >= 2400,
+      `the other session's pause lasted ${event.durationMs} ms: sysprobe did not resume it`,
+    );
   });
 
   it('with --inspect on, a stall is still captured and the process exits normally', async () => {
@@ -170,8 +196,10 @@ describe('stall stacks: budget and --inspect', () => {
         });
         setTimeout(() => spinUnderInspect(500), 50);
       });`;
-    const { stdout } = await promisify(execFile)(process.execPath, ['--inspect=127.0.0.1:0', '-e', script],
-      { cwd: path.resolve(__dirname, '..', '..'), timeout: 15_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, ['--inspect=127.0.0.1:0', '-e', script], {
+      cwd: path.resolve(__dirname, '..', '..'),
+      timeout: 15_000,
+    });
     assert.deepEqual(JSON.parse(stdout.trim()), { top: 'spinUnderInspect', how: 'debugger-pause' });
   });
 });
@@ -180,7 +208,7 @@ function busyCallerForProfile(ms: number): number {
   return spinBusyLoop(ms);
 }
 
-describe('stack captures asked for at once, and sysprobe\'s own pauses', () => {
+describe("stack captures asked for at once, and sysprobe's own pauses", () => {
   it('a stack asked for while one is being taken shares it: one capture, one result, no CAPTURE_BUSY', async () => {
     const probe = await start({ logger: memoryLogger().logger, dumpDir: tempDir('sysprobe-shared-stack-') });
     try {
@@ -190,7 +218,10 @@ describe('stack captures asked for at once, and sysprobe\'s own pauses', () => {
       const first = supervisor.request({ kind: 'captureStack' }, 10_000);
       const second = supervisor.request({ kind: 'captureStack' }, 10_000);
       blockFor(300);
-      const [a, b] = (await Promise.all([first, second])) as [{ frames: unknown[]; takenAt: number; latencyMs: number; how: string }, unknown];
+      const [a, b] = (await Promise.all([first, second])) as [
+        { frames: unknown[]; takenAt: number; latencyMs: number; how: string },
+        unknown,
+      ];
       assert.ok(a.frames.length > 0, JSON.stringify(a).slice(0, 300));
       // The same pause: the same moment, the same latency, the same frames.
       assert.deepEqual(b, a);
@@ -203,14 +234,22 @@ describe('stack captures asked for at once, and sysprobe\'s own pauses', () => {
   });
 
   it('a stall while sysprobe pauses the main thread itself starts no stack capture, even before the worker hears of the pause', async () => {
-    const probe = await start({ logger: memoryLogger().logger, dumpDir: tempDir('sysprobe-own-pause-'), stallThresholdMs: 100 });
+    const probe = await start({
+      logger: memoryLogger().logger,
+      dumpDir: tempDir('sysprobe-own-pause-'),
+      stallThresholdMs: 100,
+    });
     const stalls: StallEvent[] = [];
     probe.on('stall', (e: StallEvent) => stalls.push(e));
     try {
       const { heartbeat } = probeInternals(probe);
       // What a heap snapshot does, minus its selfPause message: the shared flag alone must tell the worker.
       heartbeat.selfPause(true);
-      try { blockFor(400); } finally { heartbeat.selfPause(false); }
+      try {
+        blockFor(400);
+      } finally {
+        heartbeat.selfPause(false);
+      }
       const stall = await waitFor('the stall of our own pause', () => stalls[0]);
       assert.equal(stall.capture.how, 'skipped', JSON.stringify(stall.capture));
       assert.match(stall.capture.reason ?? '', /heap snapshot/);
@@ -240,7 +279,10 @@ describe('CPU profiles: captureCpuProfile()', () => {
       assert.ok(busy.detected, JSON.stringify(busy));
       // A function optimized before the profiler started is reported inside its caller when V8 inlined it.
       const name = busy.frame?.functionName ?? '';
-      assert.ok(['spinBusyLoop', 'busyCallerForProfile'].includes(name), `busy frame ${name}: neither the loop nor its caller`);
+      assert.ok(
+        ['spinBusyLoop', 'busyCallerForProfile'].includes(name),
+        `busy frame ${name}: neither the loop nor its caller`,
+      );
       assert.equal(result.summary.topFunctions[0]?.functionName, busy.frame?.functionName);
       await assert.rejects(probe.captureCpuProfile({ durationMs: 5 }), { code: 'SYSPROBE_ERR_INVALID_OPTION' });
     } finally {
@@ -260,12 +302,13 @@ describe('CPU profiles: captureCpuProfile()', () => {
   });
 });
 
-describe('profileThread(): an app\'s own worker thread profiles itself', () => {
+describe("profileThread(): an app's own worker thread profiles itself", () => {
   for (const backend of ['inspector', 'v8-profiler-next'] as const) {
     it(`with the ${backend} backend: files written, the busy function named`, async () => {
       const dumpDir = tempDir('sysprobe-thread-profile-');
       const { Worker } = await import('node:worker_threads');
-      const worker = new Worker(`
+      const worker = new Worker(
+        `
         const { parentPort, workerData } = require('node:worker_threads');
         const { profileThread } = require(${JSON.stringify(path.resolve(__dirname, '..', 'src', 'index.js'))});
         function crunchInAppWorker(ms) { const end = Date.now() + ms; let n = 0; while (Date.now() < end) n += Math.sqrt(n); return n; }
@@ -274,10 +317,15 @@ describe('profileThread(): an app\'s own worker thread profiles itself', () => {
         const end = Date.now() + 600;
         (function slice() { crunchInAppWorker(20); if (Date.now() < end) setImmediate(slice); })();
         pending.then((result) => parentPort.postMessage(result), (err) => parentPort.postMessage({ error: err.message }));`,
-      { eval: true, workerData: { dumpDir, backend } });
+        { eval: true, workerData: { dumpDir, backend } },
+      );
       try {
-        const result = await new Promise<{ file: string; sidecarFile: string; summary: { busyLoop: { frame?: { functionName: string } } }; error?: string }>(
-          (resolve) => worker.once('message', resolve));
+        const result = await new Promise<{
+          file: string;
+          sidecarFile: string;
+          summary: { busyLoop: { frame?: { functionName: string } } };
+          error?: string;
+        }>((resolve) => worker.once('message', resolve));
         assert.equal(result.error, undefined);
         assert.ok(fs.existsSync(result.file), result.file);
         const sidecar = JSON.parse(fs.readFileSync(result.sidecarFile, 'utf8')) as { kind: string; thread: string };
@@ -315,7 +363,10 @@ describe('allocation profiles: captureAllocationProfile()', () => {
       const { topFunctions, topStacks, totalBytes } = result.summary;
       assert.ok(totalBytes > 1_000_000, `${totalBytes} bytes sampled live`);
       const names = topStacks.slice(0, 3).map((s) => s.stack.map((f) => f.functionName));
-      assert.ok(names.some((stack) => stack.includes('allocateRetainedRecords')), `top stacks: ${JSON.stringify(names)}`);
+      assert.ok(
+        names.some((stack) => stack.includes('allocateRetainedRecords')),
+        `top stacks: ${JSON.stringify(names)}`,
+      );
       assert.ok(topFunctions[0] && topFunctions[0].share > 0 && topFunctions[0].share <= 1);
       assert.equal(JSON.parse(fs.readFileSync(result.sidecarFile, 'utf8')).kind, 'allocation-profile');
     } finally {

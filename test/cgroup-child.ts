@@ -21,7 +21,16 @@ async function main(): Promise<void> {
   while (performance.now() - startedAt < wallMs) for (let i = 0; i < 10_000; i++) x += Math.sqrt(i);
   const cpu = process.cpuUsage(cpuBefore);
   const after = await reader.read();
-  console.log(JSON.stringify({ location: reader.location, before, after, wallMs: performance.now() - startedAt, cpuMs: (cpu.user + cpu.system) / 1000, x }));
+  console.log(
+    JSON.stringify({
+      location: reader.location,
+      before,
+      after,
+      wallMs: performance.now() - startedAt,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      x,
+    }),
+  );
 }
 
 void main();
@@ -38,11 +47,31 @@ export async function probeUnderQuota(): Promise<void> {
   const stalls: Array<{ durationMs: number; throttledMs?: number }> = [];
   const firings: unknown[] = [];
   const noop = () => undefined;
-  const logger = { debug: noop, info: noop, warn: noop, error: (o: object, m?: string) => console.error(m, JSON.stringify(o)), child: () => logger };
+  const logger = {
+    debug: noop,
+    info: noop,
+    warn: noop,
+    error: (o: object, m?: string) => console.error(m, JSON.stringify(o)),
+    child: () => logger,
+  };
   const probe = await start({
-    serviceName: 'quota-test', dumpDir: process.argv[3]!, meterProvider: metrics.meterProvider, sampleIntervalMs: 100, stallThresholdMs: 200,
-    defaultRules: false, incidents: false, logger: logger as never,
-    rules: [{ name: 'throttled', value: 'cgroup.cpuThrottledRatio', above: 0.5, cooldownMs: 60_000, actions: [(firing) => firings.push(firing)] }],
+    serviceName: 'quota-test',
+    dumpDir: process.argv[3]!,
+    meterProvider: metrics.meterProvider,
+    sampleIntervalMs: 100,
+    stallThresholdMs: 200,
+    defaultRules: false,
+    incidents: false,
+    logger: logger as never,
+    rules: [
+      {
+        name: 'throttled',
+        value: 'cgroup.cpuThrottledRatio',
+        above: 0.5,
+        cooldownMs: 60_000,
+        actions: [(firing) => firings.push(firing)],
+      },
+    ],
   });
   probe.on('stall', (event) => stalls.push({ durationMs: event.durationMs, throttledMs: event.throttledMs }));
   for (let round = 0; round < 6; round++) {
@@ -59,12 +88,24 @@ export async function probeUnderQuota(): Promise<void> {
     const metric = collected.find((m) => m.descriptor.name === name);
     return metric?.dataPoints[0]?.value as number | undefined;
   };
-  console.log(JSON.stringify({
-    stalls, firings,
-    metrics: Object.fromEntries(['sysprobe.cgroup.cpu.quota', 'sysprobe.cgroup.cpu.periods', 'sysprobe.cgroup.cpu.throttled_periods', 'sysprobe.cgroup.cpu.throttled_time',
-      'sysprobe.cgroup.cpu.throttled_ratio', 'process.cpu.utilization', 'container.memory.usage'].map((n) => [n, value(n)])),
-    quotaUtilization: samples.map((s) => s.cpu?.quotaUtilization).filter((v) => v !== undefined),
-  }));
+  console.log(
+    JSON.stringify({
+      stalls,
+      firings,
+      metrics: Object.fromEntries(
+        [
+          'sysprobe.cgroup.cpu.quota',
+          'sysprobe.cgroup.cpu.periods',
+          'sysprobe.cgroup.cpu.throttled_periods',
+          'sysprobe.cgroup.cpu.throttled_time',
+          'sysprobe.cgroup.cpu.throttled_ratio',
+          'process.cpu.utilization',
+          'container.memory.usage',
+        ].map((n) => [n, value(n)]),
+      ),
+      quotaUtilization: samples.map((s) => s.cpu?.quotaUtilization).filter((v) => v !== undefined),
+    }),
+  );
   await probe.stop();
   await metrics.shutdown();
 }

@@ -18,7 +18,10 @@ export function skipUnless(context: Mocha.Context, condition: boolean, reason: s
 export function writableV1Dir(controller: 'cpu' | 'memory'): { dir?: string; reason?: string } {
   if (process.platform !== 'linux') return { reason: 'cgroups are Linux only' };
   if (process.getuid?.() !== 0) return { reason: 'making cgroups needs root' };
-  const where = locateCgroup(fs.readFileSync('/proc/self/cgroup', 'utf8'), fs.readFileSync('/proc/self/mountinfo', 'utf8'))[controller];
+  const where = locateCgroup(
+    fs.readFileSync('/proc/self/cgroup', 'utf8'),
+    fs.readFileSync('/proc/self/mountinfo', 'utf8'),
+  )[controller];
   if (!where || where.version !== 1) return { reason: `no cgroup v1 ${controller} controller is mounted` };
   try {
     fs.accessSync(where.dir, fs.constants.W_OK);

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { locateCgroup, parseCgroupMounts, parseCpu, parseFlatKeyed, parseMemory, parseProcCgroup } from '../src/containers/cgroup-parse.js';
+import {
+  locateCgroup,
+  parseCgroupMounts,
+  parseCpu,
+  parseFlatKeyed,
+  parseMemory,
+  parseProcCgroup,
+} from '../src/containers/cgroup-parse.js';
 import { CgroupReader } from '../src/containers/cgroup-reader.js';
 import { cgroupValues, cpuShareOfAvailable, throttledBetween } from '../src/containers/cgroup-values.js';
 import { tempDir } from './helpers.js';
@@ -22,9 +29,10 @@ describe('cgroup parsers', () => {
   });
 
   it('reads the cgroup mounts of mountinfo (octal escapes, optional fields) and skips other file systems', () => {
-    const text = '26 1 254:0 / / rw - ext4 /dev/vda rw\n'
-      + '716 712 0:33 /docker/a /sys/fs/cgroup/cpu,cpuacct ro,relatime master:17 - cgroup cgroup rw,cpu,cpuacct\n'
-      + '40 30 0:37 / /sys/fs/cgroup/with\\040space rw shared:4 shared:5 - cgroup2 cgroup2 rw,nsdelegate\n';
+    const text =
+      '26 1 254:0 / / rw - ext4 /dev/vda rw\n' +
+      '716 712 0:33 /docker/a /sys/fs/cgroup/cpu,cpuacct ro,relatime master:17 - cgroup cgroup rw,cpu,cpuacct\n' +
+      '40 30 0:37 / /sys/fs/cgroup/with\\040space rw shared:4 shared:5 - cgroup2 cgroup2 rw,nsdelegate\n';
     const { value, problems } = parseCgroupMounts(text);
     assert.deepEqual(problems, []);
     assert.deepEqual(value, [
@@ -49,52 +57,123 @@ describe('cgroup parsers', () => {
   });
 
   it('finds v2 with and without a cgroup namespace, and nothing where no cgroup is mounted', () => {
-    assert.deepEqual(locateCgroup(read('v2', 'proc/self/cgroup'), read('v2', 'proc/self/mountinfo')).memory, { version: 2, dir: '/sys/fs/cgroup' });
-    assert.deepEqual(locateCgroup(read('v2-unlimited', 'proc/self/cgroup'), read('v2-unlimited', 'proc/self/mountinfo')).cpu,
-      { version: 2, dir: '/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/cri-containerd-9e8d.scope' });
-    assert.deepEqual(locateCgroup(read('none', 'proc/self/cgroup'), read('none', 'proc/self/mountinfo')), { problems: [] });
+    assert.deepEqual(locateCgroup(read('v2', 'proc/self/cgroup'), read('v2', 'proc/self/mountinfo')).memory, {
+      version: 2,
+      dir: '/sys/fs/cgroup',
+    });
+    assert.deepEqual(
+      locateCgroup(read('v2-unlimited', 'proc/self/cgroup'), read('v2-unlimited', 'proc/self/mountinfo')).cpu,
+      { version: 2, dir: '/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/cri-containerd-9e8d.scope' },
+    );
+    assert.deepEqual(locateCgroup(read('none', 'proc/self/cgroup'), read('none', 'proc/self/mountinfo')), {
+      problems: [],
+    });
   });
 
   it('says when the cgroup is outside the mount it would be read through', () => {
-    const location = locateCgroup('3:memory:/elsewhere\n', '1 0 0:1 /docker/a /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n');
+    const location = locateCgroup(
+      '3:memory:/elsewhere\n',
+      '1 0 0:1 /docker/a /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n',
+    );
     assert.equal(location.memory, undefined);
     assert.match(location.problems.join(), /memory: cgroup \/elsewhere is outside the mount's root \/docker\/a/);
   });
 
   it('reads v2 quota, throttling, limit, peak and OOM kills', () => {
     const cpu = parseCpu(2, { 'cpu.max': '50000 100000\n', 'cpu.stat': read('v2', 'sys/fs/cgroup/cpu.stat') });
-    assert.deepEqual(cpu, { value: { version: 2, periodUs: 100000, quotaCores: 0.5, periods: 30000, throttledPeriods: 4500, throttledMs: 123456.789 }, problems: [] });
-    const memory = parseMemory(2, { 'memory.max': '536870912\n', 'memory.current': '402653184\n', 'memory.peak': '530579456\n', 'memory.events': read('v2', 'sys/fs/cgroup/memory.events') });
-    assert.deepEqual(memory, { value: { version: 2, limitBytes: 536870912, usageBytes: 402653184, peakBytes: 530579456, oomKills: 2, oomEvents: 2 }, problems: [] });
+    assert.deepEqual(cpu, {
+      value: {
+        version: 2,
+        periodUs: 100000,
+        quotaCores: 0.5,
+        periods: 30000,
+        throttledPeriods: 4500,
+        throttledMs: 123456.789,
+      },
+      problems: [],
+    });
+    const memory = parseMemory(2, {
+      'memory.max': '536870912\n',
+      'memory.current': '402653184\n',
+      'memory.peak': '530579456\n',
+      'memory.events': read('v2', 'sys/fs/cgroup/memory.events'),
+    });
+    assert.deepEqual(memory, {
+      value: {
+        version: 2,
+        limitBytes: 536870912,
+        usageBytes: 402653184,
+        peakBytes: 530579456,
+        oomKills: 2,
+        oomEvents: 2,
+      },
+      problems: [],
+    });
   });
 
   it('reads v1 quota (throttled_time in ns), limit, failcnt and oom_kill', () => {
     const dir = 'sys/fs/cgroup/cpu,cpuacct';
-    const cpu = parseCpu(1, { 'cpu.cfs_quota_us': '150000\n', 'cpu.cfs_period_us': '100000\n', 'cpu.stat': read('v1', `${dir}/cpu.stat`) });
-    assert.deepEqual(cpu.value, { version: 1, periodUs: 100000, quotaCores: 1.5, periods: 5210, throttledPeriods: 731, throttledMs: 48211.345678 });
-    const memory = parseMemory(1, {
-      'memory.limit_in_bytes': '268435456\n', 'memory.usage_in_bytes': '201326592\n', 'memory.max_usage_in_bytes': '268419072\n',
-      'memory.oom_control': 'oom_kill_disable 0\nunder_oom 0\noom_kill 1\n', 'memory.failcnt': '3042\n',
+    const cpu = parseCpu(1, {
+      'cpu.cfs_quota_us': '150000\n',
+      'cpu.cfs_period_us': '100000\n',
+      'cpu.stat': read('v1', `${dir}/cpu.stat`),
     });
-    assert.deepEqual(memory, { value: { version: 1, limitBytes: 268435456, usageBytes: 201326592, peakBytes: 268419072, oomKills: 1, limitHits: 3042 }, problems: [] });
+    assert.deepEqual(cpu.value, {
+      version: 1,
+      periodUs: 100000,
+      quotaCores: 1.5,
+      periods: 5210,
+      throttledPeriods: 731,
+      throttledMs: 48211.345678,
+    });
+    const memory = parseMemory(1, {
+      'memory.limit_in_bytes': '268435456\n',
+      'memory.usage_in_bytes': '201326592\n',
+      'memory.max_usage_in_bytes': '268419072\n',
+      'memory.oom_control': 'oom_kill_disable 0\nunder_oom 0\noom_kill 1\n',
+      'memory.failcnt': '3042\n',
+    });
+    assert.deepEqual(memory, {
+      value: {
+        version: 1,
+        limitBytes: 268435456,
+        usageBytes: 201326592,
+        peakBytes: 268419072,
+        oomKills: 1,
+        limitHits: 3042,
+      },
+      problems: [],
+    });
   });
 
   it('reads unlimited as no limit: v2 max, v1 -1 and the page counter maximum', () => {
     assert.equal(parseCpu(2, { 'cpu.max': 'max 100000\n' }).value.quotaCores, undefined);
-    assert.equal(parseCpu(1, { 'cpu.cfs_quota_us': '-1\n', 'cpu.cfs_period_us': '100000\n' }).value.quotaCores, undefined);
+    assert.equal(
+      parseCpu(1, { 'cpu.cfs_quota_us': '-1\n', 'cpu.cfs_period_us': '100000\n' }).value.quotaCores,
+      undefined,
+    );
     assert.equal(parseMemory(2, { 'memory.max': 'max\n' }).value.limitBytes, undefined);
     assert.equal(parseMemory(1, { 'memory.limit_in_bytes': '9223372036854771712\n' }).value.limitBytes, undefined);
     // 64 KiB pages give a different maximum; still unlimited.
     assert.equal(parseMemory(1, { 'memory.limit_in_bytes': '9223372036854710272\n' }).value.limitBytes, undefined);
-    for (const result of [parseCpu(2, { 'cpu.max': 'max 100000' }), parseMemory(1, { 'memory.limit_in_bytes': '9223372036854771712' })]) {
+    for (const result of [
+      parseCpu(2, { 'cpu.max': 'max 100000' }),
+      parseMemory(1, { 'memory.limit_in_bytes': '9223372036854771712' }),
+    ]) {
       assert.deepEqual(result.problems, []);
     }
   });
 
   it('takes a smaller limit from a v1 parent (hierarchical_memory_limit), and the working set without inactive file cache', () => {
-    const memory = parseMemory(1, { 'memory.limit_in_bytes': '9223372036854771712', 'memory.usage_in_bytes': '1000',
-      'memory.stat': 'cache 10\nhierarchical_memory_limit 4096\ninactive_file 1\ntotal_inactive_file 300\n' });
-    assert.deepEqual(memory, { value: { version: 1, limitBytes: 4096, usageBytes: 1000, workingSetBytes: 700 }, problems: [] });
+    const memory = parseMemory(1, {
+      'memory.limit_in_bytes': '9223372036854771712',
+      'memory.usage_in_bytes': '1000',
+      'memory.stat': 'cache 10\nhierarchical_memory_limit 4096\ninactive_file 1\ntotal_inactive_file 300\n',
+    });
+    assert.deepEqual(memory, {
+      value: { version: 1, limitBytes: 4096, usageBytes: 1000, workingSetBytes: 700 },
+      problems: [],
+    });
   });
 
   it('reads an old kernel without oom_kill in oom_control', () => {
@@ -106,17 +185,27 @@ describe('cgroup parsers', () => {
     const keyed = parseFlatKeyed('cpu.stat', 'nr_periods 4\nnr_throttled x\n\nlonely\nthrottled_usec 7 8\n');
     assert.deepEqual([...keyed.value], [['nr_periods', 4]]);
     assert.equal(keyed.problems.length, 3);
-    const cpu = parseCpu(2, { 'cpu.max': 'lots 100000\n', 'cpu.stat': 'nr_periods 40\nnr_throttled twelve\nthrottled_usec 5000\n' });
+    const cpu = parseCpu(2, {
+      'cpu.max': 'lots 100000\n',
+      'cpu.stat': 'nr_periods 40\nnr_throttled twelve\nthrottled_usec 5000\n',
+    });
     assert.deepEqual(cpu.value, { version: 2, periods: 40, throttledMs: 5 });
-    assert.deepEqual(cpu.problems, ['cpu.stat: unreadable line "nr_throttled twelve"', 'cpu.max: unreadable: "lots 100000"']);
+    assert.deepEqual(cpu.problems, [
+      'cpu.stat: unreadable line "nr_throttled twelve"',
+      'cpu.max: unreadable: "lots 100000"',
+    ]);
     for (const bad of ['', '1.5', '12abc', '-5', '0x10', '99999999999999999999999']) {
       const memory = parseMemory(2, { 'memory.max': bad, 'memory.current': '10' });
       assert.deepEqual(memory.value, { version: 2, usageBytes: 10 }, JSON.stringify(bad));
       assert.equal(memory.problems.length, 1, JSON.stringify(bad));
       assert.match(memory.problems[0]!, /^memory\.max: not a number/);
     }
-    assert.deepEqual(parseCpu(1, { 'cpu.cfs_quota_us': '-7', 'cpu.cfs_period_us': '0' }).problems, ['cpu.cfs_period_us: 0']);
-    assert.deepEqual(parseCpu(1, { 'cpu.cfs_quota_us': '-7', 'cpu.cfs_period_us': '100000' }).problems, ['cpu.cfs_quota_us: unexpected value -7']);
+    assert.deepEqual(parseCpu(1, { 'cpu.cfs_quota_us': '-7', 'cpu.cfs_period_us': '0' }).problems, [
+      'cpu.cfs_period_us: 0',
+    ]);
+    assert.deepEqual(parseCpu(1, { 'cpu.cfs_quota_us': '-7', 'cpu.cfs_period_us': '100000' }).problems, [
+      'cpu.cfs_quota_us: unexpected value -7',
+    ]);
     const procCgroup = parseProcCgroup('garbage\n0::/app\nx:cpu:/\n1:cpu:relative\n');
     assert.deepEqual(procCgroup.value, [{ hierarchy: 0, controllers: [], path: '/app' }]);
     assert.equal(procCgroup.problems.length, 3);
@@ -127,7 +216,14 @@ describe('cgroup reader on recorded trees', () => {
   it('reads the hybrid machine: no CPU quota, an unlimited nested memory cgroup', async () => {
     const reading = await new CgroupReader({ root: fixture('hybrid') }).read();
     assert.deepEqual(reading.cpu, { version: 1, periodUs: 100000, periods: 0, throttledPeriods: 0, throttledMs: 0 });
-    assert.deepEqual(reading.memory, { version: 1, usageBytes: 51916800, workingSetBytes: 51916800 - 19632128, peakBytes: 1055047680, oomKills: 0, limitHits: 0 });
+    assert.deepEqual(reading.memory, {
+      version: 1,
+      usageBytes: 51916800,
+      workingSetBytes: 51916800 - 19632128,
+      peakBytes: 1055047680,
+      oomKills: 0,
+      limitHits: 0,
+    });
     assert.equal(reading.problems, undefined);
   });
 
@@ -162,7 +258,13 @@ describe('cgroup reader on recorded trees', () => {
     const reading = await reader.read();
     assert.deepEqual(reading.cpu, { version: 2, periods: 40, throttledMs: 5 });
     assert.deepEqual(reading.memory, { version: 2, usageBytes: 1048576, oomEvents: 1 });
-    assert.deepEqual(reading.problems?.map((p) => p.split(':')[0]).sort(), ['cpu.max', 'cpu.stat', 'cpu.stat', 'memory.events', 'memory.max']);
+    assert.deepEqual(reading.problems?.map((p) => p.split(':')[0]).sort(), [
+      'cpu.max',
+      'cpu.stat',
+      'cpu.stat',
+      'memory.events',
+      'memory.max',
+    ]);
   });
 
   it('bounds file sizes and refuses to follow a symlink planted in the tree', async () => {
@@ -200,12 +302,22 @@ describe('cgroup reader on recorded trees', () => {
 });
 
 describe('cgroup values', () => {
-  const at = (time: number, periods: number, throttledPeriods: number, throttledMs: number) =>
-    ({ time, cpu: { version: 2 as const, quotaCores: 0.2, periods, throttledPeriods, throttledMs }, memory: { version: 2 as const, limitBytes: 1000, usageBytes: 900, oomKills: 0 } });
+  const at = (time: number, periods: number, throttledPeriods: number, throttledMs: number) => ({
+    time,
+    cpu: { version: 2 as const, quotaCores: 0.2, periods, throttledPeriods, throttledMs },
+    memory: { version: 2 as const, limitBytes: 1000, usageBytes: 900, oomKills: 0 },
+  });
 
   it('turns two readings into the throttled ratio and ms per second, and usage into a share of the limit', () => {
     const values = cgroupValues(at(12_000, 150, 60, 2500), at(10_000, 100, 20, 1000));
-    assert.deepEqual(values.cpu, { quotaCores: 0.2, periods: 150, throttledPeriods: 60, throttledMs: 2500, throttledRatio: 0.8, throttledMsPerSec: 750 });
+    assert.deepEqual(values.cpu, {
+      quotaCores: 0.2,
+      periods: 150,
+      throttledPeriods: 60,
+      throttledMs: 2500,
+      throttledRatio: 0.8,
+      throttledMsPerSec: 750,
+    });
     assert.deepEqual(values.memory, { limitBytes: 1000, usageBytes: 900, oomKills: 0, usageRatio: 0.9 });
   });
 

@@ -18,19 +18,38 @@ export interface Child {
 
 /** Starts `node ...args` in the repo root with `env` added to this process' environment. */
 export function spawnNode(args: string[], env: Record<string, string> = {}): Child {
-  const proc = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
-  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => { out = (out + chunk).slice(-200_000); });
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { err = (err + chunk).slice(-20_000); });
-  return { proc, stdout: () => out, stderr: () => err, exited: () => proc.exitCode !== null || proc.signalCode !== null };
+  proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    out = (out + chunk).slice(-200_000);
+  });
+  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    err = (err + chunk).slice(-20_000);
+  });
+  return {
+    proc,
+    stdout: () => out,
+    stderr: () => err,
+    exited: () => proc.exitCode !== null || proc.signalCode !== null,
+  };
 }
 
 /** Everything a child said, for failure messages. */
-export const output = (child: Child | undefined): string => child ? `--- stdout ---\n${child.stdout().slice(-3000)}\n--- stderr ---\n${child.stderr()}` : '(no child)';
+export const output = (child: Child | undefined): string =>
+  child ? `--- stdout ---\n${child.stdout().slice(-3000)}\n--- stderr ---\n${child.stderr()}` : '(no child)';
 
 /** Polls until `fn` returns a value; fails naming `what` after `timeoutMs`, or at once if the child exited. */
-export async function until<T>(child: Child, what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+export async function until<T>(
+  child: Child,
+  what: string,
+  fn: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -41,7 +60,10 @@ export async function until<T>(child: Child, what: string, fn: () => T | undefin
       lastError = err;
     }
     if (child.exited()) throw new Error(`the child exited while waiting for ${what}\n${output(child)}`);
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ''}\n${output(child)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ''}\n${output(child)}`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -69,7 +91,11 @@ export async function getText(url: string): Promise<string> {
 }
 
 /** One sample of the Prometheus text format. */
-export interface PromSample { name: string; labels: Record<string, string>; value: number }
+export interface PromSample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
 
 /** Parses the Prometheus text exposition format (enough of it for our metrics: no escapes in label values). */
 export function parsePrometheus(text: string): PromSample[] {
@@ -87,11 +113,18 @@ export function parsePrometheus(text: string): PromSample[] {
 
 /** The values of the samples named `name` (optionally matching `labels`). */
 export function values(samples: PromSample[], name: string, labels: Record<string, string> = {}): number[] {
-  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).map((s) => s.value);
+  return samples
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .map((s) => s.value);
 }
 
 /** A real OTLP/HTTP receiver on loopback: keeps the JSON bodies posted to /v1/metrics. */
-export async function otlpReceiver(): Promise<{ endpoint: string; payloads: OtlpPayload[]; contentTypes: string[]; close(): Promise<void> }> {
+export async function otlpReceiver(): Promise<{
+  endpoint: string;
+  payloads: OtlpPayload[];
+  contentTypes: string[];
+  close(): Promise<void>;
+}> {
   const payloads: OtlpPayload[] = [];
   const contentTypes: string[] = [];
   const server = http.createServer((req, res) => {
@@ -113,10 +146,11 @@ export async function otlpReceiver(): Promise<{ endpoint: string; payloads: Otlp
     endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     payloads,
     contentTypes,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -124,10 +158,22 @@ export async function otlpReceiver(): Promise<{ endpoint: string; payloads: Otlp
 export interface OtlpPayload {
   resourceMetrics: Array<{
     resource?: { attributes?: Array<{ key: string; value: { stringValue?: string } }> };
-    scopeMetrics: Array<{ metrics: Array<{ name: string; unit?: string; sum?: { dataPoints: OtlpPoint[] }; gauge?: { dataPoints: OtlpPoint[] }; histogram?: { dataPoints: unknown[] } }> }>;
+    scopeMetrics: Array<{
+      metrics: Array<{
+        name: string;
+        unit?: string;
+        sum?: { dataPoints: OtlpPoint[] };
+        gauge?: { dataPoints: OtlpPoint[] };
+        histogram?: { dataPoints: unknown[] };
+      }>;
+    }>;
   }>;
 }
-export interface OtlpPoint { asInt?: number | string; asDouble?: number; attributes?: Array<{ key: string; value: Record<string, unknown> }> }
+export interface OtlpPoint {
+  asInt?: number | string;
+  asDouble?: number;
+  attributes?: Array<{ key: string; value: Record<string, unknown> }>;
+}
 
 /** Metric name → its number data points, over all payloads received so far (the latest last). */
 export function otlpMetrics(payloads: OtlpPayload[]): Map<string, number[]> {
@@ -149,7 +195,11 @@ export function otlpMetrics(payloads: OtlpPayload[]): Map<string, number[]> {
 
 /** The service.name of the payloads' resources. */
 export function otlpServiceNames(payloads: OtlpPayload[]): string[] {
-  return payloads.flatMap((p) => p.resourceMetrics.map((rm) => rm.resource?.attributes?.find((a) => a.key === 'service.name')?.value.stringValue ?? ''));
+  return payloads.flatMap((p) =>
+    p.resourceMetrics.map(
+      (rm) => rm.resource?.attributes?.find((a) => a.key === 'service.name')?.value.stringValue ?? '',
+    ),
+  );
 }
 
 /** The sysprobe metrics every example exports, with sane values; `service` is the resource's service.name. */

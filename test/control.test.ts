@@ -9,7 +9,11 @@ import { memoryLogger, tempDir } from './helpers.js';
 
 const TOKEN = 'a'.repeat(20) + 'B0c1D2e3F4g5H6i7J8k9';
 
-interface RawAnswer { status: number; headers: Record<string, string>; body: Buffer }
+interface RawAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: Buffer;
+}
 
 /** Sends bytes exactly as given (no client-side normalisation of the path) and reads one answer. */
 function raw(port: number, request: string | Buffer): Promise<RawAnswer> {
@@ -23,7 +27,10 @@ function raw(port: number, request: string | Buffer): Promise<RawAnswer> {
       const split = all.indexOf('\r\n\r\n');
       const head = all.subarray(0, split).toString('latin1').split('\r\n');
       const headers: Record<string, string> = {};
-      for (const line of head.slice(1)) { const i = line.indexOf(':'); headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim(); }
+      for (const line of head.slice(1)) {
+        const i = line.indexOf(':');
+        headers[line.slice(0, i).toLowerCase()] = line.slice(i + 1).trim();
+      }
       let body: Buffer = Buffer.from(all.subarray(split + 4));
       if (headers['transfer-encoding'] === 'chunked') body = dechunk(body);
       resolve({ status: Number(head[0]!.split(' ')[1]), headers, body });
@@ -55,22 +62,40 @@ describe('control endpoint', () => {
     const logger = memoryLogger().logger;
     it('is off by default', async () => {
       const probe = await start({ logger });
-      try { assert.equal(probe.controlAddress(), undefined); } finally { await probe.stop(); }
+      try {
+        assert.equal(probe.controlAddress(), undefined);
+      } finally {
+        await probe.stop();
+      }
     });
 
     it('refuses to start without a token, or with one under 32 characters', async () => {
       const saved = process.env.SYSPROBE_CONTROL_TOKEN;
       delete process.env.SYSPROBE_CONTROL_TOKEN;
       try {
-        for (const control of [{ port: 0 }, { port: 0, token: 'short' }, { port: 0, token: 'x'.repeat(31) }, { port: 0, token: `${'x'.repeat(31)} y` }, { token: TOKEN }]) {
-          await assert.rejects(start({ logger, control: control as { port: number } }), (err: { code?: string; message: string }) =>
-            err.code === ErrorCode.INVALID_OPTION && /control\./.test(err.message) && !err.message.includes(TOKEN));
+        for (const control of [
+          { port: 0 },
+          { port: 0, token: 'short' },
+          { port: 0, token: 'x'.repeat(31) },
+          { port: 0, token: `${'x'.repeat(31)} y` },
+          { token: TOKEN },
+        ]) {
+          await assert.rejects(
+            start({ logger, control: control as { port: number } }),
+            (err: { code?: string; message: string }) =>
+              err.code === ErrorCode.INVALID_OPTION && /control\./.test(err.message) && !err.message.includes(TOKEN),
+          );
         }
         process.env.SYSPROBE_CONTROL_TOKEN = TOKEN;
         const probe = await start({ logger, control: { port: 0 } });
-        try { assert.equal(probe.controlAddress()!.address, '127.0.0.1', 'loopback unless told otherwise'); } finally { await probe.stop(); }
+        try {
+          assert.equal(probe.controlAddress()!.address, '127.0.0.1', 'loopback unless told otherwise');
+        } finally {
+          await probe.stop();
+        }
       } finally {
-        if (saved === undefined) delete process.env.SYSPROBE_CONTROL_TOKEN; else process.env.SYSPROBE_CONTROL_TOKEN = saved;
+        if (saved === undefined) delete process.env.SYSPROBE_CONTROL_TOKEN;
+        else process.env.SYSPROBE_CONTROL_TOKEN = saved;
       }
     });
   });
@@ -80,9 +105,13 @@ describe('control endpoint', () => {
     const probe = await start({ logger, control: { port: 0, host: '0.0.0.0', token: TOKEN } });
     try {
       assert.equal(probe.controlAddress()!.address, '0.0.0.0');
-      const warning = lines.find((l) => l.msg === 'sysprobe control endpoint listens beyond loopback; see docs/security.md');
+      const warning = lines.find(
+        (l) => l.msg === 'sysprobe control endpoint listens beyond loopback; see docs/security.md',
+      );
       assert.equal(warning?.level, 40);
-    } finally { await probe.stop(); }
+    } finally {
+      await probe.stop();
+    }
   });
 
   describe('as an attacker sees it', () => {
@@ -97,7 +126,10 @@ describe('control endpoint', () => {
       fs.mkdirSync(dumpDir);
       fs.writeFileSync(path.join(root, 'secret.txt'), 'do not serve');
       // A link named like a capture, pointing out of the directory: must never be followed.
-      fs.symlinkSync(path.join(root, 'secret.txt'), path.join(dumpDir, 'cpu-profile-2026-01-01T000000.000Z-1.cpuprofile'));
+      fs.symlinkSync(
+        path.join(root, 'secret.txt'),
+        path.join(dumpDir, 'cpu-profile-2026-01-01T000000.000Z-1.cpuprofile'),
+      );
       probe = await start({ logger, dumpDir, control: { port: 0, token: TOKEN, ratePerMinute: 6000 } });
       port = probe.controlAddress()!.port;
     });
@@ -113,7 +145,10 @@ describe('control endpoint', () => {
         req('GET', '/captures', { token: TOKEN + 'extra' }),
         req('GET', '/captures', { token: 'x' }),
         req('GET', `/captures?token=${TOKEN}&access_token=${TOKEN}`, { token: null }),
-        req('GET', '/captures', { token: null, headers: `Authorization: Basic ${Buffer.from(`u:${TOKEN}`).toString('base64')}\r\n` }),
+        req('GET', '/captures', {
+          token: null,
+          headers: `Authorization: Basic ${Buffer.from(`u:${TOKEN}`).toString('base64')}\r\n`,
+        }),
         req('GET', '/no-such-route', { token: null }),
       ];
       for (const request of cases) {
@@ -123,16 +158,32 @@ describe('control endpoint', () => {
       }
       // Each kind of refusal is logged once a minute; repeats are counted into one line (see the flood test in security-flood).
       const refusals = lines.filter((l) => l.msg === 'sysprobe control request refused');
-      for (const why of ['missing bearer token', 'wrong token']) assert.ok(refusals.some((l) => l.why === why), `${why} is logged`);
+      for (const why of ['missing bearer token', 'wrong token'])
+        assert.ok(
+          refusals.some((l) => l.why === why),
+          `${why} is logged`,
+        );
       assert.ok(refusals.every((l) => l.level === 40));
       assert.ok(!JSON.stringify(lines).includes(TOKEN), 'the token is never logged');
     });
 
     it('413, 414, 431 for oversized bodies, URLs and headers; 400 for malformed requests and JSON', async () => {
       assert.equal((await raw(port, req('POST', '/captures/stack', { body: 'x'.repeat(5000) }))).status, 413);
-      assert.equal((await raw(port, `POST /captures/stack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n${(5000).toString(16)}\r\n${'x'.repeat(5000)}\r\n0\r\n\r\n`)).status, 413, 'chunked');
+      assert.equal(
+        (
+          await raw(
+            port,
+            `POST /captures/stack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n${(5000).toString(16)}\r\n${'x'.repeat(5000)}\r\n0\r\n\r\n`,
+          )
+        ).status,
+        413,
+        'chunked',
+      );
       assert.equal((await raw(port, req('GET', `/captures?${'q'.repeat(3000)}`))).status, 414);
-      assert.equal((await raw(port, req('GET', '/captures', { headers: `X-Big: ${'h'.repeat(9000)}\r\n` }))).status, 431);
+      assert.equal(
+        (await raw(port, req('GET', '/captures', { headers: `X-Big: ${'h'.repeat(9000)}\r\n` }))).status,
+        431,
+      );
       assert.equal((await raw(port, req('POST', '/captures/cpu-profile', { body: '{"durationMs":' }))).status, 400);
       assert.equal((await raw(port, req('POST', '/captures/cpu-profile', { body: '[1]' }))).status, 400);
       assert.equal((await raw(port, req('POST', '/captures/cpu-profile?durationMs=abc'))).status, 400);
@@ -154,18 +205,31 @@ describe('control endpoint', () => {
 
     it('404 for path tricks, and a link named like a capture is not followed', async () => {
       const tricks = [
-        '/captures/..%2F..%2Fetc%2Fpasswd', '/captures/..%252F..%252Fetc%252Fpasswd', '/captures/%2Fetc%2Fpasswd',
-        '/captures/..%5C..%5Csecret.txt', '/captures/..\\secret.txt', '/captures/../secret.txt', '/captures//etc/passwd',
-        '/captures/%2e%2e%2fsecret.txt', '/captures/..', '/captures/.', '/captures/%00', '/captures/%E0%A4%A',
-        '/captures/cpu-profile-2026-01-01T000000.000Z-1.cpuprofile', `/captures/${path.join(root, 'secret.txt')}`,
-        '/etc/passwd', 'http://127.0.0.1/captures/../../secret.txt',
+        '/captures/..%2F..%2Fetc%2Fpasswd',
+        '/captures/..%252F..%252Fetc%252Fpasswd',
+        '/captures/%2Fetc%2Fpasswd',
+        '/captures/..%5C..%5Csecret.txt',
+        '/captures/..\\secret.txt',
+        '/captures/../secret.txt',
+        '/captures//etc/passwd',
+        '/captures/%2e%2e%2fsecret.txt',
+        '/captures/..',
+        '/captures/.',
+        '/captures/%00',
+        '/captures/%E0%A4%A',
+        '/captures/cpu-profile-2026-01-01T000000.000Z-1.cpuprofile',
+        `/captures/${path.join(root, 'secret.txt')}`,
+        '/etc/passwd',
+        'http://127.0.0.1/captures/../../secret.txt',
       ];
       for (const trick of tricks) {
         const answer = await raw(port, req('GET', trick));
         assert.equal(answer.status, 404, trick);
         assert.ok(!answer.body.toString().includes('do not serve'), trick);
       }
-      const listing = JSON.parse((await raw(port, req('GET', '/captures'))).body.toString()) as { captures: Array<{ name: string }> };
+      const listing = JSON.parse((await raw(port, req('GET', '/captures'))).body.toString()) as {
+        captures: Array<{ name: string }>;
+      };
       assert.ok(!listing.captures.some((c) => c.name.startsWith('cpu-profile-2026-01-01')), 'the link is not listed');
     });
 
@@ -175,7 +239,9 @@ describe('control endpoint', () => {
       const result = JSON.parse(taken.body.toString()) as { file: string };
       assert.equal(path.dirname(result.file), dumpDir);
       const name = path.basename(result.file);
-      const listing = JSON.parse((await raw(port, req('GET', '/captures'))).body.toString()) as { captures: Array<{ name: string; bytes: number }> };
+      const listing = JSON.parse((await raw(port, req('GET', '/captures'))).body.toString()) as {
+        captures: Array<{ name: string; bytes: number }>;
+      };
       assert.equal(listing.captures.find((c) => c.name === name)?.bytes, fs.statSync(result.file).size);
       const download = await raw(port, req('GET', `/captures/${name}`));
       assert.equal(download.status, 200);
@@ -197,23 +263,33 @@ describe('control endpoint', () => {
       const allocation = await raw(port, req('POST', '/captures/allocation-profile', { body: '{"durationMs":100}' }));
       assert.equal(allocation.status, 200, allocation.body.toString());
       assert.ok(fs.existsSync((JSON.parse(allocation.body.toString()) as { file: string }).file));
-      const samples = JSON.parse((await raw(port, req('GET', '/samples?last=2'))).body.toString()) as { samples: Array<{ time: number }> };
+      const samples = JSON.parse((await raw(port, req('GET', '/samples?last=2'))).body.toString()) as {
+        samples: Array<{ time: number }>;
+      };
       assert.ok(samples.samples.length >= 1 && samples.samples.length <= 2);
     });
   });
 
   describe('flood', () => {
     it('429 with Retry-After once the bucket is empty, for good and bad tokens alike', async () => {
-      const probe = await start({ logger: memoryLogger().logger, control: { port: 0, token: TOKEN, ratePerMinute: 12 } });
+      const probe = await start({
+        logger: memoryLogger().logger,
+        control: { port: 0, token: TOKEN, ratePerMinute: 12 },
+      });
       try {
         const port = probe.controlAddress()!.port;
         const statuses: number[] = [];
         let last: RawAnswer | undefined;
-        for (let i = 0; i < 6; i++) { last = await raw(port, req('GET', '/samples?last=1', { token: i % 2 ? 'wrong' : TOKEN })); statuses.push(last.status); }
+        for (let i = 0; i < 6; i++) {
+          last = await raw(port, req('GET', '/samples?last=1', { token: i % 2 ? 'wrong' : TOKEN }));
+          statuses.push(last.status);
+        }
         // A burst of 12 / 6 = 2, then one every 5 s.
         assert.deepEqual(statuses, [200, 401, 429, 429, 429, 429]);
         assert.ok(Number(last!.headers['retry-after']) >= 1 && Number(last!.headers['retry-after']) <= 5);
-      } finally { await probe.stop(); }
+      } finally {
+        await probe.stop();
+      }
     });
 
     it('the bucket refills at its rate', () => {

@@ -18,11 +18,22 @@ export async function captureCpuProfile(work: () => void): Promise<CpuProfile> {
 }
 
 /** A hand-made profile node: nodes of the same name are the same function (server.js, line 10, column 2, 0-based as V8 gives them). */
-export function node(id: number, functionName: string, children: number[] = [], extra: Partial<CpuProfileNode> = {}): CpuProfileNode {
+export function node(
+  id: number,
+  functionName: string,
+  children: number[] = [],
+  extra: Partial<CpuProfileNode> = {},
+): CpuProfileNode {
   const synthetic = functionName.startsWith('(');
   return {
     id,
-    callFrame: { functionName, scriptId: synthetic ? '0' : '1', url: synthetic ? '' : 'file:///app/server.js', lineNumber: synthetic ? -1 : 10, columnNumber: synthetic ? -1 : 2 },
+    callFrame: {
+      functionName,
+      scriptId: synthetic ? '0' : '1',
+      url: synthetic ? '' : 'file:///app/server.js',
+      lineNumber: synthetic ? -1 : 10,
+      columnNumber: synthetic ? -1 : 2,
+    },
     children,
     ...extra,
   };
@@ -30,7 +41,13 @@ export function node(id: number, functionName: string, children: number[] = [], 
 
 /** A profile whose samples (leaf node ids) each weigh 1 ms. */
 export function profileOf(nodes: CpuProfileNode[], samples: number[]): CpuProfile {
-  return { nodes, startTime: 1_000_000, endTime: 1_000_000 + samples.length * 1000, samples, timeDeltas: samples.map(() => 1000) };
+  return {
+    nodes,
+    startTime: 1_000_000,
+    endTime: 1_000_000 + samples.length * 1000,
+    samples,
+    timeDeltas: samples.map(() => 1000),
+  };
 }
 
 /** A straight chain of `depth` frames of one recursive function under '(root)', every frame sampled once. */
@@ -39,5 +56,8 @@ export function deepRecursion(depth: number): CpuProfile {
   for (let id = 2; id <= depth + 1; id++) {
     nodes.push(node(id, 'recurse', id <= depth ? [id + 1] : []));
   }
-  return profileOf(nodes, nodes.slice(1).map((n) => n.id));
+  return profileOf(
+    nodes,
+    nodes.slice(1).map((n) => n.id),
+  );
 }

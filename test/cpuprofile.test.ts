@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { BUSY_LOOP_MIN_SHARE, summarizeProfile, type CpuProfile, type ProfileSummary } from '../src/captures/cpuprofile.js';
+import {
+  BUSY_LOOP_MIN_SHARE,
+  summarizeProfile,
+  type CpuProfile,
+  type ProfileSummary,
+} from '../src/captures/cpuprofile.js';
 import { captureCpuProfile, deepRecursion, node, profileOf } from './cpuprofile-helpers.js';
 import { spinCpu } from './helpers.js';
 
@@ -38,9 +43,16 @@ describe('CPU profile summary', () => {
       );
       assert.equal(summary.topFunctions[0]?.functionName, name, 'the busy loop is the top function by self time');
       const file = name === 'spinCpu' ? HELPERS_FILE : __filename;
-      const zeroBasedLine = fs.readFileSync(file, 'utf8').split('\n').findIndex((line) => line.includes(`function ${name}(`));
+      const zeroBasedLine = fs
+        .readFileSync(file, 'utf8')
+        .split('\n')
+        .findIndex((line) => line.includes(`function ${name}(`));
       assert.ok(zeroBasedLine > 0);
-      assert.equal(busyLoop.frame?.lineNumber, zeroBasedLine, `${name} is declared on 0-based line ${zeroBasedLine} of ${file}`);
+      assert.equal(
+        busyLoop.frame?.lineNumber,
+        zeroBasedLine,
+        `${name} is declared on 0-based line ${zeroBasedLine} of ${file}`,
+      );
       assert.ok(busyLoop.frame?.url.endsWith(file), busyLoop.frame?.url);
     });
 
@@ -52,7 +64,8 @@ describe('CPU profile summary', () => {
         sum += f.selfShare;
       }
       assert.ok(sum > 0.5 && sum <= 1 + 1e-9, `shares sum to ${sum}`);
-      for (const share of [summary.idleShare, summary.gcShare, summary.programShare]) assert.ok(share >= 0 && share <= 1);
+      for (const share of [summary.idleShare, summary.gcShare, summary.programShare])
+        assert.ok(share >= 0 && share <= 1);
     });
 
     it('takes the counts and times from the samples and their deltas', () => {
@@ -61,7 +74,10 @@ describe('CPU profile summary', () => {
       assert.ok(summary.sampleCount > 100, `${summary.sampleCount} samples in ~200 ms at 100 µs`);
       assert.equal(summary.durationMs, (profile.endTime - profile.startTime) / 1000);
       const sumMs = deltas.reduce((a, b) => a + b, 0) / 1000;
-      assert.ok(Math.abs(summary.sampleIntervalMs - sumMs / deltas.length) < 1e-9, `interval ${summary.sampleIntervalMs}`);
+      assert.ok(
+        Math.abs(summary.sampleIntervalMs - sumMs / deltas.length) < 1e-9,
+        `interval ${summary.sampleIntervalMs}`,
+      );
       const busy = fn(summary, summary.busyLoop.frame?.functionName ?? '');
       assert.ok(Math.abs(busy.selfMs - busy.selfShare * sumMs) < 1e-6, 'selfShare is self time over all sampled time');
     });
@@ -99,15 +115,27 @@ describe('CPU profile summary', () => {
       const summary = summarizeProfile(profileOf(nodes, [2, 3, 4, 4]));
       assert.deepEqual(
         summary.topFunctions.map((f) => [f.functionName, f.selfMs, f.totalMs, f.selfShare]),
-        [['f', 3, 4, 0.75], ['g', 1, 3, 0.25], ['(root)', 0, 4, 0]],
+        [
+          ['f', 3, 4, 0.75],
+          ['g', 1, 3, 0.25],
+          ['(root)', 0, 4, 0],
+        ],
       );
     });
 
     it('keeps same-named functions at different places apart', () => {
       const elsewhere = node(3, 'handler');
       elsewhere.callFrame.lineNumber = 99;
-      const summary = summarizeProfile(profileOf([node(1, '(root)', [2, 3]), node(2, 'handler'), elsewhere], [2, 3, 3]));
-      assert.deepEqual(summary.topFunctions.slice(0, 2).map((f) => [f.functionName, f.lineNumber, f.selfMs]), [['handler', 99, 2], ['handler', 10, 1]]);
+      const summary = summarizeProfile(
+        profileOf([node(1, '(root)', [2, 3]), node(2, 'handler'), elsewhere], [2, 3, 3]),
+      );
+      assert.deepEqual(
+        summary.topFunctions.slice(0, 2).map((f) => [f.functionName, f.lineNumber, f.selfMs]),
+        [
+          ['handler', 99, 2],
+          ['handler', 10, 1],
+        ],
+      );
     });
 
     it('reports anonymous functions as (anonymous) and keeps V8 line and column numbers 0-based', () => {
@@ -115,7 +143,12 @@ describe('CPU profile summary', () => {
       anonymous.callFrame.lineNumber = 0;
       anonymous.callFrame.columnNumber = 0;
       const summary = summarizeProfile(profileOf([node(1, '(root)', [2]), anonymous], [2]));
-      assert.deepEqual(summary.busyLoop.frame, { functionName: '(anonymous)', url: 'file:///app/server.js', lineNumber: 0, columnNumber: 0 });
+      assert.deepEqual(summary.busyLoop.frame, {
+        functionName: '(anonymous)',
+        url: 'file:///app/server.js',
+        lineNumber: 0,
+        columnNumber: 0,
+      });
     });
 
     it('falls back to hit counts times the mean interval when there are no samples', () => {
@@ -126,14 +159,31 @@ describe('CPU profile summary', () => {
       });
       assert.equal(summary.sampleCount, 4);
       assert.equal(summary.sampleIntervalMs, 2);
-      assert.deepEqual(summary.topFunctions.slice(0, 2).map((f) => [f.functionName, f.selfMs, f.selfShare]), [['a', 6, 0.75], ['b', 2, 0.25]]);
+      assert.deepEqual(
+        summary.topFunctions.slice(0, 2).map((f) => [f.functionName, f.selfMs, f.selfShare]),
+        [
+          ['a', 6, 0.75],
+          ['b', 2, 0.25],
+        ],
+      );
     });
 
     it('measures the busy loop against non-idle time and never blames a V8 synthetic node', () => {
-      const nodes = [node(1, '(root)', [2, 3, 4, 5, 6]), node(2, '(idle)'), node(3, 'spin'), node(4, 'other'), node(5, '(garbage collector)'), node(6, '(program)')];
+      const nodes = [
+        node(1, '(root)', [2, 3, 4, 5, 6]),
+        node(2, '(idle)'),
+        node(3, 'spin'),
+        node(4, 'other'),
+        node(5, '(garbage collector)'),
+        node(6, '(program)'),
+      ];
       // 10 samples: idle 5, spin 3, other 1, gc 1: spin holds 3 of 5 non-idle samples.
       const summary = summarizeProfile(profileOf(nodes, [2, 2, 2, 2, 2, 3, 3, 3, 4, 5]));
-      assert.deepEqual(summary.busyLoop, { detected: true, frame: { functionName: 'spin', url: 'file:///app/server.js', lineNumber: 10, columnNumber: 2 }, share: 0.6 });
+      assert.deepEqual(summary.busyLoop, {
+        detected: true,
+        frame: { functionName: 'spin', url: 'file:///app/server.js', lineNumber: 10, columnNumber: 2 },
+        share: 0.6,
+      });
       assert.deepEqual([summary.idleShare, summary.gcShare, summary.programShare], [0.5, 0.1, 0]);
 
       // GC and the VM's own work dominate: no function is spinning.
@@ -153,12 +203,28 @@ describe('CPU profile summary', () => {
 
     it('returns the top N functions, 10 by default', () => {
       const names = Array.from({ length: 12 }, (_, i) => `f${i}`);
-      const nodes = [node(1, '(root)', names.map((_, i) => i + 2)), ...names.map((name, i) => node(i + 2, name))];
+      const nodes = [
+        node(
+          1,
+          '(root)',
+          names.map((_, i) => i + 2),
+        ),
+        ...names.map((name, i) => node(i + 2, name)),
+      ];
       // f0 gets 12 samples, f1 11, ... f11 1.
       const samples = names.flatMap((_, i) => Array.from({ length: 12 - i }, () => i + 2));
-      assert.deepEqual(summarizeProfile(profileOf(nodes, samples)).topFunctions.map((f) => f.functionName), names.slice(0, 10));
-      assert.deepEqual(summarizeProfile(profileOf(nodes, samples), { top: 2 }).topFunctions.map((f) => f.functionName), ['f0', 'f1']);
-      assert.throws(() => summarizeProfile(profileOf(nodes, samples), { top: -1 }), /top must be a non-negative integer/);
+      assert.deepEqual(
+        summarizeProfile(profileOf(nodes, samples)).topFunctions.map((f) => f.functionName),
+        names.slice(0, 10),
+      );
+      assert.deepEqual(
+        summarizeProfile(profileOf(nodes, samples), { top: 2 }).topFunctions.map((f) => f.functionName),
+        ['f0', 'f1'],
+      );
+      assert.throws(
+        () => summarizeProfile(profileOf(nodes, samples), { top: -1 }),
+        /top must be a non-negative integer/,
+      );
     });
 
     it('summarizes a profile without samples as zero time, nothing busy', () => {
@@ -174,7 +240,13 @@ describe('CPU profile summary', () => {
       const started = process.hrtime.bigint();
       const summary = summarizeProfile(deepRecursion(depth));
       const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
-      assert.deepEqual(summary.topFunctions.map((f) => [f.functionName, f.selfMs, f.totalMs]), [['recurse', depth, depth], ['(root)', 0, depth]]);
+      assert.deepEqual(
+        summary.topFunctions.map((f) => [f.functionName, f.selfMs, f.totalMs]),
+        [
+          ['recurse', depth, depth],
+          ['(root)', 0, depth],
+        ],
+      );
       assert.ok(elapsedMs < 2000, `took ${elapsedMs.toFixed(0)} ms`);
     });
   });
@@ -190,31 +262,78 @@ describe('CPU profile summary', () => {
       ['no startTime', { ...ok(), startTime: undefined }, /startTime and endTime must be finite numbers/],
       ['end before start', { ...ok(), endTime: 0 }, /endTime 0 is before startTime 1000000/],
       ['a node that is not an object', { ...ok(), nodes: [node(1, '(root)'), 7] }, /nodes\[1\] is not an object/],
-      ['a node without an id', { ...ok(), nodes: [{ callFrame: node(1, 'a').callFrame }] }, /nodes\[0\]\.id is not an integer/],
+      [
+        'a node without an id',
+        { ...ok(), nodes: [{ callFrame: node(1, 'a').callFrame }] },
+        /nodes\[0\]\.id is not an integer/,
+      ],
       ['a node without a callFrame', { ...ok(), nodes: [{ id: 1 }] }, /node 1 has no callFrame object/],
-      ['a callFrame without a url', { ...ok(), nodes: [{ id: 1, callFrame: { functionName: 'a', lineNumber: 0, columnNumber: 0 } }] }, /node 1: callFrame\.functionName and callFrame\.url must be strings/],
-      ['a callFrame with a string line', { ...ok(), nodes: [{ id: 1, callFrame: { ...node(1, 'a').callFrame, lineNumber: '3' } }] }, /node 1: callFrame\.lineNumber/],
-      ['a line number below -1', { ...ok(), nodes: [{ id: 1, callFrame: { ...node(1, 'a').callFrame, lineNumber: -2 } }] }, /node 1: callFrame\.lineNumber and callFrame\.columnNumber must be integers from -1/],
-      ['a negative hitCount', { ...ok(), nodes: [node(1, 'a', [], { hitCount: -1 })] }, /node 1: hitCount must be a non-negative integer/],
-      ['children that are not an array', { ...ok(), nodes: [{ ...node(1, 'a'), children: 2 }] }, /node 1: children is not an array/],
-      ['a duplicate node id', { ...ok(), nodes: [node(1, '(root)', [2]), node(2, 'a'), node(2, 'b')] }, /node id 2 appears twice/],
-      ['a child that does not exist', { ...ok(), nodes: [node(1, '(root)', [2, 9]), node(2, 'a')] }, /node 1 has child 9, which is not a node/],
-      ['a node with two parents', { ...ok(), nodes: [node(1, '(root)', [2, 3]), node(2, 'a', [3]), node(3, 'b')] }, /node 3 is a child of more than one node/],
-      ['a cycle', { ...ok(), nodes: [node(1, '(root)'), node(2, 'a', [3]), node(3, 'b', [2])] }, /2 nodes cannot be reached from a root/],
+      [
+        'a callFrame without a url',
+        { ...ok(), nodes: [{ id: 1, callFrame: { functionName: 'a', lineNumber: 0, columnNumber: 0 } }] },
+        /node 1: callFrame\.functionName and callFrame\.url must be strings/,
+      ],
+      [
+        'a callFrame with a string line',
+        { ...ok(), nodes: [{ id: 1, callFrame: { ...node(1, 'a').callFrame, lineNumber: '3' } }] },
+        /node 1: callFrame\.lineNumber/,
+      ],
+      [
+        'a line number below -1',
+        { ...ok(), nodes: [{ id: 1, callFrame: { ...node(1, 'a').callFrame, lineNumber: -2 } }] },
+        /node 1: callFrame\.lineNumber and callFrame\.columnNumber must be integers from -1/,
+      ],
+      [
+        'a negative hitCount',
+        { ...ok(), nodes: [node(1, 'a', [], { hitCount: -1 })] },
+        /node 1: hitCount must be a non-negative integer/,
+      ],
+      [
+        'children that are not an array',
+        { ...ok(), nodes: [{ ...node(1, 'a'), children: 2 }] },
+        /node 1: children is not an array/,
+      ],
+      [
+        'a duplicate node id',
+        { ...ok(), nodes: [node(1, '(root)', [2]), node(2, 'a'), node(2, 'b')] },
+        /node id 2 appears twice/,
+      ],
+      [
+        'a child that does not exist',
+        { ...ok(), nodes: [node(1, '(root)', [2, 9]), node(2, 'a')] },
+        /node 1 has child 9, which is not a node/,
+      ],
+      [
+        'a node with two parents',
+        { ...ok(), nodes: [node(1, '(root)', [2, 3]), node(2, 'a', [3]), node(3, 'b')] },
+        /node 3 is a child of more than one node/,
+      ],
+      [
+        'a cycle',
+        { ...ok(), nodes: [node(1, '(root)'), node(2, 'a', [3]), node(3, 'b', [2])] },
+        /2 nodes cannot be reached from a root/,
+      ],
       ['a sample id that is not a node', { ...ok(), samples: [2, 5] }, /samples\[1\] is 5, expected the id of a node/],
       ['samples that are not an array', { ...ok(), samples: {} }, /samples is not an array/],
-      ['an infinite time delta', { ...ok(), timeDeltas: [1000, Infinity] }, /timeDeltas\[1\] is Infinity, expected a finite number/],
+      [
+        'an infinite time delta',
+        { ...ok(), timeDeltas: [1000, Infinity] },
+        /timeDeltas\[1\] is Infinity, expected a finite number/,
+      ],
       ['a non-numeric time delta', { ...ok(), timeDeltas: [1000, '5'] }, /timeDeltas\[1\] is "5"/],
       ['fewer deltas than samples', { ...ok(), timeDeltas: [1000] }, /2 samples but 1 timeDeltas/],
     ];
     for (const [what, input, message] of cases) {
       it(`rejects ${what} with an Error that says so`, () => {
-        assert.throws(() => summarizeProfile(input), (err: unknown) => {
-          assert.ok(err instanceof Error && err.constructor === Error, `a plain Error, not ${String(err)}`);
-          assert.match(err.message, /^Invalid CPU profile: /);
-          assert.match(err.message, message);
-          return true;
-        });
+        assert.throws(
+          () => summarizeProfile(input),
+          (err: unknown) => {
+            assert.ok(err instanceof Error && err.constructor === Error, `a plain Error, not ${String(err)}`);
+            assert.match(err.message, /^Invalid CPU profile: /);
+            assert.match(err.message, message);
+            return true;
+          },
+        );
       });
     }
 

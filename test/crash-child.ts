@@ -12,7 +12,13 @@ const print = (value: unknown) => console.log(JSON.stringify(value));
 
 async function main(): Promise<void> {
   const [mode, dumpDir] = process.argv.slice(2) as [string, string];
-  const probe = await start({ serviceName: 'crash-test', dumpDir, sampleIntervalMs: 100, defaultRules: false, logger: silent() });
+  const probe = await start({
+    serviceName: 'crash-test',
+    dumpDir,
+    sampleIntervalMs: 100,
+    defaultRules: false,
+    logger: silent(),
+  });
   probe.on('rule', (event) => print({ rule: event.firing, captures: event.captures }));
   if (mode === 'next') {
     const event = await new Promise((resolve, reject) => {
@@ -24,7 +30,10 @@ async function main(): Promise<void> {
     const deadline = Date.now() + 10_000;
     for (;;) {
       const incident = probe.incidents().find((i) => i.rules.includes('previous-run'));
-      if (incident && fs.existsSync(path.join(incident.dir, 'previous-run.json'))) { print({ incident }); break; }
+      if (incident && fs.existsSync(path.join(incident.dir, 'previous-run.json'))) {
+        print({ incident });
+        break;
+      }
       if (Date.now() > deadline) throw new Error('no previous-run incident in 10 s');
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -38,7 +47,9 @@ async function main(): Promise<void> {
   const kept: unknown[] = [];
   if (mode === 'leak-native') {
     // Filled (not just reserved) memory, outside the JS heap: the cgroup counts it, V8 does not.
-    setInterval(() => { kept.push(Buffer.alloc(4 << 20, 1)); }, 10);
+    setInterval(() => {
+      kept.push(Buffer.alloc(4 << 20, 1));
+    }, 10);
     return;
   }
   // Fast to about 70% of the old generation, then slowly, so the worker sees the approach
@@ -49,12 +60,23 @@ async function main(): Promise<void> {
   const leak = (objects: number) => {
     for (let i = 0; i < objects; i++) {
       chunk.push({ i, s: `leaked-${i}-${kept.length}` });
-      if (chunk.length === 10_000) { kept.push(chunk); chunk = []; }
+      if (chunk.length === 10_000) {
+        kept.push(chunk);
+        chunk = [];
+      }
     }
   };
   const timer = setInterval(() => leak(heapUsed() < 45 << 20 ? 8_000 : 400), 50);
   if (process.env.CRASH_CHILD_DEBUG) {
-    setInterval(() => void probe.recent({ sinceMs: 1000 }).then((s) => { const l = s.at(-1); const m = l?.memory; console.error('debug', m?.heapUsed, m?.heapAfterGc, l?.gcRates?.pauseShare?.toFixed(2), s.length); }), 1000);
+    setInterval(
+      () =>
+        void probe.recent({ sinceMs: 1000 }).then((s) => {
+          const l = s.at(-1);
+          const m = l?.memory;
+          console.error('debug', m?.heapUsed, m?.heapAfterGc, l?.gcRates?.pauseShare?.toFixed(2), s.length);
+        }),
+      1000,
+    );
   }
   timer.ref();
 }
@@ -67,4 +89,7 @@ function silent() {
   return logger as never;
 }
 
-main().catch((err: unknown) => { console.error(err); process.exit(2); });
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(2);
+});

@@ -23,7 +23,12 @@ interface DemoSummary {
       detected: boolean;
       ruleFired?: { rule: string; observed: number; threshold: number };
       socketsAtFiring?: { total: number; byState: Record<string, number> };
-      dependency?: { remotePort: number; connections: number; states: Record<string, number>; latencyMs?: { p50: number; p99: number } };
+      dependency?: {
+        remotePort: number;
+        connections: number;
+        states: Record<string, number>;
+        latencyMs?: { p50: number; p99: number };
+      };
     };
     leak: {
       detected: boolean;
@@ -47,9 +52,13 @@ describe('npm run demo (--fast)', () => {
     dir = tempDir('sysprobe-demo-test-');
     const summaryFile = path.join(dir, 'summary.json');
     output = await new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, [DEMO, '--fast', '--json-summary', summaryFile, '--dump-dir', path.join(dir, 'dumps')],
+      execFile(
+        process.execPath,
+        [DEMO, '--fast', '--json-summary', summaryFile, '--dump-dir', path.join(dir, 'dumps')],
         { cwd: ROOT, timeout: 90_000, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1' } },
-        (err, stdout, stderr) => (err ? reject(new Error(`the demo failed: ${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout)));
+        (err, stdout, stderr) =>
+          err ? reject(new Error(`the demo failed: ${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout),
+      );
     });
     summary = JSON.parse(fs.readFileSync(summaryFile, 'utf8')) as DemoSummary;
   });
@@ -59,7 +68,10 @@ describe('npm run demo (--fast)', () => {
   it('case 1: catches the stall in the named function, profiles it, times the job out, and reports unhealthy then healthy', () => {
     const { stall } = summary.cases;
     assert.ok(stall.stall, output);
-    assert.ok(stall.stall.inLoop && stall.stall.stack.includes('reconcileLedger'), `stack: ${stall.stall.stack.join(' < ')}`);
+    assert.ok(
+      stall.stall.inLoop && stall.stall.stack.includes('reconcileLedger'),
+      `stack: ${stall.stall.stack.join(' < ')}`,
+    );
     assert.ok(stall.stall.durationMs > 1000, `stall of ${stall.stall.durationMs} ms`);
     assert.equal(stall.stall.cause, 'js');
     assert.deepEqual(stall.stall.requests, ['POST /payouts/settle'], 'the stall names the request it blocked');
@@ -68,7 +80,10 @@ describe('npm run demo (--fast)', () => {
     assert.equal(stall.cpuProfile.topFunction, 'nudgeEntries', output);
     assert.equal(stall.guard?.code, 'SYSPROBE_ERR_TIMEOUT');
     assert.ok(stall.health.wentUnhealthy && stall.health.recovered, JSON.stringify(stall.health));
-    assert.ok(stall.health.http.some((a) => a.statusCode === 503 && a.status === 'unhealthy'), `GET /health from the worker never said 503 unhealthy: ${JSON.stringify(stall.health.http)}`);
+    assert.ok(
+      stall.health.http.some((a) => a.statusCode === 503 && a.status === 'unhealthy'),
+      `GET /health from the worker never said 503 unhealthy: ${JSON.stringify(stall.health.http)}`,
+    );
     assert.equal(stall.detected, true);
     assert.match(output, /stall: event loop blocked \d+ ms/);
     assert.match(output, /at reconcileLedger \(service\.js:\d+\)/);
@@ -99,7 +114,7 @@ describe('npm run demo (--fast)', () => {
     assert.equal(leak.detected, true);
   });
 
-  it('ends with a report for each incident, the leak\'s with its heap diff, and the summary', () => {
+  it("ends with a report for each incident, the leak's with its heap diff, and the summary", () => {
     // Triggers that come within incidents.quietMs of each other share an incident, so on a slow
     // machine the cases may share one or two; what each shows is asserted below.
     assert.ok(summary.incidents.length >= 1, output);
@@ -108,10 +123,16 @@ describe('npm run demo (--fast)', () => {
     const leakReport = summary.reports.find((r) => r.rules.includes('heap-leaking'));
     assert.ok(leakReport?.heapDiff, JSON.stringify(summary.reports));
     assert.match(fs.readFileSync(leakReport.file, 'utf8'), /id="heap-diff"[\s\S]*SessionRecord/);
-    assert.ok(summary.reports.some((r) => r.rules.includes('loop-stalled')), 'the stall is in a report');
-    assert.ok(summary.reports.some((r) => r.rules.includes('probe-latency:payments')), 'the slow dependency is in a report');
+    assert.ok(
+      summary.reports.some((r) => r.rules.includes('loop-stalled')),
+      'the stall is in a report',
+    );
+    assert.ok(
+      summary.reports.some((r) => r.rules.includes('probe-latency:payments')),
+      'the slow dependency is in a report',
+    );
     assert.match(output, /Summary \(\d+ s;/);
-    for (const name of ['1 stall \\/ CPU', '2 network', '3 leak']) assert.match(output, new RegExp(`${name}\\s+detected`));
+    for (const name of ['1 stall \\/ CPU', '2 network', '3 leak'])
+      assert.match(output, new RegExp(`${name}\\s+detected`));
   });
-
 });

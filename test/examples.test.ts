@@ -5,7 +5,18 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import {
-  assertSysprobeMetrics, getText, kill, line, otlpMetrics, otlpReceiver, otlpServiceNames, output, parsePrometheus, spawnNode, until, values,
+  assertSysprobeMetrics,
+  getText,
+  kill,
+  line,
+  otlpMetrics,
+  otlpReceiver,
+  otlpServiceNames,
+  output,
+  parsePrometheus,
+  spawnNode,
+  until,
+  values,
   type Child,
 } from './children.js';
 
@@ -15,7 +26,11 @@ const URL_LINE = /listening on (http:\/\/127\.0\.0\.1:\d+)\/ \(metrics at (http:
 describe('examples', function () {
   this.timeout(30_000);
 
-  for (const [file, service] of [['http-service.js', 'http-example'], ['express-service.js', 'express-example'], ['fastify-service.js', 'fastify-example']] as const) {
+  for (const [file, service] of [
+    ['http-service.js', 'http-example'],
+    ['express-service.js', 'express-example'],
+    ['fastify-service.js', 'fastify-example'],
+  ] as const) {
     describe(file, () => {
       let child: Child | undefined;
       after(() => kill(child));
@@ -32,12 +47,22 @@ describe('examples', function () {
         });
         assertSysprobeMetrics(samples, service, output(child));
         // The flight recorder, as the example's debug route serves it.
-        const recent = JSON.parse(await getText(`${appUrl}/debug/sysprobe`)) as Array<{ time: number; memory?: { heapUsed: number } }>;
-        assert.ok(recent.length > 0 && recent.every((s) => s.time > Date.now() - 10_000), `recent samples: ${recent.length}`);
+        const recent = JSON.parse(await getText(`${appUrl}/debug/sysprobe`)) as Array<{
+          time: number;
+          memory?: { heapUsed: number };
+        }>;
+        assert.ok(
+          recent.length > 0 && recent.every((s) => s.time > Date.now() - 10_000),
+          `recent samples: ${recent.length}`,
+        );
         assert.ok(recent.at(-1)!.memory!.heapUsed > 1e6, 'a recent sample carries the heap used');
         const exited = new Promise<number | null>((resolve) => child!.proc.once('exit', (code) => resolve(code)));
         child.proc.kill('SIGTERM');
-        assert.equal(await exited, 0, `the example should exit cleanly on SIGTERM (server closed, probe stopped)\n${output(child)}`);
+        assert.equal(
+          await exited,
+          0,
+          `the example should exit cleanly on SIGTERM (server closed, probe stopped)\n${output(child)}`,
+        );
         assert.match(child.stdout(), /"msg":"sysprobe stopped"/);
       });
     });
@@ -53,7 +78,11 @@ describe('examples', function () {
 
     it('pushes sysprobe metrics over OTLP/HTTP to a receiver that decodes them', async () => {
       receiver = await otlpReceiver();
-      child = spawnNode([example('otlp-service.js')], { PORT: '0', OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_METRIC_EXPORT_INTERVAL: '300' });
+      child = spawnNode([example('otlp-service.js')], {
+        PORT: '0',
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+        OTEL_METRIC_EXPORT_INTERVAL: '300',
+      });
       const [, appUrl] = await line(child, /listening on (http:\/\/127\.0\.0\.1:\d+)\//);
       assert.equal(await getText(`${appUrl}/`), 'hello\n');
       const { payloads } = receiver;
@@ -61,9 +90,21 @@ describe('examples', function () {
         const byName = otlpMetrics(payloads);
         return byName.get('process.cpu.time')?.length ? byName : undefined;
       });
-      assert.ok(receiver.contentTypes.every((t) => t.startsWith('application/json')), `content types: ${receiver.contentTypes.join(', ')}`);
-      assert.ok(otlpServiceNames(payloads).includes('otlp-example'), `service names: ${otlpServiceNames(payloads).join(', ')}`);
-      for (const name of ['nodejs.eventloop.utilization', 'sysprobe.memory.heap.used', 'process.memory.usage', 'v8js.memory.heap.used', 'sysprobe.worker.restarts']) {
+      assert.ok(
+        receiver.contentTypes.every((t) => t.startsWith('application/json')),
+        `content types: ${receiver.contentTypes.join(', ')}`,
+      );
+      assert.ok(
+        otlpServiceNames(payloads).includes('otlp-example'),
+        `service names: ${otlpServiceNames(payloads).join(', ')}`,
+      );
+      for (const name of [
+        'nodejs.eventloop.utilization',
+        'sysprobe.memory.heap.used',
+        'process.memory.usage',
+        'v8js.memory.heap.used',
+        'sysprobe.worker.restarts',
+      ]) {
         assert.ok(metrics.has(name), `${name} missing; got ${[...metrics.keys()].join(', ')}`);
       }
       const heapUsed = metrics.get('sysprobe.memory.heap.used')!.at(-1)!;

@@ -43,7 +43,10 @@ function chunks(count: number, size: number, state = { pulled: 0, closed: false 
 }
 
 async function rejection(promise: Promise<unknown>): Promise<SysprobeError> {
-  const err = await promise.then(() => undefined, (e: unknown) => e);
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   assert.ok(err instanceof SysprobeError, `expected a SysprobeError, got ${String(err)}`);
   return err;
 }
@@ -55,20 +58,37 @@ describe('FileSink: captures land whole, or not at all', () => {
 
   it('writes the data file and its sidecar under their final names, and no .partial', async () => {
     const dir = tempDir();
-    const written = await sink(dir, { service: 'checkout', pid: 4242, sysprobeVersion: '0.1.0' }).write(heap(
-      (async function* () { yield '{"snapshot":'; yield Buffer.from('{}}'); })(),
-      { expectedBytes: 100, sidecar: { trigger: 'heap-growth', heapUsedBytes: 123, kind: 'not-overridable' } },
-    ));
+    const written = await sink(dir, { service: 'checkout', pid: 4242, sysprobeVersion: '0.1.0' }).write(
+      heap(
+        (async function* () {
+          yield '{"snapshot":';
+          yield Buffer.from('{}}');
+        })(),
+        { expectedBytes: 100, sidecar: { trigger: 'heap-growth', heapUsedBytes: 123, kind: 'not-overridable' } },
+      ),
+    );
     assert.match(path.basename(written.file), NAME);
     assert.match(path.basename(written.file), /-4242\.heapsnapshot$/);
     assert.equal(fs.readFileSync(written.file, 'utf8'), '{"snapshot":{}}');
     assert.equal(written.bytes, 15);
     assert.equal(written.sidecarFile, `${written.file}.json`);
     const sidecar = JSON.parse(fs.readFileSync(written.sidecarFile, 'utf8')) as Record<string, unknown>;
-    assert.deepEqual({ ...sidecar, startedAt: undefined, finishedAt: undefined }, {
-      kind: 'heap-snapshot', file: path.basename(written.file), bytes: 15, startedAt: undefined, finishedAt: undefined,
-      pid: 4242, service: 'checkout', node: process.version, sysprobe: '0.1.0', trigger: 'heap-growth', heapUsedBytes: 123,
-    });
+    assert.deepEqual(
+      { ...sidecar, startedAt: undefined, finishedAt: undefined },
+      {
+        kind: 'heap-snapshot',
+        file: path.basename(written.file),
+        bytes: 15,
+        startedAt: undefined,
+        finishedAt: undefined,
+        pid: 4242,
+        service: 'checkout',
+        node: process.version,
+        sysprobe: '0.1.0',
+        trigger: 'heap-growth',
+        heapUsedBytes: 123,
+      },
+    );
     assert.ok(Date.parse(String(sidecar.finishedAt)) >= Date.parse(String(sidecar.startedAt)));
     assert.deepEqual(fs.readdirSync(dir).sort(), [path.basename(written.file), path.basename(written.sidecarFile)]);
   });
@@ -78,10 +98,29 @@ describe('FileSink: captures land whole, or not at all', () => {
     const files = sink(dir);
     let firstDone = 0;
     let secondStarted = 0;
-    const first = files.write(heap((async function* () {
-      for (let i = 0; i < 5; i++) { yield 'x'; await new Promise((resolve) => setTimeout(resolve, 20)); }
-    })())).then((written) => { firstDone = performance.now(); return written; });
-    const second = files.write(heap((async function* () { secondStarted = performance.now(); yield 'y'; })()));
+    const first = files
+      .write(
+        heap(
+          (async function* () {
+            for (let i = 0; i < 5; i++) {
+              yield 'x';
+              await new Promise((resolve) => setTimeout(resolve, 20));
+            }
+          })(),
+        ),
+      )
+      .then((written) => {
+        firstDone = performance.now();
+        return written;
+      });
+    const second = files.write(
+      heap(
+        (async function* () {
+          secondStarted = performance.now();
+          yield 'y';
+        })(),
+      ),
+    );
     const [a, b] = await Promise.all([first, second]);
     assert.ok(secondStarted >= firstDone, 'the second body was read before the first write finished');
     assert.notEqual(a.file, b.file);
@@ -103,26 +142,43 @@ describe('FileSink: captures land whole, or not at all', () => {
         }
       })() });`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.once('exit', (_code, signal) => resolve(signal)),
+    );
     await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (data: Buffer) => { if (data.toString().includes('writing')) resolve(); });
+      child.stdout.on('data', (data: Buffer) => {
+        if (data.toString().includes('writing')) resolve();
+      });
       child.once('exit', () => reject(new Error('the writer exited before it started writing')));
     });
     child.kill('SIGKILL');
     assert.equal(await exited, 'SIGKILL');
 
     // The data's partial, and its sidecar's, reserved (empty) with it so no link can be planted under that name.
-    const left = fs.readdirSync(dir).filter((name) => name !== 'notes.partial').sort();
+    const left = fs
+      .readdirSync(dir)
+      .filter((name) => name !== 'notes.partial')
+      .sort();
     assert.equal(left.length, 2, `expected two partial files, found ${left.join(', ')}`);
     const partial = left[1]!;
     assert.equal(left[0], partial.replace(/\.partial$/, '.json.partial'));
     assert.match(partial, /\.heapsnapshot\.partial$/);
     assert.match(partial.slice(0, -'.partial'.length), NAME);
-    assert.ok(fs.statSync(path.join(dir, partial)).size >= 4 * 1024, 'the partial holds the chunks written before the kill');
+    assert.ok(
+      fs.statSync(path.join(dir, partial)).size >= 4 * 1024,
+      'the partial holds the chunks written before the kill',
+    );
 
-    assert.deepEqual(await sink(dir, { stalePartialAgeMs: 60_000 }).ready, [], 'a fresh partial may be a write in progress');
+    assert.deepEqual(
+      await sink(dir, { stalePartialAgeMs: 60_000 }).ready,
+      [],
+      'a fresh partial may be a write in progress',
+    );
     assert.ok(fs.existsSync(path.join(dir, partial)));
-    assert.deepEqual((await sink(dir, { stalePartialAgeMs: 0 }).ready).sort(), left.map((name) => path.join(dir, name)));
+    assert.deepEqual(
+      (await sink(dir, { stalePartialAgeMs: 0 }).ready).sort(),
+      left.map((name) => path.join(dir, name)),
+    );
     assert.deepEqual(fs.readdirSync(dir), ['notes.partial'], 'only its own partial is removed');
   });
 
@@ -177,9 +233,14 @@ describe('FileSink: captures land whole, or not at all', () => {
     assert.equal(atTheCap.bytes, 5000);
   });
 
-  it('keeps the newest maxFiles captures, deleting the oldest whole, older processes\' too, and never a foreign file', async () => {
+  it("keeps the newest maxFiles captures, deleting the oldest whole, older processes' too, and never a foreign file", async () => {
     const dir = tempDir();
-    const foreign = ['notes.txt', 'heap-snapshot-old.heapsnapshot', 'cpu-2020-01-01T00-00-00-000Z-1-main.cpuprofile', 'x.partial'];
+    const foreign = [
+      'notes.txt',
+      'heap-snapshot-old.heapsnapshot',
+      'cpu-2020-01-01T00-00-00-000Z-1-main.cpuprofile',
+      'x.partial',
+    ];
     for (const name of foreign) fs.writeFileSync(path.join(dir, name), 'keep me');
     const olderProcess = 'heap-snapshot-2020-01-01T000000.000Z-1.heapsnapshot';
     fs.writeFileSync(path.join(dir, olderProcess), 'old');
@@ -209,7 +270,11 @@ describe('FileSink: captures land whole, or not at all', () => {
     const seen: Array<{ capture: WrittenCapture; data: string; sidecar: string }> = [];
     const files = sink(dir);
     const withUpload = functionSink(files, async (capture) => {
-      seen.push({ capture, data: fs.readFileSync(capture.file, 'utf8'), sidecar: fs.readFileSync(capture.sidecarFile, 'utf8') });
+      seen.push({
+        capture,
+        data: fs.readFileSync(capture.file, 'utf8'),
+        sidecar: fs.readFileSync(capture.sidecarFile, 'utf8'),
+      });
     });
     const written = await withUpload.write(heap('the snapshot'));
     assert.equal(seen.length, 1);
@@ -217,7 +282,9 @@ describe('FileSink: captures land whole, or not at all', () => {
     assert.equal(seen[0]!.data, 'the snapshot');
     assert.equal((JSON.parse(seen[0]!.sidecar) as { bytes: number }).bytes, 12);
 
-    const failing = functionSink(files, () => { throw new Error('upload refused'); });
+    const failing = functionSink(files, () => {
+      throw new Error('upload refused');
+    });
     const err = await rejection(failing.write(heap('another')));
     assert.equal(err.code, ErrorCode.CAPTURE_FAILED);
     assert.match(err.message, /upload refused/);

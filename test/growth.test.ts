@@ -8,7 +8,7 @@ const MINUTE = 60_000;
 
 /** A heap that saws between its floor and floor + 40 MB every 7 s, one reading a second. */
 function sawtooth(tracker: GrowthTracker, minutes: number, floorAt: (t: number) => number): void {
-  for (let t = 0; t <= minutes * MINUTE; t += 1000) tracker.add(t, floorAt(t) + ((t / 1000) % 7) * (40 * MB / 7));
+  for (let t = 0; t <= minutes * MINUTE; t += 1000) tracker.add(t, floorAt(t) + ((t / 1000) % 7) * ((40 * MB) / 7));
 }
 
 describe('heap growth: a regression over the floors the GCs leave', () => {
@@ -31,7 +31,7 @@ describe('heap growth: a regression over the floors the GCs leave', () => {
 
   it('forgets what left the window: growth that stopped 10 minutes ago no longer counts', () => {
     const tracker = new GrowthTracker(10 * MINUTE, 30_000);
-    sawtooth(tracker, 25, (t) => 100 * MB + 5 * MB * Math.min(t, 10 * MINUTE) / MINUTE);
+    sawtooth(tracker, 25, (t) => 100 * MB + (5 * MB * Math.min(t, 10 * MINUTE)) / MINUTE);
     assert.ok(Math.abs(tracker.growth()?.perMinute ?? NaN) < 0.1 * MB);
   });
 
@@ -45,7 +45,9 @@ describe('heap growth: a regression over the floors the GCs leave', () => {
   it('feeds rules only when a line explains the floors', () => {
     const value = RULE_VALUES['memory.heapGrowthPerMin'];
     const sample = (rate: number, r2: number): Sample => ({
-      time: 0, intervalMs: 1000, mainStale: false,
+      time: 0,
+      intervalMs: 1000,
+      mainStale: false,
       memory: { heapUsed: 1, heapTotal: 1, heapLimit: 1, external: 0, heapGrowthPerMin: rate, heapGrowthR2: r2 },
     });
     assert.equal(value(sample(5 * MB, 0.9)), 5 * MB);

@@ -51,13 +51,26 @@ const get = (method) => new Promise((resolve, reject) => {
 })().catch((err) => parentPort.postMessage({ error: String(err) }));
 `;
 
-interface Answer { at: number; status: number; ms: number; body: string; retryAfter?: string; cacheControl?: string }
+interface Answer {
+  at: number;
+  status: number;
+  ms: number;
+  body: string;
+  retryAfter?: string;
+  cacheControl?: string;
+}
 
-function get(port: number, path = '/health', method = 'GET'): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+function get(
+  port: number,
+  path = '/health',
+  method = 'GET',
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path, method }, (res) => {
       let body = '';
-      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
     });
     req.on('error', reject);
@@ -72,7 +85,10 @@ describe('health', () => {
 
     it('moves from ok to degraded to unhealthy as each reading crosses its thresholds', () => {
       const status = (r: Parameters<typeof thresholdReasons>[0]) => combine(thresholdReasons(r, thresholds), 0).status;
-      assert.equal(status({ eventLoopDelayMs: 10, eventLoopUtilization: 0.2, heapUsed: 10, heapLimit: 100, rss: 50 }), 'ok');
+      assert.equal(
+        status({ eventLoopDelayMs: 10, eventLoopUtilization: 0.2, heapUsed: 10, heapLimit: 100, rss: 50 }),
+        'ok',
+      );
       assert.equal(status({ eventLoopDelayMs: 600 }), 'degraded');
       assert.equal(status({ eventLoopDelayMs: 2500 }), 'unhealthy');
       assert.equal(status({ eventLoopUtilization: 0.95 }), 'degraded');
@@ -88,54 +104,135 @@ describe('health', () => {
       const health = combine(thresholdReasons({ eventLoopDelayMs: 600, heapUsed: 99, heapLimit: 100 }, thresholds), 5);
       assert.equal(health.status, 'unhealthy');
       assert.equal(health.healthy, false);
-      assert.deepEqual(health.reasons.map((r) => [r.kind, r.status, r.threshold]), [['heap', 'unhealthy', 0.95], ['eventLoopDelay', 'degraded', 500]]);
+      assert.deepEqual(
+        health.reasons.map((r) => [r.kind, r.status, r.threshold]),
+        [
+          ['heap', 'unhealthy', 0.95],
+          ['eventLoopDelay', 'degraded', 500],
+        ],
+      );
       assert.equal(health.checkedAt, 5);
     });
 
     it('rejects bad thresholds with a coded error', () => {
-      const bad = [{ thresholds: { heapUsedRatio: { degraded: 0.9, unhealthy: 0.5 } } }, { thresholds: { heapUsedRatio: { degraded: 2 } } },
-        { thresholds: { nope: {} } }, { thresholds: { rssBytes: {} } }, { port: 70_000 }, { port: -1 }, { host: '' }, { retryAfterSeconds: 0 }, { unknown: 1 }];
-      for (const health of bad) assert.throws(() => resolveHealthOptions(health), (err: { code?: string }) => err.code === ErrorCode.INVALID_OPTION, JSON.stringify(health));
-      assert.equal(resolveHealthOptions({ thresholds: { rssBytes: false, heapUsedRatio: false } }).thresholds.heapUsedRatio, undefined);
+      const bad = [
+        { thresholds: { heapUsedRatio: { degraded: 0.9, unhealthy: 0.5 } } },
+        { thresholds: { heapUsedRatio: { degraded: 2 } } },
+        { thresholds: { nope: {} } },
+        { thresholds: { rssBytes: {} } },
+        { port: 70_000 },
+        { port: -1 },
+        { host: '' },
+        { retryAfterSeconds: 0 },
+        { unknown: 1 },
+      ];
+      for (const health of bad)
+        assert.throws(
+          () => resolveHealthOptions(health),
+          (err: { code?: string }) => err.code === ErrorCode.INVALID_OPTION,
+          JSON.stringify(health),
+        );
+      assert.equal(
+        resolveHealthOptions({ thresholds: { rssBytes: false, heapUsedRatio: false } }).thresholds.heapUsedRatio,
+        undefined,
+      );
     });
   });
 
   describe('probe.health() on a running probe', () => {
     let probe: Probe;
-    afterEach(async () => { await probe?.stop(); });
+    afterEach(async () => {
+      await probe?.stop();
+    });
 
     it('turns degraded, then unhealthy, with the event-loop delay, and ok again', async () => {
-      probe = await start({ logger: memoryLogger().logger, sampleIntervalMs: 100, stallThresholdMs: 1000, defaultRules: false,
-        health: { thresholds: { eventLoopDelayMs: { degraded: 150, unhealthy: 700 }, eventLoopUtilization: false } } });
+      probe = await start({
+        logger: memoryLogger().logger,
+        sampleIntervalMs: 100,
+        stallThresholdMs: 1000,
+        defaultRules: false,
+        health: { thresholds: { eventLoopDelayMs: { degraded: 150, unhealthy: 700 }, eventLoopUtilization: false } },
+      });
       await waitFor('ok', () => probe.health().status === 'ok' || undefined, 3000);
       blockFor(300);
-      const degraded = await waitFor('degraded', () => { const h = probe.health(); return h.status === 'degraded' ? h : undefined; }, 3000, 10);
+      const degraded = await waitFor(
+        'degraded',
+        () => {
+          const h = probe.health();
+          return h.status === 'degraded' ? h : undefined;
+        },
+        3000,
+        10,
+      );
       assert.equal(degraded.reasons[0]!.kind, 'eventLoopDelay');
       assert.ok(degraded.reasons[0]!.value! >= 250, `delay ${degraded.reasons[0]!.value}`);
       assert.equal(degraded.healthy, true, 'degraded still serves');
       blockFor(900);
-      const unhealthy = await waitFor('unhealthy', () => { const h = probe.health(); return h.status === 'unhealthy' ? h : undefined; }, 3000, 10);
+      const unhealthy = await waitFor(
+        'unhealthy',
+        () => {
+          const h = probe.health();
+          return h.status === 'unhealthy' ? h : undefined;
+        },
+        3000,
+        10,
+      );
       assert.equal(unhealthy.healthy, false);
       await waitFor('ok again', () => probe.health().status === 'ok' || undefined, 3000);
     });
 
     it('takes reasons from health sources; a throwing source is unhealthy, and removal restores ok', async () => {
-      probe = await start({ logger: memoryLogger().logger, defaultRules: false, health: { thresholds: { eventLoopUtilization: false, eventLoopDelayMs: false } } });
-      const remove = probe.addHealthSource('db', () => [{ kind: 'dependency', message: 'db pool exhausted', status: 'degraded' }]);
-      assert.deepEqual(probe.health().reasons.map((r) => [r.kind, r.status, r.source]), [['dependency', 'degraded', 'db']]);
-      const removeBad = probe.addHealthSource('bad', () => { throw new Error('boom'); });
+      probe = await start({
+        logger: memoryLogger().logger,
+        defaultRules: false,
+        health: { thresholds: { eventLoopUtilization: false, eventLoopDelayMs: false } },
+      });
+      const remove = probe.addHealthSource('db', () => [
+        { kind: 'dependency', message: 'db pool exhausted', status: 'degraded' },
+      ]);
+      assert.deepEqual(
+        probe.health().reasons.map((r) => [r.kind, r.status, r.source]),
+        [['dependency', 'degraded', 'db']],
+      );
+      const removeBad = probe.addHealthSource('bad', () => {
+        throw new Error('boom');
+      });
       assert.equal(probe.health().status, 'unhealthy');
       assert.match(probe.health().reasons[0]!.message, /boom/);
-      assert.throws(() => probe.addHealthSource('db', () => []), (err: { code?: string }) => err.code === ErrorCode.INVALID_OPTION);
-      remove(); removeBad();
+      assert.throws(
+        () => probe.addHealthSource('db', () => []),
+        (err: { code?: string }) => err.code === ErrorCode.INVALID_OPTION,
+      );
+      remove();
+      removeBad();
       assert.equal(probe.health().status, 'ok');
     });
 
     it('keeps a rule with markUnhealthy as a reason, with the fields it had before', async () => {
-      probe = await start({ logger: memoryLogger().logger, sampleIntervalMs: 100, defaultRules: false,
+      probe = await start({
+        logger: memoryLogger().logger,
+        sampleIntervalMs: 100,
+        defaultRules: false,
         health: { port: 0, thresholds: { eventLoopUtilization: false, eventLoopDelayMs: false } },
-        rules: [{ name: 'heap-any', value: 'memory.heapUsed', above: 1, forMs: 0, cooldownMs: 60_000, actions: ['markUnhealthy'] }] });
-      const health = await waitFor('rule reason', () => { const h = probe.health(); return h.status === 'unhealthy' ? h : undefined; }, 5000);
+        rules: [
+          {
+            name: 'heap-any',
+            value: 'memory.heapUsed',
+            above: 1,
+            forMs: 0,
+            cooldownMs: 60_000,
+            actions: ['markUnhealthy'],
+          },
+        ],
+      });
+      const health = await waitFor(
+        'rule reason',
+        () => {
+          const h = probe.health();
+          return h.status === 'unhealthy' ? h : undefined;
+        },
+        5000,
+      );
       const reason = health.reasons[0]!;
       assert.equal(reason.kind, 'rule');
       assert.equal(reason.rule, 'heap-any');
@@ -149,10 +246,15 @@ describe('health', () => {
 
   describe('the worker-served endpoint', () => {
     let probe: Probe;
-    afterEach(async () => { await probe?.stop(); });
+    afterEach(async () => {
+      await probe?.stop();
+    });
 
     it('answers GET and HEAD /health, 404 elsewhere, 405 for other methods, on loopback by default', async () => {
-      probe = await start({ logger: memoryLogger().logger, health: { port: 0, thresholds: { eventLoopUtilization: false } } });
+      probe = await start({
+        logger: memoryLogger().logger,
+        health: { port: 0, thresholds: { eventLoopUtilization: false } },
+      });
       const { address, port } = probe.healthAddress()!;
       assert.equal(address, '127.0.0.1');
       const ok = await get(port);
@@ -169,48 +271,72 @@ describe('health', () => {
     });
 
     for (const loopWatch of ['auto', 'heartbeat'] as const) {
-    it(`answers within 100 ms with 503 and the blocking function while the main thread is blocked for 2 s (loopWatch ${loopWatch})`, async () => {
-      probe = await start({ logger: memoryLogger().logger, stallThresholdMs: 200, loopWatch, health: { port: 0 } });
-      const flag = new SharedArrayBuffer(4);
-      // The native watch sees the stall at 200 ms, the heartbeat at 200 + one 200 ms beat; the worker then takes its
-      // stack (Debugger.enable replays every script to the worker: tens of ms of its loop in a big process). The
-      // answers asked after that, every 300 ms, must each come within 100 ms.
-      const offsets = probe.loopWatch === 'native' ? [500, 800, 1100, 1400, 1700] : [700, 1000, 1300, 1600];
-      const client = new Worker(CLIENT, { eval: true, workerData: { port: probe.healthAddress()!.port, flag, offsets } });
-      const answers = new Promise<Answer[] | { error: string }>((resolve, reject) => { client.once('message', resolve); client.once('error', reject); });
-      await new Promise((r) => setTimeout(r, 300)); // the client's warm-up request
-      Atomics.store(new Int32Array(flag), 0, 1);
-      Atomics.notify(new Int32Array(flag), 0);
-      busyLoopForHealthTest(2000);
-      const result = await answers;
-      await client.terminate();
-      assert.ok(Array.isArray(result), JSON.stringify(result));
-      for (const answer of result) {
-        // The worker answers from memory in ~1-5 ms (bench/health.js); 100 ms leaves room for a loaded CI machine,
-        // and the client runs in its own thread, so the blocked main thread cannot stretch what it measures.
-        assert.ok(answer.ms < 100, `answer at ${answer.at} ms took ${answer.ms.toFixed(1)} ms`);
-        assert.equal(answer.status, 503, `at ${answer.at} ms`);
-        assert.equal(answer.retryAfter, '5');
-        assert.equal(answer.cacheControl, 'no-store');
-      }
-      const body = JSON.parse(result.find((a) => a.body)!.body) as Health;
-      assert.equal(body.status, 'unhealthy');
-      assert.equal(body.blocked?.function, 'busyLoopForHealthTest');
-      // dist/test/health.test.js has a source map: the answer names the TypeScript the test was written in.
-      assert.match(body.blocked!.file!, /test\/health\.test\.ts$/);
-      assert.ok(body.blocked!.line! > 0);
-      assert.ok(body.blocked!.forMs >= 400, `blocked for ${body.blocked!.forMs} ms at 500 ms`);
-      assert.equal(body.reasons[0]!.kind, 'blocked');
-      // And once the loop runs again, the stall is over (the delay it left may still show for a sample).
-      await waitFor('no longer blocked', async () => { const h = JSON.parse((await get(probe.healthAddress()!.port)).body) as Health; return h.blocked ? undefined : h; }, 3000);
-    });
+      it(`answers within 100 ms with 503 and the blocking function while the main thread is blocked for 2 s (loopWatch ${loopWatch})`, async () => {
+        probe = await start({ logger: memoryLogger().logger, stallThresholdMs: 200, loopWatch, health: { port: 0 } });
+        const flag = new SharedArrayBuffer(4);
+        // The native watch sees the stall at 200 ms, the heartbeat at 200 + one 200 ms beat; the worker then takes its
+        // stack (Debugger.enable replays every script to the worker: tens of ms of its loop in a big process). The
+        // answers asked after that, every 300 ms, must each come within 100 ms.
+        const offsets = probe.loopWatch === 'native' ? [500, 800, 1100, 1400, 1700] : [700, 1000, 1300, 1600];
+        const client = new Worker(CLIENT, {
+          eval: true,
+          workerData: { port: probe.healthAddress()!.port, flag, offsets },
+        });
+        const answers = new Promise<Answer[] | { error: string }>((resolve, reject) => {
+          client.once('message', resolve);
+          client.once('error', reject);
+        });
+        await new Promise((r) => setTimeout(r, 300)); // the client's warm-up request
+        Atomics.store(new Int32Array(flag), 0, 1);
+        Atomics.notify(new Int32Array(flag), 0);
+        busyLoopForHealthTest(2000);
+        const result = await answers;
+        await client.terminate();
+        assert.ok(Array.isArray(result), JSON.stringify(result));
+        for (const answer of result) {
+          // The worker answers from memory in ~1-5 ms (bench/health.js); 100 ms leaves room for a loaded CI machine,
+          // and the client runs in its own thread, so the blocked main thread cannot stretch what it measures.
+          assert.ok(answer.ms < 100, `answer at ${answer.at} ms took ${answer.ms.toFixed(1)} ms`);
+          assert.equal(answer.status, 503, `at ${answer.at} ms`);
+          assert.equal(answer.retryAfter, '5');
+          assert.equal(answer.cacheControl, 'no-store');
+        }
+        const body = JSON.parse(result.find((a) => a.body)!.body) as Health;
+        assert.equal(body.status, 'unhealthy');
+        assert.equal(body.blocked?.function, 'busyLoopForHealthTest');
+        // dist/test/health.test.js has a source map: the answer names the TypeScript the test was written in.
+        assert.match(body.blocked!.file!, /test\/health\.test\.ts$/);
+        assert.ok(body.blocked!.line! > 0);
+        assert.ok(body.blocked!.forMs >= 400, `blocked for ${body.blocked!.forMs} ms at 500 ms`);
+        assert.equal(body.reasons[0]!.kind, 'blocked');
+        // And once the loop runs again, the stall is over (the delay it left may still show for a sample).
+        await waitFor(
+          'no longer blocked',
+          async () => {
+            const h = JSON.parse((await get(probe.healthAddress()!.port)).body) as Health;
+            return h.blocked ? undefined : h;
+          },
+          3000,
+        );
+      });
     }
 
     it('stop() closes the servers promptly, idle keep-alive connections included', async () => {
-      probe = await start({ logger: memoryLogger().logger, health: { port: 0 }, control: { port: 0, token: 'k'.repeat(32) } });
+      probe = await start({
+        logger: memoryLogger().logger,
+        health: { port: 0 },
+        control: { port: 0, token: 'k'.repeat(32) },
+      });
       const agent = new http.Agent({ keepAlive: true });
       const { port } = probe.healthAddress()!;
-      await new Promise<void>((resolve, reject) => http.get({ host: '127.0.0.1', port, path: '/health', agent }, (res) => { res.resume(); res.on('end', resolve); }).on('error', reject));
+      await new Promise<void>((resolve, reject) =>
+        http
+          .get({ host: '127.0.0.1', port, path: '/health', agent }, (res) => {
+            res.resume();
+            res.on('end', resolve);
+          })
+          .on('error', reject),
+      );
       const t0 = Date.now();
       await probe.stop();
       // The worker would be terminated after 1 s if its loop stayed busy; closing is well under that.
@@ -223,20 +349,28 @@ describe('health', () => {
       const taken = http.createServer();
       await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
       const { port } = taken.address() as { port: number };
-      await assert.rejects(start({ logger: memoryLogger().logger, health: { port } }), (err: { code?: string }) => err.code === ErrorCode.LISTEN_FAILED);
+      await assert.rejects(
+        start({ logger: memoryLogger().logger, health: { port } }),
+        (err: { code?: string }) => err.code === ErrorCode.LISTEN_FAILED,
+      );
       taken.close();
       probe = await start({ logger: memoryLogger().logger }); // and the process can start a probe again
     });
   });
 
-  describe('handlers in the app\'s own server', () => {
+  describe("handlers in the app's own server", () => {
     let probe: Probe;
     let sick = false;
     before(async () => {
-      probe = await start({ logger: memoryLogger().logger, health: { retryAfterSeconds: 7, thresholds: { eventLoopUtilization: false, eventLoopDelayMs: false } } });
+      probe = await start({
+        logger: memoryLogger().logger,
+        health: { retryAfterSeconds: 7, thresholds: { eventLoopUtilization: false, eventLoopDelayMs: false } },
+      });
       probe.addHealthSource('switch', () => (sick ? [{ kind: 'test', message: 'switched off' }] : []));
     });
-    after(async () => { await probe.stop(); });
+    after(async () => {
+      await probe.stop();
+    });
 
     async function check(port: number): Promise<void> {
       sick = false;
@@ -255,7 +389,11 @@ describe('health', () => {
     it('node:http', async () => {
       const server = http.createServer(healthHandler(probe));
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-      try { await check((server.address() as { port: number }).port); } finally { server.close(); }
+      try {
+        await check((server.address() as { port: number }).port);
+      } finally {
+        server.close();
+      }
     });
 
     it('Express', async () => {
@@ -263,7 +401,11 @@ describe('health', () => {
       app.get('/health', healthHandler(probe));
       const server = app.listen(0, '127.0.0.1');
       await new Promise((r) => server.once('listening', r));
-      try { await check((server.address() as { port: number }).port); } finally { server.close(); }
+      try {
+        await check((server.address() as { port: number }).port);
+      } finally {
+        server.close();
+      }
     });
 
     it('Fastify, with healthHandler and with fastifyHealthHandler', async () => {
@@ -276,7 +418,9 @@ describe('health', () => {
         await check(port);
         sick = true;
         assert.equal((await get(port, '/health2')).status, 503);
-      } finally { await app.close(); }
+      } finally {
+        await app.close();
+      }
     });
   });
 });

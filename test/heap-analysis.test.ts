@@ -12,7 +12,16 @@ import { tempDir } from './helpers.js';
 import { nativeAddon, needs } from './requirements.js';
 
 const tmp = tempDir('sysprobe-heap-test-');
-const COLUMNS = ['nodeTypes', 'nodeNames', 'nodeIds', 'selfSizes', 'firstEdge', 'edgeTypes', 'edgeNames', 'edgeTargets'] as const;
+const COLUMNS = [
+  'nodeTypes',
+  'nodeNames',
+  'nodeIds',
+  'selfSizes',
+  'firstEdge',
+  'edgeTypes',
+  'edgeNames',
+  'edgeTargets',
+] as const;
 const HEAP_SCAN = nativeAddon('heap_scan');
 
 function assertSameColumns(x: RawSnapshot, y: RawSnapshot, what: string): void {
@@ -29,7 +38,12 @@ describe('heap analysis: a hand-written graph', () => {
 
   it('computes dominators and retained sizes equal to the hand-computed ones', () => {
     const expected: Record<string, [string, number]> = {
-      App: ['', 150], Beta: ['App', 20], Gamma: ['App', 30], Delta: ['App', 90], Eps: ['Delta', 50], Fox: ['', 60],
+      App: ['', 150],
+      Beta: ['App', 20],
+      Gamma: ['App', 30],
+      Delta: ['App', 90],
+      Eps: ['Delta', 50],
+      Fox: ['', 60],
     };
     for (const [name, [dom, retained]] of Object.entries(expected)) {
       const n = byName(name);
@@ -67,7 +81,12 @@ describe('heap analysis: a hand-written graph', () => {
     try {
       for (const scanner of ['native', 'js'] as const) {
         heapScanner(scanner);
-        for (const chunkBytes of [1, 3, 7, 64]) assertSameColumns(await readHeapSnapshot(file, { chunkBytes }), whole, `with ${chunkBytes}-byte reads (${scanner})`);
+        for (const chunkBytes of [1, 3, 7, 64])
+          assertSameColumns(
+            await readHeapSnapshot(file, { chunkBytes }),
+            whole,
+            `with ${chunkBytes}-byte reads (${scanner})`,
+          );
       }
     } finally {
       heapScanner('native');
@@ -80,8 +99,12 @@ describe('heap analysis: a hand-written graph', () => {
     const packed = zlib.gzipSync(text);
     fs.writeFileSync(gz, packed);
     const progress: number[] = [];
-    assertSameColumns(await readHeapSnapshot(gz, { onProgress: (read) => progress.push(read) }), parseHeapSnapshot(text), 'from gzip');
-    assert.equal(progress.at(-1), packed.length, 'progress counts the file\'s (compressed) bytes');
+    assertSameColumns(
+      await readHeapSnapshot(gz, { onProgress: (read) => progress.push(read) }),
+      parseHeapSnapshot(text),
+      'from gzip',
+    );
+    assert.equal(progress.at(-1), packed.length, "progress counts the file's (compressed) bytes");
     fs.writeFileSync(gz, packed.subarray(0, packed.length - 20));
     await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT, message: /gzip/ });
     const flipped = Buffer.from(packed);
@@ -112,10 +135,14 @@ describe('heap analysis: a hand-written graph', () => {
 
   it('an IdSet answers like a Set, for dense ids (a bitmap) and sparse ones (binary search)', () => {
     let seed = 7;
-    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
     for (const range of [20_000, 2 ** 32 - 1]) {
       const ids = Uint32Array.from({ length: 5_000 }, () => rand(range));
-      const set = new IdSet(ids), reference = new Set(ids);
+      const set = new IdSet(ids),
+        reference = new Set(ids);
       for (let k = 0; k < 20_000; k++) {
         const probe = k % 2 ? ids[rand(ids.length)]! : rand(range);
         assert.equal(set.has(probe), reference.has(probe), `id ${probe} in a set over 0…${range}`);
@@ -130,64 +157,82 @@ describe('heap analysis: a hand-written graph', () => {
     assert.ok(raw.strings.toArray().includes('F"o\\x\né ü'));
     const file = path.join(tmp, 'escaped.heapsnapshot');
     fs.writeFileSync(file, text);
-    for (const chunkBytes of [1, 2, 3, 5]) assert.deepEqual((await readHeapSnapshot(file, { chunkBytes })).strings.toArray(), raw.strings.toArray(), `${chunkBytes}-byte reads`);
+    for (const chunkBytes of [1, 2, 3, 5])
+      assert.deepEqual(
+        (await readHeapSnapshot(file, { chunkBytes })).strings.toArray(),
+        raw.strings.toArray(),
+        `${chunkBytes}-byte reads`,
+      );
     fs.writeFileSync(file, syntheticSnapshot().replace('"Fox"', '"F\\qox"'));
-    await assert.rejects(readHeapSnapshot(file), (err: SysprobeError) => err.code === ErrorCode.BAD_SNAPSHOT && /bad escape/.test(err.message));
+    await assert.rejects(
+      readHeapSnapshot(file),
+      (err: SysprobeError) => err.code === ErrorCode.BAD_SNAPSHOT && /bad escape/.test(err.message),
+    );
   });
 });
 
-for (const scanner of ['native', 'js'] as const) describe(`heap analysis: malformed input ends in a coded error (${scanner} number loop)`, () => {
-  before(() => { heapScanner(scanner); });
-  after(() => { heapScanner('native'); });
-  const cases: Record<string, () => Buffer | string> = {
-    'an empty file': () => '',
-    'not JSON': () => 'hello, this is not a heap snapshot\n',
-    'JSON that is not a snapshot': () => JSON.stringify({ nodes: [1, 2, 3], strings: [] }),
-    'random bytes': () => Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7919 + 13) % 251)),
-    'a wrong meta (no "id" field)': () => syntheticSnapshot().replace('"type","name","id"', '"type","name","ident"'),
-    'a node count that disagrees with the array': () => syntheticSnapshot().replace('"node_count":7', '"node_count":9'),
-    'a truncated file': () => syntheticSnapshot().slice(0, 400),
-    'an edge pointing outside the nodes': () => syntheticSnapshot().replace('"edges":[2,7,5', '"edges":[2,7,500'),
-    'a letter inside the nodes': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,x,1'),
-    'a number above 2^32 - 1': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,0,4294967296'),
-    'a nodes array that ends inside a record': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,9,0,1'),
-  };
-  for (const [name, make] of Object.entries(cases)) {
-    it(`rejects ${name}`, async () => {
-      const file = path.join(tmp, `bad-${name.replace(/\W+/g, '-')}.heapsnapshot`);
-      fs.writeFileSync(file, make());
-      await assert.rejects(readHeapSnapshot(file), (err: unknown) => {
-        assert.ok(err instanceof SysprobeError, String(err));
-        assert.equal(err.code, ErrorCode.BAD_SNAPSHOT);
-        return true;
-      });
+for (const scanner of ['native', 'js'] as const)
+  describe(`heap analysis: malformed input ends in a coded error (${scanner} number loop)`, () => {
+    before(() => {
+      heapScanner(scanner);
     });
-  }
-
-  it('rejects a missing file with the same code', async () => {
-    await assert.rejects(readHeapSnapshot(path.join(tmp, 'nope.heapsnapshot')), { code: ErrorCode.BAD_SNAPSHOT });
-  });
-
-  it('survives fuzzed bytes: every mutation parses or fails with BAD_SNAPSHOT, none hangs or throws otherwise', () => {
-    const good = Buffer.from(syntheticSnapshot());
-    let seed = 12345;
-    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
-    let rejected = 0;
-    for (let round = 0; round < 2000; round++) {
-      const buf = Buffer.from(good);
-      for (let k = 1 + rand(3); k > 0; k--) buf[rand(buf.length)] = rand(256);
-      try {
-        const graph = new HeapGraph(parseHeapSnapshot(rand(4) === 0 ? buf.subarray(0, rand(buf.length)) : buf));
-        graph.analyze();
-        graph.retainerPath(graph.nodeCount - 1);
-      } catch (err) {
-        assert.equal((err as SysprobeError).code, ErrorCode.BAD_SNAPSHOT, `round ${round}: ${String(err)}`);
-        rejected++;
-      }
+    after(() => {
+      heapScanner('native');
+    });
+    const cases: Record<string, () => Buffer | string> = {
+      'an empty file': () => '',
+      'not JSON': () => 'hello, this is not a heap snapshot\n',
+      'JSON that is not a snapshot': () => JSON.stringify({ nodes: [1, 2, 3], strings: [] }),
+      'random bytes': () => Buffer.from(Array.from({ length: 100_000 }, (_, i) => (i * 7919 + 13) % 251)),
+      'a wrong meta (no "id" field)': () => syntheticSnapshot().replace('"type","name","id"', '"type","name","ident"'),
+      'a node count that disagrees with the array': () =>
+        syntheticSnapshot().replace('"node_count":7', '"node_count":9'),
+      'a truncated file': () => syntheticSnapshot().slice(0, 400),
+      'an edge pointing outside the nodes': () => syntheticSnapshot().replace('"edges":[2,7,5', '"edges":[2,7,500'),
+      'a letter inside the nodes': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,x,1'),
+      'a number above 2^32 - 1': () => syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,0,4294967296'),
+      'a nodes array that ends inside a record': () =>
+        syntheticSnapshot().replace('"nodes":[9,0,1', '"nodes":[9,9,0,1'),
+    };
+    for (const [name, make] of Object.entries(cases)) {
+      it(`rejects ${name}`, async () => {
+        const file = path.join(tmp, `bad-${name.replace(/\W+/g, '-')}.heapsnapshot`);
+        fs.writeFileSync(file, make());
+        await assert.rejects(readHeapSnapshot(file), (err: unknown) => {
+          assert.ok(err instanceof SysprobeError, String(err));
+          assert.equal(err.code, ErrorCode.BAD_SNAPSHOT);
+          return true;
+        });
+      });
     }
-    assert.ok(rejected > 500, `most mutations are caught (${rejected} of 2000)`);
+
+    it('rejects a missing file with the same code', async () => {
+      await assert.rejects(readHeapSnapshot(path.join(tmp, 'nope.heapsnapshot')), { code: ErrorCode.BAD_SNAPSHOT });
+    });
+
+    it('survives fuzzed bytes: every mutation parses or fails with BAD_SNAPSHOT, none hangs or throws otherwise', () => {
+      const good = Buffer.from(syntheticSnapshot());
+      let seed = 12345;
+      const rand = (n: number): number => {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        return seed % n;
+      };
+      let rejected = 0;
+      for (let round = 0; round < 2000; round++) {
+        const buf = Buffer.from(good);
+        for (let k = 1 + rand(3); k > 0; k--) buf[rand(buf.length)] = rand(256);
+        try {
+          const graph = new HeapGraph(parseHeapSnapshot(rand(4) === 0 ? buf.subarray(0, rand(buf.length)) : buf));
+          graph.analyze();
+          graph.retainerPath(graph.nodeCount - 1);
+        } catch (err) {
+          assert.equal((err as SysprobeError).code, ErrorCode.BAD_SNAPSHOT, `round ${round}: ${String(err)}`);
+          rejected++;
+        }
+      }
+      assert.ok(rejected > 500, `most mutations are caught (${rejected} of 2000)`);
+    });
   });
-});
 
 describe('heap analysis: real snapshots with known leaks', function () {
   this.timeout(120_000);
@@ -201,7 +246,11 @@ describe('heap analysis: real snapshots with known leaks', function () {
   const expectations: Array<[LeakKind, string, RegExp]> = [
     ['map', 'LeakyEntry', /Object "app" → Map "sessionCache" → LeakyEntry$/],
     ['closure', 'ClosureLeak', /remember\(\) → context → Array "seen" → ClosureLeak$/],
-    ['listener', 'ListenerLeak', /EventEmitter "bus" → Object "_events" → Array "tick" → onTick\(\) → context → ListenerLeak$/],
+    [
+      'listener',
+      'ListenerLeak',
+      /EventEmitter "bus" → Object "_events" → Array "tick" → onTick\(\) → context → ListenerLeak$/,
+    ],
   ];
   for (const [kind, ctor, pathPattern] of expectations) {
     it(`the 3-snapshot diff ranks a leak through a ${kind} first, with a retainer path that names the holder`, async () => {
@@ -230,11 +279,16 @@ describe('heap analysis: real snapshots with known leaks', function () {
     assert.deepEqual(child.constructors, local.constructors);
     // The last file is read on a second thread meanwhile, so files report in any order; each to its end.
     assert.deepEqual([...readTo.keys()].sort(), [0, 1, 2], 'progress from the child for every file');
-    for (const [i, [read, total]] of readTo) assert.ok(read === total && total === fs.statSync(files[i]!).size, `file ${i} read to its end`);
+    for (const [i, [read, total]] of readTo)
+      assert.ok(read === total && total === fs.statSync(files[i]!).size, `file ${i} read to its end`);
     const summary = await summarizeHeapSnapshot(files[2]!, { top: 10 });
     assert.ok(summary.constructors.some((c) => c.name === 'LeakyEntry' && c.count === 3200));
     const map = summary.topRetainers.find((r) => r.name === 'Map');
-    assert.match(map?.retainerPath ?? '', /Object "app" → Map "sessionCache"$/, 'the leaking Map is among the largest retainers');
+    assert.match(
+      map?.retainerPath ?? '',
+      /Object "app" → Map "sessionCache"$/,
+      'the leaking Map is among the largest retainers',
+    );
   });
 
   it('a two-snapshot diff has deltas and new objects but no leak list', async () => {
@@ -265,17 +319,25 @@ describe('heap analysis: real snapshots with known leaks', function () {
     ]);
     assert.deepEqual(parallel.leaks, serial.leaks);
     assert.deepEqual(parallel.constructors, serial.constructors);
-    assert.ok('waitedMs' in parallel.timings && !('waitedMs' in serial.timings), 'only the parallel diff waited for a thread');
+    assert.ok(
+      'waitedMs' in parallel.timings && !('waitedMs' in serial.timings),
+      'only the parallel diff waited for a thread',
+    );
     const truncated = path.join(tmp, 'truncated-last.heapsnapshot');
     const text = fs.readFileSync(files[2]!);
     fs.writeFileSync(truncated, text.subarray(0, text.length >> 1));
-    await assert.rejects(diffHeapSnapshots([files[0]!, files[1]!, truncated], { inProcess: true }), { code: ErrorCode.BAD_SNAPSHOT, message: /truncated/ });
+    await assert.rejects(diffHeapSnapshots([files[0]!, files[1]!, truncated], { inProcess: true }), {
+      code: ErrorCode.BAD_SNAPSHOT,
+      message: /truncated/,
+    });
     // The first file fails while the thread still reads the last: the thread is stopped, nothing is left unhandled.
-    await assert.rejects(diffHeapSnapshots([truncated, files[1]!, files[2]!], { inProcess: true }), { code: ErrorCode.BAD_SNAPSHOT });
+    await assert.rejects(diffHeapSnapshots([truncated, files[1]!, files[2]!], { inProcess: true }), {
+      code: ErrorCode.BAD_SNAPSHOT,
+    });
     await assert.rejects(diffHeapSnapshots(files, { parallel: 'yes' } as never), { code: ErrorCode.INVALID_OPTION });
   });
 
-  it('by default reads on a second thread only when free memory is at least the files\' total size', async () => {
+  it("by default reads on a second thread only when free memory is at least the files' total size", async () => {
     const files = snapshots.get('map')!;
     assert.equal(roomForAThread(files), true, `${files.length} small files, ${os.freemem()} bytes free`);
     const huge = path.join(tmp, 'sparse-huge.heapsnapshot');
@@ -283,7 +345,11 @@ describe('heap analysis: real snapshots with known leaks', function () {
     fs.truncateSync(huge, os.freemem() + 2 ** 30); // sparse: no disk used
     try {
       assert.equal(roomForAThread([files[0]!, files[1]!, huge]), false);
-      assert.equal(roomForAThread([files[0]!, path.join(tmp, 'missing.heapsnapshot')]), false, 'a missing file: read in turn, and fail there');
+      assert.equal(
+        roomForAThread([files[0]!, path.join(tmp, 'missing.heapsnapshot')]),
+        false,
+        'a missing file: read in turn, and fail there',
+      );
       const d = await diffHeapSnapshots(files, { top: 3, inProcess: true });
       assert.ok('waitedMs' in d.timings, 'the default diff of small files used the thread');
     } finally {

@@ -9,7 +9,11 @@ import { tempDir } from './helpers.js';
 
 const BIN = path.resolve(__dirname, '..', 'src', 'cli', 'main.js');
 
-interface Run { code: number; stdout: string; stderr: string }
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 async function sysprobe(...args: string[]): Promise<Run> {
   try {
@@ -25,7 +29,9 @@ describe('sysprobe heap (CLI)', function () {
   this.timeout(120_000);
   let files: string[] = [];
   const tmp = tempDir('sysprobe-heap-cli-');
-  before(async () => { files = await leakSnapshots('map', 2000); });
+  before(async () => {
+    files = await leakSnapshots('map', 2000);
+  });
 
   it('the bin starts with a shebang', () => {
     assert.match(fs.readFileSync(BIN, 'utf8'), /^#!\/usr\/bin\/env node\n/);
@@ -35,14 +41,23 @@ describe('sysprobe heap (CLI)', function () {
     const r = await sysprobe('heap', 'diff', ...files, '--json');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '', 'no progress bar when stderr is not a terminal');
-    const d = JSON.parse(r.stdout) as { files: string[]; leaks: Array<{ constructor: string; count: number; retainedSize: number; retainerPath: string }>; constructors: Array<{ name: string; retainedSizeDelta: number }> };
+    const d = JSON.parse(r.stdout) as {
+      files: string[];
+      leaks: Array<{ constructor: string; count: number; retainedSize: number; retainerPath: string }>;
+      constructors: Array<{ name: string; retainedSizeDelta: number }>;
+    };
     assert.deepEqual(d.files, files);
     assert.equal(d.leaks[0]!.constructor, 'LeakyEntry');
     assert.equal(d.leaks[0]!.count, 2000);
     assert.match(d.leaks[0]!.retainerPath, /Map "sessionCache" → LeakyEntry$/);
-    for (let i = 1; i < d.leaks.length; i++) assert.ok(d.leaks[i - 1]!.retainedSize >= d.leaks[i]!.retainedSize, 'ranked by retained size');
+    for (let i = 1; i < d.leaks.length; i++)
+      assert.ok(d.leaks[i - 1]!.retainedSize >= d.leaks[i]!.retainedSize, 'ranked by retained size');
     const abs = d.constructors.map((c) => Math.abs(c.retainedSizeDelta));
-    assert.deepEqual(abs, [...abs].sort((x, y) => y - x), 'constructors sorted by |retainedSizeDelta|');
+    assert.deepEqual(
+      abs,
+      [...abs].sort((x, y) => y - x),
+      'constructors sorted by |retainedSizeDelta|',
+    );
   });
 
   it('heap diff prints readable text by default, and a progress bar on stderr with --progress', async () => {
@@ -56,7 +71,9 @@ describe('sysprobe heap (CLI)', function () {
   it('heap summary FILE --json lists totals by constructor', async () => {
     const r = await sysprobe('heap', 'summary', files[2]!, '--json', '--top', '500');
     assert.equal(r.code, 0, r.stderr);
-    const s = JSON.parse(r.stdout) as { constructors: Array<{ name: string; count: number; selfSize: number; retainedSize: number }> };
+    const s = JSON.parse(r.stdout) as {
+      constructors: Array<{ name: string; count: number; selfSize: number; retainedSize: number }>;
+    };
     const leaky = s.constructors.find((c) => c.name === 'LeakyEntry');
     assert.equal(leaky?.count, 2200);
     assert.ok(leaky.retainedSize > leaky.selfSize);
@@ -64,7 +81,11 @@ describe('sysprobe heap (CLI)', function () {
     assert.match(text.stdout, /largest retainers:/);
   });
 
-  for (const [name, content] of [['empty', ''], ['not JSON', 'not a snapshot'], ['truncated', syntheticSnapshot().slice(0, 300)]] as const) {
+  for (const [name, content] of [
+    ['empty', ''],
+    ['not JSON', 'not a snapshot'],
+    ['truncated', syntheticSnapshot().slice(0, 300)],
+  ] as const) {
     it(`exits 1 with a message on stderr for a ${name} file`, async () => {
       const file = path.join(tmp, `${name.replace(/\W/g, '')}.heapsnapshot`);
       fs.writeFileSync(file, content);

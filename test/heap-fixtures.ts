@@ -71,10 +71,13 @@ export function syntheticSnapshot(): string {
     [types.object, S('Fox'), 13, 60, 0],
   ];
   const NF = 5;
-  const P = 2, W = 6; // edge types: property, weak
+  const P = 2,
+    W = 6; // edge types: property, weak
   const edges = [
     [P, S('app'), 1 * NF],
-    [P, S('b'), 2 * NF], [P, S('c'), 3 * NF], [W, S('f'), 6 * NF],
+    [P, S('b'), 2 * NF],
+    [P, S('c'), 3 * NF],
+    [W, S('f'), 6 * NF],
     [P, S('d'), 4 * NF],
     [P, S('d'), 4 * NF],
     [P, S('e'), 5 * NF],
@@ -83,9 +86,35 @@ export function syntheticSnapshot(): string {
     snapshot: {
       meta: {
         node_fields: ['type', 'name', 'id', 'self_size', 'edge_count'],
-        node_types: [['hidden', 'array', 'string', 'object', 'code', 'closure', 'regexp', 'number', 'native', 'synthetic', 'concatenated string', 'sliced string', 'symbol', 'bigint', 'object shape'], 'string', 'number', 'number', 'number'],
+        node_types: [
+          [
+            'hidden',
+            'array',
+            'string',
+            'object',
+            'code',
+            'closure',
+            'regexp',
+            'number',
+            'native',
+            'synthetic',
+            'concatenated string',
+            'sliced string',
+            'symbol',
+            'bigint',
+            'object shape',
+          ],
+          'string',
+          'number',
+          'number',
+          'number',
+        ],
         edge_fields: ['type', 'name_or_index', 'to_node'],
-        edge_types: [['context', 'element', 'property', 'internal', 'hidden', 'shortcut', 'weak'], 'string_or_number', 'node'],
+        edge_types: [
+          ['context', 'element', 'property', 'internal', 'hidden', 'shortcut', 'weak'],
+          'string_or_number',
+          'node',
+        ],
         location_fields: ['object_index', 'script_id', 'line', 'column'],
       },
       node_count: nodes.length,
@@ -112,7 +141,12 @@ export function chainSnapshot(length: number): string {
     if (!last) edges.push(2, 2, (i + 1) * 5);
   }
   const meta = JSON.parse(syntheticSnapshot()).snapshot.meta as unknown;
-  return JSON.stringify({ snapshot: { meta, node_count: length + 1, edge_count: length, trace_function_count: 0 }, nodes, edges, strings: ['', 'Link', 'next'] });
+  return JSON.stringify({
+    snapshot: { meta, node_count: length + 1, edge_count: length, trace_function_count: 0 },
+    nodes,
+    edges,
+    strings: ['', 'Link', 'next'],
+  });
 }
 
 /**

@@ -3,17 +3,40 @@ import { summarizeAllocations, type AllocationNode } from '../src/captures/heapp
 
 let nextId = 1;
 function node(functionName: string, selfSize: number, children: AllocationNode[] = []): AllocationNode {
-  return { id: nextId++, callFrame: { functionName, url: 'file:///app.js', lineNumber: functionName.length, columnNumber: 0, scriptId: '1' }, selfSize, children };
+  return {
+    id: nextId++,
+    callFrame: { functionName, url: 'file:///app.js', lineNumber: functionName.length, columnNumber: 0, scriptId: '1' },
+    selfSize,
+    children,
+  };
 }
 
 describe('allocation profile summary', () => {
-  it('adds up a function\'s bytes across its stacks, and lists stacks innermost first', () => {
-    const profile = { head: node('(root)', 0, [node('handle', 10, [node('cacheSet', 600), node('parse', 100)]), node('tick', 0, [node('cacheSet', 300)])]) };
+  it("adds up a function's bytes across its stacks, and lists stacks innermost first", () => {
+    const profile = {
+      head: node('(root)', 0, [
+        node('handle', 10, [node('cacheSet', 600), node('parse', 100)]),
+        node('tick', 0, [node('cacheSet', 300)]),
+      ]),
+    };
     const summary = summarizeAllocations(profile);
     assert.equal(summary.totalBytes, 1010);
-    assert.deepEqual(summary.topFunctions.map((f) => [f.functionName, f.bytes]), [['cacheSet', 900], ['parse', 100], ['handle', 10]]);
-    assert.deepEqual(summary.topStacks[0]?.stack.map((f) => f.functionName), ['cacheSet', 'handle']);
-    assert.deepEqual(summary.topStacks[1]?.stack.map((f) => f.functionName), ['cacheSet', 'tick']);
+    assert.deepEqual(
+      summary.topFunctions.map((f) => [f.functionName, f.bytes]),
+      [
+        ['cacheSet', 900],
+        ['parse', 100],
+        ['handle', 10],
+      ],
+    );
+    assert.deepEqual(
+      summary.topStacks[0]?.stack.map((f) => f.functionName),
+      ['cacheSet', 'handle'],
+    );
+    assert.deepEqual(
+      summary.topStacks[1]?.stack.map((f) => f.functionName),
+      ['cacheSet', 'tick'],
+    );
     assert.ok(Math.abs((summary.topStacks[0]?.share ?? 0) - 600 / 1010) < 1e-9);
   });
 
@@ -27,7 +50,10 @@ describe('allocation profile summary', () => {
 
   it('throws a clear error for a malformed profile', () => {
     assert.throws(() => summarizeAllocations(null), /Invalid heap profile: no head node/);
-    assert.throws(() => summarizeAllocations({ head: { id: 1, callFrame: {}, selfSize: -1, children: [] } }), /selfSize -1/);
+    assert.throws(
+      () => summarizeAllocations({ head: { id: 1, callFrame: {}, selfSize: -1, children: [] } }),
+      /selfSize -1/,
+    );
     assert.throws(() => summarizeAllocations({ head: { id: 1, callFrame: {}, selfSize: 0 } }), /no children array/);
   });
 });

@@ -4,8 +4,12 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import {
-  AggregationTemporality, InMemoryMetricExporter, MeterProvider, PeriodicExportingMetricReader,
-  type DataPoint, type MetricData,
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  type DataPoint,
+  type MetricData,
 } from '@opentelemetry/sdk-metrics';
 import type { Logger } from '../src/index.js';
 
@@ -14,7 +18,8 @@ export function memoryLogger(): { logger: Logger; lines: Array<Record<string, un
   const lines: Array<Record<string, unknown>> = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString().split('\n'))
+        if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
       done();
     },
   });
@@ -22,7 +27,11 @@ export function memoryLogger(): { logger: Logger; lines: Array<Record<string, un
 }
 
 /** A real MeterProvider with an in-memory exporter; `collect()` forces one export and returns the metrics. */
-export function memoryMetrics(): { meterProvider: MeterProvider; collect(): Promise<MetricData[]>; shutdown(): Promise<void> } {
+export function memoryMetrics(): {
+  meterProvider: MeterProvider;
+  collect(): Promise<MetricData[]>;
+  shutdown(): Promise<void>;
+} {
   const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
   const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
   const meterProvider = new MeterProvider({ readers: [reader] });
@@ -46,7 +55,8 @@ export function findMetric(metrics: MetricData[], name: string): MetricData {
 /** The numeric value of the first point whose attributes include `match`. */
 export function pointValue(metric: MetricData, match: Record<string, unknown> = {}): number {
   const point = (metric.dataPoints as Array<DataPoint<unknown>>).find((p) =>
-    Object.entries(match).every(([k, v]) => p.attributes[k] === v));
+    Object.entries(match).every(([k, v]) => p.attributes[k] === v),
+  );
   if (!point) throw new Error(`no point of ${metric.descriptor.name} with ${JSON.stringify(match)}`);
   if (typeof point.value !== 'number') throw new Error(`${metric.descriptor.name} is not a number metric`);
   return point.value;
@@ -73,7 +83,12 @@ export function spinCpu(ms: number): number {
 }
 
 /** Polls `predicate` until it returns a value, or fails after `timeoutMs` with `what` in the message. */
-export async function waitFor<T>(what: string, predicate: () => T | undefined | Promise<T | undefined>, timeoutMs = 5000, everyMs = 50): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  predicate: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 5000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await predicate();

@@ -13,7 +13,8 @@ async function busyFor(ms: number): Promise<void> {
     const busyTurn = (): void => {
       const until = Date.now() + 20;
       while (Date.now() < until);
-      if (Date.now() < end) setImmediate(busyTurn); else resolve();
+      if (Date.now() < end) setImmediate(busyTurn);
+      else resolve();
     };
     busyTurn();
   });
@@ -35,11 +36,30 @@ export const XSS_RULE = 'loop-busy<script>window.__xss=1</script>';
 export async function makeIncident(): Promise<{ dir: string; events: IncidentEvent[]; probe: Probe; dumpDir: string }> {
   const dumpDir = tempDir('sysprobe-incidents-');
   const probe = await start({
-    logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 150, defaultRules: false, capturesPerMinute: 60,
+    logger: memoryLogger().logger,
+    dumpDir,
+    sampleIntervalMs: 100,
+    stallThresholdMs: 150,
+    defaultRules: false,
+    capturesPerMinute: 60,
     incidents: { quietMs: 2000, beforeMs: 5000 },
     rules: [
-      { name: 'cpu-spike', value: 'cpu.utilization', above: 0.3, forMs: 300, cooldownMs: 500, actions: [{ captureCpuProfile: { durationMs: 400 } }] },
-      { name: XSS_RULE, value: 'eventLoop.utilization', above: 0.5, forMs: 300, cooldownMs: 500, actions: [{ captureCpuProfile: { durationMs: 400 } }, 'captureStack'] },
+      {
+        name: 'cpu-spike',
+        value: 'cpu.utilization',
+        above: 0.3,
+        forMs: 300,
+        cooldownMs: 500,
+        actions: [{ captureCpuProfile: { durationMs: 400 } }],
+      },
+      {
+        name: XSS_RULE,
+        value: 'eventLoop.utilization',
+        above: 0.5,
+        forMs: 300,
+        cooldownMs: 500,
+        actions: [{ captureCpuProfile: { durationMs: 400 } }, 'captureStack'],
+      },
     ],
   });
   const events: IncidentEvent[] = [];
@@ -54,4 +74,3 @@ export async function makeIncident(): Promise<{ dir: string; events: IncidentEve
   const closed = await waitFor('the incident to close', () => events.find((e) => e.phase === 'closed'), 20_000);
   return { dir: closed.dir, events, probe, dumpDir };
 }
-

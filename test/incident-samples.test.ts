@@ -17,7 +17,7 @@ function read(file: string): number[] {
 }
 
 describe('incident samples.json, written by the worker', () => {
-  it('at the open: the recorder\'s samples since the window\'s start', async () => {
+  it("at the open: the recorder's samples since the window's start", async () => {
     const recorder = new FlightRecorder<Sample>(10);
     for (let t = 1; t <= 8; t++) recorder.push(sample(t * 1000));
     const file = path.join(tmp, 'open.json');
@@ -34,7 +34,11 @@ describe('incident samples.json, written by the worker', () => {
     await writeIncidentSamples(recorder, file, 0, 100);
     for (let t = 5; t <= 9; t++) recorder.push(sample(t * 1000)); // the ring now holds 6000…9000 only
     const written = await writeIncidentSamples(recorder, file, 0, 100);
-    assert.deepEqual(read(file), [1000, 2000, 3000, 4000, 6000, 7000, 8000, 9000], 'the ring lost 5000 between the calls: a gap, no duplicate');
+    assert.deepEqual(
+      read(file),
+      [1000, 2000, 3000, 4000, 6000, 7000, 8000, 9000],
+      'the ring lost 5000 between the calls: a gap, no duplicate',
+    );
     assert.equal(written.count, 8);
   });
 
@@ -50,12 +54,18 @@ describe('incident samples.json, written by the worker', () => {
   it('starts over from a file that is not an array of samples, and fails with the error of an unwritable folder', async () => {
     const recorder = new FlightRecorder<Sample>(5);
     recorder.push(sample(42));
-    for (const [name, text] of [['garbage.json', 'not json'], ['object.json', '{"time":1}'], ['strings.json', '["a"]']]) {
+    for (const [name, text] of [
+      ['garbage.json', 'not json'],
+      ['object.json', '{"time":1}'],
+      ['strings.json', '["a"]'],
+    ]) {
       const file = path.join(tmp, name!);
       fs.writeFileSync(file, text!);
       assert.equal((await writeIncidentSamples(recorder, file, 0, 10)).count, 1, name);
       assert.deepEqual(read(file), [42]);
     }
-    await assert.rejects(writeIncidentSamples(recorder, path.join(tmp, 'no-such-dir', 'samples.json'), 0, 10), { code: 'ENOENT' });
+    await assert.rejects(writeIncidentSamples(recorder, path.join(tmp, 'no-such-dir', 'samples.json'), 0, 10), {
+      code: 'ENOENT',
+    });
   });
 });

@@ -14,21 +14,30 @@ function readManifest(dir: string): IncidentManifest {
 describe('incidents', function () {
   this.timeout(40_000);
   let made: Awaited<ReturnType<typeof makeIncident>>;
-  before(async () => { made = await makeIncident(); });
-  after(async () => { await made?.probe.stop(); });
+  before(async () => {
+    made = await makeIncident();
+  });
+  after(async () => {
+    await made?.probe.stop();
+  });
 
   it('opens one incident for a stall and a CPU spike, and the concurrent firings join it', () => {
     const manifest = readManifest(made.dir);
     assert.equal(manifest.status, 'closed');
     // The stall and the rules its busy loop fires arrive in either order; all join one incident.
-    for (const rule of ['stall', 'cpu-spike', XSS_RULE]) assert.ok(manifest.rules.includes(rule), `${rule} in ${JSON.stringify(manifest.rules)}`);
+    for (const rule of ['stall', 'cpu-spike', XSS_RULE])
+      assert.ok(manifest.rules.includes(rule), `${rule} in ${JSON.stringify(manifest.rules)}`);
     assert.equal(made.events.filter((e) => e.phase === 'open').length, 1, 'one incident, not one per trigger');
     assert.ok(made.events.some((e) => e.phase === 'update' && e.trigger?.rule === 'cpu-spike'));
     const listed = made.probe.incidents();
     assert.equal(listed.length, 1);
     assert.deepEqual([listed[0]?.id, listed[0]?.status], [manifest.id, 'closed']);
     assert.equal(path.basename(made.dir), manifest.id);
-    assert.match(manifest.id, /^\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z-[a-z0-9._-]+$/i, 'a stamp and the first rule, made safe for a folder name');
+    assert.match(
+      manifest.id,
+      /^\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z-[a-z0-9._-]+$/i,
+      'a stamp and the first rule, made safe for a folder name',
+    );
   });
 
   it('writes the manifest fields: triggers with values, times, service, pid, host, versions', () => {
@@ -36,7 +45,10 @@ describe('incidents', function () {
     const stall = manifest.triggers.find((t) => t.kind === 'stall');
     assert.ok(stall && stall.observed >= 350 && stall.threshold === 150, JSON.stringify(stall));
     const spike = manifest.triggers.find((t) => t.rule === 'cpu-spike');
-    assert.ok(spike && spike.observed > 0.3 && spike.threshold === 0.3 && spike.value === 'cpu.utilization', JSON.stringify(spike));
+    assert.ok(
+      spike && spike.observed > 0.3 && spike.threshold === 0.3 && spike.value === 'cpu.utilization',
+      JSON.stringify(spike),
+    );
     assert.equal(manifest.pid, process.pid);
     assert.equal(manifest.hostname, os.hostname());
     assert.equal(manifest.versions.node, process.version);
@@ -50,15 +62,29 @@ describe('incidents', function () {
   it('holds every capture inside the folder, one per kind', () => {
     const manifest = readManifest(made.dir);
     const kinds = manifest.captures.map((c) => c.kind);
-    assert.equal(kinds.filter((k) => k === 'cpu-profile').length, 1, `one CPU profile for two firings: ${kinds.join(', ')}`);
-    for (const kind of ['stall-stack', 'cpu-profile', 'cpu-profile-pprof', 'cpu-profile-sidecar', 'rule-stack']) assert.ok(kinds.includes(kind), `${kind} in ${kinds.join(', ')}`);
+    assert.equal(
+      kinds.filter((k) => k === 'cpu-profile').length,
+      1,
+      `one CPU profile for two firings: ${kinds.join(', ')}`,
+    );
+    for (const kind of ['stall-stack', 'cpu-profile', 'cpu-profile-pprof', 'cpu-profile-sidecar', 'rule-stack'])
+      assert.ok(kinds.includes(kind), `${kind} in ${kinds.join(', ')}`);
     for (const capture of manifest.captures) {
       const stat = fs.statSync(path.join(made.dir, capture.file));
       assert.equal(stat.size, capture.bytes, capture.file);
     }
-    assert.ok(manifest.notTaken.some((n) => n.includes('cpuProfile: already taken for the open incident')), JSON.stringify(manifest.notTaken));
-    const stack = JSON.parse(fs.readFileSync(path.join(made.dir, 'stall-stack.json'), 'utf8')) as { frames: Array<{ functionName: string }>; durationMs: number };
-    assert.ok(stack.frames.some((f) => f.functionName === 'stallInJs'), JSON.stringify(stack.frames.slice(0, 3)));
+    assert.ok(
+      manifest.notTaken.some((n) => n.includes('cpuProfile: already taken for the open incident')),
+      JSON.stringify(manifest.notTaken),
+    );
+    const stack = JSON.parse(fs.readFileSync(path.join(made.dir, 'stall-stack.json'), 'utf8')) as {
+      frames: Array<{ functionName: string }>;
+      durationMs: number;
+    };
+    assert.ok(
+      stack.frames.some((f) => f.functionName === 'stallInJs'),
+      JSON.stringify(stack.frames.slice(0, 3)),
+    );
     assert.ok(!fs.existsSync(path.join(made.dir, '.open')), 'the open marker goes at the close');
   });
 
@@ -68,15 +94,35 @@ describe('incidents', function () {
     const first = Math.min(...manifest.triggers.map((t) => t.at));
     const last = Math.max(...manifest.triggers.map((t) => t.at));
     assert.ok(samples.filter((s) => s.time < first).length >= 3, 'samples before the trigger');
-    assert.ok(samples.some((s) => s.time > last + 1000), 'samples after the last trigger, up to the close');
+    assert.ok(
+      samples.some((s) => s.time > last + 1000),
+      'samples after the last trigger, up to the close',
+    );
     assert.equal(manifest.samples?.count, samples.length);
-    const logs = fs.readFileSync(path.join(made.dir, 'logs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { msg: string; app?: string; time: number });
+    const logs = fs
+      .readFileSync(path.join(made.dir, 'logs.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { msg: string; app?: string; time: number });
     const messages = logs.map((l) => l.msg);
-    for (const msg of ['event loop stalled', 'sysprobe rule fired', 'sysprobe opened an incident', 'before the stall', 'after the spike']) {
+    for (const msg of [
+      'event loop stalled',
+      'sysprobe rule fired',
+      'sysprobe opened an incident',
+      'before the stall',
+      'after the spike',
+    ]) {
       assert.ok(messages.includes(msg), `${msg} in ${messages.join(' | ')}`);
     }
-    assert.ok(logs.every((l) => l.time <= manifest.closedAt!), 'nothing after the close');
-    assert.deepEqual(manifest.logTraceIds, ['4bf92f3577b34da6a3ce929d0e0e4736'], 'the trace id an app log line carried');
+    assert.ok(
+      logs.every((l) => l.time <= manifest.closedAt!),
+      'nothing after the close',
+    );
+    assert.deepEqual(
+      manifest.logTraceIds,
+      ['4bf92f3577b34da6a3ce929d0e0e4736'],
+      'the trace id an app log line carried',
+    );
   });
 
   it('closes after quietMs without a trigger', () => {
@@ -123,17 +169,30 @@ describe('incidents: bounded without captures', () => {
       fs.mkdirSync(old, { recursive: true });
       fs.writeFileSync(path.join(old, 'manifest.json'), '{}');
     }
-    const probe = await start({ logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 100, defaultRules: false, incidents: { quietMs: 60_000 } });
+    const probe = await start({
+      logger: memoryLogger().logger,
+      dumpDir,
+      sampleIntervalMs: 100,
+      stallThresholdMs: 100,
+      defaultRules: false,
+      incidents: { quietMs: 60_000 },
+    });
     try {
       const opened: string[] = [];
-      probe.on('incident', (e: { phase: string; dir: string }) => { if (e.phase === 'open') opened.push(e.dir); });
+      probe.on('incident', (e: { phase: string; dir: string }) => {
+        if (e.phase === 'open') opened.push(e.dir);
+      });
       const until = Date.now() + 300;
       while (Date.now() < until);
       const dir = await waitFor('the incident', () => opened[0], 5000);
-      const left = await waitFor('the rotation', () => {
-        const names = fs.readdirSync(path.join(dumpDir, 'incidents'));
-        return names.length <= 20 ? names : undefined;
-      }, 5000);
+      const left = await waitFor(
+        'the rotation',
+        () => {
+          const names = fs.readdirSync(path.join(dumpDir, 'incidents'));
+          return names.length <= 20 ? names : undefined;
+        },
+        5000,
+      );
       assert.equal(left.length, 20, 'the default maxFiles of the dump directory');
       assert.ok(left.includes(path.basename(dir)), 'the open incident stays');
       assert.ok(!left.includes('2020-01-01T000000.000Z-stall'), 'the oldest went first');
@@ -146,17 +205,29 @@ describe('incidents: bounded without captures', () => {
 describe('incidents: the option', () => {
   it('refuses bad incident options at start() with a message naming the field', async () => {
     const refused = async (incidents: unknown, mentions: RegExp) =>
-      assert.rejects(start({ logger: memoryLogger().logger, incidents } as never), (err: Error & { code?: string }) =>
-        err.code === 'SYSPROBE_ERR_INVALID_OPTION' && mentions.test(err.message));
+      assert.rejects(
+        start({ logger: memoryLogger().logger, incidents } as never),
+        (err: Error & { code?: string }) => err.code === 'SYSPROBE_ERR_INVALID_OPTION' && mentions.test(err.message),
+      );
     await refused('yes', /Option incidents must be true, false or an object/);
     await refused({ quietMs: 5 }, /incidents\.quietMs must be an integer from 100/);
     await refused({ after: 1 }, /Unknown option incidents\.after/);
-    await refused({ quietMs: 5000, maxOpenMs: 1000 }, /incidents\.maxOpenMs \(1000\) must be at least incidents\.quietMs/);
+    await refused(
+      { quietMs: 5000, maxOpenMs: 1000 },
+      /incidents\.maxOpenMs \(1000\) must be at least incidents\.quietMs/,
+    );
   });
 
   it('with incidents: false, a stall writes no incident', async () => {
     const dumpDir = tempDir('sysprobe-no-incidents-');
-    const probe = await start({ logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 100, defaultRules: false, incidents: false });
+    const probe = await start({
+      logger: memoryLogger().logger,
+      dumpDir,
+      sampleIntervalMs: 100,
+      stallThresholdMs: 100,
+      defaultRules: false,
+      incidents: false,
+    });
     try {
       const stalls: unknown[] = [];
       probe.on('stall', (e) => stalls.push(e));

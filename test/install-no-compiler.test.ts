@@ -19,10 +19,12 @@ const BUILD_TOOLS = ['cc', 'gcc', 'g++', 'c++', 'clang', 'make', 'python', 'pyth
 
 /** Making the prebuilds (the packer's job) needs what the installing machine must not. */
 const PACKER_TOOLS: Requirement = {
-  name: 'a compiler, make and python3 to make the prebuilds (the packer\'s side)',
+  name: "a compiler, make and python3 to make the prebuilds (the packer's side)",
   missing: () => {
-    if (process.platform !== 'linux' || process.arch !== 'x64') return `prebuilds are made for linux-x64 only, not ${process.platform}-${process.arch}`;
-    for (const tool of ['g++', 'make', 'python3']) if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).error) return `${tool} is missing`;
+    if (process.platform !== 'linux' || process.arch !== 'x64')
+      return `prebuilds are made for linux-x64 only, not ${process.platform}-${process.arch}`;
+    for (const tool of ['g++', 'make', 'python3'])
+      if (spawnSync(tool, ['--version'], { stdio: 'ignore' }).error) return `${tool} is missing`;
     return hostNpm() ? undefined : 'no npm on PATH';
   },
   install: 'apt-get install g++ make python3',
@@ -52,11 +54,20 @@ describe('install without a compiler: the packed tarball on this node', function
     work = tempDir('sysprobe-install-');
     // The packer's side: prebuilds for every ABI (kept when newer than their sources), then the tarball.
     execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'prebuild.js')], { cwd: ROOT, stdio: 'pipe' });
-    const packed = JSON.parse(execFileSync(process.execPath, [hostNpm()!.cli, 'pack', '--ignore-scripts', '--json', '--pack-destination', work],
-      { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    const packed = JSON.parse(
+      execFileSync(
+        process.execPath,
+        [hostNpm()!.cli, 'pack', '--ignore-scripts', '--json', '--pack-destination', work],
+        { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+      ),
+    ) as Array<{ filename: string; files: Array<{ path: string }> }>;
     const tarball = path.join(work, packed[0]!.filename);
     const shipped = packed[0]!.files.map((f) => f.path);
-    for (const name of ['loop_watch.napi.glibc.node', 'heap_scan.napi.glibc.node', `gc_stats.abi${process.versions.modules}.glibc.node`]) {
+    for (const name of [
+      'loop_watch.napi.glibc.node',
+      'heap_scan.napi.glibc.node',
+      `gc_stats.abi${process.versions.modules}.glibc.node`,
+    ]) {
       assert.ok(shipped.includes(`prebuilds/linux-x64/${name}`), `the tarball ships ${name}`);
     }
 
@@ -66,20 +77,32 @@ describe('install without a compiler: the packed tarball on this node', function
     env = { PATH: bin, HOME: process.env.HOME, npm_config_cache: path.join(process.env.HOME ?? work, '.npm') };
     if (process.env.NODE_EXTRA_CA_CERTS) env.NODE_EXTRA_CA_CERTS = process.env.NODE_EXTRA_CA_CERTS;
     for (const tool of BUILD_TOOLS) {
-      assert.ok(spawnSync(tool, ['--version'], { env, stdio: 'ignore' }).error, `${tool} cannot be found on the slim PATH`);
+      assert.ok(
+        spawnSync(tool, ['--version'], { env, stdio: 'ignore' }).error,
+        `${tool} cannot be found on the slim PATH`,
+      );
     }
     app = path.join(work, 'app');
     fs.mkdirSync(app);
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
-    installLog = execFileSync(path.join(bin, 'npm'), ['install', tarball, '--foreground-scripts', '--no-audit', '--no-fund', '--prefer-offline'],
-      { cwd: app, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 240_000 });
+    installLog = execFileSync(
+      path.join(bin, 'npm'),
+      ['install', tarball, '--foreground-scripts', '--no-audit', '--no-fund', '--prefer-offline'],
+      { cwd: app, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 240_000 },
+    );
   });
 
-  after(() => { if (work) fs.rmSync(work, { recursive: true, force: true }); });
+  after(() => {
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
 
   it('finds every prebuild before trying a build: nothing is compiled', () => {
     for (const name of ['loop_watch', 'heap_scan', 'gc_stats']) {
-      assert.match(installLog, new RegExp(`sysprobe: ${name}: loaded prebuilds/linux-x64/${name}\\.`), `${name} from its prebuild:\n${installLog}`);
+      assert.match(
+        installLog,
+        new RegExp(`sysprobe: ${name}: loaded prebuilds/linux-x64/${name}\\.`),
+        `${name} from its prebuild:\n${installLog}`,
+      );
     }
     assert.doesNotMatch(installLog, /built from source|not available/);
     assert.ok(!fs.existsSync(path.join(app, 'node_modules', 'sysprobe', 'build')), 'no build folder');
@@ -88,17 +111,36 @@ describe('install without a compiler: the packed tarball on this node', function
   it("start({ serviceName }) resolves to a probe whose loopWatch is 'native'", () => {
     const script = `require('sysprobe').start({ serviceName: 'install-test', logger: require('pino')({ level: 'silent' }) })
       .then(async (probe) => { console.log(JSON.stringify({ loopWatch: probe.loopWatch })); await probe.stop(); });`;
-    const out = execFileSync(path.join(work, 'bin', 'node'), ['-e', script], { cwd: app, env, encoding: 'utf8', timeout: 30_000 });
+    const out = execFileSync(path.join(work, 'bin', 'node'), ['-e', script], {
+      cwd: app,
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     assert.deepEqual(JSON.parse(out.trim().split('\n').pop()!), { loopWatch: 'native' });
   });
 
   it('sysprobe doctor --json prints one JSON document: this node, and each native part loaded', () => {
-    const out = execFileSync(path.join(work, 'bin', 'node'), [path.join(app, 'node_modules', '.bin', 'sysprobe'), 'doctor', '--json'],
-      { cwd: app, env, encoding: 'utf8', timeout: 30_000 });
-    const report = JSON.parse(out) as { node: { version: string }; loopWatch: string; native: Array<{ name: string; loaded: boolean; reason: string }> };
+    const out = execFileSync(
+      path.join(work, 'bin', 'node'),
+      [path.join(app, 'node_modules', '.bin', 'sysprobe'), 'doctor', '--json'],
+      { cwd: app, env, encoding: 'utf8', timeout: 30_000 },
+    );
+    const report = JSON.parse(out) as {
+      node: { version: string };
+      loopWatch: string;
+      native: Array<{ name: string; loaded: boolean; reason: string }>;
+    };
     assert.equal(report.node.version, process.version);
     assert.equal(report.loopWatch, 'native');
-    assert.deepEqual(report.native.map((p) => [p.name, p.loaded]), [['loop_watch', true], ['gc_stats', true], ['heap_scan', true]]);
+    assert.deepEqual(
+      report.native.map((p) => [p.name, p.loaded]),
+      [
+        ['loop_watch', true],
+        ['gc_stats', true],
+        ['heap_scan', true],
+      ],
+    );
     for (const p of report.native) assert.match(p.reason, /prebuilds\/linux-x64/);
   });
 });

@@ -12,7 +12,11 @@ const ROOT = path.resolve(__dirname, '..', '..');
 /** Runs a script in a fresh node process from the package root; resolves with its stdout and how long it took. */
 async function node(args: string[], timeoutMs = 15_000): Promise<{ stdout: string; ms: number }> {
   const t0 = Date.now();
-  const { stdout } = await run(process.execPath, args, { cwd: ROOT, timeout: timeoutMs, env: { ...process.env, SYSPROBE_LOG_LEVEL: 'silent' } });
+  const { stdout } = await run(process.execPath, args, {
+    cwd: ROOT,
+    timeout: timeoutMs,
+    env: { ...process.env, SYSPROBE_LOG_LEVEL: 'silent' },
+  });
   return { stdout, ms: Date.now() - t0 };
 }
 
@@ -42,9 +46,18 @@ describe('lifecycle', () => {
         console.log(JSON.stringify({ before, after: process.getActiveResourcesInfo(), samples, created, left: [...live.values()] }));
       })();`;
     const { stdout } = await node(['-e', script]);
-    const result = JSON.parse(stdout.trim()) as { before: string[]; after: string[]; samples: number; created: string[]; left: string[] };
+    const result = JSON.parse(stdout.trim()) as {
+      before: string[];
+      after: string[];
+      samples: number;
+      created: string[];
+      left: string[];
+    };
     assert.ok(result.samples >= 2, `${result.samples} samples while running`);
-    assert.ok(result.created.includes('Timeout') && result.created.includes('WORKER'), `created: ${result.created.join(', ')}`);
+    assert.ok(
+      result.created.includes('Timeout') && result.created.includes('WORKER'),
+      `created: ${result.created.join(', ')}`,
+    );
     assert.deepEqual(result.left, [], 'every resource created since start() was destroyed by stop()');
     const notStdio = (types: string[]): string[] => types.filter((t) => t !== 'PipeWrap' && t !== 'TTYWrap');
     assert.deepEqual(notStdio(result.after), notStdio(result.before));
@@ -96,7 +109,10 @@ describe('lifecycle', () => {
     const { stdout } = await node(['-e', script]);
     const result = JSON.parse(stdout.trim()) as { refused: string; kind: string; why: string; main: string };
     assert.equal(result.main, 'native');
-    assert.match(result.refused, /^SYSPROBE_ERR_UNSUPPORTED: Option loopWatch is 'native' but another thread of this process already watches its loop natively/);
+    assert.match(
+      result.refused,
+      /^SYSPROBE_ERR_UNSUPPORTED: Option loopWatch is 'native' but another thread of this process already watches its loop natively/,
+    );
     assert.equal(result.kind, 'heartbeat');
     assert.match(result.why, /another thread/);
   });
@@ -111,18 +127,31 @@ describe('lifecycle', () => {
   });
 
   it('a process that never calls stop() is not kept alive by sysprobe', async () => {
-    const { ms } = await node(['-e', `require('sysprobe').start({ serviceName: 'no-stop' }).then(() => console.log('started'))`]);
+    const { ms } = await node([
+      '-e',
+      `require('sysprobe').start({ serviceName: 'no-stop' }).then(() => console.log('started'))`,
+    ]);
     assert.ok(ms < 5000, `took ${ms} ms`);
   });
 
   it('loads from ESM (import) and CommonJS (require) as one package', async () => {
-    const esm = await node(['--input-type=module', '-e',
+    const esm = await node([
+      '--input-type=module',
+      '-e',
       `import { start, SysprobeError, ErrorCode } from 'sysprobe'; import * as all from 'sysprobe'; import { createRequire } from 'node:module';
        const cjs = createRequire(import.meta.url)('sysprobe');
        const probe = await start({ serviceName: 'esm' });
        console.log(JSON.stringify({ same: cjs.start === start, names: Object.keys(all).filter((k) => k !== 'default').sort(), cjsNames: Object.keys(cjs).sort(), code: ErrorCode.INVALID_OPTION, isError: new SysprobeError(ErrorCode.TIMEOUT, 'x') instanceof Error, samples: (await probe.recent()).length >= 0 }));
-       await probe.stop();`]);
-    const result = JSON.parse(esm.stdout.trim()) as { same: boolean; names: string[]; cjsNames: string[]; code: string; isError: boolean; samples: boolean };
+       await probe.stop();`,
+    ]);
+    const result = JSON.parse(esm.stdout.trim()) as {
+      same: boolean;
+      names: string[];
+      cjsNames: string[];
+      code: string;
+      isError: boolean;
+      samples: boolean;
+    };
     assert.equal(result.same, true, 'ESM and CJS share one module instance');
     assert.deepEqual(result.names, result.cjsNames, 'the ESM door exports every CommonJS export');
     assert.equal(result.code, 'SYSPROBE_ERR_INVALID_OPTION');
@@ -165,9 +194,14 @@ describe('lifecycle', () => {
     const probe = await start({ sampleIntervalMs: 100, stallThresholdMs: 50, logger });
     try {
       let calls = 0;
-      probe.on('stall', () => { calls += 1; throw new Error('listener bug'); });
+      probe.on('stall', () => {
+        calls += 1;
+        throw new Error('listener bug');
+      });
       blockFor(400);
-      const logged = await waitFor('the listener failure log', () => lines.find((l) => l.msg === 'a sysprobe event listener threw'));
+      const logged = await waitFor('the listener failure log', () =>
+        lines.find((l) => l.msg === 'a sysprobe event listener threw'),
+      );
       assert.equal(calls, 1);
       assert.equal((logged.err as { message?: string }).message, 'listener bug');
       assert.ok((await probe.recent()).length > 0, 'still answering');

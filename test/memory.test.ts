@@ -32,10 +32,13 @@ describe('heap snapshots', () => {
       assert.ok((sidecar.heapUsed as number) > 0 && sidecar.pid === process.pid);
       assert.ok(result.pauseMs > 0);
       assert.equal(sidecar.pauseMs, Math.round(result.pauseMs), 'the pause is in the sidecar');
-      assert.deepEqual(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')), []);
+      assert.deepEqual(
+        fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')),
+        [],
+      );
       // The snapshot's own pause is a stall, reported as such but not captured: the worker knew.
       assert.ok(result.pauseMs > 300, `the snapshot paused the loop ${result.pauseMs} ms`);
-      const stall = await waitFor('the snapshot\'s stall', () => stalls[0]);
+      const stall = await waitFor("the snapshot's stall", () => stalls[0]);
       assert.equal(stall.capture.how, 'skipped');
       assert.match(stall.capture.reason ?? '', /heap snapshot/);
     } finally {
@@ -43,24 +46,36 @@ describe('heap snapshots', () => {
     }
   });
 
-  it('a snapshot\'s own pause does not fire event-loop rules; a real stall of the same length does', async () => {
+  it("a snapshot's own pause does not fire event-loop rules; a real stall of the same length does", async () => {
     const probe = await start({
-      logger: memoryLogger().logger, dumpDir: tmpDir('sysprobe-selfpause-'), sampleIntervalMs: 100, defaultRules: false,
-      rules: [{ name: 'lagging', value: 'eventLoop.lagMaxMs', above: 150, forMs: 0, cooldownMs: 0, actions: [() => {}] }],
+      logger: memoryLogger().logger,
+      dumpDir: tmpDir('sysprobe-selfpause-'),
+      sampleIntervalMs: 100,
+      defaultRules: false,
+      rules: [
+        { name: 'lagging', value: 'eventLoop.lagMaxMs', above: 150, forMs: 0, cooldownMs: 0, actions: [() => {}] },
+      ],
     });
     const fired: string[] = [];
     probe.on('rule', (e: { firing: { rule: string } }) => fired.push(e.firing.rule));
     try {
       const { pauseMs } = await probe.captureHeapSnapshot();
       assert.ok(pauseMs > 150, `the snapshot paused the loop ${pauseMs} ms`);
-      const paused = await waitFor('the sample with the pause', async () => (await probe.recent()).find((s) => s.selfPaused && (s.eventLoop?.lagMaxMs ?? 0) > 150));
+      const paused = await waitFor('the sample with the pause', async () =>
+        (await probe.recent()).find((s) => s.selfPaused && (s.eventLoop?.lagMaxMs ?? 0) > 150),
+      );
       assert.ok(paused.eventLoop!.lagMaxMs > 150, 'the pause is still in the figures (metrics show it)');
       await new Promise((resolve) => setTimeout(resolve, 300));
       await probe.recent();
-      assert.deepEqual(fired, [], 'no rule fired for sysprobe\'s own pause');
+      assert.deepEqual(fired, [], "no rule fired for sysprobe's own pause");
       const end = Date.now() + Math.max(300, pauseMs);
-      while (Date.now() < end) { /* the app's own stall */ }
-      await waitFor('the rule on a real stall', async () => { await probe.recent(); return fired.some((rule) => rule === 'lagging'); });
+      while (Date.now() < end) {
+        /* the app's own stall */
+      }
+      await waitFor('the rule on a real stall', async () => {
+        await probe.recent();
+        return fired.some((rule) => rule === 'lagging');
+      });
     } finally {
       await probe.stop();
     }
@@ -68,7 +83,12 @@ describe('heap snapshots', () => {
 
   it('the heapdump backend writes the same kind of file, on the main thread only', async () => {
     const dumpDir = tmpDir('sysprobe-heapdump-');
-    const probe = await start({ logger: memoryLogger().logger, dumpDir, defaultRules: false, heapSnapshotWriter: 'heapdump' });
+    const probe = await start({
+      logger: memoryLogger().logger,
+      dumpDir,
+      defaultRules: false,
+      heapSnapshotWriter: 'heapdump',
+    });
     try {
       const result = await probe.captureHeapSnapshot();
       assert.match(fs.readFileSync(result.file).subarray(0, 40).toString(), /^\{"snapshot":\{"meta"/);
@@ -79,12 +99,18 @@ describe('heap snapshots', () => {
     }
     // In a worker thread, start() refuses it: heapdump is not safe there.
     const code = await new Promise<unknown>((resolve, reject) => {
-      const worker = new Worker(`
+      const worker = new Worker(
+        `
         const { parentPort } = require('node:worker_threads');
         require(${JSON.stringify(path.join(__dirname, '..', 'src', 'index.js'))}).start({ heapSnapshotWriter: 'heapdump', logger: undefined })
           .then((p) => p.stop().then(() => parentPort.postMessage('started')), (err) => parentPort.postMessage(err.code));
-      `, { eval: true });
-      worker.once('message', (m) => { resolve(m); void worker.terminate(); });
+      `,
+        { eval: true },
+      );
+      worker.once('message', (m) => {
+        resolve(m);
+        void worker.terminate();
+      });
       worker.once('error', reject);
     });
     assert.equal(code, 'SYSPROBE_ERR_UNSUPPORTED');
@@ -93,30 +119,54 @@ describe('heap snapshots', () => {
   describe('refusals: each logs its reason, writes nothing, and the process goes on', () => {
     const roomy: MemoryState = { heapUsed: 50 * MB, heapLimit: 4096 * MB, available: 8192 * MB };
 
-    async function refusedWith(memory: MemoryState, perDay: number, statfs: StatFs | undefined, mentions: RegExp, before = 0): Promise<void> {
+    async function refusedWith(
+      memory: MemoryState,
+      perDay: number,
+      statfs: StatFs | undefined,
+      mentions: RegExp,
+      before = 0,
+    ): Promise<void> {
       const dir = tmpDir('sysprobe-refuse-');
       const { logger, lines } = memoryLogger();
       const sink = new FileSink({ dir, ...(statfs ? { statfs } : {}) });
       const snapshots = new HeapSnapshots(sink, { perDay }, logger, () => memory);
       for (let i = 0; i < before; i++) await snapshots.capture({ trigger: 'test' });
-      await assert.rejects(snapshots.capture({ trigger: 'test' }), (err: Error & { code?: string }) =>
-        err.code === 'SYSPROBE_ERR_CAPTURE_FAILED' && mentions.test(err.message));
-      assert.ok(lines.some((l) => /refused a heap snapshot|heap snapshot failed/.test(String(l.msg))), 'logged');
-      assert.equal(fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length, before, 'nothing more written');
+      await assert.rejects(
+        snapshots.capture({ trigger: 'test' }),
+        (err: Error & { code?: string }) => err.code === 'SYSPROBE_ERR_CAPTURE_FAILED' && mentions.test(err.message),
+      );
+      assert.ok(
+        lines.some((l) => /refused a heap snapshot|heap snapshot failed/.test(String(l.msg))),
+        'logged',
+      );
+      assert.equal(
+        fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length,
+        before,
+        'nothing more written',
+      );
     }
 
-    it('too little heap headroom', () => refusedWith({ ...roomy, heapUsed: 3900 * MB }, 3, undefined, /too close to its limit/));
-    it('too little memory left in the system', () => refusedWith({ ...roomy, available: 60 * MB }, 3, undefined, /too little memory left/));
-    it('too little disk', () => refusedWith(roomy, 3, async () => ({ bavail: 100, bsize: 4096 }), /bytes free, and it needs/));
+    it('too little heap headroom', () =>
+      refusedWith({ ...roomy, heapUsed: 3900 * MB }, 3, undefined, /too close to its limit/));
+    it('too little memory left in the system', () =>
+      refusedWith({ ...roomy, available: 60 * MB }, 3, undefined, /too little memory left/));
+    it('too little disk', () =>
+      refusedWith(roomy, 3, async () => ({ bavail: 100, bsize: 4096 }), /bytes free, and it needs/));
     it('a snapshot expected to outgrow the dump limit is refused before the pause, not deleted after it', async () => {
       const dir = tmpDir('sysprobe-refuse-');
-      const snapshots = new HeapSnapshots(new FileSink({ dir, maxBytes: 50 * MB }), { perDay: 3 }, memoryLogger().logger, () => roomy);
+      const snapshots = new HeapSnapshots(
+        new FileSink({ dir, maxBytes: 50 * MB }),
+        { perDay: 3 },
+        memoryLogger().logger,
+        () => roomy,
+      );
       const started = Date.now();
       await assert.rejects(snapshots.capture({ trigger: 'test' }), /about 104857600 bytes are expected, over maxBytes/);
       assert.ok(Date.now() - started < 200, 'no snapshot was taken');
       assert.deepEqual(fs.readdirSync(dir), []);
     });
-    it('the daily budget spent', () => refusedWith(roomy, 1, undefined, /budget of 1 heap snapshots per 24 hours is spent/, 1));
+    it('the daily budget spent', () =>
+      refusedWith(roomy, 1, undefined, /budget of 1 heap snapshots per 24 hours is spent/, 1));
   });
 });
 
@@ -127,14 +177,25 @@ describe('bounded caches through the probe', () => {
     try {
       const cache = probe.cache<string, string>('users', { max: 3, ttlMs: 60_000 });
       for (let i = 0; i < 10; i++) {
-        await cache.getOrLoad(`user-${i}`, (key) => { if (i % 3 === 0) throw new Error('backend down'); return `value of ${key}`; }).catch(() => undefined);
+        await cache
+          .getOrLoad(`user-${i}`, (key) => {
+            if (i % 3 === 0) throw new Error('backend down');
+            return `value of ${key}`;
+          })
+          .catch(() => undefined);
       }
       assert.ok(cache.size <= 3);
       assert.equal(cache.get('user-9'), undefined, 'a failed load leaves nothing');
       assert.equal(cache.has('user-8'), true);
       cache.get('user-8');
       const exported = await metrics.collect();
-      assert.equal(pointValue(findMetric(exported, 'sysprobe.cache.size'), { 'sysprobe.cache': 'users', 'sysprobe.cache.kind': 'bounded' }), cache.size);
+      assert.equal(
+        pointValue(findMetric(exported, 'sysprobe.cache.size'), {
+          'sysprobe.cache': 'users',
+          'sysprobe.cache.kind': 'bounded',
+        }),
+        cache.size,
+      );
       const ops = findMetric(exported, 'sysprobe.cache.operations');
       assert.equal(pointValue(ops, { 'sysprobe.cache': 'users', 'sysprobe.cache.result': 'load_failure' }), 4);
       assert.equal(pointValue(ops, { 'sysprobe.cache': 'users', 'sysprobe.cache.result': 'hit' }), 1);
@@ -146,7 +207,7 @@ describe('bounded caches through the probe', () => {
     }
   });
 
-  it('probe.watchCache reports an app\'s own Map and trims it to its hard limit each sample', async () => {
+  it("probe.watchCache reports an app's own Map and trims it to its hard limit each sample", async () => {
     const metrics = memoryMetrics();
     const { logger, lines } = memoryLogger();
     const probe = await start({ logger, meterProvider: metrics.meterProvider, sampleIntervalMs: 100 });
@@ -159,13 +220,25 @@ describe('bounded caches through the probe', () => {
       await new Promise((resolve) => setTimeout(resolve, 350));
       // Over the limit once, trimmed at once: one alert, one log line, for the whole episode.
       assert.deepEqual(alerts, [{ name: 'sessions', reason: 'overLimit', size: 500, growth: 0, evicted: 400 }]);
-      assert.equal(lines.filter((l) => l.msg === 'sysprobe watched cache is over its limit' && l.name === 'sessions').length, 1);
+      assert.equal(
+        lines.filter((l) => l.msg === 'sysprobe watched cache is over its limit' && l.name === 'sessions').length,
+        1,
+      );
       assert.equal(sessions.size, 100);
       assert.equal(sessions.has(0), false, 'the oldest went');
       assert.equal(sessions.has(499), true, 'the newest stayed');
       const exported = await metrics.collect();
-      assert.equal(pointValue(findMetric(exported, 'sysprobe.cache.size'), { 'sysprobe.cache': 'sessions', 'sysprobe.cache.kind': 'watched' }), 100);
-      assert.equal(pointValue(findMetric(exported, 'sysprobe.cache.watched.evicted'), { 'sysprobe.cache': 'sessions' }), 400);
+      assert.equal(
+        pointValue(findMetric(exported, 'sysprobe.cache.size'), {
+          'sysprobe.cache': 'sessions',
+          'sysprobe.cache.kind': 'watched',
+        }),
+        100,
+      );
+      assert.equal(
+        pointValue(findMetric(exported, 'sysprobe.cache.watched.evicted'), { 'sysprobe.cache': 'sessions' }),
+        400,
+      );
     } finally {
       await probe.stop();
       await metrics.shutdown();
@@ -178,13 +251,36 @@ describe('a leak, end to end', () => {
     this.timeout(60_000);
     const dumpDir = tmpDir('sysprobe-leak-');
     const probe = await start({
-      logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, growthWindowMs: 10_000, heapSnapshotsPerDay: 2, defaultRules: false,
+      logger: memoryLogger().logger,
+      dumpDir,
+      sampleIntervalMs: 100,
+      growthWindowMs: 10_000,
+      heapSnapshotsPerDay: 2,
+      defaultRules: false,
       incidents: { heapDiff: true },
-      rules: [{ name: 'leak', value: 'memory.heapGrowthPerMin', above: 20 * MB, forMs: 1000, cooldownMs: 1000, actions: ['captureHeapSnapshot'] }],
+      rules: [
+        {
+          name: 'leak',
+          value: 'memory.heapGrowthPerMin',
+          above: 20 * MB,
+          forMs: 1000,
+          cooldownMs: 1000,
+          actions: ['captureHeapSnapshot'],
+        },
+      ],
     });
-    const events: Array<{ heapSnapshot?: { file: string; sidecarFile: string }; notTaken?: string[]; observed: number }> = [];
-    probe.on('rule', (e: { firing: { observed: number }; captures: { heapSnapshot?: { file: string; sidecarFile: string }; notTaken?: string[] } }) =>
-      events.push({ ...e.captures, observed: e.firing.observed }));
+    const events: Array<{
+      heapSnapshot?: { file: string; sidecarFile: string };
+      notTaken?: string[];
+      observed: number;
+    }> = [];
+    probe.on(
+      'rule',
+      (e: {
+        firing: { observed: number };
+        captures: { heapSnapshot?: { file: string; sidecarFile: string }; notTaken?: string[] };
+      }) => events.push({ ...e.captures, observed: e.firing.observed }),
+    );
     // The app: a request cache whose entry is deleted only when the request succeeds.
     const cache = new Map<number, number[]>();
     let request = 0;
@@ -205,7 +301,11 @@ describe('a leak, end to end', () => {
       await new Promise<void>((resolve, reject) => {
         const poll = setInterval(() => {
           void probe.recent().catch(() => undefined); // the worker drains, so rules see fresh samples
-          if (events.some((e) => /budget/.test(e.notTaken?.join() ?? ''))) { clearInterval(poll); clearTimeout(deadline); resolve(); }
+          if (events.some((e) => /budget/.test(e.notTaken?.join() ?? ''))) {
+            clearInterval(poll);
+            clearTimeout(deadline);
+            resolve();
+          }
         }, 250);
         const deadline = setTimeout(() => {
           clearInterval(poll);
@@ -224,16 +324,27 @@ describe('a leak, end to end', () => {
       assert.equal(JSON.parse(fs.readFileSync(heapSnapshot!.sidecarFile, 'utf8')).trigger.rule, 'leak');
     }
     // A firing while a snapshot is still being written (a slow machine) is refused as busy; after two, the budget refuses.
-    for (const e of events.filter((x) => !x.heapSnapshot)) assert.match(e.notTaken?.join() ?? '', /budget of 2 heap snapshots|already being written/);
+    for (const e of events.filter((x) => !x.heapSnapshot))
+      assert.match(e.notTaken?.join() ?? '', /budget of 2 heap snapshots|already being written/);
     assert.ok(events.some((e) => /budget of 2 heap snapshots/.test(e.notTaken?.join() ?? '')));
     // The incident (closed by stop()) diffed its two snapshots in a child process: the leaked arrays grew.
     const [incident] = probe.incidents();
-    const manifest = JSON.parse(fs.readFileSync(path.join(incident!.dir, 'manifest.json'), 'utf8')) as { heapDiff?: { file: string; snapshots: string[] } };
+    const manifest = JSON.parse(fs.readFileSync(path.join(incident!.dir, 'manifest.json'), 'utf8')) as {
+      heapDiff?: { file: string; snapshots: string[] };
+    };
     assert.equal(manifest.heapDiff?.snapshots.length, 2, JSON.stringify(manifest.heapDiff));
-    const diff = JSON.parse(fs.readFileSync(path.join(incident!.dir, 'heap-diff.json'), 'utf8')) as { constructors: Array<{ name: string; countDelta: number; selfSizeDelta: number }> };
+    const diff = JSON.parse(fs.readFileSync(path.join(incident!.dir, 'heap-diff.json'), 'utf8')) as {
+      constructors: Array<{ name: string; countDelta: number; selfSizeDelta: number }>;
+    };
     const arrays = diff.constructors.find((c) => c.name === 'Array');
-    assert.ok(arrays && arrays.countDelta > 0 && arrays.selfSizeDelta > 0, JSON.stringify(diff.constructors.slice(0, 5)));
-    assert.deepEqual(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')), []);
+    assert.ok(
+      arrays && arrays.countDelta > 0 && arrays.selfSizeDelta > 0,
+      JSON.stringify(diff.constructors.slice(0, 5)),
+    );
+    assert.deepEqual(
+      fs.readdirSync(dumpDir).filter((f) => f.endsWith('.partial')),
+      [],
+    );
     assert.equal(fs.readdirSync(dumpDir).filter((f) => f.endsWith('.heapsnapshot')).length, 2);
   });
 });

@@ -27,14 +27,26 @@ async function main(): Promise<void> {
   // Nothing can be delivered now: every segment of this write waits for a retransmission timer.
   execFileSync('ip', ['link', 'set', 'lo', 'down']);
   client.write(Buffer.alloc(64 * 1024));
-  const after = await waitFor('retransmissions in the counters and on the socket', async () => {
-    const p = await probe.sockets();
-    const rates = p.tcp?.rates;
-    const socket = ours(p);
-    const perSocket = p.ss !== 'ok' || (socket?.retransmits ?? 0) > 0;
-    const timedOut = (p.tcp?.timeouts ?? 0) > before.tcp!.timeouts;
-    return p.tcp && p.tcp.retransSegs > before.tcp!.retransSegs && rates && rates.retransSegsPerSec > 0 && timedOut && perSocket ? p : undefined;
-  }, 8000, 100);
+  const after = await waitFor(
+    'retransmissions in the counters and on the socket',
+    async () => {
+      const p = await probe.sockets();
+      const rates = p.tcp?.rates;
+      const socket = ours(p);
+      const perSocket = p.ss !== 'ok' || (socket?.retransmits ?? 0) > 0;
+      const timedOut = (p.tcp?.timeouts ?? 0) > before.tcp!.timeouts;
+      return p.tcp &&
+        p.tcp.retransSegs > before.tcp!.retransSegs &&
+        rates &&
+        rates.retransSegsPerSec > 0 &&
+        timedOut &&
+        perSocket
+        ? p
+        : undefined;
+    },
+    8000,
+    100,
+  );
   const seenAfterMs = Date.now() - downAt;
   client.destroy();
   for (const socket of accepted) socket.destroy();

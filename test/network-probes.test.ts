@@ -17,26 +17,44 @@ interface LossyProxy {
   close(): Promise<void>;
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { LossyProxy } = require('../../examples/lib/lossy-proxy.js') as { LossyProxy: new (options: { target: { port: number }; latencyMs?: number; dropRatio?: number; drop?: 'reset' | 'hang' }) => LossyProxy };
+const { LossyProxy } = require('../../examples/lib/lossy-proxy.js') as {
+  LossyProxy: new (options: {
+    target: { port: number };
+    latencyMs?: number;
+    dropRatio?: number;
+    drop?: 'reset' | 'hang';
+  }) => LossyProxy;
+};
 
 const FIXTURES = path.join(__dirname, '..', '..', 'test', 'fixtures');
 const CERT = fs.readFileSync(path.join(FIXTURES, 'localhost-cert.pem'), 'utf8');
 const KEY = fs.readFileSync(path.join(FIXTURES, 'localhost-key.pem'), 'utf8');
 
 function listen<S extends net.Server>(server: S): Promise<number> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)),
+  );
 }
-const close = (server: net.Server) => new Promise<void>((resolve) => { (server as http.Server).closeAllConnections?.(); server.close(() => resolve()); });
+const close = (server: net.Server) =>
+  new Promise<void>((resolve) => {
+    (server as http.Server).closeAllConnections?.();
+    server.close(() => resolve());
+  });
 
 /** A histogram point's count and sum, for one probe and phase. */
 function histogram(metrics: MetricData[], probe: string, phase: string): { count: number; sum: number } {
   const metric = findMetric(metrics, 'sysprobe.probe.duration');
-  const point = (metric.dataPoints as Array<DataPoint<Histogram>>).find((p) => p.attributes['sysprobe.probe'] === probe && p.attributes['sysprobe.probe.phase'] === phase);
+  const point = (metric.dataPoints as Array<DataPoint<Histogram>>).find(
+    (p) => p.attributes['sysprobe.probe'] === probe && p.attributes['sysprobe.probe.phase'] === phase,
+  );
   return point ? { count: point.value.count, sum: point.value.sum ?? 0 } : { count: 0, sum: 0 };
 }
 function results(metrics: MetricData[], probe: string, outcome: string): number {
   try {
-    return pointValue(findMetric(metrics, 'sysprobe.probe.results'), { 'sysprobe.probe': probe, 'sysprobe.probe.outcome': outcome });
+    return pointValue(findMetric(metrics, 'sysprobe.probe.results'), {
+      'sysprobe.probe': probe,
+      'sysprobe.probe.outcome': outcome,
+    });
   } catch {
     return 0;
   }
@@ -76,9 +94,18 @@ describe('synthetic probes (real sockets on loopback)', function () {
     const { logger, lines } = memoryLogger();
     const linux = process.platform === 'linux';
     probe = await start({
-      meterProvider, logger, defaultRules: false, ...(linux ? { sockets: { intervalMs: 60_000, ss: false } } : {}),
+      meterProvider,
+      logger,
+      defaultRules: false,
+      ...(linux ? { sockets: { intervalMs: 60_000, ss: false } } : {}),
       probes: [
-        { name: 'web', target: `http://localhost:${slow.port}/`, intervalMs: 100, timeoutMs: 2000, baseline: { factor: 3, forMs: 1500, windowMs: 3000 } },
+        {
+          name: 'web',
+          target: `http://localhost:${slow.port}/`,
+          intervalMs: 100,
+          timeoutMs: 2000,
+          baseline: { factor: 3, forMs: 1500, windowMs: 3000 },
+        },
         { name: 'raw', target: `tcp://127.0.0.1:${tcpPort}`, intervalMs: 100, baseline: false },
         { name: 'hang', target: `http://127.0.0.1:${hang.port}/`, intervalMs: 100, timeoutMs: 150, baseline: false },
         { name: 'reset', target: `http://127.0.0.1:${reset.port}/`, intervalMs: 100, baseline: false },
@@ -88,7 +115,11 @@ describe('synthetic probes (real sockets on loopback)', function () {
     probe.on('rule', (event: RuleEvent) => fired.push(event));
 
     // A baseline of fast runs (the rule needs 5 runs older than forMs), then 150 ms each way: ~300 ms a run.
-    await waitFor('a baseline for web', async () => (await probe!.probeStatus()).find((s) => s.name === 'web')?.baselineMs !== undefined, 10_000);
+    await waitFor(
+      'a baseline for web',
+      async () => (await probe!.probeStatus()).find((s) => s.name === 'web')?.baselineMs !== undefined,
+      10_000,
+    );
     const before = await collect();
     const fast = histogram(before, 'web', 'first_byte');
     assert.ok(fast.count >= 5, `first_byte recorded for the fast runs (${fast.count})`);
@@ -99,17 +130,30 @@ describe('synthetic probes (real sockets on loopback)', function () {
 
     const changedAt = Date.now();
     slow.set({ latencyMs: 150 });
-    const event = await waitFor('the probe-latency rule', () => fired.find((e) => e.firing.rule === 'probe-latency:web'), 10_000);
+    const event = await waitFor(
+      'the probe-latency rule',
+      () => fired.find((e) => e.firing.rule === 'probe-latency:web'),
+      10_000,
+    );
     assert.equal(event.firing.value, 'probe.latencyMs');
     assert.ok(event.firing.observed > event.firing.threshold, `${event.firing.observed} > ${event.firing.threshold}`);
     assert.ok(event.firing.firedAt > changedAt, 'it fired on the change, not on noise before it');
-    assert.ok(event.firing.observed >= 290, `the window's median carries the added latency (${event.firing.observed} ms)`);
-    assert.ok(lines.some((l) => l.msg === 'sysprobe rule fired' && l.rule === 'probe-latency:web'), 'logged like any rule');
+    assert.ok(
+      event.firing.observed >= 290,
+      `the window's median carries the added latency (${event.firing.observed} ms)`,
+    );
+    assert.ok(
+      lines.some((l) => l.msg === 'sysprobe rule fired' && l.rule === 'probe-latency:web'),
+      'logged like any rule',
+    );
     if (linux) {
       // The socket picture taken at the firing, not the minute-old sweep: this test's listeners are in it.
       const sockets = event.captures.sockets;
       assert.ok(sockets?.supported && sockets.time >= changedAt, JSON.stringify(sockets)?.slice(0, 300));
-      assert.ok(sockets.listeners.some((l) => l.port === slow.port), 'the proxy listens in this process');
+      assert.ok(
+        sockets.listeners.some((l) => l.port === slow.port),
+        'the proxy listens in this process',
+      );
     }
 
     const after = await collect();
@@ -142,20 +186,28 @@ describe('synthetic probes (real sockets on loopback)', function () {
   it('reads at most 64 KiB of a body: an endless response is a success, not a timeout', async () => {
     const chunk = Buffer.alloc(16 * 1024, 'x');
     const endless = http.createServer((_req, res) => {
-      const write = () => { while (!res.destroyed && res.write(chunk)); };
+      const write = () => {
+        while (!res.destroyed && res.write(chunk));
+      };
       res.on('drain', write);
       write();
     });
     servers.push(endless);
     const port = await listen(endless);
-    probe = await start({ logger: memoryLogger().logger, probes: [{ name: 'endless', target: `http://127.0.0.1:${port}/`, intervalMs: 100, timeoutMs: 2000 }] });
+    probe = await start({
+      logger: memoryLogger().logger,
+      probes: [{ name: 'endless', target: `http://127.0.0.1:${port}/`, intervalMs: 100, timeoutMs: 2000 }],
+    });
     const [status] = await waitFor('two runs', async () => {
       const s = await probe!.probeStatus();
       return s[0] && s[0].successes + s[0].failures + s[0].timeouts >= 2 ? s : undefined;
     });
     assert.equal(status?.lastResult?.outcome, 'success', JSON.stringify(status?.lastResult));
     assert.deepEqual([status?.failures, status?.timeouts], [0, 0]);
-    assert.ok(status!.lastResult!.phases.total < 1000, `stopped reading early (${status?.lastResult?.phases.total} ms)`);
+    assert.ok(
+      status!.lastResult!.phases.total < 1000,
+      `stopped reading early (${status?.lastResult?.phases.total} ms)`,
+    );
   });
 
   it('never overlaps two runs of a probe, even when a run takes longer than the interval', async () => {
@@ -165,11 +217,17 @@ describe('synthetic probes (real sockets on loopback)', function () {
     const slow = http.createServer((_req, res) => {
       requests++;
       maxInFlight = Math.max(maxInFlight, ++inFlight);
-      setTimeout(() => { inFlight--; res.end('slow'); }, 300);
+      setTimeout(() => {
+        inFlight--;
+        res.end('slow');
+      }, 300);
     });
     servers.push(slow);
     const port = await listen(slow);
-    probe = await start({ logger: memoryLogger().logger, probes: [{ name: 'slow', target: `http://127.0.0.1:${port}/`, intervalMs: 100, timeoutMs: 2000 }] });
+    probe = await start({
+      logger: memoryLogger().logger,
+      probes: [{ name: 'slow', target: `http://127.0.0.1:${port}/`, intervalMs: 100, timeoutMs: 2000 }],
+    });
     await waitFor('three requests', () => requests >= 3 || undefined);
     assert.equal(maxInFlight, 1);
   });
@@ -186,10 +244,14 @@ describe('synthetic probes (real sockets on loopback)', function () {
         { name: 'untrusted', target: `https://localhost:${port}/`, intervalMs: 100 },
       ],
     });
-    const status = await waitFor('three runs of each', async () => {
-      const s = await probe!.probeStatus();
-      return s.every((p) => p.successes + p.failures + p.timeouts >= 3) ? s : undefined;
-    }, 10_000);
+    const status = await waitFor(
+      'three runs of each',
+      async () => {
+        const s = await probe!.probeStatus();
+        return s.every((p) => p.successes + p.failures + p.timeouts >= 3) ? s : undefined;
+      },
+      10_000,
+    );
     const [ca, insecure, untrusted] = status;
     assert.equal(ca?.lastResult?.outcome, 'success');
     assert.ok(ca?.lastResult?.phases.tls !== undefined && ca.lastResult.phases.tls > 0, 'the TLS handshake is timed');
@@ -206,14 +268,28 @@ describe('synthetic probes (real sockets on loopback)', function () {
     const closed = net.createServer();
     const closedPort = await listen(closed);
     await close(closed);
-    probe = await start({ logger: memoryLogger().logger, probes: [{ name: 'raw', target: `tcp://127.0.0.1:${tcpPort}`, intervalMs: 100 }, { name: 'down', target: `tcp://127.0.0.1:${closedPort}`, intervalMs: 100 }] });
-    await new Promise<void>((resolve, reject) => http.get(`http://localhost:${httpPort}/`, (res) => res.resume().on('end', resolve)).on('error', reject));
-    await new Promise<void>((resolve, reject) => https.get(`https://localhost:${securePort}/`, { ca: CERT, agent: false }, (res) => res.resume().on('end', resolve)).on('error', reject));
+    probe = await start({
+      logger: memoryLogger().logger,
+      probes: [
+        { name: 'raw', target: `tcp://127.0.0.1:${tcpPort}`, intervalMs: 100 },
+        { name: 'down', target: `tcp://127.0.0.1:${closedPort}`, intervalMs: 100 },
+      ],
+    });
+    await new Promise<void>((resolve, reject) =>
+      http.get(`http://localhost:${httpPort}/`, (res) => res.resume().on('end', resolve)).on('error', reject),
+    );
+    await new Promise<void>((resolve, reject) =>
+      https
+        .get(`https://localhost:${securePort}/`, { ca: CERT, agent: false }, (res) => res.resume().on('end', resolve))
+        .on('error', reject),
+    );
     await (await fetch(`http://localhost:${httpPort}/fetched`)).text();
 
     const deps = await waitFor('the probe target in the map', async () => {
       const d = await probe!.dependencies();
-      return d.some((e) => e.remotePort === tcpPort && e.latencyMs) && d.some((e) => e.probes?.includes('down')) ? d : undefined;
+      return d.some((e) => e.remotePort === tcpPort && e.latencyMs) && d.some((e) => e.probes?.includes('down'))
+        ? d
+        : undefined;
     });
     const web = deps.find((d) => d.remotePort === httpPort);
     assert.ok(web, JSON.stringify(deps));
@@ -222,9 +298,17 @@ describe('synthetic probes (real sockets on loopback)', function () {
     assert.equal(web.connections, 2, 'one connection from http.get, one from fetch');
     assert.ok(Date.now() - web.lastSeenAt < 10_000);
     const tls = deps.find((d) => d.remotePort === securePort);
-    assert.deepEqual([tls?.hostnames, tls?.connections], [['localhost'], 1], 'https sockets are seen through the request channel');
+    assert.deepEqual(
+      [tls?.hostnames, tls?.connections],
+      [['localhost'], 1],
+      'https sockets are seen through the request channel',
+    );
     const down = deps.find((d) => d.probes?.includes('down'));
-    assert.deepEqual([down?.remoteAddress, down?.remotePort, down?.latencyMs], ['127.0.0.1', closedPort, undefined], 'a target that refuses is in the map too');
+    assert.deepEqual(
+      [down?.remoteAddress, down?.remotePort, down?.latencyMs],
+      ['127.0.0.1', closedPort, undefined],
+      'a target that refuses is in the map too',
+    );
     const raw = deps.find((d) => d.remotePort === tcpPort)!;
     assert.deepEqual([raw.remoteAddress, raw.connections, raw.probes], ['127.0.0.1', 0, ['raw']]);
     assert.ok(raw.latencyMs!.p50 > 0 && raw.latencyMs!.p99 >= raw.latencyMs!.p50);
@@ -234,13 +318,21 @@ describe('synthetic probes (real sockets on loopback)', function () {
     if (process.platform !== 'linux') this.skip();
     // A server that never reads: two connections to it stay ESTABLISHED with bytes waiting.
     const held: net.Socket[] = [];
-    const sink = net.createServer((socket) => { socket.pause(); held.push(socket); });
+    const sink = net.createServer((socket) => {
+      socket.pause();
+      held.push(socket);
+    });
     servers.push(sink);
     const sinkPort = await listen(sink);
     probe = await start({ logger: memoryLogger().logger, sockets: { intervalMs: 100, ss: false } });
-    const clients = await Promise.all([0, 1].map(() => new Promise<net.Socket>((resolve, reject) => {
-      const socket = net.connect(sinkPort, '127.0.0.1', () => resolve(socket)).on('error', reject);
-    })));
+    const clients = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<net.Socket>((resolve, reject) => {
+            const socket = net.connect(sinkPort, '127.0.0.1', () => resolve(socket)).on('error', reject);
+          }),
+      ),
+    );
     for (const c of clients) c.write(Buffer.alloc(16 * 1024 * 1024));
     try {
       const entry = await waitFor('the open sockets in the dependency entry', async () => {
@@ -256,7 +348,9 @@ describe('synthetic probes (real sockets on loopback)', function () {
 
   it('sees nothing with dependencies: false', async () => {
     probe = await start({ logger: memoryLogger().logger, dependencies: false });
-    await new Promise<void>((resolve, reject) => http.get(`http://localhost:${httpPort}/`, (res) => res.resume().on('end', resolve)).on('error', reject));
+    await new Promise<void>((resolve, reject) =>
+      http.get(`http://localhost:${httpPort}/`, (res) => res.resume().on('end', resolve)).on('error', reject),
+    );
     assert.deepEqual(await probe.dependencies(), []);
   });
 
@@ -278,12 +372,17 @@ describe('synthetic probes (real sockets on loopback)', function () {
       })();`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
-    child.stdout.on('data', (chunk: Buffer) => { out += chunk.toString(); });
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+    });
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     const exitedAt = Date.now();
     const { hangRuns, stoppedAt } = JSON.parse(out) as { hangRuns: number; stoppedAt: number };
     assert.equal(code, 0);
     assert.equal(hangRuns, 0, 'the hanging run was still in flight at stop()');
-    assert.ok(exitedAt - stoppedAt < 3000, `exited ${exitedAt - stoppedAt} ms after stop(), not after the 60 s timeout`);
+    assert.ok(
+      exitedAt - stoppedAt < 3000,
+      `exited ${exitedAt - stoppedAt} ms after stop(), not after the 60 s timeout`,
+    );
   });
 });

@@ -23,12 +23,20 @@ describe('options', () => {
     assert.equal(resolved.loopWatch, 'auto');
     assert.equal(resolved.recorderWindowMs, 15 * 60_000);
     assert.equal(resolved.dumpDir, path.resolve('./sysprobe-dumps'));
-    assert.deepEqual({ ...resolved.samplers }, { eventLoop: true, cpu: true, threads: true, memory: true, gc: true, handles: true, requests: true });
+    assert.deepEqual(
+      { ...resolved.samplers },
+      { eventLoop: true, cpu: true, threads: true, memory: true, gc: true, handles: true, requests: true },
+    );
     assert.ok(Object.isFrozen(resolved) && Object.isFrozen(resolved.samplers));
   });
 
   it('keeps 0-like and explicit values instead of treating them as unset', () => {
-    const resolved = resolveOptions({ sampleIntervalMs: 100, stallThresholdMs: 50, loopWatch: 'heartbeat', samplers: { gc: false } });
+    const resolved = resolveOptions({
+      sampleIntervalMs: 100,
+      stallThresholdMs: 50,
+      loopWatch: 'heartbeat',
+      samplers: { gc: false },
+    });
     assert.equal(resolved.stallThresholdMs, 50);
     assert.equal(resolved.loopWatch, 'heartbeat');
     assert.equal(resolved.samplers.gc, false);
@@ -36,19 +44,28 @@ describe('options', () => {
   });
 
   it('refuses an unknown option and lists the known ones', async () => {
-    await assertRefused({ sampleInterval: 1000 }, /Unknown option sampleInterval; the known ones are: serviceName, sampleIntervalMs/);
+    await assertRefused(
+      { sampleInterval: 1000 },
+      /Unknown option sampleInterval; the known ones are: serviceName, sampleIntervalMs/,
+    );
     await assertRefused({ samplers: { disk: true } }, /Unknown option samplers\.disk/);
   });
 
   it('refuses wrong types, naming the option and what is allowed', async () => {
-    await assertRefused({ sampleIntervalMs: '1000' }, /sampleIntervalMs must be an integer from 100 to 60000; got the string "1000"/);
+    await assertRefused(
+      { sampleIntervalMs: '1000' },
+      /sampleIntervalMs must be an integer from 100 to 60000; got the string "1000"/,
+    );
     await assertRefused({ serviceName: '' }, /serviceName must be a non-empty string/);
     await assertRefused({ serviceName: 42 }, /serviceName must be a non-empty string.*got 42/);
     await assertRefused({ meterProvider: {} }, /meterProvider must be an OpenTelemetry MeterProvider/);
     await assertRefused({ logger: console }, /logger must be a pino logger/);
     await assertRefused({ dumpDir: 7 }, /dumpDir must be a non-empty path string/);
     await assertRefused({ samplers: { cpu: 'no' } }, /samplers\.cpu must be true or false/);
-    await assertRefused({ loopWatch: 'fast' }, /loopWatch must be one of auto, native, heartbeat; got the string "fast"/);
+    await assertRefused(
+      { loopWatch: 'fast' },
+      /loopWatch must be one of auto, native, heartbeat; got the string "fast"/,
+    );
     await assertRefused({ samplers: [] }, /samplers must be an object; got an array/);
     await assertRefused('fast', /options argument\) must be an object/);
   });
@@ -57,7 +74,10 @@ describe('options', () => {
     await assertRefused({ sampleIntervalMs: 99 }, /sampleIntervalMs must be an integer from 100 to 60000; got 99/);
     await assertRefused({ sampleIntervalMs: 1000.5 }, /sampleIntervalMs must be an integer/);
     await assertRefused({ stallThresholdMs: 0 }, /stallThresholdMs must be an integer from 20/);
-    await assertRefused({ sampleIntervalMs: 5000, recorderWindowMs: 2000 }, /recorderWindowMs \(2000\) must be at least sampleIntervalMs \(5000\)/);
+    await assertRefused(
+      { sampleIntervalMs: 5000, recorderWindowMs: 2000 },
+      /recorderWindowMs \(2000\) must be at least sampleIntervalMs \(5000\)/,
+    );
   });
 
   it('runs one probe per process: a second start() is refused until the first stops', async () => {

@@ -51,20 +51,36 @@ describe('pprof encoding', () => {
     it('has the sample types, period and times pprof tools expect', () => {
       const { profile, strings } = decoded;
       assert.equal(strings[0], '');
-      assert.deepEqual(profile.sampleType.map((t) => `${strings[Number(t.type)]}/${strings[Number(t.unit)]}`), ['samples/count', 'cpu/nanoseconds']);
-      assert.equal(`${strings[Number(profile.periodType?.type)]}/${strings[Number(profile.periodType?.unit)]}`, 'cpu/nanoseconds');
+      assert.deepEqual(
+        profile.sampleType.map((t) => `${strings[Number(t.type)]}/${strings[Number(t.unit)]}`),
+        ['samples/count', 'cpu/nanoseconds'],
+      );
+      assert.equal(
+        `${strings[Number(profile.periodType?.type)]}/${strings[Number(profile.periodType?.unit)]}`,
+        'cpu/nanoseconds',
+      );
       const deltas = cpuProfile.timeDeltas ?? [];
       const meanNanos = (deltas.reduce((a, b) => a + b, 0) / deltas.length) * 1000;
-      assert.ok(Math.abs(Number(profile.period) - meanNanos) <= 0.5, `period ${profile.period} ns, mean delta ${meanNanos} ns`);
+      assert.ok(
+        Math.abs(Number(profile.period) - meanNanos) <= 0.5,
+        `period ${profile.period} ns, mean delta ${meanNanos} ns`,
+      );
       assert.equal(Number(profile.durationNanos), (cpuProfile.endTime - cpuProfile.startTime) * 1000);
-      assert.equal(BigInt(profile.timeNanos), BigInt(startedAtMs) * 1_000_000n, 'time_nanos is wall time, past 2^53 so it needs 64-bit varints');
+      assert.equal(
+        BigInt(profile.timeNanos),
+        BigInt(startedAtMs) * 1_000_000n,
+        'time_nanos is wall time, past 2^53 so it needs 64-bit varints',
+      );
     });
 
     it('keeps every sample and every microsecond', () => {
       const { samples } = decoded;
       const totalNanos = samples.reduce((sum, s) => sum + s.nanos, 0);
       assert.equal(totalNanos, (cpuProfile.timeDeltas ?? []).reduce((a, b) => a + b, 0) * 1000);
-      assert.equal(samples.reduce((sum, s) => sum + s.count, 0), cpuProfile.samples?.length);
+      assert.equal(
+        samples.reduce((sum, s) => sum + s.count, 0),
+        cpuProfile.samples?.length,
+      );
     });
 
     it('puts the spinning function at location 0 (the leaf) of the heaviest sample', () => {
@@ -74,7 +90,10 @@ describe('pprof encoding', () => {
         leaf === 'spinCpu' || leaf === 'callerOfSpinForPprofTest',
         `leaf ${leaf}: expected spinCpu, or callerOfSpinForPprofTest if V8 inlined the spin into its caller`,
       );
-      assert.ok(heaviest.stack.every(([name]) => name !== '(root)'), 'the synthetic (root) is left out of stacks');
+      assert.ok(
+        heaviest.stack.every(([name]) => name !== '(root)'),
+        'the synthetic (root) is left out of stacks',
+      );
     });
   });
 
@@ -82,11 +101,27 @@ describe('pprof encoding', () => {
     it('writes stacks leaf first with 1-based lines and columns, one Sample per leaf node with summed values', () => {
       // (root) → main → work; samples: work, work, main
       const anonymous = node(4, '');
-      const samples = decode(toPprof(profileOf([node(1, '(root)', [2]), node(2, 'main', [3, 4]), node(3, 'work'), anonymous], [3, 3, 2, 4]))).samples;
+      const samples = decode(
+        toPprof(profileOf([node(1, '(root)', [2]), node(2, 'main', [3, 4]), node(3, 'work'), anonymous], [3, 3, 2, 4])),
+      ).samples;
       assert.deepEqual(samples, [
         { count: 1, nanos: 1_000_000, stack: [['main', 'file:///app/server.js', 11, 3]] },
-        { count: 2, nanos: 2_000_000, stack: [['work', 'file:///app/server.js', 11, 3], ['main', 'file:///app/server.js', 11, 3]] },
-        { count: 1, nanos: 1_000_000, stack: [['(anonymous)', 'file:///app/server.js', 11, 3], ['main', 'file:///app/server.js', 11, 3]] },
+        {
+          count: 2,
+          nanos: 2_000_000,
+          stack: [
+            ['work', 'file:///app/server.js', 11, 3],
+            ['main', 'file:///app/server.js', 11, 3],
+          ],
+        },
+        {
+          count: 1,
+          nanos: 1_000_000,
+          stack: [
+            ['(anonymous)', 'file:///app/server.js', 11, 3],
+            ['main', 'file:///app/server.js', 11, 3],
+          ],
+        },
       ]);
     });
 
@@ -94,18 +129,42 @@ describe('pprof encoding', () => {
       const nodes = [node(1, '(root)', [2]), node(2, 'f', [3]), node(3, 'f', [4]), node(4, '(garbage collector)')];
       const { profile, strings, samples } = decode(toPprof(profileOf(nodes, [3, 4])));
       assert.equal(profile.location.length, 3, 'f, f again, (garbage collector); not (root)');
-      assert.deepEqual(profile.function.map((f) => [strings[Number(f.name)], Number(f.startLine)]), [['f', 11], ['(garbage collector)', 0]]);
-      assert.deepEqual(samples[1]?.stack.map(([name, , line]) => [name, line]), [['(garbage collector)', 0], ['f', 11], ['f', 11]]);
+      assert.deepEqual(
+        profile.function.map((f) => [strings[Number(f.name)], Number(f.startLine)]),
+        [
+          ['f', 11],
+          ['(garbage collector)', 0],
+        ],
+      );
+      assert.deepEqual(
+        samples[1]?.stack.map(([name, , line]) => [name, line]),
+        [
+          ['(garbage collector)', 0],
+          ['f', 11],
+          ['f', 11],
+        ],
+      );
     });
 
     it('leaves time_nanos out unless told the wall-clock start, since V8 times are monotonic', () => {
-      assert.equal(Number(decode(toPprof(profileOf([node(1, '(root)', [2]), node(2, 'a')], [2]))).profile.timeNanos), 0);
-      assert.throws(() => toPprof(profileOf([node(1, '(root)')], []), { startedAtMs: -1 }), /startedAtMs must be a non-negative number/);
+      assert.equal(
+        Number(decode(toPprof(profileOf([node(1, '(root)', [2]), node(2, 'a')], [2]))).profile.timeNanos),
+        0,
+      );
+      assert.throws(
+        () => toPprof(profileOf([node(1, '(root)')], []), { startedAtMs: -1 }),
+        /startedAtMs must be a non-negative number/,
+      );
     });
 
     it('falls back to hit counts when there are no samples', () => {
-      const { samples, profile } = decode(toPprof({ nodes: [node(1, '(root)', [2]), node(2, 'a', [], { hitCount: 4 })], startTime: 0, endTime: 2000 }));
-      assert.deepEqual(samples.map((s) => [s.count, s.nanos]), [[4, 2_000_000]]);
+      const { samples, profile } = decode(
+        toPprof({ nodes: [node(1, '(root)', [2]), node(2, 'a', [], { hitCount: 4 })], startTime: 0, endTime: 2000 }),
+      );
+      assert.deepEqual(
+        samples.map((s) => [s.count, s.nanos]),
+        [[4, 2_000_000]],
+      );
       assert.equal(Number(profile.period), 500_000);
     });
 
@@ -114,13 +173,19 @@ describe('pprof encoding', () => {
       const { samples } = decode(toPprof(deepRecursion(depth)));
       assert.equal(samples.length, depth);
       assert.equal(Math.max(...samples.map((s) => s.stack.length)), MAX_PPROF_STACK_DEPTH);
-      assert.equal(samples.reduce((sum, s) => sum + s.nanos, 0), depth * 1_000_000);
+      assert.equal(
+        samples.reduce((sum, s) => sum + s.nanos, 0),
+        depth * 1_000_000,
+      );
     });
 
     it('is gzip, and rejects a malformed profile with the same clear Error as the summary', () => {
       const gzipped = toPprof(profileOf([node(1, '(root)')], []));
       assert.deepEqual([...gzipped.subarray(0, 2)], [0x1f, 0x8b]);
-      assert.throws(() => toPprof({ ...profileOf([node(1, '(root)', [2]), node(2, 'a')], [2]), timeDeltas: [NaN] }), /^Error: Invalid CPU profile: timeDeltas\[0\] is NaN/);
+      assert.throws(
+        () => toPprof({ ...profileOf([node(1, '(root)', [2]), node(2, 'a')], [2]), timeDeltas: [NaN] }),
+        /^Error: Invalid CPU profile: timeDeltas\[0\] is NaN/,
+      );
     });
   });
 });

@@ -6,24 +6,49 @@ import { BaselineRule, type ProbeRun } from '../src/synthetics/baseline.js';
 import { DependencyMap } from '../src/dependencies/map.js';
 
 function rejects(probes: unknown, pattern: RegExp): void {
-  assert.throws(() => resolveOptions({ probes }), (err: { code?: string; message: string }) => {
-    assert.equal(err.code, ErrorCode.INVALID_OPTION);
-    assert.match(err.message, pattern);
-    return true;
-  });
+  assert.throws(
+    () => resolveOptions({ probes }),
+    (err: { code?: string; message: string }) => {
+      assert.equal(err.code, ErrorCode.INVALID_OPTION);
+      assert.match(err.message, pattern);
+      return true;
+    },
+  );
 }
 
 describe('probes option', () => {
   it('fills defaults and names each probe after its target', () => {
-    const { probes, dependencies } = resolveOptions({ probes: [{ target: 'tcp://127.0.0.1:5432' }, { name: 'api', target: 'https://api.example/health?x=1', intervalMs: 500 }] });
+    const { probes, dependencies } = resolveOptions({
+      probes: [
+        { target: 'tcp://127.0.0.1:5432' },
+        { name: 'api', target: 'https://api.example/health?x=1', intervalMs: 500 },
+      ],
+    });
     assert.equal(dependencies, true);
     assert.deepEqual(probes[0], {
-      name: 'tcp://127.0.0.1:5432', target: 'tcp://127.0.0.1:5432', kind: 'tcp', host: '127.0.0.1', port: 5432, path: '', intervalMs: 10_000, timeoutMs: 5000,
-      method: 'GET', expectStatus: undefined, rejectUnauthorized: true, ca: undefined, baseline: { factor: 3, forMs: 60_000, windowMs: 600_000, cooldownMs: 300_000 },
+      name: 'tcp://127.0.0.1:5432',
+      target: 'tcp://127.0.0.1:5432',
+      kind: 'tcp',
+      host: '127.0.0.1',
+      port: 5432,
+      path: '',
+      intervalMs: 10_000,
+      timeoutMs: 5000,
+      method: 'GET',
+      expectStatus: undefined,
+      rejectUnauthorized: true,
+      ca: undefined,
+      baseline: { factor: 3, forMs: 60_000, windowMs: 600_000, cooldownMs: 300_000 },
     });
-    assert.deepEqual([probes[1]?.name, probes[1]?.kind, probes[1]?.host, probes[1]?.port, probes[1]?.path, probes[1]?.intervalMs], ['api', 'https', 'api.example', 443, '/health?x=1', 500]);
+    assert.deepEqual(
+      [probes[1]?.name, probes[1]?.kind, probes[1]?.host, probes[1]?.port, probes[1]?.path, probes[1]?.intervalMs],
+      ['api', 'https', 'api.example', 443, '/health?x=1', 500],
+    );
     assert.equal(resolveOptions({ probes: [{ target: 'tcp://[::1]:80', baseline: false }] }).probes[0]?.host, '::1');
-    assert.equal(resolveOptions({ probes: [{ target: 'tcp://[::1]:80', baseline: false }] }).probes[0]?.baseline, false);
+    assert.equal(
+      resolveOptions({ probes: [{ target: 'tcp://[::1]:80', baseline: false }] }).probes[0]?.baseline,
+      false,
+    );
   });
 
   it('rejects bad targets, schemes and numbers with a coded error that names the option', () => {
@@ -46,7 +71,10 @@ describe('probes option', () => {
   });
 
   it('fails start() before anything runs', async () => {
-    await assert.rejects(start({ probes: [{ target: 'udp://dns:53' }] }), { code: ErrorCode.INVALID_OPTION, message: /unsupported scheme "udp:"/ });
+    await assert.rejects(start({ probes: [{ target: 'udp://dns:53' }] }), {
+      code: ErrorCode.INVALID_OPTION,
+      message: /unsupported scheme "udp:"/,
+    });
   });
 });
 
@@ -57,7 +85,8 @@ function feed(rule: BaselineRule, fromMs: number, toMs: number, latency: (t: num
   const firings = [];
   for (let t = fromMs; t <= toMs; t += 100) {
     const ms = latency(t);
-    const run: ProbeRun = ms === undefined ? { time: t, outcome: 'failure', totalMs: 1 } : { time: t, outcome: 'success', totalMs: ms };
+    const run: ProbeRun =
+      ms === undefined ? { time: t, outcome: 'failure', totalMs: 1 } : { time: t, outcome: 'success', totalMs: ms };
     const firing = rule.observe(run);
     if (firing) firings.push(firing);
   }
@@ -67,14 +96,20 @@ function feed(rule: BaselineRule, fromMs: number, toMs: number, latency: (t: num
 describe('probe baseline rule', () => {
   it('stays quiet on a steady latency, and on single slow runs', () => {
     const rule = new BaselineRule('api', OPTIONS);
-    assert.deepEqual(feed(rule, 100, 10_000, (t) => (t % 1000 === 0 ? 200 : 20)), []);
+    assert.deepEqual(
+      feed(rule, 100, 10_000, (t) => (t % 1000 === 0 ? 200 : 20)),
+      [],
+    );
     assert.equal(rule.view.baselineMs, 20);
     assert.equal(rule.view.firing, false);
   });
 
   it('fires once the recent median exceeds factor × the baseline, then rests for the cooldown', () => {
     const rule = new BaselineRule('api', OPTIONS);
-    assert.deepEqual(feed(rule, 100, 3000, () => 20), []);
+    assert.deepEqual(
+      feed(rule, 100, 3000, () => 20),
+      [],
+    );
     const firings = feed(rule, 3100, 4000, () => 100);
     assert.equal(rule.view.firing, true, 'the condition holds while the window is slow');
     firings.push(...feed(rule, 4100, 8000, () => 100));
@@ -93,7 +128,11 @@ describe('probe baseline rule', () => {
 
   it('needs a departure of at least 10 ms on a sub-millisecond baseline', () => {
     const rule = new BaselineRule('lo', OPTIONS);
-    assert.deepEqual(feed(rule, 100, 6000, (t) => (t < 3000 ? 0.3 : 5)), [], '5 ms is 16× of 0.3 ms but within jitter');
+    assert.deepEqual(
+      feed(rule, 100, 6000, (t) => (t < 3000 ? 0.3 : 5)),
+      [],
+      '5 ms is 16× of 0.3 ms but within jitter',
+    );
     assert.equal(feed(rule, 6100, 8000, () => 30).length, 1);
   });
 
@@ -106,7 +145,10 @@ describe('probe baseline rule', () => {
   });
 
   it('does not fire before it has a baseline', () => {
-    assert.deepEqual(feed(new BaselineRule('new', OPTIONS), 100, 900, () => 500), []);
+    assert.deepEqual(
+      feed(new BaselineRule('new', OPTIONS), 100, 900, () => 500),
+      [],
+    );
   });
 });
 
@@ -114,9 +156,34 @@ describe('dependency map', () => {
   it('keeps at most `max` remotes, dropping the least recently seen', () => {
     let now = 0;
     const map = new DependencyMap({ max: 3, now: () => ++now });
-    const run = (port: number) => map.noteProbe({ name: `p${port}`, target: `tcp://10.0.0.1:${port}`, time: 0, outcome: 'success', phases: { total: 1 }, remoteAddress: '10.0.0.1', remotePort: port });
-    run(1); run(2); run(3); run(1); run(4);
-    assert.deepEqual(map.entries().map((e) => e.remotePort), [4, 1, 3], 'port 2 was least recently seen');
-    assert.deepEqual(map.entries()[0], { remoteAddress: '10.0.0.1', remotePort: 4, hostnames: [], connections: 0, states: {}, probes: ['p4'], lastSeenAt: 5 });
+    const run = (port: number) =>
+      map.noteProbe({
+        name: `p${port}`,
+        target: `tcp://10.0.0.1:${port}`,
+        time: 0,
+        outcome: 'success',
+        phases: { total: 1 },
+        remoteAddress: '10.0.0.1',
+        remotePort: port,
+      });
+    run(1);
+    run(2);
+    run(3);
+    run(1);
+    run(4);
+    assert.deepEqual(
+      map.entries().map((e) => e.remotePort),
+      [4, 1, 3],
+      'port 2 was least recently seen',
+    );
+    assert.deepEqual(map.entries()[0], {
+      remoteAddress: '10.0.0.1',
+      remotePort: 4,
+      hostnames: [],
+      connections: 0,
+      states: {},
+      probes: ['p4'],
+      lastSeenAt: 5,
+    });
   });
 });

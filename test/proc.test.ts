@@ -7,7 +7,8 @@ import { parseTaskStat, threadRole } from '../src/samples/proc.js';
 import { tempDir } from './helpers.js';
 
 // Recorded from /proc/self/task/*/stat on Linux 6.x (fields after stime trimmed in some lines).
-const MAIN = '2944 (node) S 2931 2944 2931 34816 2944 4194304 9386 0 0 0 71 3 0 0 20 0 12 0 10086 1189969920 13606 18446744073709551615 1 1 0 0 0 0 0 16781312 134234626 0 0 0 17 1 0 0 0 0 0';
+const MAIN =
+  '2944 (node) S 2931 2944 2931 34816 2944 4194304 9386 0 0 0 71 3 0 0 20 0 12 0 10086 1189969920 13606 18446744073709551615 1 1 0 0 0 0 0 16781312 134234626 0 0 0 17 1 0 0 0 0 0';
 const TRICKY = '51 (a) b (c) R 1 1 1 0 -1 4194560 0 0 0 0 250 125 0 0';
 
 describe('/proc parsers', () => {
@@ -20,7 +21,15 @@ describe('/proc parsers', () => {
   });
 
   it('returns undefined for malformed lines instead of throwing', () => {
-    for (const bad of ['', 'garbage', '12 node S 1 2 3', '12 (node) S 1 1', 'x (node) S 1 1 1 0 -1 0 0 0 0 0 5 5', '12 (node) S 1 1 1 0 -1 0 0 0 0 0 five 5', '-3 (n) S 1 1 1 0 -1 0 0 0 0 0 1 1']) {
+    for (const bad of [
+      '',
+      'garbage',
+      '12 node S 1 2 3',
+      '12 (node) S 1 1',
+      'x (node) S 1 1 1 0 -1 0 0 0 0 0 5 5',
+      '12 (node) S 1 1 1 0 -1 0 0 0 0 0 five 5',
+      '-3 (n) S 1 1 1 0 -1 0 0 0 0 0 1 1',
+    ]) {
       assert.equal(parseTaskStat(bad), undefined, JSON.stringify(bad));
     }
   });
@@ -56,10 +65,13 @@ describe('per-thread CPU sampler on a recorded /proc tree', () => {
     const sampler = new ThreadCpuSampler(100, undefined, dir);
     assert.equal(sampler.supported, true);
     const threads = sampler.sample();
-    assert.deepEqual(threads.map((t) => [t.tid, t.name, t.role, t.userMs, t.systemMs]), [
-      [100, 'node', 'main', 1500, 500],
-      [101, 'libuv-worker', 'libuv', 200, 100],
-    ]);
+    assert.deepEqual(
+      threads.map((t) => [t.tid, t.name, t.role, t.userMs, t.systemMs]),
+      [
+        [100, 'node', 'main', 1500, 500],
+        [101, 'libuv-worker', 'libuv', 200, 100],
+      ],
+    );
     // Utilization comes from the change between two samples.
     fs.writeFileSync(path.join(dir, '100', 'stat'), '100 (node) S 1 100 1 0 -1 0 0 0 0 0 160 50 0 0');
     const again = sampler.sample();

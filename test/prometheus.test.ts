@@ -17,16 +17,26 @@ const JOB = 'sysprobe-example';
 const HOST = '127.0.0.1';
 
 /** One series of an instant-query result. */
-interface Series { metric: Record<string, string>; value: [number, string] }
+interface Series {
+  metric: Record<string, string>;
+  value: [number, string];
+}
 
 /** A child process plus the tail of its stderr, for failure messages. */
-interface Child { proc: ChildProcess; stderr: () => string }
+interface Child {
+  proc: ChildProcess;
+  stderr: () => string;
+}
 
 function spawnChild(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Child {
   const proc = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => { err = (err + chunk).slice(-4000); });
-  proc.once('exit', (code, signal) => { err += `\n(exited: ${code ?? signal})`; });
+  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    err = (err + chunk).slice(-4000);
+  });
+  proc.once('exit', (code, signal) => {
+    err += `\n(exited: ${code ?? signal})`;
+  });
   return { proc, stderr: () => err };
 }
 
@@ -45,7 +55,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** fetch with a bound, so a hung server fails the test instead of hanging it. */
 const get = (url: string) => fetch(url, { signal: AbortSignal.timeout(3000) });
 
-const hasExited = (child: Child | undefined) => child !== undefined && (child.proc.exitCode !== null || child.proc.signalCode !== null);
+const hasExited = (child: Child | undefined) =>
+  child !== undefined && (child.proc.exitCode !== null || child.proc.signalCode !== null);
 
 /** Stops a child politely, then forcefully; resolves once it has exited. */
 async function kill(child: Child | undefined): Promise<void> {
@@ -66,14 +77,16 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
   let appUrl = '';
   let promUrl = '';
 
-  const logs = () => `--- example stderr ---\n${service?.stderr() ?? ''}\n--- prometheus stderr ---\n${prometheus?.stderr() ?? ''}`;
+  const logs = () =>
+    `--- example stderr ---\n${service?.stderr() ?? ''}\n--- prometheus stderr ---\n${prometheus?.stderr() ?? ''}`;
 
   /** Polls `probe` until it returns a value; fails naming what it waited for, at once if a child died. */
   async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     let lastError: unknown;
     while (Date.now() < deadline) {
-      if (hasExited(service) || hasExited(prometheus)) assert.fail(`A child process exited while waiting for ${what}.\n${logs()}`);
+      if (hasExited(service) || hasExited(prometheus))
+        assert.fail(`A child process exited while waiting for ${what}.\n${logs()}`);
       try {
         const value = await probe();
         if (value !== undefined) return value;
@@ -82,12 +95,18 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
       }
       await sleep(200);
     }
-    assert.fail(`Timed out after ${timeoutMs} ms waiting for ${what}.${lastError ? ` Last error: ${String(lastError)}.` : ''}\n${logs()}`);
+    assert.fail(
+      `Timed out after ${timeoutMs} ms waiting for ${what}.${lastError ? ` Last error: ${String(lastError)}.` : ''}\n${logs()}`,
+    );
   }
 
   async function query(expr: string): Promise<Series[]> {
     const res = await get(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
-    const body = await res.json() as { status: string; error?: string; data?: { resultType: string; result: Series[] } };
+    const body = (await res.json()) as {
+      status: string;
+      error?: string;
+      data?: { resultType: string; result: Series[] };
+    };
     assert.equal(body.status, 'success', `query ${expr} failed: ${body.error ?? res.status}`);
     assert.equal(body.data?.resultType, 'vector', `query ${expr}`);
     return body.data.result;
@@ -109,17 +128,30 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
 
     // 1. The example service on free ports; it reports them on its ready line.
     service = spawnChild(process.execPath, [EXAMPLE], {
-      ...process.env, HOST, PORT: '0', METRICS_PORT: '0', LOAD: '0',
-      DUMP_DIR: path.join(tmp, 'dumps'), SYSPROBE_LOG_LEVEL: 'warn',
+      ...process.env,
+      HOST,
+      PORT: '0',
+      METRICS_PORT: '0',
+      LOAD: '0',
+      DUMP_DIR: path.join(tmp, 'dumps'),
+      SYSPROBE_LOG_LEVEL: 'warn',
     });
     const ready = await new Promise<{ port: number; metricsPort: number }>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`example not ready within 10 s\n${logs()}`)), 10_000);
-      service!.proc.once('exit', () => { clearTimeout(timer); reject(new Error(`example exited before it was ready\n${logs()}`)); });
+      service!.proc.once('exit', () => {
+        clearTimeout(timer);
+        reject(new Error(`example exited before it was ready\n${logs()}`));
+      });
       createInterface({ input: service!.proc.stdout! }).on('line', (line) => {
         try {
           const msg = JSON.parse(line) as { event?: string; port: number; metricsPort: number };
-          if (msg.event === 'ready') { clearTimeout(timer); resolve(msg); }
-        } catch { /* not our JSON line */ }
+          if (msg.event === 'ready') {
+            clearTimeout(timer);
+            resolve(msg);
+          }
+        } catch {
+          /* not our JSON line */
+        }
       });
     });
     appUrl = `http://${HOST}:${ready.port}`;
@@ -127,16 +159,19 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
     // 2. Prometheus scraping the example's metrics port every second, everything in the temp dir.
     const promPort = await freePort();
     promUrl = `http://${HOST}:${promPort}`;
-    writeFileSync(path.join(tmp, 'prometheus.yml'), [
-      'global:',
-      '  scrape_interval: 1s',
-      '  scrape_timeout: 1s',
-      'scrape_configs:',
-      `  - job_name: ${JOB}`,
-      '    static_configs:',
-      `      - targets: ['${HOST}:${ready.metricsPort}']`,
-      '',
-    ].join('\n'));
+    writeFileSync(
+      path.join(tmp, 'prometheus.yml'),
+      [
+        'global:',
+        '  scrape_interval: 1s',
+        '  scrape_timeout: 1s',
+        'scrape_configs:',
+        `  - job_name: ${JOB}`,
+        '    static_configs:',
+        `      - targets: ['${HOST}:${ready.metricsPort}']`,
+        '',
+      ].join('\n'),
+    );
     prometheus = spawnChild(PROMETHEUS, [
       `--config.file=${path.join(tmp, 'prometheus.yml')}`,
       `--storage.tsdb.path=${path.join(tmp, 'data')}`,
@@ -147,7 +182,10 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
 
     // 3. Until a scrape has brought in the samples (the first one may precede sysprobe's first sample).
     await waitFor('a scrape with sysprobe memory and CPU metrics', 15_000, async () =>
-      (await query('sysprobe_memory_heap_used')).length > 0 && (await query('process_cpu_time_total')).length > 0 ? true : undefined);
+      (await query('sysprobe_memory_heap_used')).length > 0 && (await query('process_cpu_time_total')).length > 0
+        ? true
+        : undefined,
+    );
   });
 
   after(async function () {
@@ -166,13 +204,28 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
     const res = await get(`${promUrl}/api/v1/label/__name__/values`);
     const names = ((await res.json()) as { data: string[] }).data;
     for (const name of [
-      'nodejs_eventloop_delay_max', 'nodejs_eventloop_delay_p99', 'nodejs_eventloop_utilization', 'nodejs_eventloop_time_total',
-      'process_cpu_time_total', 'process_cpu_utilization', 'process_memory_usage',
-      'v8js_memory_heap_used', 'v8js_memory_heap_limit', 'sysprobe_memory_heap_used', 'sysprobe_memory_heap_limit',
-      'sysprobe_eventloop_lag', 'sysprobe_eventloop_delay_bucket', 'sysprobe_eventloop_delay_count', 'sysprobe_eventloop_delay_sum',
-      'sysprobe_worker_restarts_total', 'target_info',
+      'nodejs_eventloop_delay_max',
+      'nodejs_eventloop_delay_p99',
+      'nodejs_eventloop_utilization',
+      'nodejs_eventloop_time_total',
+      'process_cpu_time_total',
+      'process_cpu_utilization',
+      'process_memory_usage',
+      'v8js_memory_heap_used',
+      'v8js_memory_heap_limit',
+      'sysprobe_memory_heap_used',
+      'sysprobe_memory_heap_limit',
+      'sysprobe_eventloop_lag',
+      'sysprobe_eventloop_delay_bucket',
+      'sysprobe_eventloop_delay_count',
+      'sysprobe_eventloop_delay_sum',
+      'sysprobe_worker_restarts_total',
+      'target_info',
     ]) {
-      assert.ok(names.includes(name), `Prometheus has no metric ${name}; sysprobe-related names: ${names.filter((n) => !n.startsWith('prometheus_') && !n.startsWith('scrape_')).join(', ')}`);
+      assert.ok(
+        names.includes(name),
+        `Prometheus has no metric ${name}; sysprobe-related names: ${names.filter((n) => !n.startsWith('prometheus_') && !n.startsWith('scrape_')).join(', ')}`,
+      );
     }
     const series = await query('sysprobe_memory_heap_used');
     assert.equal(series[0]?.metric.job, JOB);
@@ -193,7 +246,10 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
     assert.ok(heapUsed > 1e6 && heapUsed < heapLimit, `heap used ${heapUsed} B, limit ${heapLimit} B`);
     assert.ok(rss > heapUsed, `rss ${rss} B <= heap used ${heapUsed} B`);
     const spaces = await query('v8js_memory_heap_used');
-    assert.ok(spaces.some((s) => s.metric.v8js_heap_space_name === 'old_space'), `no old_space in ${JSON.stringify(spaces.map((s) => s.metric))}`);
+    assert.ok(
+      spaces.some((s) => s.metric.v8js_heap_space_name === 'old_space'),
+      `no old_space in ${JSON.stringify(spaces.map((s) => s.metric))}`,
+    );
     const perSpace = await scalar('sum(v8js_memory_heap_used)');
     assert.ok(perSpace > 1e6 && perSpace < heapLimit, `sum of v8js_memory_heap_used = ${perSpace} B`);
   });
@@ -205,7 +261,8 @@ describe('Prometheus end to end (examples/prometheus-service.js + a real prometh
       .sort((a, b) => a.le - b.le);
     assert.equal(byLe.length, 16, `expected 15 bounds + Inf, got le=${byLe.map((b) => b.le).join(',')}`);
     assert.equal(byLe.at(-1)?.le, Infinity);
-    for (let i = 1; i < byLe.length; i++) assert.ok(byLe[i]!.n >= byLe[i - 1]!.n, `buckets not cumulative: ${JSON.stringify(byLe)}`);
+    for (let i = 1; i < byLe.length; i++)
+      assert.ok(byLe[i]!.n >= byLe[i - 1]!.n, `buckets not cumulative: ${JSON.stringify(byLe)}`);
     const count = await scalar('sysprobe_eventloop_delay_count');
     assert.ok(count > 0, 'no heartbeat gaps recorded');
     assert.equal(byLe.at(-1)?.n, count, 'the +Inf bucket must equal _count');

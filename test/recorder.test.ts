@@ -8,8 +8,14 @@ describe('flight recorder', () => {
     assert.equal(recorder.latest(), undefined);
     for (let time = 1; time <= 5; time++) recorder.push({ time });
     assert.equal(recorder.size, 3);
-    assert.deepEqual(recorder.since(undefined).map((s) => s.time), [3, 4, 5]);
-    assert.deepEqual(recorder.since(4).map((s) => s.time), [4, 5]);
+    assert.deepEqual(
+      recorder.since(undefined).map((s) => s.time),
+      [3, 4, 5],
+    );
+    assert.deepEqual(
+      recorder.since(4).map((s) => s.time),
+      [4, 5],
+    );
     assert.equal(recorder.latest()?.time, 5);
   });
 

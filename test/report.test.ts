@@ -28,46 +28,88 @@ async function realIncidentWithExtras(): Promise<string> {
   fs.cpSync(made.dir, dir, { recursive: true });
   const manifest = JSON.parse(fs.readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as IncidentManifest;
   const profileFile = path.join(dir, manifest.captures.find((c) => c.kind === 'cpu-profile')!.file);
-  const profile = JSON.parse(fs.readFileSync(profileFile, 'utf8')) as { nodes: Array<{ id: number; callFrame: { functionName: string; url: string } }>; samples: number[] };
+  const profile = JSON.parse(fs.readFileSync(profileFile, 'utf8')) as {
+    nodes: Array<{ id: number; callFrame: { functionName: string; url: string } }>;
+    samples: number[];
+  };
   // The JS function with the most samples (busyTurn or stallInJs, as the rule fired): the report surely shows it.
   const hits = new Map<number, number>();
   for (const id of profile.samples) hits.set(id, (hits.get(id) ?? 0) + 1);
-  const busiest = profile.nodes.filter((n) => n.callFrame.url !== '').reduce((a, b) => ((hits.get(b.id) ?? 0) > (hits.get(a.id) ?? 0) ? b : a));
+  const busiest = profile.nodes
+    .filter((n) => n.callFrame.url !== '')
+    .reduce((a, b) => ((hits.get(b.id) ?? 0) > (hits.get(a.id) ?? 0) ? b : a));
   busiest.callFrame.functionName = XSS_FUNCTION;
   busiest.callFrame.url = XSS_PATH;
   fs.writeFileSync(profileFile, JSON.stringify(profile));
-  manifest.dependencies = [{ remoteAddress: '127.0.0.1', remotePort: 5432, hostnames: ['db<script>window.__xss=4</script>'], connections: 3, states: { ESTABLISHED: 3 }, latencyMs: { p50: 1.2, p99: 9.5 }, lastSeenAt: Date.now() }];
+  manifest.dependencies = [
+    {
+      remoteAddress: '127.0.0.1',
+      remotePort: 5432,
+      hostnames: ['db<script>window.__xss=4</script>'],
+      connections: 3,
+      states: { ESTABLISHED: 3 },
+      latencyMs: { p50: 1.2, p99: 9.5 },
+      lastSeenAt: Date.now(),
+    },
+  ];
   fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-  fs.writeFileSync(path.join(dir, 'heap-diff.json'), JSON.stringify({
-    files: ['a.heapsnapshot', 'b.heapsnapshot'],
-    constructors: [
-      { name: 'LeakyEntry<img src=x onerror="window.__xss=5">', countDelta: 1000, selfSizeDelta: 64_000, retainedSizeDelta: 1_048_576 },
-      { name: 'Socket', countDelta: 1, selfSizeDelta: 296, retainedSizeDelta: 7_987 },
-      { name: 'TimersList', countDelta: -2, selfSizeDelta: -160, retainedSizeDelta: -1_234_567_890 },
-    ],
-    // A long retainer path next to short columns: the case that once broke the headings letter by letter.
-    leaks: [{ constructor: 'SessionRecord', count: 12_345, selfSize: 1_023_999, retainedSize: 52_428_800,
-      retainerPath: 'global → CustomEvent() "CustomEvent" → context → process "process" → Object "_events" → message() → context → Map "sessionCache" → table → SessionRecord' }],
-  }));
+  fs.writeFileSync(
+    path.join(dir, 'heap-diff.json'),
+    JSON.stringify({
+      files: ['a.heapsnapshot', 'b.heapsnapshot'],
+      constructors: [
+        {
+          name: 'LeakyEntry<img src=x onerror="window.__xss=5">',
+          countDelta: 1000,
+          selfSizeDelta: 64_000,
+          retainedSizeDelta: 1_048_576,
+        },
+        { name: 'Socket', countDelta: 1, selfSizeDelta: 296, retainedSizeDelta: 7_987 },
+        { name: 'TimersList', countDelta: -2, selfSizeDelta: -160, retainedSizeDelta: -1_234_567_890 },
+      ],
+      // A long retainer path next to short columns: the case that once broke the headings letter by letter.
+      leaks: [
+        {
+          constructor: 'SessionRecord',
+          count: 12_345,
+          selfSize: 1_023_999,
+          retainedSize: 52_428_800,
+          retainerPath:
+            'global → CustomEvent() "CustomEvent" → context → process "process" → Object "_events" → message() → context → Map "sessionCache" → table → SessionRecord',
+        },
+      ],
+    }),
+  );
   return dir;
 }
 
 describe('sysprobe report', function () {
   this.timeout(60_000);
   let dir: string;
-  before(async () => { dir = await realIncidentWithExtras(); });
+  before(async () => {
+    dir = await realIncidentWithExtras();
+  });
 
   it('writes report.html into the folder and prints its path; a bad folder exits 1 with a message', async () => {
     const { stdout } = await run(process.execPath, [CLI, 'report', dir]);
     assert.equal(stdout.trim(), path.join(dir, 'report.html'));
     const html = fs.readFileSync(path.join(dir, 'report.html'), 'utf8');
     assert.doesNotMatch(html, /(?:src|href)\s*=\s*["']?(?:https?:)?\/\//i, 'no external URLs');
-    assert.ok(!html.includes(XSS_FUNCTION) && html.includes('&lt;script&gt;window.__xss=2&lt;/script&gt;'), 'the function name is escaped');
+    assert.ok(
+      !html.includes(XSS_FUNCTION) && html.includes('&lt;script&gt;window.__xss=2&lt;/script&gt;'),
+      'the function name is escaped',
+    );
     assert.ok(!html.includes(XSS_RULE), 'the rule name is escaped');
-    const bad = await run(process.execPath, [CLI, 'report', os.tmpdir()]).then(() => undefined, (err: { code: number; stderr: string }) => err);
+    const bad = await run(process.execPath, [CLI, 'report', os.tmpdir()]).then(
+      () => undefined,
+      (err: { code: number; stderr: string }) => err,
+    );
     assert.equal(bad?.code, 1);
     assert.match(bad?.stderr ?? '', /not an incident folder: it has no manifest\.json/);
-    const missing = await run(process.execPath, [CLI, 'report', path.join(dir, 'nope')]).then(() => undefined, (err: { code: number; stderr: string }) => err);
+    const missing = await run(process.execPath, [CLI, 'report', path.join(dir, 'nope')]).then(
+      () => undefined,
+      (err: { code: number; stderr: string }) => err,
+    );
     assert.equal(missing?.code, 1);
     assert.match(missing?.stderr ?? '', /is not a directory/);
   });
@@ -82,7 +124,9 @@ describe('sysprobe report', function () {
     try {
       const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
       const problems: string[] = [];
-      page.on('console', (msg) => { if (msg.type() === 'error' || msg.type() === 'warning') problems.push(`console ${msg.type()}: ${msg.text()}`); });
+      page.on('console', (msg) => {
+        if (msg.type() === 'error' || msg.type() === 'warning') problems.push(`console ${msg.type()}: ${msg.text()}`);
+      });
       page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
       const requests: string[] = [];
       await page.route('**/*', async (route) => {
@@ -92,20 +136,31 @@ describe('sysprobe report', function () {
         await route.abort();
       });
       await page.goto(`file://${out}`);
-      for (const id of ['#chart-delay', '#chart-cpu', '#chart-heap', '#chart-sockets']) assert.equal(await page.locator(id).count(), 1, id);
-      assert.ok(await page.locator('#chart-cpu path.line').count() === 1, 'the CPU chart has its line');
-      assert.ok(await page.locator('#chart-delay line.mark.trigger').count() >= 1, 'the trigger is marked');
-      assert.ok(await page.locator('#chart-delay line.mark.capture').count() >= 1, 'the captures are marked');
+      for (const id of ['#chart-delay', '#chart-cpu', '#chart-heap', '#chart-sockets'])
+        assert.equal(await page.locator(id).count(), 1, id);
+      assert.ok((await page.locator('#chart-cpu path.line').count()) === 1, 'the CPU chart has its line');
+      assert.ok((await page.locator('#chart-delay line.mark.trigger').count()) >= 1, 'the trigger is marked');
+      assert.ok((await page.locator('#chart-delay line.mark.capture').count()) >= 1, 'the captures are marked');
       const frames = await page.locator('#flamegraph g.fn').count();
       assert.ok(frames >= 3, `flame graph frames: ${frames}`);
       const titles = await page.locator('#flamegraph g.fn title').allTextContents();
-      assert.ok(titles.some((t) => t.includes(XSS_FUNCTION)), 'the XSS function name shows as text in its hover title');
-      assert.ok((await page.locator('#stall .stack li').allTextContents()).some((t) => t.includes('stallInJs')), 'the stall stack');
+      assert.ok(
+        titles.some((t) => t.includes(XSS_FUNCTION)),
+        'the XSS function name shows as text in its hover title',
+      );
+      assert.ok(
+        (await page.locator('#stall .stack li').allTextContents()).some((t) => t.includes('stallInJs')),
+        'the stall stack',
+      );
       assert.match(await page.locator('#heap-diff').innerText(), /LeakyEntry<img src=x/);
       assert.match(await page.locator('#dependencies').innerText(), /127\.0\.0\.1:5432/);
       await page.locator('#flamegraph g.fn').first().hover();
       assert.notEqual(await page.locator('#hover').textContent(), '', 'hovering a frame shows it');
-      assert.equal(await page.evaluate(() => (globalThis as { __xss?: number }).__xss), undefined, 'no script from the data ran');
+      assert.equal(
+        await page.evaluate(() => (globalThis as { __xss?: number }).__xss),
+        undefined,
+        'no script from the data ran',
+      );
       assert.equal(await page.locator('img').count(), 0, 'no element from the data');
       fs.mkdirSync(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: path.join(ARTIFACTS, 'report.png'), fullPage: true });
@@ -130,7 +185,10 @@ describe('sysprobe report', function () {
       // Each heading: the lines it takes (its height over its line height), and whether its text fits its box.
       const headings = await page.locator('table th').evaluateAll((ths) => {
         // This runs in the page; the test's tsconfig has no DOM types, so the few used are named here.
-        interface Box { width: number; height: number }
+        interface Box {
+          width: number;
+          height: number;
+        }
         interface Page {
           getComputedStyle(el: unknown): { paddingLeft: string; paddingRight: string; lineHeight: string };
           document: { createRange(): { selectNodeContents(el: unknown): void; getBoundingClientRect(): Box } };
@@ -142,21 +200,36 @@ describe('sysprobe report', function () {
           range.selectNodeContents(th);
           const box = range.getBoundingClientRect();
           const inner = th.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-          return { text: th.textContent ?? '', lines: Math.round(box.height / parseFloat(style.lineHeight)), textWidth: box.width, inner };
+          return {
+            text: th.textContent ?? '',
+            lines: Math.round(box.height / parseFloat(style.lineHeight)),
+            textWidth: box.width,
+            inner,
+          };
         });
       });
       assert.ok(headings.length >= 10, `headings found: ${headings.length}`);
       for (const h of headings) {
         assert.ok(h.lines <= 2, `heading "${h.text}" takes ${h.lines} lines`);
-        assert.ok(h.textWidth <= h.inner + 1, `heading "${h.text}" is ${h.textWidth.toFixed(0)} px wide in a ${h.inner.toFixed(0)} px column`);
+        assert.ok(
+          h.textWidth <= h.inner + 1,
+          `heading "${h.text}" is ${h.textWidth.toFixed(0)} px wide in a ${h.inner.toFixed(0)} px column`,
+        );
       }
       // Sizes: the heap diff's and the captures' size columns, each a number of at most 3 significant digits and a unit.
-      const sizes = await page.locator('#t-heap-diff td:nth-child(3), #t-heap-diff td:nth-child(4), #t-leaks td:nth-child(3), #t-leaks td:nth-child(4), #t-captures td:nth-child(3)').allTextContents();
+      const sizes = await page
+        .locator(
+          '#t-heap-diff td:nth-child(3), #t-heap-diff td:nth-child(4), #t-leaks td:nth-child(3), #t-leaks td:nth-child(4), #t-captures td:nth-child(3)',
+        )
+        .allTextContents();
       assert.ok(sizes.length >= 8, `size cells: ${sizes.length}`);
       for (const size of sizes) {
         const m = /^−?(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB)$/.exec(size);
-        assert.ok(m, `"${size}" is a number and a unit (all: ${sizes.join(" | ")})`);
-        assert.ok(m[1]!.replace('.', '').replace(/^0+/, '').length <= 3, `"${size}" has more than 3 significant digits`);
+        assert.ok(m, `"${size}" is a number and a unit (all: ${sizes.join(' | ')})`);
+        assert.ok(
+          m[1]!.replace('.', '').replace(/^0+/, '').length <= 3,
+          `"${size}" has more than 3 significant digits`,
+        );
       }
       assert.ok(sizes.includes('1.18 GiB') || sizes.includes('−1.15 GiB'), `large sizes in GiB: ${sizes.join(', ')}`);
       assert.ok(sizes.includes('296 B'), `small sizes in bytes: ${sizes.join(', ')}`);

@@ -102,7 +102,11 @@ export function nativeAddon(name: NativeName): Requirement {
 
 export const STRICT = process.env.SYSPROBE_TEST_STRICT === '1';
 
-interface Skip { test: string; requirement: Requirement; why: string }
+interface Skip {
+  test: string;
+  requirement: Requirement;
+  why: string;
+}
 const skipped: Skip[] = [];
 
 /**
@@ -114,8 +118,14 @@ export function needs(context: Mocha.Context, requirement: Requirement): void {
   if (why === undefined) return;
   // From a before() hook the whole suite is skipped: name the suite.
   const runnable = context.test;
-  const test = (runnable as { type?: string } | undefined)?.type === 'hook' ? `${runnable?.parent?.fullTitle() ?? '(a suite)'} (every test)` : runnable?.fullTitle() ?? '(unknown test)';
-  if (STRICT) throw new Error(`SYSPROBE_TEST_STRICT=1 and this test needs ${requirement.name}: ${why}. Install: ${requirement.install}`);
+  const test =
+    (runnable as { type?: string } | undefined)?.type === 'hook'
+      ? `${runnable?.parent?.fullTitle() ?? '(a suite)'} (every test)`
+      : (runnable?.fullTitle() ?? '(unknown test)');
+  if (STRICT)
+    throw new Error(
+      `SYSPROBE_TEST_STRICT=1 and this test needs ${requirement.name}: ${why}. Install: ${requirement.install}`,
+    );
   skipped.push({ test, requirement, why });
   context.skip();
 }
@@ -125,7 +135,9 @@ export function skipSummary(): string | undefined {
   if (skipped.length === 0) return undefined;
   const byPart = new Map<Requirement, Skip[]>();
   for (const s of skipped) byPart.set(s.requirement, [...(byPart.get(s.requirement) ?? []), s]);
-  const lines = [`Skipped ${skipped.length} test(s): this machine lacks what they need (SYSPROBE_TEST_STRICT=1 makes these failures).`];
+  const lines = [
+    `Skipped ${skipped.length} test(s): this machine lacks what they need (SYSPROBE_TEST_STRICT=1 makes these failures).`,
+  ];
   for (const [req, skips] of byPart) {
     lines.push(`  ${req.name}: ${skips[0]!.why}`, `    install: ${req.install}`);
     for (const s of skips) lines.push(`    - ${s.test}`);

@@ -11,12 +11,20 @@ import { findMetric, memoryLogger, memoryMetrics, pointValue, waitFor, tempDir }
 /** A sample at `time` (ms) covering the 1 s before it, with the given event-loop utilization. */
 function sample(time: number, utilization: number | undefined): Sample {
   return {
-    time, intervalMs: 1000, mainStale: false,
+    time,
+    intervalMs: 1000,
+    mainStale: false,
     ...(utilization === undefined ? {} : { eventLoop: { utilization, delayMaxMs: 0, lagMs: 0, lagMaxMs: 0 } }),
   };
 }
 
-const busy: RuleCondition = { name: 'busy', value: 'eventLoop.utilization', above: 0.9, forMs: 3000, cooldownMs: 10_000 };
+const busy: RuleCondition = {
+  name: 'busy',
+  value: 'eventLoop.utilization',
+  above: 0.9,
+  forMs: 3000,
+  cooldownMs: 10_000,
+};
 
 function feed(engine: RuleEngine, values: Array<number | undefined>, from = 1000): RuleFiring[] {
   return values.flatMap((u, i) => engine.observe(sample(from + i * 1000, u)));
@@ -28,7 +36,14 @@ describe('rules engine', () => {
     // Above from t=0 (the start of the first interval above); 3 s later is t=3000, the third sample.
     const firings = feed(engine, [0.95, 0.97, 0.99, 0.99]);
     assert.equal(firings.length, 1);
-    assert.deepEqual(firings[0], { rule: 'busy', value: 'eventLoop.utilization', threshold: 0.9, observed: 0.99, aboveForMs: 3000, firedAt: 3000 });
+    assert.deepEqual(firings[0], {
+      rule: 'busy',
+      value: 'eventLoop.utilization',
+      threshold: 0.9,
+      observed: 0.99,
+      aboveForMs: 3000,
+      firedAt: 3000,
+    });
   });
 
   it('starts over when the value drops, and ignores samples without the value', () => {
@@ -45,28 +60,54 @@ describe('rules engine', () => {
     const values = Array.from({ length: 20 }, () => 0.99);
     const firings = feed(engine, values);
     // Fires at 3000, rests until 13000; the new window started at 3000 (the next sample's interval) so fires at 13000.
-    assert.deepEqual(firings.map((f) => f.firedAt), [3000, 13000]);
+    assert.deepEqual(
+      firings.map((f) => f.firedAt),
+      [3000, 13000],
+    );
   });
 
   it('keeps rules apart, and fires at once with forMs 0', () => {
-    const engine = new RuleEngine([busy, { name: 'any', value: 'eventLoop.utilization', above: 0.5, forMs: 0, cooldownMs: 0 }]);
+    const engine = new RuleEngine([
+      busy,
+      { name: 'any', value: 'eventLoop.utilization', above: 0.5, forMs: 0, cooldownMs: 0 },
+    ]);
     const firings = feed(engine, [0.6, 0.6]);
-    assert.deepEqual(firings.map((f) => f.rule), ['any', 'any']);
+    assert.deepEqual(
+      firings.map((f) => f.rule),
+      ['any', 'any'],
+    );
   });
 });
 
 describe('rules: options', () => {
   it('refuses bad rules at start() with a message naming the rule and the field', async () => {
     const refused = async (rules: unknown, mentions: RegExp) =>
-      assert.rejects(start({ logger: memoryLogger().logger, rules } as never), (err: Error & { code?: string }) =>
-        err.code === 'SYSPROBE_ERR_INVALID_OPTION' && mentions.test(err.message));
+      assert.rejects(
+        start({ logger: memoryLogger().logger, rules } as never),
+        (err: Error & { code?: string }) => err.code === 'SYSPROBE_ERR_INVALID_OPTION' && mentions.test(err.message),
+      );
     await refused('busy', /rules must be an array/);
-    await refused([{ name: 'x', value: 'cpu.temperature', above: 1, actions: ['captureStack'] }], /rules\[3\]\.value must be one of eventLoop\.utilization/);
-    await refused([{ name: 'cpu-high', value: 'cpu.utilization', above: 1, actions: ['captureStack'] }], /"cpu-high" is used twice \(the default rules/);
+    await refused(
+      [{ name: 'x', value: 'cpu.temperature', above: 1, actions: ['captureStack'] }],
+      /rules\[3\]\.value must be one of eventLoop\.utilization/,
+    );
+    await refused(
+      [{ name: 'cpu-high', value: 'cpu.utilization', above: 1, actions: ['captureStack'] }],
+      /"cpu-high" is used twice \(the default rules/,
+    );
     await refused([{ name: 'x', value: 'cpu.utilization', above: 1, actions: ['reboot'] }], /each action must be/);
-    await refused([{ name: 'x', value: 'cpu.utilization', above: 1, actions: [] }], /actions must be a non-empty array/);
-    await refused([{ name: 'x', value: 'cpu.utilization', above: 1, forMs: -1, actions: ['captureStack'] }], /forMs must be an integer from 0/);
-    await refused([{ name: 'x', value: 'gc.perMin', above: 1, actions: [{ captureAllocationProfile: { durationMs: 5 } }] }], /captureAllocationProfile\.durationMs must be an integer from 10 to 600000/);
+    await refused(
+      [{ name: 'x', value: 'cpu.utilization', above: 1, actions: [] }],
+      /actions must be a non-empty array/,
+    );
+    await refused(
+      [{ name: 'x', value: 'cpu.utilization', above: 1, forMs: -1, actions: ['captureStack'] }],
+      /forMs must be an integer from 0/,
+    );
+    await refused(
+      [{ name: 'x', value: 'gc.perMin', above: 1, actions: [{ captureAllocationProfile: { durationMs: 5 } }] }],
+      /captureAllocationProfile\.durationMs must be an integer from 10 to 600000/,
+    );
   });
 });
 
@@ -76,11 +117,21 @@ describe('rules: a firing through the probe', () => {
     const metrics = memoryMetrics();
     const called: RuleFiring[] = [];
     const probe = await start({
-      logger: memoryLogger().logger, meterProvider: metrics.meterProvider, dumpDir, sampleIntervalMs: 100, defaultRules: false,
-      rules: [{
-        name: 'saturated-test', value: 'eventLoop.utilization', above: 0.8, forMs: 300, cooldownMs: 60_000,
-        actions: [{ captureCpuProfile: { durationMs: 300 } }, 'markUnhealthy', (firing) => called.push(firing)],
-      }],
+      logger: memoryLogger().logger,
+      meterProvider: metrics.meterProvider,
+      dumpDir,
+      sampleIntervalMs: 100,
+      defaultRules: false,
+      rules: [
+        {
+          name: 'saturated-test',
+          value: 'eventLoop.utilization',
+          above: 0.8,
+          forMs: 300,
+          cooldownMs: 60_000,
+          actions: [{ captureCpuProfile: { durationMs: 300 } }, 'markUnhealthy', (firing) => called.push(firing)],
+        },
+      ],
     });
     const events: RuleEvent[] = [];
     probe.on('rule', (event: RuleEvent) => events.push(event));
@@ -92,7 +143,8 @@ describe('rules: a firing through the probe', () => {
         const turn = (): void => {
           const until = Date.now() + 20;
           while (Date.now() < until);
-          if (Date.now() < end) setImmediate(turn); else resolve();
+          if (Date.now() < end) setImmediate(turn);
+          else resolve();
         };
         turn();
       });
@@ -101,17 +153,30 @@ describe('rules: a firing through the probe', () => {
       assert.equal(event.firing.rule, 'saturated-test');
       assert.ok(event.firing.observed > 0.8 && event.firing.aboveForMs >= 300, JSON.stringify(event.firing));
       const profile = event.captures.cpuProfile;
-      assert.ok(profile && fs.existsSync(profile.file) && fs.existsSync(profile.pprofFile), JSON.stringify(event.captures));
+      assert.ok(
+        profile && fs.existsSync(profile.file) && fs.existsSync(profile.pprofFile),
+        JSON.stringify(event.captures),
+      );
       assert.equal(profile.trigger?.rule, 'saturated-test');
-      const manifest = JSON.parse(fs.readFileSync(profile.sidecarFile, 'utf8')) as { trigger: RuleFiring; kind: string };
+      const manifest = JSON.parse(fs.readFileSync(profile.sidecarFile, 'utf8')) as {
+        trigger: RuleFiring;
+        kind: string;
+      };
       assert.equal(manifest.kind, 'cpu-profile');
-      assert.deepEqual(manifest.trigger, event.firing, 'the capture records which rule fired and the values that fired it');
+      assert.deepEqual(
+        manifest.trigger,
+        event.firing,
+        'the capture records which rule fired and the values that fired it',
+      );
       assert.deepEqual(called, [event.firing]);
       const health = probe.health();
       assert.equal(health.healthy, false);
       assert.equal(health.reasons[0]?.rule, 'saturated-test');
       assert.equal(probe.health(event.firing.firedAt + 60_000).healthy, true, 'healthy again after the cooldown');
-      assert.equal(pointValue(findMetric(await metrics.collect(), 'sysprobe.rule.firings'), { 'sysprobe.rule': 'saturated-test' }), 1);
+      assert.equal(
+        pointValue(findMetric(await metrics.collect(), 'sysprobe.rule.firings'), { 'sysprobe.rule': 'saturated-test' }),
+        1,
+      );
     } finally {
       await probe.stop();
       await metrics.shutdown();

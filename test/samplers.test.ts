@@ -21,7 +21,12 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
 
   beforeEach(async () => {
     metrics = memoryMetrics();
-    probe = await start({ serviceName: 'sampler-test', sampleIntervalMs: 200, logger: memoryLogger().logger, meterProvider: metrics.meterProvider });
+    probe = await start({
+      serviceName: 'sampler-test',
+      sampleIntervalMs: 200,
+      logger: memoryLogger().logger,
+      meterProvider: metrics.meterProvider,
+    });
   });
 
   afterEach(async () => {
@@ -54,30 +59,48 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
     assert.ok(limit > after);
     const rss = pointValue(findMetric(exported, 'process.memory.usage'));
     assert.ok(rss > after, 'RSS holds the heap');
-    for (const name of ['sysprobe.memory.external', 'sysprobe.memory.array_buffers', 'v8js.memory.heap.limit',
-      'v8js.memory.heap.space.available_size', 'v8js.memory.heap.space.physical_size']) findMetric(exported, name);
+    for (const name of [
+      'sysprobe.memory.external',
+      'sysprobe.memory.array_buffers',
+      'v8js.memory.heap.limit',
+      'v8js.memory.heap.space.available_size',
+      'v8js.memory.heap.space.physical_size',
+    ])
+      findMetric(exported, name);
   });
 
   it('CPU: process time and utilization, and per thread with the main thread named', async function () {
     if (process.platform !== 'linux') this.skip();
     const mainUser = (exported: Awaited<ReturnType<typeof metrics.collect>>): number =>
-      pointValue(findMetric(exported, 'sysprobe.thread.cpu.time'), { 'sysprobe.thread.role': 'main', 'cpu.mode': 'user' });
+      pointValue(findMetric(exported, 'sysprobe.thread.cpu.time'), {
+        'sysprobe.thread.role': 'main',
+        'cpu.mode': 'user',
+      });
     const before = await metrics.collect();
     spinCpu(400);
     const sample = (await nextSamples()).at(-1);
     const after = await metrics.collect();
-    const processCpu = (m: typeof after): number => pointValue(findMetric(m, 'process.cpu.time'), { 'cpu.mode': 'user' })
-      + pointValue(findMetric(m, 'process.cpu.time'), { 'cpu.mode': 'system' });
-    assert.ok(processCpu(after) - processCpu(before) >= 0.38, `process CPU grew ${processCpu(after) - processCpu(before)} s during 400 ms of spinning`);
+    const processCpu = (m: typeof after): number =>
+      pointValue(findMetric(m, 'process.cpu.time'), { 'cpu.mode': 'user' }) +
+      pointValue(findMetric(m, 'process.cpu.time'), { 'cpu.mode': 'system' });
+    assert.ok(
+      processCpu(after) - processCpu(before) >= 0.38,
+      `process CPU grew ${processCpu(after) - processCpu(before)} s during 400 ms of spinning`,
+    );
     assert.equal(findMetric(after, 'process.cpu.time').descriptor.unit, 's');
     // The newest sample carries the worker's own readings: load average, RSS, per-thread CPU.
     assert.equal(sample?.cpu?.loadAverage?.length, 3);
     assert.ok((sample?.memory?.rss ?? 0) > 0 && (sample?.threads?.length ?? 0) > 0);
 
-    const roles = new Set(findMetric(after, 'sysprobe.thread.cpu.time').dataPoints.map((p) => p.attributes['sysprobe.thread.role']));
+    const roles = new Set(
+      findMetric(after, 'sysprobe.thread.cpu.time').dataPoints.map((p) => p.attributes['sysprobe.thread.role']),
+    );
     assert.ok(roles.has('main') && roles.has('sysprobe-worker'), `roles: ${[...roles].join(', ')}`);
     // /proc counts in 10 ms ticks: allow for them.
-    assert.ok(mainUser(after) - mainUser(before) >= 0.3, `main thread user CPU grew ${mainUser(after) - mainUser(before)} s`);
+    assert.ok(
+      mainUser(after) - mainUser(before) >= 0.3,
+      `main thread user CPU grew ${mainUser(after) - mainUser(before)} s`,
+    );
     findMetric(after, 'sysprobe.system.load_average');
     const utilization = pointValue(findMetric(after, 'process.cpu.utilization'));
     assert.ok(utilization >= 0 && utilization <= 1, `process.cpu.utilization ${utilization}`);
@@ -94,13 +117,20 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
     const after = await nextSamples(2);
     const grew = mainCpuMs(after.at(-1)) - mainCpuMs(before);
     assert.ok(grew >= 500, `main thread CPU grew ${grew} ms across 600 ms of spinning`);
-    const busiest = Math.max(...(await probe.recent()).filter((s) => s.time > (before?.time ?? 0))
-      .map((s) => s.threads?.find((t) => t.role === 'main')?.utilization ?? 0));
+    const busiest = Math.max(
+      ...(await probe.recent())
+        .filter((s) => s.time > (before?.time ?? 0))
+        .map((s) => s.threads?.find((t) => t.role === 'main')?.utilization ?? 0),
+    );
     assert.ok(busiest > 0.2, `main thread utilization ${busiest}`);
   });
 
   it('GC: count and duration by kind', async () => {
-    const churn = (): number => { let n = 0; for (let i = 0; i < 200; i++) n += new Array(10_000).fill(i).length; return n; };
+    const churn = (): number => {
+      let n = 0;
+      for (let i = 0; i < 200; i++) n += new Array(10_000).fill(i).length;
+      return n;
+    };
     churn();
     (globalThis as { gc?: () => void }).gc?.();
     await sleep(50); // GC entries are delivered to the observer asynchronously
@@ -117,12 +147,18 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
     const server = net.createServer();
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
-      const servers = await waitFor('a TCPServerWrap in the exported resources', async () => {
-        // Absent until a main-thread reading taken after listen() reaches a collection.
-        const point = (await metrics.collect()).find((m) => m.descriptor.name === 'sysprobe.active_resources')?.dataPoints
-          .find((p) => p.attributes['sysprobe.resource.type'] === 'TCPServerWrap');
-        return point?.value as number | undefined;
-      }, 5000, 100);
+      const servers = await waitFor(
+        'a TCPServerWrap in the exported resources',
+        async () => {
+          // Absent until a main-thread reading taken after listen() reaches a collection.
+          const point = (await metrics.collect())
+            .find((m) => m.descriptor.name === 'sysprobe.active_resources')
+            ?.dataPoints.find((p) => p.attributes['sysprobe.resource.type'] === 'TCPServerWrap');
+          return point?.value as number | undefined;
+        },
+        5000,
+        100,
+      );
       assert.ok(servers >= 1);
     } finally {
       server.close();
@@ -147,7 +183,12 @@ for (const loopWatch of ['native', 'heartbeat'] as const) {
 
     beforeEach(async () => {
       metrics = memoryMetrics();
-      probe = await start({ loopWatch, sampleIntervalMs: 200, logger: memoryLogger().logger, meterProvider: metrics.meterProvider });
+      probe = await start({
+        loopWatch,
+        sampleIntervalMs: 200,
+        logger: memoryLogger().logger,
+        meterProvider: metrics.meterProvider,
+      });
     });
 
     afterEach(async () => {
@@ -161,7 +202,7 @@ for (const loopWatch of ['native', 'heartbeat'] as const) {
       assert.equal(probe.loopWatch, loopWatch);
     });
 
-    it('event loop: a 300 ms block shows in the delay max, the delay histogram and the worker\'s live lag', async () => {
+    it("event loop: a 300 ms block shows in the delay max, the delay histogram and the worker's live lag", async () => {
       await nextSamples(); // settle: the heartbeat is running
       await metrics.collect(); // start a fresh collection window
       blockFor(300);
@@ -207,12 +248,18 @@ for (const loopWatch of ['native', 'heartbeat'] as const) {
       // Main-thread readings count as stale once 1.5 intervals old: from blockedAt + 300 ms.
       const during = (await probe.recent()).filter((s) => s.time > blockedAt + 350 && s.time < unblockedAt);
       assert.ok(during.length >= 2, `${during.length} samples recorded during the block`);
-      assert.ok(during.every((s) => s.mainStale), 'flagged: main-thread values are stale');
+      assert.ok(
+        during.every((s) => s.mainStale),
+        'flagged: main-thread values are stale',
+      );
       assert.ok(Math.max(...during.map((s) => s.eventLoop?.lagMs ?? 0)) >= 500, 'lag seen growing live');
       const [stall] = stalls;
       // The native watch measures the blocked turn itself; the heartbeat is off by up to a beat each way.
       const slackMs = loopWatch === 'native' ? 50 : 2 * 200 + 50;
-      assert.ok(stall && stall.durationMs >= 1000 && stall.durationMs < 1000 + slackMs, `duration ${stall?.durationMs}`);
+      assert.ok(
+        stall && stall.durationMs >= 1000 && stall.durationMs < 1000 + slackMs,
+        `duration ${stall?.durationMs}`,
+      );
       assert.ok(Math.abs(stall.startedAt - blockedAt) <= slackMs / 2, `started ${stall.startedAt - blockedAt} ms off`);
     });
   });
@@ -221,14 +268,23 @@ for (const loopWatch of ['native', 'heartbeat'] as const) {
 describe('switching samplers off', () => {
   it('exports nothing of a switched-off sampler and records nothing for it', async () => {
     const metrics = memoryMetrics();
-    const probe = await start({ sampleIntervalMs: 100, logger: memoryLogger().logger, meterProvider: metrics.meterProvider, samplers: { threads: false, gc: false, memory: false } });
+    const probe = await start({
+      sampleIntervalMs: 100,
+      logger: memoryLogger().logger,
+      meterProvider: metrics.meterProvider,
+      samplers: { threads: false, gc: false, memory: false },
+    });
     try {
-      const [sample] = await waitFor('a sample', async () => { const r = await probe.recent(); return r.length ? r : undefined; });
+      const [sample] = await waitFor('a sample', async () => {
+        const r = await probe.recent();
+        return r.length ? r : undefined;
+      });
       assert.equal(sample?.threads, undefined);
       assert.equal(sample?.memory, undefined);
       assert.ok(sample?.cpu, 'cpu still on');
       const names = (await metrics.collect()).map((m) => m.descriptor.name);
-      for (const off of ['sysprobe.thread.cpu.time', 'sysprobe.gc.count', 'v8js.memory.heap.used']) assert.ok(!names.includes(off), `${off} exported`);
+      for (const off of ['sysprobe.thread.cpu.time', 'sysprobe.gc.count', 'v8js.memory.heap.used'])
+        assert.ok(!names.includes(off), `${off} exported`);
       assert.ok(names.includes('process.cpu.time'));
     } finally {
       await probe.stop();

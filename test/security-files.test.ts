@@ -64,8 +64,12 @@ function walk(dir: string): Array<{ file: string; dir: boolean; mode: number }> 
 
 describe('security: the dump directory against other local users', () => {
   let umask: number;
-  before(() => { umask = process.umask(0o022); });
-  after(() => { process.umask(umask); });
+  before(() => {
+    umask = process.umask(0o022);
+  });
+  after(() => {
+    process.umask(umask);
+  });
 
   it('writes no capture through links planted under the next names in a world-writable dumpDir; the victim is untouched', async () => {
     const dir = sharedDir();
@@ -74,7 +78,14 @@ describe('security: the dump directory against other local users', () => {
     const sink = new FileSink({ dir, reserveBytes: 0, statfs: ROOMY_DISK });
     const written = [];
     for (let i = 0; i < 3; i++) {
-      written.push(await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: { i }, body: `{"nodes":[],"i":${i}}` }));
+      written.push(
+        await sink.write({
+          kind: 'cpu-profile',
+          extension: '.cpuprofile',
+          sidecar: { i },
+          body: `{"nodes":[],"i":${i}}`,
+        }),
+      );
     }
     assert.equal(fs.readFileSync(target, 'utf8'), VICTIM_TEXT, 'the victim file is untouched');
     assert.equal(modeOf(target), 0o600);
@@ -93,13 +104,19 @@ describe('security: the dump directory against other local users', () => {
     const target = victim();
     const sink = new FileSink({ dir, reserveBytes: 0, statfs: ROOMY_DISK });
     const written = await sink.write({
-      kind: 'heap-snapshot', extension: '.heapsnapshot', sidecar: {},
+      kind: 'heap-snapshot',
+      extension: '.heapsnapshot',
+      sidecar: {},
       body: {
         writeTo: (partial) => {
           // An attacker watching the directory plants the sidecar's names the moment the data's partial shows.
           const final = partial.slice(0, -'.partial'.length);
           for (const name of [`${final}.json.partial`, `${final}.json`]) {
-            try { fs.symlinkSync(target, name); } catch { /* the name is already taken by the sink */ }
+            try {
+              fs.symlinkSync(target, name);
+            } catch {
+              /* the name is already taken by the sink */
+            }
           }
           v8.writeHeapSnapshot(partial);
         },
@@ -111,7 +128,7 @@ describe('security: the dump directory against other local users', () => {
     assert.equal(modeOf(written.sidecarFile), 0o600);
   });
 
-  it('refuses a dumpDir that is a link, another user\'s, or writable by others without the sticky bit, at start()', async () => {
+  it("refuses a dumpDir that is a link, another user's, or writable by others without the sticky bit, at start()", async () => {
     const base = tempDir('sysprobe-dumpdirs-');
     const real = path.join(base, 'real');
     fs.mkdirSync(real, { mode: 0o700 });
@@ -123,12 +140,20 @@ describe('security: the dump directory against other local users', () => {
     const open = path.join(base, 'open');
     fs.mkdirSync(open);
     fs.chmodSync(open, 0o777);
-    for (const [dumpDir, why] of [[link, /symbolic link/], [foreign, /another user/], [open, /writable by other users/]] as const) {
-      await assert.rejects(start({ logger: memoryLogger().logger, dumpDir }), (err: Error & { code?: string }) => {
-        assert.equal(err.code, 'SYSPROBE_ERR_INVALID_OPTION');
-        assert.match(err.message, why);
-        return true;
-      }, dumpDir);
+    for (const [dumpDir, why] of [
+      [link, /symbolic link/],
+      [foreign, /another user/],
+      [open, /writable by other users/],
+    ] as const) {
+      await assert.rejects(
+        start({ logger: memoryLogger().logger, dumpDir }),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'SYSPROBE_ERR_INVALID_OPTION');
+          assert.match(err.message, why);
+          return true;
+        },
+        dumpDir,
+      );
     }
     // A shared sticky directory (like /tmp) is accepted: others cannot remove or rename our files there.
     const probe = await start({ logger: memoryLogger().logger, dumpDir: sharedDir() });
@@ -144,21 +169,29 @@ describe('security: the dump directory against other local users', () => {
     await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: '{}' });
     fs.rmSync(dir, { recursive: true });
     fs.symlinkSync(elsewhere, dir);
-    await assert.rejects(sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: '{}' }),
-      { code: 'SYSPROBE_ERR_CAPTURE_FAILED', message: /symbolic link/ });
+    await assert.rejects(sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: {}, body: '{}' }), {
+      code: 'SYSPROBE_ERR_CAPTURE_FAILED',
+      message: /symbolic link/,
+    });
     assert.deepEqual(fs.readdirSync(elsewhere), []);
   });
 
-  it('under umask 022, a real probe\'s dumpDir, incident folders and every capture are 0700 / 0600', async function () {
+  it("under umask 022, a real probe's dumpDir, incident folders and every capture are 0700 / 0600", async function () {
     this.timeout(30_000);
     const dumpDir = path.join(tempDir('sysprobe-modes-'), 'diagnostics');
     const probe = await start({
-      logger: memoryLogger().logger, dumpDir, sampleIntervalMs: 100, stallThresholdMs: 150, defaultRules: false,
+      logger: memoryLogger().logger,
+      dumpDir,
+      sampleIntervalMs: 100,
+      stallThresholdMs: 150,
+      defaultRules: false,
       incidents: { quietMs: 500 },
     });
     try {
       let opened = false;
-      probe.on('incident', () => { opened = true; });
+      probe.on('incident', () => {
+        opened = true;
+      });
       const until = Date.now() + 400;
       while (Date.now() < until); // a stall: opens an incident
       await waitFor('the incident to open', () => opened, 10_000);
@@ -170,10 +203,20 @@ describe('security: the dump directory against other local users', () => {
     }
     assert.equal(modeOf(dumpDir), 0o700, 'the dump directory is 0700');
     const entries = walk(dumpDir);
-    assert.ok(entries.some((e) => e.file.endsWith('.heapsnapshot')), 'a heap snapshot was written');
-    assert.ok(entries.some((e) => e.file.endsWith('manifest.json')), 'an incident was written');
+    assert.ok(
+      entries.some((e) => e.file.endsWith('.heapsnapshot')),
+      'a heap snapshot was written',
+    );
+    assert.ok(
+      entries.some((e) => e.file.endsWith('manifest.json')),
+      'an incident was written',
+    );
     for (const entry of entries) {
-      assert.equal(entry.mode, entry.dir ? 0o700 : 0o600, `${path.relative(dumpDir, entry.file)} is ${entry.mode.toString(8)}`);
+      assert.equal(
+        entry.mode,
+        entry.dir ? 0o700 : 0o600,
+        `${path.relative(dumpDir, entry.file)} is ${entry.mode.toString(8)}`,
+      );
     }
   });
 
@@ -182,13 +225,20 @@ describe('security: the dump directory against other local users', () => {
     const dir = tempDir('sysprobe-killed-');
     const sinkModule = path.resolve(__dirname, '..', 'src', 'sink', 'file-sink.js');
     // A child that starts a big capture through the sink and never finishes it; then SIGKILL.
-    const child = spawn(process.execPath, ['-e', `
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `
       const { FileSink } = require(${JSON.stringify(sinkModule)});
       const sink = new FileSink({ dir: ${JSON.stringify(dir)}, reserveBytes: 0 });
       sink.write({ kind: 'heap-snapshot', extension: '.heapsnapshot', sidecar: {}, body: (async function* () {
         yield Buffer.alloc(1 << 20, 120); process.stdout.write('writing\\n'); await new Promise(() => setInterval(() => {}, 1000));
       })() });
-    `], { stdio: ['ignore', 'pipe', 'inherit'] });
+    `,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('exit', resolve));

@@ -15,14 +15,26 @@ const READER = path.join(__dirname, '..', 'src', 'heap', 'reader.js');
 
 const META = {
   node_fields: ['type', 'name', 'id', 'self_size', 'edge_count'],
-  node_types: [['hidden', 'array', 'string', 'object', 'code', 'closure', 'regexp', 'number', 'native', 'synthetic'], 'string', 'number', 'number', 'number'],
+  node_types: [
+    ['hidden', 'array', 'string', 'object', 'code', 'closure', 'regexp', 'number', 'native', 'synthetic'],
+    'string',
+    'number',
+    'number',
+    'number',
+  ],
   edge_fields: ['type', 'name_or_index', 'to_node'],
-  edge_types: [['context', 'element', 'property', 'internal', 'hidden', 'shortcut', 'weak'], 'string_or_number', 'node'],
+  edge_types: [
+    ['context', 'element', 'property', 'internal', 'hidden', 'shortcut', 'weak'],
+    'string_or_number',
+    'node',
+  ],
 };
 
 /** A gzipped snapshot whose one string is `stringBytes` of 'A': megabytes on disk. Made in a child so this loop stays free. */
 function makeHugeStringGzip(file: string, stringBytes: number): void {
-  execFileSync(process.execPath, ['-e', `
+  execFileSync(process.execPath, [
+    '-e',
+    `
     const fs = require('node:fs'), zlib = require('node:zlib');
     const gzip = zlib.createGzip({ level: 9 });
     gzip.pipe(fs.createWriteStream(${JSON.stringify(file)}));
@@ -33,13 +45,16 @@ function makeHugeStringGzip(file: string, stringBytes: number): void {
       while (left > 0) { left -= block.length; if (!gzip.write(block)) return gzip.once('drain', more); }
       gzip.end('"]}');
     })();
-  `]);
+  `,
+  ]);
 }
 
 function noEdgesSnapshot(): string {
   return JSON.stringify({
     snapshot: { meta: META, node_count: 2, edge_count: 0 },
-    nodes: [9, 0, 1, 0, 0, 3, 1, 3, 16, 0], edges: [], strings: ['', 'Lonely'],
+    nodes: [9, 0, 1, 0, 0, 3, 1, 3, 16, 0],
+    edges: [],
+    strings: ['', 'Lonely'],
   });
 }
 
@@ -49,11 +64,21 @@ describe('security: the heap reader and CLI on hostile files', () => {
     const file = path.join(tempDir('sysprobe-heap-sec-'), 'huge-string.heapsnapshot.gz');
     makeHugeStringGzip(file, 1024 ** 3);
     assert.ok(fs.statSync(file).size < 4 * 1024 ** 2, `the gzip is small on disk (${fs.statSync(file).size} bytes)`);
-    const result = spawnSync('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, '-e', `
+    const result = spawnSync(
+      '/usr/bin/time',
+      [
+        '-f',
+        'MAXRSS %M',
+        process.execPath,
+        '-e',
+        `
       require(${JSON.stringify(READER)}).readHeapSnapshot(${JSON.stringify(file)}).then(
         () => { console.log('READ'); },
         (err) => { console.log('ERR', err.code, err.message); });
-    `], { encoding: 'utf8', timeout: 90_000 });
+    `,
+      ],
+      { encoding: 'utf8', timeout: 90_000 },
+    );
     const maxRssMiB = Number(/MAXRSS (\d+)/.exec(result.stderr)?.[1]) / 1024;
     assert.match(result.stdout, /^ERR SYSPROBE_ERR_BAD_SNAPSHOT .*string longer than/m, result.stdout + result.stderr);
     assert.ok(maxRssMiB < 300, `peak RSS ${maxRssMiB} MiB`);
@@ -61,8 +86,19 @@ describe('security: the heap reader and CLI on hostile files', () => {
 
   it('bounds the total string bytes by maxStringBytes', async () => {
     const file = path.join(tempDir('sysprobe-heap-sec-'), 'strings.heapsnapshot');
-    fs.writeFileSync(file, JSON.stringify({ snapshot: { meta: META, node_count: 1, edge_count: 0 }, nodes: [9, 0, 1, 0, 0], edges: [], strings: ['x'.repeat(5000), 'y'.repeat(5000)] }));
-    await assert.rejects(readHeapSnapshot(file, { maxStringBytes: 8000 }), { code: 'SYSPROBE_ERR_BAD_SNAPSHOT', message: /strings take more than/ });
+    fs.writeFileSync(
+      file,
+      JSON.stringify({
+        snapshot: { meta: META, node_count: 1, edge_count: 0 },
+        nodes: [9, 0, 1, 0, 0],
+        edges: [],
+        strings: ['x'.repeat(5000), 'y'.repeat(5000)],
+      }),
+    );
+    await assert.rejects(readHeapSnapshot(file, { maxStringBytes: 8000 }), {
+      code: 'SYSPROBE_ERR_BAD_SNAPSHOT',
+      message: /strings take more than/,
+    });
     assert.equal((await readHeapSnapshot(file, { maxStringBytes: 20_000 })).strings.length, 2);
   });
 
@@ -73,11 +109,17 @@ describe('security: the heap reader and CLI on hostile files', () => {
     execFileSync('mkfifo', [fifo]);
     const good = path.join(dir, 'good.heapsnapshot');
     fs.writeFileSync(good, noEdgesSnapshot());
-    for (const args of [['summary', fifo], ['diff', fifo, good], ['diff', good, fifo]]) {
+    for (const args of [
+      ['summary', fifo],
+      ['diff', fifo, good],
+      ['diff', good, fifo],
+    ]) {
       const started = Date.now();
       const child = spawn(process.execPath, [CLI, 'heap', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
-      child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
       const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
       clearTimeout(timer);

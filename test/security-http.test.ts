@@ -38,12 +38,17 @@ function attacker(port: number, count: number): ChildProcess {
     setInterval(() => process.stdout.write(open + '\\n'), 500);
   `;
   // The child's own limit is raised so it can hold all its sockets, whatever ours is.
-  return spawn('sh', ['-c', `ulimit -n 8192; exec "${process.execPath}" -e "$0"`, script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return spawn('sh', ['-c', `ulimit -n 8192; exec "${process.execPath}" -e "$0"`, script], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
 }
 
 function get(port: number, path: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 3000 }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)); });
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 3000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
     req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
     req.on('error', reject);
   });
@@ -62,14 +67,24 @@ describe('security: the health port against a connection flood', () => {
       assert.equal(await get(healthPort, '/health'), 200);
       const before = openFds();
       let childOpen = 0;
-      child.stdout!.on('data', (data: Buffer) => { childOpen = Number(data.toString().trim().split('\n').at(-1)); });
+      child.stdout!.on('data', (data: Buffer) => {
+        childOpen = Number(data.toString().trim().split('\n').at(-1));
+      });
       await waitFor('the attacker to connect', () => childOpen >= 1000 || undefined, 20_000);
       const during = openFds();
-      assert.ok(during - before <= MAX_CONNECTIONS + 16, `sysprobe holds ${during - before} more descriptors during the flood (limit ${MAX_CONNECTIONS})`);
+      assert.ok(
+        during - before <= MAX_CONNECTIONS + 16,
+        `sysprobe holds ${during - before} more descriptors during the flood (limit ${MAX_CONNECTIONS})`,
+      );
       assert.equal(await get(appPort, '/'), 200, "the app's own port answers during the flood");
       // Every shape is cut: the garbage one once its answer is written, the silent and half-header ones by the header timeout.
       const started = Date.now();
-      await waitFor('sysprobe to let go of the attacker\'s connections', () => openFds() - before <= 8 || undefined, 15_000, 100);
+      await waitFor(
+        "sysprobe to let go of the attacker's connections",
+        () => openFds() - before <= 8 || undefined,
+        15_000,
+        100,
+      );
       const cutMs = Date.now() - started;
       assert.ok(cutMs < 12_000, `cut within seconds (${cutMs} ms)`);
       assert.equal(await get(healthPort, '/health'), 200, 'the health port answers again');

@@ -16,18 +16,38 @@ const SECRET = 'TOP-SECRET-LINE-do-not-render';
 function incident(manifest: Record<string, unknown> = {}): string {
   const dir = tempDir('sysprobe-report-sec-');
   const openedAt = Date.parse('2026-01-01T00:00:00Z');
-  fs.writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify({
-    id: 'x', status: 'closed', rules: ['stall'], triggers: [{ at: openedAt, rule: 'stall', value: 'eventLoop.lagMaxMs', observed: 400, threshold: 150 }],
-    openedAt, closedAt: openedAt + 5000, captures: [], notTaken: [], traces: [], ...manifest,
-  }));
-  fs.writeFileSync(path.join(dir, 'samples.json'), JSON.stringify([{ time: openedAt, eventLoop: { lagMaxMs: 3 } }, { time: openedAt + 1000, eventLoop: { lagMaxMs: 400 } }]));
+  fs.writeFileSync(
+    path.join(dir, 'manifest.json'),
+    JSON.stringify({
+      id: 'x',
+      status: 'closed',
+      rules: ['stall'],
+      triggers: [{ at: openedAt, rule: 'stall', value: 'eventLoop.lagMaxMs', observed: 400, threshold: 150 }],
+      openedAt,
+      closedAt: openedAt + 5000,
+      captures: [],
+      notTaken: [],
+      traces: [],
+      ...manifest,
+    }),
+  );
+  fs.writeFileSync(
+    path.join(dir, 'samples.json'),
+    JSON.stringify([
+      { time: openedAt, eventLoop: { lagMaxMs: 3 } },
+      { time: openedAt + 1000, eventLoop: { lagMaxMs: 400 } },
+    ]),
+  );
   fs.writeFileSync(path.join(dir, 'logs.jsonl'), '{"msg":"hello"}\n');
   return dir;
 }
 
 /** Runs `sysprobe report` under /usr/bin/time: exit code, stderr, and the peak RSS in MiB. */
 function report(dir: string): { status: number | null; stderr: string; maxRssMiB: number } {
-  const result = spawnSync('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, CLI, 'report', dir], { encoding: 'utf8', timeout: 60_000 });
+  const result = spawnSync('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, CLI, 'report', dir], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   const rss = /MAXRSS (\d+)/.exec(result.stderr);
   return { status: result.status, stderr: result.stderr, maxRssMiB: rss ? Number(rss[1]) / 1024 : NaN };
 }
@@ -83,9 +103,15 @@ describe('security: sysprobe report on a folder prepared by someone else', () =>
       if (status === 1) assert.match(stderr, /not an incident manifest/);
     }
     const samples = incident();
-    fs.writeFileSync(path.join(samples, 'samples.json'), JSON.stringify([{ time: 'x' }, null, 5, { time: Date.now() }]));
+    fs.writeFileSync(
+      path.join(samples, 'samples.json'),
+      JSON.stringify([{ time: 'x' }, null, 5, { time: Date.now() }]),
+    );
     assert.equal(report(samples).status, 0);
-    assert.match(fs.readFileSync(path.join(samples, 'report.html'), 'utf8'), /3 samples without a valid time are left out/);
+    assert.match(
+      fs.readFileSync(path.join(samples, 'report.html'), 'utf8'),
+      /3 samples without a valid time are left out/,
+    );
   });
 
   it('a 300 MB samples.json is left out with a note, in bounded memory', function () {
@@ -97,6 +123,9 @@ describe('security: sysprobe report on a folder prepared by someone else', () =>
     const { status, stderr, maxRssMiB } = report(dir);
     assert.equal(status, 0, stderr);
     assert.ok(maxRssMiB < 250, `peak RSS ${maxRssMiB} MiB`);
-    assert.match(fs.readFileSync(path.join(dir, 'report.html'), 'utf8'), /samples\.json not read: .*over the \d+ this reads/);
+    assert.match(
+      fs.readFileSync(path.join(dir, 'report.html'), 'utf8'),
+      /samples\.json not read: .*over the \d+ this reads/,
+    );
   });
 });

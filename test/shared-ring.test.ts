@@ -35,7 +35,8 @@ describe('shared JSON ring', () => {
     // slow worker start or a loaded machine only makes the test longer, never a false failure.
     const stop = new Int32Array(new SharedArrayBuffer(4));
     // The writer numbers its values and alternates short and long ones; a torn read would be invalid JSON or a mix.
-    const worker = new Worker(`
+    const worker = new Worker(
+      `
       const { workerData } = require('node:worker_threads');
       const { SharedJsonRing } = require(${JSON.stringify(require.resolve('../src/internal/shared-ring.js'))});
       const ring = new SharedJsonRing(workerData.ring);
@@ -43,7 +44,8 @@ describe('shared JSON ring', () => {
       const pad = 'y'.repeat(20000);
       const end = Date.now() + 20000;
       for (let i = 0; Atomics.load(stop, 0) === 0 && Date.now() < end; i++) ring.write(i % 2 ? { i, pad } : { i });`,
-    { eval: true, workerData: { ring: ring.buffer, stop: stop.buffer } });
+      { eval: true, workerData: { ring: ring.buffer, stop: stop.buffer } },
+    );
     const exited = new Promise((resolve) => worker.once('exit', resolve));
     const WANTED = 2000;
     let reads = 0;

@@ -4,7 +4,6 @@ import * as path from 'node:path';
 import type { SocketPicture } from '../src/index.js';
 import { needs, NETNS } from './requirements.js';
 
-
 describe('socket sampler: real retransmissions in a network namespace', function () {
   this.timeout(20_000);
 
@@ -14,10 +13,18 @@ describe('socket sampler: real retransmissions in a network namespace', function
     const child = path.join(__dirname, 'netns-retransmit-child.js');
     const started = Date.now();
     const stdout = await new Promise<string>((resolve, reject) => {
-      execFile('unshare', ['-n', process.execPath, child], { timeout: 15_000, maxBuffer: 4 * 1024 * 1024 }, (err, out, errOut) =>
-        (err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve(out)));
+      execFile(
+        'unshare',
+        ['-n', process.execPath, child],
+        { timeout: 15_000, maxBuffer: 4 * 1024 * 1024 },
+        (err, out, errOut) => (err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve(out)),
+      );
     });
-    const { before, after, seenAfterMs } = JSON.parse(stdout.trim().split('\n').pop()!) as { before: SocketPicture; after: SocketPicture; seenAfterMs: number };
+    const { before, after, seenAfterMs } = JSON.parse(stdout.trim().split('\n').pop()!) as {
+      before: SocketPicture;
+      after: SocketPicture;
+      seenAfterMs: number;
+    };
     assert.ok(after.tcp!.retransSegs > before.tcp!.retransSegs, 'RetransSegs rose');
     assert.ok(after.tcp!.rates!.retransSegsPerSec > 0, 'a retransmission rate');
     assert.ok(after.tcp!.timeouts > before.tcp!.timeouts, 'the retransmission timer expired (TCPTimeouts)');

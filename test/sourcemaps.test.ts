@@ -67,7 +67,13 @@ async function main(): Promise<void> {
 void main();
 `;
 
-interface ShownFrame { functionName: string; url: string; lineNumber: number; columnNumber: number; generated?: { url: string; lineNumber: number; columnNumber: number } }
+interface ShownFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+  generated?: { url: string; lineNumber: number; columnNumber: number };
+}
 
 describe('source maps: positions in the TypeScript a person wrote', function () {
   this.timeout(120_000);
@@ -76,12 +82,30 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
   let child: Child | undefined;
 
   before(() => {
-    for (const [name, flag] of [['mapped', '--sourceMap'], ['inline', '--inlineSourceMap']] as const) {
+    for (const [name, flag] of [
+      ['mapped', '--sourceMap'],
+      ['inline', '--inlineSourceMap'],
+    ] as const) {
       const src = path.join(dir, name);
       fs.mkdirSync(src);
       fs.writeFileSync(path.join(src, 'ledger.ts'), LEDGER_TS);
       try {
-        execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), flag, '--target', 'es2022', '--module', 'commonjs', '--strict', '--outDir', path.join(src, 'out'), path.join(src, 'ledger.ts')], { encoding: 'utf8', cwd: src });
+        execFileSync(
+          process.execPath,
+          [
+            path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+            flag,
+            '--target',
+            'es2022',
+            '--module',
+            'commonjs',
+            '--strict',
+            '--outDir',
+            path.join(src, 'out'),
+            path.join(src, 'ledger.ts'),
+          ],
+          { encoding: 'utf8', cwd: src },
+        );
       } catch (err) {
         throw new Error(`tsc failed: ${String((err as { stdout?: string }).stdout)}`);
       }
@@ -96,7 +120,10 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
     child = spawnNode([path.join(dir, name, 'out', 'ledger.js'), dumpDir]);
     const stall = await line(child, /^STALL (.*)$/m, 30_000);
     const rule = await line(child, /^RULE (.*)$/m, 30_000);
-    return { stack: JSON.parse(stall[1]!) as ShownFrame[], summary: JSON.parse(rule[1]!) as { topFunctions: ShownFrame[] } };
+    return {
+      stack: JSON.parse(stall[1]!) as ShownFrame[],
+      summary: JSON.parse(rule[1]!) as { topFunctions: ShownFrame[] },
+    };
   }
 
   for (const name of ['mapped', 'inline']) {
@@ -107,7 +134,10 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
       assert.equal(top.url, pathToFileURL(path.join(dir, name, 'ledger.ts')).href);
       assert.equal(top.lineNumber, spinLine);
       assert.ok(top.generated?.url.endsWith('/out/ledger.js'), `generated position kept: ${JSON.stringify(top)}`);
-      assert.deepEqual(stack.slice(0, 3).map((f) => f.functionName), ['nudgeEntries', 'reconcileLedger', 'settlePayouts']);
+      assert.deepEqual(
+        stack.slice(0, 3).map((f) => f.functionName),
+        ['nudgeEntries', 'reconcileLedger', 'settlePayouts'],
+      );
       assert.ok(stack.slice(0, 3).every((f) => f.url.endsWith('ledger.ts')));
     });
   }
@@ -119,8 +149,15 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
       await kill(child);
       const top = summary.topFunctions[0]!;
       tops.push(`${top.functionName} (stall: ${stack[0]?.functionName})`);
-      assert.equal(top.functionName, stack[0]!.functionName, `run ${run}: ${JSON.stringify(summary.topFunctions.slice(0, 3))}`);
-      assert.ok(top.url.endsWith('ledger.ts'), `the summary's top function is at its original position: ${JSON.stringify(top)}`);
+      assert.equal(
+        top.functionName,
+        stack[0]!.functionName,
+        `run ${run}: ${JSON.stringify(summary.topFunctions.slice(0, 3))}`,
+      );
+      assert.ok(
+        top.url.endsWith('ledger.ts'),
+        `the summary's top function is at its original position: ${JSON.stringify(top)}`,
+      );
     }
     assert.equal(tops.length, 5);
   });
@@ -128,7 +165,12 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
 
 describe('SourceMaps: what cannot be resolved keeps the generated position', () => {
   const dir = tempDir('sysprobe-badmaps-');
-  const frame = (file: string) => ({ functionName: 'f', url: pathToFileURL(file).href, lineNumber: 0, columnNumber: 4 });
+  const frame = (file: string) => ({
+    functionName: 'f',
+    url: pathToFileURL(file).href,
+    lineNumber: 0,
+    columnNumber: 4,
+  });
 
   it('a missing map and a broken map leave the frame as it was', async () => {
     const missing = path.join(dir, 'missing.js');
@@ -146,7 +188,10 @@ describe('SourceMaps: what cannot be resolved keeps the generated position', () 
     const script = path.join(dir, 'huge.js');
     fs.writeFileSync(script, 'function f() {}\n//# sourceMappingURL=huge.js.map\n');
     const segments = 'AAAA,'.repeat(600_000); // ~3 MB of real mappings
-    fs.writeFileSync(`${script}.map`, JSON.stringify({ version: 3, sources: ['huge.ts'], names: [], mappings: segments }));
+    fs.writeFileSync(
+      `${script}.map`,
+      JSON.stringify({ version: 3, sources: ['huge.ts'], names: [], mappings: segments }),
+    );
     const maps = new SourceMaps({ maxMapBytes: 1 << 20 });
     const startedAt = performance.now();
     const [resolved] = await maps.resolve([frame(script)]);

@@ -45,7 +45,10 @@ async function main(): Promise<void> {
   if (mode === 'fifo') cp.execFileSync('mkfifo', [fifo]);
   if (mode === 'gc') heap = Array.from({ length: 2_500_000 }, (_, i) => ({ i, list: [i] }));
   const probe = await start({
-    serviceName: 'stalls-test', dumpDir, stallThresholdMs: 100, health: { port: 0 },
+    serviceName: 'stalls-test',
+    dumpDir,
+    stallThresholdMs: 100,
+    health: { port: 0 },
     logger: require('pino')({ level: 'silent' }),
   });
   probe.on('stall', (event) => {
@@ -57,9 +60,17 @@ async function main(): Promise<void> {
     res.end(`ok ${heap.length}`);
   });
   server.listen(0, '127.0.0.1', () => {
-    console.log(`READY ${JSON.stringify({ port: (server.address() as AddressInfo).port, health: probe.healthAddress()?.port, fifo })}`);
+    console.log(
+      `READY ${JSON.stringify({ port: (server.address() as AddressInfo).port, health: probe.healthAddress()?.port, fifo })}`,
+    );
   });
-  process.on('SIGTERM', () => { void probe.stop().then(() => { server.close(); fs.rmSync(dumpDir, { recursive: true, force: true }); process.exit(0); }); });
+  process.on('SIGTERM', () => {
+    void probe.stop().then(() => {
+      server.close();
+      fs.rmSync(dumpDir, { recursive: true, force: true });
+      process.exit(0);
+    });
+  });
 }
 
 void main();

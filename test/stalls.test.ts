@@ -4,7 +4,15 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { classifyStall, parseFdLink, parsePollFds, parseSyscall, parseUnixTable, syscallName, type ThreadObservation } from '../src/stalls/cause.js';
+import {
+  classifyStall,
+  parseFdLink,
+  parsePollFds,
+  parseSyscall,
+  parseUnixTable,
+  syscallName,
+  type ThreadObservation,
+} from '../src/stalls/cause.js';
 import { InFlightReader, PATH_BYTES, RequestTracker } from '../src/stalls/requests.js';
 import { parseTaskStat } from '../src/samples/proc.js';
 import { kill, line, spawnNode, ROOT, type Child } from './children.js';
@@ -14,7 +22,7 @@ const fixture = (name: string) => fs.readFileSync(path.join(FIXTURES, name), 'ut
 const TRACE_ID = '0af7651916cd43dd8448eb211c80319c';
 
 describe('stall causes: /proc task parsers (recorded content)', () => {
-  it('reads a blocked thread\'s system call, a running one, and one blocked outside a call', () => {
+  it("reads a blocked thread's system call, a running one, and one blocked outside a call", () => {
     const pselect = parseSyscall(fixture('syscall-pselect6.txt'));
     assert.ok(pselect && !pselect.running);
     assert.equal(pselect.nr, 270);
@@ -94,7 +102,10 @@ describe('stall causes: classification', () => {
 
   it('without a stack capture, the looks decide: in a system call at least half the times is native', () => {
     assert.equal(classifyStall({ ...base, captureHow: 'skipped', observations: [waiting, running] }).cause, 'native');
-    assert.equal(classifyStall({ ...base, captureHow: 'skipped', observations: [waiting, running, running] }).cause, 'js');
+    assert.equal(
+      classifyStall({ ...base, captureHow: 'skipped', observations: [waiting, running, running] }).cause,
+      'js',
+    );
     assert.equal(classifyStall({ ...base, captureHow: 'skipped', observations: [] }).cause, 'js');
   });
 });
@@ -127,18 +138,26 @@ describe('in-flight requests: the shared table', () => {
   function send(target: string, headers: Record<string, string> = {}, method = 'GET'): Promise<net.Socket> {
     return new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1', () => {
-        socket.write(`${method} ${target} HTTP/1.1\r\nHost: x\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
+        socket.write(
+          `${method} ${target} HTTP/1.1\r\nHost: x\r\n${Object.entries(headers)
+            .map(([k, v]) => `${k}: ${v}\r\n`)
+            .join('')}\r\n`,
+        );
         resolve(socket);
       });
       socket.on('error', () => undefined);
     });
   }
   const reader = () => new InFlightReader(tracker.buffer);
-  const waitHeld = async (n: number) => { while (held.length < n) await new Promise((r) => setTimeout(r, 5)); };
+  const waitHeld = async (n: number) => {
+    while (held.length < n) await new Promise((r) => setTimeout(r, 5));
+  };
 
   it('names what is in flight from another reader of the buffer: method, path without the query, start, trace id', async () => {
     const before = Date.now();
-    const a = await send('/hold/orders/42?token=secret', { TraceParent: `00-${TRACE_ID.toUpperCase()}-b7ad6b7169203331-01` });
+    const a = await send('/hold/orders/42?token=secret', {
+      TraceParent: `00-${TRACE_ID.toUpperCase()}-b7ad6b7169203331-01`,
+    });
     await waitHeld(1);
     const b = await send('/hold/other', {}, 'POST');
     await waitHeld(2);
@@ -153,7 +172,12 @@ describe('in-flight requests: the shared table', () => {
     // Finished requests leave the table at once.
     held.shift()!.end('done');
     await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(reader().read().requests.map((r) => r.path), ['/hold/other']);
+    assert.deepEqual(
+      reader()
+        .read()
+        .requests.map((r) => r.path),
+      ['/hold/other'],
+    );
     a.destroy();
     b.destroy();
   });
@@ -187,13 +211,17 @@ describe('in-flight requests: the shared table', () => {
     const app = express();
     const router = express.Router();
     const holding: http.ServerResponse[] = [];
-    router.get('/orders/:id', (_req: unknown, res: http.ServerResponse) => { holding.push(res); });
+    router.get('/orders/:id', (_req: unknown, res: http.ServerResponse) => {
+      holding.push(res);
+    });
     app.use('/api', router);
     const appServer = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => appServer.once('listening', resolve));
     try {
       const { port: appPort } = appServer.address() as AddressInfo;
-      const socket = net.connect(appPort, '127.0.0.1', () => socket.write('GET /api/orders/42?x=1 HTTP/1.1\r\nHost: x\r\n\r\n'));
+      const socket = net.connect(appPort, '127.0.0.1', () =>
+        socket.write('GET /api/orders/42?x=1 HTTP/1.1\r\nHost: x\r\n\r\n'),
+      );
       socket.on('error', () => undefined);
       while (holding.length < 1) await new Promise((r) => setTimeout(r, 5));
       const [seen] = reader().read(true).requests; // as the worker reads it during a stall
@@ -214,7 +242,13 @@ describe('in-flight requests: the shared table', () => {
 
   it('counts request starts in a window and the rate before it', async () => {
     const from = Date.now();
-    for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => http.get(`http://127.0.0.1:${port}/quick`, (res) => { res.resume(); res.on('end', resolve); }));
+    for (let i = 0; i < 5; i++)
+      await new Promise<void>((resolve) =>
+        http.get(`http://127.0.0.1:${port}/quick`, (res) => {
+          res.resume();
+          res.on('end', resolve);
+        }),
+      );
     const to = Date.now();
     assert.equal(tracker.startedBetween(from, to), 5);
     assert.equal(tracker.startedBetween(to + 1, to + 1000), 0);
@@ -225,19 +259,37 @@ describe('in-flight requests: the shared table', () => {
 describe('stalls in a real service: the request and the cause', function () {
   this.timeout(60_000);
   let child: Child | undefined;
-  afterEach(async () => { await kill(child); child = undefined; });
+  afterEach(async () => {
+    await kill(child);
+    child = undefined;
+  });
 
-  async function serve(mode: string, extraArgs: string[] = [], nodeArgs: string[] = []): Promise<{ port: number; health: number; fifo: string }> {
+  async function serve(
+    mode: string,
+    extraArgs: string[] = [],
+    nodeArgs: string[] = [],
+  ): Promise<{ port: number; health: number; fifo: string }> {
     child = spawnNode([...nodeArgs, path.join(ROOT, 'dist', 'test', 'stalls-child.js'), mode, ...extraArgs]);
     const [, ready] = await line(child, /READY (.*)/, 30_000);
     return JSON.parse(ready!) as { port: number; health: number; fifo: string };
   }
-  function get(port: number, target: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  function get(
+    port: number,
+    target: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port, path: target, headers }, (res) => {
-        let body = '';
-        res.setEncoding('utf8').on('data', (c: string) => { body += c; }).on('end', () => resolve({ status: res.statusCode!, body }));
-      }).on('error', reject);
+      http
+        .get({ host: '127.0.0.1', port, path: target, headers }, (res) => {
+          let body = '';
+          res
+            .setEncoding('utf8')
+            .on('data', (c: string) => {
+              body += c;
+            })
+            .on('end', () => resolve({ status: res.statusCode!, body }));
+        })
+        .on('error', reject);
     });
   }
   async function stallEvent(): Promise<Record<string, any>> {
@@ -264,8 +316,10 @@ describe('stalls in a real service: the request and the cause', function () {
     const event = await stallEvent();
     assert.equal(event.cause, 'js', JSON.stringify(event));
     assert.equal(event.requests.length, 1);
-    assert.deepEqual({ method: event.requests[0].method, path: event.requests[0].path, traceId: event.requests[0].traceId },
-      { method: 'GET', path: '/block/7', traceId: TRACE_ID });
+    assert.deepEqual(
+      { method: event.requests[0].method, path: event.requests[0].path, traceId: event.requests[0].traceId },
+      { method: 'GET', path: '/block/7', traceId: TRACE_ID },
+    );
     assert.ok(event.requests[0].runningMs >= 1500);
     assert.ok(event.queued.count >= 1, JSON.stringify(event.queued));
   });

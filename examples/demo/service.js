@@ -43,15 +43,37 @@ function probeOptions() {
     defaultRules: false,
     rules: [
       // A stall over 400 ms: profile the CPU while it lasts, and report unhealthy for 4 s.
-      { name: 'loop-stalled', value: 'eventLoop.lagMaxMs', above: 400, forMs: 0, cooldownMs: 4000, actions: ['markUnhealthy', { captureCpuProfile: { durationMs: 1000 } }] },
+      {
+        name: 'loop-stalled',
+        value: 'eventLoop.lagMaxMs',
+        above: 400,
+        forMs: 0,
+        cooldownMs: 4000,
+        actions: ['markUnhealthy', { captureCpuProfile: { durationMs: 1000 } }],
+      },
       // Heap growth sustained for 1 s (fitted over a 10 s window): a heap snapshot each time.
-      { name: 'heap-leaking', value: 'memory.heapGrowthPerMin', above: 40 * MB, forMs: 1000, cooldownMs: 2500, actions: ['captureHeapSnapshot'] },
+      {
+        name: 'heap-leaking',
+        value: 'memory.heapGrowthPerMin',
+        above: 40 * MB,
+        forMs: 1000,
+        cooldownMs: 2500,
+        actions: ['captureHeapSnapshot'],
+      },
     ],
     // This process's TCP sockets, swept each second by the worker.
     sockets: { intervalMs: 1000 },
     // The payments service through the proxy; its latency rule fires as `probe-latency:payments`
     // when the recent median is 3× the probe's own baseline for 2 s.
-    probes: [{ name: 'payments', target: paymentsUrl, intervalMs: 250, timeoutMs: 2000, baseline: { factor: 3, forMs: 2000, windowMs: 15_000, cooldownMs: 120_000 } }],
+    probes: [
+      {
+        name: 'payments',
+        target: paymentsUrl,
+        intervalMs: 250,
+        timeoutMs: 2000,
+        baseline: { factor: 3, forMs: 2000, windowMs: 15_000, cooldownMs: 120_000 },
+      },
+    ],
     // GET /health from the probe worker (port 0: any free port), so it answers during a stall.
     health: { port: 0, host: '127.0.0.1' },
     // An incident closes 5 s after its last trigger (the leak rule fires every ~2.5 s, so its
@@ -104,21 +126,28 @@ let payoutsTimer;
 let payoutsServer;
 /** The job runs in a request handler, as a scheduler's or an admin's POST starts it: a stall then names the request. */
 function runPayoutsEvery(ms) {
-  payoutsServer = http.createServer((req, res) => {
-    probe.guard('settle-payouts', settlePayouts, { timeoutMs: 1500, overlap: 'refuse' }).then(
-      () => res.end('settled'),
-      (err) => {
-        relay('guard', { job: 'settle-payouts', code: err.code, message: err.message });
-        res.statusCode = 503;
-        res.end(err.code);
-      });
-  }).listen(0, '127.0.0.1', () => {
-    const { port } = payoutsServer.address();
-    payoutsTimer = setInterval(() => {
-      http.request({ host: '127.0.0.1', port, method: 'POST', path: '/payouts/settle?batch=nightly' }, (res) => res.resume())
-        .on('error', () => {}).end();
-    }, ms);
-  });
+  payoutsServer = http
+    .createServer((req, res) => {
+      probe.guard('settle-payouts', settlePayouts, { timeoutMs: 1500, overlap: 'refuse' }).then(
+        () => res.end('settled'),
+        (err) => {
+          relay('guard', { job: 'settle-payouts', code: err.code, message: err.message });
+          res.statusCode = 503;
+          res.end(err.code);
+        },
+      );
+    })
+    .listen(0, '127.0.0.1', () => {
+      const { port } = payoutsServer.address();
+      payoutsTimer = setInterval(() => {
+        http
+          .request({ host: '127.0.0.1', port, method: 'POST', path: '/payouts/settle?batch=nightly' }, (res) =>
+            res.resume(),
+          )
+          .on('error', () => {})
+          .end();
+      }, ms);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,32 +197,67 @@ let probe;
 let watchTimer;
 
 const commands = {
-  async poisonLedger({ runs }) { ledgerPoisoned = runs; return { runs }; },
-  async health() { return probe.health(); },
-  async recent({ sinceMs }) { return probe.recent({ sinceMs }); },
-  async startPayments({ everyMs }) { paymentsTimer = setInterval(callPayments, everyMs); return {}; },
-  async stopPayments() { clearInterval(paymentsTimer); return {}; },
-  async probeStatus() { return probe.probeStatus(); },
-  async sockets() { return probe.sockets(); },
-  async dependencies() { return probe.dependencies(); },
-  async startLeak({ perTick, everyMs }) {
-    leakTimer = setInterval(() => { for (let i = 0; i < perTick; i++) handleCheckout(sessionCache); }, everyMs);
+  async poisonLedger({ runs }) {
+    ledgerPoisoned = runs;
+    return { runs };
+  },
+  async health() {
+    return probe.health();
+  },
+  async recent({ sinceMs }) {
+    return probe.recent({ sinceMs });
+  },
+  async startPayments({ everyMs }) {
+    paymentsTimer = setInterval(callPayments, everyMs);
     return {};
   },
-  async stopLeak() { clearInterval(leakTimer); return { entries: sessionCache.size }; },
+  async stopPayments() {
+    clearInterval(paymentsTimer);
+    return {};
+  },
+  async probeStatus() {
+    return probe.probeStatus();
+  },
+  async sockets() {
+    return probe.sockets();
+  },
+  async dependencies() {
+    return probe.dependencies();
+  },
+  async startLeak({ perTick, everyMs }) {
+    leakTimer = setInterval(() => {
+      for (let i = 0; i < perTick; i++) handleCheckout(sessionCache);
+    }, everyMs);
+    return {};
+  },
+  async stopLeak() {
+    clearInterval(leakTimer);
+    return { entries: sessionCache.size };
+  },
   async startFixed({ perTick, everyMs, max }) {
     // The fix: the same handler on a cache sysprobe bounds; eviction cannot be skipped.
     sessionCache.clear();
     boundedCache = probe.cache('sessions', { max });
-    fixedTimer = setInterval(() => { for (let i = 0; i < perTick; i++) handleCheckout(boundedCache); }, everyMs);
+    fixedTimer = setInterval(() => {
+      for (let i = 0; i < perTick; i++) handleCheckout(boundedCache);
+    }, everyMs);
     return {};
   },
-  async fixedStats() { return boundedCache.stats(); },
-  async stopFixed() { clearInterval(fixedTimer); return boundedCache.stats(); },
-  async incidents() { return probe.incidents(); },
+  async fixedStats() {
+    return boundedCache.stats();
+  },
+  async stopFixed() {
+    clearInterval(fixedTimer);
+    return boundedCache.stats();
+  },
+  async incidents() {
+    return probe.incidents();
+  },
   async stop() {
     await shutdown();
-    setImmediate(() => { if (process.connected) process.disconnect(); });
+    setImmediate(() => {
+      if (process.connected) process.disconnect();
+    });
     return {};
   },
 };
@@ -206,7 +270,9 @@ async function shutdown() {
 }
 
 // A narrator that went away (crashed, killed) must not leave the service running.
-process.on('disconnect', () => { void shutdown(); });
+process.on('disconnect', () => {
+  void shutdown();
+});
 
 process.on('message', async ({ id, cmd, args }) => {
   try {
@@ -220,7 +286,8 @@ process.on('message', async ({ id, cmd, args }) => {
 async function main() {
   fs.mkdirSync(dumpDir, { recursive: true });
   probe = await start(probeOptions());
-  for (const name of ['stall', 'rule', 'capture', 'cache', 'incident']) probe.on(name, (payload) => relay(name, payload));
+  for (const name of ['stall', 'rule', 'capture', 'cache', 'incident'])
+    probe.on(name, (payload) => relay(name, payload));
   runPayoutsEvery(3000);
   // Any request makes the worker turn the latest readings into samples, so rules see them within
   // a second; the health changes are relayed as probe.health() reports them.

@@ -48,7 +48,10 @@ class LossyProxy {
   listen(port = 0, host = '127.0.0.1') {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(port, host, () => { this.server.off('error', reject); resolve(this); });
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve(this);
+      });
     });
   }
 
@@ -94,9 +97,16 @@ class LossyProxy {
       const dueAt = Math.max(Date.now() + this.latencyMs, lastDueAt);
       lastDueAt = dueAt;
       pending++;
-      setTimeout(() => { pending--; fn(); }, dueAt - Date.now()).unref();
+      setTimeout(() => {
+        pending--;
+        fn();
+      }, dueAt - Date.now()).unref();
     };
-    from.on('data', (chunk) => later(() => { if (!to.destroyed) to.write(chunk); }));
+    from.on('data', (chunk) =>
+      later(() => {
+        if (!to.destroyed) to.write(chunk);
+      }),
+    );
     from.once('end', () => later(() => to.end()));
     from.once('close', () => later(() => to.destroy()));
   }

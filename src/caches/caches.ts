@@ -58,7 +58,12 @@ export interface CacheStats {
 }
 
 /** The options after checking; 0 turns `maxBytes` or `ttlMs` off. */
-interface CheckedCacheOptions<K, V> { max: number; maxBytes: number; ttlMs: number; sizeOf: SizeOf<K, V> }
+interface CheckedCacheOptions<K, V> {
+  max: number;
+  maxBytes: number;
+  ttlMs: number;
+  sizeOf: SizeOf<K, V>;
+}
 
 const MAX_NAME_LENGTH = 200;
 const MAX_ENTRIES = 10_000_000;
@@ -70,7 +75,9 @@ const WATCH_OPTION_NAMES = ['maxEntries', 'growthAlert', 'evictOldest'] as const
 
 function checkName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0 || name.length > MAX_NAME_LENGTH) {
-    throw invalid(`Option name must be a non-empty string of at most ${MAX_NAME_LENGTH} characters; got ${describe(name)}.`);
+    throw invalid(
+      `Option name must be a non-empty string of at most ${MAX_NAME_LENGTH} characters; got ${describe(name)}.`,
+    );
   }
   return name;
 }
@@ -212,20 +219,22 @@ export class BoundedCache<K extends {}, V extends {}> {
 
   #load(key: K, loader: Loader<K, V>): Promise<V> {
     // Through then(), so that a loader that throws at once rejects like one that rejects later.
-    const load: Promise<V> = Promise.resolve(key).then(loader).then(
-      (value) => {
-        if (this.#loading.get(key) === load) {
-          this.#loading.delete(key);
-          this.set(key, value);
-        }
-        return value;
-      },
-      (err: unknown) => {
-        if (this.#loading.get(key) === load) this.#loading.delete(key);
-        this.#loadFailures += 1;
-        throw err;
-      },
-    );
+    const load: Promise<V> = Promise.resolve(key)
+      .then(loader)
+      .then(
+        (value) => {
+          if (this.#loading.get(key) === load) {
+            this.#loading.delete(key);
+            this.set(key, value);
+          }
+          return value;
+        },
+        (err: unknown) => {
+          if (this.#loading.get(key) === load) this.#loading.delete(key);
+          this.#loadFailures += 1;
+          throw err;
+        },
+      );
     this.#loading.set(key, load);
     return load;
   }
@@ -234,7 +243,9 @@ export class BoundedCache<K extends {}, V extends {}> {
   #measure(key: K, value: V): number {
     const bytes = this.#sizeOf(value, key);
     if (typeof bytes !== 'number' || !Number.isFinite(bytes) || bytes < 0) {
-      throw invalid(`Option sizeOf must return a finite number of bytes >= 0; it returned ${describe(bytes)} for cache ${this.name}.`);
+      throw invalid(
+        `Option sizeOf must return a finite number of bytes >= 0; it returned ${describe(bytes)} for cache ${this.name}.`,
+      );
     }
     return Math.max(1, Math.ceil(bytes));
   }
@@ -245,13 +256,16 @@ export function createCache<K extends {}, V extends {}>(name: string, options: C
   const checkedName = checkName(name);
   const input = checkPlainObject('(the cache options)', options);
   checkKnownKeys('', input, CACHE_OPTION_NAMES);
-  if (input.max === undefined) throw invalid(`Option max is required: the most entries the cache holds, an integer from 1 to ${MAX_ENTRIES}.`);
+  if (input.max === undefined)
+    throw invalid(`Option max is required: the most entries the cache holds, an integer from 1 to ${MAX_ENTRIES}.`);
   const max = checkInteger('max', input.max, 1, MAX_ENTRIES, 0);
   const maxBytes = checkInteger('maxBytes', input.maxBytes, 1, Number.MAX_SAFE_INTEGER, 0);
   const ttlMs = checkInteger('ttlMs', input.ttlMs, 1, MAX_TTL_MS, 0);
   const sizeOf = input.sizeOf ?? estimateBytes;
-  if (typeof sizeOf !== 'function') throw invalid(`Option sizeOf must be a function (value, key) => bytes; got ${describe(sizeOf)}.`);
-  if (input.sizeOf !== undefined && maxBytes === 0) throw invalid('Option sizeOf needs maxBytes: sizes are measured only to hold a byte limit.');
+  if (typeof sizeOf !== 'function')
+    throw invalid(`Option sizeOf must be a function (value, key) => bytes; got ${describe(sizeOf)}.`);
+  if (input.sizeOf !== undefined && maxBytes === 0)
+    throw invalid('Option sizeOf needs maxBytes: sizes are measured only to hold a byte limit.');
   return new BoundedCache<K, V>(checkedName, { max, maxBytes, ttlMs, sizeOf: sizeOf as SizeOf<K, V> });
 }
 
@@ -323,12 +337,15 @@ function checkWatchOptions(options: unknown): { maxEntries: number; growthEntrie
   if (input.growthAlert !== undefined) {
     const growthAlert = checkPlainObject('growthAlert', input.growthAlert);
     checkKnownKeys('growthAlert', growthAlert, ['entries']);
-    if (growthAlert.entries === undefined) throw invalid('Option growthAlert.entries is required: an integer from 1 up.');
+    if (growthAlert.entries === undefined)
+      throw invalid('Option growthAlert.entries is required: an integer from 1 up.');
     growthEntries = checkInteger('growthAlert.entries', growthAlert.entries, 1, Number.MAX_SAFE_INTEGER, Infinity);
   }
   const evictOldest = input.evictOldest ?? false;
-  if (typeof evictOldest !== 'boolean') throw invalid(`Option evictOldest must be true or false; got ${describe(evictOldest)}.`);
-  if (evictOldest && maxEntries === Infinity) throw invalid('Option evictOldest needs maxEntries: the size to evict down to.');
+  if (typeof evictOldest !== 'boolean')
+    throw invalid(`Option evictOldest must be true or false; got ${describe(evictOldest)}.`);
+  if (evictOldest && maxEntries === Infinity)
+    throw invalid('Option evictOldest needs maxEntries: the size to evict down to.');
   return { maxEntries, growthEntries, evictOldest };
 }
 
@@ -340,7 +357,9 @@ function checkWatchOptions(options: unknown): { maxEntries: number; growthEntrie
 export function watchCache(name: string, collection: WatchableMap, options: WatchOptions = {}): CacheWatcher {
   const checkedName = checkName(name);
   if (typeof collection !== 'object' || collection === null) {
-    throw invalid(`The collection to watch must be an object with a size (a Map, a Set, a cache); got ${describe(collection)}.`);
+    throw invalid(
+      `The collection to watch must be an object with a size (a Map, a Set, a cache); got ${describe(collection)}.`,
+    );
   }
   const { maxEntries, growthEntries, evictOldest } = checkWatchOptions(options);
   if (evictOldest && (typeof collection.keys !== 'function' || typeof collection.delete !== 'function')) {
@@ -348,12 +367,21 @@ export function watchCache(name: string, collection: WatchableMap, options: Watc
   }
 
   let watched: WatchableMap | undefined = collection;
-  const stats: WatchedCacheStats = { name: checkedName, size: 0, highWater: 0, evicted: 0, overLimit: false, growth: 0, growing: false };
+  const stats: WatchedCacheStats = {
+    name: checkedName,
+    size: 0,
+    highWater: 0,
+    evicted: 0,
+    overLimit: false,
+    growth: 0,
+    growing: false,
+  };
   let checked = false;
 
   const readSize = (map: WatchableMap): number => {
     const size = map.size;
-    if (typeof size !== 'number' || !Number.isInteger(size) || size < 0) throw new TypeError(`its size is ${describe(size)}, not a count`);
+    if (typeof size !== 'number' || !Number.isInteger(size) || size < 0)
+      throw new TypeError(`its size is ${describe(size)}, not a count`);
     return size;
   };
 
@@ -385,7 +413,14 @@ export function watchCache(name: string, collection: WatchableMap, options: Watc
           stats.size = readSize(watched);
         }
         delete stats.error;
-        const alert = (reason: CacheAlert['reason']) => alerts.push({ name: checkedName, reason, size: found, growth: stats.growth, evicted: stats.evicted - evictedBefore });
+        const alert = (reason: CacheAlert['reason']) =>
+          alerts.push({
+            name: checkedName,
+            reason,
+            size: found,
+            growth: stats.growth,
+            evicted: stats.evicted - evictedBefore,
+          });
         if (stats.growing && !wasGrowing) alert('growing');
         if (stats.overLimit && !wasOverLimit) alert('overLimit');
       } catch (err) {

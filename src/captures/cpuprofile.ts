@@ -94,7 +94,12 @@ export interface ProfileSummary {
 export const BUSY_LOOP_MIN_SHARE = 0.5;
 
 /** The name V8 gives nodes that are not JavaScript functions; such nodes have an empty url. */
-export const SYNTHETIC_FRAMES = { root: '(root)', idle: '(idle)', program: '(program)', gc: '(garbage collector)' } as const;
+export const SYNTHETIC_FRAMES = {
+  root: '(root)',
+  idle: '(idle)',
+  program: '(program)',
+  gc: '(garbage collector)',
+} as const;
 const SYNTHETIC_NAMES: ReadonlySet<string> = new Set(Object.values(SYNTHETIC_FRAMES));
 
 /** V8 names anonymous functions ''. */
@@ -120,7 +125,9 @@ export interface WeighedProfile {
 
 /** Whether a frame is one of V8's synthetic nodes rather than a function. */
 export function isSynthetic(frame: Frame, name?: string): boolean {
-  return frame.url === '' && SYNTHETIC_NAMES.has(frame.functionName) && (name === undefined || frame.functionName === name);
+  return (
+    frame.url === '' && SYNTHETIC_NAMES.has(frame.functionName) && (name === undefined || frame.functionName === name)
+  );
 }
 
 /** The function name to show: V8's '' for an anonymous function becomes '(anonymous)'. */
@@ -136,11 +143,17 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function checkNumberArray(value: unknown, name: string, accept: (n: number) => boolean, rule: string): asserts value is number[] {
+function checkNumberArray(
+  value: unknown,
+  name: string,
+  accept: (n: number) => boolean,
+  rule: string,
+): asserts value is number[] {
   if (!Array.isArray(value)) invalid(`${name} is not an array`);
   for (let i = 0; i < value.length; i++) {
     const n: unknown = value[i];
-    if (typeof n !== 'number' || !accept(n)) invalid(`${name}[${i}] is ${typeof n === 'number' ? n : JSON.stringify(n)}, expected ${rule}`);
+    if (typeof n !== 'number' || !accept(n))
+      invalid(`${name}[${i}] is ${typeof n === 'number' ? n : JSON.stringify(n)}, expected ${rule}`);
   }
 }
 
@@ -154,12 +167,15 @@ function checkNode(node: unknown, index: number): asserts node is CpuProfileNode
   }
   const isPosition = (n: unknown): boolean => Number.isSafeInteger(n) && (n as number) >= -1;
   if (!isPosition(frame.lineNumber) || !isPosition(frame.columnNumber)) {
-    invalid(`node ${String(node.id)}: callFrame.lineNumber and callFrame.columnNumber must be integers from -1 (unknown)`);
+    invalid(
+      `node ${String(node.id)}: callFrame.lineNumber and callFrame.columnNumber must be integers from -1 (unknown)`,
+    );
   }
   if (node.hitCount !== undefined && !(Number.isSafeInteger(node.hitCount) && (node.hitCount as number) >= 0)) {
     invalid(`node ${String(node.id)}: hitCount must be a non-negative integer`);
   }
-  if (node.children !== undefined) checkNumberArray(node.children, `node ${String(node.id)}: children`, Number.isSafeInteger, 'a node id');
+  if (node.children !== undefined)
+    checkNumberArray(node.children, `node ${String(node.id)}: children`, Number.isSafeInteger, 'a node id');
 }
 
 /**
@@ -172,7 +188,12 @@ export function weighProfile(value: unknown): WeighedProfile {
   const { nodes, startTime, endTime, samples, timeDeltas } = value;
   if (!Array.isArray(nodes)) invalid('nodes is not an array');
   if (nodes.length === 0) invalid('nodes is empty');
-  if (typeof startTime !== 'number' || typeof endTime !== 'number' || !Number.isFinite(startTime) || !Number.isFinite(endTime)) {
+  if (
+    typeof startTime !== 'number' ||
+    typeof endTime !== 'number' ||
+    !Number.isFinite(startTime) ||
+    !Number.isFinite(endTime)
+  ) {
     invalid('startTime and endTime must be finite numbers');
   }
   if (endTime < startTime) invalid(`endTime ${endTime} is before startTime ${startTime}`);
@@ -206,7 +227,8 @@ export function weighProfile(value: unknown): WeighedProfile {
       // V8 stamps samples on its sampler thread and now and then records one a little before the
       // previous one (a negative delta; DevTools sorts them). Such a sample weighs nothing.
       checkNumberArray(timeDeltas, 'timeDeltas', (d) => Number.isFinite(d), 'a finite number of microseconds');
-      if (timeDeltas.length !== samples.length) invalid(`${samples.length} samples but ${timeDeltas.length} timeDeltas`);
+      if (timeDeltas.length !== samples.length)
+        invalid(`${samples.length} samples but ${timeDeltas.length} timeDeltas`);
     }
     const evenShare = samples.length > 0 ? durationMicros / samples.length : 0;
     samples.forEach((id, i) => {
@@ -227,7 +249,17 @@ export function weighProfile(value: unknown): WeighedProfile {
     sampledMicros = sampleCount * interval;
   }
   const sampleIntervalMicros = sampleCount > 0 ? sampledMicros / sampleCount : 0;
-  return { profile, indexById, parents, preorder, selfCounts, selfMicros, sampleCount, sampledMicros, sampleIntervalMicros };
+  return {
+    profile,
+    indexById,
+    parents,
+    preorder,
+    selfCounts,
+    selfMicros,
+    sampleCount,
+    sampledMicros,
+    sampleIntervalMicros,
+  };
 }
 
 /** Depth-first from the roots, without recursion so a deep profile cannot overflow the stack; rejects cycles. */
@@ -241,13 +273,18 @@ function orderParentsFirst(nodes: CpuProfileNode[], parents: Int32Array, indexBy
     preorder[visited++] = index;
     for (const childId of nodes[index]!.children ?? []) pending.push(indexById.get(childId)!);
   }
-  if (visited !== nodes.length) invalid(`${nodes.length - visited} nodes cannot be reached from a root (their children form a cycle)`);
+  if (visited !== nodes.length)
+    invalid(`${nodes.length - visited} nodes cannot be reached from a root (their children form a cycle)`);
   return preorder;
 }
 
 /** Summarizes where a profile's time went. Throws an Error naming the problem if `profile` is not a valid CPU profile. */
-export function summarizeProfile(profile: unknown, { top = 10, original = (f) => f }: { top?: number; original?: OriginalOf } = {}): ProfileSummary {
-  if (!(Number.isInteger(top) && top >= 0)) throw new RangeError(`top must be a non-negative integer, got ${String(top)}`);
+export function summarizeProfile(
+  profile: unknown,
+  { top = 10, original = (f) => f }: { top?: number; original?: OriginalOf } = {},
+): ProfileSummary {
+  if (!(Number.isInteger(top) && top >= 0))
+    throw new RangeError(`top must be a non-negative integer, got ${String(top)}`);
   const weighed = weighProfile(profile);
   const { nodes, startTime, endTime } = weighed.profile;
   const functionOf = groupByFunction(nodes);

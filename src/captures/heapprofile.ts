@@ -43,13 +43,17 @@ function invalid(what: string): never {
 }
 
 /** Top allocating functions and stacks of a sampling heap profile; `original` maps frames through source maps. */
-export function summarizeAllocations(value: unknown, { top = 10, original = (f) => f }: { top?: number; original?: OriginalOf } = {}): AllocationSummary {
+export function summarizeAllocations(
+  value: unknown,
+  { top = 10, original = (f) => f }: { top?: number; original?: OriginalOf } = {},
+): AllocationSummary {
   const frameOf = (node: AllocationNode): Frame => {
     const { functionName, url, lineNumber, columnNumber } = node.callFrame;
     return original({ functionName: functionName || '(anonymous)', url, lineNumber, columnNumber });
   };
   const profile = value as AllocationProfile;
-  if (typeof profile !== 'object' || profile === null || typeof profile.head !== 'object' || profile.head === null) invalid('no head node');
+  if (typeof profile !== 'object' || profile === null || typeof profile.head !== 'object' || profile.head === null)
+    invalid('no head node');
   const byFunction = new Map<string, Frame & { bytes: number }>();
   const sites: Array<{ path: AllocationNode[]; bytes: number }> = [];
   let totalBytes = 0;
@@ -59,8 +63,10 @@ export function summarizeAllocations(value: unknown, { top = 10, original = (f) 
   while (stack.length > 0) {
     const { node, path } = stack.pop()!;
     if (++visited > MAX_NODES) invalid(`more than ${MAX_NODES} nodes`);
-    if (typeof node !== 'object' || node === null || typeof node.callFrame !== 'object' || node.callFrame === null) invalid(`node ${visited} has no callFrame`);
-    if (!(Number.isFinite(node.selfSize) && node.selfSize >= 0)) invalid(`node ${node.id} has selfSize ${String(node.selfSize)}`);
+    if (typeof node !== 'object' || node === null || typeof node.callFrame !== 'object' || node.callFrame === null)
+      invalid(`node ${visited} has no callFrame`);
+    if (!(Number.isFinite(node.selfSize) && node.selfSize >= 0))
+      invalid(`node ${node.id} has selfSize ${String(node.selfSize)}`);
     if (!Array.isArray(node.children)) invalid(`node ${node.id} has no children array`);
     const here = node === profile.head ? path : [...path.slice(-(STACK_FRAMES - 1)), node];
     if (node.selfSize > 0) {
@@ -77,8 +83,13 @@ export function summarizeAllocations(value: unknown, { top = 10, original = (f) 
   const share = (bytes: number) => (totalBytes > 0 ? bytes / totalBytes : 0);
   return {
     totalBytes,
-    topFunctions: [...byFunction.values()].sort((a, b) => b.bytes - a.bytes).slice(0, top).map((f) => ({ ...f, share: share(f.bytes) })),
-    topStacks: sites.sort((a, b) => b.bytes - a.bytes).slice(0, top)
+    topFunctions: [...byFunction.values()]
+      .sort((a, b) => b.bytes - a.bytes)
+      .slice(0, top)
+      .map((f) => ({ ...f, share: share(f.bytes) })),
+    topStacks: sites
+      .sort((a, b) => b.bytes - a.bytes)
+      .slice(0, top)
       .map(({ path, bytes }) => ({ stack: [...path].reverse().map(frameOf), bytes, share: share(bytes) })),
   };
 }

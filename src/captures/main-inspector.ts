@@ -49,8 +49,14 @@ const MAX_FRAMES = 64;
 /** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
 const MAX_SCRIPTS = 50_000;
 
-interface ScriptLocation { scriptId: string; lineNumber: number; columnNumber?: number }
-interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation }> }
+interface ScriptLocation {
+  scriptId: string;
+  lineNumber: number;
+  columnNumber?: number;
+}
+interface PausedEvent {
+  callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation }>;
+}
 
 /**
  * V8's CPU profiler charges a sample whose pc lies in code where TurboFan inlined a function to
@@ -60,7 +66,9 @@ interface PausedEvent { callFrames: Array<{ functionName: string; url?: string; 
  * the main thread, V8 does not inline (new optimizations only), and a stalled loop's optimized code
  * is discarded so that it is recompiled that way. Not when the process was started without inlining.
  */
-const INLINING_OFF_FROM_START = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a));
+const INLINING_OFF_FROM_START = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) =>
+  /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a),
+);
 /** A stall's stack older than this is not taken as the place the loop still spins. */
 const STALL_STACK_FRESH_MS = 10_000;
 
@@ -94,11 +102,14 @@ export class MainInspector {
       const session = new inspector.Session();
       session.connectToMainThread();
       session.on('Debugger.paused', (message: { params: PausedEvent }) => this.#paused(message.params));
-      session.on('Debugger.scriptParsed', (message: { params: { scriptId: string; url: string; sourceMapURL?: string } }) => {
-        const { scriptId, url, sourceMapURL } = message.params;
-        if (url && this.#scriptUrls.size < MAX_SCRIPTS) this.#scriptUrls.set(scriptId, url);
-        if (url && sourceMapURL) this.#sourceMaps?.hint(url, sourceMapURL);
-      });
+      session.on(
+        'Debugger.scriptParsed',
+        (message: { params: { scriptId: string; url: string; sourceMapURL?: string } }) => {
+          const { scriptId, url, sourceMapURL } = message.params;
+          if (url && this.#scriptUrls.size < MAX_SCRIPTS) this.#scriptUrls.set(scriptId, url);
+          if (url && sourceMapURL) this.#sourceMaps?.hint(url, sourceMapURL);
+        },
+      );
       this.#session = session;
     }
     return this.#session;
@@ -122,13 +133,24 @@ export class MainInspector {
   #post<T>(method: string, params: object | undefined, timeoutMs: number, onAnswer?: () => void): Promise<T> {
     const session = this.#connect();
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED,
-        `inspector ${method} did not answer within ${timeoutMs} ms (is the app paused in a debugger, or blocked in native code?)`)), timeoutMs);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new SysprobeError(
+              ErrorCode.CAPTURE_FAILED,
+              `inspector ${method} did not answer within ${timeoutMs} ms (is the app paused in a debugger, or blocked in native code?)`,
+            ),
+          ),
+        timeoutMs,
+      );
       session.post(method, params ?? {}, (err, result) => {
         clearTimeout(timer);
         // Synchronously, before the messages that follow this answer are dispatched (a promise's then would run after them).
         if (!err) onAnswer?.();
-        if (err) reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, `inspector ${method} failed: ${err.message}`, { cause: err }));
+        if (err)
+          reject(
+            new SysprobeError(ErrorCode.CAPTURE_FAILED, `inspector ${method} failed: ${err.message}`, { cause: err }),
+          );
         else resolve(result as T);
       });
     });
@@ -142,18 +164,23 @@ export class MainInspector {
    */
   captureStack(timeoutMs: number): Promise<StackCapture> {
     if (this.#sharedStack) return this.#sharedStack;
-    if (this.#stackBusy || this.#pauseOutstanding) return Promise.reject(new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running'));
+    if (this.#stackBusy || this.#pauseOutstanding)
+      return Promise.reject(new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a stack capture is already running'));
     const capture = this.#takeStack(timeoutMs);
     this.#stackCapture = capture;
     // Maps are read after the capture has ended (the main thread runs, the next capture may start): only the worker waits.
     const sourceMaps = this.#sourceMaps;
-    const shared = sourceMaps ? capture.then(async (taken) => ({ ...taken, frames: await sourceMaps.resolve(taken.frames) })) : capture;
+    const shared = sourceMaps
+      ? capture.then(async (taken) => ({ ...taken, frames: await sourceMaps.resolve(taken.frames) }))
+      : capture;
     this.#sharedStack = shared;
     // Shared only while the pause is being taken: a stack asked for after it is a new one.
-    void capture.catch(() => undefined).finally(() => {
-      if (this.#stackCapture === capture) this.#stackCapture = undefined;
-      if (this.#sharedStack === shared) this.#sharedStack = undefined;
-    });
+    void capture
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.#stackCapture === capture) this.#stackCapture = undefined;
+        if (this.#sharedStack === shared) this.#sharedStack = undefined;
+      });
     return shared;
   }
 
@@ -165,11 +192,15 @@ export class MainInspector {
       // All three go at once: a thread blocked in native code takes them together when the call returns,
       // so the pause lands at the first JS after the call, in the function that made it (not turns later).
       const evaluated = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
-      const paused = new Promise<PausedEvent>((resolve) => { this.#onOurPause = resolve; });
+      const paused = new Promise<PausedEvent>((resolve) => {
+        this.#onOurPause = resolve;
+      });
       this.#pauseOutstanding = true;
       this.#acceptPause = false;
       // A paused event before enable's answer is a pause that was already there (someone's breakpoint), not ours.
-      const enabled = this.#post('Debugger.enable', undefined, timeoutMs, () => { this.#acceptPause = true; });
+      const enabled = this.#post('Debugger.enable', undefined, timeoutMs, () => {
+        this.#acceptPause = true;
+      });
       const pauseAsked = this.#post('Debugger.pause', undefined, timeoutMs);
       // Rejections are read below, in order; none may go unhandled meanwhile.
       for (const p of [evaluated, enabled, pauseAsked]) p.catch(() => undefined);
@@ -177,8 +208,11 @@ export class MainInspector {
       const latencyMs = performance.now() - requestedAt;
       await enabled;
       await pauseAsked;
-      const event = await withTimeout(paused, Math.max(1, deadline - Date.now()),
-        'the main thread did not pause in time (blocked in native code, or paused in a debugger)');
+      const event = await withTimeout(
+        paused,
+        Math.max(1, deadline - Date.now()),
+        'the main thread did not pause in time (blocked in native code, or paused in a debugger)',
+      );
       void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
       const takenAt = Date.now();
       const top = event.callFrames[0];
@@ -210,12 +244,21 @@ export class MainInspector {
    * INLINING_OFF_FROM_START). `stalled`: the main thread is stuck in the loop the last stack
    * capture saw, whose optimized code is then recompiled. Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
    */
-  async captureCpuProfile(durationMs: number, samplingIntervalUs: number, { stalled = false }: { stalled?: boolean } = {}): Promise<{ profile: CpuProfile; startedAtMs: number }> {
+  async captureCpuProfile(
+    durationMs: number,
+    samplingIntervalUs: number,
+    { stalled = false }: { stalled?: boolean } = {},
+  ): Promise<{ profile: CpuProfile; startedAtMs: number }> {
     const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
     if (switchInlining) setFlagsFromString('--no-turbo-inlining');
     try {
       return await this.#sampleFor('a CPU profile', durationMs, {
-        domain: 'Profiler', start: [['Profiler.setSamplingInterval', { interval: samplingIntervalUs }], ['Profiler.start', undefined]], stop: 'Profiler.stop',
+        domain: 'Profiler',
+        start: [
+          ['Profiler.setSamplingInterval', { interval: samplingIntervalUs }],
+          ['Profiler.start', undefined],
+        ],
+        stop: 'Profiler.stop',
         started: stalled && switchInlining ? () => this.#recompileStalled() : undefined,
       });
     } finally {
@@ -232,12 +275,19 @@ export class MainInspector {
    */
   async #recompileStalled(): Promise<void> {
     await this.#stackCapture?.catch(() => undefined); // the stall's own stack, bounded by its timeout
-    const location = this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS ? this.#lastPause.location : undefined;
+    const location =
+      this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS
+        ? this.#lastPause.location
+        : undefined;
     if (!location || this.#stackBusy || this.#pauseOutstanding) return;
     this.#stackBusy = true; // the Debugger domain is ours for these calls
     try {
       await this.#post('Debugger.enable', undefined, 2000);
-      const { breakpointId } = await this.#post<{ breakpointId: string }>('Debugger.setBreakpoint', { location, condition: 'false' }, 1000);
+      const { breakpointId } = await this.#post<{ breakpointId: string }>(
+        'Debugger.setBreakpoint',
+        { location, condition: 'false' },
+        1000,
+      );
       await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
     } catch {
       // the profile is still taken; only its attribution of inlined code is V8's
@@ -251,15 +301,30 @@ export class MainInspector {
    * Runs V8's sampling heap profiler on the main thread for `durationMs`: a sample every
    * `samplingIntervalBytes` allocated, with its stack; what is still live at the end is kept.
    */
-  captureAllocationProfile(durationMs: number, samplingIntervalBytes: number): Promise<{ profile: AllocationProfile; startedAtMs: number }> {
+  captureAllocationProfile(
+    durationMs: number,
+    samplingIntervalBytes: number,
+  ): Promise<{ profile: AllocationProfile; startedAtMs: number }> {
     return this.#sampleFor('an allocation profile', durationMs, {
-      domain: 'HeapProfiler', start: [['HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes }]], stop: 'HeapProfiler.stopSampling',
+      domain: 'HeapProfiler',
+      start: [['HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes }]],
+      stop: 'HeapProfiler.stopSampling',
     });
   }
 
   /** Enables a profiler domain, starts it, waits, stops it and disables it; one run per domain at a time. */
-  async #sampleFor<P>(what: string, durationMs: number, calls: { domain: string; start: Array<[string, object | undefined]>; stop: string; started?: (() => Promise<void>) | undefined }): Promise<{ profile: P; startedAtMs: number }> {
-    if (this.#samplingDomains.has(calls.domain)) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, `${what} is already running`);
+  async #sampleFor<P>(
+    what: string,
+    durationMs: number,
+    calls: {
+      domain: string;
+      start: Array<[string, object | undefined]>;
+      stop: string;
+      started?: (() => Promise<void>) | undefined;
+    },
+  ): Promise<{ profile: P; startedAtMs: number }> {
+    if (this.#samplingDomains.has(calls.domain))
+      throw new SysprobeError(ErrorCode.CAPTURE_BUSY, `${what} is already running`);
     this.#samplingDomains.add(calls.domain);
     try {
       await this.#post(`${calls.domain}.enable`, undefined, 2000);

@@ -90,7 +90,10 @@ class StringTable {
  * files and lines are the original source's. Throws an Error naming the problem if `profile` is
  * not a valid CPU profile.
  */
-export function toPprof(profile: unknown, { startedAtMs, original = (f) => f }: { startedAtMs?: number; original?: OriginalOf } = {}): Buffer {
+export function toPprof(
+  profile: unknown,
+  { startedAtMs, original = (f) => f }: { startedAtMs?: number; original?: OriginalOf } = {},
+): Buffer {
   if (startedAtMs !== undefined && !(Number.isFinite(startedAtMs) && startedAtMs >= 0)) {
     throw new RangeError(`startedAtMs must be a non-negative number of milliseconds, got ${String(startedAtMs)}`);
   }
@@ -132,16 +135,30 @@ export function toPprof(profile: unknown, { startedAtMs, original = (f) => f }: 
     for (let index = leaf; index !== -1 && stack.length < MAX_PPROF_STACK_DEPTH; index = weighed.parents[index]!) {
       if (!isRootFrame(index)) stack.push(index + 1);
     }
-    out.message(2, (sample) => sample.packed(1, stack).packed(2, [count, Math.round(weighed.selfMicros[leaf]! * 1000)]));
+    out.message(2, (sample) =>
+      sample.packed(1, stack).packed(2, [count, Math.round(weighed.selfMicros[leaf]! * 1000)]),
+    );
   });
   frames.forEach((callFrame, index) => {
     if (isRootFrame(index)) return;
     out.message(4, (location) =>
       location.uint(1, index + 1).message(4, (line) =>
-        line.uint(1, locationFunction[index]!).uint(2, callFrame.lineNumber + 1).uint(3, callFrame.columnNumber + 1)));
+        line
+          .uint(1, locationFunction[index]!)
+          .uint(2, callFrame.lineNumber + 1)
+          .uint(3, callFrame.columnNumber + 1),
+      ),
+    );
   });
   functions.forEach(({ name, file, line }, index) => {
-    out.message(5, (fn) => fn.uint(1, index + 1).uint(2, name).uint(3, name).uint(4, file).uint(5, line));
+    out.message(5, (fn) =>
+      fn
+        .uint(1, index + 1)
+        .uint(2, name)
+        .uint(3, name)
+        .uint(4, file)
+        .uint(5, line),
+    );
   });
   for (const value of strings.strings) out.string(6, value);
   if (startedAtMs !== undefined) out.uint(9, BigInt(Math.round(startedAtMs * 1000)) * 1000n);

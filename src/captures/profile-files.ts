@@ -26,27 +26,66 @@ interface ProfileMeta {
 
 function sidecarOf(meta: ProfileMeta, summary: unknown): Record<string, unknown> {
   const { startedAtMs, durationMs, thread, trigger } = meta;
-  return { profiledFrom: new Date(startedAtMs).toISOString(), durationMs, thread, summary, ...(trigger ? { trigger } : {}) };
+  return {
+    profiledFrom: new Date(startedAtMs).toISOString(),
+    durationMs,
+    thread,
+    summary,
+    ...(trigger ? { trigger } : {}),
+  };
 }
 
 /** Writes a CPU profile as .cpuprofile and as gzipped pprof, each with its sidecar. */
-export async function writeProfileFiles(sink: CaptureSink, profile: CpuProfile, meta: ProfileMeta): Promise<CpuProfileResult> {
-  const original = meta.sourceMaps ? await meta.sourceMaps.resolver(profile.nodes.map((node) => node.callFrame)) : undefined;
+export async function writeProfileFiles(
+  sink: CaptureSink,
+  profile: CpuProfile,
+  meta: ProfileMeta,
+): Promise<CpuProfileResult> {
+  const original = meta.sourceMaps
+    ? await meta.sourceMaps.resolver(profile.nodes.map((node) => node.callFrame))
+    : undefined;
   const summary = summarizeProfile(profile, { original });
-  const main = await sink.write({ kind: 'cpu-profile', extension: '.cpuprofile', sidecar: sidecarOf(meta, summary), body: JSON.stringify(profile) });
+  const main = await sink.write({
+    kind: 'cpu-profile',
+    extension: '.cpuprofile',
+    sidecar: sidecarOf(meta, summary),
+    body: JSON.stringify(profile),
+  });
   const pprof = await sink.write({
-    kind: 'cpu-profile', extension: '.pb.gz', sidecar: { ...sidecarOf(meta, undefined), sameProfileAs: path.basename(main.file) },
+    kind: 'cpu-profile',
+    extension: '.pb.gz',
+    sidecar: { ...sidecarOf(meta, undefined), sameProfileAs: path.basename(main.file) },
     body: toPprof(profile, { startedAtMs: meta.startedAtMs, original }),
   });
-  return { file: main.file, pprofFile: pprof.file, sidecarFile: main.sidecarFile, summary, ...(meta.trigger ? { trigger: meta.trigger } : {}) };
+  return {
+    file: main.file,
+    pprofFile: pprof.file,
+    sidecarFile: main.sidecarFile,
+    summary,
+    ...(meta.trigger ? { trigger: meta.trigger } : {}),
+  };
 }
 
 /** Writes a sampling heap profile as .heapprofile (DevTools) with its sidecar. */
-export async function writeAllocationFiles(sink: CaptureSink, profile: AllocationProfile, meta: ProfileMeta): Promise<AllocationProfileResult> {
+export async function writeAllocationFiles(
+  sink: CaptureSink,
+  profile: AllocationProfile,
+  meta: ProfileMeta,
+): Promise<AllocationProfileResult> {
   const original = meta.sourceMaps ? await meta.sourceMaps.resolver(allocationFrames(profile)) : undefined;
   const summary = summarizeAllocations(profile, { original });
-  const written = await sink.write({ kind: 'allocation-profile', extension: '.heapprofile', sidecar: sidecarOf(meta, summary), body: JSON.stringify(profile) });
-  return { file: written.file, sidecarFile: written.sidecarFile, summary, ...(meta.trigger ? { trigger: meta.trigger } : {}) };
+  const written = await sink.write({
+    kind: 'allocation-profile',
+    extension: '.heapprofile',
+    sidecar: sidecarOf(meta, summary),
+    body: JSON.stringify(profile),
+  });
+  return {
+    file: written.file,
+    sidecarFile: written.sidecarFile,
+    summary,
+    ...(meta.trigger ? { trigger: meta.trigger } : {}),
+  };
 }
 
 /** Every frame of an allocation profile's tree (iteratively: trees can be deep); malformed nodes are left to the summary to report. */
@@ -55,7 +94,8 @@ function allocationFrames(profile: AllocationProfile): AllocationProfile['head']
   const pending = [profile?.head];
   while (pending.length > 0 && frames.length < 1_000_000) {
     const node = pending.pop();
-    if (typeof node !== 'object' || node === null || typeof node.callFrame !== 'object' || node.callFrame === null) continue;
+    if (typeof node !== 'object' || node === null || typeof node.callFrame !== 'object' || node.callFrame === null)
+      continue;
     frames.push(node.callFrame);
     if (Array.isArray(node.children)) pending.push(...node.children);
   }

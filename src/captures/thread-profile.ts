@@ -39,22 +39,41 @@ interface V8ProfilerNext {
 export async function profileThread(options: ThreadProfileOptions): Promise<CpuProfileResult> {
   const { durationMs, dumpDir, backend = 'inspector' } = options ?? ({} as ThreadProfileOptions);
   if (!Number.isInteger(durationMs) || durationMs < 10 || durationMs > 600_000) {
-    throw new SysprobeError(ErrorCode.INVALID_OPTION, `profileThread({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
+    throw new SysprobeError(
+      ErrorCode.INVALID_OPTION,
+      `profileThread({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`,
+    );
   }
-  if (typeof dumpDir !== 'string' || dumpDir.length === 0) throw new SysprobeError(ErrorCode.INVALID_OPTION, 'profileThread({ dumpDir }) needs a directory path.');
+  if (typeof dumpDir !== 'string' || dumpDir.length === 0)
+    throw new SysprobeError(ErrorCode.INVALID_OPTION, 'profileThread({ dumpDir }) needs a directory path.');
   if (backend !== 'inspector' && backend !== 'v8-profiler-next') {
-    throw new SysprobeError(ErrorCode.INVALID_OPTION, `profileThread({ backend }) must be 'inspector' or 'v8-profiler-next'; got ${String(backend)}.`);
+    throw new SysprobeError(
+      ErrorCode.INVALID_OPTION,
+      `profileThread({ backend }) must be 'inspector' or 'v8-profiler-next'; got ${String(backend)}.`,
+    );
   }
   const startedAtMs = Date.now();
   const profile = backend === 'inspector' ? await withInspector(durationMs) : await withV8ProfilerNext(durationMs);
-  return writeProfileFiles(new FileSink({ dir: dumpDir }), profile, { startedAtMs, durationMs, thread: isMainThread ? 'main' : `thread-${threadId}` });
+  return writeProfileFiles(new FileSink({ dir: dumpDir }), profile, {
+    startedAtMs,
+    durationMs,
+    thread: isMainThread ? 'main' : `thread-${threadId}`,
+  });
 }
 
 async function withInspector(durationMs: number): Promise<CpuProfile> {
   const session = new inspector.Session();
   session.connect();
-  const post = <T>(method: string, params?: object) => new Promise<T>((resolve, reject) => session.post(method, params ?? {}, (err, result) => (
-    err ? reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, `inspector ${method} failed: ${err.message}`, { cause: err })) : resolve(result as T))));
+  const post = <T>(method: string, params?: object) =>
+    new Promise<T>((resolve, reject) =>
+      session.post(method, params ?? {}, (err, result) =>
+        err
+          ? reject(
+              new SysprobeError(ErrorCode.CAPTURE_FAILED, `inspector ${method} failed: ${err.message}`, { cause: err }),
+            )
+          : resolve(result as T),
+      ),
+    );
   try {
     await post('Profiler.enable');
     await post('Profiler.setSamplingInterval', { interval: 1000 });
@@ -71,7 +90,10 @@ async function withV8ProfilerNext(durationMs: number): Promise<CpuProfile> {
   try {
     profiler = require('v8-profiler-next') as V8ProfilerNext;
   } catch (err) {
-    throw new SysprobeError(ErrorCode.UNSUPPORTED, `profileThread({ backend: 'v8-profiler-next' }) needs the v8-profiler-next package: ${(err as Error).message.split('\n')[0]}`);
+    throw new SysprobeError(
+      ErrorCode.UNSUPPORTED,
+      `profileThread({ backend: 'v8-profiler-next' }) needs the v8-profiler-next package: ${(err as Error).message.split('\n')[0]}`,
+    );
   }
   const title = `sysprobe-${process.hrtime.bigint()}`;
   profiler.setGenerateType(1); // the current .cpuprofile format (nodes with children, samples, timeDeltas)
@@ -79,7 +101,9 @@ async function withV8ProfilerNext(durationMs: number): Promise<CpuProfile> {
   await new Promise((resolve) => setTimeout(resolve, durationMs));
   const result = profiler.stopProfiling(title);
   try {
-    const json = await new Promise<string>((resolve, reject) => result.export((err, text) => (err ? reject(err) : resolve(text))));
+    const json = await new Promise<string>((resolve, reject) =>
+      result.export((err, text) => (err ? reject(err) : resolve(text))),
+    );
     return JSON.parse(json) as CpuProfile;
   } finally {
     result.delete();

@@ -68,8 +68,14 @@ export class WorkerCaptures {
     this.#stalled = stalled;
     this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
     this.#sink = functionSink(
-      new FileSink({ dir: settings.dumpDir, maxBytes: settings.dumpMaxBytes, service: settings.serviceName, sysprobeVersion: settings.sysprobeVersion }),
-      captured);
+      new FileSink({
+        dir: settings.dumpDir,
+        maxBytes: settings.dumpMaxBytes,
+        service: settings.serviceName,
+        sysprobeVersion: settings.sysprobeVersion,
+      }),
+      captured,
+    );
   }
 
   /** The main thread's stack now (a person's request: not budgeted). */
@@ -79,14 +85,31 @@ export class WorkerCaptures {
 
   /** Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink. */
   async cpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
-    const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US, { stalled: this.#stalled() });
-    return writeProfileFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger, sourceMaps: this.#sourceMaps });
+    const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US, {
+      stalled: this.#stalled(),
+    });
+    return writeProfileFiles(this.#sink, profile, {
+      startedAtMs,
+      durationMs,
+      thread: 'main',
+      trigger,
+      sourceMaps: this.#sourceMaps,
+    });
   }
 
   /** Samples the main thread's allocations and writes the .heapprofile, with its sidecar (summary, trigger), through the sink. */
   async allocationProfile(durationMs: number, trigger?: RuleFiring): Promise<AllocationProfileResult> {
-    const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(durationMs, ALLOCATION_SAMPLING_BYTES);
-    return writeAllocationFiles(this.#sink, profile, { startedAtMs, durationMs, thread: 'main', trigger, sourceMaps: this.#sourceMaps });
+    const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(
+      durationMs,
+      ALLOCATION_SAMPLING_BYTES,
+    );
+    return writeAllocationFiles(this.#sink, profile, {
+      startedAtMs,
+      durationMs,
+      thread: 'main',
+      trigger,
+      sourceMaps: this.#sourceMaps,
+    });
   }
 
   /**
@@ -96,15 +119,28 @@ export class WorkerCaptures {
    */
   async stallStack(selfPaused: boolean): Promise<StallStack> {
     const detectedAt = Date.now();
-    if (selfPaused) return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: SELF_PAUSE_REASON }, selfPaused: true };
+    if (selfPaused)
+      return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: SELF_PAUSE_REASON }, selfPaused: true };
     if (!this.#budget.take()) {
-      return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)` }, selfPaused: false };
+      return {
+        stack: undefined,
+        capture: {
+          how: 'skipped',
+          detectedAt,
+          reason: `capture budget spent (${this.#settings.capturesPerMinute} per minute)`,
+        },
+        selfPaused: false,
+      };
     }
     try {
       const { frames, how, takenAt, latencyMs } = await this.stack();
       return { stack: frames, capture: { how, detectedAt, takenAt, latencyMs }, selfPaused: false };
     } catch (err) {
-      return { stack: undefined, capture: { how: 'failed', detectedAt, reason: describeError(err).message }, selfPaused: false };
+      return {
+        stack: undefined,
+        capture: { how: 'failed', detectedAt, reason: describeError(err).message },
+        selfPaused: false,
+      };
     }
   }
 
@@ -112,24 +148,46 @@ export class WorkerCaptures {
    * The captures a fired rule asks for, within the budget, one of each kind per open incident;
    * `sockets` (a slow dependency's firing): how the connections looked right then.
    */
-  async forRule(firing: RuleFiring, rule: WorkerRule | undefined, sockets?: () => Promise<SocketPicture>): Promise<RuleCaptures> {
+  async forRule(
+    firing: RuleFiring,
+    rule: WorkerRule | undefined,
+    sockets?: () => Promise<SocketPicture>,
+  ): Promise<RuleCaptures> {
     const captures: RuleCaptures = {};
     const notTaken: string[] = [];
     const take = async (kind: string, capture: () => Promise<void>) => {
       if (this.#incidentKinds.has(kind)) return void notTaken.push(`${kind}: already taken for the open incident`);
-      if (!this.#budget.take()) return void notTaken.push(`${kind}: capture budget spent (${this.#settings.capturesPerMinute} per minute)`);
+      if (!this.#budget.take())
+        return void notTaken.push(`${kind}: capture budget spent (${this.#settings.capturesPerMinute} per minute)`);
       if (this.#settings.incidents) this.#incidentKinds.add(kind);
       await capture().catch((err: unknown) => {
         this.#incidentKinds.delete(kind); // a failed capture may be tried again by the next firing
         notTaken.push(`${kind}: ${describeError(err).message}`);
       });
     };
-    if (sockets) await sockets().then((picture) => { captures.sockets = picture; }, (err: unknown) => { notTaken.push(`sockets: ${describeError(err).message}`); });
-    if (rule?.captureStack) await take('stack', async () => { captures.stack = (await this.stack()).frames; });
+    if (sockets)
+      await sockets().then(
+        (picture) => {
+          captures.sockets = picture;
+        },
+        (err: unknown) => {
+          notTaken.push(`sockets: ${describeError(err).message}`);
+        },
+      );
+    if (rule?.captureStack)
+      await take('stack', async () => {
+        captures.stack = (await this.stack()).frames;
+      });
     // CPU and allocation profiles use different profilers, so both run at once.
     await Promise.all([
-      rule?.cpuProfileMs && take('cpuProfile', async () => { captures.cpuProfile = await this.cpuProfile(rule.cpuProfileMs!, firing); }),
-      rule?.allocationProfileMs && take('allocationProfile', async () => { captures.allocationProfile = await this.allocationProfile(rule.allocationProfileMs!, firing); }),
+      rule?.cpuProfileMs &&
+        take('cpuProfile', async () => {
+          captures.cpuProfile = await this.cpuProfile(rule.cpuProfileMs!, firing);
+        }),
+      rule?.allocationProfileMs &&
+        take('allocationProfile', async () => {
+          captures.allocationProfile = await this.allocationProfile(rule.allocationProfileMs!, firing);
+        }),
     ]);
     if (notTaken.length > 0) captures.notTaken = notTaken;
     return captures;
@@ -145,10 +203,23 @@ export class WorkerCaptures {
     const notTaken: string[] = [];
     await Promise.all([
       this.#budget.take()
-        ? this.allocationProfile(NEAR_LIMIT_PROFILE_MS, firing).then((p) => { captures.allocationProfile = p; }, (err: unknown) => { notTaken.push(`allocationProfile: ${describeError(err).message}`); })
+        ? this.allocationProfile(NEAR_LIMIT_PROFILE_MS, firing).then(
+            (p) => {
+              captures.allocationProfile = p;
+            },
+            (err: unknown) => {
+              notTaken.push(`allocationProfile: ${describeError(err).message}`);
+            },
+          )
         : notTaken.push(`allocationProfile: capture budget spent (${this.#settings.capturesPerMinute} per minute)`),
-      diagnosticReport()
-        .then((report) => { captures.diagnosticReport = report as RuleCaptures['diagnosticReport']; }, (err: unknown) => { notTaken.push(`diagnosticReport: ${describeError(err).message}`); }),
+      diagnosticReport().then(
+        (report) => {
+          captures.diagnosticReport = report as RuleCaptures['diagnosticReport'];
+        },
+        (err: unknown) => {
+          notTaken.push(`diagnosticReport: ${describeError(err).message}`);
+        },
+      ),
     ]);
     if (notTaken.length > 0) captures.notTaken = notTaken;
     return captures;

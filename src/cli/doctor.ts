@@ -27,7 +27,9 @@ export interface DoctorReport {
 }
 
 export function doctorReport(): DoctorReport {
-  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as {
+    version: string;
+  };
   const native = nativeParts();
   return {
     sysprobe: pkg.version,

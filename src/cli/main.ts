@@ -26,7 +26,7 @@ function usage(): string {
     'verbs:',
     ...(names.length ? names.map((n) => `  ${n}`) : ['  (none)']),
     '',
-    'Run `sysprobe <verb> --help` for a verb\'s arguments.',
+    "Run `sysprobe <verb> --help` for a verb's arguments.",
   ].join('\n');
 }
 
@@ -49,11 +49,20 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`sysprobe ${name}: ${err.message}\n`);
       return err.exitCode;
     }
-    process.stderr.write(`sysprobe ${name}: internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(
+      `sysprobe ${name}: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
     return ExitCode.INTERNAL;
   }
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, () => { process.exitCode = ExitCode.INTERNAL; });
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    () => {
+      process.exitCode = ExitCode.INTERNAL;
+    },
+  );
 }

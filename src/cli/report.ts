@@ -79,11 +79,18 @@ interface Incident {
   dir: string;
   manifest: IncidentManifest;
   samples: Sample[];
-  stall: {
-    startedAt?: number; durationMs?: number; frames: Frame[]; capture?: { how?: string; reason?: string };
-    cause?: string; diagnosis?: { why?: string }; queued?: { count?: number; usual?: number; windowMs?: number };
-    requests?: Array<{ method?: string; path?: string; route?: string; runningMs?: number; traceId?: string }>;
-  } | undefined;
+  stall:
+    | {
+        startedAt?: number;
+        durationMs?: number;
+        frames: Frame[];
+        capture?: { how?: string; reason?: string };
+        cause?: string;
+        diagnosis?: { why?: string };
+        queued?: { count?: number; usual?: number; windowMs?: number };
+        requests?: Array<{ method?: string; path?: string; route?: string; runningMs?: number; traceId?: string }>;
+      }
+    | undefined;
   profile: { file: string; data: unknown } | undefined;
   heapDiff: HeapDiff | undefined;
   logs: string[];
@@ -101,17 +108,32 @@ interface HeapDiff {
 
 /** What the report reads of manifest.dependencies (Dependency in src/dependencies/map.ts). */
 interface Dependency {
-  remoteAddress: string; remotePort: number; hostnames: string[]; connections: number; states: Record<string, number>;
-  retransmits?: number; latencyMs?: { p50: number; p99: number }; lastSeenAt: number;
+  remoteAddress: string;
+  remotePort: number;
+  hostnames: string[];
+  connections: number;
+  states: Record<string, number>;
+  retransmits?: number;
+  latencyMs?: { p50: number; p99: number };
+  lastSeenAt: number;
 }
 
 async function readIncident(dir: string): Promise<Incident> {
   const stat = await fs.promises.lstat(dir).catch(() => undefined);
-  if (stat?.isSymbolicLink()) throw new CliError(ExitCode.BAD_INPUT, `${dir} is a symbolic link; give the real path of the incident folder.`);
-  if (!stat?.isDirectory()) throw new CliError(ExitCode.BAD_INPUT, `${dir} is not a directory; give the path of an incident folder (<dumpDir>/incidents/<id>).`);
+  if (stat?.isSymbolicLink())
+    throw new CliError(ExitCode.BAD_INPUT, `${dir} is a symbolic link; give the real path of the incident folder.`);
+  if (!stat?.isDirectory())
+    throw new CliError(
+      ExitCode.BAD_INPUT,
+      `${dir} is not a directory; give the path of an incident folder (<dumpDir>/incidents/<id>).`,
+    );
   const notes: string[] = [];
   const manifestText = await readBounded(path.join(dir, MANIFEST), MAX_MANIFEST_BYTES, notes);
-  if (manifestText === undefined) throw new CliError(ExitCode.BAD_INPUT, `${dir} is not an incident folder: it has no manifest.json${notes.length ? ` (${notes.join(' ')})` : ''}.`);
+  if (manifestText === undefined)
+    throw new CliError(
+      ExitCode.BAD_INPUT,
+      `${dir} is not an incident folder: it has no manifest.json${notes.length ? ` (${notes.join(' ')})` : ''}.`,
+    );
   let parsed: unknown;
   try {
     parsed = JSON.parse(manifestText);
@@ -132,10 +154,16 @@ async function readIncident(dir: string): Promise<Incident> {
   const samples = checkSamples(await json<unknown>(SAMPLES), notes);
   const stall = await json<NonNullable<Incident['stall']>>('stall-stack.json');
   const heapDiff = await json<HeapDiff>(HEAP_DIFF);
-  const profileName = manifest.captures.find((c) => c.kind === 'cpu-profile')?.file
-    ?? (await fs.promises.readdir(dir)).find((name) => name.endsWith('.cpuprofile'));
-  const profile = profileName ? { file: profileName, data: await json<unknown>(path.basename(profileName)) } : undefined;
-  const logs = ((await readBounded(path.join(dir, LOGS), MAX_INPUT_BYTES, notes)) ?? '').split('\n').filter((l) => l.trim()).slice(-MAX_LOG_LINES);
+  const profileName =
+    manifest.captures.find((c) => c.kind === 'cpu-profile')?.file ??
+    (await fs.promises.readdir(dir)).find((name) => name.endsWith('.cpuprofile'));
+  const profile = profileName
+    ? { file: profileName, data: await json<unknown>(path.basename(profileName)) }
+    : undefined;
+  const logs = ((await readBounded(path.join(dir, LOGS), MAX_INPUT_BYTES, notes)) ?? '')
+    .split('\n')
+    .filter((l) => l.trim())
+    .slice(-MAX_LOG_LINES);
   const captureTimes: Incident['captureTimes'] = [];
   for (const capture of manifest.captures) {
     if (capture.kind.endsWith('-sidecar')) {
@@ -145,7 +173,17 @@ async function readIncident(dir: string): Promise<Incident> {
     }
   }
   if (stall && typeof stall.startedAt === 'number') captureTimes.push({ kind: 'stall-stack', at: stall.startedAt });
-  return { dir, manifest, samples, stall: stall !== null && typeof stall === 'object' ? stall : undefined, profile, heapDiff, logs, captureTimes, notes };
+  return {
+    dir,
+    manifest,
+    samples,
+    stall: stall !== null && typeof stall === 'object' ? stall : undefined,
+    profile,
+    heapDiff,
+    logs,
+    captureTimes,
+    notes,
+  };
 }
 
 /**
@@ -158,13 +196,18 @@ async function readBounded(file: string, maxBytes: number, notes: string[]): Pro
   } catch (err) {
     const { code, message } = err as NodeJS.ErrnoException;
     if (code === 'ENOENT') return undefined;
-    notes.push(code === 'ELOOP' ? `${path.basename(file)} is a symbolic link; not read.` : `${path.basename(file)} not read: ${message}.`);
+    notes.push(
+      code === 'ELOOP'
+        ? `${path.basename(file)} is a symbolic link; not read.`
+        : `${path.basename(file)} not read: ${message}.`,
+    );
     return undefined;
   }
 }
 
 const isFiniteTime = (v: unknown): v is number => typeof v === 'number' && Math.abs(v) <= 8.64e15;
-const text = (v: unknown): string => (typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : '');
+const text = (v: unknown): string =>
+  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : '';
 const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
 
 /**
@@ -173,37 +216,78 @@ const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is
  */
 function checkManifest(raw: unknown, file: string, notes: string[]): IncidentManifest {
   const m = raw as Record<string, unknown> | null;
-  if (typeof m !== 'object' || m === null || Array.isArray(m) || !Array.isArray(m.triggers) || !isFiniteTime(m.openedAt)) {
+  if (
+    typeof m !== 'object' ||
+    m === null ||
+    Array.isArray(m) ||
+    !Array.isArray(m.triggers) ||
+    !isFiniteTime(m.openedAt)
+  ) {
     throw new CliError(ExitCode.BAD_INPUT, `${file} is not an incident manifest (no triggers, or no openedAt time).`);
   }
   const dropped: string[] = [];
   const list = <T>(name: string, value: unknown, check: (item: Record<string, unknown>) => T | undefined): T[] => {
     if (value === undefined) return [];
-    if (!Array.isArray(value)) { dropped.push(name); return []; }
-    const out = value.flatMap((item) => (typeof item === 'object' && item !== null ? [check(item as Record<string, unknown>)].filter((x): x is T => x !== undefined) : []));
+    if (!Array.isArray(value)) {
+      dropped.push(name);
+      return [];
+    }
+    const out = value.flatMap((item) =>
+      typeof item === 'object' && item !== null
+        ? [check(item as Record<string, unknown>)].filter((x): x is T => x !== undefined)
+        : [],
+    );
     if (out.length < value.length) dropped.push(`${value.length - out.length} of ${name}`);
     return out;
   };
-  const triggers = list('triggers', m.triggers, (t) => (isFiniteTime(t.at)
-    ? { at: t.at, rule: text(t.rule), value: text(t.value), observed: typeof t.observed === 'number' ? t.observed : NaN, threshold: typeof t.threshold === 'number' ? t.threshold : NaN }
-    : undefined));
-  const captures = list('captures', m.captures, (c) => (typeof c.kind === 'string' && typeof c.file === 'string'
-    ? { kind: c.kind, file: c.file, ...(typeof c.bytes === 'number' && Number.isFinite(c.bytes) ? { bytes: c.bytes } : {}) }
-    : undefined));
-  const traces = list('traces', m.traces, (t) => ({ rule: text(t.rule), traceId: text(t.traceId), spanId: text(t.spanId) }));
+  const triggers = list('triggers', m.triggers, (t) =>
+    isFiniteTime(t.at)
+      ? {
+          at: t.at,
+          rule: text(t.rule),
+          value: text(t.value),
+          observed: typeof t.observed === 'number' ? t.observed : NaN,
+          threshold: typeof t.threshold === 'number' ? t.threshold : NaN,
+        }
+      : undefined,
+  );
+  const captures = list('captures', m.captures, (c) =>
+    typeof c.kind === 'string' && typeof c.file === 'string'
+      ? {
+          kind: c.kind,
+          file: c.file,
+          ...(typeof c.bytes === 'number' && Number.isFinite(c.bytes) ? { bytes: c.bytes } : {}),
+        }
+      : undefined,
+  );
+  const traces = list('traces', m.traces, (t) => ({
+    rule: text(t.rule),
+    traceId: text(t.traceId),
+    spanId: text(t.spanId),
+  }));
   for (const name of ['rules', 'notTaken', 'logTraceIds'] as const) {
-    if (m[name] !== undefined && (!Array.isArray(m[name]) || strings(m[name]).length < (m[name] as unknown[]).length)) dropped.push(name);
+    if (m[name] !== undefined && (!Array.isArray(m[name]) || strings(m[name]).length < (m[name] as unknown[]).length))
+      dropped.push(name);
   }
   if (m.closedAt !== undefined && !isFiniteTime(m.closedAt)) dropped.push('closedAt');
   const versions = (typeof m.versions === 'object' && m.versions !== null ? m.versions : {}) as Record<string, unknown>;
   if (dropped.length) notes.push(`manifest.json: ${dropped.join(', ')} had the wrong type and are left out.`);
   return {
     ...(m as unknown as IncidentManifest),
-    id: text(m.id), rules: strings(m.rules), triggers: triggers as IncidentManifest['triggers'], openedAt: m.openedAt,
-    closedAt: isFiniteTime(m.closedAt) ? m.closedAt : undefined, closeReason: text(m.closeReason) || undefined,
-    service: text(m.service), pid: Number(text(m.pid)) || 0, hostname: text(m.hostname),
+    id: text(m.id),
+    rules: strings(m.rules),
+    triggers: triggers as IncidentManifest['triggers'],
+    openedAt: m.openedAt,
+    closedAt: isFiniteTime(m.closedAt) ? m.closedAt : undefined,
+    closeReason: text(m.closeReason) || undefined,
+    service: text(m.service),
+    pid: Number(text(m.pid)) || 0,
+    hostname: text(m.hostname),
     versions: { node: text(versions.node), v8: text(versions.v8), sysprobe: text(versions.sysprobe) },
-    traces, captures: captures as IncidentManifest['captures'], notTaken: strings(m.notTaken), logTraceIds: strings(m.logTraceIds),
+    traces,
+    captures: captures as IncidentManifest['captures'],
+    notTaken: strings(m.notTaken),
+    logTraceIds: strings(m.logTraceIds),
     dependencies: Array.isArray(m.dependencies) ? m.dependencies : undefined,
   };
 }
@@ -211,9 +295,15 @@ function checkManifest(raw: unknown, file: string, notes: string[]): IncidentMan
 /** The samples with a finite time, in order; the rest are dropped with a note. */
 function checkSamples(raw: unknown, notes: string[]): Sample[] {
   if (raw === undefined) return [];
-  if (!Array.isArray(raw)) { notes.push('samples.json is not an array; the timelines are left out.'); return []; }
-  const samples = raw.filter((s): s is Sample => typeof s === 'object' && s !== null && isFiniteTime((s as Sample).time));
-  if (samples.length < raw.length) notes.push(`samples.json: ${raw.length - samples.length} samples without a valid time are left out.`);
+  if (!Array.isArray(raw)) {
+    notes.push('samples.json is not an array; the timelines are left out.');
+    return [];
+  }
+  const samples = raw.filter(
+    (s): s is Sample => typeof s === 'object' && s !== null && isFiniteTime((s as Sample).time),
+  );
+  if (samples.length < raw.length)
+    notes.push(`samples.json: ${raw.length - samples.length} samples without a valid time are left out.`);
   return samples.sort((a, b) => a.time - b.time);
 }
 
@@ -259,22 +349,48 @@ function summarySection({ manifest, notes }: Incident): string {
   const rows: Array<[string, string]> = [
     ['Rules', (manifest.rules ?? []).join(', ')],
     ['Opened', time(manifest.openedAt)],
-    ['Closed', manifest.closedAt ? `${time(manifest.closedAt)} (${manifest.closeReason ?? ''}, after ${duration(manifest.closedAt - manifest.openedAt)})` : 'still open'],
+    [
+      'Closed',
+      manifest.closedAt
+        ? `${time(manifest.closedAt)} (${manifest.closeReason ?? ''}, after ${duration(manifest.closedAt - manifest.openedAt)})`
+        : 'still open',
+    ],
     ['Service', String(manifest.service ?? '')],
     ['Host / pid', `${manifest.hostname ?? ''} / ${manifest.pid ?? ''}`],
-    ['Versions', manifest.versions ? `node ${manifest.versions.node}, V8 ${manifest.versions.v8}, sysprobe ${manifest.versions.sysprobe}` : ''],
-    ['Traces', (manifest.traces ?? []).map((t) => `${t.rule}: trace ${t.traceId} span ${t.spanId}`).join('; ') || 'no active span at the triggers'],
+    [
+      'Versions',
+      manifest.versions
+        ? `node ${manifest.versions.node}, V8 ${manifest.versions.v8}, sysprobe ${manifest.versions.sysprobe}`
+        : '',
+    ],
+    [
+      'Traces',
+      (manifest.traces ?? []).map((t) => `${t.rule}: trace ${t.traceId} span ${t.spanId}`).join('; ') ||
+        'no active span at the triggers',
+    ],
     ['Traces in the logs', (manifest.logTraceIds ?? []).join(', ') || 'none'],
   ];
-  const triggers = manifest.triggers.slice(0, MAX_TABLE_ROWS).map((t) =>
-    [time(t.at), t.rule, t.value, num(t.observed), num(t.threshold)]);
+  const triggers = manifest.triggers
+    .slice(0, MAX_TABLE_ROWS)
+    .map((t) => [time(t.at), t.rule, t.value, num(t.observed), num(t.threshold)]);
   return `<section><h2>Summary</h2>${keyValues(rows)}
 <h3>Triggers</h3>${table(['At', 'Rule', 'Value', 'Observed', 'Threshold'], triggers, 'triggers')}
-${(manifest.notTaken ?? []).length ? `<h3>Not taken</h3><ul>${manifest.notTaken.slice(0, MAX_TABLE_ROWS).map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}
+${
+  (manifest.notTaken ?? []).length
+    ? `<h3>Not taken</h3><ul>${manifest.notTaken
+        .slice(0, MAX_TABLE_ROWS)
+        .map((n) => `<li>${esc(n)}</li>`)
+        .join('')}</ul>`
+    : ''
+}
 ${notes.length ? `<ul class="notes">${notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}</section>`;
 }
 
-interface Mark { at: number; label: string; kind: 'trigger' | 'capture' }
+interface Mark {
+  at: number;
+  label: string;
+  kind: 'trigger' | 'capture';
+}
 
 function timelineSection(incident: Incident): string {
   const { samples, manifest } = incident;
@@ -282,39 +398,100 @@ function timelineSection(incident: Incident): string {
   const t0 = samples[0]!.time;
   const t1 = Math.max(samples.at(-1)!.time, t0 + 1);
   const marks: Mark[] = [
-    ...manifest.triggers.slice(0, MAX_TABLE_ROWS).map((t) => ({ at: t.at, label: `trigger: ${t.rule} (${num(t.observed)} > ${num(t.threshold)})`, kind: 'trigger' as const })),
+    ...manifest.triggers.slice(0, MAX_TABLE_ROWS).map((t) => ({
+      at: t.at,
+      label: `trigger: ${t.rule} (${num(t.observed)} > ${num(t.threshold)})`,
+      kind: 'trigger' as const,
+    })),
     ...incident.captureTimes.map((c) => ({ at: c.at, label: `capture: ${c.kind}`, kind: 'capture' as const })),
   ];
-  const series = (pick: (s: Sample) => number | undefined) => samples.flatMap((s) => {
-    const v = pick(s);
-    return typeof v === 'number' && Number.isFinite(v) ? [[s.time, v] as [number, number]] : [];
-  });
+  const series = (pick: (s: Sample) => number | undefined) =>
+    samples.flatMap((s) => {
+      const v = pick(s);
+      return typeof v === 'number' && Number.isFinite(v) ? [[s.time, v] as [number, number]] : [];
+    });
   const MB = 1024 ** 2;
   const charts = [
-    chart('chart-delay', 'Event-loop delay (ms)', series((s) => s.eventLoop?.lagMaxMs), t0, t1, marks, (v) => `${num(v)} ms`),
-    chart('chart-cpu', 'CPU (cores busy)', series((s) => s.cpu?.utilization), t0, t1, marks, (v) => num(v)),
-    chart('chart-heap', 'Heap used (MiB)', series((s) => (s.memory ? s.memory.heapUsed / MB : undefined)), t0, t1, marks, (v) => bytes(v * MB)),
-    chart('chart-sockets', 'Sockets', series((s) => (s as Sample & { sockets?: { total: number } }).sockets?.total), t0, t1, marks, (v) => num(v)),
+    chart(
+      'chart-delay',
+      'Event-loop delay (ms)',
+      series((s) => s.eventLoop?.lagMaxMs),
+      t0,
+      t1,
+      marks,
+      (v) => `${num(v)} ms`,
+    ),
+    chart(
+      'chart-cpu',
+      'CPU (cores busy)',
+      series((s) => s.cpu?.utilization),
+      t0,
+      t1,
+      marks,
+      (v) => num(v),
+    ),
+    chart(
+      'chart-heap',
+      'Heap used (MiB)',
+      series((s) => (s.memory ? s.memory.heapUsed / MB : undefined)),
+      t0,
+      t1,
+      marks,
+      (v) => bytes(v * MB),
+    ),
+    chart(
+      'chart-sockets',
+      'Sockets',
+      series((s) => (s as Sample & { sockets?: { total: number } }).sockets?.total),
+      t0,
+      t1,
+      marks,
+      (v) => num(v),
+    ),
   ];
   return `<section><h2>Timelines</h2><p class="legend"><span class="k-trigger">━ trigger</span> <span class="k-capture">┅ capture</span> · ${esc(time(t0))} to ${esc(time(t1))}</p>${charts.join('\n')}</section>`;
 }
 
 /** An SVG line chart of `points`, downsampled to the largest value per pixel bucket so spikes stay. */
-function chart(id: string, title: string, points: Array<[number, number]>, t0: number, t1: number, marks: Mark[], format: (v: number) => string): string {
-  const W = 960, H = 170, L = 70, R = 10, T = 10, B = 24;
-  if (points.length === 0) return `<figure id="${id}" class="chart"><figcaption>${esc(title)}</figcaption><p class="empty">No values in the samples.</p></figure>`;
+function chart(
+  id: string,
+  title: string,
+  points: Array<[number, number]>,
+  t0: number,
+  t1: number,
+  marks: Mark[],
+  format: (v: number) => string,
+): string {
+  const W = 960,
+    H = 170,
+    L = 70,
+    R = 10,
+    T = 10,
+    B = 24;
+  if (points.length === 0)
+    return `<figure id="${id}" class="chart"><figcaption>${esc(title)}</figcaption><p class="empty">No values in the samples.</p></figure>`;
   const data = downsample(points, MAX_POINTS);
   const max = Math.max(...data.map((p) => p[1]), 0) * 1.1 || 1;
   const x = (t: number) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const y = (v: number) => T + (1 - v / max) * (H - T - B);
   const line = data.map(([t, v], i) => `${i ? 'L' : 'M'}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join('');
-  const marksSvg = marks.filter((m) => m.at >= t0 && m.at <= t1).map((m) =>
-    `<line class="mark ${m.kind}" x1="${x(m.at).toFixed(1)}" x2="${x(m.at).toFixed(1)}" y1="${T}" y2="${H - B}"><title>${esc(`${m.label} at ${time(m.at)}`)}</title></line>`).join('');
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => {
-    const t = t0 + f * (t1 - t0);
-    return `<text x="${x(t).toFixed(1)}" y="${H - 6}" text-anchor="middle">${esc(clock(t))}</text>`;
-  }).join('');
-  const points$ = data.map(([t, v]) => `<circle cx="${x(t).toFixed(1)}" cy="${y(v).toFixed(1)}" r="6" class="pt"><title>${esc(`${clock(t)}: ${format(v)}`)}</title></circle>`);
+  const marksSvg = marks
+    .filter((m) => m.at >= t0 && m.at <= t1)
+    .map(
+      (m) =>
+        `<line class="mark ${m.kind}" x1="${x(m.at).toFixed(1)}" x2="${x(m.at).toFixed(1)}" y1="${T}" y2="${H - B}"><title>${esc(`${m.label} at ${time(m.at)}`)}</title></line>`,
+    )
+    .join('');
+  const ticks = [0, 0.25, 0.5, 0.75, 1]
+    .map((f) => {
+      const t = t0 + f * (t1 - t0);
+      return `<text x="${x(t).toFixed(1)}" y="${H - 6}" text-anchor="middle">${esc(clock(t))}</text>`;
+    })
+    .join('');
+  const points$ = data.map(
+    ([t, v]) =>
+      `<circle cx="${x(t).toFixed(1)}" cy="${y(v).toFixed(1)}" r="6" class="pt"><title>${esc(`${clock(t)}: ${format(v)}`)}</title></circle>`,
+  );
   return `<figure id="${id}" class="chart"><figcaption>${esc(title)}</figcaption>
 <svg viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="${esc(title)}">
 <line class="axis" x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}"/><line class="axis" x1="${L}" x2="${L}" y1="${T}" y2="${H - B}"/>
@@ -329,7 +506,8 @@ function downsample(points: Array<[number, number]>, max: number): Array<[number
   const per = points.length / max;
   for (let b = 0; b < max; b++) {
     let best: [number, number] | undefined;
-    for (let i = Math.floor(b * per); i < Math.floor((b + 1) * per); i++) if (!best || points[i]![1] > best[1]) best = points[i];
+    for (let i = Math.floor(b * per); i < Math.floor((b + 1) * per); i++)
+      if (!best || points[i]![1] > best[1]) best = points[i];
     if (best) out.push(best);
   }
   return out;
@@ -339,14 +517,29 @@ function stallSection({ stall }: Incident): string {
   if (!stall) return '<section><h2>Stall</h2><p>No stall in this incident.</p></section>';
   const frames = (stall.frames ?? []).slice(0, MAX_STACK_FRAMES);
   const head = `Blocked ${num(stall.durationMs ?? 0)} ms from ${time(stall.startedAt ?? 0)}; stack taken by ${stall.capture?.how ?? 'unknown'}${stall.capture?.reason ? ` (${stall.capture.reason})` : ''}.`;
-  const list = frames.map((f) => `<li><code>${esc(displayName(f))}</code> <span class="loc">${esc(`${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1}`)}</span></li>`).join('');
-  const cause = stall.cause ? `<p>Cause: <strong>${esc(stall.cause)}</strong>${stall.diagnosis?.why ? ` (${esc(stall.diagnosis.why)})` : ''}.</p>` : '';
-  const requests = Array.isArray(stall.requests) && stall.requests.length > 0
-    ? `<p>Requests in flight:</p><ul>${stall.requests.slice(0, MAX_STACK_FRAMES).map((r) => `<li><code>${esc(`${r.method ?? ''} ${r.route ?? r.path ?? ''}`)}</code> ${esc(`${r.route ? `${r.path ?? ''}, ` : ''}running ${num(r.runningMs ?? 0)} ms${r.traceId ? `, trace ${r.traceId}` : ''}`)}</li>`).join('')}</ul>`
+  const list = frames
+    .map(
+      (f) =>
+        `<li><code>${esc(displayName(f))}</code> <span class="loc">${esc(`${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1}`)}</span></li>`,
+    )
+    .join('');
+  const cause = stall.cause
+    ? `<p>Cause: <strong>${esc(stall.cause)}</strong>${stall.diagnosis?.why ? ` (${esc(stall.diagnosis.why)})` : ''}.</p>`
     : '';
-  const queued = stall.queued && typeof stall.queued.count === 'number'
-    ? `<p>${esc(`${stall.queued.count} requests started within ${stall.queued.windowMs ?? 0} ms after it (usually ${stall.queued.usual ?? 0}): they waited behind it.`)}</p>`
-    : '';
+  const requests =
+    Array.isArray(stall.requests) && stall.requests.length > 0
+      ? `<p>Requests in flight:</p><ul>${stall.requests
+          .slice(0, MAX_STACK_FRAMES)
+          .map(
+            (r) =>
+              `<li><code>${esc(`${r.method ?? ''} ${r.route ?? r.path ?? ''}`)}</code> ${esc(`${r.route ? `${r.path ?? ''}, ` : ''}running ${num(r.runningMs ?? 0)} ms${r.traceId ? `, trace ${r.traceId}` : ''}`)}</li>`,
+          )
+          .join('')}</ul>`
+      : '';
+  const queued =
+    stall.queued && typeof stall.queued.count === 'number'
+      ? `<p>${esc(`${stall.queued.count} requests started within ${stall.queued.windowMs ?? 0} ms after it (usually ${stall.queued.usual ?? 0}): they waited behind it.`)}</p>`
+      : '';
   return `<section id="stall"><h2>Stall</h2><p>${esc(head)}</p>${cause}${requests}${queued}${frames.length ? `<ol class="stack">${list}</ol>` : '<p>No stack was taken.</p>'}</section>`;
 }
 
@@ -375,24 +568,35 @@ function flameSection({ profile }: Incident): string {
     const parent = parents[i]!;
     if (parent >= 0) (children.get(parent) ?? children.set(parent, []).get(parent)!).push(i);
   }
-  const W = 960, ROW = 18;
+  const W = 960,
+    ROW = 18;
   const rects: string[] = [];
-  let shown = 0, maxDepth = 0, hidden = 0;
+  let shown = 0,
+    maxDepth = 0,
+    hidden = 0;
   // Breadth-first, so a node cap cuts the deepest rows, not one side of the graph.
   let row: Array<{ node: number; x: number; w: number }> = [];
   let x = 0;
-  for (const r of roots) { row.push({ node: r, x, w: (total[r]! / all) * W }); x += (total[r]! / all) * W; }
+  for (const r of roots) {
+    row.push({ node: r, x, w: (total[r]! / all) * W });
+    x += (total[r]! / all) * W;
+  }
   for (let depth = 0; row.length; depth++) {
     const next: typeof row = [];
     for (const { node, x: nx, w } of row) {
-      if (w < W / 1000 || shown >= MAX_FLAME_NODES) { hidden++; continue; }
+      if (w < W / 1000 || shown >= MAX_FLAME_NODES) {
+        hidden++;
+        continue;
+      }
       shown++;
       maxDepth = Math.max(maxDepth, depth);
       const frame = p.nodes[node]!.callFrame;
       const name = displayName(frame);
       const where = frame.url ? `${frame.url}:${frame.lineNumber + 1}:${frame.columnNumber + 1}` : '';
       const tip = `${name} ${where} — total ${num(total[node]! / 1000)} ms (${num((100 * total[node]!) / all)} %), self ${num(selfMicros[node]! / 1000)} ms`;
-      rects.push(`<g class="fn" transform="translate(${nx.toFixed(2)},${depth * ROW})"><title>${esc(tip)}</title><rect width="${Math.max(w - 0.5, 0.5).toFixed(2)}" height="${ROW - 1}" style="fill:${color(name)}"/>${w > 40 ? `<text x="3" y="13">${esc(clip(name, Math.floor(w / 7)))}</text>` : ''}</g>`);
+      rects.push(
+        `<g class="fn" transform="translate(${nx.toFixed(2)},${depth * ROW})"><title>${esc(tip)}</title><rect width="${Math.max(w - 0.5, 0.5).toFixed(2)}" height="${ROW - 1}" style="fill:${color(name)}"/>${w > 40 ? `<text x="3" y="13">${esc(clip(name, Math.floor(w / 7)))}</text>` : ''}</g>`,
+      );
       let cx = nx;
       for (const child of children.get(node) ?? []) {
         const cw = (total[child]! / total[node]!) * w;
@@ -409,8 +613,12 @@ function flameSection({ profile }: Incident): string {
 
 function heapDiffSection(diff: HeapDiff | undefined): string {
   if (!diff) return '';
-  const ctors = (diff.constructors ?? []).slice(0, MAX_TABLE_ROWS).map((c) => [c.name, num(c.countDelta), bytes(c.selfSizeDelta), bytes(c.retainedSizeDelta)]);
-  const leaks = (diff.leaks ?? []).slice(0, MAX_TABLE_ROWS).map((l) => [l.constructor, num(l.count), bytes(l.selfSize), bytes(l.retainedSize), l.retainerPath]);
+  const ctors = (diff.constructors ?? [])
+    .slice(0, MAX_TABLE_ROWS)
+    .map((c) => [c.name, num(c.countDelta), bytes(c.selfSizeDelta), bytes(c.retainedSizeDelta)]);
+  const leaks = (diff.leaks ?? [])
+    .slice(0, MAX_TABLE_ROWS)
+    .map((l) => [l.constructor, num(l.count), bytes(l.selfSize), bytes(l.retainedSize), l.retainerPath]);
   return `<section id="heap-diff"><h2>Heap diff</h2><p>${esc((diff.files ?? []).join(' → '))}</p>
 ${table(['Constructor', 'Count Δ', 'Self size Δ', 'Retained size Δ'], ctors, 'heap-diff')}
 ${leaks.length ? `<h3>Likely leaks</h3>${table(['Constructor', 'Count', 'Self size', 'Retained size', 'Retainer path'], leaks, 'leaks')}` : ''}</section>`;
@@ -419,14 +627,23 @@ ${leaks.length ? `<h3>Likely leaks</h3>${table(['Constructor', 'Count', 'Self si
 function dependencySection(deps: Dependency[] | undefined): string {
   if (!Array.isArray(deps)) return '';
   const rows = deps.slice(0, MAX_TABLE_ROWS).map((d) => [
-    `${d.remoteAddress}:${d.remotePort}`, (d.hostnames ?? []).join(', '), num(d.connections),
-    Object.entries(d.states ?? {}).map(([k, v]) => `${k} ${v}`).join(', '), d.retransmits === undefined ? '' : num(d.retransmits),
-    d.latencyMs ? `${num(d.latencyMs.p50)} / ${num(d.latencyMs.p99)}` : '', d.lastSeenAt ? time(d.lastSeenAt) : '']);
+    `${d.remoteAddress}:${d.remotePort}`,
+    (d.hostnames ?? []).join(', '),
+    num(d.connections),
+    Object.entries(d.states ?? {})
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', '),
+    d.retransmits === undefined ? '' : num(d.retransmits),
+    d.latencyMs ? `${num(d.latencyMs.p50)} / ${num(d.latencyMs.p99)}` : '',
+    d.lastSeenAt ? time(d.lastSeenAt) : '',
+  ]);
   return `<section id="dependencies"><h2>Dependencies</h2>${table(['Remote', 'Host names', 'Connections', 'States', 'Retransmits', 'Latency p50 / p99 (ms)', 'Last seen'], rows, 'dependencies')}</section>`;
 }
 
 function capturesSection({ manifest }: Incident): string {
-  const rows = manifest.captures.slice(0, MAX_TABLE_ROWS).map((c) => [c.kind, c.file, c.bytes === undefined ? '—' : bytes(c.bytes)]);
+  const rows = manifest.captures
+    .slice(0, MAX_TABLE_ROWS)
+    .map((c) => [c.kind, c.file, c.bytes === undefined ? '—' : bytes(c.bytes)]);
   return `<section><h2>Captures</h2>${table(['Kind', 'File (in this folder)', 'Size'], rows, 'captures')}</section>`;
 }
 
@@ -447,8 +664,12 @@ function logsSection(lines: string[]): string {
 
 function table(head: string[], rows: string[][], id: string): string {
   if (rows.length === 0) return '<p>None.</p>';
-  return `<table id="t-${id}"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${
-    rows.map((r) => `<tr>${r.map((c) => `<td${NUMERIC.test(c) ? ' class="n"' : ''}>${esc(clip(c, MAX_TEXT))}</td>`).join('')}</tr>`).join('')}</tbody></table>`;
+  return `<table id="t-${id}"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows
+    .map(
+      (r) =>
+        `<tr>${r.map((c) => `<td${NUMERIC.test(c) ? ' class="n"' : ''}>${esc(clip(c, MAX_TEXT))}</td>`).join('')}</tr>`,
+    )
+    .join('')}</tbody></table>`;
 }
 
 /** Cells that are a number or a size: right-aligned and never broken, so their columns keep their width. */
@@ -460,7 +681,10 @@ function keyValues(rows: Array<[string, string]>): string {
 
 /** Escapes text for HTML content and attribute values alike. */
 export function esc(value: unknown): string {
-  return String(value).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+  return String(value).replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!,
+  );
 }
 
 function clip(text: string, max: number): string {

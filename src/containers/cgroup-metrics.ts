@@ -25,19 +25,46 @@ export const CGROUP_METRICS = {
 
 /** Creates the instruments (through `track`, so they join the exporter's batch callback) and returns their observer. */
 export function cgroupMetrics(meter: Meter, track: <T extends Observable>(instrument: T) => T): Observe {
-  const upDown = (name: string, unit: string, description: string) => track(meter.createObservableUpDownCounter(name, { unit, description }));
-  const counter = (name: string, unit: string, description: string) => track(meter.createObservableCounter(name, { unit, description }));
-  const gauge = (name: string, unit: string, description: string) => track(meter.createObservableGauge(name, { unit, description }));
+  const upDown = (name: string, unit: string, description: string) =>
+    track(meter.createObservableUpDownCounter(name, { unit, description }));
+  const counter = (name: string, unit: string, description: string) =>
+    track(meter.createObservableCounter(name, { unit, description }));
+  const gauge = (name: string, unit: string, description: string) =>
+    track(meter.createObservableGauge(name, { unit, description }));
   const m = CGROUP_METRICS;
-  const usage = upDown(m.memoryUsage, 'By', "Memory charged to this process's cgroup (memory.current; v1 memory.usage_in_bytes), page cache included.");
-  const workingSet = upDown(m.workingSet, 'By', 'The cgroup\'s memory usage less its inactive file cache: what the OOM killer and the kubelet act on.');
-  const quota = gauge(m.cpuQuota, '{cpu}', "The cgroup's CPU quota in CPUs (quota / period); absent when there is none.");
+  const usage = upDown(
+    m.memoryUsage,
+    'By',
+    "Memory charged to this process's cgroup (memory.current; v1 memory.usage_in_bytes), page cache included.",
+  );
+  const workingSet = upDown(
+    m.workingSet,
+    'By',
+    "The cgroup's memory usage less its inactive file cache: what the OOM killer and the kubelet act on.",
+  );
+  const quota = gauge(
+    m.cpuQuota,
+    '{cpu}',
+    "The cgroup's CPU quota in CPUs (quota / period); absent when there is none.",
+  );
   const periods = counter(m.periods, '{period}', 'CPU quota enforcement periods that elapsed while the cgroup ran.');
-  const throttledPeriods = counter(m.throttledPeriods, '{period}', 'Periods in which the cgroup used its whole quota and was stopped until the next one.');
+  const throttledPeriods = counter(
+    m.throttledPeriods,
+    '{period}',
+    'Periods in which the cgroup used its whole quota and was stopped until the next one.',
+  );
   const throttledTime = counter(m.throttledTime, 's', "Total time the cgroup's threads were stopped by the CPU quota.");
-  const throttledRatio = gauge(m.throttledRatio, '1', 'Throttled periods / elapsed periods between the last two cgroup readings, 0..1.');
+  const throttledRatio = gauge(
+    m.throttledRatio,
+    '1',
+    'Throttled periods / elapsed periods between the last two cgroup readings, 0..1.',
+  );
   const limit = upDown(m.memoryLimit, 'By', "The cgroup's memory limit; absent when unlimited.");
-  const peak = upDown(m.memoryPeak, 'By', 'The most memory the cgroup was ever charged (memory.peak; v1 max_usage_in_bytes).');
+  const peak = upDown(
+    m.memoryPeak,
+    'By',
+    'The most memory the cgroup was ever charged (memory.peak; v1 max_usage_in_bytes).',
+  );
   const oomKills = counter(m.oomKills, '{kill}', "Processes the kernel's OOM killer killed in this cgroup.");
   let last: Sample['cgroup'];
   return (result, recent) => {

@@ -120,7 +120,10 @@ export function parseProcCgroup(text: string): Parsed<ProcCgroupEntry[]> {
       problems.push(`/proc/self/cgroup: unreadable line ${JSON.stringify(line.slice(0, 80))}`);
       continue;
     }
-    const controllers = line.slice(first + 1, second).split(',').filter((c) => c !== '');
+    const controllers = line
+      .slice(first + 1, second)
+      .split(',')
+      .filter((c) => c !== '');
     value.push({ hierarchy, controllers, path });
   }
   return { value, problems };
@@ -215,9 +218,19 @@ export function locateCgroup(procCgroup: string, mountinfo: string): CgroupLocat
 }
 
 /** The files each controller's reading comes from, by version; a missing file is `undefined` in `files`. */
-export const CPU_FILES = { 1: ['cpu.cfs_quota_us', 'cpu.cfs_period_us', 'cpu.stat'], 2: ['cpu.max', 'cpu.stat'] } as const;
+export const CPU_FILES = {
+  1: ['cpu.cfs_quota_us', 'cpu.cfs_period_us', 'cpu.stat'],
+  2: ['cpu.max', 'cpu.stat'],
+} as const;
 export const MEMORY_FILES = {
-  1: ['memory.limit_in_bytes', 'memory.usage_in_bytes', 'memory.max_usage_in_bytes', 'memory.oom_control', 'memory.failcnt', 'memory.stat'],
+  1: [
+    'memory.limit_in_bytes',
+    'memory.usage_in_bytes',
+    'memory.max_usage_in_bytes',
+    'memory.oom_control',
+    'memory.failcnt',
+    'memory.stat',
+  ],
   2: ['memory.max', 'memory.current', 'memory.peak', 'memory.events', 'memory.stat'],
 } as const;
 
@@ -225,7 +238,12 @@ export const MEMORY_FILES = {
 export type ControllerFiles = Record<string, string | undefined>;
 
 /** Reads one number out of a file, noting a problem when the file is there but unreadable. */
-function field(files: ControllerFiles, file: string, problems: string[], parse: (text: string) => number | undefined = parseCount): number | undefined {
+function field(
+  files: ControllerFiles,
+  file: string,
+  problems: string[],
+  parse: (text: string) => number | undefined = parseCount,
+): number | undefined {
   const text = files[file];
   if (text === undefined) return undefined;
   const value = parse(text);
@@ -285,7 +303,8 @@ export function parseMemory(version: CgroupVersion, files: ControllerFiles): Par
   const memory: CgroupMemory = { version };
   if (version === 2) {
     const max = files['memory.max'];
-    if (max !== undefined && max.trim() !== 'max') setIfDefined(memory, 'limitBytes', field(files, 'memory.max', problems));
+    if (max !== undefined && max.trim() !== 'max')
+      setIfDefined(memory, 'limitBytes', field(files, 'memory.max', problems));
     setIfDefined(memory, 'usageBytes', field(files, 'memory.current', problems));
     setIfDefined(memory, 'peakBytes', field(files, 'memory.peak', problems));
     const events = keyed(files, 'memory.events', problems);
@@ -303,12 +322,24 @@ export function parseMemory(version: CgroupVersion, files: ControllerFiles): Par
   const stat = keyed(files, 'memory.stat', problems);
   // v1: a parent's limit binds too; memory.stat gives the smallest on the way up.
   const hierarchical = stat?.get('hierarchical_memory_limit');
-  if (version === 1 && hierarchical !== undefined && hierarchical < V1_UNLIMITED_AT && hierarchical < (memory.limitBytes ?? Infinity)) memory.limitBytes = hierarchical;
+  if (
+    version === 1 &&
+    hierarchical !== undefined &&
+    hierarchical < V1_UNLIMITED_AT &&
+    hierarchical < (memory.limitBytes ?? Infinity)
+  )
+    memory.limitBytes = hierarchical;
   const inactiveFile = stat?.get(version === 2 ? 'inactive_file' : 'total_inactive_file');
-  if (memory.usageBytes !== undefined && inactiveFile !== undefined) memory.workingSetBytes = Math.max(0, memory.usageBytes - inactiveFile);
+  if (memory.usageBytes !== undefined && inactiveFile !== undefined)
+    memory.workingSetBytes = Math.max(0, memory.usageBytes - inactiveFile);
   return { value: memory, problems };
 }
 
-function setIfDefined<T extends object, K extends keyof T>(target: T, key: K, value: number | undefined, map: (n: number) => number = (n) => n): void {
+function setIfDefined<T extends object, K extends keyof T>(
+  target: T,
+  key: K,
+  value: number | undefined,
+  map: (n: number) => number = (n) => n,
+): void {
   if (value !== undefined) target[key] = map(value) as T[K];
 }

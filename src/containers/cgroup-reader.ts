@@ -11,8 +11,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  CPU_FILES, locateCgroup, MEMORY_FILES, parseCpu, parseMemory,
-  type CgroupCpu, type CgroupLocation, type CgroupMemory, type ControllerDir, type ControllerFiles,
+  CPU_FILES,
+  locateCgroup,
+  MEMORY_FILES,
+  parseCpu,
+  parseMemory,
+  type CgroupCpu,
+  type CgroupLocation,
+  type CgroupMemory,
+  type ControllerDir,
+  type ControllerFiles,
 } from './cgroup-parse.js';
 
 /** One reading of the cgroup. */
@@ -89,7 +97,10 @@ function absentOr(file: string, err: unknown): FileRead {
 }
 
 /** The memory controller at a known directory (one a run record named), read synchronously; undefined when none of its files is there. */
-export function readMemoryAt(where: ControllerDir, maxFileBytes = DEFAULT_MAX_FILE_BYTES): { memory: CgroupMemory; problems: string[] } | undefined {
+export function readMemoryAt(
+  where: ControllerDir,
+  maxFileBytes = DEFAULT_MAX_FILE_BYTES,
+): { memory: CgroupMemory; problems: string[] } | undefined {
   const files: ControllerFiles = {};
   const problems: string[] = [];
   for (const name of MEMORY_FILES[where.version]) {
@@ -122,12 +133,18 @@ export class CgroupReader {
   }
 
   #locate(): CgroupLocation {
-    if (process.platform !== 'linux' && this.#root === '') return { problems: [`cgroups are Linux only (platform ${process.platform})`] };
+    if (process.platform !== 'linux' && this.#root === '')
+      return { problems: [`cgroups are Linux only (platform ${process.platform})`] };
     const cgroup = readBoundedSync(`${this.#root}/proc/self/cgroup`, this.#maxFileBytes);
     const mountinfo = readBoundedSync(`${this.#root}/proc/self/mountinfo`, MAX_MOUNTINFO_BYTES);
     if (!('text' in cgroup) || !('text' in mountinfo)) {
-      const problem = (r: FileRead, name: string) => ('problem' in r ? r.problem : 'absent' in r ? `${name}: absent` : undefined);
-      return { problems: [problem(cgroup, '/proc/self/cgroup'), problem(mountinfo, '/proc/self/mountinfo')].filter((p): p is string => p !== undefined) };
+      const problem = (r: FileRead, name: string) =>
+        'problem' in r ? r.problem : 'absent' in r ? `${name}: absent` : undefined;
+      return {
+        problems: [problem(cgroup, '/proc/self/cgroup'), problem(mountinfo, '/proc/self/mountinfo')].filter(
+          (p): p is string => p !== undefined,
+        ),
+      };
     }
     return locateCgroup(cgroup.text, mountinfo.text);
   }
@@ -142,8 +159,14 @@ export class CgroupReader {
     });
     try {
       const readAll = async (where: ControllerDir | undefined, names: readonly string[]) =>
-        where && this.#collect(names, await Promise.all(names.map((name) =>
-          Promise.race([readBounded(this.#path(where, name), this.#maxFileBytes), deadline]))), problems);
+        where &&
+        this.#collect(
+          names,
+          await Promise.all(
+            names.map((name) => Promise.race([readBounded(this.#path(where, name), this.#maxFileBytes), deadline])),
+          ),
+          problems,
+        );
       const [cpuFiles, memoryFiles] = await Promise.all([
         readAll(this.location.cpu, CPU_FILES[this.location.cpu?.version ?? 1]),
         readAll(this.location.memory, MEMORY_FILES[this.location.memory?.version ?? 1]),
@@ -158,11 +181,17 @@ export class CgroupReader {
   readSync(): CgroupReading {
     const problems: string[] = [];
     const readAll = (where: ControllerDir | undefined, names: readonly string[]) =>
-      where && this.#collect(names, names.map((name) => readBoundedSync(this.#path(where, name), this.#maxFileBytes)), problems);
+      where &&
+      this.#collect(
+        names,
+        names.map((name) => readBoundedSync(this.#path(where, name), this.#maxFileBytes)),
+        problems,
+      );
     return this.#reading(
       readAll(this.location.cpu, CPU_FILES[this.location.cpu?.version ?? 1]),
       readAll(this.location.memory, MEMORY_FILES[this.location.memory?.version ?? 1]),
-      problems);
+      problems,
+    );
   }
 
   /** Only the CPU controller (at a stall's start and end: its throttled time). */
@@ -171,7 +200,11 @@ export class CgroupReader {
     if (!where) return undefined;
     const problems: string[] = [];
     const names = CPU_FILES[where.version];
-    const files = this.#collect(names, await Promise.all(names.map((name) => readBounded(this.#path(where, name), this.#maxFileBytes))), problems);
+    const files = this.#collect(
+      names,
+      await Promise.all(names.map((name) => readBounded(this.#path(where, name), this.#maxFileBytes))),
+      problems,
+    );
     return files && parseCpu(where.version, files).value;
   }
 
@@ -184,13 +217,22 @@ export class CgroupReader {
     const files: ControllerFiles = {};
     let any = false;
     reads.forEach((read, i) => {
-      if ('text' in read) { files[names[i]!] = read.text; any = true; }
-      else if ('problem' in read) { problems.push(read.problem); any = true; }
+      if ('text' in read) {
+        files[names[i]!] = read.text;
+        any = true;
+      } else if ('problem' in read) {
+        problems.push(read.problem);
+        any = true;
+      }
     });
     return any ? files : undefined;
   }
 
-  #reading(cpuFiles: ControllerFiles | undefined, memoryFiles: ControllerFiles | undefined, problems: string[]): CgroupReading {
+  #reading(
+    cpuFiles: ControllerFiles | undefined,
+    memoryFiles: ControllerFiles | undefined,
+    problems: string[],
+  ): CgroupReading {
     const reading: CgroupReading = { time: Date.now() };
     if (cpuFiles && this.location.cpu) {
       const cpu = parseCpu(this.location.cpu.version, cpuFiles);

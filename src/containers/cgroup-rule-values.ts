@@ -5,8 +5,12 @@
  */
 import type { Sample } from '../samples/sample.js';
 
-export type CgroupRuleValue = 'cgroup.cpuThrottledRatio' | 'cgroup.cpuThrottledMsPerSec' | 'cgroup.cpuQuotaUtilization'
-  | 'cgroup.memoryUsageRatio' | 'cgroup.memoryWorkingSetRatio';
+export type CgroupRuleValue =
+  | 'cgroup.cpuThrottledRatio'
+  | 'cgroup.cpuThrottledMsPerSec'
+  | 'cgroup.cpuQuotaUtilization'
+  | 'cgroup.memoryUsageRatio'
+  | 'cgroup.memoryWorkingSetRatio';
 
 export const CGROUP_RULE_VALUES: Record<CgroupRuleValue, (s: Sample) => number | undefined> = {
   /** Throttled periods / elapsed periods since the previous reading, 0..1: how often the quota stopped the process. */

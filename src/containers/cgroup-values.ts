@@ -51,7 +51,8 @@ export function cgroupValues(current: CgroupReading, previous: CgroupReading | u
     const before = previous?.cpu;
     const periods = grew(cpu.periods, before?.periods);
     const throttled = grew(cpu.throttledPeriods, before?.throttledPeriods);
-    if (periods !== undefined && throttled !== undefined && periods > 0) out.throttledRatio = Math.min(1, throttled / periods);
+    if (periods !== undefined && throttled !== undefined && periods > 0)
+      out.throttledRatio = Math.min(1, throttled / periods);
     const throttledMs = grew(cpu.throttledMs, before?.throttledMs);
     const elapsedMs = previous ? current.time - previous.time : 0;
     if (throttledMs !== undefined && elapsedMs > 0) out.throttledMsPerSec = (throttledMs / elapsedMs) * 1000;

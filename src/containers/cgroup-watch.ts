@@ -43,11 +43,16 @@ export class CgroupWatch {
   refresh(): Promise<void> {
     if (!this.supported || this.#reading) return Promise.resolve();
     this.#reading = true;
-    return this.#reader.read().then((reading) => {
-      this.#previous = this.#current;
-      this.#current = reading;
-      for (const problem of reading.problems ?? []) this.#note(problem);
-    }).finally(() => { this.#reading = false; });
+    return this.#reader
+      .read()
+      .then((reading) => {
+        this.#previous = this.#current;
+        this.#current = reading;
+        for (const problem of reading.problems ?? []) this.#note(problem);
+      })
+      .finally(() => {
+        this.#reading = false;
+      });
   }
 
   /** The values for a sample: the latest reading, with rates since the one before. */

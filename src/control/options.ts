@@ -1,5 +1,13 @@
 /** The `control` option: checked once, on the main thread, at start(). */
-import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, describe, invalid } from '../internal/check-options.js';
+import {
+  checkHost,
+  checkKnownKeys,
+  checkNumber,
+  checkPlainObject,
+  checkPort,
+  describe,
+  invalid,
+} from '../internal/check-options.js';
 
 /** The control endpoint (off unless given); see docs/security.md. */
 export interface ControlOptions {
@@ -23,14 +31,29 @@ export interface ResolvedControlOptions {
 export const MIN_TOKEN_LENGTH = 32;
 
 /** Throws SYSPROBE_ERR_INVALID_OPTION; `undefined` when the endpoint is off. */
-export function resolveControlOptions(input: unknown, env: NodeJS.ProcessEnv = process.env): ResolvedControlOptions | undefined {
+export function resolveControlOptions(
+  input: unknown,
+  env: NodeJS.ProcessEnv = process.env,
+): ResolvedControlOptions | undefined {
   if (input === undefined || input === false) return undefined;
   const options = checkPlainObject('control', input);
   checkKnownKeys('control', options, ['port', 'host', 'token', 'ratePerMinute']);
-  const { port, host = '127.0.0.1', token = env.SYSPROBE_CONTROL_TOKEN, ratePerMinute = 60 } = options as Partial<ControlOptions>;
+  const {
+    port,
+    host = '127.0.0.1',
+    token = env.SYSPROBE_CONTROL_TOKEN,
+    ratePerMinute = 60,
+  } = options as Partial<ControlOptions>;
   if (port === undefined) throw invalid('Option control.port is required (0 picks an ephemeral port).');
-  if (typeof token !== 'string' || token.length < MIN_TOKEN_LENGTH || token.length > 1024 || /[^\x21-\x7e]/.test(token)) {
-    throw invalid(`Option control.token (or env SYSPROBE_CONTROL_TOKEN) must be a string of ${MIN_TOKEN_LENGTH} to 1024 printable characters without spaces; got ${token === undefined ? 'nothing' : typeof token === 'string' ? `${token.length} characters` : describe(token)}.`);
+  if (
+    typeof token !== 'string' ||
+    token.length < MIN_TOKEN_LENGTH ||
+    token.length > 1024 ||
+    /[^\x21-\x7e]/.test(token)
+  ) {
+    throw invalid(
+      `Option control.token (or env SYSPROBE_CONTROL_TOKEN) must be a string of ${MIN_TOKEN_LENGTH} to 1024 printable characters without spaces; got ${token === undefined ? 'nothing' : typeof token === 'string' ? `${token.length} characters` : describe(token)}.`,
+    );
   }
   return Object.freeze({
     port: checkPort('control.port', port)!,

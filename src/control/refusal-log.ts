@@ -7,7 +7,11 @@
  */
 export type RefusalWriter = (msg: string, fields: Record<string, unknown>) => void;
 
-export interface RefusedRequest { method: string; path: string; remote: string }
+export interface RefusedRequest {
+  method: string;
+  path: string;
+  remote: string;
+}
 
 /** Kinds of refusal logged on their own line per window, at most. */
 export const REFUSAL_KINDS_PER_WINDOW = 20;
@@ -45,7 +49,13 @@ export class RefusalLog {
     this.#suppressed.set(status, (this.#suppressed.get(status) ?? 0) + 1);
     if (this.#remotes.size < 10) this.#remotes.add(request.remote);
     // One line at the window's end, even when the flood stops and no refusal comes to trigger it.
-    this.#timer ??= setTimeout(() => { this.#timer = undefined; this.flush(); }, Math.max(0, this.#windowStart + this.#windowMs - now)).unref();
+    this.#timer ??= setTimeout(
+      () => {
+        this.#timer = undefined;
+        this.flush();
+      },
+      Math.max(0, this.#windowStart + this.#windowMs - now),
+    ).unref();
   }
 
   /** Logs the refusals counted since the last line, if any. */
@@ -55,7 +65,12 @@ export class RefusalLog {
     if (this.#suppressed.size === 0) return;
     const byStatus = Object.fromEntries(this.#suppressed);
     const count = [...this.#suppressed.values()].reduce((a, b) => a + b, 0);
-    this.#write('sysprobe control requests refused (more, counted)', { count, byStatus, remotes: [...this.#remotes], windowMs: this.#windowMs });
+    this.#write('sysprobe control requests refused (more, counted)', {
+      count,
+      byStatus,
+      remotes: [...this.#remotes],
+      windowMs: this.#windowMs,
+    });
     this.#suppressed = new Map();
     this.#remotes = new Set();
   }

@@ -30,7 +30,11 @@ export interface ControlActions {
   refused(status: number, why: string, request: { method: string; path: string; remote: string }): void;
 }
 
-export interface StoredCaptureInfo { name: string; bytes: number; modifiedAt: number }
+export interface StoredCaptureInfo {
+  name: string;
+  bytes: number;
+  modifiedAt: number;
+}
 
 const MAX_LISTED = 1000;
 const MAX_SAMPLES = 1000;
@@ -43,7 +47,11 @@ export class TokenBucket {
   #tokens: number;
   #at: number;
 
-  constructor(perMinute: number, burst: number, readonly now: () => number = () => performance.now()) {
+  constructor(
+    perMinute: number,
+    burst: number,
+    readonly now: () => number = () => performance.now(),
+  ) {
     this.#perMs = perMinute / 60_000;
     this.#burst = burst;
     this.#tokens = burst;
@@ -55,7 +63,10 @@ export class TokenBucket {
     const now = this.now();
     this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#at) * this.#perMs);
     this.#at = now;
-    if (this.#tokens >= 1) { this.#tokens -= 1; return { ok: true }; }
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return { ok: true };
+    }
     return { ok: false, retryAfterMs: (1 - this.#tokens) / this.#perMs };
   }
 }
@@ -70,21 +81,36 @@ export function controlRoute(token: string, ratePerMinute: number, actions: Cont
   const bucket = new TokenBucket(ratePerMinute, Math.max(1, Math.ceil(ratePerMinute / 6)));
   return async (req, url, body) => {
     const refuse = (status: number, why: string, extra: Omit<Reply, 'status'> = {}): Reply => {
-      actions.refused(status, why, { method: String(req.method).slice(0, 16), path: url.pathname.slice(0, 200), remote: req.socket.remoteAddress ?? '' });
+      actions.refused(status, why, {
+        method: String(req.method).slice(0, 16),
+        path: url.pathname.slice(0, 200),
+        remote: req.socket.remoteAddress ?? '',
+      });
       return { status, json: { error: why }, ...extra };
     };
     const rate = bucket.take();
-    if (!rate.ok) return refuse(429, 'rate limit', { headers: { 'retry-after': String(Math.max(1, Math.ceil(rate.retryAfterMs / 1000))) } });
+    if (!rate.ok)
+      return refuse(429, 'rate limit', {
+        headers: { 'retry-after': String(Math.max(1, Math.ceil(rate.retryAfterMs / 1000))) },
+      });
     // Only the Authorization header counts: a token in the query string would end up in logs.
     const auth = /^Bearer ([\x21-\x7e]{1,1024})$/.exec(req.headers.authorization ?? '');
     if (!auth || !tokenMatches(auth[1]!, expected)) {
-      return refuse(401, auth ? 'wrong token' : 'missing bearer token', { headers: { 'www-authenticate': 'Bearer realm="sysprobe"' } });
+      return refuse(401, auth ? 'wrong token' : 'missing bearer token', {
+        headers: { 'www-authenticate': 'Bearer realm="sysprobe"' },
+      });
     }
     return route(req, url, body, actions, refuse);
   };
 }
 
-async function route(req: IncomingMessage, url: URL, body: Buffer, actions: ControlActions, refuse: (status: number, why: string, extra?: Omit<Reply, 'status'>) => Reply): Promise<Reply> {
+async function route(
+  req: IncomingMessage,
+  url: URL,
+  body: Buffer,
+  actions: ControlActions,
+  refuse: (status: number, why: string, extra?: Omit<Reply, 'status'>) => Reply,
+): Promise<Reply> {
   const method = req.method ?? '';
   const { pathname } = url;
   const only = (allowed: string) => refuse(405, 'method not allowed', { headers: { allow: allowed } });
@@ -101,7 +127,9 @@ async function route(req: IncomingMessage, url: URL, body: Buffer, actions: Cont
     if (!Number.isInteger(durationMs) || durationMs < DURATION.min || durationMs > DURATION.max) {
       return refuse(400, `durationMs must be an integer from ${DURATION.min} to ${DURATION.max}`);
     }
-    return settle(kind === 'cpu-profile' ? actions.captureCpuProfile(durationMs) : actions.captureAllocationProfile(durationMs));
+    return settle(
+      kind === 'cpu-profile' ? actions.captureCpuProfile(durationMs) : actions.captureAllocationProfile(durationMs),
+    );
   }
   if (pathname === '/captures') {
     if (method !== 'GET' && method !== 'HEAD') return only('GET, HEAD');
@@ -115,7 +143,8 @@ async function route(req: IncomingMessage, url: URL, body: Buffer, actions: Cont
   if (pathname === '/samples') {
     if (method !== 'GET' && method !== 'HEAD') return only('GET, HEAD');
     const raw = url.searchParams.get('last') ?? '60';
-    if (!/^\d{1,4}$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_SAMPLES) return refuse(400, `last must be an integer from 1 to ${MAX_SAMPLES}`);
+    if (!/^\d{1,4}$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_SAMPLES)
+      return refuse(400, `last must be an integer from 1 to ${MAX_SAMPLES}`);
     return { status: 200, json: { samples: actions.samples(Number(raw)) } };
   }
   return refuse(404, 'not found');
@@ -146,7 +175,8 @@ function parseParams(url: URL, body: Buffer): { durationMs?: number } | { error:
     } catch {
       return { error: 'malformed JSON body' };
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { error: 'the JSON body must be an object' };
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      return { error: 'the JSON body must be an object' };
     const value = (parsed as Record<string, unknown>).durationMs;
     if (value !== undefined) {
       if (typeof value !== 'number') return { error: 'durationMs must be an integer' };
@@ -177,7 +207,11 @@ export async function listCaptures(dir: string): Promise<StoredCaptureInfo[]> {
   return out;
 }
 
-async function downloadCapture(rawName: string, actions: ControlActions, refuse: (status: number, why: string) => Reply): Promise<Reply> {
+async function downloadCapture(
+  rawName: string,
+  actions: ControlActions,
+  refuse: (status: number, why: string) => Reply,
+): Promise<Reply> {
   let name: string;
   try {
     name = decodeURIComponent(rawName);
@@ -187,7 +221,9 @@ async function downloadCapture(rawName: string, actions: ControlActions, refuse:
   // The name must be one the listing returns; only then is it joined to the directory.
   const listed = (await listCaptures(actions.dumpDir)).find((c) => c.name === name);
   if (!listed) return refuse(404, 'not found');
-  const handle = await fs.promises.open(path.join(actions.dumpDir, listed.name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW).catch(() => undefined);
+  const handle = await fs.promises
+    .open(path.join(actions.dumpDir, listed.name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+    .catch(() => undefined);
   if (!handle) return refuse(404, 'not found');
   const stat = await handle.stat();
   if (!stat.isFile() || stat.size > actions.maxDownloadBytes) {
@@ -202,10 +238,18 @@ async function downloadCapture(rawName: string, actions: ControlActions, refuse:
       'content-disposition': `attachment; filename="${listed.name}"`,
     },
     stream: (res) => {
-      if (res.req.method === 'HEAD') { void handle.close(); res.end(); return; }
+      if (res.req.method === 'HEAD') {
+        void handle.close();
+        res.end();
+        return;
+      }
       // Exactly the size stat gave: a file that grows meanwhile is cut at it.
       const stream = handle.createReadStream({ start: 0, end: Math.max(0, stat.size - 1), autoClose: true });
-      if (stat.size === 0) { stream.destroy(); res.end(); return; }
+      if (stat.size === 0) {
+        stream.destroy();
+        res.end();
+        return;
+      }
       stream.on('error', () => res.destroy());
       stream.pipe(res);
     },

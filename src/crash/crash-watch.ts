@@ -17,7 +17,11 @@ export class CrashWatch {
   #nearLimit: RunFacts['nearLimit'];
   #heapLimit: number | undefined;
 
-  constructor(options: { dumpDir: string; service: string }, cgroup: CgroupWatch | undefined, failed: (err: unknown) => void) {
+  constructor(
+    options: { dumpDir: string; service: string },
+    cgroup: CgroupWatch | undefined,
+    failed: (err: unknown) => void,
+  ) {
     this.#keeper = new RunKeeper(options);
     this.#cgroup = cgroup;
     this.#failed = failed;
@@ -43,8 +47,13 @@ export class CrashWatch {
     if (memory) this.#heapLimit = memory.heapLimit;
     const cgroup = sample.cgroup?.memory;
     return this.#near.observe({
-      time: sample.time, heapUsed: memory?.heapUsed, heapLimit: memory?.heapLimit, heapAfterGc: memory?.heapAfterGc, gcPauseShare: sample.gcRates?.pauseShare,
-      cgroupWorkingSet: cgroup?.workingSetBytes ?? cgroup?.usageBytes, cgroupLimit: cgroup?.limitBytes,
+      time: sample.time,
+      heapUsed: memory?.heapUsed,
+      heapLimit: memory?.heapLimit,
+      heapAfterGc: memory?.heapAfterGc,
+      gcPauseShare: sample.gcRates?.pauseShare,
+      cgroupWorkingSet: cgroup?.workingSetBytes ?? cgroup?.usageBytes,
+      cgroupLimit: cgroup?.limitBytes,
     });
   }
 
@@ -64,7 +73,12 @@ export class CrashWatch {
     const memory = this.#cgroup?.latest?.memory;
     return {
       heapLimit: this.#heapLimit,
-      cgroup: where && { memoryDir: where.dir, version: where.version, oomKills: memory?.oomKills, limitBytes: memory?.limitBytes },
+      cgroup: where && {
+        memoryDir: where.dir,
+        version: where.version,
+        oomKills: memory?.oomKills,
+        limitBytes: memory?.limitBytes,
+      },
       nearLimit: this.#nearLimit,
     };
   }

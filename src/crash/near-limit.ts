@@ -65,7 +65,9 @@ export function oldGenerationLimit(heapLimit: number): number {
 }
 
 /** The heap's share of what it may grow to: the live heap after a full GC when known, else the heap used (a higher bar: it holds garbage). */
-export function heapShare(f: MemoryFigures): { share: number; used: number; limit: number; afterGc: boolean } | undefined {
+export function heapShare(
+  f: MemoryFigures,
+): { share: number; used: number; limit: number; afterGc: boolean } | undefined {
   if (f.heapLimit === undefined || f.heapLimit <= 0) return undefined;
   const limit = oldGenerationLimit(f.heapLimit);
   if (f.heapAfterGc !== undefined) return { share: f.heapAfterGc / limit, used: f.heapAfterGc, limit, afterGc: true };
@@ -102,8 +104,15 @@ export class NearLimitWatch {
       else if ((heap.share >= bar || thrashing) && this.#armed.heap) {
         const where = `the heap ${heap.afterGc ? 'after a full GC' : 'in use'} is ${Math.round(heap.share * 100)}% of what V8 lets it grow to (${heap.used} of ${heap.limit} bytes)`;
         candidates.push({
-          at: f.time, kind: 'heap', share: heap.share, used: heap.used, limit: heap.limit,
-          reason: heap.share >= bar ? where : `${where} and GC pauses took ${Math.round(f.gcPauseShare! * 100)}% of the last interval: V8 gives up ("ineffective mark-compacts") about here`,
+          at: f.time,
+          kind: 'heap',
+          share: heap.share,
+          used: heap.used,
+          limit: heap.limit,
+          reason:
+            heap.share >= bar
+              ? where
+              : `${where} and GC pauses took ${Math.round(f.gcPauseShare! * 100)}% of the last interval: V8 gives up ("ineffective mark-compacts") about here`,
         });
       }
     }
@@ -112,7 +121,11 @@ export class NearLimitWatch {
       if (share < this.#settings.rearmShare) this.#armed.cgroup = true;
       else if (share >= this.#settings.share && this.#armed.cgroup) {
         candidates.push({
-          at: f.time, kind: 'cgroup', share, used: f.cgroupWorkingSet, limit: f.cgroupLimit,
+          at: f.time,
+          kind: 'cgroup',
+          share,
+          used: f.cgroupWorkingSet,
+          limit: f.cgroupLimit,
           reason: `the memory cgroup's working set is ${Math.round(share * 100)}% of its limit (${f.cgroupWorkingSet} of ${f.cgroupLimit} bytes): the kernel's OOM killer acts at the limit`,
         });
       }

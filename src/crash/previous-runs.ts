@@ -18,7 +18,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readMemoryAt } from '../containers/cgroup-reader.js';
-import { asRunRecord, exitFileName, RECORD_NAME, RUNS_DIR, stillRunning, type ExitNote, type ProcessIdentity, type RunRecord } from './run-record.js';
+import {
+  asRunRecord,
+  exitFileName,
+  RECORD_NAME,
+  RUNS_DIR,
+  stillRunning,
+  type ExitNote,
+  type ProcessIdentity,
+  type RunRecord,
+} from './run-record.js';
 
 /** Node's report file names: report.<YYYYMMDD>.<HHMMSS>.<pid>.<thread>.<seq>.json. */
 const REPORT_NAME = /^report\.\d{8}\.\d{6}\.(\d+)\.\d+\.\d+\.json$/;
@@ -67,7 +76,10 @@ export interface FindOptions {
 export async function findPreviousRuns(options: FindOptions): Promise<{ runs: PreviousRun[]; problems: string[] }> {
   const problems: string[] = [];
   const runsDir = path.join(options.dumpDir, RUNS_DIR);
-  const names = (await fs.promises.readdir(runsDir).catch(() => [] as string[])).filter((n) => RECORD_NAME.test(n)).sort().slice(0, MAX_RECORDS);
+  const names = (await fs.promises.readdir(runsDir).catch(() => [] as string[]))
+    .filter((n) => RECORD_NAME.test(n))
+    .sort()
+    .slice(0, MAX_RECORDS);
   if (names.length === 0) return { runs: [], problems };
   const dumpFiles = await fs.promises.readdir(options.dumpDir).catch(() => [] as string[]);
   const runs: PreviousRun[] = [];
@@ -76,7 +88,8 @@ export async function findPreviousRuns(options: FindOptions): Promise<{ runs: Pr
     const record = await readRecord(file, problems);
     if (!record || record.service !== options.service || record.process.hostname !== options.self.hostname) continue;
     const p = record.process;
-    if (p.pid === options.self.pid && p.procStart === options.self.procStart && p.bootId === options.self.bootId) continue;
+    if (p.pid === options.self.pid && p.procStart === options.self.procStart && p.bootId === options.self.bootId)
+      continue;
     if (stillRunning(p, options.procRoot)) continue;
     runs.push(await explain(record, file, dumpFiles, options, problems));
   }
@@ -88,7 +101,8 @@ async function readRecord(file: string, problems: string[]): Promise<RunRecord |
     const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
       const { size } = await handle.stat();
-      if (size > MAX_RECORD_BYTES) return void problems.push(`${path.basename(file)}: larger than ${MAX_RECORD_BYTES} bytes`);
+      if (size > MAX_RECORD_BYTES)
+        return void problems.push(`${path.basename(file)}: larger than ${MAX_RECORD_BYTES} bytes`);
       const record = asRunRecord(JSON.parse(await handle.readFile('utf8')));
       if (!record) problems.push(`${path.basename(file)}: not a run record`);
       return record;
@@ -111,7 +125,13 @@ async function readJsonBounded(file: string, maxBytes: number): Promise<unknown>
   }
 }
 
-async function explain(record: RunRecord, recordFile: string, dumpFiles: string[], options: FindOptions, problems: string[]): Promise<PreviousRun> {
+async function explain(
+  record: RunRecord,
+  recordFile: string,
+  dumpFiles: string[],
+  options: FindOptions,
+  problems: string[],
+): Promise<PreviousRun> {
   const evidence: string[] = [];
   const p = record.process;
   const run: PreviousRun = { record, recordFile, cause: 'unknown', evidence, reports: [], files: [] };
@@ -122,11 +142,19 @@ async function explain(record: RunRecord, recordFile: string, dumpFiles: string[
   if (cgroup) {
     const now = readMemoryAt({ version: cgroup.version, dir: cgroup.memoryDir });
     if (!now) {
-      evidence.push(`its memory cgroup ${cgroup.memoryDir} is gone (a new container?), so an OOM kill there cannot be checked`);
-    } else if (now.memory.oomKills !== undefined && cgroup.oomKills !== undefined && now.memory.oomKills > cgroup.oomKills) {
+      evidence.push(
+        `its memory cgroup ${cgroup.memoryDir} is gone (a new container?), so an OOM kill there cannot be checked`,
+      );
+    } else if (
+      now.memory.oomKills !== undefined &&
+      cgroup.oomKills !== undefined &&
+      now.memory.oomKills > cgroup.oomKills
+    ) {
       causes.add('oom-kill');
-      evidence.push(`the kernel's OOM killer struck its memory cgroup ${cgroup.memoryDir}: oom_kill went from ${cgroup.oomKills} to ${now.memory.oomKills}`
-        + (cgroup.limitBytes !== undefined ? ` (limit ${cgroup.limitBytes} bytes)` : ''));
+      evidence.push(
+        `the kernel's OOM killer struck its memory cgroup ${cgroup.memoryDir}: oom_kill went from ${cgroup.oomKills} to ${now.memory.oomKills}` +
+          (cgroup.limitBytes !== undefined ? ` (limit ${cgroup.limitBytes} bytes)` : ''),
+      );
     }
   }
 
@@ -136,7 +164,8 @@ async function explain(record: RunRecord, recordFile: string, dumpFiles: string[
     if (!match || Number(match[1]) !== p.pid) continue;
     const file = path.join(options.dumpDir, name);
     try {
-      const report = await readJsonBounded(file, MAX_REPORT_BYTES) as { header?: Record<string, unknown>; javascriptHeap?: Record<string, unknown> } | undefined;
+      const report = (await readJsonBounded(file, MAX_REPORT_BYTES)) as
+        { header?: Record<string, unknown>; javascriptHeap?: Record<string, unknown> } | undefined;
       const header = report?.header;
       if (!header || header.processId !== p.pid) continue;
       const fact: ReportFact = { file };
@@ -148,8 +177,12 @@ async function explain(record: RunRecord, recordFile: string, dumpFiles: string[
       run.reports.push(fact);
       if (/heap out of memory/i.test(fact.event ?? '') || fact.trigger === 'OOMError') {
         causes.add('heap-out-of-memory');
-        evidence.push(`V8 ran out of heap: Node's fatal-error report ${name} says "${fact.event}"`
-          + (fact.heapUsed !== undefined && fact.heapLimit !== undefined ? ` (${fact.heapUsed} of ${fact.heapLimit} bytes used)` : ''));
+        evidence.push(
+          `V8 ran out of heap: Node's fatal-error report ${name} says "${fact.event}"` +
+            (fact.heapUsed !== undefined && fact.heapLimit !== undefined
+              ? ` (${fact.heapUsed} of ${fact.heapLimit} bytes used)`
+              : ''),
+        );
       } else if (fact.trigger !== undefined && fact.trigger !== 'API' && fact.trigger !== 'GetReport') {
         evidence.push(`Node wrote a diagnostic report ${name} at a fatal error: ${fact.trigger}: ${fact.event ?? ''}`);
       }
@@ -159,11 +192,14 @@ async function explain(record: RunRecord, recordFile: string, dumpFiles: string[
   }
 
   try {
-    const note = await readJsonBounded(path.join(path.dirname(recordFile), exitFileName(p)), 4096) as ExitNote | undefined;
+    const note = (await readJsonBounded(path.join(path.dirname(recordFile), exitFileName(p)), 4096)) as
+      ExitNote | undefined;
     if (note && Number.isInteger(note.code) && typeof note.at === 'number') {
       run.exitNote = note;
       causes.add('exit-code');
-      evidence.push(`it exited with code ${note.code} at ${new Date(note.at).toISOString()} without stop() (process.exit or an uncaught exception)`);
+      evidence.push(
+        `it exited with code ${note.code} at ${new Date(note.at).toISOString()} without stop() (process.exit or an uncaught exception)`,
+      );
     }
   } catch {
     // No note: it did not reach its 'exit' event.
@@ -175,25 +211,39 @@ async function explain(record: RunRecord, recordFile: string, dumpFiles: string[
   }
 
   if (record.nearLimit) {
-    evidence.push(`it came near its limit at ${new Date(record.nearLimit.at).toISOString()}: ${record.nearLimit.reason}`);
+    evidence.push(
+      `it came near its limit at ${new Date(record.nearLimit.at).toISOString()}: ${record.nearLimit.reason}`,
+    );
   }
   const last = record.samples.at(-1);
   if (last?.memory) {
     const share = last.memory.heapUsed / last.memory.heapLimit;
-    evidence.push(`its last persisted sample (${new Date(last.time).toISOString()}): heap ${last.memory.heapUsed} of ${last.memory.heapLimit} bytes (${Math.round(share * 100)}%)`
-      + (last.cgroup?.memory?.usageRatio !== undefined ? `, cgroup memory at ${Math.round(last.cgroup.memory.usageRatio * 100)}% of its limit` : ''));
+    evidence.push(
+      `its last persisted sample (${new Date(last.time).toISOString()}): heap ${last.memory.heapUsed} of ${last.memory.heapLimit} bytes (${Math.round(share * 100)}%)` +
+        (last.cgroup?.memory?.usageRatio !== undefined
+          ? `, cgroup memory at ${Math.round(last.cgroup.memory.usageRatio * 100)}% of its limit`
+          : ''),
+    );
   }
   evidence.push(`it was last known alive at ${new Date(record.updatedAt).toISOString()}`);
 
-  run.cause = (['oom-kill', 'heap-out-of-memory', 'exit-code', 'machine-restart'] as const).find((c) => causes.has(c)) ?? 'unknown';
-  if (run.cause === 'unknown') evidence.push('nothing says how it ended: SIGKILL from outside, a kill no cgroup counted, or a crash without a report');
+  run.cause =
+    (['oom-kill', 'heap-out-of-memory', 'exit-code', 'machine-restart'] as const).find((c) => causes.has(c)) ??
+    'unknown';
+  if (run.cause === 'unknown')
+    evidence.push(
+      'nothing says how it ended: SIGKILL from outside, a kill no cgroup counted, or a crash without a report',
+    );
 
   // Captures it wrote: named with its pid, stamped after it started (a reused pid's are older).
   const startedStamp = stampOf(record.startedAt - 1000);
-  run.files = dumpFiles.filter((name) => {
-    const match = CAPTURE_PID.exec(name);
-    return match !== null && Number(match[2]) === p.pid && match[1]! >= startedStamp;
-  }).sort().slice(-MAX_FILES_LISTED);
+  run.files = dumpFiles
+    .filter((name) => {
+      const match = CAPTURE_PID.exec(name);
+      return match !== null && Number(match[2]) === p.pid && match[1]! >= startedStamp;
+    })
+    .sort()
+    .slice(-MAX_FILES_LISTED);
   return run;
 }
 
@@ -207,7 +257,11 @@ function stampOf(ms: number): string {
  * (an incident's folder), or are removed when there is none, so it is reported once.
  */
 export async function settlePreviousRun(run: PreviousRun, intoDir: string | undefined): Promise<void> {
-  const files = [run.recordFile, path.join(path.dirname(run.recordFile), exitFileName(run.record.process)), ...run.reports.map((r) => r.file)];
+  const files = [
+    run.recordFile,
+    path.join(path.dirname(run.recordFile), exitFileName(run.record.process)),
+    ...run.reports.map((r) => r.file),
+  ];
   for (const file of files) {
     try {
       if (intoDir) await fs.promises.rename(file, path.join(intoDir, path.basename(file)));

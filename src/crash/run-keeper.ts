@@ -11,7 +11,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Sample } from '../samples/sample.js';
 import { writeFileAtomically } from '../internal/files.js';
-import { exitFileName, identify, RECORD_VERSION, recordFileName, RUNS_DIR, type ExitNote, type ProcessIdentity, type RunRecord } from './run-record.js';
+import {
+  exitFileName,
+  identify,
+  RECORD_VERSION,
+  recordFileName,
+  RUNS_DIR,
+  type ExitNote,
+  type ProcessIdentity,
+  type RunRecord,
+} from './run-record.js';
 
 export interface RunKeeperOptions {
   dumpDir: string;
@@ -87,8 +96,13 @@ export class RunKeeper {
     const since = now - this.#options.windowMs;
     const kept = samples.filter((s) => s.time >= since).slice(-this.#options.maxSamples);
     const record: RunRecord = {
-      version: RECORD_VERSION, service: this.#options.service, process: this.identity,
-      startedAt: this.#startedAt, updatedAt: now, ...definedOnly(facts), samples: kept,
+      version: RECORD_VERSION,
+      service: this.#options.service,
+      process: this.identity,
+      startedAt: this.#startedAt,
+      updatedAt: now,
+      ...definedOnly(facts),
+      samples: kept,
     };
     // The directory may be gone (the dump directory cleaned by hand) or not made yet (a write before begin's).
     await fs.promises.mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 });
@@ -110,7 +124,11 @@ function definedOnly<T extends object>(value: T): Partial<T> {
 export function writeExitNote(dumpDir: string, identity: ProcessIdentity, code: number, now = Date.now()): void {
   const note: ExitNote = { code, at: now };
   try {
-    const fd = fs.openSync(path.join(dumpDir, RUNS_DIR, exitFileName(identity)), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(
+      path.join(dumpDir, RUNS_DIR, exitFileName(identity)),
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW,
+      0o600,
+    );
     try {
       fs.writeSync(fd, JSON.stringify(note));
     } finally {

@@ -107,10 +107,13 @@ export function stillRunning(recorded: ProcessIdentity, procRoot = '/proc'): boo
 export function asRunRecord(value: unknown): RunRecord | undefined {
   const r = value as Partial<RunRecord> | null;
   if (typeof r !== 'object' || r === null || r.version !== RECORD_VERSION) return undefined;
-  if (typeof r.service !== 'string' || typeof r.startedAt !== 'number' || typeof r.updatedAt !== 'number') return undefined;
+  if (typeof r.service !== 'string' || typeof r.startedAt !== 'number' || typeof r.updatedAt !== 'number')
+    return undefined;
   const p = r.process as Partial<ProcessIdentity> | undefined;
-  if (typeof p !== 'object' || p === null || !Number.isInteger(p.pid) || typeof p.hostname !== 'string') return undefined;
-  if (!Array.isArray(r.samples) || !r.samples.every((s) => typeof (s as Sample | null)?.time === 'number')) return undefined;
+  if (typeof p !== 'object' || p === null || !Number.isInteger(p.pid) || typeof p.hostname !== 'string')
+    return undefined;
+  if (!Array.isArray(r.samples) || !r.samples.every((s) => typeof (s as Sample | null)?.time === 'number'))
+    return undefined;
   return r as RunRecord;
 }
 

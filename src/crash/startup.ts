@@ -66,11 +66,19 @@ export class CrashEvidence {
     this.#undoReports = reportFatalErrorsInto(this.#deps.dumpDir);
     process.on('exit', this.#onExit);
     try {
-      const { runs, problems } = await findPreviousRuns({ dumpDir: this.#deps.dumpDir, service: this.#deps.service, self: this.#identity });
-      for (const problem of problems) this.#deps.logger.debug({ component: 'crash', problem }, 'sysprobe skipped a run record');
+      const { runs, problems } = await findPreviousRuns({
+        dumpDir: this.#deps.dumpDir,
+        service: this.#deps.service,
+        self: this.#identity,
+      });
+      for (const problem of problems)
+        this.#deps.logger.debug({ component: 'crash', problem }, 'sysprobe skipped a run record');
       for (const run of runs) this.#report(run);
     } catch (err) {
-      this.#deps.logger.warn({ component: 'crash', err: describeError(err) }, 'sysprobe could not look for previous runs');
+      this.#deps.logger.warn(
+        { component: 'crash', err: describeError(err) },
+        'sysprobe could not look for previous runs',
+      );
     }
   }
 
@@ -83,15 +91,38 @@ export class CrashEvidence {
   #report(run: PreviousRun): void {
     const { record } = run;
     const files = [...run.files, ...run.reports.map((r) => path.basename(r.file))];
-    this.#deps.logger.error({
-      component: 'crash', pid: record.process.pid, startedAt: record.startedAt, lastSeenAt: record.updatedAt, cause: run.cause, evidence: run.evidence, files,
-    }, 'sysprobe: the previous process did not stop');
-    this.#deps.emit({ pid: record.process.pid, startedAt: record.startedAt, lastSeenAt: record.updatedAt, cause: run.cause, evidence: run.evidence, files });
+    this.#deps.logger.error(
+      {
+        component: 'crash',
+        pid: record.process.pid,
+        startedAt: record.startedAt,
+        lastSeenAt: record.updatedAt,
+        cause: run.cause,
+        evidence: run.evidence,
+        files,
+      },
+      'sysprobe: the previous process did not stop',
+    );
+    this.#deps.emit({
+      pid: record.process.pid,
+      startedAt: record.startedAt,
+      lastSeenAt: record.updatedAt,
+      cause: run.cause,
+      evidence: run.evidence,
+      files,
+    });
     if (!this.#deps.incident) {
       void settlePreviousRun(run, undefined);
       return;
     }
-    const trigger: IncidentTrigger = { kind: 'previous-run', rule: PREVIOUS_RUN_RULE, value: `previousRun.${run.cause}`, observed: 1, threshold: 0, at: record.updatedAt };
+    const trigger: IncidentTrigger = {
+      kind: 'previous-run',
+      rule: PREVIOUS_RUN_RULE,
+      value: `previousRun.${run.cause}`,
+      observed: 1,
+      threshold: 0,
+      at: record.updatedAt,
+    };
     this.#deps.incident(trigger, (dir) => this.#writeInto(dir, run));
   }
 
@@ -106,15 +137,24 @@ export class CrashEvidence {
     };
     const { samples, ...facts } = record;
     await write('previous-run', PREVIOUS_RUN_FILE, {
-      summary: 'the previous process did not stop', cause: run.cause, evidence: run.evidence, ...facts,
-      exitNote: run.exitNote, reports: run.reports.map((r) => ({ ...r, file: path.basename(r.file) })), files: run.files,
+      summary: 'the previous process did not stop',
+      cause: run.cause,
+      evidence: run.evidence,
+      ...facts,
+      exitNote: run.exitNote,
+      reports: run.reports.map((r) => ({ ...r, file: path.basename(r.file) })),
+      files: run.files,
     });
     await write('previous-samples', PREVIOUS_SAMPLES_FILE, samples);
     // Its captures stay in dumpDir under the sink's rotation; the incident holds hard links.
     for (const name of run.files) {
       try {
         await fs.promises.link(path.join(this.#deps.dumpDir, name), path.join(dir, name));
-        captures.push({ kind: 'previous-run-capture', file: name, bytes: (await fs.promises.stat(path.join(dir, name))).size });
+        captures.push({
+          kind: 'previous-run-capture',
+          file: name,
+          bytes: (await fs.promises.stat(path.join(dir, name))).size,
+        });
       } catch {
         // Rotated away meanwhile, or another file system: named in previous-run.json still.
       }
@@ -122,7 +162,10 @@ export class CrashEvidence {
     await settlePreviousRun(run, dir);
     for (const report of run.reports) {
       const name = path.basename(report.file);
-      const size = await fs.promises.stat(path.join(dir, name)).then((s) => s.size, () => undefined);
+      const size = await fs.promises.stat(path.join(dir, name)).then(
+        (s) => s.size,
+        () => undefined,
+      );
       if (size !== undefined) captures.push({ kind: 'fatal-error-report', file: name, bytes: size });
     }
     return captures;

@@ -121,12 +121,17 @@ export class DependencyMap {
       const probeLatency = [...e.probes].map((name) => latency.get(name)).find((l) => l !== undefined);
       const live = open.get(endpointKey(e.remoteAddress, e.remotePort));
       return {
-        remoteAddress: e.remoteAddress, remotePort: e.remotePort, hostnames: [...e.hostnames], connections: e.connections,
+        remoteAddress: e.remoteAddress,
+        remotePort: e.remotePort,
+        hostnames: [...e.hostnames],
+        connections: e.connections,
         states: live ? { ...live.states } : {},
         ...(live ? { sendQueueBytes: live.sendQueueBytes } : {}),
         ...(live?.retransmits !== undefined ? { retransmits: live.retransmits } : {}),
         ...(live?.rttMsMean !== undefined ? { rttMsMean: live.rttMsMean } : {}),
-        ...(probeLatency ? { latencyMs: { ...probeLatency } } : {}), ...(e.probes.size > 0 ? { probes: [...e.probes] } : {}), lastSeenAt: e.lastSeenAt,
+        ...(probeLatency ? { latencyMs: { ...probeLatency } } : {}),
+        ...(e.probes.size > 0 ? { probes: [...e.probes] } : {}),
+        lastSeenAt: e.lastSeenAt,
       };
     });
   }
@@ -144,7 +149,9 @@ export class DependencyMap {
     if (socket.remoteAddress && socket.remotePort) return this.#connected(socket, hostname);
     this.#sockets.set(socket, PENDING);
     // The lookup event carries the name dns.lookup resolved (none for IP literals).
-    socket.once('lookup', (err: Error | null, _address: string, _family: number, host: string) => { if (!err && host) hostname ??= host; });
+    socket.once('lookup', (err: Error | null, _address: string, _family: number, host: string) => {
+      if (!err && host) hostname ??= host;
+    });
     socket.once('connect', () => this.#connected(socket, hostname));
   }
 

@@ -67,7 +67,13 @@ export function readingsFromMain(main: MainSample | undefined, rss: number | und
 /** The reasons the readings give against the thresholds. */
 export function thresholdReasons(readings: HealthReadings, thresholds: ResolvedThresholds): HealthReason[] {
   const reasons: HealthReason[] = [];
-  const check = (kind: string, value: number | undefined, level: HealthLevel | undefined, what: (v: number) => string, unit: (v: number) => string) => {
+  const check = (
+    kind: string,
+    value: number | undefined,
+    level: HealthLevel | undefined,
+    what: (v: number) => string,
+    unit: (v: number) => string,
+  ) => {
     if (value === undefined || !Number.isFinite(value) || !level) return;
     const status = value >= level.unhealthy ? 'unhealthy' : value >= level.degraded ? 'degraded' : undefined;
     if (!status) return;
@@ -77,11 +83,29 @@ export function thresholdReasons(readings: HealthReadings, thresholds: ResolvedT
   const ms = (v: number) => `${Math.round(v)} ms`;
   const pct = (v: number) => `${Math.round(v * 1000) / 10}%`;
   const mib = (v: number) => `${Math.round(v / 2 ** 20)} MiB`;
-  check('eventLoopDelay', readings.eventLoopDelayMs, thresholds.eventLoopDelayMs, (v) => `event loop delayed up to ${ms(v)}`, ms);
-  check('eventLoopUtilization', readings.eventLoopUtilization, thresholds.eventLoopUtilization, (v) => `event loop ${pct(v)} busy`, pct);
+  check(
+    'eventLoopDelay',
+    readings.eventLoopDelayMs,
+    thresholds.eventLoopDelayMs,
+    (v) => `event loop delayed up to ${ms(v)}`,
+    ms,
+  );
+  check(
+    'eventLoopUtilization',
+    readings.eventLoopUtilization,
+    thresholds.eventLoopUtilization,
+    (v) => `event loop ${pct(v)} busy`,
+    pct,
+  );
   const { heapUsed, heapLimit } = readings;
   if (heapUsed !== undefined && heapLimit) {
-    check('heap', heapUsed / heapLimit, thresholds.heapUsedRatio, (v) => `heap at ${pct(v)} of its limit (${mib(heapUsed)} of ${mib(heapLimit)})`, pct);
+    check(
+      'heap',
+      heapUsed / heapLimit,
+      thresholds.heapUsedRatio,
+      (v) => `heap at ${pct(v)} of its limit (${mib(heapUsed)} of ${mib(heapLimit)})`,
+      pct,
+    );
   }
   check('rss', readings.rss, thresholds.rssBytes, (v) => `resident memory ${mib(v)}`, mib);
   return reasons;
@@ -129,13 +153,27 @@ function rank(status: HealthStatus): number {
 
 /** Checks what a health source returned; a bad reason becomes an unhealthy reason that says so. */
 export function sourceReasons(source: string, value: unknown): HealthReason[] {
-  if (!Array.isArray(value)) return [{ kind: 'source', source, status: 'unhealthy', message: `health source "${source}" returned ${describe(value)}, not an array of reasons` }];
+  if (!Array.isArray(value))
+    return [
+      {
+        kind: 'source',
+        source,
+        status: 'unhealthy',
+        message: `health source "${source}" returned ${describe(value)}, not an array of reasons`,
+      },
+    ];
   return value.slice(0, 32).map((r: unknown): HealthReason => {
     const reason = (typeof r === 'object' && r !== null ? r : {}) as Partial<HealthReason>;
     const status = reason.status === 'degraded' ? 'degraded' : 'unhealthy';
-    const message = typeof reason.message === 'string' ? reason.message.slice(0, 500) : `health source "${source}" reported a problem`;
+    const message =
+      typeof reason.message === 'string'
+        ? reason.message.slice(0, 500)
+        : `health source "${source}" reported a problem`;
     return {
-      kind: typeof reason.kind === 'string' ? reason.kind.slice(0, 64) : 'source', source, status, message,
+      kind: typeof reason.kind === 'string' ? reason.kind.slice(0, 64) : 'source',
+      source,
+      status,
+      message,
       ...(typeof reason.value === 'number' ? { value: reason.value } : {}),
       ...(typeof reason.threshold === 'number' ? { threshold: reason.threshold } : {}),
     };
@@ -147,20 +185,33 @@ export function sourceReasons(source: string, value: unknown): HealthReason[] {
  * not unhealthy: taking every instance out of rotation for a dependency they share would turn
  * one outage into two.
  */
-export function dependencyReasons(probes: ReadonlyArray<Pick<ProbeStatus, 'name' | 'target' | 'failing' | 'lastResult'>>): HealthReason[] {
-  return probes.filter((p) => p.failing).map((p) => ({
-    kind: 'dependency',
-    status: 'degraded' as const,
-    source: p.name,
-    message: `probe ${p.name} (${p.target}) failing${p.lastResult?.error ? `: ${p.lastResult.error}` : ''}`,
-  }));
+export function dependencyReasons(
+  probes: ReadonlyArray<Pick<ProbeStatus, 'name' | 'target' | 'failing' | 'lastResult'>>,
+): HealthReason[] {
+  return probes
+    .filter((p) => p.failing)
+    .map((p) => ({
+      kind: 'dependency',
+      status: 'degraded' as const,
+      source: p.name,
+      message: `probe ${p.name} (${p.target}) failing${p.lastResult?.error ? `: ${p.lastResult.error}` : ''}`,
+    }));
 }
 
 /** A rule with `markUnhealthy` that fired and is within its cooldown. */
-export function ruleReason(firing: { rule: string; firedAt: number; observed: number; threshold: number; value: string }, until: number): HealthReason {
+export function ruleReason(
+  firing: { rule: string; firedAt: number; observed: number; threshold: number; value: string },
+  until: number,
+): HealthReason {
   return {
-    kind: 'rule', status: 'unhealthy', rule: firing.rule, since: firing.firedAt, until,
-    value: firing.observed, observed: firing.observed, threshold: firing.threshold,
+    kind: 'rule',
+    status: 'unhealthy',
+    rule: firing.rule,
+    since: firing.firedAt,
+    until,
+    value: firing.observed,
+    observed: firing.observed,
+    threshold: firing.threshold,
     message: `rule "${firing.rule}" fired: ${firing.value} was ${round(firing.observed)}, above ${round(firing.threshold)}`,
   };
 }

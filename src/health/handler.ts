@@ -15,7 +15,11 @@ export interface HealthProvider {
 }
 
 /** Status code, headers and body of a health answer; shared with the worker's server. */
-export function healthResponse(health: Health, retryAfterSeconds: number, head = false): { status: number; headers: Record<string, string>; body: string } {
+export function healthResponse(
+  health: Health,
+  retryAfterSeconds: number,
+  head = false,
+): { status: number; headers: Record<string, string>; body: string } {
   const body = head ? '' : JSON.stringify(health);
   const status = health.status === 'unhealthy' ? 503 : 200;
   const headers: Record<string, string> = {
@@ -40,7 +44,9 @@ export interface FastifyReplyLike {
  * Fastify (`fastify.get('/health', healthHandler(probe))`): it tells them apart by the
  * response object.
  */
-export function healthHandler(probe: HealthProvider): (req: IncomingMessage | unknown, res: ServerResponse | FastifyReplyLike | unknown) => void {
+export function healthHandler(
+  probe: HealthProvider,
+): (req: IncomingMessage | unknown, res: ServerResponse | FastifyReplyLike | unknown) => void {
   return (req, res) => {
     if (isFastifyReply(res)) return void answerFastify(probe, res);
     const response = res as ServerResponse;
@@ -52,7 +58,9 @@ export function healthHandler(probe: HealthProvider): (req: IncomingMessage | un
 }
 
 /** The Fastify form, for those who prefer to say so: `fastify.get('/health', fastifyHealthHandler(probe))`. */
-export function fastifyHealthHandler(probe: HealthProvider): (request: unknown, reply: FastifyReplyLike) => FastifyReplyLike {
+export function fastifyHealthHandler(
+  probe: HealthProvider,
+): (request: unknown, reply: FastifyReplyLike) => FastifyReplyLike {
   return (_request, reply) => answerFastify(probe, reply);
 }
 
@@ -65,5 +73,11 @@ function answerFastify(probe: HealthProvider, reply: FastifyReplyLike): FastifyR
 
 function isFastifyReply(res: unknown): res is FastifyReplyLike {
   const r = res as Record<string, unknown> | undefined;
-  return typeof r === 'object' && r !== null && typeof r.writeHead !== 'function' && typeof r.code === 'function' && typeof r.send === 'function';
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.writeHead !== 'function' &&
+    typeof r.code === 'function' &&
+    typeof r.send === 'function'
+  );
 }

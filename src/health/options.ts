@@ -2,7 +2,14 @@
  * The `health` option: its shapes, defaults and ranges, checked once at start(). Imports only
  * the option checkers (src/internal/check-options.ts), like every feature's options.ts.
  */
-import { checkHost, checkKnownKeys, checkNumber, checkPlainObject, checkPort, invalid } from '../internal/check-options.js';
+import {
+  checkHost,
+  checkKnownKeys,
+  checkNumber,
+  checkPlainObject,
+  checkPort,
+  invalid,
+} from '../internal/check-options.js';
 
 /** A level pair: at or above `degraded` the status is degraded, at or above `unhealthy` unhealthy (Infinity: never). */
 export interface HealthLevel {
@@ -82,16 +89,29 @@ export function resolveThresholds(input: unknown): ResolvedThresholds {
   for (const name of Object.keys(DEFAULT_THRESHOLDS) as HealthThresholdName[]) {
     const raw = given[name];
     const where = `health.thresholds.${name}`;
-    if (raw === false) { out[name] = undefined; continue; }
+    if (raw === false) {
+      out[name] = undefined;
+      continue;
+    }
     const fallback = DEFAULT_THRESHOLDS[name];
-    if (raw === undefined) { out[name] = fallback && Object.freeze({ ...fallback }); continue; }
+    if (raw === undefined) {
+      out[name] = fallback && Object.freeze({ ...fallback });
+      continue;
+    }
     const level = checkPlainObject(where, raw);
     checkKnownKeys(where, level, ['degraded', 'unhealthy']);
     const [min, max] = THRESHOLD_RANGES[name];
-    const unhealthy = level.unhealthy === undefined ? fallback?.unhealthy ?? Infinity : checkNumber(`${where}.unhealthy`, level.unhealthy, min, max);
-    const degraded = level.degraded === undefined ? Math.min(fallback?.degraded ?? unhealthy, unhealthy) : checkNumber(`${where}.degraded`, level.degraded, min, max);
+    const unhealthy =
+      level.unhealthy === undefined
+        ? (fallback?.unhealthy ?? Infinity)
+        : checkNumber(`${where}.unhealthy`, level.unhealthy, min, max);
+    const degraded =
+      level.degraded === undefined
+        ? Math.min(fallback?.degraded ?? unhealthy, unhealthy)
+        : checkNumber(`${where}.degraded`, level.degraded, min, max);
     if (!Number.isFinite(degraded)) throw invalid(`Option ${where} needs degraded, unhealthy or both.`);
-    if (degraded > unhealthy) throw invalid(`Option ${where}: degraded (${degraded}) must not be above unhealthy (${unhealthy}).`);
+    if (degraded > unhealthy)
+      throw invalid(`Option ${where}: degraded (${degraded}) must not be above unhealthy (${unhealthy}).`);
     out[name] = Object.freeze({ degraded, unhealthy });
   }
   return Object.freeze(out);

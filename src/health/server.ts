@@ -10,7 +10,8 @@ import type { Route } from '../internal/http-endpoint.js';
 export function healthRoute(evaluate: () => Promise<Health>, retryAfterSeconds: number): Route {
   return async (req, url) => {
     if (url.pathname !== '/health') return { status: 404, json: { error: 'not found' } };
-    if (req.method !== 'GET' && req.method !== 'HEAD') return { status: 405, headers: { allow: 'GET, HEAD' }, json: { error: 'method not allowed' } };
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return { status: 405, headers: { allow: 'GET, HEAD' }, json: { error: 'method not allowed' } };
     const health = await evaluate();
     const { status, headers } = healthResponse(health, retryAfterSeconds, true);
     delete headers['content-length']; // the server counts the body it writes

@@ -11,7 +11,10 @@ export class UnhealthyRules {
   readonly #reasons = new Map<string, HealthReason>();
 
   /** The firing's reason when its rule marks the process unhealthy (kept here too), else undefined. */
-  mark(firing: RuleFiring, rule: { markUnhealthy: boolean; condition: { cooldownMs: number } } | undefined): HealthReason | undefined {
+  mark(
+    firing: RuleFiring,
+    rule: { markUnhealthy: boolean; condition: { cooldownMs: number } } | undefined,
+  ): HealthReason | undefined {
     if (!rule?.markUnhealthy) return undefined;
     const reason = ruleReason(firing, firing.firedAt + rule.condition.cooldownMs);
     this.keep(reason);

@@ -63,7 +63,11 @@ export interface HeapDiff {
   /** Per class, last snapshot minus first; sorted by |retainedSizeDelta|, largest first. */
   constructors: ConstructorDelta[];
   /** Objects present in the second snapshot and not in the first. */
-  newObjects: { count: number; selfSize: number; byConstructor: Array<{ name: string; count: number; selfSize: number }> };
+  newObjects: {
+    count: number;
+    selfSize: number;
+    byConstructor: Array<{ name: string; count: number; selfSize: number }>;
+  };
   /**
    * Likely leaks, most retained first: the groups of objects made between the first two
    * snapshots and alive in the last that retain at least {@link HeapDiff.noiseFloor}.
@@ -123,7 +127,11 @@ function ms(start: bigint): number {
  * Reads a snapshot into a graph. A diff reads less of its first two files: `edgeNames: false`
  * for the first (its dominators, not its paths), `edges: false` for the middle (its nodes only).
  */
-export async function loadGraph(file: string, onProgress?: ProgressCallback, { edges = true, edgeNames = true } = {}): Promise<HeapGraph> {
+export async function loadGraph(
+  file: string,
+  onProgress?: ProgressCallback,
+  { edges = true, edgeNames = true } = {},
+): Promise<HeapGraph> {
   const raw = await readHeapSnapshot(file, { edges, edgeNames, ...(onProgress ? { onProgress } : {}) });
   return new HeapGraph(raw);
 }
@@ -178,7 +186,8 @@ class ClassNumbering {
 /** Totals per class, with retained sizes counted once per class. */
 export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
   const classes = new ClassNumbering(graph);
-  const counts: number[] = [], selfSizes: number[] = [];
+  const counts: number[] = [],
+    selfSizes: number[] = [];
   const groupOf = graph.scratchInt32(); // every entry is written below
   for (let n = 0; n < graph.nodeCount; n++) {
     const c = classes.of(n);
@@ -187,11 +196,15 @@ export function classTotals(graph: HeapGraph): Map<string, ClassTotal> {
     selfSizes[c] = (selfSizes[c] ?? 0) + graph.selfSize(n);
   }
   groupOf[0] = -1; // the synthetic root is not a class
-  counts[classes.of(0)]!--; selfSizes[classes.of(0)]! -= graph.selfSize(0);
+  counts[classes.of(0)]!--;
+  selfSizes[classes.of(0)]! -= graph.selfSize(0);
   const retained = graph.retainedByGroup(groupOf, classes.names.length);
   graph.releaseScratch(groupOf);
   const totals = new Map<string, ClassTotal>();
-  classes.names.forEach((name, c) => { if (counts[c]! > 0) totals.set(name, { name, count: counts[c]!, selfSize: selfSizes[c]!, retainedSize: retained[c]! }); });
+  classes.names.forEach((name, c) => {
+    if (counts[c]! > 0)
+      totals.set(name, { name, count: counts[c]!, selfSize: selfSizes[c]!, retainedSize: retained[c]! });
+  });
   return totals;
 }
 
@@ -202,7 +215,12 @@ function heapSize(graph: HeapGraph): number {
   return total;
 }
 
-export function summarizeGraph(graph: HeapGraph, file: string, top = 50, timings: Record<string, number> = {}): HeapSummary {
+export function summarizeGraph(
+  graph: HeapGraph,
+  file: string,
+  top = 50,
+  timings: Record<string, number> = {},
+): HeapSummary {
   let t = process.hrtime.bigint();
   graph.analyze();
   timings.dominatorsMs = ms(t);
@@ -223,10 +241,22 @@ export function summarizeGraph(graph: HeapGraph, file: string, top = 50, timings
     }
   }
   const topRetainers = best.map((n) => ({
-    name: graph.className(n), id: graph.nodeId(n), selfSize: graph.selfSize(n), retainedSize: retained[n]!, retainerPath: graph.retainerPath(n),
+    name: graph.className(n),
+    id: graph.nodeId(n),
+    selfSize: graph.selfSize(n),
+    retainedSize: retained[n]!,
+    retainerPath: graph.retainerPath(n),
   }));
   timings.aggregateMs = ms(t);
-  return { file, nodeCount: graph.nodeCount, edgeCount: graph.firstEdge[graph.nodeCount]!, totalSize, constructors, topRetainers, timings };
+  return {
+    file,
+    nodeCount: graph.nodeCount,
+    edgeCount: graph.firstEdge[graph.nodeCount]!,
+    totalSize,
+    constructors,
+    topRetainers,
+    timings,
+  };
 }
 
 export async function summarize(file: string, options: AnalysisOptions = {}): Promise<HeapSummary> {
@@ -250,7 +280,7 @@ export class IdSet {
     let max = 0;
     for (let i = 0; i < ids.length; i++) if (ids[i]! > max) max = ids[i]!;
     if (max >>> 3 <= ids.length * 4) {
-      const bits = this.#bits = new Uint8Array((max >>> 3) + 1);
+      const bits = (this.#bits = new Uint8Array((max >>> 3) + 1));
       for (let i = 0; i < ids.length; i++) bits[ids[i]! >>> 3]! |= 1 << (ids[i]! & 7);
     } else {
       this.#sorted = Uint32Array.from(ids).sort();
@@ -267,14 +297,16 @@ export class IdSet {
 
   has(id: number): boolean {
     const bits = this.#bits;
-    if (bits) return (id >>> 3) < bits.length && (bits[id >>> 3]! & (1 << (id & 7))) !== 0;
+    if (bits) return id >>> 3 < bits.length && (bits[id >>> 3]! & (1 << (id & 7))) !== 0;
     const sorted = this.#sorted!;
-    let lo = 0, hi = sorted.length - 1;
+    let lo = 0,
+      hi = sorted.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       const v = sorted[mid]!;
       if (v === id) return true;
-      if (v < id) lo = mid + 1; else hi = mid - 1;
+      if (v < id) lo = mid + 1;
+      else hi = mid - 1;
     }
     return false;
   }
@@ -289,7 +321,11 @@ export class IdSet {
 export function roomForAThread(files: string[]): boolean {
   let total = 0;
   for (const file of files) {
-    try { total += fs.statSync(file).size; } catch { return false; } // the read will say what is wrong with it
+    try {
+      total += fs.statSync(file).size;
+    } catch {
+      return false;
+    } // the read will say what is wrong with it
   }
   return os.freemem() >= total;
 }
@@ -299,9 +335,14 @@ class DiffFiles {
   readonly timings: Record<string, number> = {};
   #lastRead: ThreadRead | undefined;
 
-  constructor(readonly files: string[], readonly options: AnalysisOptions) {}
+  constructor(
+    readonly files: string[],
+    readonly options: AnalysisOptions,
+  ) {}
 
-  get lastIndex(): number { return this.files.length - 1; }
+  get lastIndex(): number {
+    return this.files.length - 1;
+  }
 
   /** Reads file `i` here. */
   async load(i: number, parts: { edges?: boolean; edgeNames?: boolean } = {}): Promise<HeapGraph> {
@@ -331,7 +372,9 @@ class DiffFiles {
   }
 
   /** Stops a read still running (the diff failed, or is done). */
-  cancel(): void { this.#lastRead?.cancel(); }
+  cancel(): void {
+    this.#lastRead?.cancel();
+  }
 
   #progress(i: number): ProgressCallback | undefined {
     const { onProgress } = this.options;
@@ -376,7 +419,14 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
     const constructors = constructorDeltas(totalsA, classTotals(last)).slice(0, top);
     const heapGrowth = heapSize(last) - sizeA;
     const byConstructor = [...fresh.byConstructor.values()].sort((p, q) => q.selfSize - p.selfSize).slice(0, top);
-    const result: HeapDiff = { files, constructors, newObjects: { count: fresh.count, selfSize: fresh.selfSize, byConstructor }, leaks: [], heapGrowth, timings };
+    const result: HeapDiff = {
+      files,
+      constructors,
+      newObjects: { count: fresh.count, selfSize: fresh.selfSize, byConstructor },
+      leaks: [],
+      heapGrowth,
+      timings,
+    };
     if (fresh.candidates) {
       const floor = noiseFloor(heapGrowth);
       const all = leakCandidates(last, fresh.candidates);
@@ -395,20 +445,27 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
 /** Objects in `graph` whose ids are not in `before`, by class; and, when asked, the ids among them a leak is reported in. */
 function newObjects(graph: HeapGraph, before: IdSet, withCandidates: boolean) {
   const classes = new ClassNumbering(graph);
-  const counts: number[] = [], selfSizes: number[] = [];
-  let count = 0, selfSize = 0, found = 0;
+  const counts: number[] = [],
+    selfSizes: number[] = [];
+  let count = 0,
+    selfSize = 0,
+    found = 0;
   const candidates = withCandidates ? graph.scratch() : undefined;
   for (let n = 1; n < graph.nodeCount; n++) {
     const id = graph.nodeId(n);
     if (before.has(id)) continue;
-    const c = classes.of(n), size = graph.selfSize(n);
+    const c = classes.of(n),
+      size = graph.selfSize(n);
     counts[c] = (counts[c] ?? 0) + 1;
     selfSizes[c] = (selfSizes[c] ?? 0) + size;
-    count++; selfSize += size;
+    count++;
+    selfSize += size;
     if (candidates && classes.leakable[c]) candidates[found++] = id;
   }
   const byConstructor = new Map<string, { name: string; count: number; selfSize: number }>();
-  classes.names.forEach((name, c) => { if (counts[c]) byConstructor.set(name, { name, count: counts[c]!, selfSize: selfSizes[c]! }); });
+  classes.names.forEach((name, c) => {
+    if (counts[c]) byConstructor.set(name, { name, count: counts[c]!, selfSize: selfSizes[c]! });
+  });
   let ids: IdSet | undefined;
   if (candidates) {
     ids = new IdSet(candidates.subarray(0, found));
@@ -421,7 +478,8 @@ function newObjects(graph: HeapGraph, before: IdSet, withCandidates: boolean) {
 function constructorDeltas(first: Map<string, ClassTotal>, last: Map<string, ClassTotal>): ConstructorDelta[] {
   const deltas: ConstructorDelta[] = [];
   for (const name of new Set([...first.keys(), ...last.keys()])) {
-    const x = first.get(name), y = last.get(name);
+    const x = first.get(name),
+      y = last.get(name);
     const d = {
       name,
       countDelta: (y?.count ?? 0) - (x?.count ?? 0),
@@ -430,7 +488,11 @@ function constructorDeltas(first: Map<string, ClassTotal>, last: Map<string, Cla
     };
     if (d.countDelta !== 0 || d.selfSizeDelta !== 0 || d.retainedSizeDelta !== 0) deltas.push(d);
   }
-  return deltas.sort((p, q) => Math.abs(q.retainedSizeDelta) - Math.abs(p.retainedSizeDelta) || Math.abs(q.selfSizeDelta) - Math.abs(p.selfSizeDelta));
+  return deltas.sort(
+    (p, q) =>
+      Math.abs(q.retainedSizeDelta) - Math.abs(p.retainedSizeDelta) ||
+      Math.abs(q.selfSizeDelta) - Math.abs(p.selfSizeDelta),
+  );
 }
 
 /**
@@ -466,12 +528,17 @@ export function leakCandidates(graph: HeapGraph, candidateIds: IdSet, top = Infi
   }
   const sums = graph.retainedByGroup(groupOf, groups.length);
   graph.releaseScratch(groupOf);
-  const ranked = groups.map((grp, g) => ({ grp, retainedSize: sums[g]! }))
+  const ranked = groups
+    .map((grp, g) => ({ grp, retainedSize: sums[g]! }))
     .filter((x) => x.retainedSize > 0)
     .sort((p, q) => q.retainedSize - p.retainedSize)
     .slice(0, top);
   return ranked.map(({ grp, retainedSize }) => ({
-    constructor: grp.constructor, count: grp.count, selfSize: grp.selfSize, retainedSize,
-    retainerPath: graph.retainerPath(grp.best), sampleIds: grp.sampleIds,
+    constructor: grp.constructor,
+    count: grp.count,
+    selfSize: grp.selfSize,
+    retainedSize,
+    retainerPath: graph.retainerPath(grp.best),
+    sampleIds: grp.sampleIds,
   }));
 }

@@ -37,16 +37,26 @@ export interface HeapAnalysisProgress {
   totalBytes: number;
 }
 
-interface Resolved { top: number; inProcess: boolean; parallel: boolean | undefined; maxMemoryMb: number; timeoutMs: number; onProgress: ((p: HeapAnalysisProgress) => void) | undefined }
+interface Resolved {
+  top: number;
+  inProcess: boolean;
+  parallel: boolean | undefined;
+  maxMemoryMb: number;
+  timeoutMs: number;
+  onProgress: ((p: HeapAnalysisProgress) => void) | undefined;
+}
 
 function resolve(input: HeapAnalysisOptions): Resolved {
   const given = checkPlainObject('(heap analysis options)', input);
   checkKnownKeys('', given, ['top', 'inProcess', 'parallel', 'maxMemoryMb', 'timeoutMs', 'onProgress']);
   const options = given as HeapAnalysisOptions;
   const { inProcess = false, parallel, onProgress } = options;
-  if (typeof inProcess !== 'boolean') throw invalid(`Option inProcess must be true or false; got ${describe(inProcess)}.`);
-  if (parallel !== undefined && typeof parallel !== 'boolean') throw invalid(`Option parallel must be true or false; got ${describe(parallel)}.`);
-  if (onProgress !== undefined && typeof onProgress !== 'function') throw invalid(`Option onProgress must be a function; got ${describe(onProgress)}.`);
+  if (typeof inProcess !== 'boolean')
+    throw invalid(`Option inProcess must be true or false; got ${describe(inProcess)}.`);
+  if (parallel !== undefined && typeof parallel !== 'boolean')
+    throw invalid(`Option parallel must be true or false; got ${describe(parallel)}.`);
+  if (onProgress !== undefined && typeof onProgress !== 'function')
+    throw invalid(`Option onProgress must be a function; got ${describe(onProgress)}.`);
   return Object.freeze({
     top: checkInteger('top', options.top, 1, 10_000, 50),
     inProcess,
@@ -58,8 +68,17 @@ function resolve(input: HeapAnalysisOptions): Resolved {
 }
 
 function checkFiles(files: unknown, min: number, max: number): string[] {
-  if (!Array.isArray(files) || files.length < min || files.length > max || !files.every((f) => typeof f === 'string' && f.length > 0)) {
-    throw invalid(min === max ? 'expected one snapshot file path' : `expected ${min} to ${max} snapshot file paths (baseline, target[, final])`);
+  if (
+    !Array.isArray(files) ||
+    files.length < min ||
+    files.length > max ||
+    !files.every((f) => typeof f === 'string' && f.length > 0)
+  ) {
+    throw invalid(
+      min === max
+        ? 'expected one snapshot file path'
+        : `expected ${min} to ${max} snapshot file paths (baseline, target[, final])`,
+    );
   }
   return files.map((f: string) => path.resolve(f));
 }
@@ -68,7 +87,9 @@ function checkFiles(files: unknown, min: number, max: number): string[] {
 export async function summarizeHeapSnapshot(file: string, options: HeapAnalysisOptions = {}): Promise<HeapSummary> {
   const o = resolve(options);
   const [f] = checkFiles([file], 1, 1);
-  const progress = o.onProgress ? (i: number, r: number, t: number) => o.onProgress!({ file: f!, fileIndex: i, bytesRead: r, totalBytes: t }) : undefined;
+  const progress = o.onProgress
+    ? (i: number, r: number, t: number) => o.onProgress!({ file: f!, fileIndex: i, bytesRead: r, totalBytes: t })
+    : undefined;
   if (o.inProcess) return summarize(f!, { top: o.top, ...(progress ? { onProgress: progress } : {}) });
   return runInChild({ kind: 'summary', files: [f!], top: o.top }, o) as Promise<HeapSummary>;
 }
@@ -80,7 +101,9 @@ export async function summarizeHeapSnapshot(file: string, options: HeapAnalysisO
 export async function diffHeapSnapshots(files: string[], options: HeapAnalysisOptions = {}): Promise<HeapDiff> {
   const o = resolve(options);
   const fs = checkFiles(files, 2, 3);
-  const progress = o.onProgress ? (i: number, r: number, t: number) => o.onProgress!({ file: fs[i]!, fileIndex: i, bytesRead: r, totalBytes: t }) : undefined;
+  const progress = o.onProgress
+    ? (i: number, r: number, t: number) => o.onProgress!({ file: fs[i]!, fileIndex: i, bytesRead: r, totalBytes: t })
+    : undefined;
   if (o.inProcess) return diff(fs, { top: o.top, parallel: o.parallel, ...(progress ? { onProgress: progress } : {}) });
   return runInChild({ kind: 'diff', files: fs, top: o.top, parallel: o.parallel }, o) as Promise<HeapDiff>;
 }
@@ -93,32 +116,57 @@ function runInChild(request: RunnerRequest, o: Resolved): Promise<HeapSummary | 
       serialization: 'advanced',
     });
     let stderr = '';
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 4096) stderr += d; });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      if (stderr.length < 4096) stderr += d;
+    });
     let settled = false;
     const finish = (err: Error | undefined, value?: HeapSummary | HeapDiff): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      if (err) reject(err); else resolvePromise(value!);
+      if (err) reject(err);
+      else resolvePromise(value!);
     };
     const timer = setTimeout(() => {
-      finish(new SysprobeError(ErrorCode.TIMEOUT, `heap analysis did not finish in ${o.timeoutMs} ms; the child process was killed`));
+      finish(
+        new SysprobeError(
+          ErrorCode.TIMEOUT,
+          `heap analysis did not finish in ${o.timeoutMs} ms; the child process was killed`,
+        ),
+      );
     }, o.timeoutMs);
     timer.unref();
     child.on('message', (m: RunnerReply) => {
       if (m.type === 'progress') {
-        try { o.onProgress?.({ file: request.files[m.fileIndex]!, fileIndex: m.fileIndex, bytesRead: m.bytesRead, totalBytes: m.totalBytes }); } catch { /* a user callback must not end the analysis */ }
+        try {
+          o.onProgress?.({
+            file: request.files[m.fileIndex]!,
+            fileIndex: m.fileIndex,
+            bytesRead: m.bytesRead,
+            totalBytes: m.totalBytes,
+          });
+        } catch {
+          /* a user callback must not end the analysis */
+        }
       } else if (m.type === 'result') {
         finish(undefined, m.result);
       } else if (m.type === 'error') {
         finish(errorFromReply(m.code, m.message, ErrorCode.ANALYSIS_FAILED));
       }
     });
-    child.on('error', (err) => finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `heap analysis child process failed: ${err.message}`, { cause: err })));
+    child.on('error', (err) =>
+      finish(
+        new SysprobeError(ErrorCode.ANALYSIS_FAILED, `heap analysis child process failed: ${err.message}`, {
+          cause: err,
+        }),
+      ),
+    );
     child.on('exit', (code, signal) => {
       const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      const oom = /heap out of memory|Allocation failed/.test(stderr) ? ` (out of memory: raise maxMemoryMb above ${o.maxMemoryMb})` : '';
+      const oom = /heap out of memory|Allocation failed/.test(stderr)
+        ? ` (out of memory: raise maxMemoryMb above ${o.maxMemoryMb})`
+        : '';
       finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `heap analysis child process ${why}${oom}`));
     });
     child.send({ ...request, progress: o.onProgress !== undefined });

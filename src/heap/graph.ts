@@ -21,9 +21,18 @@ export class HeapGraph {
   readonly firstEdge: Uint32Array;
   readonly #hasEdges: boolean;
   readonly #hasEdgeNames: boolean;
-  readonly #nodeTypes: Uint8Array; readonly #nodeNames: Uint32Array; readonly #nodeIds: Uint32Array; readonly #selfSizes: Uint32Array;
-  readonly #edgeTypes: Uint8Array; readonly #edgeNames: Uint32Array; readonly #edgeTargets: Uint32Array;
-  readonly #weak: number; readonly #shortcut: number; readonly #element: number; readonly #hidden: number; readonly #internal: number;
+  readonly #nodeTypes: Uint8Array;
+  readonly #nodeNames: Uint32Array;
+  readonly #nodeIds: Uint32Array;
+  readonly #selfSizes: Uint32Array;
+  readonly #edgeTypes: Uint8Array;
+  readonly #edgeNames: Uint32Array;
+  readonly #edgeTargets: Uint32Array;
+  readonly #weak: number;
+  readonly #shortcut: number;
+  readonly #element: number;
+  readonly #hidden: number;
+  readonly #internal: number;
 
   // Filled by analyze() and, for paths, on first use.
   #dominator: Uint32Array | undefined;
@@ -43,8 +52,13 @@ export class HeapGraph {
     this.firstEdge = raw.firstEdge;
     this.#hasEdges = raw.hasEdges;
     this.#hasEdgeNames = raw.hasEdgeNames;
-    this.#nodeTypes = raw.nodeTypes; this.#nodeNames = raw.nodeNames; this.#nodeIds = raw.nodeIds; this.#selfSizes = raw.selfSizes;
-    this.#edgeTypes = raw.edgeTypes; this.#edgeNames = raw.edgeNames; this.#edgeTargets = raw.edgeTargets;
+    this.#nodeTypes = raw.nodeTypes;
+    this.#nodeNames = raw.nodeNames;
+    this.#nodeIds = raw.nodeIds;
+    this.#selfSizes = raw.selfSizes;
+    this.#edgeTypes = raw.edgeTypes;
+    this.#edgeNames = raw.edgeNames;
+    this.#edgeTargets = raw.edgeTargets;
     this.#weak = this.edgeTypeNames.indexOf('weak');
     this.#shortcut = this.edgeTypeNames.indexOf('shortcut');
     this.#element = this.edgeTypeNames.indexOf('element');
@@ -54,20 +68,37 @@ export class HeapGraph {
 
   // Node views.
   /** The node's type, as an index into {@link nodeTypeNames}. */
-  typeIndex(n: number): number { return this.#nodeTypes[n]!; }
+  typeIndex(n: number): number {
+    return this.#nodeTypes[n]!;
+  }
   /** The node's name, as an index into {@link strings}. */
-  nameIndex(n: number): number { return this.#nodeNames[n]!; }
-  nodeType(n: number): string { return this.nodeTypeNames[this.#nodeTypes[n]!]!; }
-  nodeName(n: number): string { return this.strings.get(this.#nodeNames[n]!); }
-  nodeId(n: number): number { return this.#nodeIds[n]!; }
-  selfSize(n: number): number { return this.#selfSizes[n]!; }
+  nameIndex(n: number): number {
+    return this.#nodeNames[n]!;
+  }
+  nodeType(n: number): string {
+    return this.nodeTypeNames[this.#nodeTypes[n]!]!;
+  }
+  nodeName(n: number): string {
+    return this.strings.get(this.#nodeNames[n]!);
+  }
+  nodeId(n: number): number {
+    return this.#nodeIds[n]!;
+  }
+  selfSize(n: number): number {
+    return this.#selfSizes[n]!;
+  }
 
   // Edge views (e is an edge index).
-  edgeType(e: number): string { return this.edgeTypeNames[this.#edgeTypes[e]!]!; }
-  edgeTarget(e: number): number { return this.#edgeTargets[e]!; }
+  edgeType(e: number): string {
+    return this.edgeTypeNames[this.#edgeTypes[e]!]!;
+  }
+  edgeTarget(e: number): number {
+    return this.#edgeTargets[e]!;
+  }
   /** The edge's name: a property name, or an element index as a string. */
   edgeName(e: number): string {
-    if (!this.#hasEdgeNames) throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
+    if (!this.#hasEdgeNames)
+      throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
     const v = this.#edgeNames[e]!;
     return this.isIndexEdge(e) ? String(v) : this.strings.get(v);
   }
@@ -86,10 +117,17 @@ export class HeapGraph {
   }
 
   /** A node-sized scratch array, contents unspecified; hand it back with {@link releaseScratch} when done. */
-  scratch(): Uint32Array { return this.#spare.pop() ?? new Uint32Array(this.nodeCount); }
+  scratch(): Uint32Array {
+    return this.#spare.pop() ?? new Uint32Array(this.nodeCount);
+  }
   /** {@link scratch} as signed numbers. */
-  scratchInt32(): Int32Array { const a = this.scratch(); return new Int32Array(a.buffer, a.byteOffset, a.length); }
-  releaseScratch(a: Uint32Array | Int32Array): void { this.#spare.push(new Uint32Array(a.buffer, a.byteOffset, a.length)); }
+  scratchInt32(): Int32Array {
+    const a = this.scratch();
+    return new Int32Array(a.buffer, a.byteOffset, a.length);
+  }
+  releaseScratch(a: Uint32Array | Int32Array): void {
+    this.#spare.push(new Uint32Array(a.buffer, a.byteOffset, a.length));
+  }
 
   /** Does this edge hold its target for GC? Weak edges never do; shortcuts only from the root (as in DevTools). */
   #essential(from: number, typeValue: number): boolean {
@@ -98,17 +136,28 @@ export class HeapGraph {
 
   /** Builds the dominator tree and retained sizes. Idempotent. Retainer paths are built on first use. */
   analyze(): void {
-    if (!this.#hasEdges) throw new Error('this heap graph was read without its edges (readHeapSnapshot with edges: false)');
+    if (!this.#hasEdges)
+      throw new Error('this heap graph was read without its edges (readHeapSnapshot with edges: false)');
     if (!this.#retained) this.#computeDominators();
   }
 
-  get dominators(): Uint32Array { this.analyze(); return this.#dominator!; }
-  get retainedSizes(): Float64Array { this.analyze(); return this.#retained!; }
-  retainedSize(n: number): number { return this.retainedSizes[n]!; }
+  get dominators(): Uint32Array {
+    this.analyze();
+    return this.#dominator!;
+  }
+  get retainedSizes(): Float64Array {
+    this.analyze();
+    return this.#retained!;
+  }
+  retainedSize(n: number): number {
+    return this.retainedSizes[n]!;
+  }
 
   #computeDominators(): void {
     const N = this.nodeCount;
-    const types = this.#edgeTypes, targets = this.#edgeTargets, first = this.firstEdge;
+    const types = this.#edgeTypes,
+      targets = this.#edgeTargets,
+      first = this.firstEdge;
 
     // 1. Depth-first pre-order from the root over essential edges (explicit stack, so
     //    long chains like linked lists cannot overflow the call stack).
@@ -117,8 +166,12 @@ export class HeapGraph {
     const parent = new Uint32Array(N); // by pre-order number
     const stack = new Uint32Array(N);
     const cursor = new Uint32Array(N);
-    let top = 0, count = 0;
-    stack[0] = 0; cursor[0] = first[0]!; dfn[0] = count; vertex[count++] = 0;
+    let top = 0,
+      count = 0;
+    stack[0] = 0;
+    cursor[0] = first[0]!;
+    dfn[0] = count;
+    vertex[count++] = 0;
     while (top >= 0) {
       const n = stack[top]!;
       const end = first[n + 1]!;
@@ -128,7 +181,8 @@ export class HeapGraph {
         const to = targets[e]!;
         if (dfn[to] !== NONE) continue;
         parent[count] = dfn[n]!;
-        dfn[to] = count; vertex[count++] = to;
+        dfn[to] = count;
+        vertex[count++] = to;
         cursor[top] = e + 1;
         stack[++top] = to;
         cursor[top] = first[to]!;
@@ -138,7 +192,12 @@ export class HeapGraph {
     }
     const reached = count;
     // Nodes the root cannot reach strongly (garbage V8 kept in the snapshot) hang off the root.
-    for (let n = 0; n < N; n++) if (dfn[n] === NONE) { parent[count] = 0; dfn[n] = count; vertex[count++] = n; }
+    for (let n = 0; n < N; n++)
+      if (dfn[n] === NONE) {
+        parent[count] = 0;
+        dfn[n] = count;
+        vertex[count++] = n;
+      }
 
     // 2. Predecessors by pre-order number, essential edges from reached nodes only.
     const firstPred = new Uint32Array(N + 1);
@@ -167,14 +226,20 @@ export class HeapGraph {
     //    semi-dominator (semi-NCA): no buckets, all in pre-order numbers.
     const ancestor = cursor.fill(NONE); // the DFS cursors are done with
     const label = dfn; // pre-order numbers are not needed past step 2
-    for (let i = 0; i < N; i++) { semi[i] = i; label[i] = i; }
+    for (let i = 0; i < N; i++) {
+      semi[i] = i;
+      label[i] = i;
+    }
     const path = stack; // reused: the compression path
     const evaluate = (v: number): number => {
       if (ancestor[v] === NONE) return v;
       // Compress the ancestor chain iteratively.
       let depth = 0;
       let x = v;
-      while (ancestor[ancestor[x]!] !== NONE) { path[depth++] = x; x = ancestor[x]!; }
+      while (ancestor[ancestor[x]!] !== NONE) {
+        path[depth++] = x;
+        x = ancestor[x]!;
+      }
       while (depth > 0) {
         const y = path[--depth]!;
         const a = ancestor[y]!;
@@ -206,7 +271,8 @@ export class HeapGraph {
     const dominator = semi; // semi-dominators are done with
     const retained = Float64Array.from(this.#selfSizes);
     for (let w = N - 1; w >= 1; w--) {
-      const n = vertex[w]!, d = vertex[idom[w]!]!;
+      const n = vertex[w]!,
+        d = vertex[idom[w]!]!;
       dominator[n] = d;
       retained[d]! += retained[n]!;
     }
@@ -220,31 +286,52 @@ export class HeapGraph {
 
   /** The node that owns edge e (binary search over firstEdge). */
   edgeOwner(e: number): number {
-    let lo = 0, hi = this.nodeCount - 1;
+    let lo = 0,
+      hi = this.nodeCount - 1;
     const first = this.firstEdge;
     while (lo < hi) {
       const mid = (lo + hi + 1) >>> 1;
-      if (first[mid]! <= e) lo = mid; else hi = mid - 1;
+      if (first[mid]! <= e) lo = mid;
+      else hi = mid - 1;
     }
     return lo;
   }
 
   /** How each node is held, chosen to read as code (see paths.ts); found on first use. */
   get paths(): RetainerPaths {
-    if (!this.#hasEdgeNames) throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
+    if (!this.#hasEdgeNames)
+      throw new Error('this heap graph was read without its edge names (readHeapSnapshot with edgeNames: false)');
     this.analyze(); // first: the search borrows the arrays the dominators are done with
     return (this.#paths ??= new RetainerPaths(this));
   }
 
   /** The retaining edge on n's path, or undefined for the root, a path's start (a global object's or module's scope) and unreachable nodes. */
-  parentEdge(n: number): number | undefined { return this.paths.parentEdge(n); }
+  parentEdge(n: number): number | undefined {
+    return this.paths.parentEdge(n);
+  }
 
   /** Edges from the path's start to n, start first. */
-  retainerEdges(n: number, maxSteps = 64): number[] { return this.paths.edges(n, maxSteps).edges; }
+  retainerEdges(n: number, maxSteps = 64): number[] {
+    return this.paths.edges(n, maxSteps).edges;
+  }
 
   /** The typed columns, for the passes that walk the whole graph. */
-  get columns(): { firstEdge: Uint32Array; nodeTypes: Uint8Array; nodeNames: Uint32Array; edgeTypes: Uint8Array; edgeNames: Uint32Array; edgeTargets: Uint32Array } {
-    return { firstEdge: this.firstEdge, nodeTypes: this.#nodeTypes, nodeNames: this.#nodeNames, edgeTypes: this.#edgeTypes, edgeNames: this.#edgeNames, edgeTargets: this.#edgeTargets };
+  get columns(): {
+    firstEdge: Uint32Array;
+    nodeTypes: Uint8Array;
+    nodeNames: Uint32Array;
+    edgeTypes: Uint8Array;
+    edgeNames: Uint32Array;
+    edgeTargets: Uint32Array;
+  } {
+    return {
+      firstEdge: this.firstEdge,
+      nodeTypes: this.#nodeTypes,
+      nodeNames: this.#nodeNames,
+      edgeTypes: this.#edgeTypes,
+      edgeNames: this.#edgeNames,
+      edgeTargets: this.#edgeTargets,
+    };
   }
 
   /** Does a chain of strong edges from the root reach n? (Nodes V8 kept that only weak edges reach do not count.) */
@@ -252,12 +339,14 @@ export class HeapGraph {
     this.analyze();
     // The unreached nodes end the pre-order, in ascending order.
     const order = this.#preOrder!;
-    let lo = this.#reached, hi = this.nodeCount - 1;
+    let lo = this.#reached,
+      hi = this.nodeCount - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       const v = order[mid]!;
       if (v === n) return false;
-      if (v < n) lo = mid + 1; else hi = mid - 1;
+      if (v < n) lo = mid + 1;
+      else hi = mid - 1;
     }
     return true;
   }
@@ -297,7 +386,10 @@ export class HeapGraph {
   /** An object the program made (not one of V8's own `system / …` structures). */
   isProgramObject(n: number): boolean {
     const type = this.nodeType(n);
-    return (type === 'object' || type === 'closure' || type === 'native' || type === 'regexp') && !this.nodeName(n).startsWith('system /');
+    return (
+      (type === 'object' || type === 'closure' || type === 'native' || type === 'regexp') &&
+      !this.nodeName(n).startsWith('system /')
+    );
   }
 
   /** How n is held, as it reads in code: `module orders.mjs → Map "sessionCache" → SessionRecord`, `global → Object "app" → …`. */
@@ -313,7 +405,9 @@ export class HeapGraph {
   retainedByGroup(groupOf: Int32Array, groupCount: number): Float64Array {
     this.analyze();
     const N = this.nodeCount;
-    const dom = this.#dominator!, retained = this.#retained!, order = this.#preOrder!;
+    const dom = this.#dominator!,
+      retained = this.#retained!,
+      order = this.#preOrder!;
     // Walk down the dominator tree in pre-order (a dominator precedes what it dominates),
     // keeping per node its nearest dominator that is in some group, and chain through those.
     const nearest = this.scratchInt32().fill(-1); // nearest strict dominator that is in some group
@@ -327,7 +421,10 @@ export class HeapGraph {
       let a = nearest[n]!;
       let covered = false;
       for (let hops = 0; a >= 0 && hops < 64; hops++) {
-        if (groupOf[a] === g) { covered = true; break; }
+        if (groupOf[a] === g) {
+          covered = true;
+          break;
+        }
         a = nearest[a]!;
       }
       if (!covered) sums[g]! += retained[n]!;

@@ -28,7 +28,14 @@ export interface PathGraph {
   readonly strings: StringTable;
   readonly nodeTypeNames: string[];
   readonly edgeTypeNames: string[];
-  readonly columns: { firstEdge: Uint32Array; nodeTypes: Uint8Array; nodeNames: Uint32Array; edgeTypes: Uint8Array; edgeNames: Uint32Array; edgeTargets: Uint32Array };
+  readonly columns: {
+    firstEdge: Uint32Array;
+    nodeTypes: Uint8Array;
+    nodeNames: Uint32Array;
+    edgeTypes: Uint8Array;
+    edgeNames: Uint32Array;
+    edgeTargets: Uint32Array;
+  };
   edgeOwner(e: number): number;
   isStronglyHeld(n: number): boolean;
   isCollectionTable(e: number): boolean;
@@ -43,7 +50,9 @@ const NONE = 0xffffffff;
 const MODULE_SOURCE = 0xfffffffe;
 /** Bucket count: above the largest edge weight. */
 const BUCKETS = 64;
-const STEP = 2, INTERNAL_STEP = 4, NODE_INTERNALS = 40;
+const STEP = 2,
+  INTERNAL_STEP = 4,
+  NODE_INTERNALS = 40;
 /** How far a closure's context chain is followed to its module scope. */
 const MAX_SCOPE_DEPTH = 16;
 
@@ -107,16 +116,23 @@ export class RetainerPaths {
     const internal = g.edgeTypeNames.indexOf('internal');
     const closureType = g.nodeTypeNames.indexOf('closure');
     const edge = (name: string): number => str.indexOf(name);
-    const eContext = edge('context'), eShared = edge('shared'), eScript = edge('script_or_debug_info'), eScriptOld = edge('script');
-    const ePrevious = edge('previous'), eScopeInfo = edge('scope_info'), eExtension = edge('extension');
+    const eContext = edge('context'),
+      eShared = edge('shared'),
+      eScript = edge('script_or_debug_info'),
+      eScriptOld = edge('script');
+    const ePrevious = edge('previous'),
+      eScopeInfo = edge('scope_info'),
+      eExtension = edge('extension');
     const nativeContext = str.indexOf('system / NativeContext');
     const sourceTextModule = str.indexOf('system / SourceTextModule');
     const internalEdge = (n: number, name: number): number => {
       if (name < 0) return -1;
-      for (let e = firstEdge[n]!; e < firstEdge[n + 1]!; e++) if (edgeNames[e] === name && edgeTypes[e] === internal) return edgeTargets[e]!;
+      for (let e = firstEdge[n]!; e < firstEdge[n + 1]!; e++)
+        if (edgeNames[e] === name && edgeTypes[e] === internal) return edgeTargets[e]!;
       return -1;
     };
-    if (nativeContext >= 0) for (let n = 0; n < g.nodeCount; n++) if (nodeNames[n] === nativeContext) penalty[n] = NODE_INTERNALS;
+    if (nativeContext >= 0)
+      for (let n = 0; n < g.nodeCount; n++) if (nodeNames[n] === nativeContext) penalty[n] = NODE_INTERNALS;
     const scriptKind = new Map<number, boolean>(); // script name's string index → is Node's own
     // Module scope candidates: the outermost context under the native one, with its script.
     const candidates = new Map<number, number>(); // context → script name index
@@ -160,17 +176,24 @@ export class RetainerPaths {
     const g = this.#graph;
     const { firstEdge, edgeTypes, edgeTargets } = g.columns;
     const N = g.nodeCount;
-    const weak = g.edgeTypeNames.indexOf('weak'), shortcut = g.edgeTypeNames.indexOf('shortcut');
+    const weak = g.edgeTypeNames.indexOf('weak'),
+      shortcut = g.edgeTypeNames.indexOf('shortcut');
     const stepWeight = new Uint8Array(g.edgeTypeNames.length).fill(STEP);
-    for (const t of ['internal', 'hidden']) { const i = g.edgeTypeNames.indexOf(t); if (i >= 0) stepWeight[i] = INTERNAL_STEP; }
+    for (const t of ['internal', 'hidden']) {
+      const i = g.edgeTypeNames.indexOf(t);
+      if (i >= 0) stepWeight[i] = INTERNAL_STEP;
+    }
     const parentEdge = new Uint32Array(N).fill(NONE);
     const dist = g.scratch().fill(NONE);
     const buckets: number[][] = Array.from({ length: BUCKETS }, () => []);
-    let pending = 0, d = 0;
+    let pending = 0,
+      d = 0;
     const start = (n: number, via: number): void => {
       if (dist[n] !== NONE) return;
-      dist[n] = d; parentEdge[n] = via;
-      buckets[d % BUCKETS]!.push(n); pending++;
+      dist[n] = d;
+      parentEdge[n] = via;
+      buckets[d % BUCKETS]!.push(n);
+      pending++;
     };
     const run = (): void => {
       for (; pending > 0; d++) {
@@ -185,8 +208,10 @@ export class RetainerPaths {
             const to = edgeTargets[e]!;
             const nd = d + stepWeight[type]! + penalty[to]!;
             if (nd >= dist[to]!) continue;
-            dist[to] = nd; parentEdge[to] = e;
-            buckets[nd % BUCKETS]!.push(to); pending++;
+            dist[to] = nd;
+            parentEdge[to] = e;
+            buckets[nd % BUCKETS]!.push(to);
+            pending++;
           }
         }
         bucket.length = 0;
@@ -198,7 +223,8 @@ export class RetainerPaths {
     for (const ctx of this.#modules.keys()) start(ctx, MODULE_SOURCE);
     run();
     // … then what only the GC roots hold, farther than anything found so far.
-    for (let e = firstEdge[0]!; e < firstEdge[1]!; e++) if (edgeTypes[e] !== shortcut && edgeTypes[e] !== weak) start(edgeTargets[e]!, e);
+    for (let e = firstEdge[0]!; e < firstEdge[1]!; e++)
+      if (edgeTypes[e] !== shortcut && edgeTypes[e] !== weak) start(edgeTargets[e]!, e);
     run();
     g.releaseScratch(dist);
     return parentEdge;
@@ -238,12 +264,17 @@ export class RetainerPaths {
     };
     const keyOf = (n: number): number => {
       const stack: number[] = [];
-      let cur = n, key: number | undefined;
+      let cur = n,
+        key: number | undefined;
       for (;;) {
         key = memo.get(cur);
         if (key !== undefined) break;
         const e = this.parentEdge(cur);
-        if (e === undefined) { key = intern(`start ${cur === 0 ? 'root' : this.moduleOf(cur) ?? cur}`); memo.set(cur, key); break; }
+        if (e === undefined) {
+          key = intern(`start ${cur === 0 ? 'root' : (this.moduleOf(cur) ?? cur)}`);
+          memo.set(cur, key);
+          break;
+        }
         stack.push(e);
         cur = g.edgeOwner(e);
       }

@@ -9,7 +9,13 @@ import { SysprobeError, ErrorCode, describeError, errorFromReply } from '../erro
 import { readHeapSnapshot, type RawSnapshot, type ReadOptions } from './reader.js';
 import { StringTable } from './strings.js';
 
-interface Request { sysprobeHeapRead: true; file: string; edges: boolean; edgeNames: boolean; progress: boolean }
+interface Request {
+  sysprobeHeapRead: true;
+  file: string;
+  edges: boolean;
+  edgeNames: boolean;
+  progress: boolean;
+}
 type Reply =
   | { type: 'progress'; bytesRead: number; total: number }
   | { type: 'done'; raw: RawSnapshot; parseMs: number }
@@ -21,10 +27,28 @@ export interface ThreadRead {
   cancel(): void;
 }
 
-const TRANSFERRED = ['nodeTypes', 'nodeNames', 'nodeIds', 'selfSizes', 'firstEdge', 'edgeTypes', 'edgeNames', 'edgeTargets'] as const;
+const TRANSFERRED = [
+  'nodeTypes',
+  'nodeNames',
+  'nodeIds',
+  'selfSizes',
+  'firstEdge',
+  'edgeTypes',
+  'edgeNames',
+  'edgeTargets',
+] as const;
 
-export function readHeapSnapshotInThread(file: string, options: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onProgress'> = {}): ThreadRead {
-  const request: Request = { sysprobeHeapRead: true, file, edges: options.edges ?? true, edgeNames: options.edgeNames ?? true, progress: options.onProgress !== undefined };
+export function readHeapSnapshotInThread(
+  file: string,
+  options: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onProgress'> = {},
+): ThreadRead {
+  const request: Request = {
+    sysprobeHeapRead: true,
+    file,
+    edges: options.edges ?? true,
+    edgeNames: options.edgeNames ?? true,
+    progress: options.onProgress !== undefined,
+  };
   const worker = new Worker(__filename, { workerData: request });
   let settled = false;
   const result = new Promise<{ raw: RawSnapshot; parseMs: number }>((resolve, reject) => {
@@ -32,15 +56,25 @@ export function readHeapSnapshotInThread(file: string, options: Pick<ReadOptions
       if (settled) return;
       settled = true;
       void worker.terminate();
-      if (err) reject(err); else resolve(value!);
+      if (err) reject(err);
+      else resolve(value!);
     };
     worker.on('message', (m: Reply) => {
       if (m.type === 'progress') options.onProgress?.(m.bytesRead, m.total);
-      else if (m.type === 'done') finish(undefined, { raw: { ...m.raw, strings: StringTable.revive(m.raw.strings) }, parseMs: m.parseMs });
+      else if (m.type === 'done')
+        finish(undefined, { raw: { ...m.raw, strings: StringTable.revive(m.raw.strings) }, parseMs: m.parseMs });
       else finish(errorFromReply(m.code, m.message, ErrorCode.ANALYSIS_FAILED));
     });
-    worker.on('error', (err) => finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `reading ${file} on a worker thread failed: ${err.message}`, { cause: err })));
-    worker.on('exit', (code) => finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `the thread reading ${file} exited with code ${code}`)));
+    worker.on('error', (err) =>
+      finish(
+        new SysprobeError(ErrorCode.ANALYSIS_FAILED, `reading ${file} on a worker thread failed: ${err.message}`, {
+          cause: err,
+        }),
+      ),
+    );
+    worker.on('exit', (code) =>
+      finish(new SysprobeError(ErrorCode.ANALYSIS_FAILED, `the thread reading ${file} exited with code ${code}`)),
+    );
   });
   return {
     result,
@@ -58,10 +92,18 @@ async function serve(req: Request): Promise<void> {
     const raw = await readHeapSnapshot(req.file, {
       edges: req.edges,
       edgeNames: req.edgeNames,
-      ...(req.progress ? { onProgress: (bytesRead: number, total: number) => port.postMessage({ type: 'progress', bytesRead, total } satisfies Reply) } : {}),
+      ...(req.progress
+        ? {
+            onProgress: (bytesRead: number, total: number) =>
+              port.postMessage({ type: 'progress', bytesRead, total } satisfies Reply),
+          }
+        : {}),
     });
     const parseMs = Number(process.hrtime.bigint() - t) / 1e6;
-    port.postMessage({ type: 'done', raw, parseMs } satisfies Reply, [...TRANSFERRED.map((k) => raw[k].buffer as ArrayBuffer), ...raw.strings.transferables()]);
+    port.postMessage({ type: 'done', raw, parseMs } satisfies Reply, [
+      ...TRANSFERRED.map((k) => raw[k].buffer as ArrayBuffer),
+      ...raw.strings.transferables(),
+    ]);
   } catch (err) {
     const d = describeError(err);
     port.postMessage({ type: 'error', code: d.code, message: d.message } satisfies Reply);

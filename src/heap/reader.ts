@@ -82,11 +82,26 @@ const HEADER_MAX_BYTES = 1 << 20;
 const SCAN_WINDOW = 1 << 16;
 const NODES_KEY = Buffer.from('"nodes"');
 
-const enum Mode { Top, Key, Colon, NumArray, SkipArray, StrArray, Skip, End }
+const enum Mode {
+  Top,
+  Key,
+  Colon,
+  NumArray,
+  SkipArray,
+  StrArray,
+  Skip,
+  End,
+}
 
 // Byte constants, named so the loops read.
-const QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c, COLON = 0x3a;
-const LBRACKET = 0x5b, RBRACKET = 0x5d, LBRACE = 0x7b, RBRACE = 0x7d;
+const QUOTE = 0x22,
+  BACKSLASH = 0x5c,
+  COMMA = 0x2c,
+  COLON = 0x3a;
+const LBRACKET = 0x5b,
+  RBRACKET = 0x5d,
+  LBRACE = 0x7b,
+  RBRACE = 0x7d;
 const ZERO = 0x30;
 
 function bad(message: string): SysprobeError {
@@ -99,8 +114,12 @@ function isSpace(b: number): boolean {
 
 /** The scan's state, handed in and out: where the output is filled to, the number cut by the window's end (and whether one is), whether `]` ended the array. */
 const scanState = new Float64Array(4);
-const FILL = 0, VALUE = 1, DIGITS = 2, CLOSED = 3;
-const SCAN_OVERFLOW = -(2 ** 40), SCAN_RANGE = -(2 ** 41);
+const FILL = 0,
+  VALUE = 1,
+  DIGITS = 2,
+  CLOSED = 3;
+const SCAN_OVERFLOW = -(2 ** 40),
+  SCAN_RANGE = -(2 ** 41);
 
 /**
  * The hot loop: unsigned decimal integers separated by commas and whitespace, into
@@ -113,7 +132,9 @@ const SCAN_OVERFLOW = -(2 ** 40), SCAN_RANGE = -(2 ** 41);
 function scanNumbersJs(buf: Uint8Array, i: number, arr: Uint32Array, state: Float64Array): number {
   const n = buf.length;
   const cap = arr.length;
-  let fill = state[FILL]!, value = state[VALUE]!, digits = state[DIGITS]!;
+  let fill = state[FILL]!,
+    value = state[VALUE]!,
+    digits = state[DIGITS]!;
   state[CLOSED] = 0;
   for (; i < n; i++) {
     const b = buf[i]!;
@@ -124,29 +145,65 @@ function scanNumbersJs(buf: Uint8Array, i: number, arr: Uint32Array, state: Floa
       continue;
     }
     if (digits !== 0) {
-      if (fill >= cap) { state[FILL] = fill; return SCAN_OVERFLOW; }
-      if (value > 0xffffffff) { state[FILL] = fill; return SCAN_RANGE; }
+      if (fill >= cap) {
+        state[FILL] = fill;
+        return SCAN_OVERFLOW;
+      }
+      if (value > 0xffffffff) {
+        state[FILL] = fill;
+        return SCAN_RANGE;
+      }
       arr[fill++] = value;
       value = 0;
       digits = 0;
     }
     if (b === COMMA || b === 0x0a || b === 0x20 || b === 0x0d || b === 0x09) continue;
-    state[FILL] = fill; state[VALUE] = 0; state[DIGITS] = 0;
-    if (b === RBRACKET) { state[CLOSED] = 1; return i + 1; }
+    state[FILL] = fill;
+    state[VALUE] = 0;
+    state[DIGITS] = 0;
+    if (b === RBRACKET) {
+      state[CLOSED] = 1;
+      return i + 1;
+    }
     return -i - 1;
   }
-  state[FILL] = fill; state[VALUE] = value; state[DIGITS] = digits;
+  state[FILL] = fill;
+  state[VALUE] = value;
+  state[DIGITS] = digits;
   return n;
 }
 
 /** native/heap_scan.c: a chunk of `nodes` or `edges` straight into the columns (its header says how). */
-type ScanRecords = (bytes: Uint8Array, start: number, state: Float64Array, roles: Int32Array, limits: Float64Array, columns: Array<Uint8Array | Uint32Array | undefined>) => number;
+type ScanRecords = (
+  bytes: Uint8Array,
+  start: number,
+  state: Float64Array,
+  roles: Int32Array,
+  limits: Float64Array,
+  columns: Array<Uint8Array | Uint32Array | undefined>,
+) => number;
 const nativeScanRecords = loadNative<{ scanRecords: ScanRecords }>('heap_scan').addon?.scanRecords;
 let useNative = nativeScanRecords !== undefined;
 // What heap_scan.c's state and roles hold (its STATE_* and ROLE_*).
-const S_VALUE = 0, S_DIGITS = 1, S_FIELD = 2, S_RECORD = 3, S_EDGE_SUM = 4, S_CLOSED = 5, S_ERROR = 6, S_AT = 7;
-const ROLE_TYPE = 1, ROLE_NAME = 2, ROLE_ID = 3, ROLE_SELF = 4, ROLE_EDGE_COUNT = 5, ROLE_TARGET = 6;
-const ERR_BAD_BYTE = 1, ERR_RANGE = 2, ERR_TOO_MANY = 3, ERR_TYPE = 4, ERR_TARGET = 5;
+const S_VALUE = 0,
+  S_DIGITS = 1,
+  S_FIELD = 2,
+  S_RECORD = 3,
+  S_EDGE_SUM = 4,
+  S_CLOSED = 5,
+  S_ERROR = 6,
+  S_AT = 7;
+const ROLE_TYPE = 1,
+  ROLE_NAME = 2,
+  ROLE_ID = 3,
+  ROLE_SELF = 4,
+  ROLE_EDGE_COUNT = 5,
+  ROLE_TARGET = 6;
+const ERR_BAD_BYTE = 1,
+  ERR_RANGE = 2,
+  ERR_TOO_MANY = 3,
+  ERR_TYPE = 4,
+  ERR_TARGET = 5;
 
 /** Which loop reads the numbers: the C one when the addon built, else JS. `prefer: 'js'` forces the fallback (tests compare the two). */
 export function heapScanner(prefer?: 'native' | 'js'): 'native' | 'js' {
@@ -176,9 +233,29 @@ class SnapshotTokenizer {
 
   readonly #readEdges: boolean;
   readonly #readEdgeNames: boolean;
-  readonly #native = useNative ? { state: new Float64Array(8), roles: new Int32Array(0), limits: new Float64Array(4), columns: [] as Array<Uint8Array | Uint32Array | undefined> } : undefined;
+  readonly #native = useNative
+    ? {
+        state: new Float64Array(8),
+        roles: new Int32Array(0),
+        limits: new Float64Array(4),
+        columns: [] as Array<Uint8Array | Uint32Array | undefined>,
+      }
+    : undefined;
   // Where each kept field sits in V8's records, from the header's meta.
-  #layout = { nf: 0, ef: 0, nType: 0, nName: 0, nId: 0, nSelf: 0, nEdges: 0, eType: 0, eName: 0, eTo: 0, nodeTypes: 0, edgeTypes: 0 };
+  #layout = {
+    nf: 0,
+    ef: 0,
+    nType: 0,
+    nName: 0,
+    nId: 0,
+    nSelf: 0,
+    nEdges: 0,
+    eType: 0,
+    eName: 0,
+    eTo: 0,
+    nodeTypes: 0,
+    edgeTypes: 0,
+  };
 
   #header: Buffer[] = [];
   #headerBytes = 0;
@@ -212,7 +289,11 @@ class SnapshotTokenizer {
 
   /** `fileSize`: the bytes the tokenizer will be fed in all, when known (it sizes the string table's buffer). */
   constructor(
-    { edges = true, edgeNames = true, maxStringBytes = v8.getHeapStatistics().heap_size_limit / 2 }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes'> = {},
+    {
+      edges = true,
+      edgeNames = true,
+      maxStringBytes = v8.getHeapStatistics().heap_size_limit / 2,
+    }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes'> = {},
     readonly fileSize?: number,
   ) {
     this.#maxStringBytes = maxStringBytes;
@@ -224,7 +305,10 @@ class SnapshotTokenizer {
     let i = 0;
     if (this.#mode === -1) {
       i = this.#readHeader(chunk);
-      if (i < 0) { this.#offset += chunk.length; return; }
+      if (i < 0) {
+        this.#offset += chunk.length;
+        return;
+      }
     }
     this.#run(chunk, i);
     this.#offset += chunk.length;
@@ -234,11 +318,21 @@ class SnapshotTokenizer {
     const n = buf.length;
     while (i < n) {
       switch (this.#mode) {
-        case Mode.NumArray: i = this.#numbers(buf, i); break;
-        case Mode.SkipArray: i = this.#skipArray(buf, i); break;
-        case Mode.StrArray: i = this.#stringArray(buf, i); break;
-        case Mode.Skip: i = this.#skip(buf, i); break;
-        default: i = this.#structure(buf, i); break;
+        case Mode.NumArray:
+          i = this.#numbers(buf, i);
+          break;
+        case Mode.SkipArray:
+          i = this.#skipArray(buf, i);
+          break;
+        case Mode.StrArray:
+          i = this.#stringArray(buf, i);
+          break;
+        case Mode.Skip:
+          i = this.#skip(buf, i);
+          break;
+        default:
+          i = this.#structure(buf, i);
+          break;
       }
     }
   }
@@ -248,19 +342,32 @@ class SnapshotTokenizer {
       if (this.#headerBytes === 0) throw bad('the file is empty');
       throw bad('not a heap snapshot: no "snapshot" header followed by "nodes"');
     }
-    if (this.#mode !== Mode.End) throw bad(`truncated: the file ends inside the snapshot (after ${this.#offset} bytes)`);
-    for (const key of ['nodes', 'edges', 'strings']) if (!this.#seen.has(key)) throw bad(`the snapshot has no "${key}" array`);
+    if (this.#mode !== Mode.End)
+      throw bad(`truncated: the file ends inside the snapshot (after ${this.#offset} bytes)`);
+    for (const key of ['nodes', 'edges', 'strings'])
+      if (!this.#seen.has(key)) throw bad(`the snapshot has no "${key}" array`);
     if (this.#nodesRead !== this.nodeCount) {
       throw bad(`the header says ${this.nodeCount} nodes but the "nodes" array holds ${this.#nodesRead}`);
     }
     if (this.#readEdges && this.#edgesRead !== this.edgeCount) {
       throw bad(`the header says ${this.edgeCount} edges but the "edges" array holds ${this.#edgesRead}`);
     }
-    if (this.#edgeSum !== this.edgeCount) throw bad(`corrupt: the nodes own ${this.#edgeSum} edges but the snapshot has ${this.edgeCount}`);
+    if (this.#edgeSum !== this.edgeCount)
+      throw bad(`corrupt: the nodes own ${this.#edgeSum} edges but the snapshot has ${this.edgeCount}`);
     return {
-      meta: this.meta!, nodeCount: this.nodeCount, edgeCount: this.edgeCount,
-      nodeTypes: this.nodeTypes, nodeNames: this.nodeNames, nodeIds: this.nodeIds, selfSizes: this.selfSizes, firstEdge: this.firstEdge,
-      edgeTypes: this.edgeTypes, edgeNames: this.edgeNames, edgeTargets: this.edgeTargets, hasEdges: this.#readEdges, hasEdgeNames: this.#readEdgeNames,
+      meta: this.meta!,
+      nodeCount: this.nodeCount,
+      edgeCount: this.edgeCount,
+      nodeTypes: this.nodeTypes,
+      nodeNames: this.nodeNames,
+      nodeIds: this.nodeIds,
+      selfSizes: this.selfSizes,
+      firstEdge: this.firstEdge,
+      edgeTypes: this.edgeTypes,
+      edgeNames: this.edgeNames,
+      edgeTargets: this.edgeTargets,
+      hasEdges: this.#readEdges,
+      hasEdgeNames: this.#readEdgeNames,
       strings: this.#table!,
     };
   }
@@ -297,11 +404,16 @@ class SnapshotTokenizer {
 
   #acceptHeader(parsed: unknown): void {
     const snap = (parsed as { snapshot?: unknown } | null)?.snapshot as
-      | { meta?: Partial<SnapshotMeta>; node_count?: unknown; edge_count?: unknown } | undefined;
+      { meta?: Partial<SnapshotMeta>; node_count?: unknown; edge_count?: unknown } | undefined;
     const meta = snap?.meta;
     if (!snap || !meta) throw bad('not a heap snapshot: no "snapshot.meta" in the header');
     const strs = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
-    if (!strs(meta.node_fields) || !strs(meta.edge_fields) || !Array.isArray(meta.node_types) || !Array.isArray(meta.edge_types)) {
+    if (
+      !strs(meta.node_fields) ||
+      !strs(meta.edge_fields) ||
+      !Array.isArray(meta.node_types) ||
+      !Array.isArray(meta.edge_types)
+    ) {
       throw bad('wrong meta: node_fields, node_types, edge_fields and edge_types must be arrays');
     }
     for (const f of ['type', 'name', 'id', 'self_size', 'edge_count']) {
@@ -310,26 +422,47 @@ class SnapshotTokenizer {
     for (const f of ['type', 'name_or_index', 'to_node']) {
       if (!meta.edge_fields.includes(f)) throw bad(`wrong meta: edge_fields lacks "${f}"`);
     }
-    if (!strs(meta.node_types[0]) || !strs(meta.edge_types[0])) throw bad('wrong meta: node_types[0] and edge_types[0] must list the type names');
-    const nodeCount = snap.node_count, edgeCount = snap.edge_count;
-    if (!Number.isSafeInteger(nodeCount) || !Number.isSafeInteger(edgeCount) || (nodeCount as number) < 1 || (edgeCount as number) < 0) {
+    if (!strs(meta.node_types[0]) || !strs(meta.edge_types[0]))
+      throw bad('wrong meta: node_types[0] and edge_types[0] must list the type names');
+    const nodeCount = snap.node_count,
+      edgeCount = snap.edge_count;
+    if (
+      !Number.isSafeInteger(nodeCount) ||
+      !Number.isSafeInteger(edgeCount) ||
+      (nodeCount as number) < 1 ||
+      (edgeCount as number) < 0
+    ) {
       throw bad('wrong meta: node_count and edge_count must be counts');
     }
     // A typed array's length is bounded; a header that claims more is corrupt, not a reason to crash.
-    if ((nodeCount as number) * meta.node_fields.length > 2 ** 32 - 1 || (edgeCount as number) * meta.edge_fields.length > 2 ** 32 - 1) {
+    if (
+      (nodeCount as number) * meta.node_fields.length > 2 ** 32 - 1 ||
+      (edgeCount as number) * meta.edge_fields.length > 2 ** 32 - 1
+    ) {
       throw bad('wrong meta: node_count or edge_count is too large');
     }
-    const nodeTypes = meta.node_types[0].length, edgeTypes = meta.edge_types[0].length;
+    const nodeTypes = meta.node_types[0].length,
+      edgeTypes = meta.edge_types[0].length;
     if (nodeTypes > 256 || edgeTypes > 256) throw bad('wrong meta: more than 256 node or edge types');
     this.meta = meta as SnapshotMeta;
-    const nf = meta.node_fields, ef = meta.edge_fields;
+    const nf = meta.node_fields,
+      ef = meta.edge_fields;
     this.#layout = {
-      nf: nf.length, ef: ef.length, nodeTypes, edgeTypes,
-      nType: nf.indexOf('type'), nName: nf.indexOf('name'), nId: nf.indexOf('id'), nSelf: nf.indexOf('self_size'), nEdges: nf.indexOf('edge_count'),
-      eType: ef.indexOf('type'), eName: ef.indexOf('name_or_index'), eTo: ef.indexOf('to_node'),
+      nf: nf.length,
+      ef: ef.length,
+      nodeTypes,
+      edgeTypes,
+      nType: nf.indexOf('type'),
+      nName: nf.indexOf('name'),
+      nId: nf.indexOf('id'),
+      nSelf: nf.indexOf('self_size'),
+      nEdges: nf.indexOf('edge_count'),
+      eType: ef.indexOf('type'),
+      eName: ef.indexOf('name_or_index'),
+      eTo: ef.indexOf('to_node'),
     };
-    const N = this.nodeCount = nodeCount as number;
-    const E = this.edgeCount = edgeCount as number;
+    const N = (this.nodeCount = nodeCount as number);
+    const E = (this.edgeCount = edgeCount as number);
     this.nodeTypes = new Uint8Array(N);
     this.nodeNames = new Uint32Array(N);
     this.nodeIds = new Uint32Array(N);
@@ -349,19 +482,38 @@ class SnapshotTokenizer {
       const b = buf[i]!;
       if (this.#mode === Mode.Key) {
         const end = buf.indexOf(QUOTE, i);
-        if (end < 0) { this.#key += buf.toString('latin1', i, n); return n; }
+        if (end < 0) {
+          this.#key += buf.toString('latin1', i, n);
+          return n;
+        }
         this.#key += buf.toString('latin1', i, end);
         if (this.#key.length > 64) throw this.#unexpected(buf, i);
         this.#mode = Mode.Colon;
         i = end + 1;
         continue;
       }
-      if (isSpace(b)) { i++; continue; }
-      if (this.#mode === Mode.End) throw bad(`unexpected data after the end of the snapshot at byte ${this.#offset + i}`);
+      if (isSpace(b)) {
+        i++;
+        continue;
+      }
+      if (this.#mode === Mode.End)
+        throw bad(`unexpected data after the end of the snapshot at byte ${this.#offset + i}`);
       if (this.#mode === Mode.Top) {
-        if (b === COMMA) { i++; continue; }
-        if (b === RBRACE) { this.#mode = Mode.End; i++; continue; }
-        if (b === QUOTE) { this.#key = ''; this.#mode = Mode.Key; i++; continue; }
+        if (b === COMMA) {
+          i++;
+          continue;
+        }
+        if (b === RBRACE) {
+          this.#mode = Mode.End;
+          i++;
+          continue;
+        }
+        if (b === QUOTE) {
+          this.#key = '';
+          this.#mode = Mode.Key;
+          i++;
+          continue;
+        }
         throw this.#unexpected(buf, i);
       }
       // Mode.Colon
@@ -420,15 +572,20 @@ class SnapshotTokenizer {
     native.state.fill(0);
     if (key === 'nodes') {
       native.roles = new Int32Array(l.nf);
-      native.roles[l.nType] = ROLE_TYPE; native.roles[l.nName] = ROLE_NAME; native.roles[l.nId] = ROLE_ID;
-      native.roles[l.nSelf] = ROLE_SELF; native.roles[l.nEdges] = ROLE_EDGE_COUNT;
+      native.roles[l.nType] = ROLE_TYPE;
+      native.roles[l.nName] = ROLE_NAME;
+      native.roles[l.nId] = ROLE_ID;
+      native.roles[l.nSelf] = ROLE_SELF;
+      native.roles[l.nEdges] = ROLE_EDGE_COUNT;
       native.limits.set([this.nodeCount, l.nodeTypes, 0, 0]);
       native.columns = [this.nodeTypes, this.nodeNames, this.nodeIds, this.selfSizes, this.firstEdge];
       native.state[S_RECORD] = this.#nodesRead;
       native.state[S_EDGE_SUM] = this.#edgeSum;
     } else {
       native.roles = new Int32Array(l.ef);
-      native.roles[l.eType] = ROLE_TYPE; native.roles[l.eName] = ROLE_NAME; native.roles[l.eTo] = ROLE_TARGET;
+      native.roles[l.eType] = ROLE_TYPE;
+      native.roles[l.eName] = ROLE_NAME;
+      native.roles[l.eTo] = ROLE_TARGET;
       native.limits.set([this.edgeCount, l.edgeTypes, l.nf, this.nodeCount]);
       native.columns = [this.edgeTypes, this.edgeNames, undefined, undefined, undefined, this.edgeTargets];
       native.state[S_RECORD] = this.#edgesRead;
@@ -446,17 +603,22 @@ class SnapshotTokenizer {
     const n = view.length;
     while (i < n) {
       const state = scanState;
-      state[FILL] = this.#carry; state[VALUE] = this.#value; state[DIGITS] = this.#inNumber ? 1 : 0;
+      state[FILL] = this.#carry;
+      state[VALUE] = this.#value;
+      state[DIGITS] = this.#inNumber ? 1 : 0;
       const at = i;
       let stop = scanNumbersJs(view.subarray(at, Math.min(n, at + SCAN_WINDOW)), 0, this.#scratch, state);
-      if (stop >= 0) stop += at; else if (stop > SCAN_OVERFLOW) stop -= at; // a bad byte: its index in the chunk
-      this.#value = state[VALUE]!; this.#inNumber = state[DIGITS]! > 0;
+      if (stop >= 0) stop += at;
+      else if (stop > SCAN_OVERFLOW) stop -= at; // a bad byte: its index in the chunk
+      this.#value = state[VALUE]!;
+      this.#inNumber = state[DIGITS]! > 0;
       if (stop === SCAN_RANGE) throw bad(`corrupt: a number out of range in "${target}" near byte ${this.#offset + i}`);
       if (stop === SCAN_OVERFLOW) throw bad(`corrupt: too many numbers in "${target}" near byte ${this.#offset + i}`); // cannot happen: the scratch holds a window's worth
       if (stop < 0) throw this.#unexpected(buf, -stop - 1);
       const filled = state[FILL]!;
       const whole = filled - (filled % width);
-      if (target === 'nodes') this.#storeNodes(whole); else this.#storeEdges(whole);
+      if (target === 'nodes') this.#storeNodes(whole);
+      else this.#storeEdges(whole);
       this.#carry = filled - whole;
       this.#scratch.copyWithin(0, whole, filled);
       if (state[CLOSED]) {
@@ -474,16 +636,26 @@ class SnapshotTokenizer {
     const { state, roles, limits, columns } = this.#native!;
     const stop = nativeScanRecords!(view, i, state, roles, limits, columns);
     const record = state[S_RECORD]!;
-    if (target === 'nodes') { this.#nodesRead = record; this.#edgeSum = state[S_EDGE_SUM]!; } else this.#edgesRead = record;
+    if (target === 'nodes') {
+      this.#nodesRead = record;
+      this.#edgeSum = state[S_EDGE_SUM]!;
+    } else this.#edgesRead = record;
     if (stop < 0) {
-      const at = state[S_AT]!, what = target === 'nodes' ? 'node' : 'edge';
+      const at = state[S_AT]!,
+        what = target === 'nodes' ? 'node' : 'edge';
       switch (state[S_ERROR]) {
-        case ERR_BAD_BYTE: throw this.#unexpected(buf, at);
-        case ERR_RANGE: throw bad(`corrupt: a number out of range in "${target}" near byte ${this.#offset + at}`);
-        case ERR_TOO_MANY: throw bad(`wrong meta: the "${target}" array is longer than the header's count`);
-        case ERR_TYPE: throw bad(`corrupt: ${what} ${at} has an unknown type`);
-        case ERR_TARGET: throw bad(`corrupt: edge ${at} points outside the nodes`);
-        default: throw bad(`corrupt: the "${target}" array ends inside a record of ${roles.length} numbers`);
+        case ERR_BAD_BYTE:
+          throw this.#unexpected(buf, at);
+        case ERR_RANGE:
+          throw bad(`corrupt: a number out of range in "${target}" near byte ${this.#offset + at}`);
+        case ERR_TOO_MANY:
+          throw bad(`wrong meta: the "${target}" array is longer than the header's count`);
+        case ERR_TYPE:
+          throw bad(`corrupt: ${what} ${at} has an unknown type`);
+        case ERR_TARGET:
+          throw bad(`corrupt: edge ${at} points outside the nodes`);
+        default:
+          throw bad(`corrupt: the "${target}" array ends inside a record of ${roles.length} numbers`);
       }
     }
     if (state[S_CLOSED]) {
@@ -497,9 +669,15 @@ class SnapshotTokenizer {
   #storeNodes(count: number): void {
     const { nf, nType, nName, nId, nSelf, nEdges, nodeTypes: typeCount } = this.#layout;
     const s = this.#scratch;
-    const types = this.nodeTypes, names = this.nodeNames, ids = this.nodeIds, selfSizes = this.selfSizes, first = this.firstEdge;
-    let node = this.#nodesRead, edgeSum = this.#edgeSum;
-    if (node + count / nf > this.nodeCount) throw bad('wrong meta: the "nodes" array is longer than the header\'s count');
+    const types = this.nodeTypes,
+      names = this.nodeNames,
+      ids = this.nodeIds,
+      selfSizes = this.selfSizes,
+      first = this.firstEdge;
+    let node = this.#nodesRead,
+      edgeSum = this.#edgeSum;
+    if (node + count / nf > this.nodeCount)
+      throw bad('wrong meta: the "nodes" array is longer than the header\'s count');
     for (let r = 0; r < count; r += nf) {
       const type = s[r + nType]!;
       if (type >= typeCount) throw bad(`corrupt: node ${node} has an unknown type`);
@@ -518,11 +696,14 @@ class SnapshotTokenizer {
   #storeEdges(count: number): void {
     const { ef, nf, eType, eName, eTo, edgeTypes: typeCount } = this.#layout;
     const s = this.#scratch;
-    const types = this.edgeTypes, names = this.edgeNames, targets = this.edgeTargets;
+    const types = this.edgeTypes,
+      names = this.edgeNames,
+      targets = this.edgeTargets;
     const keepNames = this.#readEdgeNames;
     const N = this.nodeCount;
     let edge = this.#edgesRead;
-    if (edge + count / ef > this.edgeCount) throw bad('wrong meta: the "edges" array is longer than the header\'s count');
+    if (edge + count / ef > this.edgeCount)
+      throw bad('wrong meta: the "edges" array is longer than the header\'s count');
     for (let r = 0; r < count; r += ef) {
       const type = s[r + eType]!;
       if (type >= typeCount) throw bad(`corrupt: edge ${edge} has an unknown type`);
@@ -557,15 +738,28 @@ class SnapshotTokenizer {
     while (i < n) {
       if (this.#inString) {
         let j = i;
-        if (this.#escaped) { j++; this.#escaped = false; } // the chunk before ended with a backslash
+        if (this.#escaped) {
+          j++;
+          this.#escaped = false;
+        } // the chunk before ended with a backslash
         for (;;) {
           let quote = j < n ? buf.indexOf(QUOTE, j) : n;
           if (quote < 0) quote = n;
-          if (backslashAt < j) { backslashAt = j < n ? buf.indexOf(BACKSLASH, j) : n; if (backslashAt < 0) backslashAt = n; }
-          if (backslashAt >= quote) { j = quote; break; }
+          if (backslashAt < j) {
+            backslashAt = j < n ? buf.indexOf(BACKSLASH, j) : n;
+            if (backslashAt < 0) backslashAt = n;
+          }
+          if (backslashAt >= quote) {
+            j = quote;
+            break;
+          }
           this.#hasEscape = true;
           j = backslashAt + 2; // past the escaped byte
-          if (j > n) { this.#escaped = true; j = n; break; }
+          if (j > n) {
+            this.#escaped = true;
+            j = n;
+            break;
+          }
         }
         this.#countString(j - i);
         table.append(buf, i, j);
@@ -577,14 +771,23 @@ class SnapshotTokenizer {
         continue;
       }
       const b = buf[i]!;
-      if (isSpace(b) || (b === COMMA && this.#opened)) { i++; continue; }
+      if (isSpace(b) || (b === COMMA && this.#opened)) {
+        i++;
+        continue;
+      }
       if (!this.#opened) {
         if (b !== LBRACKET) throw this.#unexpected(buf, i);
         this.#opened = true;
         i++;
         continue;
       }
-      if (b === QUOTE) { this.#inString = true; this.#hasEscape = false; this.#strPartBytes = 0; i++; continue; }
+      if (b === QUOTE) {
+        this.#inString = true;
+        this.#hasEscape = false;
+        this.#strPartBytes = 0;
+        i++;
+        continue;
+      }
       if (b === RBRACKET) {
         this.#table = table.finish();
         this.#strings = undefined;
@@ -610,10 +813,14 @@ class SnapshotTokenizer {
     this.#strPartBytes += bytes;
     this.#stringBytes += bytes;
     if (this.#strPartBytes > MAX_STRING_TOKEN_BYTES) {
-      throw bad(`a string longer than ${MAX_STRING_TOKEN_BYTES} bytes (at byte ${this.#offset}); V8 writes no such string`);
+      throw bad(
+        `a string longer than ${MAX_STRING_TOKEN_BYTES} bytes (at byte ${this.#offset}); V8 writes no such string`,
+      );
     }
     if (this.#stringBytes > this.#maxStringBytes) {
-      throw bad(`the strings take more than ${Math.round(this.#maxStringBytes / 1024 ** 2)} MiB, over the memory this read may use (raise maxMemoryMb)`);
+      throw bad(
+        `the strings take more than ${Math.round(this.#maxStringBytes / 1024 ** 2)} MiB, over the memory this read may use (raise maxMemoryMb)`,
+      );
     }
   }
 
@@ -628,16 +835,28 @@ class SnapshotTokenizer {
         else if (b === QUOTE) this.#inString = false;
         continue;
       }
-      if (b === QUOTE) { this.#inString = true; continue; }
-      if (b === LBRACKET || b === LBRACE) { this.#depth++; continue; }
+      if (b === QUOTE) {
+        this.#inString = true;
+        continue;
+      }
+      if (b === LBRACKET || b === LBRACE) {
+        this.#depth++;
+        continue;
+      }
       if (b === RBRACKET || b === RBRACE) {
         if (--this.#depth < 0) throw this.#unexpected(buf, i);
-        if (this.#depth === 0) { this.#mode = Mode.Top; return i + 1; }
+        if (this.#depth === 0) {
+          this.#mode = Mode.Top;
+          return i + 1;
+        }
         continue;
       }
       if (this.#depth === 0 && !isSpace(b)) {
         // A scalar at top level: read until the next comma or brace.
-        if (b === COMMA || b === RBRACE) { this.#mode = Mode.Top; return i; }
+        if (b === COMMA || b === RBRACE) {
+          this.#mode = Mode.Top;
+          return i;
+        }
       }
     }
     return n;
@@ -655,10 +874,12 @@ function validate(raw: RawSnapshot): void {
     if (nodeNames[n]! >= count) throw bad(`corrupt: node ${n} names string ${nodeNames[n]} of ${count}`);
   }
   const edgeTypeNames = raw.meta.edge_types[0] as string[];
-  const element = edgeTypeNames.indexOf('element'), hidden = edgeTypeNames.indexOf('hidden');
+  const element = edgeTypeNames.indexOf('element'),
+    hidden = edgeTypeNames.indexOf('hidden');
   for (let e = 0; e < edgeNames.length; e++) {
     const type = edgeTypes[e]!;
-    if (edgeNames[e]! >= count && type !== element && type !== hidden) throw bad(`corrupt: edge ${e} names string ${edgeNames[e]} of ${count}`);
+    if (edgeNames[e]! >= count && type !== element && type !== hidden)
+      throw bad(`corrupt: edge ${e} names string ${edgeNames[e]} of ${count}`);
   }
 }
 

@@ -19,12 +19,22 @@ export type RunnerReply =
   | { type: 'error'; code: string | undefined; message: string };
 
 function reply(m: RunnerReply): Promise<void> {
-  return new Promise((resolve) => { process.send!(m, undefined, {}, () => resolve()); });
+  return new Promise((resolve) => {
+    process.send!(m, undefined, {}, () => resolve());
+  });
 }
 
 async function run(req: RunnerRequest): Promise<void> {
-  const onProgress = req.progress ? (fileIndex: number, bytesRead: number, totalBytes: number) => { process.send!({ type: 'progress', fileIndex, bytesRead, totalBytes }); } : undefined;
-  const options = { top: req.top, ...(req.parallel !== undefined ? { parallel: req.parallel } : {}), ...(onProgress ? { onProgress } : {}) };
+  const onProgress = req.progress
+    ? (fileIndex: number, bytesRead: number, totalBytes: number) => {
+        process.send!({ type: 'progress', fileIndex, bytesRead, totalBytes });
+      }
+    : undefined;
+  const options = {
+    top: req.top,
+    ...(req.parallel !== undefined ? { parallel: req.parallel } : {}),
+    ...(onProgress ? { onProgress } : {}),
+  };
   try {
     const result = req.kind === 'summary' ? await summarize(req.files[0]!, options) : await diff(req.files, options);
     await reply({ type: 'result', result });
@@ -36,5 +46,7 @@ async function run(req: RunnerRequest): Promise<void> {
 }
 
 if (require.main === module && process.send) {
-  process.once('message', (req: RunnerRequest) => { void run(req); });
+  process.once('message', (req: RunnerRequest) => {
+    void run(req);
+  });
 }

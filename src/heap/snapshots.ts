@@ -44,9 +44,15 @@ export type SnapshotWriterKind = 'v8' | 'heapdump';
  * Throws SYSPROBE_ERR_UNSUPPORTED when it cannot be used here.
  */
 export function snapshotWriter(kind: SnapshotWriterKind, isMainThread: boolean): SnapshotWriter {
-  if (kind === 'v8') return (file) => { v8.writeHeapSnapshot(file); };
+  if (kind === 'v8')
+    return (file) => {
+      v8.writeHeapSnapshot(file);
+    };
   if (!isMainThread) {
-    throw new SysprobeError(ErrorCode.UNSUPPORTED, "Option heapSnapshotWriter is 'heapdump', which is unsafe in worker threads; use 'v8' there.");
+    throw new SysprobeError(
+      ErrorCode.UNSUPPORTED,
+      "Option heapSnapshotWriter is 'heapdump', which is unsafe in worker threads; use 'v8' there.",
+    );
   }
   const heapdump = loadHeapdump();
   return (file) => {
@@ -61,8 +67,10 @@ function loadHeapdump(): { writeSnapshot(file: string): boolean } {
   try {
     return require('heapdump') as { writeSnapshot(file: string): boolean };
   } catch (err) {
-    throw new SysprobeError(ErrorCode.UNSUPPORTED,
-      `Option heapSnapshotWriter is 'heapdump', but it did not load (${err instanceof Error ? err.message.split('\n')[0] : String(err)}); npm install heapdump, or use 'v8'.`);
+    throw new SysprobeError(
+      ErrorCode.UNSUPPORTED,
+      `Option heapSnapshotWriter is 'heapdump', but it did not load (${err instanceof Error ? err.message.split('\n')[0] : String(err)}); npm install heapdump, or use 'v8'.`,
+    );
   } finally {
     if (before === undefined) delete process.env.NODE_HEAPDUMP_OPTIONS;
     else process.env.NODE_HEAPDUMP_OPTIONS = before;
@@ -96,8 +104,14 @@ export class HeapSnapshots {
   readonly #onPause: (active: boolean) => void;
 
   /** `onPause` is told just before the snapshot pauses the main thread and just after, so the stall watch can tell it apart. */
-  constructor(sink: CaptureSink, limits: HeapSnapshotLimits, logger: Logger, memory: () => MemoryState = readMemoryState,
-    onPause: (active: boolean) => void = () => undefined, write: SnapshotWriter = snapshotWriter('v8', true)) {
+  constructor(
+    sink: CaptureSink,
+    limits: HeapSnapshotLimits,
+    logger: Logger,
+    memory: () => MemoryState = readMemoryState,
+    onPause: (active: boolean) => void = () => undefined,
+    write: SnapshotWriter = snapshotWriter('v8', true),
+  ) {
     this.#onPause = onPause;
     this.#write = write;
     this.#sink = sink;
@@ -133,7 +147,12 @@ export class HeapSnapshots {
       const before = this.#memory();
       let pauseMs = 0;
       // The sink serializes the sidecar once the body is written, so the pause measured below lands in it.
-      const facts: Record<string, unknown> = { ...sidecar, heapUsed: before.heapUsed, heapLimit: before.heapLimit, rss: process.memoryUsage.rss() };
+      const facts: Record<string, unknown> = {
+        ...sidecar,
+        heapUsed: before.heapUsed,
+        heapLimit: before.heapLimit,
+        rss: process.memoryUsage.rss(),
+      };
       const written = await this.#sink.write({
         kind: 'heap-snapshot',
         extension: '.heapsnapshot',
@@ -168,7 +187,11 @@ export class HeapSnapshots {
 /** Heap figures from V8; available memory from the cgroup's limit when there is one, else the system's. */
 export function readMemoryState(): MemoryState {
   const heap = v8.getHeapStatistics();
-  return { heapUsed: heap.used_heap_size, heapLimit: heap.heap_size_limit, available: Math.min(os.freemem(), cgroupAvailable()) };
+  return {
+    heapUsed: heap.used_heap_size,
+    heapLimit: heap.heap_size_limit,
+    available: Math.min(os.freemem(), cgroupAvailable()),
+  };
 }
 
 /** Where the memory cgroup is, found once (src/containers). */

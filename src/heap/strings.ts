@@ -21,7 +21,9 @@ export class StringTable {
   readonly #cacheValues = new Array<string>(CACHE_SLOTS);
 
   constructor(bytes: Uint8Array, ends: Float64Array, escaped: Uint8Array) {
-    this.bytes = bytes; this.ends = ends; this.escaped = escaped;
+    this.bytes = bytes;
+    this.ends = ends;
+    this.escaped = escaped;
   }
 
   /** The table again from its arrays (after a transfer between threads, which keeps data but not classes). */
@@ -40,17 +42,20 @@ export class StringTable {
     return builder.finish();
   }
 
-  get length(): number { return this.ends.length; }
+  get length(): number {
+    return this.ends.length;
+  }
 
   /** String i (undefined past the end). */
   get(i: number): string {
     if (!(i >= 0 && i < this.ends.length)) return undefined as unknown as string;
     const slot = i & (CACHE_SLOTS - 1);
     if (this.#cacheKeys[slot] === i) return this.#cacheValues[slot]!;
-    const start = i === 0 ? 0 : this.ends[i - 1]!, end = this.ends[i]!;
+    const start = i === 0 ? 0 : this.ends[i - 1]!,
+      end = this.ends[i]!;
     const text = Buffer.from(this.bytes.buffer, this.bytes.byteOffset + start, end - start).toString('utf8');
     // The reader checked the escapes as it read (see StringTableBuilder.end's caller).
-    const s = this.escaped[i] ? JSON.parse(`"${text}"`) as string : text;
+    const s = this.escaped[i] ? (JSON.parse(`"${text}"`) as string) : text;
     this.#cacheKeys[slot] = i;
     this.#cacheValues[slot] = s;
     return s;
@@ -58,16 +63,19 @@ export class StringTable {
 
   /** Is string i a decimal number (the names V8 gives internal slots)? */
   isDigits(i: number): boolean {
-    const start = i === 0 ? 0 : this.ends[i - 1]!, end = this.ends[i]!;
+    const start = i === 0 ? 0 : this.ends[i - 1]!,
+      end = this.ends[i]!;
     if (end === start) return false;
-    for (let k = start; k < end; k++) if (((this.bytes[k]! - 0x30) >>> 0) > 9) return false;
+    for (let k = start; k < end; k++) if ((this.bytes[k]! - 0x30) >>> 0 > 9) return false;
     return true;
   }
 
   /** The index of a string (ASCII, no escapes: the names V8 gives its own edges and structures), or -1. */
   indexOf(ascii: string): number {
     const want = Buffer.from(ascii, 'latin1');
-    const len = want.length, bytes = this.bytes, ends = this.ends;
+    const len = want.length,
+      bytes = this.bytes,
+      ends = this.ends;
     let start = 0;
     for (let i = 0; i < ends.length; i++) {
       const end = ends[i]!;
@@ -105,7 +113,9 @@ export class StringTableBuilder {
     this.#bytes = new Uint8Array(Math.max(16, expectedBytes));
   }
 
-  get count(): number { return this.#count; }
+  get count(): number {
+    return this.#count;
+  }
 
   /** Adds bytes start…end of `buf` to the string being read. */
   append(buf: Uint8Array, start: number, end: number): void {
@@ -122,8 +132,12 @@ export class StringTableBuilder {
   /** Ends the string being read. */
   end(hasEscape: boolean): void {
     if (this.#count === this.#ends.length) {
-      const ends = new Float64Array(this.#count * 2); ends.set(this.#ends); this.#ends = ends;
-      const escaped = new Uint8Array(this.#count * 2); escaped.set(this.#escaped); this.#escaped = escaped;
+      const ends = new Float64Array(this.#count * 2);
+      ends.set(this.#ends);
+      this.#ends = ends;
+      const escaped = new Uint8Array(this.#count * 2);
+      escaped.set(this.#escaped);
+      this.#escaped = escaped;
     }
     this.#ends[this.#count] = this.#used;
     this.#escaped[this.#count++] = hasEscape ? 1 : 0;
@@ -139,6 +153,10 @@ export class StringTableBuilder {
   finish(): StringTable {
     const trim = <T extends Uint8Array | Float64Array>(a: T, used: number): T =>
       (a.length > used * 1.25 + 4096 ? a.slice(0, used) : a.subarray(0, used)) as T;
-    return new StringTable(trim(this.#bytes, this.#used), trim(this.#ends, this.#count), trim(this.#escaped, this.#count));
+    return new StringTable(
+      trim(this.#bytes, this.#used),
+      trim(this.#ends, this.#count),
+      trim(this.#escaped, this.#count),
+    );
   }
 }

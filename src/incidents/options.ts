@@ -39,9 +39,17 @@ const HOUR_MS = 3_600_000;
 /** Checks the option; the recorder's window bounds how far back samples can reach. Throws SYSPROBE_ERR_INVALID_OPTION. */
 export function resolveIncidents(input: unknown, recorderWindowMs: number): ResolvedIncidentOptions {
   if (input === false || input === true || input === undefined) {
-    return Object.freeze({ enabled: input !== false, quietMs: 60_000, beforeMs: Math.min(5 * 60_000, recorderWindowMs), afterMs: 0, maxOpenMs: 30 * 60_000, heapDiff: false });
+    return Object.freeze({
+      enabled: input !== false,
+      quietMs: 60_000,
+      beforeMs: Math.min(5 * 60_000, recorderWindowMs),
+      afterMs: 0,
+      maxOpenMs: 30 * 60_000,
+      heapDiff: false,
+    });
   }
-  if (typeof input !== 'object' || input === null) throw invalid(`Option incidents must be true, false or an object; got ${describe(input)}.`);
+  if (typeof input !== 'object' || input === null)
+    throw invalid(`Option incidents must be true, false or an object; got ${describe(input)}.`);
   const options = checkPlainObject('incidents', input);
   checkKnownKeys('incidents', options, NAMES);
   const quietMs = checkInteger('incidents.quietMs', options.quietMs, 100, HOUR_MS, 60_000);
@@ -49,7 +57,16 @@ export function resolveIncidents(input: unknown, recorderWindowMs: number): Reso
   const afterMs = checkInteger('incidents.afterMs', options.afterMs, 0, HOUR_MS, 0);
   const maxOpenMs = checkInteger('incidents.maxOpenMs', options.maxOpenMs, 1000, 24 * HOUR_MS, 30 * 60_000);
   const heapDiff = options.heapDiff ?? false;
-  if (typeof heapDiff !== 'boolean') throw invalid(`Option incidents.heapDiff must be true or false; got ${describe(heapDiff)}.`);
-  if (maxOpenMs < quietMs) throw invalid(`Option incidents.maxOpenMs (${maxOpenMs}) must be at least incidents.quietMs (${quietMs}).`);
-  return Object.freeze({ enabled: true, quietMs, beforeMs: Math.min(beforeMs, recorderWindowMs), afterMs, maxOpenMs, heapDiff });
+  if (typeof heapDiff !== 'boolean')
+    throw invalid(`Option incidents.heapDiff must be true or false; got ${describe(heapDiff)}.`);
+  if (maxOpenMs < quietMs)
+    throw invalid(`Option incidents.maxOpenMs (${maxOpenMs}) must be at least incidents.quietMs (${quietMs}).`);
+  return Object.freeze({
+    enabled: true,
+    quietMs,
+    beforeMs: Math.min(beforeMs, recorderWindowMs),
+    afterMs,
+    maxOpenMs,
+    heapDiff,
+  });
 }

@@ -188,15 +188,41 @@ export class IncidentRecorder {
   ruleFired(trigger: IncidentTrigger, captures: RuleCaptures): void {
     const incident = this.#join(trigger);
     const files: Array<[string, string | undefined]> = [];
-    if (captures.cpuProfile) files.push(['cpu-profile', captures.cpuProfile.file], ['cpu-profile-sidecar', captures.cpuProfile.sidecarFile], ['cpu-profile-pprof', captures.cpuProfile.pprofFile]);
-    if (captures.allocationProfile) files.push(['allocation-profile', captures.allocationProfile.file], ['allocation-profile-sidecar', captures.allocationProfile.sidecarFile]);
-    if (captures.heapSnapshot) files.push(['heap-snapshot', captures.heapSnapshot.file], ['heap-snapshot-sidecar', captures.heapSnapshot.sidecarFile]);
-    if (captures.diagnosticReport) files.push(['diagnostic-report', captures.diagnosticReport.file], ['diagnostic-report-sidecar', captures.diagnosticReport.sidecarFile]);
-    for (const reason of captures.notTaken ?? []) if (incident.manifest.notTaken.length < 50) incident.manifest.notTaken.push(`${trigger.rule}: ${reason}`);
+    if (captures.cpuProfile)
+      files.push(
+        ['cpu-profile', captures.cpuProfile.file],
+        ['cpu-profile-sidecar', captures.cpuProfile.sidecarFile],
+        ['cpu-profile-pprof', captures.cpuProfile.pprofFile],
+      );
+    if (captures.allocationProfile)
+      files.push(
+        ['allocation-profile', captures.allocationProfile.file],
+        ['allocation-profile-sidecar', captures.allocationProfile.sidecarFile],
+      );
+    if (captures.heapSnapshot)
+      files.push(
+        ['heap-snapshot', captures.heapSnapshot.file],
+        ['heap-snapshot-sidecar', captures.heapSnapshot.sidecarFile],
+      );
+    if (captures.diagnosticReport)
+      files.push(
+        ['diagnostic-report', captures.diagnosticReport.file],
+        ['diagnostic-report-sidecar', captures.diagnosticReport.sidecarFile],
+      );
+    for (const reason of captures.notTaken ?? [])
+      if (incident.manifest.notTaken.length < 50) incident.manifest.notTaken.push(`${trigger.rule}: ${reason}`);
     this.#step(incident, async () => {
       for (const [kind, file] of files) if (file) await this.#link(incident, kind, file);
-      if (captures.stack) await this.#writeCapture(incident, 'rule-stack', `stack-${safeName(trigger.rule)}.json`, { rule: trigger.rule, frames: captures.stack });
-      if (captures.sockets) await this.#writeCapture(incident, 'sockets', `sockets-${safeName(trigger.rule)}.json`, { rule: trigger.rule, picture: captures.sockets });
+      if (captures.stack)
+        await this.#writeCapture(incident, 'rule-stack', `stack-${safeName(trigger.rule)}.json`, {
+          rule: trigger.rule,
+          frames: captures.stack,
+        });
+      if (captures.sockets)
+        await this.#writeCapture(incident, 'sockets', `sockets-${safeName(trigger.rule)}.json`, {
+          rule: trigger.rule,
+          picture: captures.sockets,
+        });
       await this.#writeManifest(incident);
     });
   }
@@ -205,7 +231,12 @@ export class IncidentRecorder {
    * A stall ended; its stack (taken while it lasted) goes into the incident, and once it is explained
    * (src/stalls/explain.ts: within a few tens of ms) its cause and requests go into the trigger and the stack file.
    */
-  stalled(trigger: IncidentTrigger, stack: Frame[] | undefined, capture: StallCapture, explanation: Promise<StallExplanation>): void {
+  stalled(
+    trigger: IncidentTrigger,
+    stack: Frame[] | undefined,
+    capture: StallCapture,
+    explanation: Promise<StallExplanation>,
+  ): void {
     const incident = this.#join(trigger);
     this.#step(incident, async () => {
       const explained = await explanation.catch(() => undefined);
@@ -215,8 +246,18 @@ export class IncidentRecorder {
       }
       if (!this.#holds('stall-stack')) {
         await this.#writeCapture(incident, 'stall-stack', 'stall-stack.json', {
-          startedAt: trigger.at, durationMs: trigger.observed, capture, frames: stack ?? [],
-          ...(explained ? { cause: explained.diagnosis.cause, diagnosis: explained.diagnosis, requests: explained.requests, queued: explained.queued } : {}),
+          startedAt: trigger.at,
+          durationMs: trigger.observed,
+          capture,
+          frames: stack ?? [],
+          ...(explained
+            ? {
+                cause: explained.diagnosis.cause,
+                diagnosis: explained.diagnosis,
+                requests: explained.requests,
+                queued: explained.queued,
+              }
+            : {}),
         });
       }
       await this.#writeManifest(incident);
@@ -230,7 +271,7 @@ export class IncidentRecorder {
   evidence(trigger: IncidentTrigger, write: (dir: string) => Promise<IncidentCapture[]>): void {
     const incident = this.#join(trigger);
     this.#step(incident, async () => {
-      incident.manifest.captures.push(...await write(incident.dir));
+      incident.manifest.captures.push(...(await write(incident.dir)));
       await this.#writeManifest(incident);
     });
   }
@@ -265,7 +306,18 @@ export class IncidentRecorder {
     incident.quietTimer = setTimeout(() => this.#quietElapsed(incident), closeIn);
     incident.quietTimer.unref();
     const opened = incident;
-    void opened.ready.then((ok) => ok && this.#deps.emit({ phase, id: opened.manifest.id, dir: opened.dir, rules: [...opened.manifest.rules], openedAt: opened.manifest.openedAt, trigger }));
+    void opened.ready.then(
+      (ok) =>
+        ok &&
+        this.#deps.emit({
+          phase,
+          id: opened.manifest.id,
+          dir: opened.dir,
+          rules: [...opened.manifest.rules],
+          openedAt: opened.manifest.openedAt,
+          trigger,
+        }),
+    );
     return incident;
   }
 
@@ -273,28 +325,63 @@ export class IncidentRecorder {
     const { options, service, sysprobeVersion } = this.#deps;
     const openedAt = Date.now();
     const manifest: IncidentManifest = {
-      id: '', status: 'open', rules: [trigger.rule], triggers: [trigger], triggersDropped: 0, openedAt, service, pid: process.pid, hostname: os.hostname(),
-      versions: { node: process.version, v8: process.versions.v8, sysprobe: sysprobeVersion }, traces: [], captures: [], notTaken: [],
+      id: '',
+      status: 'open',
+      rules: [trigger.rule],
+      triggers: [trigger],
+      triggersDropped: 0,
+      openedAt,
+      service,
+      pid: process.pid,
+      hostname: os.hostname(),
+      versions: { node: process.version, v8: process.versions.v8, sysprobe: sysprobeVersion },
+      traces: [],
+      captures: [],
+      notTaken: [],
     };
     const base = `${new Date(openedAt).toISOString().replace(/:/g, '')}-${safeName(trigger.rule)}`;
-    const incident: OpenIncident = { manifest, dir: path.join(this.#root, base), quietTimer: undefined, maxTimer: setTimeout(() => this.#close('maxOpen'), options.maxOpenMs), ready: Promise.resolve(false) };
+    const incident: OpenIncident = {
+      manifest,
+      dir: path.join(this.#root, base),
+      quietTimer: undefined,
+      maxTimer: setTimeout(() => this.#close('maxOpen'), options.maxOpenMs),
+      ready: Promise.resolve(false),
+    };
     incident.maxTimer.unref();
     manifest.id = base;
     incident.ready = this.#enqueue(async () => {
       incident.dir = await this.#makeFolder(base);
       manifest.id = path.basename(incident.dir);
-      await fs.promises.writeFile(path.join(incident.dir, OPEN_MARKER), `${process.pid}\n`, { flag: 'wx', mode: FILE_MODE });
+      await fs.promises.writeFile(path.join(incident.dir, OPEN_MARKER), `${process.pid}\n`, {
+        flag: 'wx',
+        mode: FILE_MODE,
+      });
       // The samples before the trigger now, while the recorder still holds them; the rest at the close.
       await this.#writeSamples(incident);
       await this.#writeManifest(incident);
       // Incidents without a capture must not pile up: the new folder counts now (its .open marker keeps it).
       void this.#deps.rotate();
-      this.#deps.logger.warn({ incident: manifest.id, dir: incident.dir, rule: trigger.rule, observed: trigger.observed, threshold: trigger.threshold }, 'sysprobe opened an incident');
+      this.#deps.logger.warn(
+        {
+          incident: manifest.id,
+          dir: incident.dir,
+          rule: trigger.rule,
+          observed: trigger.observed,
+          threshold: trigger.threshold,
+        },
+        'sysprobe opened an incident',
+      );
       return true;
-    }).then(() => true, (err: unknown) => {
-      this.#deps.logger.error({ err: describeError(err), dir: incident.dir }, 'sysprobe could not create an incident folder; the incident is not recorded');
-      return false;
-    });
+    }).then(
+      () => true,
+      (err: unknown) => {
+        this.#deps.logger.error(
+          { err: describeError(err), dir: incident.dir },
+          'sysprobe could not create an incident folder; the incident is not recorded',
+        );
+        return false;
+      },
+    );
     return incident;
   }
 
@@ -321,9 +408,14 @@ export class IncidentRecorder {
   #quietElapsed(incident: OpenIncident): void {
     const seen = incident.manifest.triggers.length + incident.manifest.triggersDropped;
     const settle = () => new Promise((resolve) => setTimeout(resolve, QUIET_SETTLE_MS).unref());
-    void this.#deps.recent(1).catch(() => undefined).then(settle).then(() => {
-      if (this.#open === incident && incident.manifest.triggers.length + incident.manifest.triggersDropped === seen) this.#close('quiet');
-    });
+    void this.#deps
+      .recent(1)
+      .catch(() => undefined)
+      .then(settle)
+      .then(() => {
+        if (this.#open === incident && incident.manifest.triggers.length + incident.manifest.triggersDropped === seen)
+          this.#close('quiet');
+      });
   }
 
   #close(reason: string): void {
@@ -347,15 +439,28 @@ export class IncidentRecorder {
       manifest.logTraceIds = traceIdsIn(lines);
       if (this.#deps.dependencies) {
         manifest.dependencies = await this.#deps.dependencies().catch((err: unknown) => {
-          this.#deps.logger.warn({ err: describeError(err) }, 'sysprobe could not read the dependencies for an incident');
+          this.#deps.logger.warn(
+            { err: describeError(err) },
+            'sysprobe could not read the dependencies for an incident',
+          );
           return undefined;
         });
       }
       if (this.#deps.options.heapDiff) await this.#diffHeapSnapshots(incident);
       await this.#writeManifest(incident);
       await fs.promises.rm(path.join(incident.dir, OPEN_MARKER), { force: true });
-      this.#deps.logger.info({ incident: manifest.id, dir: incident.dir, reason, captures: manifest.captures.length }, 'sysprobe closed an incident');
-      this.#deps.emit({ phase: 'closed', id: manifest.id, dir: incident.dir, rules: [...manifest.rules], openedAt: manifest.openedAt, closedAt: manifest.closedAt });
+      this.#deps.logger.info(
+        { incident: manifest.id, dir: incident.dir, reason, captures: manifest.captures.length },
+        'sysprobe closed an incident',
+      );
+      this.#deps.emit({
+        phase: 'closed',
+        id: manifest.id,
+        dir: incident.dir,
+        rules: [...manifest.rules],
+        openedAt: manifest.openedAt,
+        closedAt: manifest.closedAt,
+      });
     });
   }
 
@@ -365,16 +470,25 @@ export class IncidentRecorder {
    * the leak candidates); with two, what grew between them.
    */
   async #diffHeapSnapshots(incident: OpenIncident): Promise<void> {
-    const snapshots = incident.manifest.captures.filter((c) => c.kind === 'heap-snapshot').map((c) => path.join(incident.dir, c.file));
+    const snapshots = incident.manifest.captures
+      .filter((c) => c.kind === 'heap-snapshot')
+      .map((c) => path.join(incident.dir, c.file));
     if (snapshots.length < 2) return;
     const files = snapshots.length === 2 ? snapshots : [snapshots[0]!, snapshots[1]!, snapshots.at(-1)!];
     try {
       // One core: the service being diagnosed keeps the other.
-      const diff = await diffHeapSnapshots(files, { maxMemoryMb: HEAP_DIFF_MEMORY_MB, timeoutMs: HEAP_DIFF_TIMEOUT_MS, parallel: false });
+      const diff = await diffHeapSnapshots(files, {
+        maxMemoryMb: HEAP_DIFF_MEMORY_MB,
+        timeoutMs: HEAP_DIFF_TIMEOUT_MS,
+        parallel: false,
+      });
       await writeFileAtomically(path.join(incident.dir, HEAP_DIFF), `${JSON.stringify(diff)}\n`);
       incident.manifest.heapDiff = { file: HEAP_DIFF, snapshots: files.map((f) => path.basename(f)) };
     } catch (err) {
-      this.#deps.logger.warn({ incident: incident.manifest.id, err: describeError(err) }, 'sysprobe could not diff the heap snapshots of an incident');
+      this.#deps.logger.warn(
+        { incident: incident.manifest.id, err: describeError(err) },
+        'sysprobe could not diff the heap snapshots of an incident',
+      );
     }
   }
 
@@ -384,7 +498,10 @@ export class IncidentRecorder {
       if (!(await incident.ready)) return;
       await work();
     }).catch((err: unknown) => {
-      this.#deps.logger.error({ err: describeError(err), incident: incident.manifest.id }, 'sysprobe could not write to an incident folder');
+      this.#deps.logger.error(
+        { err: describeError(err), incident: incident.manifest.id },
+        'sysprobe could not write to an incident folder',
+      );
     });
   }
 
@@ -405,7 +522,9 @@ export class IncidentRecorder {
       const { size } = await fs.promises.stat(target);
       incident.manifest.captures.push({ kind, file: path.basename(file), bytes: size });
     } catch (err) {
-      incident.manifest.notTaken.push(`${kind}: could not be put into the incident folder: ${describeError(err).message}`);
+      incident.manifest.notTaken.push(
+        `${kind}: could not be put into the incident folder: ${describeError(err).message}`,
+      );
     }
   }
 
@@ -423,10 +542,17 @@ export class IncidentRecorder {
 
   async #writeSamples(incident: OpenIncident): Promise<void> {
     try {
-      const { count, from, to } = await this.#deps.writeSamples(path.join(incident.dir, SAMPLES), this.#windowStart(incident), MAX_SAMPLES);
+      const { count, from, to } = await this.#deps.writeSamples(
+        path.join(incident.dir, SAMPLES),
+        this.#windowStart(incident),
+        MAX_SAMPLES,
+      );
       incident.manifest.samples = { file: SAMPLES, count, from, to };
     } catch (err) {
-      this.#deps.logger.warn({ err: describeError(err), incident: incident.manifest.id }, 'sysprobe could not write the samples of an incident');
+      this.#deps.logger.warn(
+        { err: describeError(err), incident: incident.manifest.id },
+        'sysprobe could not write the samples of an incident',
+      );
     }
   }
 
@@ -450,7 +576,15 @@ function traceIdsIn(lines: string[]): string[] {
 
 function summary(manifest: IncidentManifest, dir: string): IncidentSummary {
   const { id, status, openedAt, closedAt } = manifest;
-  return { id, dir, status, rules: [...manifest.rules], openedAt, ...(closedAt === undefined ? {} : { closedAt }), captures: manifest.captures.length };
+  return {
+    id,
+    dir,
+    status,
+    rules: [...manifest.rules],
+    openedAt,
+    ...(closedAt === undefined ? {} : { closedAt }),
+    captures: manifest.captures.length,
+  };
 }
 
 /** Letters, digits, dots and dashes only: a rule name becomes part of a folder name. */
@@ -467,7 +601,8 @@ export class LogRing {
   #next = 0;
 
   push(time: number, line: string): void {
-    const bounded = line.length <= MAX_LOG_LINE ? line : JSON.stringify({ time, truncated: true, start: line.slice(0, 1024) });
+    const bounded =
+      line.length <= MAX_LOG_LINE ? line : JSON.stringify({ time, truncated: true, start: line.slice(0, 1024) });
     this.#lines[this.#next] = { time, line: bounded };
     this.#next = (this.#next + 1) % LOG_RING_SIZE;
   }
@@ -497,7 +632,13 @@ export function ringLogger(logger: Logger, ring: LogRing, bindings: Record<strin
     }
     ring.push(time, line);
   };
-  return { debug: level('debug'), info: level('info'), warn: level('warn'), error: level('error'), child: (more) => ringLogger(logger.child(more), ring, { ...bindings, ...more }) };
+  return {
+    debug: level('debug'),
+    info: level('info'),
+    warn: level('warn'),
+    error: level('error'),
+    child: (more) => ringLogger(logger.child(more), ring, { ...bindings, ...more }),
+  };
 }
 
 const rings = new WeakMap<object, LogRing>();

@@ -13,7 +13,12 @@ import type { FlightRecorder } from '../samples/recorder.js';
 /** A samples.json past this is not read back (it is not one sysprobe wrote): the file starts over. */
 const MAX_READ_BYTES = 256 << 20;
 
-export async function writeIncidentSamples(recorder: FlightRecorder<Sample>, file: string, sinceTime: number, max: number): Promise<SamplesWritten> {
+export async function writeIncidentSamples(
+  recorder: FlightRecorder<Sample>,
+  file: string,
+  sinceTime: number,
+  max: number,
+): Promise<SamplesWritten> {
   const kept = await readSamples(file);
   const last = kept.at(-1)?.time ?? -Infinity;
   const all = kept.concat(recorder.since(sinceTime).filter((s) => s.time > last));
@@ -34,11 +39,17 @@ async function readSamples(file: string): Promise<Sample[]> {
   }
   try {
     const parsed: unknown = JSON.parse(text);
-    return Array.isArray(parsed) && parsed.every((s) => typeof (s as Sample | null)?.time === 'number') ? parsed as Sample[] : [];
+    return Array.isArray(parsed) && parsed.every((s) => typeof (s as Sample | null)?.time === 'number')
+      ? (parsed as Sample[])
+      : [];
   } catch {
     return [];
   }
 }
 
 /** What a `writeSamples` request wrote: how many samples, from and to when. */
-export interface SamplesWritten { count: number; from: number | undefined; to: number | undefined }
+export interface SamplesWritten {
+  count: number;
+  from: number | undefined;
+  to: number | undefined;
+}

@@ -17,8 +17,16 @@ export function describe(value: unknown): string {
 }
 
 export function checkNumber(name: string, value: unknown, min: number, max: number, integer = false): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (integer && !Number.isInteger(value))) {
-    throw invalid(`Option ${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}; got ${describe(value)}.`);
+  if (
+    typeof value !== 'number' ||
+    !Number.isFinite(value) ||
+    value < min ||
+    value > max ||
+    (integer && !Number.isInteger(value))
+  ) {
+    throw invalid(
+      `Option ${name} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}; got ${describe(value)}.`,
+    );
   }
   return value;
 }

@@ -66,7 +66,8 @@ export function unsafeDirReason(dir: string, stat: fs.Stats): string | undefined
   if (stat.isSymbolicLink()) return `${dir} is a symbolic link; give the real path of a directory`;
   if (!stat.isDirectory()) return `${dir} is not a directory`;
   const uid = process.getuid?.();
-  if (uid !== undefined && stat.uid !== uid && stat.uid !== 0) return `${dir} belongs to another user (uid ${stat.uid})`;
+  if (uid !== undefined && stat.uid !== uid && stat.uid !== 0)
+    return `${dir} belongs to another user (uid ${stat.uid})`;
   if ((stat.mode & 0o022) !== 0 && (stat.mode & STICKY) === 0) {
     return `${dir} is writable by other users (mode ${(stat.mode & 0o7777).toString(8)}) without the sticky bit`;
   }
@@ -78,7 +79,10 @@ export function unsafeDirReason(dir: string, stat: fs.Stats): string | undefined
  * and takes other users' access away when it is ours and not a shared sticky directory.
  * Throws SysprobeError `code` (INVALID_OPTION at start, CAPTURE_FAILED at run time).
  */
-export async function ensurePrivateDir(dir: string, code: SysprobeError['code'] = ErrorCode.CAPTURE_FAILED): Promise<void> {
+export async function ensurePrivateDir(
+  dir: string,
+  code: SysprobeError['code'] = ErrorCode.CAPTURE_FAILED,
+): Promise<void> {
   await fs.promises.mkdir(dir, { recursive: true, mode: DIR_MODE });
   tighten(dir, await fs.promises.lstat(dir), code);
 }
@@ -107,13 +111,17 @@ function tighten(dir: string, stat: fs.Stats, code: SysprobeError['code']): void
  * link and never blocking on a FIFO; else throws an error whose `code` says why (ELOOP for a
  * link, EISDIR, ENOTREG, EFBIG).
  */
-export async function openRegularFile(file: string, maxBytes = Infinity): Promise<{ handle: fs.promises.FileHandle; size: number }> {
+export async function openRegularFile(
+  file: string,
+  maxBytes = Infinity,
+): Promise<{ handle: fs.promises.FileHandle; size: number }> {
   const handle = await fs.promises.open(file, READ_FLAGS);
   try {
     const stat = await handle.stat();
     if (stat.isDirectory()) throw fileError('EISDIR', `${file} is a directory`);
     if (!stat.isFile()) throw fileError('ENOTREG', `${file} is not a regular file`);
-    if (stat.size > maxBytes) throw fileError('EFBIG', `${file} is ${stat.size} bytes, over the ${maxBytes} this reads`);
+    if (stat.size > maxBytes)
+      throw fileError('EFBIG', `${file} is ${stat.size} bytes, over the ${maxBytes} this reads`);
     return { handle, size: stat.size };
   } catch (err) {
     await handle.close().catch(() => undefined);
@@ -143,4 +151,3 @@ export async function readBoundedFile(file: string, maxBytes: number): Promise<s
 function fileError(code: string, message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
 }
-

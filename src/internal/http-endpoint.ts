@@ -37,10 +37,17 @@ export interface Reply {
 
 export type Route = (req: http.IncomingMessage, url: URL, body: Buffer) => Promise<Reply> | Reply;
 
-export interface EndpointAddress { address: string; port: number }
+export interface EndpointAddress {
+  address: string;
+  port: number;
+}
 
 /** A request refused before its route ran (size limits, malformed): for a warn log. */
-export type OnRefused = (status: number, why: string, request: { method: string; path: string; remote: string }) => void;
+export type OnRefused = (
+  status: number,
+  why: string,
+  request: { method: string; path: string; remote: string },
+) => void;
 
 /**
  * Listens on host:port and answers with `route`; resolves once listening. The server is
@@ -49,28 +56,51 @@ export type OnRefused = (status: number, why: string, request: { method: string;
  * SOCKET_IDLE_MS destroyed, a refused one destroyed right after its answer; the body is
  * read up to MAX_BODY_BYTES.
  */
-export function listen(host: string, port: number, route: Route, onError: (err: unknown) => void,
-  onRefused: OnRefused = () => undefined): Promise<{ server: http.Server; address: EndpointAddress }> {
-  const server = http.createServer({
-    maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS,
-    keepAliveTimeout: KEEP_ALIVE_MS, connectionsCheckingInterval: TIMEOUT_CHECK_MS,
-  }, (req, res) => {
-    void handle(req, res, route, onRefused).catch((err: unknown) => {
-      onError(err);
-      if (!res.headersSent) send(res, { status: 500, json: { error: 'internal error' } });
-      else res.destroy();
-    });
-  });
+export function listen(
+  host: string,
+  port: number,
+  route: Route,
+  onError: (err: unknown) => void,
+  onRefused: OnRefused = () => undefined,
+): Promise<{ server: http.Server; address: EndpointAddress }> {
+  const server = http.createServer(
+    {
+      maxHeaderSize: MAX_HEADER_BYTES,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_MS,
+      connectionsCheckingInterval: TIMEOUT_CHECK_MS,
+    },
+    (req, res) => {
+      void handle(req, res, route, onRefused).catch((err: unknown) => {
+        onError(err);
+        if (!res.headersSent) send(res, { status: 500, json: { error: 'internal error' } });
+        else res.destroy();
+      });
+    },
+  );
   server.maxRequestsPerSocket = 100;
   server.maxConnections = MAX_CONNECTIONS;
   // With no 'timeout' listener, Node destroys a socket idle this long.
   server.setTimeout(SOCKET_IDLE_MS);
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // What the parser refused: headers over MAX_HEADER_BYTES are a 431, a slow client a 408, the rest a 400.
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    onRefused(Number(status.slice(0, 3)), `refused by the HTTP parser (${err.code ?? 'malformed'})`, { method: '', path: '', remote: (socket as { remoteAddress?: string }).remoteAddress ?? '' });
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? '431 Request Header Fields Too Large'
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? '408 Request Timeout'
+          : '400 Bad Request';
+    onRefused(Number(status.slice(0, 3)), `refused by the HTTP parser (${err.code ?? 'malformed'})`, {
+      method: '',
+      path: '',
+      remote: (socket as { remoteAddress?: string }).remoteAddress ?? '',
+    });
     // end() alone waits for the client's side to close, which one that never reads never does: destroy, after a bounded wait.
-    if (!socket.writable) { socket.destroy(); return; }
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
     const linger = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
     socket.once('close', () => clearTimeout(linger));
     socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
@@ -87,10 +117,19 @@ export function listen(host: string, port: number, route: Route, onError: (err: 
   });
 }
 
-async function handle(req: http.IncomingMessage, res: http.ServerResponse, route: Route, onRefused: OnRefused): Promise<void> {
+async function handle(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  route: Route,
+  onRefused: OnRefused,
+): Promise<void> {
   const target = req.url ?? '/';
   const refuse = (status: number, error: string) => {
-    onRefused(status, error, { method: String(req.method).slice(0, 16), path: target.split('?')[0]!.slice(0, 200), remote: req.socket.remoteAddress ?? '' });
+    onRefused(status, error, {
+      method: String(req.method).slice(0, 16),
+      path: target.split('?')[0]!.slice(0, 200),
+      remote: req.socket.remoteAddress ?? '',
+    });
     send(res, { status, json: { error } }, true);
   };
   if (Buffer.byteLength(target) > MAX_URL_BYTES) return refuse(414, 'URL too long');
@@ -115,7 +154,12 @@ function readBody(req: http.IncomingMessage): Promise<Buffer | undefined> {
     let bytes = 0;
     req.on('data', (chunk: Buffer) => {
       bytes += chunk.length;
-      if (bytes > MAX_BODY_BYTES) { req.removeAllListeners('data'); req.resume(); resolve(undefined); return; }
+      if (bytes > MAX_BODY_BYTES) {
+        req.removeAllListeners('data');
+        req.resume();
+        resolve(undefined);
+        return;
+      }
       chunks.push(chunk);
     });
     req.on('end', () => resolve(Buffer.concat(chunks)));
@@ -124,7 +168,11 @@ function readBody(req: http.IncomingMessage): Promise<Buffer | undefined> {
 }
 
 function send(res: http.ServerResponse, reply: Reply, close = false): void {
-  const headers: Record<string, string> = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...reply.headers };
+  const headers: Record<string, string> = {
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...reply.headers,
+  };
   if (close) headers.connection = 'close';
   if (reply.stream) {
     res.writeHead(reply.status, headers);

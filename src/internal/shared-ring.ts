@@ -38,7 +38,8 @@ export class SharedJsonRing {
       this.capacity = init.capacity;
     }
     this.#slotBytes = SLOT_HEADER_INTS * 4 + Math.ceil(this.capacity / 4) * 4;
-    this.buffer = init instanceof SharedArrayBuffer ? init : new SharedArrayBuffer(HEADER_INTS * 4 + this.slots * this.#slotBytes);
+    this.buffer =
+      init instanceof SharedArrayBuffer ? init : new SharedArrayBuffer(HEADER_INTS * 4 + this.slots * this.#slotBytes);
     this.#ints = new Int32Array(this.buffer);
     this.#bytes = new Uint8Array(this.buffer);
     this.#ints[SLOTS] = this.slots;

@@ -42,7 +42,10 @@ export interface GuardWorkerOptions extends GuardOptions {
 type Kind = JobEvent['kind'];
 type Start<T> = (signal: AbortSignal) => Promise<T>;
 /** The runs of one name: how many are going, and the queued ones waiting for none to be. */
-interface Lane { running: number; queued: Array<{ start: () => void; reject: (err: Error) => void }> }
+interface Lane {
+  running: number;
+  queued: Array<{ start: () => void; reject: (err: Error) => void }>;
+}
 
 const MAX_NAME_LENGTH = 200;
 const MAX_TIMEOUT_MS = 24 * 3600_000;
@@ -122,12 +125,20 @@ export class JobGuard {
     const lane = this.#lanes.get(name) ?? { running: 0, queued: [] };
     this.#lanes.set(name, lane);
     if (lane.running === 0 || overlap === 'allow') return this.#run(name, kind, timeoutMs, lane, start);
-    if (overlap === 'refuse') return this.#refuse(name, kind, `Job '${name}' is still running, so this run was refused (overlap: 'refuse').`);
+    if (overlap === 'refuse')
+      return this.#refuse(name, kind, `Job '${name}' is still running, so this run was refused (overlap: 'refuse').`);
     if (lane.queued.length >= MAX_QUEUED) {
-      return this.#refuse(name, kind, `Job '${name}' is still running and its queue is full (${MAX_QUEUED} runs waiting), so this run was refused.`);
+      return this.#refuse(
+        name,
+        kind,
+        `Job '${name}' is still running and its queue is full (${MAX_QUEUED} runs waiting), so this run was refused.`,
+      );
     }
     return new Promise((resolve, reject) => {
-      lane.queued.push({ start: () => void this.#run(name, kind, timeoutMs, lane, start).then(resolve, reject), reject });
+      lane.queued.push({
+        start: () => void this.#run(name, kind, timeoutMs, lane, start).then(resolve, reject),
+        reject,
+      });
     });
   }
 
@@ -154,30 +165,41 @@ export class JobGuard {
       return performance.now() - startedAt;
     };
     return new Promise<T>((resolve, reject) => {
-      controller.signal.addEventListener('abort', () => {
-        const reason = controller.signal.reason as SysprobeError;
-        const durationMs = end();
-        if (reason.code === ErrorCode.TIMEOUT) {
-          this.#logger.warn({ job: name, timeoutMs, durationMs }, 'sysprobe guarded job timed out');
-          this.#report({ job: name, outcome: 'timeout', durationMs, kind });
-        }
-        reject(reason);
-      }, { once: true });
+      controller.signal.addEventListener(
+        'abort',
+        () => {
+          const reason = controller.signal.reason as SysprobeError;
+          const durationMs = end();
+          if (reason.code === ErrorCode.TIMEOUT) {
+            this.#logger.warn({ job: name, timeoutMs, durationMs }, 'sysprobe guarded job timed out');
+            this.#report({ job: name, outcome: 'timeout', durationMs, kind });
+          }
+          reject(reason);
+        },
+        { once: true },
+      );
       // Both handlers stay attached after the run ended, so an abandoned job's late failure is no unhandledRejection.
-      start(controller.signal).then((value) => {
-        if (ended) return;
-        this.#report({ job: name, outcome: 'ok', durationMs: end(), kind });
-        resolve(value);
-      }, (err: unknown) => {
-        if (ended) {
-          // A job that heeded its signal rejects with the reason; anything else is news worth a debug line.
-          if (err !== controller.signal.reason) this.#logger.debug({ job: name, err: describeError(err) }, 'sysprobe guarded job failed after its run had ended');
-          return;
-        }
-        this.#report({ job: name, outcome: 'failed', durationMs: end(), kind });
-        this.#logger.warn({ job: name, err: describeError(err) }, 'sysprobe guarded job failed');
-        reject(err);
-      });
+      start(controller.signal).then(
+        (value) => {
+          if (ended) return;
+          this.#report({ job: name, outcome: 'ok', durationMs: end(), kind });
+          resolve(value);
+        },
+        (err: unknown) => {
+          if (ended) {
+            // A job that heeded its signal rejects with the reason; anything else is news worth a debug line.
+            if (err !== controller.signal.reason)
+              this.#logger.debug(
+                { job: name, err: describeError(err) },
+                'sysprobe guarded job failed after its run had ended',
+              );
+            return;
+          }
+          this.#report({ job: name, outcome: 'failed', durationMs: end(), kind });
+          this.#logger.warn({ job: name, err: describeError(err) }, 'sysprobe guarded job failed');
+          reject(err);
+        },
+      );
     });
   }
 
@@ -239,7 +261,9 @@ function stoppedError(name: string): SysprobeError {
 
 function checkName(name: unknown): void {
   if (typeof name !== 'string' || name.length === 0 || name.length > MAX_NAME_LENGTH) {
-    throw invalid(`Option name must be a non-empty string of at most ${MAX_NAME_LENGTH} characters; got ${describe(name)}.`);
+    throw invalid(
+      `Option name must be a non-empty string of at most ${MAX_NAME_LENGTH} characters; got ${describe(name)}.`,
+    );
   }
 }
 
@@ -252,6 +276,7 @@ function checkRunOptions(input: unknown, known: readonly string[]): { timeoutMs:
   // The value is defined here, so the fallback never applies.
   const timeoutMs = checkInteger('timeoutMs', options.timeoutMs, 1, MAX_TIMEOUT_MS, 0);
   const overlap = options.overlap === undefined ? 'refuse' : options.overlap;
-  if (!OVERLAPS.includes(overlap)) throw invalid(`Option overlap must be one of ${OVERLAPS.join(', ')}; got ${describe(overlap)}.`);
+  if (!OVERLAPS.includes(overlap))
+    throw invalid(`Option overlap must be one of ${OVERLAPS.join(', ')}; got ${describe(overlap)}.`);
   return { timeoutMs, overlap: overlap as JobOverlap };
 }

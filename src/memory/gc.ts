@@ -54,7 +54,8 @@ export class GcObserver {
     this.#observer = new PerformanceObserver((list) => {
       try {
         for (const entry of list.getEntries()) {
-          const kind = KIND_NAMES[(entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? -1] ?? 'other';
+          const kind =
+            KIND_NAMES[(entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? -1] ?? 'other';
           const total = (this.#counted[kind] ??= { count: 0, durationMs: 0 });
           total.count += 1;
           total.durationMs += entry.duration;

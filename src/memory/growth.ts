@@ -24,7 +24,8 @@ export class GrowthTracker {
 
   /** `windowMs`: how far back the fit looks; `bucketMs`: how long each floor's bucket is (a few GC cycles). */
   constructor(windowMs: number, bucketMs: number) {
-    if (!(windowMs > 0 && bucketMs > 0 && bucketMs <= windowMs)) throw new RangeError('GrowthTracker needs 0 < bucketMs <= windowMs');
+    if (!(windowMs > 0 && bucketMs > 0 && bucketMs <= windowMs))
+      throw new RangeError('GrowthTracker needs 0 < bucketMs <= windowMs');
     this.#windowMs = windowMs;
     this.#bucketMs = bucketMs;
   }
@@ -46,10 +47,18 @@ export class GrowthTracker {
     const n = floors.length;
     if (n < 3) return undefined;
     const t0 = floors[0]![0];
-    let sumX = 0, sumY = 0, sumXX = 0, sumXY = 0, sumYY = 0;
+    let sumX = 0,
+      sumY = 0,
+      sumXX = 0,
+      sumXY = 0,
+      sumYY = 0;
     for (const [t, y] of floors) {
       const x = (t - t0) / 60_000; // minutes, so the slope is per minute
-      sumX += x; sumY += y; sumXX += x * x; sumXY += x * y; sumYY += y * y;
+      sumX += x;
+      sumY += y;
+      sumXX += x * x;
+      sumXY += x * y;
+      sumYY += y * y;
     }
     const sxx = sumXX - (sumX * sumX) / n;
     const sxy = sumXY - (sumX * sumY) / n;

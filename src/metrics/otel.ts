@@ -62,44 +62,89 @@ export class OtelExporter {
     this.#meter = meter;
     this.#source = source;
     this.#delayHistogram = meter.createHistogram('sysprobe.eventloop.delay', {
-      description: 'Event-loop delay observations: the lag sampled once per stall threshold plus each stall whole (heartbeat fallback: gaps between beats); aggregatable across instances.',
+      description:
+        'Event-loop delay observations: the lag sampled once per stall threshold plus each stall whole (heartbeat fallback: gaps between beats); aggregatable across instances.',
       unit: 's',
       advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
     });
     this.#gcDuration = meter.createHistogram('v8js.gc.duration', {
-      description: 'Garbage collection duration.', unit: 's', advice: { explicitBucketBoundaries: GC_BUCKETS_S },
+      description: 'Garbage collection duration.',
+      unit: 's',
+      advice: { explicitBucketBoundaries: GC_BUCKETS_S },
     });
-    this.#stalls = meter.createCounter('sysprobe.eventloop.stalls', { description: 'Stalls of the event loop (blocked longer than stallThresholdMs), by how their stack was taken.', unit: '{stall}' });
+    this.#stalls = meter.createCounter('sysprobe.eventloop.stalls', {
+      description: 'Stalls of the event loop (blocked longer than stallThresholdMs), by how their stack was taken.',
+      unit: '{stall}',
+    });
     this.#stallDuration = meter.createHistogram('sysprobe.eventloop.stall.duration', {
-      description: 'How long each stall of the event loop lasted.', unit: 's', advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
+      description: 'How long each stall of the event loop lasted.',
+      unit: 's',
+      advice: { explicitBucketBoundaries: DELAY_BUCKETS_S },
     });
-    this.#ruleFirings = meter.createCounter('sysprobe.rule.firings', { description: 'Rules that fired, by rule.', unit: '{firing}' });
-    this.#jobRuns = meter.createCounter('sysprobe.job.runs', { description: 'Guarded job runs, by job, outcome (ok, failed, timeout, refused) and kind (async, worker).', unit: '{run}' });
-    this.#jobDuration = meter.createHistogram('sysprobe.job.duration', { description: 'How long each guarded job run took (refused runs excluded).', unit: 's' });
+    this.#ruleFirings = meter.createCounter('sysprobe.rule.firings', {
+      description: 'Rules that fired, by rule.',
+      unit: '{firing}',
+    });
+    this.#jobRuns = meter.createCounter('sysprobe.job.runs', {
+      description: 'Guarded job runs, by job, outcome (ok, failed, timeout, refused) and kind (async, worker).',
+      unit: '{run}',
+    });
+    this.#jobDuration = meter.createHistogram('sysprobe.job.duration', {
+      description: 'How long each guarded job run took (refused runs excluded).',
+      unit: 's',
+    });
     this.#probes = new ProbeMetrics(meter);
-    this.#errors = meter.createCounter('sysprobe.errors', { description: 'Failures inside sysprobe that it survived, by component.', unit: '{error}' });
+    this.#errors = meter.createCounter('sysprobe.errors', {
+      description: 'Failures inside sysprobe that it survived, by component.',
+      unit: '{error}',
+    });
 
-    const gauge = (name: string, unit: string, description: string) => this.#track(meter.createObservableGauge(name, { unit, description }));
-    const counter = (name: string, unit: string, description: string) => this.#track(meter.createObservableCounter(name, { unit, description }));
-    const upDown = (name: string, unit: string, description: string) => this.#track(meter.createObservableUpDownCounter(name, { unit, description }));
+    const gauge = (name: string, unit: string, description: string) =>
+      this.#track(meter.createObservableGauge(name, { unit, description }));
+    const counter = (name: string, unit: string, description: string) =>
+      this.#track(meter.createObservableCounter(name, { unit, description }));
+    const upDown = (name: string, unit: string, description: string) =>
+      this.#track(meter.createObservableUpDownCounter(name, { unit, description }));
 
     const { samplers } = options;
     const observe: Array<(result: BatchObservableResult, recent: Sample[], latest: Sample | undefined) => void> = [];
 
     if (samplers.eventLoop) {
-      const delay = Object.fromEntries(['min', 'max', 'mean', 'stddev', 'p50', 'p90', 'p99'].map((stat) => [stat,
-        gauge(`nodejs.eventloop.delay.${stat}`, 's', `Event loop delay ${stat} since the last collection (see sysprobe.eventloop.delay for what is observed).`)]));
-      const utilization = gauge('nodejs.eventloop.utilization', '1', 'Event loop utilization since the last collection.');
+      const delay = Object.fromEntries(
+        ['min', 'max', 'mean', 'stddev', 'p50', 'p90', 'p99'].map((stat) => [
+          stat,
+          gauge(
+            `nodejs.eventloop.delay.${stat}`,
+            's',
+            `Event loop delay ${stat} since the last collection (see sysprobe.eventloop.delay for what is observed).`,
+          ),
+        ]),
+      );
+      const utilization = gauge(
+        'nodejs.eventloop.utilization',
+        '1',
+        'Event loop utilization since the last collection.',
+      );
       const time = counter('nodejs.eventloop.time', 's', 'Cumulative time the event loop spent in each state.');
-      const lag = gauge('sysprobe.eventloop.lag', 's', 'Longest time without a heartbeat since the last collection, as the worker saw it (it sees a stall while it lasts).');
+      const lag = gauge(
+        'sysprobe.eventloop.lag',
+        's',
+        'Longest time without a heartbeat since the last collection, as the worker saw it (it sees a stall while it lasts).',
+      );
       observe.push((result, recent) => {
         const h = this.#delayStats;
         if (h.count > 0) {
           const values: Record<string, number> = {
-            min: h.min, max: h.max, mean: h.mean, stddev: h.stddev,
-            p50: h.percentile(50), p90: h.percentile(90), p99: h.percentile(99),
+            min: h.min,
+            max: h.max,
+            mean: h.mean,
+            stddev: h.stddev,
+            p50: h.percentile(50),
+            p90: h.percentile(90),
+            p99: h.percentile(99),
           };
-          for (const [stat, instrument] of Object.entries(delay)) result.observe(instrument, (values[stat] ?? 0) / NS_PER_S);
+          for (const [stat, instrument] of Object.entries(delay))
+            result.observe(instrument, (values[stat] ?? 0) / NS_PER_S);
           h.reset();
         }
         const elu = performance.eventLoopUtilization();
@@ -114,7 +159,11 @@ export class OtelExporter {
 
     if (samplers.cpu) {
       const time = counter('process.cpu.time', 's', 'Total CPU seconds of the process, by mode.');
-      const utilization = gauge('process.cpu.utilization', '1', "CPU time over the last sample interval, divided by elapsed time and the CPUs available to the process (the cgroup's quota when it has one).");
+      const utilization = gauge(
+        'process.cpu.utilization',
+        '1',
+        "CPU time over the last sample interval, divided by elapsed time and the CPUs available to the process (the cgroup's quota when it has one).",
+      );
       const load = gauge('sysprobe.system.load_average', '{thread}', 'System load average, by window.');
       const cpus = os.availableParallelism();
       let quotaCores: number | undefined;
@@ -127,16 +176,30 @@ export class OtelExporter {
         result.observe(time, cpu.userMs / 1000, { 'cpu.mode': 'user' });
         result.observe(time, cpu.systemMs / 1000, { 'cpu.mode': 'system' });
         result.observe(utilization, cpuShareOfAvailable(cpu.utilization, quotaCores, cpus));
-        cpu.loadAverage?.forEach((value, i) => result.observe(load, value, { 'sysprobe.load.window': ['1m', '5m', '15m'][i] }));
+        cpu.loadAverage?.forEach((value, i) =>
+          result.observe(load, value, { 'sysprobe.load.window': ['1m', '5m', '15m'][i] }),
+        );
       });
     }
 
     if (samplers.threads) {
-      const time = counter('sysprobe.thread.cpu.time', 's', 'CPU seconds per thread (Linux, /proc/self/task), by mode.');
-      const utilization = gauge('sysprobe.thread.cpu.utilization', '1', 'Share of one CPU each thread used over the last sample interval.');
+      const time = counter(
+        'sysprobe.thread.cpu.time',
+        's',
+        'CPU seconds per thread (Linux, /proc/self/task), by mode.',
+      );
+      const utilization = gauge(
+        'sysprobe.thread.cpu.utilization',
+        '1',
+        'Share of one CPU each thread used over the last sample interval.',
+      );
       observe.push((result, recent, latest) => {
         for (const thread of latest?.threads ?? []) {
-          const attributes: Attributes = { 'thread.id': thread.tid, 'thread.name': thread.name, 'sysprobe.thread.role': thread.role };
+          const attributes: Attributes = {
+            'thread.id': thread.tid,
+            'thread.name': thread.name,
+            'sysprobe.thread.role': thread.role,
+          };
           result.observe(time, thread.userMs / 1000, { ...attributes, 'cpu.mode': 'user' });
           result.observe(time, thread.systemMs / 1000, { ...attributes, 'cpu.mode': 'system' });
           result.observe(utilization, thread.utilization, attributes);
@@ -147,20 +210,48 @@ export class OtelExporter {
     if (samplers.memory) {
       const used = upDown('v8js.memory.heap.used', 'By', 'Heap memory used, by V8 heap space.');
       const limit = upDown('v8js.memory.heap.limit', 'By', 'Heap memory reserved, by V8 heap space.');
-      const available = upDown('v8js.memory.heap.space.available_size', 'By', 'Heap space available, by V8 heap space.');
-      const physical = upDown('v8js.memory.heap.space.physical_size', 'By', 'Committed physical memory of each V8 heap space.');
+      const available = upDown(
+        'v8js.memory.heap.space.available_size',
+        'By',
+        'Heap space available, by V8 heap space.',
+      );
+      const physical = upDown(
+        'v8js.memory.heap.space.physical_size',
+        'By',
+        'Committed physical memory of each V8 heap space.',
+      );
       const heapUsed = upDown('sysprobe.memory.heap.used', 'By', 'V8 heap used, all spaces.');
       const heapTotal = upDown('sysprobe.memory.heap.total', 'By', 'V8 heap allocated, all spaces.');
       const heapLimit = upDown('sysprobe.memory.heap.limit', 'By', 'The V8 heap size limit (the OOM line).');
       const rss = upDown('process.memory.usage', 'By', 'Resident set size of the process.');
-      const external = upDown('sysprobe.memory.external', 'By', 'Memory of C++ objects bound to JS objects (includes array buffers).');
-      const arrayBuffers = upDown('sysprobe.memory.array_buffers', 'By', 'Memory of ArrayBuffers and SharedArrayBuffers.');
-      const afterGc = upDown('sysprobe.memory.heap.after_gc', 'By', 'Heap used right after the last full GC: the live heap, without garbage (needs the GC addon).');
+      const external = upDown(
+        'sysprobe.memory.external',
+        'By',
+        'Memory of C++ objects bound to JS objects (includes array buffers).',
+      );
+      const arrayBuffers = upDown(
+        'sysprobe.memory.array_buffers',
+        'By',
+        'Memory of ArrayBuffers and SharedArrayBuffers.',
+      );
+      const afterGc = upDown(
+        'sysprobe.memory.heap.after_gc',
+        'By',
+        'Heap used right after the last full GC: the live heap, without garbage (needs the GC addon).',
+      );
       // The same fit over three figures: the heap, RSS (native memory too) and external memory (ArrayBuffers, Buffers).
       const fits = (['heap', 'rss', 'external'] as const).map((kind) => ({
         kind,
-        rate: gauge(`sysprobe.memory.${kind}.growth_rate`, 'By/min', `Sustained growth of the ${kind === 'heap' ? 'heap' : kind === 'rss' ? 'RSS' : 'external memory'} floor, fitted over the growth window.`),
-        fit: gauge(`sysprobe.memory.${kind}.growth_fit`, '1', 'How well a line explains that floor over the window (r², 0..1); trust the growth rate when it is high.'),
+        rate: gauge(
+          `sysprobe.memory.${kind}.growth_rate`,
+          'By/min',
+          `Sustained growth of the ${kind === 'heap' ? 'heap' : kind === 'rss' ? 'RSS' : 'external memory'} floor, fitted over the growth window.`,
+        ),
+        fit: gauge(
+          `sysprobe.memory.${kind}.growth_fit`,
+          '1',
+          'How well a line explains that floor over the window (r², 0..1); trust the growth rate when it is high.',
+        ),
       }));
       observe.push((result, recent, latest) => {
         const memory = latest?.memory;
@@ -196,13 +287,26 @@ export class OtelExporter {
 
     if (samplers.gc) {
       const count = counter('sysprobe.gc.count', '{gc}', 'Garbage collections, by kind.');
-      const reclaimed = counter('sysprobe.gc.reclaimed', 'By', 'Heap bytes the GCs freed (used before minus used after each GC), by kind; needs the GC addon.');
-      const rate = gauge('sysprobe.gc.rate', '{gc}/min', 'Garbage collections per minute over the last sample interval, all kinds.');
-      const pauseShare = gauge('sysprobe.gc.pause_share', '1', 'Share of the last sample interval spent in GC pauses, 0..1.');
+      const reclaimed = counter(
+        'sysprobe.gc.reclaimed',
+        'By',
+        'Heap bytes the GCs freed (used before minus used after each GC), by kind; needs the GC addon.',
+      );
+      const rate = gauge(
+        'sysprobe.gc.rate',
+        '{gc}/min',
+        'Garbage collections per minute over the last sample interval, all kinds.',
+      );
+      const pauseShare = gauge(
+        'sysprobe.gc.pause_share',
+        '1',
+        'Share of the last sample interval spent in GC pauses, 0..1.',
+      );
       observe.push((result, recent, latest) => {
         for (const [kind, total] of Object.entries(this.#source.gcTotals() ?? {})) {
           result.observe(count, total.count, { 'v8js.gc.type': kind });
-          if (total.reclaimedBytes !== undefined) result.observe(reclaimed, total.reclaimedBytes, { 'v8js.gc.type': kind });
+          if (total.reclaimedBytes !== undefined)
+            result.observe(reclaimed, total.reclaimedBytes, { 'v8js.gc.type': kind });
         }
         if (latest?.gcRates) {
           result.observe(rate, latest.gcRates.perMin);
@@ -212,25 +316,53 @@ export class OtelExporter {
     }
 
     if (samplers.handles) {
-      const resources = gauge('sysprobe.active_resources', '{resource}', 'Active handles and requests keeping the main event loop alive, by type.');
+      const resources = gauge(
+        'sysprobe.active_resources',
+        '{resource}',
+        'Active handles and requests keeping the main event loop alive, by type.',
+      );
       observe.push((result, recent, latest) => {
-        for (const [type, n] of Object.entries(latest?.handles ?? {})) result.observe(resources, n, { 'sysprobe.resource.type': type });
+        for (const [type, n] of Object.entries(latest?.handles ?? {}))
+          result.observe(resources, n, { 'sysprobe.resource.type': type });
       });
     }
 
     if (options.sockets) observe.push(socketMetrics(meter, (instrument) => this.#track(instrument)));
-    if (process.platform === 'linux' && (samplers.cpu || samplers.memory)) observe.push(cgroupMetrics(meter, (instrument) => this.#track(instrument)));
+    if (process.platform === 'linux' && (samplers.cpu || samplers.memory))
+      observe.push(cgroupMetrics(meter, (instrument) => this.#track(instrument)));
 
-    const cacheSize = upDown('sysprobe.cache.size', '{entry}', 'Entries in each cache (probe.cache, and watched caches with sysprobe.cache.kind = watched).');
-    const cacheBytes = upDown('sysprobe.cache.bytes', 'By', 'Estimated bytes held by each probe.cache with a byte limit.');
-    const cacheOps = counter('sysprobe.cache.operations', '{operation}', 'Cache lookups and what happened to entries, by sysprobe.cache.result: hit, miss, eviction, load_failure, rejected.');
-    const cacheEvicted = counter('sysprobe.cache.watched.evicted', '{entry}', 'Entries a watched cache lost to the fallback eviction above its hard limit.');
+    const cacheSize = upDown(
+      'sysprobe.cache.size',
+      '{entry}',
+      'Entries in each cache (probe.cache, and watched caches with sysprobe.cache.kind = watched).',
+    );
+    const cacheBytes = upDown(
+      'sysprobe.cache.bytes',
+      'By',
+      'Estimated bytes held by each probe.cache with a byte limit.',
+    );
+    const cacheOps = counter(
+      'sysprobe.cache.operations',
+      '{operation}',
+      'Cache lookups and what happened to entries, by sysprobe.cache.result: hit, miss, eviction, load_failure, rejected.',
+    );
+    const cacheEvicted = counter(
+      'sysprobe.cache.watched.evicted',
+      '{entry}',
+      'Entries a watched cache lost to the fallback eviction above its hard limit.',
+    );
     observe.push((result) => {
       for (const c of this.#source.caches()) {
         const name = { 'sysprobe.cache': c.name };
         result.observe(cacheSize, c.size, { ...name, 'sysprobe.cache.kind': 'bounded' });
         result.observe(cacheBytes, c.bytes, name);
-        for (const [outcome, n] of [['hit', c.hits], ['miss', c.misses], ['eviction', c.evictions], ['load_failure', c.loadFailures], ['rejected', c.rejected]] as const) {
+        for (const [outcome, n] of [
+          ['hit', c.hits],
+          ['miss', c.misses],
+          ['eviction', c.evictions],
+          ['load_failure', c.loadFailures],
+          ['rejected', c.rejected],
+        ] as const) {
           result.observe(cacheOps, n, { ...name, 'sysprobe.cache.result': outcome });
         }
       }
@@ -285,7 +417,11 @@ export class OtelExporter {
   }
 
   recordJob(event: JobEvent): void {
-    const attributes = { 'sysprobe.job': event.job, 'sysprobe.job.outcome': event.outcome, 'sysprobe.job.kind': event.kind };
+    const attributes = {
+      'sysprobe.job': event.job,
+      'sysprobe.job.outcome': event.outcome,
+      'sysprobe.job.kind': event.kind,
+    };
     this.#jobRuns.add(1, attributes);
     if (event.outcome !== 'refused') this.#jobDuration.record(event.durationMs / 1000, attributes);
   }

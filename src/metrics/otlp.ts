@@ -59,13 +59,23 @@ export function exportOtlp(options: OtlpExportOptions = {}): OtlpExport {
 const WHY = 'Exporting metrics over OTLP/HTTP';
 
 /** @internal The periodic OTLP/HTTP reader, for a MeterProvider built elsewhere (register). */
-export function otlpReader(options: OtlpExportOptions): { reader: InstanceType<SdkMetrics['PeriodicExportingMetricReader']>; url: string } {
+export function otlpReader(options: OtlpExportOptions): {
+  reader: InstanceType<SdkMetrics['PeriodicExportingMetricReader']>;
+  url: string;
+} {
   const fromEnv = options.intervalMs === undefined && Boolean(process.env.OTEL_METRIC_EXPORT_INTERVAL);
   const intervalMs = fromEnv
-    ? checkInteger('intervalMs (from the environment variable OTEL_METRIC_EXPORT_INTERVAL)', Number(process.env.OTEL_METRIC_EXPORT_INTERVAL), 100, 3600_000, 60_000)
+    ? checkInteger(
+        'intervalMs (from the environment variable OTEL_METRIC_EXPORT_INTERVAL)',
+        Number(process.env.OTEL_METRIC_EXPORT_INTERVAL),
+        100,
+        3600_000,
+        60_000,
+      )
     : checkInteger('intervalMs', options.intervalMs, 100, 3600_000, 60_000);
   const { endpoint = process.env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://localhost:4318' } = options;
-  if (typeof endpoint !== 'string' || !/^https?:\/\//.test(endpoint)) throw invalid(`Option endpoint must be an http(s) URL; got ${JSON.stringify(String(endpoint).slice(0, 80))}.`);
+  if (typeof endpoint !== 'string' || !/^https?:\/\//.test(endpoint))
+    throw invalid(`Option endpoint must be an http(s) URL; got ${JSON.stringify(String(endpoint).slice(0, 80))}.`);
   const { PeriodicExportingMetricReader } = loadPeer<SdkMetrics>('@opentelemetry/sdk-metrics', WHY);
   const { OTLPMetricExporter } = loadPeer<OtlpHttp>('@opentelemetry/exporter-metrics-otlp-http', WHY);
   // A push must not outlive the interval, nor hold an exiting process for long.

@@ -11,11 +11,20 @@ export function loadPeer<T>(name: string, why: string): T {
     return require(name) as T;
   } catch (err) {
     if ((err as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw err;
-    throw new SysprobeError(ErrorCode.MISSING_PEER, `${why} needs the package ${name}, which is not installed; run: npm install ${name}`, { cause: err });
+    throw new SysprobeError(
+      ErrorCode.MISSING_PEER,
+      `${why} needs the package ${name}, which is not installed; run: npm install ${name}`,
+      { cause: err },
+    );
   }
 }
 
 /** A `service.name` resource, or undefined to keep the SDK's default. */
-export function serviceResource(serviceName: string | undefined, why: string): ReturnType<Resources['resourceFromAttributes']> | undefined {
-  return serviceName ? loadPeer<Resources>('@opentelemetry/resources', why).resourceFromAttributes({ 'service.name': serviceName }) : undefined;
+export function serviceResource(
+  serviceName: string | undefined,
+  why: string,
+): ReturnType<Resources['resourceFromAttributes']> | undefined {
+  return serviceName
+    ? loadPeer<Resources>('@opentelemetry/resources', why).resourceFromAttributes({ 'service.name': serviceName })
+    : undefined;
 }

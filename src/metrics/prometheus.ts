@@ -66,7 +66,10 @@ const WHY = 'Serving metrics to Prometheus';
 
 /** @internal The Prometheus reader and its /metrics server, for a MeterProvider built elsewhere (register). */
 export function prometheusEndpoint(options: PrometheusServeOptions): {
-  reader: InstanceType<PrometheusModule['PrometheusExporter']>; listen(): Promise<number>; url(): string; close(): Promise<void>;
+  reader: InstanceType<PrometheusModule['PrometheusExporter']>;
+  listen(): Promise<number>;
+  url(): string;
+  close(): Promise<void>;
 } {
   const port = checkInteger('port', options.port, 0, 65535, 9464);
   const { host = '0.0.0.0' } = options;
@@ -83,18 +86,20 @@ export function prometheusEndpoint(options: PrometheusServeOptions): {
   const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
   return {
     reader,
-    listen: () => new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.unref();
-        resolve((server.address() as { port: number }).port);
-      });
-    }),
+    listen: () =>
+      new Promise<number>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.unref();
+          resolve((server.address() as { port: number }).port);
+        });
+      }),
     url: () => `http://${shown}:${(server.address() as { port: number } | null)?.port ?? port}/metrics`,
-    close: () => new Promise<void>((resolve) => {
-      if (!server.listening) return resolve();
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (!server.listening) return resolve();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }

@@ -75,10 +75,19 @@ export async function autoStart(env: NodeJS.ProcessEnv = process.env): Promise<P
     const probe = await start({ ...options, ...(meterProvider ? { meterProvider } : {}) });
     registry[PROBE_KEY] = probe;
     const health = probe.healthAddress();
-    logger.info({
-      serviceName: probeInternals(probe).options.serviceName, ...(scrapeUrl ? { prometheus: scrapeUrl() } : {}), ...(otlpUrl ? { otlp: otlpUrl } : {}),
-      ...(health ? { health: `http://${health.address.includes(':') ? `[${health.address}]` : health.address}:${health.port}/health` } : {}),
-    }, 'sysprobe registered');
+    logger.info(
+      {
+        serviceName: probeInternals(probe).options.serviceName,
+        ...(scrapeUrl ? { prometheus: scrapeUrl() } : {}),
+        ...(otlpUrl ? { otlp: otlpUrl } : {}),
+        ...(health
+          ? {
+              health: `http://${health.address.includes(':') ? `[${health.address}]` : health.address}:${health.port}/health`,
+            }
+          : {}),
+      },
+      'sysprobe registered',
+    );
 
     // Stop when the app is done: beforeExit fires once the loop is empty; stopping (and the last
     // OTLP push, bounded by its timeout) refills it once, and the next beforeExit finds no listener.

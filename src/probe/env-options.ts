@@ -36,7 +36,9 @@ export function envConfig(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     if (raw === undefined) return undefined;
     const value = Number(raw);
     if (!/^\d+$/.test(raw) || value < min || value > max) {
-      throw invalid(`Environment variable ${name} must be an integer from ${min} to ${max}; got ${JSON.stringify(raw.slice(0, 40))}.`);
+      throw invalid(
+        `Environment variable ${name} must be an integer from ${min} to ${max}; got ${JSON.stringify(raw.slice(0, 40))}.`,
+      );
     }
     return value;
   };
@@ -59,7 +61,9 @@ export function envConfig(env: NodeJS.ProcessEnv = process.env): EnvConfig {
   const disabled = disable !== undefined && !['0', 'false', 'no'].includes(disable.toLowerCase());
   const logLevel = read('SYSPROBE_LOG_LEVEL');
   if (logLevel !== undefined && !LOG_LEVELS.includes(logLevel)) {
-    throw invalid(`Environment variable SYSPROBE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(logLevel.slice(0, 40))}.`);
+    throw invalid(
+      `Environment variable SYSPROBE_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(logLevel.slice(0, 40))}.`,
+    );
   }
 
   const options: ProbeOptions = {};
@@ -75,7 +79,9 @@ export function envConfig(env: NodeJS.ProcessEnv = process.env): EnvConfig {
   const healthPort = integer('SYSPROBE_HEALTH_PORT', 0, 65535);
   const healthHost = read('SYSPROBE_HEALTH_HOST');
   if (healthHost !== undefined && healthPort === undefined) {
-    throw invalid('Environment variable SYSPROBE_HEALTH_HOST is set but SYSPROBE_HEALTH_PORT is not; set the port too.');
+    throw invalid(
+      'Environment variable SYSPROBE_HEALTH_HOST is set but SYSPROBE_HEALTH_PORT is not; set the port too.',
+    );
   }
 
   return Object.freeze({

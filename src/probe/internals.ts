@@ -9,6 +9,7 @@ import type { ProbeParts } from './parts.js';
 
 export function probeInternals(probe: Probe): ProbeParts {
   const parts = partsOfProbe(probe);
-  if (!parts) throw new SysprobeError(ErrorCode.INVALID_OPTION, 'probeInternals() needs a probe that start() returned.');
+  if (!parts)
+    throw new SysprobeError(ErrorCode.INVALID_OPTION, 'probeInternals() needs a probe that start() returned.');
   return parts;
 }

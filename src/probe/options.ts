@@ -135,17 +135,37 @@ export interface ResolvedOptions {
 const LOOP_WATCH_KINDS: readonly unknown[] = ['auto', 'native', 'heartbeat'];
 const SAMPLER_NAMES = ['eventLoop', 'cpu', 'threads', 'memory', 'gc', 'handles', 'requests'] as const;
 const OPTION_NAMES = [
-  'serviceName', 'sampleIntervalMs', 'stallThresholdMs', 'loopWatch', 'capturesPerMinute', 'heapSnapshotWriter', 'heapSnapshotsPerDay', 'dumpMaxBytes', 'growthWindowMs', 'rules', 'defaultRules', 'recorderWindowMs',
-  'meterProvider', 'logger', 'dumpDir', 'samplers', 'onCapture',
+  'serviceName',
+  'sampleIntervalMs',
+  'stallThresholdMs',
+  'loopWatch',
+  'capturesPerMinute',
+  'heapSnapshotWriter',
+  'heapSnapshotsPerDay',
+  'dumpMaxBytes',
+  'growthWindowMs',
+  'rules',
+  'defaultRules',
+  'recorderWindowMs',
+  'meterProvider',
+  'logger',
+  'dumpDir',
+  'samplers',
+  'onCapture',
   'incidents',
   'sockets',
-  'probes', 'dependencies',
-  'health', 'control',
+  'probes',
+  'dependencies',
+  'health',
+  'control',
 ] as const;
 
 function hasFunctions(value: unknown, names: readonly string[]): boolean {
-  return typeof value === 'object' && value !== null
-    && names.every((n) => typeof (value as Record<string, unknown>)[n] === 'function');
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    names.every((n) => typeof (value as Record<string, unknown>)[n] === 'function')
+  );
 }
 
 /** Checks the options once, fills defaults, and freezes the result. Throws SYSPROBE_ERR_INVALID_OPTION. */
@@ -154,17 +174,34 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   checkKnownKeys('', options, OPTION_NAMES);
   const {
     serviceName = process.env.OTEL_SERVICE_NAME || 'unknown_service:node',
-    sampleIntervalMs: rawInterval, stallThresholdMs: rawThreshold, loopWatch = 'auto', capturesPerMinute: rawCaptures, heapSnapshotsPerDay: rawSnapshots, dumpMaxBytes: rawDumpMax, growthWindowMs: rawGrowthWindow, rules: rawRules, defaultRules = true, heapSnapshotWriter = 'v8', recorderWindowMs: rawWindow,
-    meterProvider, logger, dumpDir = './sysprobe-dumps', samplers: rawSamplers = {}, onCapture,
+    sampleIntervalMs: rawInterval,
+    stallThresholdMs: rawThreshold,
+    loopWatch = 'auto',
+    capturesPerMinute: rawCaptures,
+    heapSnapshotsPerDay: rawSnapshots,
+    dumpMaxBytes: rawDumpMax,
+    growthWindowMs: rawGrowthWindow,
+    rules: rawRules,
+    defaultRules = true,
+    heapSnapshotWriter = 'v8',
+    recorderWindowMs: rawWindow,
+    meterProvider,
+    logger,
+    dumpDir = './sysprobe-dumps',
+    samplers: rawSamplers = {},
+    onCapture,
     incidents: rawIncidents,
-    probes: rawProbes, dependencies = true,
+    probes: rawProbes,
+    dependencies = true,
   } = options as ProbeOptions;
   const sockets = resolveSockets((options as ProbeOptions).sockets);
   const health = resolveHealthOptions((options as ProbeOptions).health);
   const control = resolveControlOptions((options as ProbeOptions).control);
 
   if (typeof serviceName !== 'string' || serviceName.length === 0 || serviceName.length > 256) {
-    throw invalid(`Option serviceName must be a non-empty string of at most 256 characters; got ${describe(serviceName)}.`);
+    throw invalid(
+      `Option serviceName must be a non-empty string of at most 256 characters; got ${describe(serviceName)}.`,
+    );
   }
   const sampleIntervalMs = checkInteger('sampleIntervalMs', rawInterval, 100, 60_000, 1000);
   const stallThresholdMs = checkInteger('stallThresholdMs', rawThreshold, 20, 60_000, 200);
@@ -172,7 +209,8 @@ export function resolveOptions(input: unknown): ResolvedOptions {
     throw invalid(`Option loopWatch must be one of ${LOOP_WATCH_KINDS.join(', ')}; got ${describe(loopWatch)}.`);
   }
   const capturesPerMinute = checkInteger('capturesPerMinute', rawCaptures, 0, 600, 6);
-  if (typeof defaultRules !== 'boolean') throw invalid(`Option defaultRules must be true or false; got ${describe(defaultRules)}.`);
+  if (typeof defaultRules !== 'boolean')
+    throw invalid(`Option defaultRules must be true or false; got ${describe(defaultRules)}.`);
   const rules = resolveRules(rawRules, defaultRules);
   if (heapSnapshotWriter !== 'v8' && heapSnapshotWriter !== 'heapdump') {
     throw invalid(`Option heapSnapshotWriter must be 'v8' or 'heapdump'; got ${describe(heapSnapshotWriter)}.`);
@@ -182,7 +220,9 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   const growthWindowMs = checkInteger('growthWindowMs', rawGrowthWindow, 10_000, 3600_000, 10 * 60_000);
   const recorderWindowMs = checkInteger('recorderWindowMs', rawWindow, 1000, 24 * 3600_000, 15 * 60_000);
   if (recorderWindowMs < sampleIntervalMs) {
-    throw invalid(`Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`);
+    throw invalid(
+      `Option recorderWindowMs (${recorderWindowMs}) must be at least sampleIntervalMs (${sampleIntervalMs}) so the recorder holds one sample.`,
+    );
   }
   if (meterProvider !== undefined && !hasFunctions(meterProvider, ['getMeter'])) {
     throw invalid('Option meterProvider must be an OpenTelemetry MeterProvider (an object with getMeter()).');
@@ -193,18 +233,21 @@ export function resolveOptions(input: unknown): ResolvedOptions {
   if (typeof dumpDir !== 'string' || dumpDir.length === 0 || dumpDir.includes('\0')) {
     throw invalid(`Option dumpDir must be a non-empty path string; got ${describe(dumpDir)}.`);
   }
-  if (onCapture !== undefined && typeof onCapture !== 'function') throw invalid(`Option onCapture must be a function; got ${describe(onCapture)}.`);
+  if (onCapture !== undefined && typeof onCapture !== 'function')
+    throw invalid(`Option onCapture must be a function; got ${describe(onCapture)}.`);
   const samplerInput = checkPlainObject('samplers', rawSamplers);
   checkKnownKeys('samplers', samplerInput, SAMPLER_NAMES);
   const samplers = {} as Required<SamplerSwitches>;
   for (const name of SAMPLER_NAMES) {
     const value = samplerInput[name] ?? true;
-    if (typeof value !== 'boolean') throw invalid(`Option samplers.${name} must be true or false; got ${describe(value)}.`);
+    if (typeof value !== 'boolean')
+      throw invalid(`Option samplers.${name} must be true or false; got ${describe(value)}.`);
     samplers[name] = value;
   }
   const incidents = resolveIncidents(rawIncidents, recorderWindowMs);
   const probes = resolveProbes(rawProbes);
-  if (typeof dependencies !== 'boolean') throw invalid(`Option dependencies must be true or false; got ${describe(dependencies)}.`);
+  if (typeof dependencies !== 'boolean')
+    throw invalid(`Option dependencies must be true or false; got ${describe(dependencies)}.`);
 
   return Object.freeze({
     serviceName,

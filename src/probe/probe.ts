@@ -7,13 +7,30 @@ import type { Sample } from '../samples/sample.js';
 import type { LoopWatchKind } from '../stalls/loop-watch.js';
 import type { GuardOptions, GuardWorkerOptions } from '../jobs/guard.js';
 import type { HeapSnapshotResult } from '../heap/snapshots.js';
-import { createCache, watchCache, type BoundedCache, type CacheAlert, type CacheOptions, type CacheWatcher, type WatchableMap, type WatchOptions } from '../caches/caches.js';
+import {
+  createCache,
+  watchCache,
+  type BoundedCache,
+  type CacheAlert,
+  type CacheOptions,
+  type CacheWatcher,
+  type WatchableMap,
+  type WatchOptions,
+} from '../caches/caches.js';
 import type { WrittenCapture } from '../sink/sink.js';
 import type { IncidentEvent, IncidentSummary } from '../incidents/recorder.js';
 import type { SocketPicture } from '../sockets/sampler.js';
 import type { Dependency } from '../dependencies/map.js';
 import type { ProbeStatus } from '../synthetics/book.js';
-import { combine, dependencyReasons, readingsFromMain, sourceReasons, thresholdReasons, type Health, type HealthReason } from '../health/evaluate.js';
+import {
+  combine,
+  dependencyReasons,
+  readingsFromMain,
+  sourceReasons,
+  thresholdReasons,
+  type Health,
+  type HealthReason,
+} from '../health/evaluate.js';
 import type { StallEvent } from '../stalls/stall-event.js';
 import type { PreviousRunEvent } from '../crash/startup.js';
 import { REQUEST_TIMEOUT_MS, wireProbe } from './wiring.js';
@@ -81,7 +98,11 @@ export class Probe extends EventEmitter {
   /** @internal Use {@link start}. */
   constructor(options: ResolvedOptions) {
     super();
-    this.#p = wireProbe(options, { emitter: this, stopped: () => this.#stopped !== undefined, dependencies: () => this.dependencies() });
+    this.#p = wireProbe(options, {
+      emitter: this,
+      stopped: () => this.#stopped !== undefined,
+      dependencies: () => this.dependencies(),
+    });
     partsOf.set(this, this.#p);
   }
 
@@ -100,24 +121,39 @@ export class Probe extends EventEmitter {
     this.#p.heartbeat.start();
     this.#p.dependencies?.start();
     this.#p.requests?.start();
-    const failed = (['health', 'control'] as const).filter((name) => this.#p.servers[name] && 'error' in this.#p.servers[name]!);
+    const failed = (['health', 'control'] as const).filter(
+      (name) => this.#p.servers[name] && 'error' in this.#p.servers[name]!,
+    );
     if (failed.length > 0) {
       const why = failed.map((name) => `${name}: ${(this.#p.servers[name] as { error: string }).error}`).join('; ');
       await this.stop();
-      throw new SysprobeError(ErrorCode.LISTEN_FAILED, `sysprobe could not listen (${why}); choose another port, or 0 for an ephemeral one.`);
+      throw new SysprobeError(
+        ErrorCode.LISTEN_FAILED,
+        `sysprobe could not listen (${why}); choose another port, or 0 for an ephemeral one.`,
+      );
     }
     // Not awaited: a dead previous run is reported (event, incident) once its files are read, after start() resolves.
     void this.#p.crash.start();
     const { control } = this.#p.options;
     if (control && !isLoopback(control.host)) {
-      this.#p.logger.warn({ component: 'control', host: control.host, port: this.controlAddress()?.port }, 'sysprobe control endpoint listens beyond loopback; see docs/security.md');
+      this.#p.logger.warn(
+        { component: 'control', host: control.host, port: this.controlAddress()?.port },
+        'sysprobe control endpoint listens beyond loopback; see docs/security.md',
+      );
     }
-    this.#p.logger.info({
-      node: process.version, sysprobe: this.#p.version, workerTid: this.#p.supervisor.workerTid,
-      sampleIntervalMs: this.#p.options.sampleIntervalMs, stallThresholdMs: this.#p.options.stallThresholdMs,
-      loopWatch: this.#p.loopWatch.kind, ...(this.#p.loopWatch.why ? { loopWatchFallback: this.#p.loopWatch.why } : {}),
-      samplers: this.#p.options.samplers,
-    }, 'sysprobe started');
+    this.#p.logger.info(
+      {
+        node: process.version,
+        sysprobe: this.#p.version,
+        workerTid: this.#p.supervisor.workerTid,
+        sampleIntervalMs: this.#p.options.sampleIntervalMs,
+        stallThresholdMs: this.#p.options.stallThresholdMs,
+        loopWatch: this.#p.loopWatch.kind,
+        ...(this.#p.loopWatch.why ? { loopWatchFallback: this.#p.loopWatch.why } : {}),
+        samplers: this.#p.options.samplers,
+      },
+      'sysprobe started',
+    );
   }
 
   /** The `Retry-After` of an unhealthy answer, seconds (option `health.retryAfterSeconds`): what healthHandler() sends. */
@@ -154,10 +190,12 @@ export class Probe extends EventEmitter {
       this.#p.logger.debug({ err: describeError(err) }, 'sysprobe dependencies without probe latencies');
       return [];
     });
-    const sockets = this.#p.options.sockets ? await this.sockets().catch((err: unknown) => {
-      this.#p.logger.debug({ err: describeError(err) }, 'sysprobe dependencies without socket states');
-      return undefined;
-    }) : undefined;
+    const sockets = this.#p.options.sockets
+      ? await this.sockets().catch((err: unknown) => {
+          this.#p.logger.debug({ err: describeError(err) }, 'sysprobe dependencies without socket states');
+          return undefined;
+        })
+      : undefined;
     return this.#p.dependencies.entries(statuses, sockets?.byRemote);
   }
 
@@ -181,7 +219,12 @@ export class Probe extends EventEmitter {
       try {
         reasons.push(...sourceReasons(name, source()));
       } catch (err) {
-        reasons.push({ kind: 'source', source: name, status: 'unhealthy', message: `health source "${name}" threw: ${describeError(err).message}` });
+        reasons.push({
+          kind: 'source',
+          source: name,
+          status: 'unhealthy',
+          message: `health source "${name}" threw: ${describeError(err).message}`,
+        });
       }
     }
     return combine(reasons, now);
@@ -196,11 +239,20 @@ export class Probe extends EventEmitter {
   addHealthSource(name: string, source: HealthSource): () => void {
     this.#assertRunning('addHealthSource');
     if (typeof name !== 'string' || name.length === 0 || typeof source !== 'function') {
-      throw new SysprobeError(ErrorCode.INVALID_OPTION, 'addHealthSource(name, source) needs a non-empty name and a function.');
+      throw new SysprobeError(
+        ErrorCode.INVALID_OPTION,
+        'addHealthSource(name, source) needs a non-empty name and a function.',
+      );
     }
-    if (this.#healthSources.has(name)) throw new SysprobeError(ErrorCode.INVALID_OPTION, `A health source named "${name}" already exists on this probe.`);
+    if (this.#healthSources.has(name))
+      throw new SysprobeError(
+        ErrorCode.INVALID_OPTION,
+        `A health source named "${name}" already exists on this probe.`,
+      );
     this.#healthSources.set(name, source);
-    return () => { if (this.#healthSources.get(name) === source) this.#healthSources.delete(name); };
+    return () => {
+      if (this.#healthSources.get(name) === source) this.#healthSources.delete(name);
+    };
   }
 
   /** Where the worker serves `GET /health` (`health.port`), or undefined when it does not. */
@@ -237,7 +289,10 @@ export class Probe extends EventEmitter {
     this.#assertRunning('recent');
     const { sinceMs } = options;
     if (sinceMs !== undefined && (typeof sinceMs !== 'number' || !(sinceMs >= 0))) {
-      throw new SysprobeError(ErrorCode.INVALID_OPTION, `recent({ sinceMs }) needs a number of milliseconds >= 0; got ${String(sinceMs)}.`);
+      throw new SysprobeError(
+        ErrorCode.INVALID_OPTION,
+        `recent({ sinceMs }) needs a number of milliseconds >= 0; got ${String(sinceMs)}.`,
+      );
     }
     return (await this.#p.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
   }
@@ -250,7 +305,8 @@ export class Probe extends EventEmitter {
    */
   async sockets(): Promise<SocketPicture> {
     this.#assertRunning('sockets');
-    if (!this.#p.options.sockets) throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
+    if (!this.#p.options.sockets)
+      throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
     return (await this.#p.supervisor.request({ kind: 'sockets' }, SOCKETS_REQUEST_TIMEOUT_MS)) as SocketPicture;
   }
 
@@ -264,7 +320,9 @@ export class Probe extends EventEmitter {
    */
   async captureStack(): Promise<Frame[]> {
     this.#assertRunning('captureStack');
-    const result = (await this.#p.supervisor.request({ kind: 'captureStack' }, STACK_REQUEST_TIMEOUT_MS)) as { frames: Frame[] };
+    const result = (await this.#p.supervisor.request({ kind: 'captureStack' }, STACK_REQUEST_TIMEOUT_MS)) as {
+      frames: Frame[];
+    };
     return result.frames;
   }
 
@@ -296,14 +354,20 @@ export class Probe extends EventEmitter {
    * while another allocation profile runs.
    */
   async captureAllocationProfile(options: AllocationProfileOptions = {}): Promise<AllocationProfileResult> {
-    return (await this.#requestProfile('captureAllocationProfile', options.durationMs ?? 10_000)) as AllocationProfileResult;
+    return (await this.#requestProfile(
+      'captureAllocationProfile',
+      options.durationMs ?? 10_000,
+    )) as AllocationProfileResult;
   }
 
   /** Checks the duration and asks the worker; the wait covers the profile, writing it, and the round trip. */
   #requestProfile(kind: 'captureCpuProfile' | 'captureAllocationProfile', durationMs: number): Promise<unknown> {
     this.#assertRunning(kind);
     if (!Number.isInteger(durationMs) || durationMs < 10 || durationMs > 600_000) {
-      throw new SysprobeError(ErrorCode.INVALID_OPTION, `${kind}({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`);
+      throw new SysprobeError(
+        ErrorCode.INVALID_OPTION,
+        `${kind}({ durationMs }) needs an integer from 10 to 600000; got ${String(durationMs)}.`,
+      );
     }
     return this.#p.supervisor.request({ kind, durationMs }, durationMs + 15_000);
   }
@@ -315,7 +379,8 @@ export class Probe extends EventEmitter {
    */
   cache<K extends {}, V extends {}>(name: string, options: CacheOptions<K, V>): BoundedCache<K, V> {
     this.#assertRunning('cache');
-    if (this.#p.caches.has(name) || this.#p.watchers.has(name)) throw new SysprobeError(ErrorCode.INVALID_OPTION, `A cache named "${name}" already exists on this probe.`);
+    if (this.#p.caches.has(name) || this.#p.watchers.has(name))
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, `A cache named "${name}" already exists on this probe.`);
     const cache = createCache<K, V>(name, options);
     this.#p.caches.set(name, cache as unknown as BoundedCache<{}, {}>);
     return cache;
@@ -328,7 +393,8 @@ export class Probe extends EventEmitter {
    */
   watchCache(name: string, collection: WatchableMap, options?: WatchOptions): CacheWatcher {
     this.#assertRunning('watchCache');
-    if (this.#p.caches.has(name) || this.#p.watchers.has(name)) throw new SysprobeError(ErrorCode.INVALID_OPTION, `A cache named "${name}" already exists on this probe.`);
+    if (this.#p.caches.has(name) || this.#p.watchers.has(name))
+      throw new SysprobeError(ErrorCode.INVALID_OPTION, `A cache named "${name}" already exists on this probe.`);
     const watcher = watchCache(name, collection, options);
     this.#p.watchers.set(name, watcher);
     return watcher;
@@ -370,7 +436,10 @@ export class Probe extends EventEmitter {
       await this.#p.supervisor.stop();
       this.#p.crash.stop();
       this.#release();
-      this.#p.logger.info({ uptimeMs: Date.now() - this.#startedAt, workerRestarts: this.#p.supervisor.restarts }, 'sysprobe stopped');
+      this.#p.logger.info(
+        { uptimeMs: Date.now() - this.#startedAt, workerRestarts: this.#p.supervisor.restarts },
+        'sysprobe stopped',
+      );
     })();
     return this.#stopped;
   }
@@ -382,15 +451,21 @@ export class Probe extends EventEmitter {
   }
 
   #assertRunning(method: string): void {
-    if (this.#stopped) throw new SysprobeError(ErrorCode.STOPPED, `probe.${method}() was called after stop(); call start() for a new probe.`);
+    if (this.#stopped)
+      throw new SysprobeError(
+        ErrorCode.STOPPED,
+        `probe.${method}() was called after stop(); call start() for a new probe.`,
+      );
   }
 
   /** @internal */
   static async create(input: ProbeOptions | undefined): Promise<Probe> {
     const options = resolveOptions(input);
     if (current || starting) {
-      throw new SysprobeError(ErrorCode.ALREADY_STARTED,
-        'sysprobe is already running in this process; reuse the probe that start() returned, or await probe.stop() before starting again.');
+      throw new SysprobeError(
+        ErrorCode.ALREADY_STARTED,
+        'sysprobe is already running in this process; reuse the probe that start() returned, or await probe.stop() before starting again.',
+      );
     }
     starting = true;
     try {

@@ -57,7 +57,12 @@ export class WorkerSupervisor {
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        reject(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker did not start within ${READY_TIMEOUT_MS} ms.`));
+        reject(
+          new SysprobeError(
+            ErrorCode.WORKER_UNAVAILABLE,
+            `The probe worker did not start within ${READY_TIMEOUT_MS} ms.`,
+          ),
+        );
         void this.#worker?.terminate();
       }, READY_TIMEOUT_MS);
       this.#spawn((err) => {
@@ -100,9 +105,13 @@ export class WorkerSupervisor {
     worker.on('exit', (exitCode) => {
       this.#ready = false;
       if (this.#worker === worker) this.#worker = undefined;
-      this.#pending.failAll(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker exited (code ${exitCode}) before answering.`));
+      this.#pending.failAll(
+        new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker exited (code ${exitCode}) before answering.`),
+      );
       if (onReady) {
-        onReady(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker exited (code ${exitCode}) while starting.`));
+        onReady(
+          new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, `The probe worker exited (code ${exitCode}) while starting.`),
+        );
         onReady = undefined;
         return;
       }
@@ -144,18 +153,31 @@ export class WorkerSupervisor {
    */
   request(request: Request, timeoutMs: number): Promise<unknown> {
     if (!this.#ready || !this.#worker) {
-      return Promise.reject(new SysprobeError(ErrorCode.WORKER_UNAVAILABLE, 'The probe worker is not running (it may be restarting); try again shortly.'));
+      return Promise.reject(
+        new SysprobeError(
+          ErrorCode.WORKER_UNAVAILABLE,
+          'The probe worker is not running (it may be restarting); try again shortly.',
+        ),
+      );
     }
     return this.#pending.add(
       (id) => this.post({ type: 'request', id, request }),
       timeoutMs,
-      () => new SysprobeError(ErrorCode.TIMEOUT, `The probe worker did not answer a '${request.kind}' request within ${timeoutMs} ms.`));
+      () =>
+        new SysprobeError(
+          ErrorCode.TIMEOUT,
+          `The probe worker did not answer a '${request.kind}' request within ${timeoutMs} ms.`,
+        ),
+    );
   }
 
   #settle(message: Extract<WorkerToMain, { type: 'response' }>): void {
-    this.#pending.settle(message.id, message.ok
-      ? { ok: true, value: message.value }
-      : { ok: false, error: errorFromReply(message.error.code, message.error.message, ErrorCode.WORKER_UNAVAILABLE) });
+    this.#pending.settle(
+      message.id,
+      message.ok
+        ? { ok: true, value: message.value }
+        : { ok: false, error: errorFromReply(message.error.code, message.error.message, ErrorCode.WORKER_UNAVAILABLE) },
+    );
   }
 
   /** Asks the worker to stop, and terminates it if it has not within a second. */

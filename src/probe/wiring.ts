@@ -50,8 +50,13 @@ type Building = { -readonly [K in keyof ProbeParts]: ProbeParts[K] };
 
 export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts {
   const parts = {
-    options, version: PACKAGE_VERSION, servers: {},
-    caches: new Map(), watchers: new Map(), unhealthy: new UnhealthyRules(), probeRuns: new Map(),
+    options,
+    version: PACKAGE_VERSION,
+    servers: {},
+    caches: new Map(),
+    watchers: new Map(),
+    unhealthy: new UnhealthyRules(),
+    probeRuns: new Map(),
     stopped: () => host.stopped(),
   } as Partial<Building> as Building;
   let logger = (options.logger ?? defaultLogger()).child({ component: 'sysprobe', service: options.serviceName });
@@ -85,77 +90,130 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
   // First what can refuse (nothing to undo yet), then the exporter, which everything reports to.
   const snapshotWriter = chooseSnapshotWriter(options.heapSnapshotWriter, isMainThread);
   parts.loopWatch = chooseLoopWatch(options);
-  parts.exporter = new OtelExporter(meter, {
-    samplesSince,
-    drainDelays: () => parts.loopWatch.lag?.drain((ms) => parts.exporter.recordDelay(ms)),
-    gcTotals: () => parts.gc?.totals,
-    workerRestarts: () => parts.supervisor.restarts,
-    caches: () => [...parts.caches.values()].map((c) => c.stats()),
-    watchedCaches: () => [...parts.watchers.values()].map((w) => w.stats()),
-    failed: (component, err) => parts.failed(component, err),
-  }, options);
+  parts.exporter = new OtelExporter(
+    meter,
+    {
+      samplesSince,
+      drainDelays: () => parts.loopWatch.lag?.drain((ms) => parts.exporter.recordDelay(ms)),
+      gcTotals: () => parts.gc?.totals,
+      workerRestarts: () => parts.supervisor.restarts,
+      caches: () => [...parts.caches.values()].map((c) => c.stats()),
+      watchedCaches: () => [...parts.watchers.values()].map((w) => w.stats()),
+      failed: (component, err) => parts.failed(component, err),
+    },
+    options,
+  );
   parts.requests = options.samplers.requests ? new RequestTracker() : undefined;
   parts.stallExplainer = new StallExplainer(parts.requests, options.samplers.gc);
   parts.gc = options.samplers.gc
-    ? new GcObserver((kind, ms, startedAt) => {
-      parts.exporter.recordGc(kind, ms);
-      parts.stallExplainer.recordGc(startedAt, ms);
-    }, (err) => parts.failed('gc', err))
+    ? new GcObserver(
+        (kind, ms, startedAt) => {
+          parts.exporter.recordGc(kind, ms);
+          parts.stallExplainer.recordGc(startedAt, ms);
+        },
+        (err) => parts.failed('gc', err),
+      )
     : undefined;
   // Without the native watch, the main thread's timer is also the stall detector's heartbeat.
   const beats = options.samplers.eventLoop && parts.loopWatch.kind === 'heartbeat';
-  const heartbeatIntervalMs = beats ? Math.min(options.stallThresholdMs, options.sampleIntervalMs) : options.sampleIntervalMs;
+  const heartbeatIntervalMs = beats
+    ? Math.min(options.stallThresholdMs, options.sampleIntervalMs)
+    : options.sampleIntervalMs;
   const { addon } = parts.loopWatch;
-  parts.heartbeat = new Heartbeat(options, {
-    intervalMs: heartbeatIntervalMs, beats, takeMaxDelayMs: addon && (() => addon.takeLongestTurn()),
-    // Watched caches are checked (and trimmed, when asked) once per sample, on the thread that owns them.
-    onSample: () => { checkWatchedCaches(parts); parts.requests?.sweep(); },
-  }, parts.gc,
+  parts.heartbeat = new Heartbeat(
+    options,
+    {
+      intervalMs: heartbeatIntervalMs,
+      beats,
+      takeMaxDelayMs: addon && (() => addon.takeLongestTurn()),
+      // Watched caches are checked (and trimmed, when asked) once per sample, on the thread that owns them.
+      onSample: () => {
+        checkWatchedCaches(parts);
+        parts.requests?.sweep();
+      },
+    },
+    parts.gc,
     (gapMs) => parts.exporter.recordDelay(gapMs),
-    (capacityBytes) => logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'));
-  parts.supervisor = new WorkerSupervisor(workerSettings(options, {
-    heartbeat: parts.heartbeat.shared,
-    mainRing: parts.heartbeat.mainRing.buffer,
-    heartbeatIntervalMs,
-    loopWatch: parts.loopWatch.kind,
-    mainTid: process.pid,
-    ...(parts.requests ? { requestTable: parts.requests.buffer } : {}),
+    (capacityBytes) => logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'),
+  );
+  parts.supervisor = new WorkerSupervisor(
+    workerSettings(options, {
+      heartbeat: parts.heartbeat.shared,
+      mainRing: parts.heartbeat.mainRing.buffer,
+      heartbeatIntervalMs,
+      loopWatch: parts.loopWatch.kind,
+      mainTid: process.pid,
+      ...(parts.requests ? { requestTable: parts.requests.buffer } : {}),
+      sysprobeVersion: PACKAGE_VERSION,
+    }),
+    logger,
+    (message) => onWorkerMessage(parts, message),
+  );
+  const files = new FileSink({
+    dir: options.dumpDir,
+    maxBytes: options.dumpMaxBytes,
+    service: options.serviceName,
     sysprobeVersion: PACKAGE_VERSION,
-  }), logger, (message) => onWorkerMessage(parts, message));
-  const files = new FileSink({ dir: options.dumpDir, maxBytes: options.dumpMaxBytes, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger });
-  parts.incidents = options.incidents.enabled ? new IncidentRecorder({
-    dumpDir: options.dumpDir, options: options.incidents, service: options.serviceName, sysprobeVersion: PACKAGE_VERSION, logger, logs,
-    recent: (sinceMs) => parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>,
-    writeSamples: (file, sinceTime, max) => parts.supervisor.request({ kind: 'writeSamples', file, sinceTime, max }, WRITE_SAMPLES_TIMEOUT_MS) as Promise<SamplesWritten>,
-    emit: (event) => parts.emit('incident', event),
-    closed: () => { if (!host.stopped()) parts.supervisor.post({ type: 'incidentClosed' }); },
-    rotate: () => files.rotate(),
-    dependencies: () => host.dependencies(),
-  }) : undefined;
+    logger,
+  });
+  parts.incidents = options.incidents.enabled
+    ? new IncidentRecorder({
+        dumpDir: options.dumpDir,
+        options: options.incidents,
+        service: options.serviceName,
+        sysprobeVersion: PACKAGE_VERSION,
+        logger,
+        logs,
+        recent: (sinceMs) =>
+          parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>,
+        writeSamples: (file, sinceTime, max) =>
+          parts.supervisor.request(
+            { kind: 'writeSamples', file, sinceTime, max },
+            WRITE_SAMPLES_TIMEOUT_MS,
+          ) as Promise<SamplesWritten>,
+        emit: (event) => parts.emit('incident', event),
+        closed: () => {
+          if (!host.stopped()) parts.supervisor.post({ type: 'incidentClosed' });
+        },
+        rotate: () => files.rotate(),
+        dependencies: () => host.dependencies(),
+      })
+    : undefined;
   parts.dependencies = options.dependencies ? new DependencyMap() : undefined;
   parts.jobs = new JobGuard(logger, (event) => parts.exporter.recordJob(event));
   parts.sink = functionSink(files, (capture) => parts.captured(capture));
   const incidents = parts.incidents;
   parts.crash = new CrashEvidence({
-    dumpDir: options.dumpDir, service: options.serviceName, logger,
+    dumpDir: options.dumpDir,
+    service: options.serviceName,
+    logger,
     ...(incidents ? { incident: (trigger, write) => incidents.evidence(trigger, write) } : {}),
     emit: (event) => parts.emit('previousRun', event),
   });
   // sysprobe's own pause: in shared memory first (a stall seen now is known as ours at once), then a message (the samples it falls in).
-  parts.snapshots = new HeapSnapshots(parts.sink, { perDay: options.heapSnapshotsPerDay }, logger, undefined, (active) => {
-    parts.heartbeat.selfPause(active);
-    parts.supervisor.post({ type: 'selfPause', active });
-  }, snapshotWriter);
+  parts.snapshots = new HeapSnapshots(
+    parts.sink,
+    { perDay: options.heapSnapshotsPerDay },
+    logger,
+    undefined,
+    (active) => {
+      parts.heartbeat.selfPause(active);
+      parts.supervisor.post({ type: 'selfPause', active });
+    },
+    snapshotWriter,
+  );
   return parts;
 }
 
 /** Native when asked for (or 'auto') and the addon loads and can hook this thread's loop; else the heartbeat. */
 function chooseLoopWatch(options: ResolvedOptions): LoopWatchChoice {
   const heartbeat = (why: string) => {
-    if (options.loopWatch === 'native') throw new SysprobeError(ErrorCode.UNSUPPORTED, `Option loopWatch is 'native' but ${why}.`);
+    if (options.loopWatch === 'native')
+      throw new SysprobeError(ErrorCode.UNSUPPORTED, `Option loopWatch is 'native' but ${why}.`);
     return { kind: 'heartbeat' as const, addon: undefined, lag: undefined, why };
   };
-  if (options.loopWatch === 'heartbeat' || !options.samplers.eventLoop) return { kind: 'heartbeat', addon: undefined, lag: undefined, why: undefined };
+  if (options.loopWatch === 'heartbeat' || !options.samplers.eventLoop)
+    return { kind: 'heartbeat', addon: undefined, lag: undefined, why: undefined };
   const { addon, error } = loadLoopWatch();
   if (!addon) return heartbeat(`the native loop watch did not load (${error})`);
   if (!addon.attach()) return heartbeat('another thread of this process already watches its loop natively');
@@ -166,7 +224,12 @@ function chooseLoopWatch(options: ResolvedOptions): LoopWatchChoice {
 function checkWatchedCaches(parts: ProbeParts): void {
   for (const watcher of parts.watchers.values()) {
     for (const alert of watcher.check()) {
-      parts.logger.warn({ ...alert }, alert.reason === 'growing' ? 'sysprobe watched cache is growing fast' : 'sysprobe watched cache is over its limit');
+      parts.logger.warn(
+        { ...alert },
+        alert.reason === 'growing'
+          ? 'sysprobe watched cache is growing fast'
+          : 'sysprobe watched cache is over its limit',
+      );
       parts.emit('cache', alert);
     }
   }
@@ -177,7 +240,11 @@ function onCaptured(parts: ProbeParts, capture: WrittenCapture): void {
   parts.emit('capture', capture);
   const { onCapture } = parts.options;
   if (!onCapture) return;
-  const failed = (err: unknown) => parts.logger.error({ file: capture.file, err: describeError(err) }, 'sysprobe onCapture failed; the capture stays in dumpDir');
+  const failed = (err: unknown) =>
+    parts.logger.error(
+      { file: capture.file, err: describeError(err) },
+      'sysprobe onCapture failed; the capture stays in dumpDir',
+    );
   try {
     Promise.resolve(onCapture(capture)).catch(failed);
   } catch (err) {

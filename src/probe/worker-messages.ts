@@ -31,7 +31,11 @@ export function onWorkerMessage(parts: ProbeParts, message: WorkerToMain): void 
       const { result, failing } = message;
       parts.exporter.recordProbe(result);
       parts.dependencies?.noteProbe(result);
-      if (result.outcome !== 'success') parts.logger.debug({ probe: result.name, target: result.target, outcome: result.outcome, error: result.error }, 'sysprobe probe run failed');
+      if (result.outcome !== 'success')
+        parts.logger.debug(
+          { probe: result.name, target: result.target, outcome: result.outcome, error: result.error },
+          'sysprobe probe run failed',
+        );
       parts.probeRuns.set(result.name, { name: result.name, target: result.target, lastResult: result, failing });
       return;
     }
@@ -42,14 +46,21 @@ export function onWorkerMessage(parts: ProbeParts, message: WorkerToMain): void 
       if (message.servers) parts.servers = message.servers;
       // At start, begin() turns a failed bind into an error; after a worker restart it can only be logged.
       for (const [name, server] of Object.entries(parts.servers)) {
-        if (server && 'error' in server && parts.supervisor.restarts) parts.logger.error({ component: name, err: { message: server.error } }, `sysprobe ${name} endpoint could not listen after a worker restart`);
+        if (server && 'error' in server && parts.supervisor.restarts)
+          parts.logger.error(
+            { component: name, err: { message: server.error } },
+            `sysprobe ${name} endpoint could not listen after a worker restart`,
+          );
       }
       return;
     case 'response':
       return; // handled by the supervisor
     default: {
       const unknown: never = message;
-      parts.logger.error({ message: String((unknown as { type?: unknown }).type) }, 'sysprobe got an unknown message from its worker');
+      parts.logger.error(
+        { message: String((unknown as { type?: unknown }).type) },
+        'sysprobe got an unknown message from its worker',
+      );
     }
   }
 }
@@ -61,25 +72,67 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
   const { selfPaused } = facts;
   // Explained once the requests that queued behind it have started (a few tens of ms after it ended).
   const explanation = parts.stallExplainer.explain({
-    startedAt, durationMs, stack, captureHow: capture.how, selfPaused, requests: facts.requests, observations: facts.observations,
+    startedAt,
+    durationMs,
+    stack,
+    captureHow: capture.how,
+    selfPaused,
+    requests: facts.requests,
+    observations: facts.observations,
     ...(throttledMs !== undefined ? { throttledMs } : {}),
   });
   exporter.recordStall(durationMs, capture.how);
   // The heartbeat's gaps already hold the stall; the native watch reports it only here.
   if (parts.loopWatch.kind === 'native' && options.samplers.eventLoop) exporter.recordDelay(durationMs);
-  if (!selfPaused) parts.incidents?.stalled({ kind: 'stall', rule: 'stall', value: 'eventLoop.stallMs', observed: durationMs, threshold: options.stallThresholdMs, at: startedAt,
-    ...(throttledMs !== undefined ? { throttledMs } : {}) }, stack, capture, explanation);
-  void explanation.then(({ requests, queued, diagnosis }) => {
-    const event: StallEvent = { startedAt, durationMs, stack, capture, cause: diagnosis.cause, diagnosis, requests, ...(queued ? { queued } : {}), ...(throttledMs !== undefined ? { throttledMs } : {}) };
-    logger.warn({
-      startedAt, durationMs, thresholdMs: options.stallThresholdMs, capture, cause: diagnosis.cause, why: diagnosis.why, throttledMs,
-      // The top frames and requests are what a person reads first; the event carries them all.
-      top: stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
-      requests: requests.slice(0, 5).map((r) => `${r.method} ${r.route ?? r.path}${r.traceId ? ` trace ${r.traceId}` : ''}`),
-      ...(queued ? { queued: queued.count } : {}),
-    }, 'event loop stalled');
-    parts.emit('stall', event);
-  }).catch((err: unknown) => parts.failed('stalls', err));
+  if (!selfPaused)
+    parts.incidents?.stalled(
+      {
+        kind: 'stall',
+        rule: 'stall',
+        value: 'eventLoop.stallMs',
+        observed: durationMs,
+        threshold: options.stallThresholdMs,
+        at: startedAt,
+        ...(throttledMs !== undefined ? { throttledMs } : {}),
+      },
+      stack,
+      capture,
+      explanation,
+    );
+  void explanation
+    .then(({ requests, queued, diagnosis }) => {
+      const event: StallEvent = {
+        startedAt,
+        durationMs,
+        stack,
+        capture,
+        cause: diagnosis.cause,
+        diagnosis,
+        requests,
+        ...(queued ? { queued } : {}),
+        ...(throttledMs !== undefined ? { throttledMs } : {}),
+      };
+      logger.warn(
+        {
+          startedAt,
+          durationMs,
+          thresholdMs: options.stallThresholdMs,
+          capture,
+          cause: diagnosis.cause,
+          why: diagnosis.why,
+          throttledMs,
+          // The top frames and requests are what a person reads first; the event carries them all.
+          top: stack?.slice(0, 5).map((f) => `${f.functionName} (${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1})`),
+          requests: requests
+            .slice(0, 5)
+            .map((r) => `${r.method} ${r.route ?? r.path}${r.traceId ? ` trace ${r.traceId}` : ''}`),
+          ...(queued ? { queued: queued.count } : {}),
+        },
+        'event loop stalled',
+      );
+      parts.emit('stall', event);
+    })
+    .catch((err: unknown) => parts.failed('stalls', err));
 }
 
 /**
@@ -99,8 +152,28 @@ async function onRule(parts: ProbeParts, event: RuleEvent, unhealthy: HealthReas
     }
   }
   parts.exporter.recordRule(firing.rule);
-  parts.incidents?.ruleFired({ kind: 'rule', rule: firing.rule, value: firing.value, observed: firing.observed, threshold: firing.threshold, at: firing.firedAt }, captures);
-  parts.logger.warn({ ...firing, profile: captures.cpuProfile?.file, allocationProfile: captures.allocationProfile?.file, heapSnapshot: captures.heapSnapshot?.file, stackTop: captures.stack?.[0]?.functionName, notTaken: captures.notTaken }, 'sysprobe rule fired');
+  parts.incidents?.ruleFired(
+    {
+      kind: 'rule',
+      rule: firing.rule,
+      value: firing.value,
+      observed: firing.observed,
+      threshold: firing.threshold,
+      at: firing.firedAt,
+    },
+    captures,
+  );
+  parts.logger.warn(
+    {
+      ...firing,
+      profile: captures.cpuProfile?.file,
+      allocationProfile: captures.allocationProfile?.file,
+      heapSnapshot: captures.heapSnapshot?.file,
+      stackTop: captures.stack?.[0]?.functionName,
+      notTaken: captures.notTaken,
+    },
+    'sysprobe rule fired',
+  );
   for (const callback of rule?.callbacks ?? []) {
     try {
       callback(firing);
@@ -117,11 +190,21 @@ async function answerHost(parts: ProbeParts, id: number, request: HostRequest): 
     let value: unknown;
     if (request.kind === 'captureHeapSnapshot') value = await parts.snapshots.capture({ trigger: request.trigger });
     // Near a memory limit: what is safe instead of a snapshot (src/crash).
-    else if (request.kind === 'diagnosticReport') value = await writeDiagnosticReport(parts.sink, { trigger: request.trigger });
-    else throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `unknown host request ${String((request as { kind?: unknown }).kind)}`);
+    else if (request.kind === 'diagnosticReport')
+      value = await writeDiagnosticReport(parts.sink, { trigger: request.trigger });
+    else
+      throw new SysprobeError(
+        ErrorCode.CAPTURE_FAILED,
+        `unknown host request ${String((request as { kind?: unknown }).kind)}`,
+      );
     parts.supervisor.post({ type: 'hostResponse', id, ok: true, value });
   } catch (err) {
     const { message, code } = describeError(err);
-    parts.supervisor.post({ type: 'hostResponse', id, ok: false, error: { code: code ?? ErrorCode.CAPTURE_FAILED, message } });
+    parts.supervisor.post({
+      type: 'hostResponse',
+      id,
+      ok: false,
+      error: { code: code ?? ErrorCode.CAPTURE_FAILED, message },
+    });
   }
 }

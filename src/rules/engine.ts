@@ -27,7 +27,8 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   /** Heap used as a share of V8's heap limit, 0..1: how close to an out-of-memory crash. */
   'memory.heapLimitShare': (s: Sample) => (s.memory ? s.memory.heapUsed / s.memory.heapLimit : undefined),
   /** The heap after the last full GC / what V8 lets the old generation grow to (its limit less the young generation's room), 0..1; needs the GC addon. */
-  'memory.liveHeapLimitShare': (s: Sample) => (s.memory?.heapAfterGc !== undefined ? s.memory.heapAfterGc / oldGenerationLimit(s.memory.heapLimit) : undefined),
+  'memory.liveHeapLimitShare': (s: Sample) =>
+    s.memory?.heapAfterGc !== undefined ? s.memory.heapAfterGc / oldGenerationLimit(s.memory.heapLimit) : undefined,
   /** Resident set size, bytes (on the samples the worker read it for: every few seconds). */
   'memory.rss': (s: Sample) => s.memory?.rss,
   /** Sustained heap growth, bytes per minute; 0 unless a line explains the heap's floors (r² >= 0.5), so noise does not fire. */
@@ -62,7 +63,7 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
 };
 
 function socketsIn(s: Sample, state: string): number | undefined {
-  return s.sockets ? s.sockets.byState[state] ?? 0 : undefined;
+  return s.sockets ? (s.sockets.byState[state] ?? 0) : undefined;
 }
 
 /** A fitted rate counts only when a line explains the points (r² >= 0.5); else 0, so noise does not fire. */
@@ -70,7 +71,10 @@ function trusted(rate: number | undefined, r2: number | undefined): number | und
   return rate === undefined ? undefined : (r2 ?? 0) >= 0.5 ? rate : 0;
 }
 
-interface RuleState { aboveSince: number | undefined; restUntil: number }
+interface RuleState {
+  aboveSince: number | undefined;
+  restUntil: number;
+}
 
 export class RuleEngine {
   readonly #rules: readonly RuleCondition[];
@@ -97,7 +101,14 @@ export class RuleEngine {
       state.aboveSince ??= sample.time - sample.intervalMs;
       const aboveForMs = sample.time - state.aboveSince;
       if (aboveForMs >= rule.forMs && sample.time >= state.restUntil) {
-        firings.push({ rule: rule.name, value: rule.value, threshold: rule.above, observed, aboveForMs, firedAt: sample.time });
+        firings.push({
+          rule: rule.name,
+          value: rule.value,
+          threshold: rule.above,
+          observed,
+          aboveForMs,
+          firedAt: sample.time,
+        });
         state.restUntil = sample.time + rule.cooldownMs;
         state.aboveSince = undefined; // a new window after the cooldown
       }

@@ -6,10 +6,29 @@
 import type { CgroupRuleValue } from '../containers/cgroup-rule-values.js';
 
 /** The sampled values a rule can watch. */
-export type RuleValue = 'eventLoop.utilization' | 'eventLoop.lagMaxMs' | 'cpu.utilization' | 'memory.heapUsed' | 'memory.heapLimitShare' | 'memory.rss' | 'memory.heapGrowthPerMin'
-  | 'memory.rssGrowthPerMin' | 'memory.externalGrowthPerMin' | 'gc.perMin' | 'gc.reclaimedPerGc'
-  | 'sockets.total' | 'sockets.established' | 'sockets.closeWait' | 'sockets.timeWait' | 'sockets.synSent' | 'sockets.sendQueueBytes' | 'sockets.recvQueueBytes'
-  | 'sockets.acceptQueue' | 'tcp.retransmitsPerSec' | 'memory.liveHeapLimitShare' | CgroupRuleValue;
+export type RuleValue =
+  | 'eventLoop.utilization'
+  | 'eventLoop.lagMaxMs'
+  | 'cpu.utilization'
+  | 'memory.heapUsed'
+  | 'memory.heapLimitShare'
+  | 'memory.rss'
+  | 'memory.heapGrowthPerMin'
+  | 'memory.rssGrowthPerMin'
+  | 'memory.externalGrowthPerMin'
+  | 'gc.perMin'
+  | 'gc.reclaimedPerGc'
+  | 'sockets.total'
+  | 'sockets.established'
+  | 'sockets.closeWait'
+  | 'sockets.timeWait'
+  | 'sockets.synSent'
+  | 'sockets.sendQueueBytes'
+  | 'sockets.recvQueueBytes'
+  | 'sockets.acceptQueue'
+  | 'tcp.retransmitsPerSec'
+  | 'memory.liveHeapLimitShare'
+  | CgroupRuleValue;
 
 /** The values a probe rule fires on (they are not sampled values, so not in RULE_VALUES). */
 export type ProbeRuleValue = 'probe.latencyMs' | 'probe.failureRatio';

@@ -55,35 +55,72 @@ export interface ResolvedRule {
  * ones after each cooldown let a diff separate new objects from old).
  */
 export const DEFAULT_RULES: readonly RuleOptions[] = [
-  { name: 'heap-growing', value: 'memory.heapGrowthPerMin', above: 1024 * 1024, forMs: 5 * 60_000, cooldownMs: 30 * 60_000, actions: ['captureHeapSnapshot'] },
-  { name: 'loop-saturated', value: 'eventLoop.utilization', above: 0.9, forMs: 10_000, actions: [{ captureCpuProfile: { durationMs: 5000 } }] },
-  { name: 'cpu-high', value: 'cpu.utilization', above: 0.9, forMs: 30_000, actions: [{ captureCpuProfile: { durationMs: 5000 } }] },
+  {
+    name: 'heap-growing',
+    value: 'memory.heapGrowthPerMin',
+    above: 1024 * 1024,
+    forMs: 5 * 60_000,
+    cooldownMs: 30 * 60_000,
+    actions: ['captureHeapSnapshot'],
+  },
+  {
+    name: 'loop-saturated',
+    value: 'eventLoop.utilization',
+    above: 0.9,
+    forMs: 10_000,
+    actions: [{ captureCpuProfile: { durationMs: 5000 } }],
+  },
+  {
+    name: 'cpu-high',
+    value: 'cpu.utilization',
+    above: 0.9,
+    forMs: 30_000,
+    actions: [{ captureCpuProfile: { durationMs: 5000 } }],
+  },
 ];
 
 const RULE_KEYS = ['name', 'value', 'above', 'forMs', 'cooldownMs', 'actions'] as const;
 const MAX_RULES = 50;
 
 export function resolveRules(input: unknown, defaults: boolean): ResolvedRule[] {
-  if (input !== undefined && !Array.isArray(input)) throw invalid(`Option rules must be an array of rules; got ${describe(input)}.`);
+  if (input !== undefined && !Array.isArray(input))
+    throw invalid(`Option rules must be an array of rules; got ${describe(input)}.`);
   const rules = [...(defaults ? DEFAULT_RULES : []), ...((input as unknown[] | undefined) ?? [])];
-  if (rules.length > MAX_RULES) throw invalid(`Option rules may hold at most ${MAX_RULES} rules (with the defaults); got ${rules.length}.`);
+  if (rules.length > MAX_RULES)
+    throw invalid(`Option rules may hold at most ${MAX_RULES} rules (with the defaults); got ${rules.length}.`);
   const names = new Set<string>();
   return rules.map((raw, i) => {
     const where = `rules[${i}]`;
     const rule = checkPlainObject(where, raw);
     checkKnownKeys(where, rule, RULE_KEYS);
     const { name, value, above, actions } = rule;
-    if (typeof name !== 'string' || name.length === 0 || name.length > 100) throw invalid(`Option ${where}.name must be a non-empty string of at most 100 characters; got ${describe(name)}.`);
-    if (names.has(name)) throw invalid(`Option ${where}.name "${name}" is used twice${defaults ? ' (the default rules are heap-growing, loop-saturated and cpu-high)' : ''}.`);
+    if (typeof name !== 'string' || name.length === 0 || name.length > 100)
+      throw invalid(
+        `Option ${where}.name must be a non-empty string of at most 100 characters; got ${describe(name)}.`,
+      );
+    if (names.has(name))
+      throw invalid(
+        `Option ${where}.name "${name}" is used twice${defaults ? ' (the default rules are heap-growing, loop-saturated and cpu-high)' : ''}.`,
+      );
     names.add(name);
-    if (typeof value !== 'string' || !(value in RULE_VALUES)) throw invalid(`Option ${where}.value must be one of ${Object.keys(RULE_VALUES).join(', ')}; got ${describe(value)}.`);
-    if (typeof above !== 'number' || !Number.isFinite(above)) throw invalid(`Option ${where}.above must be a finite number; got ${describe(above)}.`);
+    if (typeof value !== 'string' || !(value in RULE_VALUES))
+      throw invalid(
+        `Option ${where}.value must be one of ${Object.keys(RULE_VALUES).join(', ')}; got ${describe(value)}.`,
+      );
+    if (typeof above !== 'number' || !Number.isFinite(above))
+      throw invalid(`Option ${where}.above must be a finite number; got ${describe(above)}.`);
     const forMs = checkInteger(`${where}.forMs`, rule.forMs, 0, 3600_000, 0);
     const cooldownMs = checkInteger(`${where}.cooldownMs`, rule.cooldownMs, 0, 24 * 3600_000, 15 * 60_000);
-    if (!Array.isArray(actions) || actions.length === 0) throw invalid(`Option ${where}.actions must be a non-empty array; got ${describe(actions)}.`);
+    if (!Array.isArray(actions) || actions.length === 0)
+      throw invalid(`Option ${where}.actions must be a non-empty array; got ${describe(actions)}.`);
     const resolved: ResolvedRule = {
       condition: { name, value: value as RuleValue, above, forMs, cooldownMs },
-      captureStack: false, cpuProfileMs: undefined, allocationProfileMs: undefined, markUnhealthy: false, captureHeapSnapshot: false, callbacks: [],
+      captureStack: false,
+      cpuProfileMs: undefined,
+      allocationProfileMs: undefined,
+      markUnhealthy: false,
+      captureHeapSnapshot: false,
+      callbacks: [],
     };
     for (const action of actions as unknown[]) {
       if (action === 'captureStack') resolved.captureStack = true;
@@ -91,13 +128,33 @@ export function resolveRules(input: unknown, defaults: boolean): ResolvedRule[] 
       else if (action === 'captureHeapSnapshot') resolved.captureHeapSnapshot = true;
       else if (typeof action === 'function') resolved.callbacks.push(action as (firing: RuleFiring) => void);
       else if (typeof action === 'object' && action !== null && 'captureCpuProfile' in action) {
-        const profile = checkPlainObject(`${where}.actions captureCpuProfile`, (action as { captureCpuProfile: unknown }).captureCpuProfile);
-        resolved.cpuProfileMs = checkInteger(`${where}.actions captureCpuProfile.durationMs`, profile.durationMs, 10, 600_000, 5000);
+        const profile = checkPlainObject(
+          `${where}.actions captureCpuProfile`,
+          (action as { captureCpuProfile: unknown }).captureCpuProfile,
+        );
+        resolved.cpuProfileMs = checkInteger(
+          `${where}.actions captureCpuProfile.durationMs`,
+          profile.durationMs,
+          10,
+          600_000,
+          5000,
+        );
       } else if (typeof action === 'object' && action !== null && 'captureAllocationProfile' in action) {
-        const profile = checkPlainObject(`${where}.actions captureAllocationProfile`, (action as { captureAllocationProfile: unknown }).captureAllocationProfile);
-        resolved.allocationProfileMs = checkInteger(`${where}.actions captureAllocationProfile.durationMs`, profile.durationMs, 10, 600_000, 10_000);
+        const profile = checkPlainObject(
+          `${where}.actions captureAllocationProfile`,
+          (action as { captureAllocationProfile: unknown }).captureAllocationProfile,
+        );
+        resolved.allocationProfileMs = checkInteger(
+          `${where}.actions captureAllocationProfile.durationMs`,
+          profile.durationMs,
+          10,
+          600_000,
+          10_000,
+        );
       } else {
-        throw invalid(`Option ${where}.actions: each action must be 'captureStack', 'captureHeapSnapshot', 'markUnhealthy', { captureCpuProfile: { durationMs } }, { captureAllocationProfile: { durationMs } } or a function; got ${describe(action)}.`);
+        throw invalid(
+          `Option ${where}.actions: each action must be 'captureStack', 'captureHeapSnapshot', 'markUnhealthy', { captureCpuProfile: { durationMs } }, { captureAllocationProfile: { durationMs } } or a function; got ${describe(action)}.`,
+        );
       }
     }
     return resolved;

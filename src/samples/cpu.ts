@@ -56,7 +56,10 @@ export class ThreadCpuSampler {
     const elapsedMs = Math.max(1, now - this.#lastTime);
     const next = new Map<number, { userMs: number; systemMs: number }>();
     const threads: ThreadCpu[] = [];
-    const tids = fs.readdirSync(this.#taskDir).sort((a, b) => Number(a) - Number(b)).slice(0, MAX_THREADS);
+    const tids = fs
+      .readdirSync(this.#taskDir)
+      .sort((a, b) => Number(a) - Number(b))
+      .slice(0, MAX_THREADS);
     for (const entry of tids) {
       const text = readSmall(`${this.#taskDir}/${entry}/stat`, this.#buffer);
       const stat = text === undefined ? undefined : parseTaskStat(text);

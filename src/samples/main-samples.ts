@@ -33,7 +33,10 @@ export interface SampleSources {
   lost(count: number): void;
 }
 
-type SampleSettings = Pick<WorkerSettings, 'mainRing' | 'mainTid' | 'samplers' | 'sampleIntervalMs' | 'recorderWindowMs' | 'growthWindowMs'>;
+type SampleSettings = Pick<
+  WorkerSettings,
+  'mainRing' | 'mainTid' | 'samplers' | 'sampleIntervalMs' | 'recorderWindowMs' | 'growthWindowMs'
+>;
 
 /** This thread's id ("/proc/thread-self" links to "<pid>/task/<tid>"), undefined off Linux. */
 export function ownThreadId(): number | undefined {
@@ -133,7 +136,12 @@ export class MainSamples {
     if (samplers.eventLoop && main.eventLoop) {
       const lagMs = mainStale ? this.#sources.lagMs() : 0;
       const delayMaxMs = main.eventLoop.maxDelayMs;
-      sample.eventLoop = { delayMaxMs, lagMs, lagMaxMs: Math.max(delayMaxMs, lagMs), utilization: main.eventLoop.utilization };
+      sample.eventLoop = {
+        delayMaxMs,
+        lagMs,
+        lagMaxMs: Math.max(delayMaxMs, lagMs),
+        utilization: main.eventLoop.utilization,
+      };
     }
     if (samplers.cpu && main.cpu) {
       const before = previous?.cpu;
@@ -143,13 +151,20 @@ export class MainSamples {
     }
     if (samplers.threads && withWorkerReadings && this.#threadCpu.supported) sample.threads = this.#threadCpu.sample();
     if (samplers.memory && main.memory) {
-      const memory: NonNullable<Sample['memory']> = withWorkerReadings ? { ...main.memory, rss: process.memoryUsage.rss() } : { ...main.memory };
+      const memory: NonNullable<Sample['memory']> = withWorkerReadings
+        ? { ...main.memory, rss: process.memoryUsage.rss() }
+        : { ...main.memory };
       sample.memory = memory;
       // Stale samples repeat the last reading: feeding them would flatten the floors.
       if (!mainStale) {
         // The heap after a full GC is a true floor: it sharpens the fit when the GCs are rare.
         const afterGcAt = memory.heapAfterGcAt;
-        if (memory.heapAfterGc !== undefined && afterGcAt !== undefined && afterGcAt !== previous?.memory?.heapAfterGcAt && afterGcAt <= main.time) {
+        if (
+          memory.heapAfterGc !== undefined &&
+          afterGcAt !== undefined &&
+          afterGcAt !== previous?.memory?.heapAfterGcAt &&
+          afterGcAt <= main.time
+        ) {
           this.#growth.heap.add(afterGcAt, memory.heapAfterGc);
         }
         this.#growth.heap.add(main.time, memory.heapUsed);
@@ -157,11 +172,20 @@ export class MainSamples {
         if (memory.rss !== undefined) this.#growth.rss.add(main.time, memory.rss);
       }
       const heap = this.#growth.heap.growth();
-      if (heap) { memory.heapGrowthPerMin = heap.perMinute; memory.heapGrowthR2 = heap.r2; }
+      if (heap) {
+        memory.heapGrowthPerMin = heap.perMinute;
+        memory.heapGrowthR2 = heap.r2;
+      }
       const rss = this.#growth.rss.growth();
-      if (rss) { memory.rssGrowthPerMin = rss.perMinute; memory.rssGrowthR2 = rss.r2; }
+      if (rss) {
+        memory.rssGrowthPerMin = rss.perMinute;
+        memory.rssGrowthR2 = rss.r2;
+      }
       const external = this.#growth.external.growth();
-      if (external) { memory.externalGrowthPerMin = external.perMinute; memory.externalGrowthR2 = external.r2; }
+      if (external) {
+        memory.externalGrowthPerMin = external.perMinute;
+        memory.externalGrowthR2 = external.r2;
+      }
     }
     if (main.gc) {
       sample.gc = main.gc;

@@ -25,7 +25,10 @@ export function parseTaskStat(text: string): TaskStat | undefined {
   const close = text.lastIndexOf(')');
   if (open <= 0 || close < open) return undefined;
   const tid = Number(text.slice(0, open).trim());
-  const rest = text.slice(close + 2).trim().split(/\s+/);
+  const rest = text
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
   // After comm: state(0) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(11) stime(12)
   const state = rest[0];
   const utime = Number(rest[11]);

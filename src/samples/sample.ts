@@ -22,9 +22,13 @@ export interface MainSample {
   cpu?: { userMs: number; systemMs: number };
   /** V8's heap figures (one cheap call); RSS, ArrayBuffers and per-space figures are read elsewhere (see Sample, and the exporter). */
   memory?: {
-    heapUsed: number; heapTotal: number; heapLimit: number; external: number;
+    heapUsed: number;
+    heapTotal: number;
+    heapLimit: number;
+    external: number;
     /** Heap used right after the last full GC (the live heap), and when that GC ended; needs the GC addon. */
-    heapAfterGc?: number; heapAfterGcAt?: number;
+    heapAfterGc?: number;
+    heapAfterGcAt?: number;
   };
   /** Cumulative since start, by GC kind (major, minor, incremental, weakcb); reclaimed bytes need the GC addon. */
   gc?: Record<string, { count: number; durationMs: number; reclaimedBytes?: number }>;
@@ -72,7 +76,8 @@ export interface Sample {
   };
   cpu?: {
     /** Cumulative process CPU since process start, ms. */
-    userMs: number; systemMs: number;
+    userMs: number;
+    systemMs: number;
     /** Share of one CPU over the interval (can exceed 1 with several threads busy). */
     utilization: number;
     /** The system's load average (1, 5, 15 min), where the worker read it (the samples that carry `threads`). */

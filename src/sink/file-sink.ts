@@ -25,7 +25,13 @@ import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Logger } from '../internal/logger.js';
 import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
 import { INCIDENTS_DIR, OPEN_MARKER } from '../incidents/files.js';
-import { checkPrivateDirSync, createExclusive, ensurePrivateDir, FILE_MODE, unsafeDirReason } from '../internal/files.js';
+import {
+  checkPrivateDirSync,
+  createExclusive,
+  ensurePrivateDir,
+  FILE_MODE,
+  unsafeDirReason,
+} from '../internal/files.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -36,7 +42,8 @@ const SIDECAR = '.json';
 const KIND = /^[a-z0-9]+(?:-[a-z0-9]+)*$/i;
 const EXTENSION = /^(?:\.[a-z0-9]+)+$/i;
 /** `<kind>-<ISO time without colons>-<pid>[-<seq>]<extension>`; a sidecar matches too (its extension ends in `.json`). */
-export const CAPTURE_NAME = /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-(\d+)(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
+export const CAPTURE_NAME =
+  /^[a-z0-9]+(?:-[a-z0-9]+)*-(\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z)-(\d+)(?:-(\d+))?(?:\.[a-z0-9]+)+$/i;
 
 /** A finished capture's name (data or sidecar): named the sink's way, and not a `.partial` still being written or left by a crash. */
 export function isCaptureName(name: string): boolean {
@@ -108,10 +115,12 @@ export class FileSink implements CaptureSink {
   constructor(options: FileSinkOptions) {
     const { dir, maxFiles = 20, maxBytes = GiB, reserveBytes = 512 * MiB, stalePartialAgeMs = HOUR_MS } = options;
     if (typeof dir !== 'string' || dir.length === 0) throw invalid(`FileSink needs a dir; got ${String(dir)}.`);
-    if (!(Number.isInteger(maxFiles) && maxFiles > 0)) throw invalid(`FileSink maxFiles must be a positive integer; got ${maxFiles}.`);
+    if (!(Number.isInteger(maxFiles) && maxFiles > 0))
+      throw invalid(`FileSink maxFiles must be a positive integer; got ${maxFiles}.`);
     if (!(maxBytes > 0)) throw invalid(`FileSink maxBytes must be positive; got ${maxBytes}.`);
     if (!(reserveBytes >= 0)) throw invalid(`FileSink reserveBytes must be zero or more; got ${reserveBytes}.`);
-    if (!(stalePartialAgeMs >= 0)) throw invalid(`FileSink stalePartialAgeMs must be zero or more; got ${stalePartialAgeMs}.`);
+    if (!(stalePartialAgeMs >= 0))
+      throw invalid(`FileSink stalePartialAgeMs must be zero or more; got ${stalePartialAgeMs}.`);
     this.dir = path.resolve(dir);
     // A dumpDir that is a link, another user's, or writable by others is refused now, at start().
     checkPrivateDirSync(this.dir);
@@ -137,18 +146,23 @@ export class FileSink implements CaptureSink {
    * failures are logged, never thrown.
    */
   rotate(): Promise<void> {
-    const run = this.#queue.then(() => this.#rotate('')).catch((err: unknown) => {
-      this.#options.logger?.warn({ err, dir: this.dir }, 'sysprobe could not rotate the dump directory');
-    });
+    const run = this.#queue
+      .then(() => this.#rotate(''))
+      .catch((err: unknown) => {
+        this.#options.logger?.warn({ err, dir: this.dir }, 'sysprobe could not rotate the dump directory');
+      });
     this.#queue = run;
     return run;
   }
 
   async #write(capture: CaptureInput): Promise<WrittenCapture> {
     const { kind, extension, expectedBytes } = capture;
-    if (typeof kind !== 'string' || !KIND.test(kind)) throw invalid(`A capture kind must be letters, digits and dashes; got ${String(kind)}.`);
-    if (typeof extension !== 'string' || !EXTENSION.test(extension)) throw invalid(`A capture extension must look like .heapsnapshot; got ${String(extension)}.`);
-    if (expectedBytes !== undefined && !(expectedBytes >= 0)) throw invalid(`A capture's expectedBytes must be zero or more; got ${expectedBytes}.`);
+    if (typeof kind !== 'string' || !KIND.test(kind))
+      throw invalid(`A capture kind must be letters, digits and dashes; got ${String(kind)}.`);
+    if (typeof extension !== 'string' || !EXTENSION.test(extension))
+      throw invalid(`A capture extension must look like .heapsnapshot; got ${String(extension)}.`);
+    if (expectedBytes !== undefined && !(expectedBytes >= 0))
+      throw invalid(`A capture's expectedBytes must be zero or more; got ${expectedBytes}.`);
     try {
       // Checked again at each write: the directory may have been swapped since start().
       await ensurePrivateDir(this.dir);
@@ -156,7 +170,10 @@ export class FileSink implements CaptureSink {
       const { body } = capture;
       // A producer cannot be cut off midway, so one expected to outgrow the cap is refused before it starts.
       if (isProducer(body) && expectedBytes !== undefined && expectedBytes > limit.bytes) {
-        throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `Not writing the ${kind} capture: about ${expectedBytes} bytes are expected, over ${limit.why}.`);
+        throw new SysprobeError(
+          ErrorCode.CAPTURE_FAILED,
+          `Not writing the ${kind} capture: about ${expectedBytes} bytes are expected, over ${limit.why}.`,
+        );
       }
       const startedAt = new Date();
       const { file, handle, sidecarHandle } = await this.#createPartial(kind, startedAt, extension);
@@ -173,8 +190,15 @@ export class FileSink implements CaptureSink {
       const finishedAt = new Date();
       const sidecarFile = file + SIDECAR;
       const reserved = {
-        kind, file: path.basename(file), bytes, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString(),
-        pid: this.#pid, service: this.#options.service, node: process.version, sysprobe: this.#options.sysprobeVersion,
+        kind,
+        file: path.basename(file),
+        bytes,
+        startedAt: startedAt.toISOString(),
+        finishedAt: finishedAt.toISOString(),
+        pid: this.#pid,
+        service: this.#options.service,
+        node: process.version,
+        sysprobe: this.#options.sysprobeVersion,
       };
       // Reserved fields first and last: they lead the JSON, and a sidecar field cannot overwrite them.
       const sidecar = JSON.stringify({ ...reserved, ...capture.sidecar, ...reserved }, null, 2);
@@ -190,8 +214,11 @@ export class FileSink implements CaptureSink {
       return { kind, file, sidecarFile, bytes };
     } catch (err) {
       if (err instanceof SysprobeError) throw err;
-      throw new SysprobeError(ErrorCode.CAPTURE_FAILED,
-        `Could not write the ${kind} capture to ${this.dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      throw new SysprobeError(
+        ErrorCode.CAPTURE_FAILED,
+        `Could not write the ${kind} capture to ${this.dir}: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
     }
   }
 
@@ -206,12 +233,18 @@ export class FileSink implements CaptureSink {
     const free = bavail * bsize;
     const needed = (expectedBytes ?? 0) + this.reserveBytes;
     if (free < needed) {
-      throw new SysprobeError(ErrorCode.CAPTURE_FAILED,
-        `Not writing the ${kind} capture: ${this.dir} has ${free} bytes free, and it needs ${expectedBytes ?? 0} expected + ${this.reserveBytes} reserve = ${needed} bytes.`);
+      throw new SysprobeError(
+        ErrorCode.CAPTURE_FAILED,
+        `Not writing the ${kind} capture: ${this.dir} has ${free} bytes free, and it needs ${expectedBytes ?? 0} expected + ${this.reserveBytes} reserve = ${needed} bytes.`,
+      );
     }
     const limits = [{ bytes: this.maxBytes, why: `maxBytes (${this.maxBytes} bytes)` }];
-    if (expectedBytes !== undefined) limits.push({ bytes: 2 * expectedBytes, why: `twice the expected ${expectedBytes} bytes` });
-    limits.push({ bytes: free - this.reserveBytes, why: `the ${free - this.reserveBytes} bytes free above the reserve` });
+    if (expectedBytes !== undefined)
+      limits.push({ bytes: 2 * expectedBytes, why: `twice the expected ${expectedBytes} bytes` });
+    limits.push({
+      bytes: free - this.reserveBytes,
+      why: `the ${free - this.reserveBytes} bytes free above the reserve`,
+    });
     return limits.reduce((smallest, limit) => (limit.bytes < smallest.bytes ? limit : smallest));
   }
 
@@ -221,7 +254,11 @@ export class FileSink implements CaptureSink {
    * on one directory cannot pick the same name, and a link planted under a name just
    * moves the capture to the next one. After 1000 taken names the capture is refused.
    */
-  async #createPartial(kind: string, startedAt: Date, extension: string): Promise<{ file: string; handle: fs.promises.FileHandle; sidecarHandle: fs.promises.FileHandle }> {
+  async #createPartial(
+    kind: string,
+    startedAt: Date,
+    extension: string,
+  ): Promise<{ file: string; handle: fs.promises.FileHandle; sidecarHandle: fs.promises.FileHandle }> {
     const base = `${kind}-${startedAt.toISOString().replace(/:/g, '')}-${this.#pid}`;
     for (let seq = 0; seq < 1000; seq++) {
       const file = path.join(this.dir, `${base}${seq === 0 ? '' : `-${seq}`}${extension}`);
@@ -232,7 +269,8 @@ export class FileSink implements CaptureSink {
         await removeQuietly(file + PARTIAL);
         throw err;
       });
-      if (sidecarHandle && !(await exists(file)) && !(await exists(file + SIDECAR))) return { file, handle, sidecarHandle };
+      if (sidecarHandle && !(await exists(file)) && !(await exists(file + SIDECAR)))
+        return { file, handle, sidecarHandle };
       await handle.close();
       await removeQuietly(file + PARTIAL);
       if (sidecarHandle) {
@@ -240,14 +278,22 @@ export class FileSink implements CaptureSink {
         await removeQuietly(file + SIDECAR + PARTIAL);
       }
     }
-    throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `Not writing the ${kind} capture: 1000 names for it in ${this.dir} are taken.`);
+    throw new SysprobeError(
+      ErrorCode.CAPTURE_FAILED,
+      `Not writing the ${kind} capture: 1000 names for it in ${this.dir} are taken.`,
+    );
   }
 
   /** Deletes the oldest whole captures beyond `maxFiles` and `maxBytes`; the one just written always stays. */
   async #rotate(justWritten: string): Promise<void> {
     const captures = await this.#storedCaptures();
-    captures.sort((a, b) => Number(b.name === justWritten) - Number(a.name === justWritten)
-      || b.stamp.localeCompare(a.stamp) || b.seq - a.seq || b.name.localeCompare(a.name));
+    captures.sort(
+      (a, b) =>
+        Number(b.name === justWritten) - Number(a.name === justWritten) ||
+        b.stamp.localeCompare(a.stamp) ||
+        b.seq - a.seq ||
+        b.name.localeCompare(a.name),
+    );
     let count = 0;
     let bytes = 0;
     for (const capture of captures) {
@@ -257,9 +303,14 @@ export class FileSink implements CaptureSink {
       count -= 1;
       bytes -= capture.bytes;
       if (capture.folder) {
-        await fs.promises.rm(path.join(this.dir, capture.name), { recursive: true, force: true }).catch((err: unknown) => {
-          this.#options.logger?.warn({ err, dir: path.join(this.dir, capture.name) }, 'sysprobe could not delete an old incident');
-        });
+        await fs.promises
+          .rm(path.join(this.dir, capture.name), { recursive: true, force: true })
+          .catch((err: unknown) => {
+            this.#options.logger?.warn(
+              { err, dir: path.join(this.dir, capture.name) },
+              'sysprobe could not delete an old incident',
+            );
+          });
         continue;
       }
       for (const file of capture.files) {
@@ -267,7 +318,10 @@ export class FileSink implements CaptureSink {
           await fs.promises.unlink(path.join(this.dir, file));
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // another process rotated it first
-          this.#options.logger?.warn({ err, file: path.join(this.dir, file) }, 'sysprobe could not delete an old capture');
+          this.#options.logger?.warn(
+            { err, file: path.join(this.dir, file) },
+            'sysprobe could not delete an old capture',
+          );
         }
       }
     }
@@ -291,7 +345,7 @@ export class FileSink implements CaptureSink {
       const [, stamp = '', , seq = '0'] = CAPTURE_NAME.exec(name) ?? [];
       captures.push({ name, stamp, seq: Number(seq), files, bytes });
     }
-    return [...captures, ...await this.#storedIncidents()];
+    return [...captures, ...(await this.#storedIncidents())];
   }
 
   /** The incident folders, each with the bytes of its files and whether it is still open. */
@@ -358,8 +412,13 @@ function isProducer(body: CaptureInput['body']): body is FileProducer {
  * and renames it. The cap can only be checked afterwards here; the free-space check before
  * it is what keeps the reserve.
  */
-async function produceThenRename(handle: fs.promises.FileHandle, file: string, producer: FileProducer,
-  limit: { bytes: number; why: string }, kind: string): Promise<number> {
+async function produceThenRename(
+  handle: fs.promises.FileHandle,
+  file: string,
+  producer: FileProducer,
+  limit: { bytes: number; why: string },
+  kind: string,
+): Promise<number> {
   await handle.close();
   try {
     // The producer opens the partial by name (O_TRUNC, keeping its 0600): in a directory others
@@ -369,7 +428,10 @@ async function produceThenRename(handle: fs.promises.FileHandle, file: string, p
     try {
       const { size } = await written.stat();
       if (size > limit.bytes) {
-        throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `The ${kind} capture grew past ${limit.why}; it was deleted.`);
+        throw new SysprobeError(
+          ErrorCode.CAPTURE_FAILED,
+          `The ${kind} capture grew past ${limit.why}; it was deleted.`,
+        );
       }
       await written.chmod(FILE_MODE);
       await written.sync();
@@ -394,16 +456,23 @@ async function* chunksOf(body: Exclude<CaptureInput['body'], FileProducer>): Asy
  * Streams `chunks` into the open partial file of `file`, fsyncs it and renames it to
  * `file`. Past `limit` bytes, or on any failure, the partial file is deleted instead.
  */
-async function writeThenRename(handle: fs.promises.FileHandle, file: string, chunks: AsyncIterable<Buffer>,
-  limit: { bytes: number; why: string }, kind: string): Promise<number> {
+async function writeThenRename(
+  handle: fs.promises.FileHandle,
+  file: string,
+  chunks: AsyncIterable<Buffer>,
+  limit: { bytes: number; why: string },
+  kind: string,
+): Promise<number> {
   let bytes = 0;
   try {
     try {
       for await (const chunk of chunks) {
         bytes += chunk.length;
         if (bytes > limit.bytes) {
-          throw new SysprobeError(ErrorCode.CAPTURE_FAILED,
-            `The ${kind} capture grew past ${limit.why}; it was cut off and deleted.`);
+          throw new SysprobeError(
+            ErrorCode.CAPTURE_FAILED,
+            `The ${kind} capture grew past ${limit.why}; it was cut off and deleted.`,
+          );
         }
         for (let offset = 0; offset < chunk.length;) {
           offset += (await handle.write(chunk, offset, chunk.length - offset)).bytesWritten;
@@ -444,12 +513,18 @@ function processAlive(pid: number): boolean {
 }
 
 async function exists(file: string): Promise<boolean> {
-  return fs.promises.lstat(file).then(() => true, () => false);
+  return fs.promises.lstat(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Deletes the file if it is there; true when it was. */
 async function removeQuietly(file: string): Promise<boolean> {
-  return fs.promises.unlink(file).then(() => true, () => false);
+  return fs.promises.unlink(file).then(
+    () => true,
+    () => false,
+  );
 }
 
 function invalid(message: string): SysprobeError {

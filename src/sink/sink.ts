@@ -61,9 +61,11 @@ export function functionSink(files: CaptureSink, listener: CaptureListener): Cap
       try {
         await listener(written);
       } catch (err) {
-        throw new SysprobeError(ErrorCode.CAPTURE_FAILED,
+        throw new SysprobeError(
+          ErrorCode.CAPTURE_FAILED,
           `The ${capture.kind} capture was written to ${written.file}, but the function sink failed: ${err instanceof Error ? err.message : String(err)}`,
-          { cause: err });
+          { cause: err },
+        );
       }
       return written;
     },

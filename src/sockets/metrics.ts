@@ -26,19 +26,62 @@ type Observe = (result: BatchObservableResult, recent: Sample[], latest: Sample 
 
 /** Creates the instruments (through `track`, so they join the exporter's batch callback) and returns their observer. */
 export function socketMetrics(meter: Meter, track: <T extends Observable>(instrument: T) => T): Observe {
-  const upDown = (name: string, unit: string, description: string) => track(meter.createObservableUpDownCounter(name, { unit, description }));
-  const counter = (name: string, unit: string, description: string) => track(meter.createObservableCounter(name, { unit, description }));
-  const gauge = (name: string, unit: string, description: string) => track(meter.createObservableGauge(name, { unit, description }));
-  const connections = upDown('system.network.connection.count', '{connection}', "This process's TCP connections, by network.connection.state (TIME_WAIT: on its listening ports).");
-  const sendQueue = upDown('sysprobe.tcp.send_queue.size', 'By', "Bytes this process's sockets sent that the peers have not acknowledged yet.");
-  const receiveQueue = upDown('sysprobe.tcp.receive_queue.size', 'By', "Bytes this process's sockets received that it has not read yet.");
-  const acceptQueue = upDown('sysprobe.tcp.accept_queue.size', '{connection}', "Connections waiting for accept() on this process's listeners.");
-  const retransmitRate = gauge('sysprobe.tcp.retransmit.rate', '{segment}/s', "Retransmitted TCP segments per second over the last sweep, the whole network namespace.");
-  const retransmitted = counter('sysprobe.tcp.retransmitted_segments', '{segment}', 'Retransmitted TCP segments, the whole network namespace (/proc/net/snmp RetransSegs).');
-  const timeouts = counter('sysprobe.tcp.timeouts', '{timeout}', 'TCP retransmission timer expiries, the whole network namespace (TcpExt TCPTimeouts).');
-  const overflows = counter('sysprobe.tcp.listen.overflows', '{connection}', 'Connections that found an accept queue full, the whole network namespace (TcpExt ListenOverflows).');
-  const drops = counter('sysprobe.tcp.listen.drops', '{connection}', 'SYNs dropped at a listener, the whole network namespace (TcpExt ListenDrops).');
-  const socketRetransmits = upDown('sysprobe.tcp.socket.retransmits', '{segment}', "Segments retransmitted over the lives of this process's open sockets, summed (from ss; falls when sockets close).");
+  const upDown = (name: string, unit: string, description: string) =>
+    track(meter.createObservableUpDownCounter(name, { unit, description }));
+  const counter = (name: string, unit: string, description: string) =>
+    track(meter.createObservableCounter(name, { unit, description }));
+  const gauge = (name: string, unit: string, description: string) =>
+    track(meter.createObservableGauge(name, { unit, description }));
+  const connections = upDown(
+    'system.network.connection.count',
+    '{connection}',
+    "This process's TCP connections, by network.connection.state (TIME_WAIT: on its listening ports).",
+  );
+  const sendQueue = upDown(
+    'sysprobe.tcp.send_queue.size',
+    'By',
+    "Bytes this process's sockets sent that the peers have not acknowledged yet.",
+  );
+  const receiveQueue = upDown(
+    'sysprobe.tcp.receive_queue.size',
+    'By',
+    "Bytes this process's sockets received that it has not read yet.",
+  );
+  const acceptQueue = upDown(
+    'sysprobe.tcp.accept_queue.size',
+    '{connection}',
+    "Connections waiting for accept() on this process's listeners.",
+  );
+  const retransmitRate = gauge(
+    'sysprobe.tcp.retransmit.rate',
+    '{segment}/s',
+    'Retransmitted TCP segments per second over the last sweep, the whole network namespace.',
+  );
+  const retransmitted = counter(
+    'sysprobe.tcp.retransmitted_segments',
+    '{segment}',
+    'Retransmitted TCP segments, the whole network namespace (/proc/net/snmp RetransSegs).',
+  );
+  const timeouts = counter(
+    'sysprobe.tcp.timeouts',
+    '{timeout}',
+    'TCP retransmission timer expiries, the whole network namespace (TcpExt TCPTimeouts).',
+  );
+  const overflows = counter(
+    'sysprobe.tcp.listen.overflows',
+    '{connection}',
+    'Connections that found an accept queue full, the whole network namespace (TcpExt ListenOverflows).',
+  );
+  const drops = counter(
+    'sysprobe.tcp.listen.drops',
+    '{connection}',
+    'SYNs dropped at a listener, the whole network namespace (TcpExt ListenDrops).',
+  );
+  const socketRetransmits = upDown(
+    'sysprobe.tcp.socket.retransmits',
+    '{segment}',
+    "Segments retransmitted over the lives of this process's open sockets, summed (from ss; falls when sockets close).",
+  );
   const states = [...new Set(Object.values(CONNECTION_STATES))];
   let last: Sample['sockets'];
   return (result, recent) => {
@@ -51,7 +94,8 @@ export function socketMetrics(meter: Meter, track: <T extends Observable>(instru
       if (name) byState[name]! += n;
     }
     // Every state each time, so a state that empties reads 0 rather than its last count.
-    for (const [state, n] of Object.entries(byState)) result.observe(connections, n, { 'network.connection.state': state, 'network.transport': 'tcp' });
+    for (const [state, n] of Object.entries(byState))
+      result.observe(connections, n, { 'network.connection.state': state, 'network.transport': 'tcp' });
     result.observe(sendQueue, last.sendQueueBytes);
     result.observe(receiveQueue, last.recvQueueBytes);
     if (last.acceptQueue !== undefined) result.observe(acceptQueue, last.acceptQueue);

@@ -61,7 +61,8 @@ export function decodeAddress(hex: string, littleEndian = true): string | undefi
   }
   if (bytes.length === 4) return bytes.join('.');
   // IPv4-mapped IPv6 (::ffff:a.b.c.d), as Node's net module prints it.
-  if (bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) return `::ffff:${bytes.slice(12).join('.')}`;
+  if (bytes.slice(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff)
+    return `::ffff:${bytes.slice(12).join('.')}`;
   return formatIpv6(bytes);
 }
 
@@ -72,13 +73,23 @@ function formatIpv6(bytes: number[]): string {
   let bestStart = -1;
   let bestLength = 1;
   for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) { i++; continue; }
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) { bestStart = i; bestLength = j - i; }
+    if (j - i > bestLength) {
+      bestStart = i;
+      bestLength = j - i;
+    }
     i = j;
   }
-  const text = (from: number, to: number) => groups.slice(from, to).map((g) => g.toString(16)).join(':');
+  const text = (from: number, to: number) =>
+    groups
+      .slice(from, to)
+      .map((g) => g.toString(16))
+      .join(':');
   if (bestStart < 0) return text(0, 8);
   return `${text(0, bestStart)}::${text(bestStart + bestLength, 8)}`;
 }
@@ -115,10 +126,18 @@ export function parseTcpLine(line: string, littleEndian = true, keep?: RowFilter
   const txQueue = hexInt(tx);
   const rxQueue = hexInt(rx);
   const retransmits = hexInt(f[6]);
-  if (!local || !remote || Number.isNaN(txQueue) || Number.isNaN(rxQueue) || Number.isNaN(retransmits)) return undefined;
+  if (!local || !remote || Number.isNaN(txQueue) || Number.isNaN(rxQueue) || Number.isNaN(retransmits))
+    return undefined;
   return {
-    localAddress: local.address, localPort: local.port, remoteAddress: remote.address, remotePort: remote.port,
-    state, txQueue, rxQueue, retransmits, inode,
+    localAddress: local.address,
+    localPort: local.port,
+    remoteAddress: remote.address,
+    remotePort: remote.port,
+    state,
+    txQueue,
+    rxQueue,
+    retransmits,
+    inode,
   };
 }
 
@@ -154,17 +173,29 @@ export function parseNetCounters(text: string): Parsed<never> & { groups: Record
     const names = lines[i]!.trim().split(/\s+/);
     const values = lines[i + 1]?.trim().split(/\s+/);
     const group = names[0];
-    if (!group?.endsWith(':') || values?.[0] !== group) { malformed++; continue; }
+    if (!group?.endsWith(':') || values?.[0] !== group) {
+      malformed++;
+      continue;
+    }
     i++; // the values line is consumed with its names line
-    if (names.length !== values.length) { malformed++; continue; }
+    if (names.length !== values.length) {
+      malformed++;
+      continue;
+    }
     const counters: Record<string, number> = {};
     let bad = false;
     for (let k = 1; k < names.length; k++) {
       const value = Number(values[k]);
-      if (!/^-?\d+$/.test(values[k]!) || !Number.isFinite(value)) { bad = true; break; }
+      if (!/^-?\d+$/.test(values[k]!) || !Number.isFinite(value)) {
+        bad = true;
+        break;
+      }
       counters[names[k]!] = value;
     }
-    if (bad) { malformed++; continue; }
+    if (bad) {
+      malformed++;
+      continue;
+    }
     groups[group.slice(0, -1)] = counters;
   }
   return { rows: [], malformed, groups };
@@ -190,8 +221,12 @@ export interface SsInfo {
 }
 
 const SS_NUMBERS: ReadonlyArray<[string, keyof SsInfo]> = [
-  ['rto', 'rtoMs'], ['cwnd', 'cwnd'], ['bytes_retrans', 'bytesRetrans'],
-  ['lastsnd', 'lastSendMs'], ['lastrcv', 'lastRecvMs'], ['lastack', 'lastAckMs'],
+  ['rto', 'rtoMs'],
+  ['cwnd', 'cwnd'],
+  ['bytes_retrans', 'bytesRetrans'],
+  ['lastsnd', 'lastSendMs'],
+  ['lastrcv', 'lastRecvMs'],
+  ['lastack', 'lastAckMs'],
 ];
 
 /** Reads the TCP_INFO line of one socket (`rto:204 rtt:1.7/0.2 cwnd:10 retrans:0/3 ...`). */
@@ -237,10 +272,16 @@ export function parseSs(text: string, keep?: (inode: number) => boolean): Parsed
     const ino = /\bino:(\d+)/.exec(line);
     current = undefined;
     skipping = false;
-    if (!ino) { malformed++; continue; }
+    if (!ino) {
+      malformed++;
+      continue;
+    }
     const inode = Number(ino[1]);
     // Another process's socket: its details line is passed over unread.
-    if (keep && !keep(inode)) { skipping = true; continue; }
+    if (keep && !keep(inode)) {
+      skipping = true;
+      continue;
+    }
     current = { inode };
     // State Recv-Q Send-Q Local Peer ...: a listener's Send-Q is its backlog limit.
     const [state, , sendQ] = line.split(/\s+/);

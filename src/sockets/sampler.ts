@@ -165,7 +165,11 @@ export class SocketSampler {
     }
     const [tables, tcp] = await Promise.all([
       // Only our rows (and TIME_WAIT, which has no inode) are decoded: at 10,000 sockets on the host, most are not ours.
-      Promise.all(['tcp', 'tcp6'].map((name) => this.#readTable(name, (inode, state) => inodes.has(inode) || (inode === 0 && state === 'TIME_WAIT')))),
+      Promise.all(
+        ['tcp', 'tcp6'].map((name) =>
+          this.#readTable(name, (inode, state) => inodes.has(inode) || (inode === 0 && state === 'TIME_WAIT')),
+        ),
+      ),
       this.#readCounters(time),
     ]);
     const rows = tables.flatMap((table) => table.rows);
@@ -220,33 +224,48 @@ export class SocketSampler {
   async #readTable(name: string, keep: RowFilter): Promise<{ rows: TcpRow[]; malformed: number; missing: boolean }> {
     try {
       // No IPv6 (or no IPv4) in this kernel: that table is simply absent.
-      return { ...parseTcpTable(await fsp.readFile(`${this.#procDir}/net/${name}`, 'latin1'), LITTLE_ENDIAN, keep), missing: false };
+      return {
+        ...parseTcpTable(await fsp.readFile(`${this.#procDir}/net/${name}`, 'latin1'), LITTLE_ENDIAN, keep),
+        missing: false,
+      };
     } catch {
       return { rows: [], malformed: 0, missing: true };
     }
   }
 
   async #readCounters(time: number): Promise<{ counters: TcpCounters; malformed: number } | undefined> {
-    const read = (name: string) => fsp.readFile(`${this.#procDir}/net/${name}`, 'latin1').then(parseNetCounters, () => undefined);
+    const read = (name: string) =>
+      fsp.readFile(`${this.#procDir}/net/${name}`, 'latin1').then(parseNetCounters, () => undefined);
     const [snmp, netstat] = await Promise.all([read('snmp'), read('netstat')]);
     const tcp = snmp?.groups.Tcp;
     if (!tcp) return undefined;
     const ext = netstat?.groups.TcpExt ?? {};
     const counters: TcpCounters = {
-      outSegs: tcp.OutSegs ?? 0, inSegs: tcp.InSegs ?? 0, retransSegs: tcp.RetransSegs ?? 0,
-      timeouts: ext.TCPTimeouts ?? 0, listenOverflows: ext.ListenOverflows ?? 0, listenDrops: ext.ListenDrops ?? 0,
-      activeOpens: tcp.ActiveOpens ?? 0, passiveOpens: tcp.PassiveOpens ?? 0, attemptFails: tcp.AttemptFails ?? 0,
-      estabResets: tcp.EstabResets ?? 0, outRsts: tcp.OutRsts ?? 0,
+      outSegs: tcp.OutSegs ?? 0,
+      inSegs: tcp.InSegs ?? 0,
+      retransSegs: tcp.RetransSegs ?? 0,
+      timeouts: ext.TCPTimeouts ?? 0,
+      listenOverflows: ext.ListenOverflows ?? 0,
+      listenDrops: ext.ListenDrops ?? 0,
+      activeOpens: tcp.ActiveOpens ?? 0,
+      passiveOpens: tcp.PassiveOpens ?? 0,
+      attemptFails: tcp.AttemptFails ?? 0,
+      estabResets: tcp.EstabResets ?? 0,
+      outRsts: tcp.OutRsts ?? 0,
     };
     const before = this.#previous;
     if (before && time > before.at) {
       const seconds = (time - before.at) / 1000;
-      const perSec = (key: keyof TcpCounters) => Math.max(0, ((counters[key] as number) - (before.tcp[key] as number)) / seconds);
+      const perSec = (key: keyof TcpCounters) =>
+        Math.max(0, ((counters[key] as number) - (before.tcp[key] as number)) / seconds);
       const sent = counters.outSegs - before.tcp.outSegs;
       const retransmitted = counters.retransSegs - before.tcp.retransSegs;
       counters.rates = {
-        outSegsPerSec: perSec('outSegs'), retransSegsPerSec: perSec('retransSegs'), timeoutsPerSec: perSec('timeouts'),
-        listenOverflowsPerSec: perSec('listenOverflows'), listenDropsPerSec: perSec('listenDrops'),
+        outSegsPerSec: perSec('outSegs'),
+        retransSegsPerSec: perSec('retransSegs'),
+        timeoutsPerSec: perSec('timeouts'),
+        listenOverflowsPerSec: perSec('listenOverflows'),
+        listenDropsPerSec: perSec('listenDrops'),
         retransmitRatio: sent > 0 ? Math.max(0, Math.min(1, retransmitted / sent)) : 0,
       };
     }
@@ -255,19 +274,30 @@ export class SocketSampler {
   }
 
   /** Runs `ss -tieanH` (all TCP sockets of the namespace, with TCP_INFO and inodes), bounded in time and size. */
-  async #readSs(inodes: ReadonlySet<number>, rows: readonly TcpRow[]): Promise<{ state: SocketPicture['ss']; byInode: Map<number, SsInfo>; malformed: number } | undefined> {
+  async #readSs(
+    inodes: ReadonlySet<number>,
+    rows: readonly TcpRow[],
+  ): Promise<{ state: SocketPicture['ss']; byInode: Map<number, SsInfo>; malformed: number } | undefined> {
     if (this.#ssState === 'unavailable') return { state: 'unavailable', byInode: new Map(), malformed: 0 };
     const result = await new Promise<{ stdout: string; error?: ExecFileException }>((resolve) => {
-      execFile('ss', ['-tieanH', ...ssFilter(rows, inodes)], { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_BYTES, encoding: 'latin1', windowsHide: true },
-        (error, stdout) => resolve({ stdout, error: error ?? undefined }));
+      execFile(
+        'ss',
+        ['-tieanH', ...ssFilter(rows, inodes)],
+        { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_BYTES, encoding: 'latin1', windowsHide: true },
+        (error, stdout) => resolve({ stdout, error: error ?? undefined }),
+      );
     });
     if (result.error?.code === 'ENOENT') {
       this.#ssState = 'unavailable';
-      this.#log('info', 'ss unavailable: socket RTT and retransmissions are left out (install iproute2)', { sampler: 'sockets' });
+      this.#log('info', 'ss unavailable: socket RTT and retransmissions are left out (install iproute2)', {
+        sampler: 'sockets',
+      });
       return { state: 'unavailable', byInode: new Map(), malformed: 0 };
     }
     if (result.error) {
-      const message = result.error.killed ? `ss killed after ${SS_TIMEOUT_MS} ms or ${SS_MAX_BYTES} bytes` : result.error.message;
+      const message = result.error.killed
+        ? `ss killed after ${SS_TIMEOUT_MS} ms or ${SS_MAX_BYTES} bytes`
+        : result.error.message;
       if (!this.#ssFailuresLogged.has(message) && this.#ssFailuresLogged.size < 10) {
         this.#ssFailuresLogged.add(message);
         this.#log('warn', 'ss failed; this sweep has no TCP_INFO', { sampler: 'sockets', err: message });
@@ -298,14 +328,28 @@ export function ssFilter(rows: readonly TcpRow[], inodes: ReadonlySet<number>): 
     remote.add(row.remotePort);
   }
   if (listening.size + remote.size === 0 || listening.size + remote.size > SS_FILTER_MAX_PORTS) return [];
-  const terms = [...[...listening].map((p) => ['sport', '=', `:${p}`]), ...[...remote].map((p) => ['dport', '=', `:${p}`])];
+  const terms = [
+    ...[...listening].map((p) => ['sport', '=', `:${p}`]),
+    ...[...remote].map((p) => ['dport', '=', `:${p}`]),
+  ];
   return ['(', ...terms.flatMap((term, i) => (i === 0 ? term : ['or', ...term])), ')'];
 }
 
 function emptyPicture(time: number, ss: SocketPicture['ss']): SocketPicture {
   return {
-    time, supported: true, total: 0, byState: {}, sendQueueBytes: 0, recvQueueBytes: 0, byRemote: [], remoteCount: 0,
-    listeners: [], ss, malformedLines: 0, truncated: false, sweepMs: 0,
+    time,
+    supported: true,
+    total: 0,
+    byState: {},
+    sendQueueBytes: 0,
+    recvQueueBytes: 0,
+    byRemote: [],
+    remoteCount: 0,
+    listeners: [],
+    ss,
+    malformedLines: 0,
+    truncated: false,
+    sweepMs: 0,
   };
 }
 
@@ -318,7 +362,13 @@ function bump(record: Record<string, number>, key: string, by = 1): void {
  * no descriptor (inode 0), so they are counted as ours when their local port is one we listen
  * on: the server side of connections this process closed first.
  */
-export function summarize(picture: SocketPicture, rows: readonly TcpRow[], inodes: ReadonlySet<number>, ss: ReadonlyMap<number, SsInfo> | undefined, maxRemotes: number): void {
+export function summarize(
+  picture: SocketPicture,
+  rows: readonly TcpRow[],
+  inodes: ReadonlySet<number>,
+  ss: ReadonlyMap<number, SsInfo> | undefined,
+  maxRemotes: number,
+): void {
   // /proc/net/tcp is not a snapshot: the kernel resumes each 4 KB read by position, so a row can
   // come twice when sockets close meanwhile (or be missed when they open). Keep each inode once.
   const seen = new Set<number>();
@@ -326,7 +376,12 @@ export function summarize(picture: SocketPicture, rows: readonly TcpRow[], inode
   const listeners = new Map<number, ListenerSockets>();
   for (const row of own) {
     if (row.state !== 'LISTEN') continue;
-    const listener: ListenerSockets = listeners.get(row.localPort) ?? { port: row.localPort, addresses: [], acceptQueue: 0, states: {} };
+    const listener: ListenerSockets = listeners.get(row.localPort) ?? {
+      port: row.localPort,
+      addresses: [],
+      acceptQueue: 0,
+      states: {},
+    };
     listener.addresses.push(row.localAddress);
     // For a listener the kernel prints the accept queue's length as rx_queue; only inet_diag (ss) has its limit.
     listener.acceptQueue += row.rxQueue;
@@ -348,7 +403,16 @@ export function summarize(picture: SocketPicture, rows: readonly TcpRow[], inode
     const key = `${row.remoteAddress}|${row.remotePort}`;
     let remote = remotes.get(key);
     if (!remote) {
-      remote = { address: row.remoteAddress, port: row.remotePort, connections: 0, states: {}, sendQueueBytes: 0, recvQueueBytes: 0, rttCount: 0, rttSum: 0 };
+      remote = {
+        address: row.remoteAddress,
+        port: row.remotePort,
+        connections: 0,
+        states: {},
+        sendQueueBytes: 0,
+        recvQueueBytes: 0,
+        rttCount: 0,
+        rttSum: 0,
+      };
       remotes.set(key, remote);
     }
     remote.connections++;

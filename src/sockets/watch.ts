@@ -69,7 +69,17 @@ export class SocketWatch {
       recvQueueBytes: picture.recvQueueBytes,
       ...(tcp?.rates ? { retransmitsPerSec: tcp.rates.retransSegsPerSec } : {}),
       acceptQueue: picture.listeners.reduce((n, l) => n + l.acceptQueue, 0),
-      ...(tcp ? { tcp: { outSegs: tcp.outSegs, retransSegs: tcp.retransSegs, timeouts: tcp.timeouts, listenOverflows: tcp.listenOverflows, listenDrops: tcp.listenDrops } } : {}),
+      ...(tcp
+        ? {
+            tcp: {
+              outSegs: tcp.outSegs,
+              retransSegs: tcp.retransSegs,
+              timeouts: tcp.timeouts,
+              listenOverflows: tcp.listenOverflows,
+              listenDrops: tcp.listenDrops,
+            },
+          }
+        : {}),
       ...(picture.retransmitsTotal !== undefined ? { socketRetransmits: picture.retransmitsTotal } : {}),
     };
   }

@@ -46,7 +46,10 @@ export class SourceMaps {
   constructor({ maxMapBytes = 16 << 20, readTimeoutMs = 2000, cacheBytes = 64 << 20 }: SourceMapLimits = {}) {
     this.#maxMapBytes = maxMapBytes;
     this.#readTimeoutMs = readTimeoutMs;
-    this.#maps = new LRUCache({ maxSize: cacheBytes, sizeCalculation: (entry, key) => Math.max(1, key.length + (entry.map === NO_MAP ? 0 : sizeOf(entry.map))) });
+    this.#maps = new LRUCache({
+      maxSize: cacheBytes,
+      sizeCalculation: (entry, key) => Math.max(1, key.length + (entry.map === NO_MAP ? 0 : sizeOf(entry.map))),
+    });
   }
 
   /** Remembers the `sourceMapURL` the inspector gave for a script (Debugger.scriptParsed); bounded like the cache. */
@@ -85,11 +88,13 @@ export class SourceMaps {
     if (cached) return cached.map;
     let loading = this.#loading.get(scriptUrl);
     if (!loading) {
-      loading = this.#load(scriptUrl).catch((): Loaded => NO_MAP).then((map) => {
-        this.#loading.delete(scriptUrl);
-        this.#maps.set(scriptUrl, { map });
-        return map;
-      });
+      loading = this.#load(scriptUrl)
+        .catch((): Loaded => NO_MAP)
+        .then((map) => {
+          this.#loading.delete(scriptUrl);
+          this.#maps.set(scriptUrl, { map });
+          return map;
+        });
       this.#loading.set(scriptUrl, loading);
     }
     return loading;
@@ -114,7 +119,8 @@ export class SourceMaps {
   /** A file's text, if it is at most maxMapBytes and is read within the timeout; throws otherwise. */
   async #read(file: string): Promise<string> {
     const { size } = await stat(file);
-    if (size > this.#maxMapBytes) throw new RangeError(`${file} is ${size} bytes, over the ${this.#maxMapBytes} read for source maps`);
+    if (size > this.#maxMapBytes)
+      throw new RangeError(`${file} is ${size} bytes, over the ${this.#maxMapBytes} read for source maps`);
     return readFile(file, { encoding: 'utf8', signal: AbortSignal.timeout(this.#readTimeoutMs) });
   }
 }
@@ -153,5 +159,11 @@ function originalFrame<F extends Frame>(frame: F, map: Loaded | undefined): F {
   }
   if (position.source === null || position.line === null) return frame;
   const { url, lineNumber, columnNumber } = frame;
-  return { ...frame, url: position.source, lineNumber: position.line - 1, columnNumber: position.column ?? 0, generated: { url, lineNumber, columnNumber } };
+  return {
+    ...frame,
+    url: position.source,
+    lineNumber: position.line - 1,
+    columnNumber: position.column ?? 0,
+    generated: { url, lineNumber, columnNumber },
+  };
 }

@@ -91,18 +91,81 @@ export function parseSyscall(text: string): SyscallLine | undefined {
 /** The system calls a blocked thread is found in, by number, per architecture. */
 const SYSCALLS: Record<string, Record<number, string>> = {
   x64: {
-    0: 'read', 1: 'write', 2: 'open', 3: 'close', 7: 'poll', 16: 'ioctl', 17: 'pread64', 18: 'pwrite64', 19: 'readv', 20: 'writev',
-    23: 'select', 34: 'pause', 35: 'nanosleep', 40: 'sendfile', 42: 'connect', 43: 'accept', 44: 'sendto', 45: 'recvfrom',
-    46: 'sendmsg', 47: 'recvmsg', 61: 'wait4', 72: 'fcntl', 73: 'flock', 74: 'fsync', 75: 'fdatasync', 77: 'ftruncate',
-    202: 'futex', 217: 'getdents64', 230: 'clock_nanosleep', 232: 'epoll_wait', 247: 'waitid', 257: 'openat', 270: 'pselect6',
-    271: 'ppoll', 281: 'epoll_pwait', 285: 'fallocate', 288: 'accept4', 318: 'getrandom', 441: 'epoll_pwait2',
+    0: 'read',
+    1: 'write',
+    2: 'open',
+    3: 'close',
+    7: 'poll',
+    16: 'ioctl',
+    17: 'pread64',
+    18: 'pwrite64',
+    19: 'readv',
+    20: 'writev',
+    23: 'select',
+    34: 'pause',
+    35: 'nanosleep',
+    40: 'sendfile',
+    42: 'connect',
+    43: 'accept',
+    44: 'sendto',
+    45: 'recvfrom',
+    46: 'sendmsg',
+    47: 'recvmsg',
+    61: 'wait4',
+    72: 'fcntl',
+    73: 'flock',
+    74: 'fsync',
+    75: 'fdatasync',
+    77: 'ftruncate',
+    202: 'futex',
+    217: 'getdents64',
+    230: 'clock_nanosleep',
+    232: 'epoll_wait',
+    247: 'waitid',
+    257: 'openat',
+    270: 'pselect6',
+    271: 'ppoll',
+    281: 'epoll_pwait',
+    285: 'fallocate',
+    288: 'accept4',
+    318: 'getrandom',
+    441: 'epoll_pwait2',
   },
   arm64: {
-    22: 'epoll_pwait', 25: 'fcntl', 29: 'ioctl', 32: 'flock', 46: 'ftruncate', 47: 'fallocate', 56: 'openat', 57: 'close',
-    61: 'getdents64', 63: 'read', 64: 'write', 65: 'readv', 66: 'writev', 67: 'pread64', 68: 'pwrite64', 71: 'sendfile',
-    72: 'pselect6', 73: 'ppoll', 82: 'fsync', 83: 'fdatasync', 95: 'waitid', 98: 'futex', 101: 'nanosleep', 115: 'clock_nanosleep',
-    202: 'accept', 203: 'connect', 206: 'sendto', 207: 'recvfrom', 211: 'sendmsg', 212: 'recvmsg', 242: 'accept4', 260: 'wait4',
-    278: 'getrandom', 441: 'epoll_pwait2',
+    22: 'epoll_pwait',
+    25: 'fcntl',
+    29: 'ioctl',
+    32: 'flock',
+    46: 'ftruncate',
+    47: 'fallocate',
+    56: 'openat',
+    57: 'close',
+    61: 'getdents64',
+    63: 'read',
+    64: 'write',
+    65: 'readv',
+    66: 'writev',
+    67: 'pread64',
+    68: 'pwrite64',
+    71: 'sendfile',
+    72: 'pselect6',
+    73: 'ppoll',
+    82: 'fsync',
+    83: 'fdatasync',
+    95: 'waitid',
+    98: 'futex',
+    101: 'nanosleep',
+    115: 'clock_nanosleep',
+    202: 'accept',
+    203: 'connect',
+    206: 'sendto',
+    207: 'recvfrom',
+    211: 'sendmsg',
+    212: 'recvmsg',
+    242: 'accept4',
+    260: 'wait4',
+    278: 'getrandom',
+    441: 'epoll_pwait2',
   },
 };
 
@@ -111,13 +174,41 @@ export function syscallName(nr: number, arch: string = process.arch): string {
 }
 
 /** System calls whose first argument is the descriptor they work on. */
-const FD_FIRST = new Set(['read', 'write', 'close', 'ioctl', 'pread64', 'pwrite64', 'readv', 'writev', 'sendfile', 'connect', 'accept', 'accept4',
-  'sendto', 'recvfrom', 'sendmsg', 'recvmsg', 'fcntl', 'flock', 'fsync', 'fdatasync', 'ftruncate', 'fallocate', 'getdents64',
-  'epoll_wait', 'epoll_pwait', 'epoll_pwait2']);
+const FD_FIRST = new Set([
+  'read',
+  'write',
+  'close',
+  'ioctl',
+  'pread64',
+  'pwrite64',
+  'readv',
+  'writev',
+  'sendfile',
+  'connect',
+  'accept',
+  'accept4',
+  'sendto',
+  'recvfrom',
+  'sendmsg',
+  'recvmsg',
+  'fcntl',
+  'flock',
+  'fsync',
+  'fdatasync',
+  'ftruncate',
+  'fallocate',
+  'getdents64',
+  'epoll_wait',
+  'epoll_pwait',
+  'epoll_pwait2',
+]);
 /** System calls that wait for a child process, or sleep, or wait on a lock: named without an argument. */
 const PLAIN_WAITS: Record<string, string> = {
   futex: 'a lock or condition (futex: another thread, Atomics.wait, or a synchronous call into the thread pool)',
-  nanosleep: 'a sleep', clock_nanosleep: 'a sleep', pause: 'a signal', getrandom: 'the kernel\'s entropy pool',
+  nanosleep: 'a sleep',
+  clock_nanosleep: 'a sleep',
+  pause: 'a signal',
+  getrandom: "the kernel's entropy pool",
 };
 
 /** What a descriptor is, from its /proc/self/fd link: `socket:[123]`, `pipe:[4]`, `anon_inode:[eventpoll]`, or a path. */
@@ -192,23 +283,32 @@ export function classifyStall(input: {
   if (throttledMs !== undefined) measured.throttledMs = round(throttledMs);
   const share = (ms: number | undefined) => (ms ?? 0) / Math.max(durationMs, 1);
   const ms = (value: number) => `${round(value)} of ${round(durationMs)} ms`;
-  if (input.selfPaused) return { cause: 'self', why: 'sysprobe paused the main thread itself (a heap snapshot)', ...measured };
+  if (input.selfPaused)
+    return { cause: 'self', why: 'sysprobe paused the main thread itself (a heap snapshot)', ...measured };
   if (share(throttledMs) >= DOMINANT_SHARE) {
-    return { cause: 'throttled', why: `the container's CPU quota throttled the process for ${ms(throttledMs!)}`, ...measured };
+    return {
+      cause: 'throttled',
+      why: `the container's CPU quota throttled the process for ${ms(throttledMs!)}`,
+      ...measured,
+    };
   }
-  if (share(gcMs) >= DOMINANT_SHARE) return { cause: 'gc', why: `garbage collection paused the thread for ${ms(gcMs!)}`, ...measured };
+  if (share(gcMs) >= DOMINANT_SHARE)
+    return { cause: 'gc', why: `garbage collection paused the thread for ${ms(gcMs!)}`, ...measured };
   const inSyscall = input.observations.filter((o) => o.syscall !== undefined && o.state !== 'R');
   const blockedIn = inSyscall.at(-1);
   // The inspector's pause is the better witness: a thread it paused at once was running JS (a glimpse of it in a
   // futex is V8 waiting for its GC helpers); one it could not interrupt was in native code. Without a capture, the looks decide.
-  const native = input.captureHow === 'blocked-in-native'
-    || (input.captureHow !== 'debugger-pause' && inSyscall.length > 0 && inSyscall.length * 2 >= input.observations.length);
+  const native =
+    input.captureHow === 'blocked-in-native' ||
+    (input.captureHow !== 'debugger-pause' &&
+      inSyscall.length > 0 &&
+      inSyscall.length * 2 >= input.observations.length);
   if (native) {
     const diagnosis: StallDiagnosis = {
       cause: 'native',
       why: blockedIn
         ? `the thread was blocked in the system call ${blockedIn.syscall}${blockedIn.waitingOn ? ` waiting on ${blockedIn.waitingOn}` : ''}`
-        : 'the thread ran native code: it did not take the inspector\'s interrupt until the native call returned',
+        : "the thread ran native code: it did not take the inspector's interrupt until the native call returned",
       ...measured,
     };
     if (blockedIn) diagnosis.blockedIn = blockedIn;
@@ -219,9 +319,10 @@ export function classifyStall(input: {
   const seen = input.observations.length > 0 ? 'running on the CPU' : 'not observed in a system call';
   return {
     cause: 'js',
-    why: input.captureHow === 'debugger-pause'
-      ? `JavaScript was running (${seen}; the inspector paused it in JS)`
-      : `the thread was ${seen}, and neither GC nor throttling explains the stall`,
+    why:
+      input.captureHow === 'debugger-pause'
+        ? `JavaScript was running (${seen}; the inspector paused it in JS)`
+        : `the thread was ${seen}, and neither GC nor throttling explains the stall`,
     ...measured,
   };
 }
@@ -278,12 +379,19 @@ export function describeFd(fd: number): string | undefined {
   switch (target.kind) {
     case 'path': {
       let fifo = false;
-      try { fifo = fs.statSync(`/proc/self/fd/${fd}`).isFIFO(); } catch { /* gone: keep the path */ }
+      try {
+        fifo = fs.statSync(`/proc/self/fd/${fd}`).isFIFO();
+      } catch {
+        /* gone: keep the path */
+      }
       return `${fifo ? 'fifo' : 'file'} ${target.path}`;
     }
-    case 'pipe': return `pipe ${target.inode}`;
-    case 'anon': return target.name === 'eventpoll' ? 'an epoll set' : target.name;
-    case 'socket': return describeSocket(target.inode);
+    case 'pipe':
+      return `pipe ${target.inode}`;
+    case 'anon':
+      return target.name === 'eventpoll' ? 'an epoll set' : target.name;
+    case 'socket':
+      return describeSocket(target.inode);
   }
 }
 
@@ -307,12 +415,23 @@ function describeSocket(inode: number): string {
 /** The child processes the thread started (execSync, spawnSync wait for them), by pid and command line. */
 function describeChildren(tid: number): string | undefined {
   const text = readText(`/proc/self/task/${tid}/children`);
-  const pids = text?.trim().split(/\s+/).filter((p) => /^\d+$/.test(p)).slice(0, MAX_CHILDREN) ?? [];
+  const pids =
+    text
+      ?.trim()
+      .split(/\s+/)
+      .filter((p) => /^\d+$/.test(p))
+      .slice(0, MAX_CHILDREN) ?? [];
   if (pids.length === 0) return undefined;
-  return pids.map((pid) => {
-    const command = (readText(`/proc/${pid}/cmdline`) ?? '').split('\0').filter(Boolean).join(' ').slice(0, MAX_COMMAND);
-    return `child ${pid}${command ? ` ${command}` : ''}`;
-  }).join(', ');
+  return pids
+    .map((pid) => {
+      const command = (readText(`/proc/${pid}/cmdline`) ?? '')
+        .split('\0')
+        .filter(Boolean)
+        .join(' ')
+        .slice(0, MAX_COMMAND);
+      return `child ${pid}${command ? ` ${command}` : ''}`;
+    })
+    .join(', ');
 }
 
 /** The thread `tid` of this process now: state, system call, and what the call waits on. Undefined off Linux or when the thread is gone. */

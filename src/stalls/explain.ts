@@ -112,7 +112,12 @@ export class StallExplainer {
     const wait = endedAt + QUEUE_WINDOW_MS - now();
     if (wait > 0) await new Promise<void>((resolve) => setTimeout(resolve, wait).unref());
     const requests: StallRequest[] = (facts.requests?.requests ?? []).map((r) => {
-      const request: StallRequest = { method: r.method, path: r.path, startedAt: r.startedAt, runningMs: Math.max(0, Math.round(endedAt - r.startedAt)) };
+      const request: StallRequest = {
+        method: r.method,
+        path: r.path,
+        startedAt: r.startedAt,
+        runningMs: Math.max(0, Math.round(endedAt - r.startedAt)),
+      };
       const { route } = this.#requests?.details(r.slot, r.seq) ?? {};
       if (route !== undefined) request.route = route;
       if (r.traceId !== undefined) request.traceId = r.traceId;

@@ -51,8 +51,13 @@ export class Heartbeat {
   #maxGapMs = 0;
   #lastElu: EventLoopUtilization = performance.eventLoopUtilization();
 
-  constructor(options: ResolvedOptions, timer: HeartbeatTimer, gc: GcObserver | undefined,
-    onGap: (gapMs: number) => void, onTooLarge: (capacityBytes: number) => void) {
+  constructor(
+    options: ResolvedOptions,
+    timer: HeartbeatTimer,
+    gc: GcObserver | undefined,
+    onGap: (gapMs: number) => void,
+    onTooLarge: (capacityBytes: number) => void,
+  ) {
     this.#options = options;
     this.#timer = timer;
     this.#gc = gc;
@@ -127,13 +132,21 @@ export class Heartbeat {
     if (samplers.cpu) sample.cpu = readProcessCpu();
     if (samplers.memory) {
       const heap = v8.getHeapStatistics();
-      sample.memory = { heapUsed: heap.used_heap_size, heapTotal: heap.total_heap_size, heapLimit: heap.heap_size_limit, external: heap.external_memory };
+      sample.memory = {
+        heapUsed: heap.used_heap_size,
+        heapTotal: heap.total_heap_size,
+        heapLimit: heap.heap_size_limit,
+        external: heap.external_memory,
+      };
     }
     // A plain copy: structuredClone() would open a MessageChannel per call on Node 20.
     if (samplers.gc && this.#gc) {
       sample.gc = this.#gc.totals;
       const afterGc = this.#gc.heapAfterMajorGc();
-      if (afterGc && sample.memory) { sample.memory.heapAfterGc = afterGc.bytes; sample.memory.heapAfterGcAt = afterGc.at; }
+      if (afterGc && sample.memory) {
+        sample.memory.heapAfterGc = afterGc.bytes;
+        sample.memory.heapAfterGcAt = afterGc.at;
+      }
     }
     if (samplers.handles) {
       const handles: Record<string, number> = {};

@@ -14,7 +14,10 @@ export interface LoopWatchAddon {
   /** Unhooks it (synchronous). */
   detach(): void;
   /** Starts the watchdog thread; `onStall` runs on the calling thread when a stall starts and when it ends. */
-  startWatchdog(thresholdMs: number, onStall: (started: boolean, startHrMs: number, durationMs: number) => void): boolean;
+  startWatchdog(
+    thresholdMs: number,
+    onStall: (started: boolean, startHrMs: number, durationMs: number) => void,
+  ): boolean;
   stopWatchdog(): void;
   /** How long the watched loop has been busy in its current turn, ms; about 0 while it waits for events. */
   lagMs(): number;

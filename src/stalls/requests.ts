@@ -301,7 +301,10 @@ export class RequestTracker {
     for (; length < url.length; length++) {
       const code = url.charCodeAt(length);
       if (code === QUESTION_MARK || code === HASH) break;
-      if (length === PATH_BYTES) { flags = TRUNCATED; break; }
+      if (length === PATH_BYTES) {
+        flags = TRUNCATED;
+        break;
+      }
       bytes[pathAt + length] = code;
     }
     ints[base + PATH_LENGTH] = length;

@@ -73,8 +73,10 @@ export class HeartbeatStallWatch implements StallWatch {
   #stalled = false;
   #stopped = false;
 
-  constructor(settings: { heartbeat: SharedArrayBuffer; heartbeatIntervalMs: number; stallThresholdMs: number },
-    onStall: (report: StallReport) => void) {
+  constructor(
+    settings: { heartbeat: SharedArrayBuffer; heartbeatIntervalMs: number; stallThresholdMs: number },
+    onStall: (report: StallReport) => void,
+  ) {
     this.#beat = new BigInt64Array(settings.heartbeat);
     this.#heartbeatIntervalMs = settings.heartbeatIntervalMs;
     this.#thresholdMs = settings.stallThresholdMs;

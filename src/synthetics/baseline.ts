@@ -15,7 +15,6 @@ import type { ProbeBaselineOptions } from './options.js';
 /** Probes' latency rules are named `probe-latency:<probe name>`. */
 export const PROBE_RULE_PREFIX = 'probe-latency:';
 
-
 /** What the rule needs of a run. */
 export interface ProbeRun {
   /** When the run finished, ms since the epoch. */
@@ -40,7 +39,10 @@ export function quantile(sorted: readonly number[], q: number): number | undefin
 }
 
 function sortedLatencies(runs: readonly ProbeRun[]): number[] {
-  return runs.filter((r) => r.outcome !== 'failure').map((r) => r.totalMs).sort((a, b) => a - b);
+  return runs
+    .filter((r) => r.outcome !== 'failure')
+    .map((r) => r.totalMs)
+    .sort((a, b) => a - b);
 }
 
 function failureRatio(runs: readonly ProbeRun[]): number {
@@ -78,7 +80,8 @@ export class BaselineRule {
     this.#runs.push(run);
     const keepFrom = recentFrom - windowMs;
     let drop = 0;
-    while (drop < this.#runs.length && (this.#runs[drop]!.time <= keepFrom || this.#runs.length - drop > MAX_RUNS)) drop++;
+    while (drop < this.#runs.length && (this.#runs[drop]!.time <= keepFrom || this.#runs.length - drop > MAX_RUNS))
+      drop++;
     if (drop > 0) this.#runs = this.#runs.slice(drop);
     const split = this.#runs.findIndex((r) => r.time > recentFrom);
     const before = this.#runs.slice(0, split);
@@ -88,7 +91,8 @@ export class BaselineRule {
     if (before.length < MIN_BASELINE_RUNS || recent.length < MIN_RECENT_RUNS) return undefined;
 
     const recentMs = quantile(sortedLatencies(recent), 0.5);
-    const threshold = baselineMs === undefined ? undefined : Math.max(factor * baselineMs, baselineMs + MIN_DEPARTURE_MS);
+    const threshold =
+      baselineMs === undefined ? undefined : Math.max(factor * baselineMs, baselineMs + MIN_DEPARTURE_MS);
     const ratio = failureRatio(recent);
     const failing = ratio >= FAILING_RATIO && ratio > 2 * failureRatio(before);
     const slow = threshold !== undefined && recentMs !== undefined && recentMs > threshold;
@@ -97,7 +101,21 @@ export class BaselineRule {
     this.#restUntil = run.time + cooldownMs;
     const aboveForMs = run.time - recent[0]!.time;
     return slow
-      ? { rule: this.#rule, value: 'probe.latencyMs', threshold: threshold!, observed: recentMs!, aboveForMs, firedAt: run.time }
-      : { rule: this.#rule, value: 'probe.failureRatio', threshold: Math.max(FAILING_RATIO, 2 * failureRatio(before)), observed: ratio, aboveForMs, firedAt: run.time };
+      ? {
+          rule: this.#rule,
+          value: 'probe.latencyMs',
+          threshold: threshold!,
+          observed: recentMs!,
+          aboveForMs,
+          firedAt: run.time,
+        }
+      : {
+          rule: this.#rule,
+          value: 'probe.failureRatio',
+          threshold: Math.max(FAILING_RATIO, 2 * failureRatio(before)),
+          observed: ratio,
+          aboveForMs,
+          firedAt: run.time,
+        };
   }
 }

@@ -80,10 +80,16 @@ export class ProbeBook {
       const sorted = [...e.latencies].sort((a, b) => a - b);
       const view = e.rule?.view;
       return {
-        name: e.probe.name, target: e.probe.target, lastResult: e.lastResult,
-        successes: e.successes, failures: e.failures, timeouts: e.timeouts,
+        name: e.probe.name,
+        target: e.probe.target,
+        lastResult: e.lastResult,
+        successes: e.successes,
+        failures: e.failures,
+        timeouts: e.timeouts,
         latencyMs: sorted.length > 0 ? { p50: quantile(sorted, 0.5)!, p99: quantile(sorted, 0.99)! } : undefined,
-        baselineMs: view?.baselineMs, firing: view?.firing ?? false, failing: this.failing(e.probe.name),
+        baselineMs: view?.baselineMs,
+        firing: view?.firing ?? false,
+        failing: this.failing(e.probe.name),
       };
     });
   }

@@ -8,7 +8,13 @@ import type { ProbePhases, ProbeResult } from './runner.js';
 /** Bucket bounds (s): loopback connects are well under a millisecond, slow dependencies take seconds. */
 const PROBE_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 /** Phase names as they appear in the `sysprobe.probe.phase` attribute. */
-const PHASES: ReadonlyArray<[keyof ProbePhases, string]> = [['dns', 'dns'], ['connect', 'connect'], ['tls', 'tls'], ['firstByte', 'first_byte'], ['total', 'total']];
+const PHASES: ReadonlyArray<[keyof ProbePhases, string]> = [
+  ['dns', 'dns'],
+  ['connect', 'connect'],
+  ['tls', 'tls'],
+  ['firstByte', 'first_byte'],
+  ['total', 'total'],
+];
 
 export class ProbeMetrics {
   readonly #duration: Histogram;
@@ -16,11 +22,14 @@ export class ProbeMetrics {
 
   constructor(meter: Meter) {
     this.#duration = meter.createHistogram('sysprobe.probe.duration', {
-      description: 'How long each phase of a successful synthetic probe run took (dns, connect, tls, first_byte, total), by probe.',
-      unit: 's', advice: { explicitBucketBoundaries: PROBE_BUCKETS_S },
+      description:
+        'How long each phase of a successful synthetic probe run took (dns, connect, tls, first_byte, total), by probe.',
+      unit: 's',
+      advice: { explicitBucketBoundaries: PROBE_BUCKETS_S },
     });
     this.#results = meter.createCounter('sysprobe.probe.results', {
-      description: 'Synthetic probe runs, by probe and sysprobe.probe.outcome: success, failure, timeout.', unit: '{run}',
+      description: 'Synthetic probe runs, by probe and sysprobe.probe.outcome: success, failure, timeout.',
+      unit: '{run}',
     });
   }
 

@@ -3,7 +3,14 @@
  * depends on. Checked once at start(); the worker runs what comes out.
  */
 import * as net from 'node:net';
-import { checkInteger, checkKnownKeys, checkNumber, checkPlainObject, describe, invalid } from '../internal/check-options.js';
+import {
+  checkInteger,
+  checkKnownKeys,
+  checkNumber,
+  checkPlainObject,
+  describe,
+  invalid,
+} from '../internal/check-options.js';
 
 /** When a probe's latency departs from its own recent baseline, a rule fires (`probe-latency:<name>`). */
 export interface ProbeBaselineOptions {
@@ -58,7 +65,17 @@ export interface ResolvedProbe {
   baseline: Required<ProbeBaselineOptions> | false;
 }
 
-const PROBE_KEYS = ['name', 'target', 'intervalMs', 'timeoutMs', 'method', 'expectStatus', 'baseline', 'rejectUnauthorized', 'ca'] as const;
+const PROBE_KEYS = [
+  'name',
+  'target',
+  'intervalMs',
+  'timeoutMs',
+  'method',
+  'expectStatus',
+  'baseline',
+  'rejectUnauthorized',
+  'ca',
+] as const;
 const BASELINE_KEYS = ['factor', 'forMs', 'windowMs', 'cooldownMs'] as const;
 const MAX_PROBES = 100;
 const SCHEMES: Record<string, ResolvedProbe['kind']> = { 'tcp:': 'tcp', 'http:': 'http', 'https:': 'https' };
@@ -66,12 +83,15 @@ const METHOD = /^[A-Z]{1,16}$/;
 
 export function resolveProbes(input: unknown): ResolvedProbe[] {
   if (input === undefined) return [];
-  if (!Array.isArray(input)) throw invalid(`Option probes must be an array of { target, ... }; got ${describe(input)}.`);
-  if (input.length > MAX_PROBES) throw invalid(`Option probes may hold at most ${MAX_PROBES} probes; got ${input.length}.`);
+  if (!Array.isArray(input))
+    throw invalid(`Option probes must be an array of { target, ... }; got ${describe(input)}.`);
+  if (input.length > MAX_PROBES)
+    throw invalid(`Option probes may hold at most ${MAX_PROBES} probes; got ${input.length}.`);
   const names = new Set<string>();
   return input.map((raw, i) => {
     const probe = resolveProbe(`probes[${i}]`, raw);
-    if (names.has(probe.name)) throw invalid(`Option probes[${i}].name "${probe.name}" is used twice; give each probe its own name.`);
+    if (names.has(probe.name))
+      throw invalid(`Option probes[${i}].name "${probe.name}" is used twice; give each probe its own name.`);
     names.add(probe.name);
     return probe;
   });
@@ -80,34 +100,70 @@ export function resolveProbes(input: unknown): ResolvedProbe[] {
 function resolveProbe(where: string, raw: unknown): ResolvedProbe {
   const probe = checkPlainObject(where, raw);
   checkKnownKeys(where, probe, PROBE_KEYS);
-  const { target, name = target, method = 'GET', expectStatus, baseline = {}, rejectUnauthorized = true, ca } = probe as Partial<ProbeTargetOptions>;
+  const {
+    target,
+    name = target,
+    method = 'GET',
+    expectStatus,
+    baseline = {},
+    rejectUnauthorized = true,
+    ca,
+  } = probe as Partial<ProbeTargetOptions>;
   if (typeof target !== 'string' || target.length === 0 || target.length > 2048) {
-    throw invalid(`Option ${where}.target must be a URL string such as 'tcp://db:5432' or 'https://api/health'; got ${describe(target)}.`);
+    throw invalid(
+      `Option ${where}.target must be a URL string such as 'tcp://db:5432' or 'https://api/health'; got ${describe(target)}.`,
+    );
   }
   let url: URL;
   try {
     url = new URL(target);
   } catch {
-    throw invalid(`Option ${where}.target is not a valid URL: ${JSON.stringify(target.slice(0, 100))}; write it like 'tcp://host:port' or 'http://host/path'.`);
+    throw invalid(
+      `Option ${where}.target is not a valid URL: ${JSON.stringify(target.slice(0, 100))}; write it like 'tcp://host:port' or 'http://host/path'.`,
+    );
   }
   const kind = SCHEMES[url.protocol];
-  if (!kind) throw invalid(`Option ${where}.target has the unsupported scheme ${JSON.stringify(url.protocol)}; use tcp:, http: or https:.`);
+  if (!kind)
+    throw invalid(
+      `Option ${where}.target has the unsupported scheme ${JSON.stringify(url.protocol)}; use tcp:, http: or https:.`,
+    );
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   if (host.length === 0) throw invalid(`Option ${where}.target has no host: ${JSON.stringify(target)}.`);
-  if (kind === 'tcp' && url.port === '') throw invalid(`Option ${where}.target needs a port for tcp: (tcp://host:port); got ${JSON.stringify(target)}.`);
+  if (kind === 'tcp' && url.port === '')
+    throw invalid(`Option ${where}.target needs a port for tcp: (tcp://host:port); got ${JSON.stringify(target)}.`);
   const port = url.port === '' ? (kind === 'https' ? 443 : 80) : Number(url.port);
   if (port === 0) throw invalid(`Option ${where}.target has port 0; name the port the service listens on.`);
-  if (typeof name !== 'string' || name.length === 0 || name.length > 200) throw invalid(`Option ${where}.name must be a non-empty string of at most 200 characters; got ${describe(name)}.`);
+  if (typeof name !== 'string' || name.length === 0 || name.length > 200)
+    throw invalid(`Option ${where}.name must be a non-empty string of at most 200 characters; got ${describe(name)}.`);
   const intervalMs = checkInteger(`${where}.intervalMs`, probe.intervalMs, 100, 3600_000, 10_000);
   const timeoutMs = checkInteger(`${where}.timeoutMs`, probe.timeoutMs, 10, 120_000, 5000);
-  if (typeof method !== 'string' || !METHOD.test(method)) throw invalid(`Option ${where}.method must be an HTTP method in capitals such as 'GET' or 'HEAD'; got ${describe(method)}.`);
-  if (kind === 'tcp' && (probe.method !== undefined || expectStatus !== undefined)) throw invalid(`Option ${where}: method and expectStatus apply to http(s) targets only; ${JSON.stringify(target)} is tcp.`);
+  if (typeof method !== 'string' || !METHOD.test(method))
+    throw invalid(
+      `Option ${where}.method must be an HTTP method in capitals such as 'GET' or 'HEAD'; got ${describe(method)}.`,
+    );
+  if (kind === 'tcp' && (probe.method !== undefined || expectStatus !== undefined))
+    throw invalid(
+      `Option ${where}: method and expectStatus apply to http(s) targets only; ${JSON.stringify(target)} is tcp.`,
+    );
   if (expectStatus !== undefined) checkInteger(`${where}.expectStatus`, expectStatus, 100, 599, 200);
-  if (typeof rejectUnauthorized !== 'boolean') throw invalid(`Option ${where}.rejectUnauthorized must be true or false; got ${describe(rejectUnauthorized)}.`);
-  if (ca !== undefined && (typeof ca !== 'string' || !ca.includes('-----BEGIN'))) throw invalid(`Option ${where}.ca must be PEM text (-----BEGIN CERTIFICATE-----…); got ${describe(ca)}.`);
+  if (typeof rejectUnauthorized !== 'boolean')
+    throw invalid(`Option ${where}.rejectUnauthorized must be true or false; got ${describe(rejectUnauthorized)}.`);
+  if (ca !== undefined && (typeof ca !== 'string' || !ca.includes('-----BEGIN')))
+    throw invalid(`Option ${where}.ca must be PEM text (-----BEGIN CERTIFICATE-----…); got ${describe(ca)}.`);
   return {
-    name, target, kind, host, port, path: `${url.pathname}${url.search}`, intervalMs, timeoutMs, method, expectStatus,
-    rejectUnauthorized, ca, baseline: resolveBaseline(`${where}.baseline`, baseline),
+    name,
+    target,
+    kind,
+    host,
+    port,
+    path: `${url.pathname}${url.search}`,
+    intervalMs,
+    timeoutMs,
+    method,
+    expectStatus,
+    rejectUnauthorized,
+    ca,
+    baseline: resolveBaseline(`${where}.baseline`, baseline),
   };
 }
 

@@ -55,12 +55,21 @@ function lookup(host: string): Promise<{ address: string; family: number }> {
 }
 
 /** Runs a probe once. Never rejects: every ending is a result. */
-export function runProbe(probe: ResolvedProbe, signal: AbortSignal, agents: { http: http.Agent; https: https.Agent }): Promise<ProbeResult> {
+export function runProbe(
+  probe: ResolvedProbe,
+  signal: AbortSignal,
+  agents: { http: http.Agent; https: https.Agent },
+): Promise<ProbeResult> {
   const t0 = performance.now();
   const phases: ProbePhases = { total: 0 };
   let mark = t0;
   /** Time since the last mark, and move the mark. */
-  const lap = () => { const now = performance.now(); const ms = now - mark; mark = now; return ms; };
+  const lap = () => {
+    const now = performance.now();
+    const ms = now - mark;
+    mark = now;
+    return ms;
+  };
   const hostname = isIpLiteral(probe.host) ? undefined : probe.host;
   let socket: net.Socket | undefined;
   let request: http.ClientRequest | undefined;
@@ -78,8 +87,15 @@ export function runProbe(probe: ResolvedProbe, signal: AbortSignal, agents: { ht
       request?.destroy();
       socket?.destroy();
       resolve({
-        name: probe.name, target: probe.target, time: Date.now(), outcome, phases, ...remote,
-        ...(hostname ? { hostname } : {}), ...(status !== undefined ? { status } : {}), ...(error ? { error } : {}),
+        name: probe.name,
+        target: probe.target,
+        time: Date.now(),
+        outcome,
+        phases,
+        ...remote,
+        ...(hostname ? { hostname } : {}),
+        ...(status !== undefined ? { status } : {}),
+        ...(error ? { error } : {}),
       });
     };
     const onAbort = () => finish('failure', 'stopped');
@@ -100,28 +116,50 @@ export function runProbe(probe: ResolvedProbe, signal: AbortSignal, agents: { ht
       remote = { remoteAddress: address, remotePort: probe.port };
       if (probe.kind === 'tcp') {
         socket = net.connect({ host: address, port: probe.port, family });
-        socket.once('connect', () => { connected(socket!); finish('success'); });
+        socket.once('connect', () => {
+          connected(socket!);
+          finish('success');
+        });
         socket.once('error', (err) => finish('failure', err.message));
         return;
       }
       const secure = probe.kind === 'https';
       const options: https.RequestOptions = {
-        host: address, family, port: probe.port, path: probe.path, method: probe.method,
-        headers: { host: probe.port === (secure ? 443 : 80) ? probe.host : `${probe.host}:${probe.port}`, 'user-agent': 'sysprobe-probe' },
+        host: address,
+        family,
+        port: probe.port,
+        path: probe.path,
+        method: probe.method,
+        headers: {
+          host: probe.port === (secure ? 443 : 80) ? probe.host : `${probe.host}:${probe.port}`,
+          'user-agent': 'sysprobe-probe',
+        },
         agent: secure ? agents.https : agents.http,
-        ...(secure ? { rejectUnauthorized: probe.rejectUnauthorized, ...(probe.ca ? { ca: probe.ca } : {}), ...(hostname ? { servername: hostname } : {}) } : {}),
+        ...(secure
+          ? {
+              rejectUnauthorized: probe.rejectUnauthorized,
+              ...(probe.ca ? { ca: probe.ca } : {}),
+              ...(hostname ? { servername: hostname } : {}),
+            }
+          : {}),
       };
       request = (secure ? https : http).request(options);
       request.once('socket', (s: net.Socket) => {
         socket = s;
         s.once('connect', () => connected(s));
-        if (secure) s.once('secureConnect', () => { phases.tls = lap(); });
+        if (secure)
+          s.once('secureConnect', () => {
+            phases.tls = lap();
+          });
       });
       request.once('error', (err) => finish('failure', err.message));
       request.once('response', (response) => {
         phases.firstByte = lap();
         status = response.statusCode;
-        const ok = probe.expectStatus === undefined ? status !== undefined && status >= 200 && status < 400 : status === probe.expectStatus;
+        const ok =
+          probe.expectStatus === undefined
+            ? status !== undefined && status >= 200 && status < 400
+            : status === probe.expectStatus;
         const end = () => finish(ok ? 'success' : 'failure', ok ? undefined : `unexpected status ${status}`);
         let bytes = 0;
         response.on('data', (chunk: Buffer) => {
@@ -133,14 +171,17 @@ export function runProbe(probe: ResolvedProbe, signal: AbortSignal, agents: { ht
       });
       request.end();
     };
-    lookup(probe.host).then((found) => {
-      // A synchronous throw (an option Node refuses) must end the run, not leave it to the timeout.
-      try {
-        begin(found);
-      } catch (err) {
-        finish('failure', err instanceof Error ? err.message : String(err));
-      }
-    }, (err: Error) => finish('failure', `dns: ${err.message}`));
+    lookup(probe.host).then(
+      (found) => {
+        // A synchronous throw (an option Node refuses) must end the run, not leave it to the timeout.
+        try {
+          begin(found);
+        } catch (err) {
+          finish('failure', err instanceof Error ? err.message : String(err));
+        }
+      },
+      (err: Error) => finish('failure', `dns: ${err.message}`),
+    );
   });
 }
 

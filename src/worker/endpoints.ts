@@ -7,7 +7,15 @@
  */
 import type * as http from 'node:http';
 import { describeError } from '../errors.js';
-import { combine, dependencyReasons, readingsFromSample, thresholdReasons, type BlockedInfo, type Health, type HealthReason } from '../health/evaluate.js';
+import {
+  combine,
+  dependencyReasons,
+  readingsFromSample,
+  thresholdReasons,
+  type BlockedInfo,
+  type Health,
+  type HealthReason,
+} from '../health/evaluate.js';
 import { healthRoute } from '../health/server.js';
 import { controlRoute, type ControlActions } from '../control/server.js';
 import { RefusalLog } from '../control/refusal-log.js';
@@ -31,7 +39,14 @@ export interface WorkerView {
    * The stall in progress: how long so far, its stack capture (settled or not), the requests in flight and the
    * main thread's state as last seen; undefined when the loop runs.
    */
-  stall(): { forMs: number; stack: Promise<Frame[] | undefined>; requests: InFlightRequest[] | undefined; observation: ThreadObservation | undefined } | undefined;
+  stall():
+    | {
+        forMs: number;
+        stack: Promise<Frame[] | undefined>;
+        requests: InFlightRequest[] | undefined;
+        observation: ThreadObservation | undefined;
+      }
+    | undefined;
   /** Rules with markUnhealthy that fired in the worker and are within their cooldown. */
   ruleReasons(now: number): HealthReason[];
   /** The synthetic probes' state: those failing are `dependency` reasons. */
@@ -46,7 +61,9 @@ export class WorkerEndpoints {
   readonly #servers: http.Server[] = [];
   #stopped = false;
   /** Refusals (which anyone can cause, token or not) are logged a few a minute, the rest counted: a flood must not drown the log ring. */
-  readonly #refusals = new RefusalLog((msg, fields) => this.#view.log('warn', msg, { component: 'control', ...fields }));
+  readonly #refusals = new RefusalLog((msg, fields) =>
+    this.#view.log('warn', msg, { component: 'control', ...fields }),
+  );
 
   constructor(settings: WorkerSettings, view: WorkerView) {
     this.#settings = settings;
@@ -57,9 +74,15 @@ export class WorkerEndpoints {
   async start(): Promise<EndpointsReady> {
     const ready: EndpointsReady = {};
     const { health, control } = this.#settings;
-    const onError = (err: unknown) => this.#view.log('error', 'sysprobe endpoint failed', { component: 'endpoint', err: describeError(err) });
+    const onError = (err: unknown) =>
+      this.#view.log('error', 'sysprobe endpoint failed', { component: 'endpoint', err: describeError(err) });
     if (health?.port !== undefined) {
-      ready.health = await this.#listen(health.host, health.port, healthRoute(() => this.health(), health.retryAfterSeconds), onError);
+      ready.health = await this.#listen(
+        health.host,
+        health.port,
+        healthRoute(() => this.health(), health.retryAfterSeconds),
+        onError,
+      );
     }
     if (control) {
       const actions: ControlActions = {
@@ -68,13 +91,24 @@ export class WorkerEndpoints {
         maxDownloadBytes: this.#settings.dumpMaxBytes,
         refused: (status, why, request) => this.#refusals.refused(status, why, request),
       };
-      ready.control = await this.#listen(control.host, control.port, controlRoute(control.token, control.ratePerMinute, actions), onError, actions.refused);
+      ready.control = await this.#listen(
+        control.host,
+        control.port,
+        controlRoute(control.token, control.ratePerMinute, actions),
+        onError,
+        actions.refused,
+      );
     }
     return ready;
   }
 
-  async #listen(host: string, port: number, route: Parameters<typeof listen>[2], onError: (err: unknown) => void,
-    onRefused?: OnRefused): Promise<EndpointsReady['health']> {
+  async #listen(
+    host: string,
+    port: number,
+    route: Parameters<typeof listen>[2],
+    onError: (err: unknown) => void,
+    onRefused?: OnRefused,
+  ): Promise<EndpointsReady['health']> {
     try {
       const { server, address } = await listen(host, port, route, onError, onRefused);
       if (this.#stopped) close(server);
@@ -99,16 +133,30 @@ export class WorkerEndpoints {
     if (stall) {
       const frames = await withinMs(stall.stack, BLOCKED_STACK_WAIT_MS);
       const top = frames?.[0];
-      blocked = { forMs: Math.round(stall.forMs), ...(top ? { function: top.functionName, file: top.url, line: top.lineNumber + 1 } : {}) };
+      blocked = {
+        forMs: Math.round(stall.forMs),
+        ...(top ? { function: top.functionName, file: top.url, line: top.lineNumber + 1 } : {}),
+      };
       if (stall.requests?.length) {
-        blocked.requests = stall.requests.map(({ method, path, startedAt, traceId }) =>
-          ({ method, path, startedAt, runningMs: Math.max(0, now - startedAt), ...(traceId ? { traceId } : {}) }));
+        blocked.requests = stall.requests.map(({ method, path, startedAt, traceId }) => ({
+          method,
+          path,
+          startedAt,
+          runningMs: Math.max(0, now - startedAt),
+          ...(traceId ? { traceId } : {}),
+        }));
       }
       const { syscall, waitingOn } = stall.observation ?? {};
       if (syscall) blocked.syscall = syscall;
       if (waitingOn) blocked.waitingOn = waitingOn;
       const where = top ? ` in ${top.functionName} (${top.url}:${top.lineNumber + 1})` : '';
-      reasons.unshift({ kind: 'blocked', status: 'unhealthy', value: blocked.forMs, threshold: this.#settings.stallThresholdMs, message: `event loop blocked for ${blocked.forMs} ms${where}` });
+      reasons.unshift({
+        kind: 'blocked',
+        status: 'unhealthy',
+        value: blocked.forMs,
+        threshold: this.#settings.stallThresholdMs,
+        message: `event loop blocked for ${blocked.forMs} ms${where}`,
+      });
     }
     return combine(reasons, now, blocked);
   }
@@ -125,6 +173,8 @@ function withinMs<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     promise.catch(() => undefined),
-    new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms); }),
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms);
+    }),
   ]).finally(() => clearTimeout(timer));
 }

@@ -94,25 +94,43 @@ class ProbeWorker {
     this.#beat = new BigInt64Array(settings.heartbeat, 0, Beat.SIZE);
     this.#requests = settings.requestTable && new InFlightReader(settings.requestTable);
     this.#drainIntervalMs = Math.min(DRAIN_MAX_MS, DRAIN_SLOTS * settings.sampleIntervalMs);
-    this.#captures = new WorkerCaptures(settings, (capture) => this.#send({ type: 'captured', capture }), () => this.#stalled);
+    this.#captures = new WorkerCaptures(
+      settings,
+      (capture) => this.#send({ type: 'captured', capture }),
+      () => this.#stalled,
+    );
     this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
-    this.#sockets = settings.sockets && new SocketWatch(settings.sockets,
-      (level, msg, fields) => this.#log(level, msg, fields),
-      (err) => this.#log('error', 'sysprobe sampler failed', { component: 'sockets', err: describeError(err) }));
-    this.#cgroup = new CgroupWatch((problem) => this.#log('debug', 'sysprobe cgroup reader', { component: 'cgroup', problem }));
+    this.#sockets =
+      settings.sockets &&
+      new SocketWatch(
+        settings.sockets,
+        (level, msg, fields) => this.#log(level, msg, fields),
+        (err) => this.#log('error', 'sysprobe sampler failed', { component: 'sockets', err: describeError(err) }),
+      );
+    this.#cgroup = new CgroupWatch((problem) =>
+      this.#log('debug', 'sysprobe cgroup reader', { component: 'cgroup', problem }),
+    );
     const tid = ownThreadId();
     this.#samples = new MainSamples(settings, tid, {
       lagMs: () => this.#watch?.lagMs() ?? 0,
       sockets: () => this.#sockets?.summary(),
       cgroup: this.#cgroup,
       recorded: (sample, mainStale) => this.#onSample(sample, mainStale),
-      lost: (lost) => this.#log('warn', 'sysprobe worker fell behind; main-thread readings were lost', { component: 'recorder', lost }),
+      lost: (lost) =>
+        this.#log('warn', 'sysprobe worker fell behind; main-thread readings were lost', {
+          component: 'recorder',
+          lost,
+        }),
     });
     if (settings.samplers.threads && !this.#samples.threadsSupported) {
-      this.#log('info', 'per-thread CPU sampler unsupported on this platform', { sampler: 'threads', platform: process.platform });
+      this.#log('info', 'per-thread CPU sampler unsupported on this platform', {
+        sampler: 'threads',
+        platform: process.platform,
+      });
     }
-    this.#crash = new CrashWatch({ dumpDir: settings.dumpDir, service: settings.serviceName }, this.#cgroup,
-      (err) => this.#log('warn', 'sysprobe could not write its run record', { component: 'crash', err: describeError(err) }));
+    this.#crash = new CrashWatch({ dumpDir: settings.dumpDir, service: settings.serviceName }, this.#cgroup, (err) =>
+      this.#log('warn', 'sysprobe could not write its run record', { component: 'crash', err: describeError(err) }),
+    );
     // The record starts with the cgroup's OOM-kill count, so the next start can tell whether the kernel struck.
     void this.#cgroup.refresh().finally(() => this.#crash.begin());
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
@@ -120,17 +138,27 @@ class ProbeWorker {
     this.#probes = this.#startProbes(settings);
     this.#endpoints = new WorkerEndpoints(settings, {
       latestSample: () => this.#latestSample(),
-      stall: () => (this.#stallNow && this.#stalled
-        ? { forMs: this.#watch?.lagMs() ?? 0, stack: this.#stallNow.stack, requests: this.#requests?.read().requests, observation: this.#stallFacts?.observations.at(-1) }
-        : undefined),
+      stall: () =>
+        this.#stallNow && this.#stalled
+          ? {
+              forMs: this.#watch?.lagMs() ?? 0,
+              stack: this.#stallNow.stack,
+              requests: this.#requests?.read().requests,
+              observation: this.#stallFacts?.observations.at(-1),
+            }
+          : undefined,
       ruleReasons: (now) => this.#unhealthy.reasons(now),
       probeStatuses: () => this.#probes?.book.status() ?? [],
       control: {
         captureStack: () => this.#captures.stack(),
         captureCpuProfile: (durationMs) => this.#captures.cpuProfile(durationMs),
         captureAllocationProfile: (durationMs) => this.#captures.allocationProfile(durationMs),
-        captureHeapSnapshot: () => this.#askHost({ kind: 'captureHeapSnapshot', trigger: 'control endpoint' }, HOST_REQUEST_TIMEOUT_MS),
-        samples: (last) => { this.#drain(); return this.#samples.since(undefined).slice(-last); },
+        captureHeapSnapshot: () =>
+          this.#askHost({ kind: 'captureHeapSnapshot', trigger: 'control endpoint' }, HOST_REQUEST_TIMEOUT_MS),
+        samples: (last) => {
+          this.#drain();
+          return this.#samples.since(undefined).slice(-last);
+        },
       },
       log: (level, msg, fields) => this.#log(level, msg, fields),
     });
@@ -150,7 +178,10 @@ class ProbeWorker {
       return new NativeStallWatch(addon, this.#settings.stallThresholdMs, onStall);
     } catch (err) {
       // The main thread found the addon, so this is unexpected; without a heartbeat nobody can watch.
-      this.#log('error', 'sysprobe stall watch failed to start; stalls will not be seen', { component: 'watchdog', err: describeError(err) });
+      this.#log('error', 'sysprobe stall watch failed to start; stalls will not be seen', {
+        component: 'watchdog',
+        err: describeError(err),
+      });
       return undefined;
     }
   }
@@ -158,7 +189,9 @@ class ProbeWorker {
   #startProbes(settings: WorkerSettings): { runner: ProbeRunner; book: ProbeBook } | undefined {
     if (!settings.probes?.length) return undefined;
     const book = new ProbeBook(settings.probes);
-    const runner = new ProbeRunner(settings.probes, (result) => this.#guarded('probes', () => this.#onProbeResult(book, result)));
+    const runner = new ProbeRunner(settings.probes, (result) =>
+      this.#guarded('probes', () => this.#onProbeResult(book, result)),
+    );
     runner.start();
     return { runner, book };
   }
@@ -200,9 +233,12 @@ class ProbeWorker {
         this.#captures.incidentClosed();
         return;
       case 'hostResponse': {
-        this.#hostRequests.settle(message.id, message.ok
-          ? { ok: true, value: message.value }
-          : { ok: false, error: Object.assign(new Error(message.error.message), { code: message.error.code }) });
+        this.#hostRequests.settle(
+          message.id,
+          message.ok
+            ? { ok: true, value: message.value }
+            : { ok: false, error: Object.assign(new Error(message.error.message), { code: message.error.code }) },
+        );
         return;
       }
       case 'stop':
@@ -211,7 +247,9 @@ class ProbeWorker {
       default: {
         // An unknown message means the two sides disagree on the protocol: stop rather than guess.
         const unknown: never = message;
-        this.#log('error', 'sysprobe worker got an unknown message; stopping', { message: String((unknown as { type?: unknown }).type) });
+        this.#log('error', 'sysprobe worker got an unknown message; stopping', {
+          message: String((unknown as { type?: unknown }).type),
+        });
         this.#stop();
       }
     }
@@ -221,22 +259,44 @@ class ProbeWorker {
     try {
       let value: unknown;
       switch (request.kind) {
-        case 'recent': value = this.#samples.since(request.sinceMs === undefined ? undefined : Date.now() - request.sinceMs); break;
-        case 'captureStack': value = await this.#captures.stack(); break;
-        case 'captureCpuProfile': value = await this.#captures.cpuProfile(request.durationMs); break;
-        case 'captureAllocationProfile': value = await this.#captures.allocationProfile(request.durationMs); break;
+        case 'recent':
+          value = this.#samples.since(request.sinceMs === undefined ? undefined : Date.now() - request.sinceMs);
+          break;
+        case 'captureStack':
+          value = await this.#captures.stack();
+          break;
+        case 'captureCpuProfile':
+          value = await this.#captures.cpuProfile(request.durationMs);
+          break;
+        case 'captureAllocationProfile':
+          value = await this.#captures.allocationProfile(request.durationMs);
+          break;
         case 'sockets':
-          if (!this.#sockets) throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
+          if (!this.#sockets)
+            throw new SysprobeError(
+              ErrorCode.UNSUPPORTED,
+              'The socket sampler is off; start sysprobe with sockets: true.',
+            );
           value = await this.#sockets.latest();
           break;
-        case 'probeStatus': value = this.#probes?.book.status() ?? []; break;
-        case 'writeSamples': value = await writeIncidentSamples(this.#samples.recorder, request.file, request.sinceTime, request.max); break;
-        default: throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
+        case 'probeStatus':
+          value = this.#probes?.book.status() ?? [];
+          break;
+        case 'writeSamples':
+          value = await writeIncidentSamples(this.#samples.recorder, request.file, request.sinceTime, request.max);
+          break;
+        default:
+          throw new Error(`unknown request ${(request as { kind?: unknown }).kind}`);
       }
       this.#send({ type: 'response', id, ok: true, value });
     } catch (err) {
       const { message, code } = describeError(err);
-      this.#send({ type: 'response', id, ok: false, error: { code: code?.startsWith('SYSPROBE_') ? code : ErrorCode.WORKER_UNAVAILABLE, message } });
+      this.#send({
+        type: 'response',
+        id,
+        ok: false,
+        error: { code: code?.startsWith('SYSPROBE_') ? code : ErrorCode.WORKER_UNAVAILABLE, message },
+      });
     }
   }
 
@@ -245,13 +305,18 @@ class ProbeWorker {
     return this.#hostRequests.add(
       (id) => this.#send({ type: 'hostRequest', id, request }),
       timeoutMs,
-      () => Object.assign(new Error(`the main thread did not answer '${request.kind}' within ${timeoutMs} ms`), { code: ErrorCode.TIMEOUT }),
-      true);
+      () =>
+        Object.assign(new Error(`the main thread did not answer '${request.kind}' within ${timeoutMs} ms`), {
+          code: ErrorCode.TIMEOUT,
+        }),
+      true,
+    );
   }
 
   /** The newest sample; pending main-thread readings are drained first, at most once per sample interval. */
   #latestSample(): Sample | undefined {
-    if (!this.#stalled && performance.now() - this.#samples.lastDrainAt >= this.#settings.sampleIntervalMs) this.#drain();
+    if (!this.#stalled && performance.now() - this.#samples.lastDrainAt >= this.#settings.sampleIntervalMs)
+      this.#drain();
     return this.#samples.latest;
   }
 
@@ -270,7 +335,11 @@ class ProbeWorker {
     const unhealthy = this.#unhealthy.mark(firing, rule);
     // A slow dependency: how this process's connections look right then (queues, states, retransmits per remote).
     const sockets = this.#sockets;
-    const captures = await this.#captures.forRule(firing, rule, isProbeRuleValue(firing.value) && sockets ? () => sockets.fresh() : undefined);
+    const captures = await this.#captures.forRule(
+      firing,
+      rule,
+      isProbeRuleValue(firing.value) && sockets ? () => sockets.fresh() : undefined,
+    );
     this.#send({ type: 'rule', firing, captures, ...(unhealthy ? { unhealthy } : {}) });
   }
 
@@ -278,13 +347,29 @@ class ProbeWorker {
     if (report.ended) {
       this.#stalled = false;
       this.#stallNow = undefined;
-      const stallStack = this.#stallStack ?? Promise.resolve({ stack: undefined, capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' }, selfPaused: false });
+      const stallStack =
+        this.#stallStack ??
+        Promise.resolve({
+          stack: undefined,
+          capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' },
+          selfPaused: false,
+        });
       this.#stallStack = undefined;
       const facts = this.#stallFacts ?? { observations: [], selfPaused: selfPausedNow(this.#beat) };
       this.#stallFacts = undefined;
       // The capture has its own timeout, so the report is late by at most that.
-      void Promise.all([stallStack, this.#cgroup.stallEnded().catch(() => undefined)]).then(([{ stack, capture, selfPaused }, throttledMs]) =>
-        this.#send({ type: 'stall', startedAt: report.startedAt, durationMs: report.durationMs, stack, capture, facts: { ...facts, selfPaused: facts.selfPaused || selfPaused }, ...(throttledMs !== undefined ? { throttledMs } : {}) }));
+      void Promise.all([stallStack, this.#cgroup.stallEnded().catch(() => undefined)]).then(
+        ([{ stack, capture, selfPaused }, throttledMs]) =>
+          this.#send({
+            type: 'stall',
+            startedAt: report.startedAt,
+            durationMs: report.durationMs,
+            stack,
+            capture,
+            facts: { ...facts, selfPaused: facts.selfPaused || selfPaused },
+            ...(throttledMs !== undefined ? { throttledMs } : {}),
+          }),
+      );
     } else {
       // sysprobe's own pause is read from shared memory: the main thread set it before pausing, so it is never late.
       const selfPaused = selfPausedNow(this.#beat);
@@ -312,9 +397,10 @@ class ProbeWorker {
   #arm(): void {
     if (this.#stopped) return;
     // Near a memory limit the process may have seconds left: every reading counts then.
-    const next = this.#stalled || this.#crash.approaching
-      ? this.#settings.sampleIntervalMs
-      : this.#drainIntervalMs - (performance.now() - this.#samples.lastDrainAt);
+    const next =
+      this.#stalled || this.#crash.approaching
+        ? this.#settings.sampleIntervalMs
+        : this.#drainIntervalMs - (performance.now() - this.#samples.lastDrainAt);
     this.#timer = setTimeout(() => this.#wake(), Math.max(1, Math.min(this.#watch?.dueMs() ?? Infinity, next)));
     this.#timer.unref();
   }
@@ -331,7 +417,8 @@ class ProbeWorker {
     if (this.#watch) this.#guarded('watchdog', () => this.#watch?.check());
     if (this.#stalled) this.#guarded('stalls', () => this.#observeMain());
     if (this.#stalled) this.#guarded('recorder', () => this.#samples.recordStale());
-    else if (this.#crash.approaching || performance.now() - this.#samples.lastDrainAt >= this.#drainIntervalMs - 5) this.#drain();
+    else if (this.#crash.approaching || performance.now() - this.#samples.lastDrainAt >= this.#drainIntervalMs - 5)
+      this.#drain();
     this.#arm();
   }
 
@@ -350,15 +437,32 @@ class ProbeWorker {
    * `near-limit` rule firing.
    */
   async #onNearLimit(near: NearLimit): Promise<void> {
-    this.#log('warn', 'sysprobe: the process is near its memory limit', { component: 'crash', kind: near.kind, share: near.share, reason: near.reason });
+    this.#log('warn', 'sysprobe: the process is near its memory limit', {
+      component: 'crash',
+      kind: near.kind,
+      share: near.share,
+      reason: near.reason,
+    });
     await this.#crash.persistNow(this.#samples.since(undefined), near);
     const firing: RuleFiring = {
-      rule: NEAR_LIMIT_RULE, value: near.kind === 'heap' ? 'memory.liveHeapLimitShare' : 'cgroup.memoryWorkingSetRatio',
-      threshold: 0.9, observed: near.share, aboveForMs: 0, firedAt: near.at,
+      rule: NEAR_LIMIT_RULE,
+      value: near.kind === 'heap' ? 'memory.liveHeapLimitShare' : 'cgroup.memoryWorkingSetRatio',
+      threshold: 0.9,
+      observed: near.share,
+      aboveForMs: 0,
+      firedAt: near.at,
     };
-    const captures = await this.#captures.nearLimit(firing, () => this.#askHost({ kind: 'diagnosticReport', trigger: NEAR_LIMIT_RULE }, NEAR_LIMIT_REPORT_TIMEOUT_MS));
-    const files = [captures.allocationProfile?.file, captures.diagnosticReport?.file].filter((f): f is string => f !== undefined);
-    await this.#crash.persistNow(this.#samples.since(undefined), near, files.map((f) => f.split('/').pop()!));
+    const captures = await this.#captures.nearLimit(firing, () =>
+      this.#askHost({ kind: 'diagnosticReport', trigger: NEAR_LIMIT_RULE }, NEAR_LIMIT_REPORT_TIMEOUT_MS),
+    );
+    const files = [captures.allocationProfile?.file, captures.diagnosticReport?.file].filter(
+      (f): f is string => f !== undefined,
+    );
+    await this.#crash.persistNow(
+      this.#samples.since(undefined),
+      near,
+      files.map((f) => f.split('/').pop()!),
+    );
     this.#send({ type: 'rule', firing, captures });
   }
 
@@ -370,7 +474,9 @@ class ProbeWorker {
     this.#watch?.stop();
     this.#sockets?.stop();
     this.#endpoints.stop();
-    this.#hostRequests.failAll(new SysprobeError(ErrorCode.STOPPED, 'the probe worker stopped before the main thread answered'));
+    this.#hostRequests.failAll(
+      new SysprobeError(ErrorCode.STOPPED, 'the probe worker stopped before the main thread answered'),
+    );
     // Node 20 can abort the process when a worker exits while the main thread is still
     // tearing down that worker's inspector session; give the main thread a moment first.
     if (this.#captures.close()) setTimeout(() => this.#port.close(), SESSION_TEARDOWN_MS);

@@ -7,12 +7,28 @@ import type { ResolvedOptions } from '../probe/options.js';
 import type { ResolvedRule } from '../rules/options.js';
 
 /** The worker's half of a rule: its condition and the captures it asks for (callbacks and heap snapshots stay on the main thread). */
-export type WorkerRule = Pick<ResolvedRule, 'condition' | 'captureStack' | 'cpuProfileMs' | 'allocationProfileMs' | 'markUnhealthy'>;
+export type WorkerRule = Pick<
+  ResolvedRule,
+  'condition' | 'captureStack' | 'cpuProfileMs' | 'allocationProfileMs' | 'markUnhealthy'
+>;
 
 /** The options the worker reads as they are (every one of them structured-cloneable). */
-type WorkerOptions = Pick<ResolvedOptions,
-  'serviceName' | 'sampleIntervalMs' | 'stallThresholdMs' | 'capturesPerMinute' | 'growthWindowMs' | 'recorderWindowMs'
-  | 'dumpDir' | 'dumpMaxBytes' | 'samplers' | 'sockets' | 'probes' | 'health' | 'control'>;
+type WorkerOptions = Pick<
+  ResolvedOptions,
+  | 'serviceName'
+  | 'sampleIntervalMs'
+  | 'stallThresholdMs'
+  | 'capturesPerMinute'
+  | 'growthWindowMs'
+  | 'recorderWindowMs'
+  | 'dumpDir'
+  | 'dumpMaxBytes'
+  | 'samplers'
+  | 'sockets'
+  | 'probes'
+  | 'health'
+  | 'control'
+>;
 
 /** What the main thread knows at start that the options do not say. */
 export interface ThreadFacts {
@@ -38,11 +54,43 @@ export interface WorkerSettings extends WorkerOptions, ThreadFacts {
 
 /** The worker's settings from the resolved options: the only place they are chosen. */
 export function workerSettings(options: ResolvedOptions, facts: ThreadFacts): WorkerSettings {
-  const { serviceName, sampleIntervalMs, stallThresholdMs, capturesPerMinute, growthWindowMs, recorderWindowMs, dumpDir, dumpMaxBytes, samplers, sockets, probes, health, control } = options;
+  const {
+    serviceName,
+    sampleIntervalMs,
+    stallThresholdMs,
+    capturesPerMinute,
+    growthWindowMs,
+    recorderWindowMs,
+    dumpDir,
+    dumpMaxBytes,
+    samplers,
+    sockets,
+    probes,
+    health,
+    control,
+  } = options;
   return {
     ...facts,
-    serviceName, sampleIntervalMs, stallThresholdMs, capturesPerMinute, growthWindowMs, recorderWindowMs, dumpDir, dumpMaxBytes, samplers, sockets, probes, health, control,
-    rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy })),
+    serviceName,
+    sampleIntervalMs,
+    stallThresholdMs,
+    capturesPerMinute,
+    growthWindowMs,
+    recorderWindowMs,
+    dumpDir,
+    dumpMaxBytes,
+    samplers,
+    sockets,
+    probes,
+    health,
+    control,
+    rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({
+      condition,
+      captureStack,
+      cpuProfileMs,
+      allocationProfileMs,
+      markUnhealthy,
+    })),
     incidents: options.incidents.enabled,
   };
 }
