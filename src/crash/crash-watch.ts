@@ -8,10 +8,11 @@ import type { Sample } from '../samples/sample.js';
 import type { CgroupWatch } from '../containers/cgroup-watch.js';
 import { NearLimitWatch, type NearLimit } from './near-limit.js';
 import { RunKeeper, type RunFacts } from './run-keeper.js';
+import { processOldSpaceFlag } from './old-space-flag.js';
 
 export class CrashWatch {
   readonly #keeper: RunKeeper;
-  readonly #near = new NearLimitWatch();
+  readonly #near = new NearLimitWatch({ oldSpaceFlag: processOldSpaceFlag() });
   readonly #cgroup: CgroupWatch | undefined;
   readonly #failed: (err: unknown) => void;
   #nearLimit: RunFacts['nearLimit'];

@@ -9,10 +9,12 @@
  * this watches what the samples carry: the heap right after the last full GC (the live
  * heap, what no collection can free) and the cgroup's working set.
  *
- * V8's heap_size_limit includes room reserved for the young generation (three 16 MiB
- * semi-spaces on 64-bit: 48 MiB), and the old generation, where leaks live, fails when it
- * reaches the rest. For a 4 GiB heap that is noise; for `--max-old-space-size=64` it is
- * most of the difference (the limit reads 112 MiB and the process dies near 64 MiB live).
+ * V8's heap_size_limit includes room reserved for the young generation, and the old
+ * generation, where leaks live, fails when it reaches the rest. For a 4 GiB heap that is
+ * noise; for `--max-old-space-size=64` it is most of the difference (the limit reads 112
+ * MiB on Node 20/22, 256 on 24, 160 on 26, and the process dies near 64 MiB live). So when
+ * the service set `--max-old-space-size` (old-space-flag.ts) that is the limit; else the
+ * limit less Node 20/22's reservation (three 16 MiB semi-spaces), an estimate.
  *
  * V8 also gives up before the line ("Ineffective mark-compacts near heap limit") when, close
  * to it, its full GCs free little and take most of the time: seen here at 80–84% of a 64 MiB
@@ -20,7 +22,7 @@
  * GC pauses taking 40% of the interval or more fire too.
  */
 
-/** The young generation's reservation inside heap_size_limit on 64-bit V8 (3 × 16 MiB semi-spaces). */
+/** The young generation's reservation inside heap_size_limit on 64-bit V8 of Node 20/22 (3 × 16 MiB semi-spaces). */
 export const YOUNG_GENERATION_RESERVE = 48 << 20;
 
 export interface NearLimitSettings {
@@ -32,6 +34,8 @@ export interface NearLimitSettings {
   gcPauseShare: number;
   /** And not more often than this, ms. Default 10 minutes. */
   cooldownMs: number;
+  /** The process's `--max-old-space-size`, bytes (old-space-flag.ts), when given. */
+  oldSpaceFlag: number | undefined;
 }
 
 /** The figures a sample gives it. */
@@ -59,17 +63,22 @@ export interface NearLimit {
   reason: string;
 }
 
-/** The bytes the old generation may reach: the heap limit less the young generation's room (when that leaves enough to be meaningful). */
-export function oldGenerationLimit(heapLimit: number): number {
+/**
+ * The bytes the old generation may reach: the `--max-old-space-size` given (within the heap
+ * limit), else the heap limit less the young generation's room (when that leaves enough to be meaningful).
+ */
+export function oldGenerationLimit(heapLimit: number, oldSpaceFlag?: number): number {
+  if (oldSpaceFlag !== undefined && oldSpaceFlag > 0 && oldSpaceFlag <= heapLimit) return oldSpaceFlag;
   return heapLimit > 2 * YOUNG_GENERATION_RESERVE ? heapLimit - YOUNG_GENERATION_RESERVE : heapLimit;
 }
 
 /** The heap's share of what it may grow to: the live heap after a full GC when known, else the heap used (a higher bar: it holds garbage). */
 export function heapShare(
   f: MemoryFigures,
+  oldSpaceFlag?: number,
 ): { share: number; used: number; limit: number; afterGc: boolean } | undefined {
   if (f.heapLimit === undefined || f.heapLimit <= 0) return undefined;
-  const limit = oldGenerationLimit(f.heapLimit);
+  const limit = oldGenerationLimit(f.heapLimit, oldSpaceFlag);
   if (f.heapAfterGc !== undefined) return { share: f.heapAfterGc / limit, used: f.heapAfterGc, limit, afterGc: true };
   if (f.heapUsed !== undefined) return { share: f.heapUsed / limit, used: f.heapUsed, limit, afterGc: false };
   return undefined;
@@ -82,7 +91,14 @@ export class NearLimitWatch {
   #approaching = false;
 
   constructor(settings: Partial<NearLimitSettings> = {}) {
-    this.#settings = { share: 0.9, rearmShare: 0.75, gcPauseShare: 0.4, cooldownMs: 10 * 60_000, ...settings };
+    this.#settings = {
+      share: 0.9,
+      rearmShare: 0.75,
+      gcPauseShare: 0.4,
+      cooldownMs: 10 * 60_000,
+      oldSpaceFlag: undefined,
+      ...settings,
+    };
   }
 
   /** True while the last figures were within the approach (at or above `rearmShare` of a limit): watch closely then. */
@@ -93,7 +109,7 @@ export class NearLimitWatch {
   /** A near-limit event when this sample crosses into it (once per approach, and per cooldown); else undefined. */
   observe(f: MemoryFigures): NearLimit | undefined {
     const candidates: NearLimit[] = [];
-    const heap = heapShare(f);
+    const heap = heapShare(f, this.#settings.oldSpaceFlag);
     const cgroupShare = f.cgroupWorkingSet !== undefined && f.cgroupLimit ? f.cgroupWorkingSet / f.cgroupLimit : 0;
     this.#approaching = Math.max(heap?.share ?? 0, cgroupShare) >= this.#settings.rearmShare;
     if (heap) {

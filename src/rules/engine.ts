@@ -10,6 +10,7 @@ import type { Sample } from '../samples/sample.js';
 import type { RuleCondition, RuleFiring, RuleValue } from './firing.js';
 import { CGROUP_RULE_VALUES } from '../containers/cgroup-rule-values.js';
 import { oldGenerationLimit } from '../crash/near-limit.js';
+import { processOldSpaceFlag } from '../crash/old-space-flag.js';
 
 /** The firing the worker reports when the process comes near its heap or memory limit (src/crash). */
 export const NEAR_LIMIT_RULE = 'near-limit';
@@ -26,9 +27,11 @@ export const RULE_VALUES: Record<RuleValue, (s: Sample) => number | undefined> =
   'memory.heapUsed': (s: Sample) => s.memory?.heapUsed,
   /** Heap used as a share of V8's heap limit, 0..1: how close to an out-of-memory crash. */
   'memory.heapLimitShare': (s: Sample) => (s.memory ? s.memory.heapUsed / s.memory.heapLimit : undefined),
-  /** The heap after the last full GC / what V8 lets the old generation grow to (its limit less the young generation's room), 0..1; needs the GC addon. */
+  /** The heap after the last full GC / what V8 lets the old generation grow to (`--max-old-space-size`, else its limit less the young generation's room), 0..1; needs the GC addon. */
   'memory.liveHeapLimitShare': (s: Sample) =>
-    s.memory?.heapAfterGc !== undefined ? s.memory.heapAfterGc / oldGenerationLimit(s.memory.heapLimit) : undefined,
+    s.memory?.heapAfterGc !== undefined
+      ? s.memory.heapAfterGc / oldGenerationLimit(s.memory.heapLimit, processOldSpaceFlag())
+      : undefined,
   /** Resident set size, bytes (on the samples the worker read it for: every few seconds). */
   'memory.rss': (s: Sample) => s.memory?.rss,
   /** Sustained heap growth, bytes per minute; 0 unless a line explains the heap's floors (r² >= 0.5), so noise does not fire. */
