@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile, execSync } from 'node:child_process';
+import { execFile, execSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as inspector from 'node:inspector';
 import * as os from 'node:os';
@@ -303,7 +303,36 @@ describe('CPU profiles: captureCpuProfile()', () => {
 });
 
 describe("profileThread(): an app's own worker thread profiles itself", () => {
+  // v8-profiler-next is on V8's C++ API: built per Node version, and it does not compile on Node 26.
+  const profilerNextLoads =
+    spawnSync(process.execPath, ['-e', "require('v8-profiler-next')"], { cwd: path.resolve(__dirname, '..', '..') })
+      .status === 0;
   for (const backend of ['inspector', 'v8-profiler-next'] as const) {
+    if (backend === 'v8-profiler-next' && !profilerNextLoads) {
+      it('with the v8-profiler-next backend where it does not load for this Node: refused with SYSPROBE_ERR_UNSUPPORTED', async () => {
+        const { Worker } = await import('node:worker_threads');
+        const worker = new Worker(
+          `
+          const { parentPort } = require('node:worker_threads');
+          const { profileThread } = require(${JSON.stringify(path.resolve(__dirname, '..', 'src', 'index.js'))});
+          profileThread({ durationMs: 100, dumpDir: ${JSON.stringify(os.tmpdir())}, backend: 'v8-profiler-next' }).then(
+            () => parentPort.postMessage({}),
+            (err) => parentPort.postMessage({ code: err.code, message: err.message }),
+          );`,
+          { eval: true },
+        );
+        try {
+          const result = await new Promise<{ code?: string; message?: string }>((resolve) =>
+            worker.once('message', resolve),
+          );
+          assert.equal(result.code, 'SYSPROBE_ERR_UNSUPPORTED');
+          assert.match(result.message ?? '', new RegExp(`built for this Node \\(${process.version}, ABI`));
+        } finally {
+          await worker.terminate();
+        }
+      });
+      continue;
+    }
     it(`with the ${backend} backend: files written, the busy function named`, async () => {
       const dumpDir = tempDir('sysprobe-thread-profile-');
       const { Worker } = await import('node:worker_threads');

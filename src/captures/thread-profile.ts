@@ -90,9 +90,12 @@ async function withV8ProfilerNext(durationMs: number): Promise<CpuProfile> {
   try {
     profiler = require('v8-profiler-next') as V8ProfilerNext;
   } catch (err) {
+    // Not installed, or no binary for this Node: it is on V8's C++ API, one build per ABI, and does not compile on Node 26.
     throw new SysprobeError(
       ErrorCode.UNSUPPORTED,
-      `profileThread({ backend: 'v8-profiler-next' }) needs the v8-profiler-next package: ${(err as Error).message.split('\n')[0]}`,
+      `profileThread({ backend: 'v8-profiler-next' }) needs the v8-profiler-next package built for this Node ` +
+        `(${process.version}, ABI ${process.versions.modules}); the 'inspector' backend needs nothing: ` +
+        (err as Error).message.split('\n')[0],
     );
   }
   const title = `sysprobe-${process.hrtime.bigint()}`;
