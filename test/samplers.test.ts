@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
+import * as v8 from 'node:v8';
 import type { HistogramMetricData } from '@opentelemetry/sdk-metrics';
 import { start, type Probe, type Sample } from '../src/index.js';
 import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, sleep, spinCpu, waitFor } from './helpers.js';
@@ -126,9 +127,19 @@ describe('samplers (real MeterProvider, in-memory exporter)', () => {
   });
 
   it('GC: count and duration by kind', async () => {
+    // At least twice the young generation, so a scavenge must run: it grows up to 32 MiB on
+    // Node 20/22, 64 on 26 and 128 on 24, so a fixed 16 MiB no longer did it on newer Node.
+    const youngBytes = v8
+      .getHeapSpaceStatistics()
+      .filter((space) => space.space_name.startsWith('new_'))
+      .reduce((sum, space) => sum + space.space_size, 0);
+    const pointerCompression = (process.config.variables as { v8_enable_pointer_compression?: unknown })
+      .v8_enable_pointer_compression;
+    const bytesPerArray = 10_000 * (pointerCompression ? 4 : 8);
     const churn = (): number => {
       let n = 0;
-      for (let i = 0; i < 200; i++) n += new Array(10_000).fill(i).length;
+      const arrays = Math.ceil((2 * Math.max(youngBytes, 16 << 20)) / bytesPerArray);
+      for (let i = 0; i < arrays; i++) n += new Array(10_000).fill(i).length;
       return n;
     };
     churn();
