@@ -180,7 +180,8 @@ function checkNode(node: unknown, index: number): asserts node is CpuProfileNode
 
 /**
  * Validates a profile and weighs its nodes. Time comes from `samples` and `timeDeltas`
- * when present, each sample weighing the delta that ends at it; otherwise from each
+ * when present, each sample weighing the delta that ends at it (the first at most the
+ * mean of the others: its delta holds the profiler's start-up); otherwise from each
  * node's `hitCount` times the mean interval (duration / hits).
  */
 export function weighProfile(value: unknown): WeighedProfile {
@@ -231,9 +232,18 @@ export function weighProfile(value: unknown): WeighedProfile {
         invalid(`${samples.length} samples but ${timeDeltas.length} timeDeltas`);
     }
     const evenShare = samples.length > 0 ? durationMicros / samples.length : 0;
+    // The first delta runs from the profile's start, profiler start-up included (tens of ms on
+    // Node 24 and 26): weighed whole, it made the first sample's function the top one. It weighs
+    // at most the mean of the others.
+    let firstCap = Infinity;
+    if (timeDeltas !== undefined && timeDeltas.length > 1) {
+      let rest = 0;
+      for (let i = 1; i < timeDeltas.length; i++) rest += Math.max(0, timeDeltas[i]!);
+      firstCap = rest / (timeDeltas.length - 1);
+    }
     samples.forEach((id, i) => {
       const index = indexById.get(id)!;
-      const micros = Math.max(0, timeDeltas?.[i] ?? evenShare);
+      const micros = Math.max(0, Math.min(timeDeltas?.[i] ?? evenShare, i === 0 ? firstCap : Infinity));
       selfCounts[index]! += 1;
       selfMicros[index]! += micros;
       sampledMicros += micros;
