@@ -12,8 +12,17 @@
 // read(): no locking is needed.
 
 #include <node_api.h>
+#include <node_version.h>
 #include <v8.h>
 #include <chrono>
+
+// The Node ABI this was built for, as text that src/native-file.ts finds in the file before
+// loading it: this addon uses V8's C++ API, whose layout changes with each ABI, and its
+// Node-API registration makes Node skip the version check it does for other addons.
+#define SYSPROBE_STR2(x) #x
+#define SYSPROBE_STR(x) SYSPROBE_STR2(x)
+extern "C" __attribute__((used, visibility("default"))) const char sysprobe_abi[] =
+    "sysprobe-abi:" SYSPROBE_STR(NODE_MODULE_VERSION) ";";
 
 namespace {
 

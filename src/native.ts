@@ -6,12 +6,16 @@
  * convention: `<name>.napi.<libc>.node` for a Node-API addon, built once for every
  * Node version; `<name>.abi<N>.<libc>.node` for one on V8's C++ API, one per Node ABI).
  *
+ * Before loading, each file is checked (native-file.ts): an ELF file shorter than its
+ * headers say, or a V8-API addon built for another ABI, is refused, not loaded.
+ *
  * Each loads once per thread and is recorded with where it came from, or why it
  * did not load and what its absence costs: `nativeParts()` is what `sysprobe
  * doctor` prints and the start log line carries.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { fileProblem } from './native-file.js';
 
 export type NativeName = 'loop_watch' | 'gc_stats' | 'heap_scan';
 
@@ -110,6 +114,12 @@ function load(name: NativeName): Entry {
     const shown = path.relative(PACKAGE_ROOT, file);
     if (!fs.existsSync(file)) {
       tried.push(`${shown}: absent`);
+      continue;
+    }
+    // A truncated file would SIGBUS the process inside dlopen; a V8-API addon of another ABI would misread V8.
+    const problem = fileProblem(file, PARTS[name].api === 'v8');
+    if (problem) {
+      tried.push(`${shown}: not loaded: ${problem}`);
       continue;
     }
     try {

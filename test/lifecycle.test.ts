@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { ErrorCode, start } from '../src/index.js';
 import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
 import { probeInternals } from '../src/probe/internals.js';
+import { nativeParts } from '../src/native.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -220,6 +221,14 @@ describe('lifecycle', () => {
     assert.equal(started?.node, process.version);
     assert.equal(typeof started?.workerTid, process.platform === 'linux' ? 'number' : 'undefined');
     assert.ok(['native', 'heartbeat'].includes(started?.loopWatch as string), `loopWatch ${started?.loopWatch}`);
+    // Each native part: true where it loaded, else why not and what that costs.
+    const native = started?.native as Record<string, unknown>;
+    assert.deepEqual(Object.keys(native).sort(), ['gc_stats', 'heap_scan', 'loop_watch']);
+    for (const part of nativeParts()) {
+      if (part.loaded) assert.equal(native[part.name], true, part.name);
+      else assert.match(String(native[part.name]), /\(without it: .+\)$/, part.name);
+    }
+    if (started?.loopWatch === 'native') assert.equal(native.loop_watch, true);
     assert.ok(lines.some((l) => l.msg === 'sysprobe stopped' && typeof l.uptimeMs === 'number'));
   });
 });

@@ -34,6 +34,7 @@ import {
 import type { StallEvent } from '../stalls/stall-event.js';
 import type { PreviousRunEvent } from '../crash/startup.js';
 import { REQUEST_TIMEOUT_MS, wireProbe } from './wiring.js';
+import { nativeLogFields } from '../native.js';
 import type { ProbeParts } from './parts.js';
 
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -150,6 +151,8 @@ export class Probe extends EventEmitter {
         stallThresholdMs: this.#p.options.stallThresholdMs,
         loopWatch: this.#p.loopWatch.kind,
         ...(this.#p.loopWatch.why ? { loopWatchFallback: this.#p.loopWatch.why } : {}),
+        // Which native parts loaded, and why not and what that costs where one did not (what `sysprobe doctor` says).
+        native: nativeLogFields(),
         samplers: this.#p.options.samplers,
       },
       'sysprobe started',
