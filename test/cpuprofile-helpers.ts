@@ -61,3 +61,13 @@ export function deepRecursion(depth: number): CpuProfile {
     nodes.slice(1).map((n) => n.id),
   );
 }
+
+/**
+ * The microseconds each sample weighs, as weighProfile gives them: its delta (none below 0),
+ * the first at most the mean of the others (its delta holds the profiler's start-up).
+ */
+export function weighedDeltas(deltas: readonly number[]): number[] {
+  const rest = deltas.slice(1).map((d) => Math.max(0, d));
+  const mean = rest.length ? rest.reduce((a, b) => a + b, 0) / rest.length : Infinity;
+  return deltas.length ? [Math.min(Math.max(0, deltas[0]!), mean), ...rest] : [];
+}

@@ -6,7 +6,7 @@ import {
   type CpuProfile,
   type ProfileSummary,
 } from '../src/captures/cpuprofile.js';
-import { captureCpuProfile, deepRecursion, node, profileOf } from './cpuprofile-helpers.js';
+import { captureCpuProfile, deepRecursion, node, profileOf, weighedDeltas } from './cpuprofile-helpers.js';
 import { spinCpu } from './helpers.js';
 
 const HELPERS_FILE = require.resolve('./helpers.js');
@@ -74,8 +74,7 @@ describe('CPU profile summary', () => {
       assert.ok(summary.sampleCount > 100, `${summary.sampleCount} samples in ~200 ms at 100 µs`);
       assert.equal(summary.durationMs, (profile.endTime - profile.startTime) / 1000);
       // Each delta counts (none below 0), the first at most the mean of the others (it holds the profiler's start-up).
-      const rest = deltas.slice(1).reduce((a, b) => a + Math.max(0, b), 0);
-      const sumMs = (Math.min(Math.max(0, deltas[0]!), rest / (deltas.length - 1)) + rest) / 1000;
+      const sumMs = weighedDeltas(deltas).reduce((a, b) => a + b, 0) / 1000;
       assert.ok(
         Math.abs(summary.sampleIntervalMs - sumMs / deltas.length) < 1e-9,
         `interval ${summary.sampleIntervalMs}`,
