@@ -59,15 +59,17 @@ function hostHeaders() {
   return path.join(path.dirname(process.execPath), '..');
 }
 
-function upToDate(file, name) {
+function upToDate(file, name, abi) {
   if (FORCE || !fs.existsSync(file)) return false;
+  // gc_stats carries the ABI it was built for (native/gc_stats.cc): one of another ABI is rebuilt.
+  if (abi && !fs.readFileSync(file).includes(`sysprobe-abi:${abi};`)) return false;
   const built = fs.statSync(file).mtimeMs;
   return [SOURCES[name], 'binding.gyp'].every((src) => fs.statSync(path.join(ROOT, src)).mtimeMs < built);
 }
 
 /** One addon against one node's headers, with that node running node-gyp. */
-function buildOne(name, node, headers, out) {
-  if (upToDate(out, name)) {
+function buildOne(name, node, headers, out, abi) {
+  if (upToDate(out, name, abi)) {
     console.log(`prebuild: ${path.relative(ROOT, out)} is up to date`);
     return;
   }
@@ -81,7 +83,13 @@ function buildOne(name, node, headers, out) {
           cwd: scratch,
           stdio: ['ignore', 'ignore', 'pipe'],
           encoding: 'utf8',
-          env: { ...process.env, PATH: `${path.dirname(node)}${path.delimiter}${process.env.PATH}` },
+          // npm_config_nodedir too: node-gyp takes it over --nodedir, and one left by the caller
+          // (test:matrix sets it) built every gc_stats against that one version's headers.
+          env: {
+            ...process.env,
+            PATH: `${path.dirname(node)}${path.delimiter}${process.env.PATH}`,
+            npm_config_nodedir: headers,
+          },
         });
       } catch (err) {
         throw new Error(
@@ -124,5 +132,5 @@ const abis = new Set();
 for (const t of targets) {
   if (abis.has(t.abi)) continue;
   abis.add(t.abi);
-  buildOne('gc_stats', t.node, t.headers, path.join(OUT, `gc_stats.abi${t.abi}.${LIBC}.node`));
+  buildOne('gc_stats', t.node, t.headers, path.join(OUT, `gc_stats.abi${t.abi}.${LIBC}.node`), t.abi);
 }
