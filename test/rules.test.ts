@@ -46,6 +46,25 @@ describe('rules engine', () => {
     });
   });
 
+  it("does not judge process CPU in sysprobe's own first second (its start-up), and judges it after", () => {
+    const cpuSpike: RuleCondition = { name: 'cpu', value: 'cpu.utilization', above: 0.3, forMs: 300, cooldownMs: 0 };
+    const at = (time: number, intervalMs: number, utilization: number): Sample => ({
+      time,
+      intervalMs,
+      mainStale: false,
+      cpu: { userMs: 0, systemMs: 0, utilization },
+    });
+    const engine = new RuleEngine([cpuSpike]);
+    // As measured at start: a first reading, then one 301 ms interval at 0.56 CPU (the worker booting).
+    assert.deepEqual(engine.observe(at(5000, 0, 0)), []);
+    assert.deepEqual(engine.observe(at(5301, 301, 0.56)), [], 'start-up CPU is not a spike');
+    assert.deepEqual(engine.observe(at(5700, 399, 0.9)), [], 'still within the first second');
+    // After it: a real 400 ms spike fires.
+    assert.deepEqual(engine.observe(at(6200, 200, 0.9)), []);
+    const fired = engine.observe(at(6400, 200, 0.9));
+    assert.deepEqual([fired[0]?.rule, fired[0]?.aboveForMs], ['cpu', 400]);
+  });
+
   it('starts over when the value drops, and ignores samples without the value', () => {
     const engine = new RuleEngine([busy]);
     assert.deepEqual(feed(engine, [0.95, 0.95, 0.5, 0.95, 0.95]), [], 'the drop broke the window');

@@ -74,6 +74,15 @@ function trusted(rate: number | undefined, r2: number | undefined): number | und
   return rate === undefined ? undefined : (r2 ?? 0) >= 0.5 ? rate : 0;
 }
 
+/**
+ * Process CPU in sysprobe's own first second is sysprobe starting (its worker boots: measured
+ * here ~0.5 CPU over the first ~300 ms interval, longer under load), not the service: a short
+ * `cpu.utilization` rule fired on it and opened an incident before anything happened. Those
+ * samples are not judged for the values start-up inflates (they stay in the recorder).
+ */
+export const START_UP_MS = 1000;
+const INFLATED_BY_START_UP: ReadonlySet<RuleValue> = new Set<RuleValue>(['cpu.utilization']);
+
 interface RuleState {
   aboveSince: number | undefined;
   restUntil: number;
@@ -82,6 +91,7 @@ interface RuleState {
 export class RuleEngine {
   readonly #rules: readonly RuleCondition[];
   readonly #state = new Map<string, RuleState>();
+  #firstSampleAt: number | undefined;
 
   constructor(rules: readonly RuleCondition[]) {
     this.#rules = rules;
@@ -91,9 +101,11 @@ export class RuleEngine {
   /** Feeds one sample (in time order); returns the rules it fired. */
   observe(sample: Sample): RuleFiring[] {
     const firings: RuleFiring[] = [];
+    this.#firstSampleAt ??= sample.time;
+    const startingUp = sample.time - sample.intervalMs < this.#firstSampleAt + START_UP_MS;
     for (const rule of this.#rules) {
       const state = this.#state.get(rule.name)!;
-      const observed = RULE_VALUES[rule.value](sample);
+      const observed = startingUp && INFLATED_BY_START_UP.has(rule.value) ? undefined : RULE_VALUES[rule.value](sample);
       // A sample without the value (its sampler is off) neither starts nor breaks a window.
       if (observed === undefined) continue;
       if (!(observed > rule.above)) {
