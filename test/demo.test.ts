@@ -120,7 +120,9 @@ describe('npm run demo (--fast)', () => {
     assert.ok(summary.incidents.length >= 1, output);
     assert.equal(summary.reports.length, summary.incidents.length, output);
     for (const { file } of summary.reports) assert.ok(fs.statSync(file).size > 0, file);
-    const leakReport = summary.reports.find((r) => r.rules.includes('heap-leaking'));
+    // The leak rule can fire first in an incident the earlier cases opened, before two snapshots
+    // exist (seen on Node 24 under load); the leak's next incident then holds the diff.
+    const leakReport = summary.reports.find((r) => r.rules.includes('heap-leaking') && r.heapDiff);
     assert.ok(leakReport?.heapDiff, JSON.stringify(summary.reports));
     assert.match(fs.readFileSync(leakReport.file, 'utf8'), /id="heap-diff"[\s\S]*SessionRecord/);
     assert.ok(
