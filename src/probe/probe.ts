@@ -101,7 +101,8 @@ export class Probe extends EventEmitter {
     this.#p = wireProbe(options, {
       emitter: this,
       stopped: () => this.#stopped !== undefined,
-      dependencies: () => this.dependencies(),
+      // Not the public method: an incident still open at stop() closes after #stopped is set.
+      dependencies: () => this.#dependencies(),
     });
     partsOf.set(this, this.#p);
   }
@@ -173,6 +174,10 @@ export class Probe extends EventEmitter {
    */
   async probeStatus(): Promise<ProbeStatus[]> {
     this.#assertRunning('probeStatus');
+    return this.#probeStatus();
+  }
+
+  async #probeStatus(): Promise<ProbeStatus[]> {
     if (this.#p.options.probes.length === 0) return [];
     return (await this.#p.supervisor.request({ kind: 'probeStatus' }, REQUEST_TIMEOUT_MS)) as ProbeStatus[];
   }
@@ -185,13 +190,17 @@ export class Probe extends EventEmitter {
    */
   async dependencies(): Promise<Dependency[]> {
     this.#assertRunning('dependencies');
+    return this.#dependencies();
+  }
+
+  async #dependencies(): Promise<Dependency[]> {
     if (!this.#p.dependencies) return [];
-    const statuses = await this.probeStatus().catch((err: unknown) => {
+    const statuses = await this.#probeStatus().catch((err: unknown) => {
       this.#p.logger.debug({ err: describeError(err) }, 'sysprobe dependencies without probe latencies');
       return [];
     });
     const sockets = this.#p.options.sockets
-      ? await this.sockets().catch((err: unknown) => {
+      ? await this.#sockets().catch((err: unknown) => {
           this.#p.logger.debug({ err: describeError(err) }, 'sysprobe dependencies without socket states');
           return undefined;
         })
@@ -305,6 +314,10 @@ export class Probe extends EventEmitter {
    */
   async sockets(): Promise<SocketPicture> {
     this.#assertRunning('sockets');
+    return this.#sockets();
+  }
+
+  async #sockets(): Promise<SocketPicture> {
     if (!this.#p.options.sockets)
       throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
     return (await this.#p.supervisor.request({ kind: 'sockets' }, SOCKETS_REQUEST_TIMEOUT_MS)) as SocketPicture;
