@@ -135,12 +135,16 @@ export class Probe extends EventEmitter {
     }
     // Not awaited: a dead previous run is reported (event, incident) once its files are read, after start() resolves.
     void this.#p.crash.start();
-    const { control } = this.#p.options;
-    if (control && !isLoopback(control.host)) {
-      this.#p.logger.warn(
-        { component: 'control', host: control.host, port: this.controlAddress()?.port },
-        'sysprobe control endpoint listens beyond loopback; see docs/security.md',
-      );
+    // Health has no token and control holds the captures: either beyond loopback deserves a line.
+    for (const name of ['health', 'control'] as const) {
+      const listening = this.#p.servers[name];
+      const host = this.#p.options[name]?.host;
+      if (listening && host !== undefined && !isLoopback(host)) {
+        this.#p.logger.warn(
+          { component: name, host, port: 'port' in listening ? listening.port : undefined },
+          `sysprobe ${name} endpoint listens beyond loopback; see docs/security.md`,
+        );
+      }
     }
     this.#p.logger.info(
       {
@@ -493,7 +497,7 @@ export class Probe extends EventEmitter {
 }
 
 function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  return /^(localhost|::1|0:0:0:0:0:0:0:1|(::ffff:)?127\.\d+\.\d+\.\d+)$/i.test(host);
 }
 
 /**
