@@ -24,7 +24,7 @@ export const ErrorCode = {
   TIMEOUT: 'SYSPROBE_ERR_TIMEOUT',
   /** An optional peer dependency needed for what was asked (an OpenTelemetry exporter) is not installed. */
   MISSING_PEER: 'SYSPROBE_ERR_MISSING_PEER',
-  /** The health or control endpoint could not listen on its host and port (in use, not permitted). */
+  /** The health or control endpoint, or the Prometheus server, could not listen on its host and port (in use, not permitted, a host that does not resolve). */
   LISTEN_FAILED: 'SYSPROBE_ERR_LISTEN_FAILED',
   /** A file given as a heap snapshot is not one: empty, not JSON, wrong `snapshot.meta`, truncated or corrupt. */
   BAD_SNAPSHOT: 'SYSPROBE_ERR_BAD_SNAPSHOT',

@@ -4,7 +4,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCode, start, type Probe } from '../src/index.js';
+import { inspect } from 'node:util';
 import { TokenBucket } from '../src/control/server.js';
+import { probeInternals } from '../src/probe/internals.js';
 import { memoryLogger, tempDir } from './helpers.js';
 
 const TOKEN = 'a'.repeat(20) + 'B0c1D2e3F4g5H6i7J8k9';
@@ -98,6 +100,55 @@ describe('control endpoint', () => {
         else process.env.SYSPROBE_CONTROL_TOKEN = saved;
       }
     });
+  });
+
+  it('the token is not readable from the probe: no string reachable from it holds the token, and it never prints', async () => {
+    const probe = await start({ logger: memoryLogger().logger, control: { port: 0, token: TOKEN } });
+    try {
+      const parts = probeInternals(probe);
+      // Everything reachable through properties, Map and Set entries (no getters run), strings and buffers checked.
+      const found: string[] = [];
+      const seen = new Set<unknown>();
+      const todo: Array<[unknown, string]> = [
+        [probe, 'probe'],
+        [parts, 'parts'],
+      ];
+      const needle = Buffer.from(TOKEN);
+      while (todo.length > 0 && seen.size < 300_000) {
+        const [value, where] = todo.pop()!;
+        if (typeof value === 'string') {
+          if (value.includes(TOKEN)) found.push(where);
+          continue;
+        }
+        if ((typeof value !== 'object' && typeof value !== 'function') || value === null || seen.has(value)) continue;
+        seen.add(value);
+        if (ArrayBuffer.isView(value)) {
+          if (Buffer.from(value.buffer, value.byteOffset, value.byteLength).includes(needle)) found.push(where);
+          continue;
+        }
+        if (value instanceof Map)
+          for (const [k, v] of value) todo.push([k, `${where}.key`], [v, `${where}.get(${String(k).slice(0, 20)})`]);
+        if (value instanceof Set) for (const v of value) todo.push([v, `${where}.entry`]);
+        for (const key of Reflect.ownKeys(value)) {
+          const d = Object.getOwnPropertyDescriptor(value, key);
+          if (d && 'value' in d) todo.push([d.value, `${where}.${String(key)}`]);
+        }
+      }
+      assert.deepEqual(found, [], 'no reachable copy of the token');
+      const { options } = parts;
+      for (const printed of [
+        JSON.stringify(options),
+        inspect(options, { depth: Infinity, showHidden: true }),
+        inspect(probe, { depth: 4 }),
+        String(options.control!.token),
+        `${options.control!.token}`,
+      ])
+        assert.ok(!printed.includes(TOKEN), printed.slice(0, 300));
+      assert.match(JSON.stringify(options.control), /"token":"\[redacted\]"/);
+      assert.match(inspect(options.control), /ControlToken \[redacted\]/);
+    } finally {
+      await probe.stop();
+    }
   });
 
   it('warns when told to listen beyond loopback', async () => {

@@ -7,6 +7,8 @@ import { ErrorCode, SysprobeError } from '../src/errors.js';
 import { FileSink, type FileSinkOptions } from '../src/sink/file-sink.js';
 import { functionSink, type CaptureInput, type WrittenCapture } from '../src/sink/sink.js';
 import { needs, ROOT_MOUNT } from './requirements.js';
+import { memoryLogger } from './helpers.js';
+import { start } from '../src/index.js';
 
 const SINK_MODULE = path.resolve(__dirname, '..', 'src', 'sink', 'file-sink.js');
 const NAME = /^heap-snapshot-\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z-\d+(-\d+)?\.heapsnapshot$/;
@@ -245,11 +247,34 @@ describe('FileSink: captures land whole, or not at all', () => {
     const olderProcess = 'heap-snapshot-2020-01-01T000000.000Z-1.heapsnapshot';
     fs.writeFileSync(path.join(dir, olderProcess), 'old');
     fs.writeFileSync(path.join(dir, `${olderProcess}.json`), '{}');
-    const files = sink(dir, { maxFiles: 3 });
+    const { logger, lines } = memoryLogger();
+    const files = sink(dir, { maxFiles: 3, logger });
     const written: WrittenCapture[] = [];
     for (let i = 0; i < 5; i++) written.push(await files.write(heap(`capture ${i}`)));
     const kept = written.slice(2).flatMap((w) => [path.basename(w.file), path.basename(w.sidecarFile)]);
     assert.deepEqual(fs.readdirSync(dir).sort(), [...foreign, ...kept].sort());
+    // Evidence going away says so: each removal named, with the limit that sent it.
+    const rotated = lines.filter((l) => l.msg === 'sysprobe rotated out old evidence');
+    assert.deepEqual(
+      rotated.flatMap((l) => l.removed as string[]).sort(),
+      [olderProcess, ...written.slice(0, 2).map((w) => path.basename(w.file))].sort(),
+    );
+    assert.ok(rotated.every((l) => l.maxFiles === 3 && l.level === 30));
+  });
+
+  it("the probe worker's sink says what its rotation removed too (a CPU profile written into a full dump directory)", async () => {
+    const dir = tempDir();
+    const old = (i: number) => `cpu-profile-2020-01-01T0000${String(i).padStart(2, '0')}.000Z-1.cpuprofile`;
+    for (let i = 0; i < 22; i++) fs.writeFileSync(path.join(dir, old(i)), '{}');
+    const { logger, lines } = memoryLogger();
+    const probe = await start({ logger, dumpDir: dir, defaultRules: false });
+    try {
+      await probe.captureCpuProfile({ durationMs: 50 });
+      const removed = lines.filter((l) => l.msg === 'sysprobe rotated out old evidence').flatMap((l) => l.removed);
+      assert.ok(removed.includes(old(0)) && removed.includes(old(1)), JSON.stringify(removed));
+    } finally {
+      await probe.stop();
+    }
   });
 
   it('keeps captures within maxBytes, data and sidecars counted, deleting the oldest whole', async () => {

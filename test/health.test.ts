@@ -358,6 +358,27 @@ describe('health', () => {
     });
   });
 
+  describe('binding beyond loopback', () => {
+    const WARNING = 'sysprobe health endpoint listens beyond loopback; see docs/security.md';
+    it('warns at start when health.host is not a loopback address, and not for loopback ones', async () => {
+      for (const [host, warns] of [
+        ['0.0.0.0', true],
+        ['127.0.0.1', false],
+        ['localhost', false],
+      ] as const) {
+        const { logger, lines } = memoryLogger();
+        const probe = await start({ logger, health: { port: 0, host } });
+        try {
+          const warning = lines.find((l) => l.msg === WARNING);
+          assert.equal(warning?.level, warns ? 40 : undefined, host);
+          if (warns) assert.deepEqual([warning!.host, warning!.port], [host, probe.healthAddress()!.port]);
+        } finally {
+          await probe.stop();
+        }
+      }
+    });
+  });
+
   describe("handlers in the app's own server", () => {
     let probe: Probe;
     let sick = false;

@@ -242,3 +242,36 @@ describe('incidents: the option', () => {
     }
   });
 });
+
+describe('incidents: closed by stop()', () => {
+  it('an incident still open at stop() closes with its dependencies and no error about a stopped probe', async () => {
+    const dumpDir = tempDir('sysprobe-stop-close-');
+    const { logger, lines } = memoryLogger();
+    const probe = await start({
+      logger,
+      dumpDir,
+      sampleIntervalMs: 100,
+      stallThresholdMs: 100,
+      defaultRules: false,
+      incidents: { quietMs: 60_000 },
+    });
+    const opened: string[] = [];
+    probe.on('incident', (e: { phase: string; dir: string }) => {
+      if (e.phase === 'open') opened.push(e.dir);
+    });
+    const until = Date.now() + 300;
+    while (Date.now() < until);
+    const dir = await waitFor('the incident', () => opened[0], 5000);
+    const before = lines.length;
+    await probe.stop();
+    const manifest = readManifest(dir);
+    assert.equal(manifest.status, 'closed');
+    assert.ok(Array.isArray(manifest.dependencies), 'the dependencies were read at close');
+    const bad = lines.slice(before).filter((l) => (l.level as number) >= 40);
+    assert.deepEqual(
+      bad.map((l) => `${String(l.msg)} ${JSON.stringify(l.err ?? '')}`),
+      [],
+      'no warning or error while closing at stop()',
+    );
+  });
+});

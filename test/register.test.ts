@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { envConfig } from '../src/probe/env-options.js';
 import { loadPeer } from '../src/metrics/peers.js';
-import { ErrorCode } from '../src/index.js';
+import { ErrorCode, servePrometheus } from '../src/index.js';
 import { tempDir } from './helpers.js';
 import {
   ROOT,
@@ -105,6 +105,7 @@ describe('sysprobe/register', function () {
     ['SYSPROBE_STALL_THRESHOLD_MS', '5'],
     ['SYSPROBE_PROMETHEUS_PORT', '70000'],
     ['SYSPROBE_OTLP_ENDPOINT', 'collector:4318'],
+    ['SYSPROBE_PROMETHEUS_HOST', 'a host/with slash'],
   ] as const) {
     it(`a bad ${variable} is reported with its code on stderr, and the app runs without sysprobe`, async () => {
       const child = run(['--import', 'sysprobe/register', APP], { [variable]: value });
@@ -124,6 +125,33 @@ describe('sysprobe/register', function () {
       assert.doesNotMatch(child.stdout(), /sysprobe started/);
     });
   }
+
+  it('the registered line names the address Prometheus bound: 0.0.0.0 by default, not 127.0.0.1', async () => {
+    const child = run(['--import', 'sysprobe/register', APP], { SYSPROBE_PROMETHEUS_PORT: '0' });
+    const [, port] = await line(
+      child,
+      /"prometheus":"http:\/\/0\.0\.0\.0:(\d+)\/metrics".*"msg":"sysprobe registered"/,
+    );
+    const text = await until(child, '/metrics on loopback', async () => {
+      const body = await getText(`http://127.0.0.1:${port}/metrics`);
+      return body.includes('process_cpu_time') ? body : undefined;
+    });
+    assert.match(text, /process_cpu_time/);
+  });
+
+  it('a Prometheus host that does not resolve is SYSPROBE_ERR_LISTEN_FAILED on stderr (not ENOTFOUND), and the app runs', async () => {
+    const child = run(['--import', 'sysprobe/register', APP], {
+      SYSPROBE_PROMETHEUS_PORT: '0',
+      SYSPROBE_PROMETHEUS_HOST: 'no-such-host.invalid',
+    });
+    const [, appUrl] = await line(child, APP_LINE);
+    assert.equal(await getText(`${appUrl}/`), 'hello\n');
+    await until(child, 'the register error on stderr', () => child.stderr().includes('did not start') || undefined);
+    assert.match(
+      child.stderr(),
+      /sysprobe did not start; the app runs without it: SYSPROBE_ERR_LISTEN_FAILED: sysprobe could not serve Prometheus metrics on no-such-host\.invalid:0 \(ENOTFOUND/,
+    );
+  });
 
   it('NODE_OPTIONS preloads in every thread, but one probe starts: on the main thread', async () => {
     const script = [
@@ -221,6 +249,28 @@ describe('register: environment variables (envConfig)', () => {
         err.code === ErrorCode.MISSING_PEER &&
         err.message.includes('npm install @opentelemetry/exporter-that-is-not-installed'),
     );
+  });
+});
+
+describe('servePrometheus: bad hosts and ports', () => {
+  it('a host that does not resolve or a port in use rejects with LISTEN_FAILED, a malformed host with INVALID_OPTION', async () => {
+    await assert.rejects(
+      servePrometheus({ port: 0, host: 'no-such-host.invalid' }),
+      (err: Error & { code?: string }) => err.code === ErrorCode.LISTEN_FAILED && /ENOTFOUND/.test(err.message),
+    );
+    await assert.rejects(
+      servePrometheus({ port: 0, host: 'a b' }),
+      (err: Error & { code?: string }) => err.code === ErrorCode.INVALID_OPTION,
+    );
+    const first = await servePrometheus({ port: 0, host: '127.0.0.1' });
+    try {
+      await assert.rejects(
+        servePrometheus({ port: first.port, host: '127.0.0.1' }),
+        (err: Error & { code?: string }) => err.code === ErrorCode.LISTEN_FAILED && /EADDRINUSE/.test(err.message),
+      );
+    } finally {
+      await first.close();
+    }
   });
 });
 

@@ -8,10 +8,11 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { start } from '../src/index.js';
-import { MAX_CONNECTIONS } from '../src/internal/http-endpoint.js';
-import { memoryLogger, waitFor } from './helpers.js';
+import { start, type Probe } from '../src/index.js';
+import { MAX_CONNECTIONS, MAX_HEADER_BYTES } from '../src/internal/http-endpoint.js';
+import { memoryLogger, sleep, waitFor } from './helpers.js';
 
 const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
 
@@ -93,6 +94,105 @@ describe('security: the health port against a connection flood', () => {
       child.kill('SIGKILL');
       await probe.stop();
       await new Promise((resolve) => app.close(resolve));
+    }
+  });
+});
+
+/** Writes `data` on a fresh connection and resolves with everything read until the server closes it (or 5 s). */
+function exchange(port: number, data: string | Buffer): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    const timer = setTimeout(() => socket.destroy(), 5000);
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+    socket.write(data);
+  });
+}
+
+const statusOf = (answer: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0);
+
+describe('security: the health port counts raw header bytes', () => {
+  let probe: Probe;
+  let port: number;
+  before(async () => {
+    probe = await start({ logger: memoryLogger().logger, health: { port: 0 } });
+    port = probe.healthAddress()!.port;
+  });
+  after(() => probe.stop());
+
+  it('431 for a head over 8 KiB of whitespace: leading in a value, tabs, empty lines before the request line', async () => {
+    const pad = MAX_HEADER_BYTES + 100;
+    for (const [shape, head] of [
+      [
+        'spaces before a value',
+        `GET /health HTTP/1.1\r\nHost: x\r\nX:${' '.repeat(pad)}v\r\nConnection: close\r\n\r\n`,
+      ],
+      ['tabs before a value', `GET /health HTTP/1.1\r\nHost: x\r\nX:${'\t'.repeat(pad)}v\r\nConnection: close\r\n\r\n`],
+      ['empty lines first', `${'\r\n'.repeat(pad / 2)}GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`],
+    ] as const) {
+      assert.equal(statusOf(await exchange(port, head)), 431, shape);
+    }
+  });
+
+  it('heads under the limit pass: three keep-alive requests of 7 KiB each on one connection, and a 4 KiB body after a 7 KiB head', async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const reused: boolean[] = [];
+      for (let i = 0; i < 3; i++) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = http.get(
+            { host: '127.0.0.1', port, path: '/health', agent, headers: { 'x-pad': 'a'.repeat(7 * 1024) } },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
+          reused.push(req.reusedSocket);
+          req.on('error', reject);
+        });
+        assert.equal(status, 200, `request ${i}`);
+      }
+      assert.deepEqual(reused, [false, true, true], 'one connection');
+    } finally {
+      agent.destroy();
+    }
+    const body = 'b'.repeat(4000);
+    const answer = await exchange(
+      port,
+      `POST /health HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(7 * 1024)}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    assert.equal(statusOf(answer), 405, 'the body does not count as head');
+  });
+});
+
+describe('security: the health port at its connection limit', () => {
+  it('a new client closes the oldest idle connection instead of being refused: /health answers during a flood of silent connections', async function () {
+    this.timeout(30_000);
+    const probe = await start({ logger: memoryLogger().logger, health: { port: 0 } });
+    const port = probe.healthAddress()!.port;
+    const idle: net.Socket[] = [];
+    const closed = new Set<number>();
+    try {
+      for (let i = 0; i < MAX_CONNECTIONS + 20; i++) {
+        const socket = net.connect(port, '127.0.0.1');
+        socket.on('error', () => undefined);
+        socket.on('close', () => closed.add(i));
+        if (i % 2) socket.on('connect', () => socket.write('GET /health HTTP/1.1\r\nHost: a')); // half a head
+        idle.push(socket);
+        await new Promise((r) => socket.once('connect', r));
+      }
+      await sleep(300);
+      for (let i = 0; i < 3; i++) assert.equal(await get(port, '/health'), 200, `request ${i} during the flood`);
+      assert.ok(closed.has(0) && closed.has(1), 'the oldest idle ones were closed');
+      assert.ok(!closed.has(MAX_CONNECTIONS + 19), 'the newest is kept');
+    } finally {
+      for (const socket of idle) socket.destroy();
+      await probe.stop();
     }
   });
 });

@@ -19,6 +19,26 @@ import { SourceMaps } from '../sourcemaps/source-maps.js';
 import { RateBudget } from '../internal/rate-budget.js';
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type CaptureSink, type WrittenCapture } from '../sink/sink.js';
+import type { Logger } from '../internal/logger.js';
+import type { LogLevel } from '../protocol.js';
+
+/** The worker's log lines go to the main thread as messages; this gives the sink a Logger's face on them. */
+function messageLogger(log: (level: LogLevel, msg: string, fields: Record<string, unknown>) => void): Logger {
+  const at =
+    (level: LogLevel) =>
+    (obj: object, msg = ''): void => {
+      const { err, ...fields } = obj as { err?: unknown };
+      log(level, msg, err === undefined ? fields : { ...fields, err: describeError(err) });
+    };
+  const logger: Logger = {
+    debug: at('debug'),
+    info: at('info'),
+    warn: at('warn'),
+    error: at('error'),
+    child: () => logger,
+  };
+  return logger;
+}
 
 /** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
 const STACK_TIMEOUT_MS = 2_000;
@@ -63,7 +83,12 @@ export class WorkerCaptures {
   readonly #stalled: () => boolean;
 
   /** `captured` hears of each finished capture (the main thread tells the app: onCapture, 'capture'). */
-  constructor(settings: CaptureSettings, captured: (capture: WrittenCapture) => void, stalled: () => boolean) {
+  constructor(
+    settings: CaptureSettings,
+    captured: (capture: WrittenCapture) => void,
+    stalled: () => boolean,
+    log: (level: LogLevel, msg: string, fields: Record<string, unknown>) => void = () => undefined,
+  ) {
     this.#settings = settings;
     this.#stalled = stalled;
     this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
@@ -73,6 +98,8 @@ export class WorkerCaptures {
         maxBytes: settings.dumpMaxBytes,
         service: settings.serviceName,
         sysprobeVersion: settings.sysprobeVersion,
+        // What rotation removes (and fails to) is logged, as the main thread's sink does.
+        logger: messageLogger(log),
       }),
       captured,
     );

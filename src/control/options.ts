@@ -1,4 +1,6 @@
 /** The `control` option: checked once, on the main thread, at start(). */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { inspect } from 'node:util';
 import {
   checkHost,
   checkKnownKeys,
@@ -24,8 +26,49 @@ export interface ControlOptions {
 export interface ResolvedControlOptions {
   readonly port: number;
   readonly host: string;
-  readonly token: string;
+  readonly token: ControlToken;
   readonly ratePerMinute: number;
+}
+
+const REDACTED = '[redacted]';
+
+/**
+ * The control token as sysprobe keeps it: only its SHA-256, in a private field, so neither the
+ * token nor its digest shows in JSON.stringify, util.inspect, String() or a look at the options.
+ * The worker gets a copy of the digest ({@link ControlToken.digest}) to compare against.
+ */
+export class ControlToken {
+  readonly #digest: Buffer;
+
+  constructor(token: string) {
+    this.#digest = sha256(token);
+  }
+
+  /** A copy of the SHA-256 of the token (what the worker compares a request's token against). */
+  digest(): Uint8Array {
+    return new Uint8Array(this.#digest);
+  }
+
+  toString(): string {
+    return REDACTED;
+  }
+
+  toJSON(): string {
+    return REDACTED;
+  }
+
+  [inspect.custom](): string {
+    return `ControlToken ${REDACTED}`;
+  }
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/** Constant time: both sides are hashed to 32 bytes first, so neither length nor content leaks through timing. */
+export function tokenMatches(given: string, expectedDigest: Uint8Array): boolean {
+  return expectedDigest.length === 32 && timingSafeEqual(sha256(given), expectedDigest);
 }
 
 export const MIN_TOKEN_LENGTH = 32;
@@ -58,7 +101,7 @@ export function resolveControlOptions(
   return Object.freeze({
     port: checkPort('control.port', port)!,
     host: checkHost('control.host', host),
-    token,
+    token: new ControlToken(token),
     ratePerMinute: checkNumber('control.ratePerMinute', ratePerMinute, 1, 6000, true),
   });
 }

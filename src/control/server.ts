@@ -7,13 +7,13 @@
  * one the dump directory's listing returned, and the file is opened without following
  * links and streamed with its size checked.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { IncomingMessage } from 'node:http';
 import { describeError, ErrorCode } from '../errors.js';
 import { isCaptureName } from '../sink/file-sink.js';
 import type { Reply, Route } from '../internal/http-endpoint.js';
+import { tokenMatches } from './options.js';
 
 /** What the control endpoint can do; the worker supplies it. */
 export interface ControlActions {
@@ -71,13 +71,9 @@ export class TokenBucket {
   }
 }
 
-/** Constant-time: both sides are hashed to 32 bytes first, so neither length nor content leaks through timing. */
-export function tokenMatches(given: string, expectedDigest: Buffer): boolean {
-  return timingSafeEqual(createHash('sha256').update(given).digest(), expectedDigest);
-}
-
-export function controlRoute(token: string, ratePerMinute: number, actions: ControlActions): Route {
-  const expected = createHash('sha256').update(token).digest();
+/** `tokenDigest` is the SHA-256 of the token (ControlToken.digest()): the worker never holds the token itself. */
+export function controlRoute(tokenDigest: Uint8Array, ratePerMinute: number, actions: ControlActions): Route {
+  const expected = Uint8Array.from(tokenDigest);
   const bucket = new TokenBucket(ratePerMinute, Math.max(1, Math.ceil(ratePerMinute / 6)));
   return async (req, url, body) => {
     const refuse = (status: number, why: string, extra: Omit<Reply, 'status'> = {}): Reply => {

@@ -18,6 +18,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readMemoryAt } from '../containers/cgroup-reader.js';
+import { readBoundedFile } from '../internal/files.js';
 import {
   asRunRecord,
   exitFileName,
@@ -98,31 +99,28 @@ export async function findPreviousRuns(options: FindOptions): Promise<{ runs: Pr
 
 async function readRecord(file: string, problems: string[]): Promise<RunRecord | undefined> {
   try {
-    const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    try {
-      const { size } = await handle.stat();
-      if (size > MAX_RECORD_BYTES)
-        return void problems.push(`${path.basename(file)}: larger than ${MAX_RECORD_BYTES} bytes`);
-      const record = asRunRecord(JSON.parse(await handle.readFile('utf8')));
-      if (!record) problems.push(`${path.basename(file)}: not a run record`);
-      return record;
-    } finally {
-      await handle.close();
-    }
+    const record = asRunRecord(JSON.parse(await readBoundedFile(file, MAX_RECORD_BYTES)));
+    if (!record) problems.push(`${path.basename(file)}: not a run record`);
+    return record;
   } catch (err) {
-    problems.push(`${path.basename(file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    const { code } = err as NodeJS.ErrnoException;
+    problems.push(
+      `${path.basename(file)}: ${code === 'EFBIG' ? `larger than ${MAX_RECORD_BYTES} bytes` : (code ?? (err as Error).message)}`,
+    );
     return undefined;
   }
 }
 
+/** Parsed JSON, or undefined when the file is too big; throws when it is missing, not a regular file, or a link. */
 async function readJsonBounded(file: string, maxBytes: number): Promise<unknown> {
-  const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  let text: string;
   try {
-    if ((await handle.stat()).size > maxBytes) return undefined;
-    return JSON.parse(await handle.readFile('utf8'));
-  } finally {
-    await handle.close();
+    text = await readBoundedFile(file, maxBytes);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EFBIG') return undefined;
+    throw err;
   }
+  return JSON.parse(text);
 }
 
 async function explain(

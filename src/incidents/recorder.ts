@@ -511,15 +511,21 @@ export class IncidentRecorder {
     return run;
   }
 
-  /** Hard-links a capture into the folder (no bytes copied; dumpDir's rotation can remove its own name); copies when links fail. */
+  /**
+   * Hard-links a capture into the folder (no bytes copied; dumpDir's rotation can remove its own
+   * name); copies when links fail, never over an existing name (COPYFILE_EXCL: a planted link is
+   * not written through).
+   */
   async #link(incident: OpenIncident, kind: string, file: string): Promise<void> {
     const target = path.join(incident.dir, path.basename(file));
     try {
       await fs.promises.link(file, target).catch(async (err: NodeJS.ErrnoException) => {
         if (err.code === 'EEXIST') return;
-        await fs.promises.copyFile(file, target);
+        await fs.promises.copyFile(file, target, fs.constants.COPYFILE_EXCL);
       });
-      const { size } = await fs.promises.stat(target);
+      const stat = await fs.promises.lstat(target);
+      if (!stat.isFile()) throw new Error(`${path.basename(target)} in the incident folder is not a regular file`);
+      const { size } = stat;
       incident.manifest.captures.push({ kind, file: path.basename(file), bytes: size });
     } catch (err) {
       incident.manifest.notTaken.push(

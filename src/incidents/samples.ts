@@ -5,8 +5,7 @@
  * holds, since the recorder may have let those go, plus its newer samples), keeping the
  * newest `max`. The worker keeps no state per incident: a restarted worker continues the file.
  */
-import * as fs from 'node:fs';
-import { writeFileAtomically } from '../internal/files.js';
+import { NOT_A_PLAIN_FILE, readBoundedFile, writeFileAtomically } from '../internal/files.js';
 import type { Sample } from '../samples/sample.js';
 import type { FlightRecorder } from '../samples/recorder.js';
 
@@ -31,10 +30,11 @@ export async function writeIncidentSamples(
 async function readSamples(file: string): Promise<Sample[]> {
   let text: string;
   try {
-    if ((await fs.promises.stat(file)).size > MAX_READ_BYTES) return [];
-    text = await fs.promises.readFile(file, 'utf8');
+    text = await readBoundedFile(file, MAX_READ_BYTES);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    // Missing, or not a file sysprobe wrote (a link, a FIFO, too big): the file starts over.
+    const { code } = err as NodeJS.ErrnoException;
+    if (code === 'ENOENT' || NOT_A_PLAIN_FILE.has(code ?? '')) return [];
     throw err;
   }
   try {

@@ -106,16 +106,30 @@ function tighten(dir: string, stat: fs.Stats, code: SysprobeError['code']): void
   if (ours && (stat.mode & 0o077) !== 0 && (stat.mode & STICKY) === 0) fs.chmodSync(dir, DIR_MODE);
 }
 
+/** How a bounded read may open its file. */
+export interface ReadBounds {
+  /**
+   * Follow a link at the last path component. Default false: the dump directory's files are
+   * sysprobe's own, and a link there was planted. Source maps and scripts are the app's, which
+   * may be links (runfiles trees, linked packages); they are still never a FIFO or a device.
+   */
+  followLinks?: boolean;
+}
+
+/** The errors a bounded open or read throws for a file that is not a plain one of ours: skip it, do not fail. */
+export const NOT_A_PLAIN_FILE = new Set(['ELOOP', 'EISDIR', 'ENOTREG', 'EFBIG']);
+
 /**
  * Opens `file` for reading when it is a regular file of at most `maxBytes`, never through a
- * link and never blocking on a FIFO; else throws an error whose `code` says why (ELOOP for a
- * link, EISDIR, ENOTREG, EFBIG).
+ * link (unless `followLinks`) and never blocking on a FIFO (O_NONBLOCK, then fstat); else throws
+ * an error whose `code` says why (ELOOP for a link, EISDIR, ENOTREG, EFBIG).
  */
 export async function openRegularFile(
   file: string,
   maxBytes = Infinity,
+  { followLinks = false }: ReadBounds = {},
 ): Promise<{ handle: fs.promises.FileHandle; size: number }> {
-  const handle = await fs.promises.open(file, READ_FLAGS);
+  const handle = await fs.promises.open(file, followLinks ? READ_FLAGS & ~O_NOFOLLOW : READ_FLAGS);
   try {
     const stat = await handle.stat();
     if (stat.isDirectory()) throw fileError('EISDIR', `${file} is a directory`);
@@ -129,9 +143,12 @@ export async function openRegularFile(
   }
 }
 
-/** The text of a regular file of at most `maxBytes`, read without following links (see {@link openRegularFile}). */
-export async function readBoundedFile(file: string, maxBytes: number): Promise<string> {
-  const { handle } = await openRegularFile(file, maxBytes);
+/**
+ * The text of a regular file of at most `maxBytes`, read without following links (see
+ * {@link openRegularFile}): every file sysprobe reads back goes through here.
+ */
+export async function readBoundedFile(file: string, maxBytes: number, bounds: ReadBounds = {}): Promise<string> {
+  const { handle } = await openRegularFile(file, maxBytes, bounds);
   try {
     // Read at most one byte past the bound, in case the file grew since fstat.
     const buffer = Buffer.alloc(Math.min(maxBytes + 1, (await handle.stat()).size + 1));

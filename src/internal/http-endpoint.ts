@@ -4,15 +4,22 @@
  * the process alive, and a misbehaving client costs little.
  */
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 
-/** Header bytes a request may carry; more is answered 431 by Node itself. */
+/**
+ * Raw bytes a request's head may take (request line, headers, line ends, and whitespace, leading
+ * empty lines included: Node's own count skips whitespace); more is answered 431.
+ */
 export const MAX_HEADER_BYTES = 8 * 1024;
 /** Request-target length; more is answered 414. */
 export const MAX_URL_BYTES = 2 * 1024;
 /** Body bytes a request may carry; more is answered 413. */
 export const MAX_BODY_BYTES = 4 * 1024;
-/** Connections one server holds at once; more are closed as they arrive, so a flood costs at most this many descriptors. */
+/**
+ * Connections one server holds at once, so a flood costs at most this many descriptors. A new one
+ * over the limit closes the oldest idle one (no request in flight: a silent or half-sent client),
+ * so a flood cannot lock an operator out; only when all are busy is the new one closed.
+ */
 export const MAX_CONNECTIONS = 64;
 /** A request's headers must arrive within this. */
 export const HEADERS_TIMEOUT_MS = 5_000;
@@ -49,9 +56,65 @@ export type OnRefused = (
   request: { method: string; path: string; remote: string },
 ) => void;
 
+/** What the server knows of one connection: requests in flight, and the meter of the head being received. */
+interface Connection {
+  active: number;
+  /** The request whose head the meter saw end last; its body may still be arriving. */
+  current: http.IncomingMessage | undefined;
+  /** Counting a head: from a request's first byte (a leading empty line too) to its blank line. */
+  inHead: boolean;
+  headBytes: number;
+  /** A byte other than CR or LF was seen in this head (empty lines before a request line are allowed). */
+  started: boolean;
+  /** How much of CR LF CR LF has just been seen. */
+  run: number;
+  refused: boolean;
+}
+
+const HEAD_END = [13, 10, 13, 10];
+
+/**
+ * Counts a head's raw bytes as they arrive, before the parser sees them. Returns false when this
+ * chunk takes the head over MAX_HEADER_BYTES. After a head, bytes are not counted until its request
+ * is complete (its body read by the parser); pipelined requests read together with the end of the
+ * previous one are left to Node's own count.
+ */
+function meterHead(c: Connection, chunk: Buffer): boolean {
+  if (!c.inHead) {
+    if (c.current && !c.current.complete) return true;
+    Object.assign(c, { inHead: true, headBytes: 0, started: false, run: 0, current: undefined });
+  }
+  for (let i = 0; i < chunk.length; i++) {
+    const b = chunk[i]!;
+    if (++c.headBytes > MAX_HEADER_BYTES) return false;
+    if (!c.started) {
+      if (b === 13 || b === 10) continue;
+      c.started = true;
+    }
+    c.run = b === HEAD_END[c.run] ? c.run + 1 : b === 13 ? 1 : 0;
+    if (c.run === 4) {
+      c.inHead = false;
+      return true;
+    }
+  }
+  return true;
+}
+
+/** Writes a bare answer and closes: end() alone waits for a client that may never read, so destroy after a bounded wait. */
+function refuseSocket(socket: Socket, status: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const linger = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
+  socket.once('close', () => clearTimeout(linger));
+  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
+}
+
 /**
  * Listens on host:port and answers with `route`; resolves once listening. The server is
- * unref()ed and bounded: at most MAX_CONNECTIONS connections, headers within
+ * unref()ed and bounded: at most MAX_CONNECTIONS connections (the oldest idle one closed for a
+ * new one), heads of at most MAX_HEADER_BYTES raw bytes, headers within
  * HEADERS_TIMEOUT_MS (checked every second), a connection idle either way for
  * SOCKET_IDLE_MS destroyed, a refused one destroyed right after its answer; the body is
  * read up to MAX_BODY_BYTES.
@@ -63,6 +126,7 @@ export function listen(
   onError: (err: unknown) => void,
   onRefused: OnRefused = () => undefined,
 ): Promise<{ server: http.Server; address: EndpointAddress }> {
+  const connections = new Map<Socket, Connection>();
   const server = http.createServer(
     {
       maxHeaderSize: MAX_HEADER_BYTES,
@@ -72,6 +136,13 @@ export function listen(
       connectionsCheckingInterval: TIMEOUT_CHECK_MS,
     },
     (req, res) => {
+      const c = connections.get(req.socket);
+      if (c?.refused) return void req.socket.destroy(); // parsed from a chunk the meter refused
+      if (c) {
+        c.current = req;
+        c.active += 1;
+        res.once('close', () => (c.active -= 1));
+      }
       void handle(req, res, route, onRefused).catch((err: unknown) => {
         onError(err);
         if (!res.headersSent) send(res, { status: 500, json: { error: 'internal error' } });
@@ -80,7 +151,43 @@ export function listen(
     },
   );
   server.maxRequestsPerSocket = 100;
-  server.maxConnections = MAX_CONNECTIONS;
+  // After http's own 'connection' listener, which set up the parser.
+  server.on('connection', (socket: Socket) => {
+    if (connections.size >= MAX_CONNECTIONS) {
+      let idle: Socket | undefined;
+      for (const [s, c] of connections) {
+        if (c.active === 0) {
+          idle = s;
+          break;
+        }
+      }
+      if (!idle) return void socket.destroy();
+      connections.delete(idle);
+      idle.destroy();
+    }
+    const c: Connection = {
+      active: 0,
+      current: undefined,
+      inHead: true,
+      headBytes: 0,
+      started: false,
+      run: 0,
+      refused: false,
+    };
+    connections.set(socket, c);
+    socket.once('close', () => connections.delete(socket));
+    // Before the parser's listener (a 'data' listener also makes http read the socket in JS, where the meter sees it).
+    socket.prependListener('data', (chunk: Buffer) => {
+      if (c.refused || meterHead(c, chunk)) return;
+      c.refused = true;
+      onRefused(431, `headers over ${MAX_HEADER_BYTES} bytes`, {
+        method: '',
+        path: '',
+        remote: socket.remoteAddress ?? '',
+      });
+      refuseSocket(socket, '431 Request Header Fields Too Large');
+    });
+  });
   // With no 'timeout' listener, Node destroys a socket idle this long.
   server.setTimeout(SOCKET_IDLE_MS);
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -91,19 +198,13 @@ export function listen(
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? '408 Request Timeout'
           : '400 Bad Request';
+    if (connections.get(socket as Socket)?.refused) return void socket.destroy(); // the meter answered already
     onRefused(Number(status.slice(0, 3)), `refused by the HTTP parser (${err.code ?? 'malformed'})`, {
       method: '',
       path: '',
       remote: (socket as { remoteAddress?: string }).remoteAddress ?? '',
     });
-    // end() alone waits for the client's side to close, which one that never reads never does: destroy, after a bounded wait.
-    if (!socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const linger = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
-    socket.once('close', () => clearTimeout(linger));
-    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () => socket.destroy());
+    refuseSocket(socket as Socket, status);
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

@@ -1,6 +1,7 @@
 import * as http from 'node:http';
 import type { MeterProvider } from '@opentelemetry/api';
-import { checkInteger, checkPlainObject, checkKnownKeys, invalid } from '../internal/check-options.js';
+import { checkHost, checkInteger, checkPlainObject, checkKnownKeys } from '../internal/check-options.js';
+import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import { loadPeer, serviceResource } from './peers.js';
 
 type SdkMetrics = typeof import('@opentelemetry/sdk-metrics');
@@ -35,7 +36,8 @@ export interface PrometheusServer {
  *
  * Needs the optional peers `@opentelemetry/sdk-metrics` and `@opentelemetry/exporter-prometheus`
  * (`@opentelemetry/resources` for `serviceName`); rejects with SYSPROBE_ERR_MISSING_PEER without them,
- * and with SYSPROBE_ERR_INVALID_OPTION on a bad port.
+ * with SYSPROBE_ERR_INVALID_OPTION on a bad port or host, and with SYSPROBE_ERR_LISTEN_FAILED when the
+ * host and port cannot be bound (in use, not permitted, a name that does not resolve).
  */
 export async function servePrometheus(options: PrometheusServeOptions = {}): Promise<PrometheusServer> {
   checkKnownKeys('', checkPlainObject('(the options argument)', options), ['port', 'host', 'serviceName']);
@@ -69,11 +71,12 @@ export function prometheusEndpoint(options: PrometheusServeOptions): {
   reader: InstanceType<PrometheusModule['PrometheusExporter']>;
   listen(): Promise<number>;
   url(): string;
+  /** The URL on the address actually bound (`http://0.0.0.0:9464/metrics` when on all interfaces), for log lines. */
+  boundUrl(): string;
   close(): Promise<void>;
 } {
   const port = checkInteger('port', options.port, 0, 65535, 9464);
-  const { host = '0.0.0.0' } = options;
-  if (typeof host !== 'string' || host.length === 0) throw invalid('Option host must be a non-empty string.');
+  const host = checkHost('host', options.host ?? '0.0.0.0');
   const { PrometheusExporter } = loadPeer<PrometheusModule>('@opentelemetry/exporter-prometheus', WHY);
   // The exporter's own server treats port 0 as "the default port", so we serve its handler ourselves.
   const reader = new PrometheusExporter({ preventServerStart: true });
@@ -83,18 +86,31 @@ export function prometheusEndpoint(options: PrometheusServeOptions): {
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
-  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const inUrl = (address: string) => (address.includes(':') ? `[${address}]` : address);
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : inUrl(host);
+  const bound = () => server.address() as { address: string; port: number } | null;
   return {
     reader,
     listen: () =>
       new Promise<number>((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (err) => {
+          // A name that does not resolve fails here too (ENOTFOUND): all of it is "could not listen".
+          const { code, message } = describeError(err);
+          reject(
+            new SysprobeError(
+              ErrorCode.LISTEN_FAILED,
+              `sysprobe could not serve Prometheus metrics on ${inUrl(host)}:${port} (${code ?? 'Error'}: ${message}); choose another host or port, or 0 for an ephemeral one.`,
+              { cause: err },
+            ),
+          );
+        });
         server.listen(port, host, () => {
           server.unref();
-          resolve((server.address() as { port: number }).port);
+          resolve(bound()!.port);
         });
       }),
-    url: () => `http://${shown}:${(server.address() as { port: number } | null)?.port ?? port}/metrics`,
+    url: () => `http://${shown}:${bound()?.port ?? port}/metrics`,
+    boundUrl: () => `http://${inUrl(bound()?.address ?? host)}:${bound()?.port ?? port}/metrics`,
     close: () =>
       new Promise<void>((resolve) => {
         if (!server.listening) return resolve();

@@ -53,7 +53,7 @@ export async function autoStart(env: NodeJS.ProcessEnv = process.env): Promise<P
       readers.push(endpoint.reader);
       closers.push(endpoint.close);
       listen = endpoint.listen;
-      scrapeUrl = endpoint.url;
+      scrapeUrl = endpoint.boundUrl;
     }
     let otlpUrl: string | undefined;
     if (config.otlpEndpoint !== undefined) {

@@ -57,6 +57,16 @@ export function envConfig(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     return raw;
   };
 
+  const host = (name: string): string | undefined => {
+    const raw = read(name);
+    if (raw !== undefined && (raw.length > 255 || /[\s/\0]/.test(raw))) {
+      throw invalid(
+        `Environment variable ${name} must be a host name or IP address such as 127.0.0.1; got ${JSON.stringify(raw.slice(0, 80))}.`,
+      );
+    }
+    return raw;
+  };
+
   const disable = read('SYSPROBE_DISABLE');
   const disabled = disable !== undefined && !['0', 'false', 'no'].includes(disable.toLowerCase());
   const logLevel = read('SYSPROBE_LOG_LEVEL');
@@ -77,7 +87,7 @@ export function envConfig(env: NodeJS.ProcessEnv = process.env): EnvConfig {
   if (stallThresholdMs !== undefined) options.stallThresholdMs = stallThresholdMs;
 
   const healthPort = integer('SYSPROBE_HEALTH_PORT', 0, 65535);
-  const healthHost = read('SYSPROBE_HEALTH_HOST');
+  const healthHost = host('SYSPROBE_HEALTH_HOST');
   if (healthHost !== undefined && healthPort === undefined) {
     throw invalid(
       'Environment variable SYSPROBE_HEALTH_HOST is set but SYSPROBE_HEALTH_PORT is not; set the port too.',
@@ -89,7 +99,7 @@ export function envConfig(env: NodeJS.ProcessEnv = process.env): EnvConfig {
     options,
     logLevel,
     prometheusPort: integer('SYSPROBE_PROMETHEUS_PORT', 0, 65535),
-    prometheusHost: read('SYSPROBE_PROMETHEUS_HOST'),
+    prometheusHost: host('SYSPROBE_PROMETHEUS_HOST'),
     otlpEndpoint: url('SYSPROBE_OTLP_ENDPOINT') ?? url('OTEL_EXPORTER_OTLP_ENDPOINT'),
     health: healthPort === undefined ? undefined : { port: healthPort, ...(healthHost ? { host: healthHost } : {}) },
   });

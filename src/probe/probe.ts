@@ -102,7 +102,8 @@ export class Probe extends EventEmitter {
     this.#p = wireProbe(options, {
       emitter: this,
       stopped: () => this.#stopped !== undefined,
-      dependencies: () => this.dependencies(),
+      // Not the public method: an incident still open at stop() closes after #stopped is set.
+      dependencies: () => this.#dependencies(),
     });
     partsOf.set(this, this.#p);
   }
@@ -135,12 +136,16 @@ export class Probe extends EventEmitter {
     }
     // Not awaited: a dead previous run is reported (event, incident) once its files are read, after start() resolves.
     void this.#p.crash.start();
-    const { control } = this.#p.options;
-    if (control && !isLoopback(control.host)) {
-      this.#p.logger.warn(
-        { component: 'control', host: control.host, port: this.controlAddress()?.port },
-        'sysprobe control endpoint listens beyond loopback; see docs/security.md',
-      );
+    // Health has no token and control holds the captures: either beyond loopback deserves a line.
+    for (const name of ['health', 'control'] as const) {
+      const listening = this.#p.servers[name];
+      const host = this.#p.options[name]?.host;
+      if (listening && host !== undefined && !isLoopback(host)) {
+        this.#p.logger.warn(
+          { component: name, host, port: 'port' in listening ? listening.port : undefined },
+          `sysprobe ${name} endpoint listens beyond loopback; see docs/security.md`,
+        );
+      }
     }
     this.#p.logger.info(
       {
@@ -176,6 +181,10 @@ export class Probe extends EventEmitter {
    */
   async probeStatus(): Promise<ProbeStatus[]> {
     this.#assertRunning('probeStatus');
+    return this.#probeStatus();
+  }
+
+  async #probeStatus(): Promise<ProbeStatus[]> {
     if (this.#p.options.probes.length === 0) return [];
     return (await this.#p.supervisor.request({ kind: 'probeStatus' }, REQUEST_TIMEOUT_MS)) as ProbeStatus[];
   }
@@ -188,13 +197,17 @@ export class Probe extends EventEmitter {
    */
   async dependencies(): Promise<Dependency[]> {
     this.#assertRunning('dependencies');
+    return this.#dependencies();
+  }
+
+  async #dependencies(): Promise<Dependency[]> {
     if (!this.#p.dependencies) return [];
-    const statuses = await this.probeStatus().catch((err: unknown) => {
+    const statuses = await this.#probeStatus().catch((err: unknown) => {
       this.#p.logger.debug({ err: describeError(err) }, 'sysprobe dependencies without probe latencies');
       return [];
     });
     const sockets = this.#p.options.sockets
-      ? await this.sockets().catch((err: unknown) => {
+      ? await this.#sockets().catch((err: unknown) => {
           this.#p.logger.debug({ err: describeError(err) }, 'sysprobe dependencies without socket states');
           return undefined;
         })
@@ -308,6 +321,10 @@ export class Probe extends EventEmitter {
    */
   async sockets(): Promise<SocketPicture> {
     this.#assertRunning('sockets');
+    return this.#sockets();
+  }
+
+  async #sockets(): Promise<SocketPicture> {
     if (!this.#p.options.sockets)
       throw new SysprobeError(ErrorCode.UNSUPPORTED, 'The socket sampler is off; start sysprobe with sockets: true.');
     return (await this.#p.supervisor.request({ kind: 'sockets' }, SOCKETS_REQUEST_TIMEOUT_MS)) as SocketPicture;
@@ -483,7 +500,7 @@ export class Probe extends EventEmitter {
 }
 
 function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  return /^(localhost|::1|0:0:0:0:0:0:0:1|(::ffff:)?127\.\d+\.\d+\.\d+)$/i.test(host);
 }
 
 /**

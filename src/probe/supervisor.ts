@@ -194,6 +194,11 @@ export class WorkerSupervisor {
     this.#pending.failAll(new SysprobeError(ErrorCode.STOPPED, 'sysprobe stopped before the worker answered.'));
   }
 
+  /** For benchmarks (bench/soak.js): a heap snapshot of the probe worker's isolate, streamed by Node. */
+  workerHeapSnapshotForBench(): Promise<NodeJS.ReadableStream> | undefined {
+    return this.#worker?.getHeapSnapshot();
+  }
+
   /** For tests: kills the worker as a crash would. */
   crashForTest(): Promise<number> | undefined {
     return this.#worker?.terminate();

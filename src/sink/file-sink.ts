@@ -296,12 +296,14 @@ export class FileSink implements CaptureSink {
     );
     let count = 0;
     let bytes = 0;
+    const removed: string[] = [];
     for (const capture of captures) {
       count += 1;
       bytes += capture.bytes;
       if (capture.name === justWritten || capture.open || (count <= this.maxFiles && bytes <= this.maxBytes)) continue;
       count -= 1;
       bytes -= capture.bytes;
+      removed.push(capture.name);
       if (capture.folder) {
         await fs.promises
           .rm(path.join(this.dir, capture.name), { recursive: true, force: true })
@@ -324,6 +326,13 @@ export class FileSink implements CaptureSink {
           );
         }
       }
+    }
+    // Evidence going away is worth a line: what went, and the limits that sent it.
+    if (removed.length > 0) {
+      this.#options.logger?.info(
+        { dir: this.dir, removed: removed.slice(0, 50), maxFiles: this.maxFiles, maxBytes: this.maxBytes },
+        'sysprobe rotated out old evidence',
+      );
     }
   }
 

@@ -11,11 +11,11 @@
  * never throws. The original position replaces `url`, `lineNumber` and `columnNumber`; the
  * generated one is kept under `generated`.
  */
-import { readFile, stat } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { LRUCache } from 'lru-cache';
 import { originalPositionFor, TraceMap } from '@jridgewell/trace-mapping';
 import type { Frame } from '../captures/cpuprofile.js';
+import { readBoundedFile } from '../internal/files.js';
 
 export interface SourceMapLimits {
   /** Scripts and maps larger than this are not read (their frames keep the generated position). Default 16 MiB. */
@@ -116,12 +116,27 @@ export class SourceMaps {
     return map;
   }
 
-  /** A file's text, if it is at most maxMapBytes and is read within the timeout; throws otherwise. */
+  /**
+   * A file's text, if it is a regular file of at most maxMapBytes read within the timeout; throws
+   * otherwise. Opened O_NONBLOCK and checked with fstat before any read, so a FIFO named like a
+   * map cannot hold a thread-pool thread (a timeout cannot free one stuck in open()).
+   */
   async #read(file: string): Promise<string> {
-    const { size } = await stat(file);
-    if (size > this.#maxMapBytes)
-      throw new RangeError(`${file} is ${size} bytes, over the ${this.#maxMapBytes} read for source maps`);
-    return readFile(file, { encoding: 'utf8', signal: AbortSignal.timeout(this.#readTimeoutMs) });
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            Object.assign(new Error(`${file} was not read within ${this.#readTimeoutMs} ms`), { code: 'ETIMEDOUT' }),
+          ),
+        this.#readTimeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([readBoundedFile(file, this.#maxMapBytes, { followLinks: true }), late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 

@@ -94,7 +94,7 @@ export class WorkerEndpoints {
       ready.control = await this.#listen(
         control.host,
         control.port,
-        controlRoute(control.token, control.ratePerMinute, actions),
+        controlRoute(control.tokenDigest, control.ratePerMinute, actions),
         onError,
         actions.refused,
       );

@@ -98,6 +98,7 @@ class ProbeWorker {
       settings,
       (capture) => this.#send({ type: 'captured', capture }),
       () => this.#stalled,
+      (level, msg, fields) => this.#log(level, msg, fields),
     );
     this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
     this.#sockets =

@@ -27,8 +27,15 @@ type WorkerOptions = Pick<
   | 'sockets'
   | 'probes'
   | 'health'
-  | 'control'
 >;
+
+/** The control option as the worker gets it: the token's SHA-256 instead of the token (a ControlToken does not clone). */
+export interface WorkerControl {
+  readonly port: number;
+  readonly host: string;
+  readonly ratePerMinute: number;
+  readonly tokenDigest: Uint8Array;
+}
 
 /** What the main thread knows at start that the options do not say. */
 export interface ThreadFacts {
@@ -46,6 +53,7 @@ export interface ThreadFacts {
 }
 
 export interface WorkerSettings extends WorkerOptions, ThreadFacts {
+  readonly control: WorkerControl | undefined;
   /** The rules' conditions and the captures each asks for. */
   readonly rules: readonly WorkerRule[];
   /** Incidents on: rule firings while one is open take no second capture of a kind it already has. */
@@ -83,7 +91,12 @@ export function workerSettings(options: ResolvedOptions, facts: ThreadFacts): Wo
     sockets,
     probes,
     health,
-    control,
+    control: control && {
+      port: control.port,
+      host: control.host,
+      ratePerMinute: control.ratePerMinute,
+      tokenDigest: control.token.digest(),
+    },
     rules: options.rules.map(({ condition, captureStack, cpuProfileMs, allocationProfileMs, markUnhealthy }) => ({
       condition,
       captureStack,
