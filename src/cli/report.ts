@@ -17,6 +17,8 @@ import type { Sample } from '../samples/sample.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
 import { readBoundedFile, writeFileAtomically } from '../internal/files.js';
 import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incidents/files.js';
+import { readOriginalPositions } from '../sourcemaps/profile-positions.js';
+import type { GeneratedPosition } from '../captures/cpuprofile.js';
 
 /** Bounds on what is read: a file past its bound is left out of the page with a note (the manifest is refused). */
 const MAX_INPUT_BYTES = 64 * 1024 ** 2;
@@ -91,7 +93,8 @@ interface Incident {
         requests?: Array<{ method?: string; path?: string; route?: string; runningMs?: number; traceId?: string }>;
       }
     | undefined;
-  profile: { file: string; data: unknown } | undefined;
+  /** The profile as V8 wrote it, and its nodes' original positions (source maps) from its sidecar. */
+  profile: { file: string; data: unknown; originals: Map<number, GeneratedPosition> } | undefined;
   heapDiff: HeapDiff | undefined;
   logs: string[];
   /** When each capture was taken, for the timeline marks. */
@@ -158,7 +161,14 @@ async function readIncident(dir: string): Promise<Incident> {
     manifest.captures.find((c) => c.kind === 'cpu-profile')?.file ??
     (await fs.promises.readdir(dir)).find((name) => name.endsWith('.cpuprofile'));
   const profile = profileName
-    ? { file: profileName, data: await json<unknown>(path.basename(profileName)) }
+    ? {
+        file: profileName,
+        data: await json<unknown>(path.basename(profileName)),
+        originals: readOriginalPositions(
+          // The sink names a sidecar after its capture (FileSink's SIDECAR).
+          (await json<{ originalPositions?: unknown }>(`${path.basename(profileName)}.json`))?.originalPositions,
+        ),
+      }
     : undefined;
   const logs = ((await readBounded(path.join(dir, LOGS), MAX_INPUT_BYTES, notes)) ?? '')
     .split('\n')
@@ -592,7 +602,10 @@ function flameSection({ profile }: Incident): string {
       maxDepth = Math.max(maxDepth, depth);
       const frame = p.nodes[node]!.callFrame;
       const name = displayName(frame);
-      const where = frame.url ? `${frame.url}:${frame.lineNumber + 1}:${frame.columnNumber + 1}` : '';
+      const original = profile.originals.get(p.nodes[node]!.id);
+      const at = ({ url, lineNumber, columnNumber }: GeneratedPosition): string =>
+        url ? `${url}:${lineNumber + 1}:${columnNumber + 1}` : '';
+      const where = original ? `${at(original)} (generated ${at(frame)})` : at(frame);
       const tip = `${name} ${where} — total ${num(total[node]! / 1000)} ms (${num((100 * total[node]!) / all)} %), self ${num(selfMicros[node]! / 1000)} ms`;
       rects.push(
         `<g class="fn" transform="translate(${nx.toFixed(2)},${depth * ROW})"><title>${esc(tip)}</title><rect width="${Math.max(w - 0.5, 0.5).toFixed(2)}" height="${ROW - 1}" style="fill:${color(name)}"/>${w > 40 ? `<text x="3" y="13">${esc(clip(name, Math.floor(w / 7)))}</text>` : ''}</g>`,
