@@ -15,7 +15,7 @@ import {
 } from '../src/stalls/cause.js';
 import { InFlightReader, PATH_BYTES, RequestTracker } from '../src/stalls/requests.js';
 import { parseTaskStat } from '../src/samples/proc.js';
-import { kill, line, spawnNode, ROOT, type Child } from './children.js';
+import { kill, line, spawnNode, until, ROOT, type Child } from './children.js';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'stalls');
 const fixture = (name: string) => fs.readFileSync(path.join(FIXTURES, name), 'utf8');
@@ -322,6 +322,29 @@ describe('stalls in a real service: the request and the cause', function () {
     );
     assert.ok(event.requests[0].runningMs >= 1500);
     assert.ok(event.queued.count >= 1, JSON.stringify(event.queued));
+  });
+
+  it('code that stalls inside an active OpenTelemetry span (AsyncLocalStorage context): the stall names its trace and span', async () => {
+    const { port } = await serve('span');
+    await get(port, '/block');
+    const [, ids] = await line(child!, /SPAN (.*)/, 10_000);
+    const event = await stallEvent();
+    assert.equal(event.capture.how, 'debugger-pause', JSON.stringify(event));
+    assert.deepEqual(event.capture.span, JSON.parse(ids!));
+    // A stall outside any span names none.
+    await get(port, '/plain');
+    const stalls = await until(
+      child!,
+      'a second stall',
+      () => {
+        const found = [...child!.stdout().matchAll(/^STALL (.*)$/gm)];
+        return found.length >= 2 ? found : undefined;
+      },
+      30_000,
+    );
+    const plain = JSON.parse(stalls[1]![1]!) as Record<string, any>;
+    assert.equal(plain.capture.how, 'debugger-pause', JSON.stringify(plain));
+    assert.equal(plain.capture.span, undefined, JSON.stringify(plain.capture));
   });
 
   it('execSync in a handler: cause native, waiting on the child process, the handler named as the caller', async () => {

@@ -36,6 +36,8 @@ export interface StackCapture {
    * frames show where JS resumed, which is near, but not, the blocking call.
    */
   how: 'debugger-pause' | 'blocked-in-native';
+  /** The value of the inspector's `pauseExpression`, evaluated on the paused top frame (undefined when it failed or there is none). */
+  evaluated?: unknown;
 }
 
 /**
@@ -55,8 +57,15 @@ interface ScriptLocation {
   columnNumber?: number;
 }
 interface PausedEvent {
-  callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation }>;
+  callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation; callFrameId?: string }>;
 }
+/** A pause of ours, with what the pause expression gave. */
+interface OurPause {
+  event: PausedEvent;
+  evaluated?: unknown;
+}
+/** The pause expression's bound: the main thread stays paused (it was blocked anyway) until it answers or this passes. */
+const PAUSE_EVALUATE_TIMEOUT_MS = 500;
 
 /**
  * V8's CPU profiler charges a sample whose pc lies in code where TurboFan inlined a function to
@@ -78,7 +87,7 @@ export class MainInspector {
   /** Profiler domains with a run in progress (V8 runs one of each at a time). */
   readonly #samplingDomains = new Set<string>();
   /** Set while a pause we requested may still land; its handler resumes it. */
-  #onOurPause: ((event: PausedEvent) => void) | undefined;
+  #onOurPause: ((pause: OurPause) => void) | undefined;
   #pauseOutstanding = false;
   /** False until Debugger.enable has answered: a paused event before that is not ours. */
   #acceptPause = false;
@@ -93,15 +102,19 @@ export class MainInspector {
   /** What every caller of captureStack() gets while that capture runs (source-mapped). */
   #sharedStack: Promise<StackCapture> | undefined;
 
-  constructor(sourceMaps?: SourceMaps) {
+  /** Evaluated on the top frame of each pause we take, before it is resumed (e.g. the active span: stalls/active-span.ts). */
+  readonly #pauseExpression: string | undefined;
+
+  constructor(sourceMaps?: SourceMaps, { pauseExpression }: { pauseExpression?: string } = {}) {
     this.#sourceMaps = sourceMaps;
+    this.#pauseExpression = pauseExpression;
   }
 
   #connect(): inspector.Session {
     if (!this.#session) {
       const session = new inspector.Session();
       session.connectToMainThread();
-      session.on('Debugger.paused', (message: { params: PausedEvent }) => this.#paused(message.params));
+      session.on('Debugger.paused', (message: { params: PausedEvent }) => void this.#paused(message.params));
       session.on(
         'Debugger.scriptParsed',
         (message: { params: { scriptId: string; url: string; sourceMapURL?: string } }) => {
@@ -115,13 +128,24 @@ export class MainInspector {
     return this.#session;
   }
 
-  #paused(event: PausedEvent): void {
+  async #paused(event: PausedEvent): Promise<void> {
     if (!this.#pauseOutstanding || !this.#acceptPause) return; // someone else's pause (a breakpoint in DevTools): not ours to resume
     this.#pauseOutstanding = false;
     const deliver = this.#onOurPause;
     this.#onOurPause = undefined;
     try {
-      deliver?.(event);
+      const callFrameId = event.callFrames[0]?.callFrameId;
+      let evaluated: unknown;
+      if (deliver && this.#pauseExpression && callFrameId) {
+        // Bounded by the expression (a few reads, no app code) and by the timeout; a failure only loses the value.
+        const answer = await this.#post<{ result?: { value?: unknown }; exceptionDetails?: unknown }>(
+          'Debugger.evaluateOnCallFrame',
+          { callFrameId, expression: this.#pauseExpression, silent: true, returnByValue: true },
+          PAUSE_EVALUATE_TIMEOUT_MS,
+        ).catch(() => undefined);
+        if (answer && !answer.exceptionDetails) evaluated = answer.result?.value;
+      }
+      deliver?.({ event, evaluated });
     } finally {
       // Resume at once; then stop debugging, unless the capture that waits for this pause does it.
       void this.#post('Debugger.resume', undefined, 1000).catch(() => undefined);
@@ -191,8 +215,8 @@ export class MainInspector {
       const requestedAt = performance.now();
       // All three go at once: a thread blocked in native code takes them together when the call returns,
       // so the pause lands at the first JS after the call, in the function that made it (not turns later).
-      const evaluated = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
-      const paused = new Promise<PausedEvent>((resolve) => {
+      const answered = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
+      const paused = new Promise<OurPause>((resolve) => {
         this.#onOurPause = resolve;
       });
       this.#pauseOutstanding = true;
@@ -203,12 +227,12 @@ export class MainInspector {
       });
       const pauseAsked = this.#post('Debugger.pause', undefined, timeoutMs);
       // Rejections are read below, in order; none may go unhandled meanwhile.
-      for (const p of [evaluated, enabled, pauseAsked]) p.catch(() => undefined);
-      await evaluated;
+      for (const p of [answered, enabled, pauseAsked]) p.catch(() => undefined);
+      await answered;
       const latencyMs = performance.now() - requestedAt;
       await enabled;
       await pauseAsked;
-      const event = await withTimeout(
+      const { event, evaluated } = await withTimeout(
         paused,
         Math.max(1, deadline - Date.now()),
         'the main thread did not pause in time (blocked in native code, or paused in a debugger)',
@@ -228,6 +252,7 @@ export class MainInspector {
         takenAt,
         latencyMs,
         how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
+        ...(evaluated !== undefined ? { evaluated } : {}),
       };
     } catch (err) {
       // A pause still outstanding will be resumed by #paused when (if) it lands; stop debugging otherwise.

@@ -19,6 +19,7 @@ import { SourceMaps } from '../sourcemaps/source-maps.js';
 import { RateBudget } from '../internal/rate-budget.js';
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type CaptureSink, type WrittenCapture } from '../sink/sink.js';
+import { ACTIVE_SPAN_EXPRESSION, parseActiveSpan } from '../stalls/active-span.js';
 
 /** A stall's stack must come while the stall lasts; a pause that takes longer than this is reported as failed. */
 const STACK_TIMEOUT_MS = 2_000;
@@ -52,7 +53,8 @@ export class WorkerCaptures {
   readonly #settings: CaptureSettings;
   /** Source maps of the main thread's scripts, read when a position is shown (stacks, profile summaries, pprof). */
   readonly #sourceMaps = new SourceMaps({ readTimeoutMs: 1000 });
-  readonly #inspector = new MainInspector(this.#sourceMaps);
+  /** Each pause also reads the OpenTelemetry span the paused code runs in (a stall names its trace). */
+  readonly #inspector = new MainInspector(this.#sourceMaps, { pauseExpression: ACTIVE_SPAN_EXPRESSION });
   /** Automatic captures (stalls, rules, near-limit) per minute; what a person asks for is not counted. */
   readonly #budget: RateBudget;
   /** The worker's own sink on the dump directory (the main thread has one for heap snapshots; they share its naming and limits). */
@@ -133,8 +135,13 @@ export class WorkerCaptures {
       };
     }
     try {
-      const { frames, how, takenAt, latencyMs } = await this.stack();
-      return { stack: frames, capture: { how, detectedAt, takenAt, latencyMs }, selfPaused: false };
+      const { frames, how, takenAt, latencyMs, evaluated } = await this.stack();
+      const span = parseActiveSpan(evaluated);
+      return {
+        stack: frames,
+        capture: { how, detectedAt, takenAt, latencyMs, ...(span ? { span } : {}) },
+        selfPaused: false,
+      };
     } catch (err) {
       return {
         stack: undefined,

@@ -86,7 +86,7 @@ interface Incident {
         startedAt?: number;
         durationMs?: number;
         frames: Frame[];
-        capture?: { how?: string; reason?: string };
+        capture?: { how?: string; reason?: string; span?: { traceId?: unknown; spanId?: unknown } };
         cause?: string;
         diagnosis?: { why?: string };
         queued?: { count?: number; usual?: number; windowMs?: number };
@@ -533,6 +533,11 @@ function stallSection({ stall }: Incident): string {
         `<li><code>${esc(displayName(f))}</code> <span class="loc">${esc(`${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1}`)}</span></li>`,
     )
     .join('');
+  const span = stall.capture?.span;
+  const inSpan =
+    span && typeof span.traceId === 'string' && typeof span.spanId === 'string'
+      ? `<p>${esc(`The blocking code ran in OpenTelemetry trace ${span.traceId}, span ${span.spanId}.`)}</p>`
+      : '';
   const cause = stall.cause
     ? `<p>Cause: <strong>${esc(stall.cause)}</strong>${stall.diagnosis?.why ? ` (${esc(stall.diagnosis.why)})` : ''}.</p>`
     : '';
@@ -550,7 +555,7 @@ function stallSection({ stall }: Incident): string {
     stall.queued && typeof stall.queued.count === 'number'
       ? `<p>${esc(`${stall.queued.count} requests started within ${stall.queued.windowMs ?? 0} ms after it (usually ${stall.queued.usual ?? 0}): they waited behind it.`)}</p>`
       : '';
-  return `<section id="stall"><h2>Stall</h2><p>${esc(head)}</p>${cause}${requests}${queued}${frames.length ? `<ol class="stack">${list}</ol>` : '<p>No stack was taken.</p>'}</section>`;
+  return `<section id="stall"><h2>Stall</h2><p>${esc(head)}</p>${cause}${inSpan}${requests}${queued}${frames.length ? `<ol class="stack">${list}</ol>` : '<p>No stack was taken.</p>'}</section>`;
 }
 
 /** An icicle of the CPU profile (callers above callees), widths by total time, nodes under 0.1 % left out. */
