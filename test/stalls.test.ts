@@ -240,6 +240,39 @@ describe('in-flight requests: the shared table', () => {
     }
   });
 
+  it('Fastify: the route from its handler channel (tracing:fastify.request.handler:start), live or finished after a stall saw it', async () => {
+    const fastify = (require('fastify') as typeof import('fastify')).default;
+    const app = fastify();
+    const holding: Array<{ send(body: string): unknown }> = [];
+    app.register(
+      async (scope) => {
+        scope.get('/orders/:id', (_request, reply) => {
+          holding.push(reply);
+        });
+      },
+      { prefix: '/api' },
+    );
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port: appPort } = app.server.address() as AddressInfo;
+      const socket = net.connect(appPort, '127.0.0.1', () =>
+        socket.write('GET /api/orders/42?x=1 HTTP/1.1\r\nHost: x\r\n\r\n'),
+      );
+      socket.on('error', () => undefined);
+      while (holding.length < 1) await new Promise((r) => setTimeout(r, 5));
+      const [seen] = reader().read(true).requests;
+      assert.equal(seen!.path, '/api/orders/42');
+      assert.deepEqual(tracker.details(seen!.slot, seen!.seq), { route: '/api/orders/:id' });
+      holding[0]!.send('done');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(reader().read().requests.length, 0);
+      assert.deepEqual(tracker.details(seen!.slot, seen!.seq), { route: '/api/orders/:id' }, 'kept after it finished');
+      socket.destroy();
+    } finally {
+      await app.close();
+    }
+  });
+
   it('counts request starts in a window and the rate before it', async () => {
     const from = Date.now();
     for (let i = 0; i < 5; i++)
