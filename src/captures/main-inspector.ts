@@ -19,6 +19,7 @@ import * as inspector from 'node:inspector';
 import { setFlagsFromString } from 'node:v8';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { CpuProfile } from './cpuprofile.js';
+import { hotFunctions, type HotLocation } from './hot-functions.js';
 import type { AllocationProfile } from './heapprofile.js';
 import type { Frame } from './cpuprofile.js';
 import type { SourceMaps } from '../sourcemaps/source-maps.js';
@@ -78,12 +79,16 @@ const PAUSE_EVALUATE_TIMEOUT_MS = 500;
 const INLINING_OFF_FROM_START = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) =>
   /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a),
 );
+/** How long a profile outside a stall first looks for the hot functions to recompile (#recompileHot). */
+const PRELOOK_MS = 200;
 /** A stall's stack older than this is not taken as the place the loop still spins. */
 const STALL_STACK_FRESH_MS = 10_000;
 
 export class MainInspector {
   #session: inspector.Session | undefined;
   #stackBusy = false;
+  /** A CPU profile (its first look included) is running. */
+  #cpuProfiling = false;
   /** Profiler domains with a run in progress (V8 runs one of each at a time). */
   readonly #samplingDomains = new Set<string>();
   /** Set while a pause we requested may still land; its handler resumes it. */
@@ -267,16 +272,22 @@ export class MainInspector {
   /**
    * Runs V8's CPU profiler on the main thread for `durationMs`, with inlining off meanwhile (see
    * INLINING_OFF_FROM_START). `stalled`: the main thread is stuck in the loop the last stack
-   * capture saw, whose optimized code is then recompiled. Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
+   * capture saw, whose optimized code is then recompiled; otherwise a first look of PRELOOK_MS
+   * finds the hot functions to recompile (#recompileHot). Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
    */
   async captureCpuProfile(
     durationMs: number,
     samplingIntervalUs: number,
     { stalled = false }: { stalled?: boolean } = {},
   ): Promise<{ profile: CpuProfile; startedAtMs: number }> {
+    // One CPU profile at a time, from its first look to its end (the look and the profile are two profiler runs).
+    if (this.#cpuProfiling) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a CPU profile is already running');
     const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
+    this.#cpuProfiling = true;
     if (switchInlining) setFlagsFromString('--no-turbo-inlining');
     try {
+      // Outside a stall, the hot code may have been optimized (with inlining) before: look first, recompile it.
+      if (switchInlining && !stalled) await this.#recompileHot(samplingIntervalUs);
       return await this.#sampleFor('a CPU profile', durationMs, {
         domain: 'Profiler',
         start: [
@@ -287,6 +298,7 @@ export class MainInspector {
         started: stalled && switchInlining ? () => this.#recompileStalled() : undefined,
       });
     } finally {
+      this.#cpuProfiling = false;
       if (switchInlining) setFlagsFromString('--turbo-inlining');
     }
   }
@@ -304,22 +316,63 @@ export class MainInspector {
       this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS
         ? this.#lastPause.location
         : undefined;
-    if (!location || this.#stackBusy || this.#pauseOutstanding) return;
+    if (location) await this.#recompileAt([location]);
+  }
+
+  /** Sets a never-true breakpoint at each location and removes it: V8 discards the optimized code holding those functions. */
+  async #recompileAt(locations: ScriptLocation[]): Promise<void> {
+    // A stack capture holds the Debugger domain: wait for it (bounded by its own timeout) rather than skip.
+    await this.#stackCapture?.catch(() => undefined);
+    if (locations.length === 0 || this.#stackBusy || this.#pauseOutstanding) return;
     this.#stackBusy = true; // the Debugger domain is ours for these calls
     try {
       await this.#post('Debugger.enable', undefined, 2000);
-      const { breakpointId } = await this.#post<{ breakpointId: string }>(
-        'Debugger.setBreakpoint',
-        { location, condition: 'false' },
-        1000,
-      );
-      await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
+      for (const location of locations) {
+        const { breakpointId } = await this.#post<{ breakpointId: string }>(
+          'Debugger.setBreakpoint',
+          { location, condition: 'false' },
+          1000,
+        );
+        await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
+      }
     } catch {
       // the profile is still taken; only its attribution of inlined code is V8's
     } finally {
       this.#stackBusy = false;
       void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
     }
+  }
+
+  /**
+   * A short look with the profiler (PRELOOK_MS), then the functions that held the CPU in it are
+   * recompiled as a stall's loop is (#recompileAt): code optimized before the profile, with the
+   * hot callee inlined into the function the look saw, is discarded; the real profile then sees
+   * the callee in code compiled without inlining. Best effort, like the stall's.
+   */
+  async #recompileHot(samplingIntervalUs: number): Promise<void> {
+    let look: CpuProfile;
+    try {
+      ({ profile: look } = await this.#sampleFor<CpuProfile>('a CPU profile', PRELOOK_MS, {
+        domain: 'Profiler',
+        start: [
+          ['Profiler.setSamplingInterval', { interval: samplingIntervalUs }],
+          ['Profiler.start', undefined],
+        ],
+        stop: 'Profiler.stop',
+      }));
+    } catch (err) {
+      if (err instanceof SysprobeError && err.code === ErrorCode.CAPTURE_BUSY) throw err;
+      return;
+    }
+    let hot: HotLocation[];
+    try {
+      hot = hotFunctions(look);
+    } catch {
+      return;
+    }
+    await this.#recompileAt(
+      hot.map(({ scriptId, lineNumber, columnNumber }) => ({ scriptId, lineNumber, columnNumber })),
+    );
   }
 
   /**
