@@ -14,7 +14,14 @@ interface DemoSummary {
   cases: {
     stall: {
       detected: boolean;
-      stall?: { durationMs: number; inLoop: boolean; stack: string[]; cause?: string; requests?: string[] };
+      stall?: {
+        durationMs: number;
+        inLoop: boolean;
+        stack: string[];
+        cause?: string;
+        requests?: string[];
+        traceId?: string;
+      };
       cpuProfile?: { file: string; pprofFile: string; topFunction: string };
       guard?: { code: string; message: string };
       health: { wentUnhealthy: boolean; recovered: boolean; http: Array<{ statusCode?: number; status?: string }> };
@@ -75,6 +82,7 @@ describe('npm run demo (--fast)', () => {
     assert.ok(stall.stall.durationMs > 1000, `stall of ${stall.stall.durationMs} ms`);
     assert.equal(stall.stall.cause, 'js');
     assert.deepEqual(stall.stall.requests, ['POST /payouts/settle'], 'the stall names the request it blocked');
+    assert.match(stall.stall.traceId ?? '', /^[0-9a-f]{32}$/, 'and the trace of the span the job ran in');
     assert.ok(stall.cpuProfile && fs.statSync(stall.cpuProfile.file).size > 0, 'a CPU profile file');
     // The profile names the function that spins, as the stall stack does (not the outermost function of the optimized code).
     assert.equal(stall.cpuProfile.topFunction, 'nudgeEntries', output);

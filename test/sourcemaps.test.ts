@@ -3,13 +3,15 @@
 // in it. The stall stack must name the .ts file and line; a CPU profile a rule takes during the
 // stall must name the function that spins, as the stall stack does.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SourceMaps } from '../src/sourcemaps/source-maps.js';
+import { promisify } from 'node:util';
 import { kill, line, output, ROOT, spawnNode, type Child } from './children.js';
 import { tempDir } from './helpers.js';
+import { CHROMIUM, CHROMIUM_BIN, needs } from './requirements.js';
 
 /** The service: a ledger job that spins in nudgeEntries (called by reconcileLedger, called by settlePayouts). */
 const LEDGER_TS = `declare const require: (id: string) => any;
@@ -115,7 +117,9 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
 
   afterEach(async () => kill(child));
 
-  async function runService(name: string): Promise<{ stack: ShownFrame[]; summary: { topFunctions: ShownFrame[] } }> {
+  async function runService(
+    name: string,
+  ): Promise<{ stack: ShownFrame[]; summary: { topFunctions: ShownFrame[] }; dumpDir: string }> {
     const dumpDir = path.join(dir, `${name}-dumps-${Date.now()}`);
     child = spawnNode([path.join(dir, name, 'out', 'ledger.js'), dumpDir]);
     const stall = await line(child, /^STALL (.*)$/m, 30_000);
@@ -123,8 +127,62 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
     return {
       stack: JSON.parse(stall[1]!) as ShownFrame[],
       summary: JSON.parse(rule[1]!) as { topFunctions: ShownFrame[] },
+      dumpDir,
     };
   }
+
+  it("the report's flame graph shows the .ts positions (from the profile's sidecar); the .cpuprofile stays as V8 wrote it", async function () {
+    needs(this, CHROMIUM);
+    const { dumpDir } = await runService('mapped');
+    const exited = child!.exited()
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => child!.proc.once('exit', () => resolve()));
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+    assert.ok(child!.exited(), `the service stopped its probe and exited\n${output(child)}`);
+    const incidents = path.join(dumpDir, 'incidents');
+    const [incident] = fs.readdirSync(incidents).filter((n) => fs.statSync(path.join(incidents, n)).isDirectory());
+    const folder = path.join(incidents, incident!);
+    const profileName = fs.readdirSync(folder).find((n) => n.endsWith('.cpuprofile'))!;
+    const profile = JSON.parse(fs.readFileSync(path.join(folder, profileName), 'utf8')) as {
+      nodes: Array<{ callFrame: { url: string } }>;
+    };
+    assert.ok(
+      profile.nodes.some((n) => n.callFrame.url.endsWith('/out/ledger.js')) &&
+        !profile.nodes.some((n) => n.callFrame.url.endsWith('.ts')),
+      'the .cpuprofile keeps the generated positions',
+    );
+    const out = path.join(dir, `report-${Date.now()}.html`);
+    await promisify(execFile)(process.execPath, [
+      path.join(ROOT, 'dist', 'src', 'cli', 'main.js'),
+      'report',
+      folder,
+      '--out',
+      out,
+    ]);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: CHROMIUM_BIN, args: ['--no-sandbox'] });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+      await page.goto(pathToFileURL(out).href);
+      const titles = await page.locator('#flamegraph g.fn title').allTextContents();
+      const tsFile = pathToFileURL(path.join(dir, 'mapped', 'ledger.ts')).href;
+      const spin = titles.find((t) => t.startsWith('nudgeEntries '));
+      assert.ok(spin, `the flame graph has nudgeEntries: ${titles.join('\n')}`);
+      assert.ok(
+        // A profile node is at its function's declaration: the line above the spinning one.
+        spin.startsWith(`nudgeEntries ${tsFile}:${spinLine}:`),
+        `nudgeEntries at its declaration, .ts line ${spinLine}: ${spin}`,
+      );
+      assert.match(spin, /\(generated file:.*\/out\/ledger\.js:\d+:\d+\)/, 'the generated position beside it');
+      for (const fn of ['reconcileLedger', 'settlePayouts'])
+        assert.ok(
+          titles.some((t) => t.startsWith(`${fn} ${tsFile}:`)),
+          `${fn} at its .ts position: ${titles.join('\n')}`,
+        );
+    } finally {
+      await browser.close();
+    }
+  });
 
   for (const name of ['mapped', 'inline']) {
     it(`${name === 'mapped' ? 'a .map file' : 'an inline data: URL'}: the stall's top frame names the .ts file and its line, the generated position beside it`, async () => {

@@ -55,10 +55,14 @@ async function main(): Promise<void> {
     const { stack, ...rest } = event;
     console.log(`STALL ${JSON.stringify({ ...rest, top: stack?.slice(0, 4) })}`);
   });
-  const server = http.createServer((req, res) => {
-    if (req.url?.startsWith('/block')) block();
-    res.end(`ok ${heap.length}`);
-  });
+  const server = http.createServer(
+    mode === 'span'
+      ? inSpans()
+      : (req, res) => {
+          if (req.url?.startsWith('/block')) block();
+          res.end(`ok ${heap.length}`);
+        },
+  );
   server.listen(0, '127.0.0.1', () => {
     console.log(
       `READY ${JSON.stringify({ port: (server.address() as AddressInfo).port, health: probe.healthAddress()?.port, fifo })}`,
@@ -71,6 +75,43 @@ async function main(): Promise<void> {
       process.exit(0);
     });
   });
+}
+
+/**
+ * `span`: OpenTelemetry's AsyncLocalStorage context manager and SDK tracer; /block spins inside an
+ * active span, after an await (the context crosses it), and prints the span's ids; /plain spins in none.
+ */
+function inSpans(): http.RequestListener {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const api = require('@opentelemetry/api') as typeof import('@opentelemetry/api');
+  const { AsyncLocalStorageContextManager } =
+    require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
+  const { BasicTracerProvider } =
+    require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  api.trace.setGlobalTracerProvider(new BasicTracerProvider());
+  const tracer = api.trace.getTracer('stalls-child');
+  const spin = (ms: number): void => {
+    const end = Date.now() + ms;
+    while (Date.now() < end); // spin
+  };
+  return (req, res) => {
+    if (req.url === '/plain') {
+      spin(600);
+      res.end('ok');
+      return;
+    }
+    if (req.url !== '/block') return void res.end('ok');
+    void tracer.startActiveSpan('GET /block', async (span) => {
+      await new Promise((resolve) => setImmediate(resolve));
+      const { traceId, spanId } = span.spanContext();
+      console.log(`SPAN ${JSON.stringify({ traceId, spanId })}`);
+      spin(800);
+      span.end();
+      res.end('ok');
+    });
+  };
 }
 
 void main();

@@ -15,7 +15,7 @@ import {
 } from '../src/stalls/cause.js';
 import { InFlightReader, PATH_BYTES, RequestTracker } from '../src/stalls/requests.js';
 import { parseTaskStat } from '../src/samples/proc.js';
-import { kill, line, spawnNode, ROOT, type Child } from './children.js';
+import { kill, line, spawnNode, until, ROOT, type Child } from './children.js';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'stalls');
 const fixture = (name: string) => fs.readFileSync(path.join(FIXTURES, name), 'utf8');
@@ -240,6 +240,39 @@ describe('in-flight requests: the shared table', () => {
     }
   });
 
+  it('Fastify: the route from its handler channel (tracing:fastify.request.handler:start), live or finished after a stall saw it', async () => {
+    const fastify = (require('fastify') as typeof import('fastify')).default;
+    const app = fastify();
+    const holding: Array<{ send(body: string): unknown }> = [];
+    app.register(
+      async (scope) => {
+        scope.get('/orders/:id', (_request, reply) => {
+          holding.push(reply);
+        });
+      },
+      { prefix: '/api' },
+    );
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port: appPort } = app.server.address() as AddressInfo;
+      const socket = net.connect(appPort, '127.0.0.1', () =>
+        socket.write('GET /api/orders/42?x=1 HTTP/1.1\r\nHost: x\r\n\r\n'),
+      );
+      socket.on('error', () => undefined);
+      while (holding.length < 1) await new Promise((r) => setTimeout(r, 5));
+      const [seen] = reader().read(true).requests;
+      assert.equal(seen!.path, '/api/orders/42');
+      assert.deepEqual(tracker.details(seen!.slot, seen!.seq), { route: '/api/orders/:id' });
+      holding[0]!.send('done');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(reader().read().requests.length, 0);
+      assert.deepEqual(tracker.details(seen!.slot, seen!.seq), { route: '/api/orders/:id' }, 'kept after it finished');
+      socket.destroy();
+    } finally {
+      await app.close();
+    }
+  });
+
   it('counts request starts in a window and the rate before it', async () => {
     const from = Date.now();
     for (let i = 0; i < 5; i++)
@@ -322,6 +355,29 @@ describe('stalls in a real service: the request and the cause', function () {
     );
     assert.ok(event.requests[0].runningMs >= 1500);
     assert.ok(event.queued.count >= 1, JSON.stringify(event.queued));
+  });
+
+  it('code that stalls inside an active OpenTelemetry span (AsyncLocalStorage context): the stall names its trace and span', async () => {
+    const { port } = await serve('span');
+    await get(port, '/block');
+    const [, ids] = await line(child!, /SPAN (.*)/, 10_000);
+    const event = await stallEvent();
+    assert.equal(event.capture.how, 'debugger-pause', JSON.stringify(event));
+    assert.deepEqual(event.capture.span, JSON.parse(ids!));
+    // A stall outside any span names none.
+    await get(port, '/plain');
+    const stalls = await until(
+      child!,
+      'a second stall',
+      () => {
+        const found = [...child!.stdout().matchAll(/^STALL (.*)$/gm)];
+        return found.length >= 2 ? found : undefined;
+      },
+      30_000,
+    );
+    const plain = JSON.parse(stalls[1]![1]!) as Record<string, any>;
+    assert.equal(plain.capture.how, 'debugger-pause', JSON.stringify(plain));
+    assert.equal(plain.capture.span, undefined, JSON.stringify(plain.capture));
   });
 
   it('execSync in a handler: cause native, waiting on the child process, the handler named as the caller', async () => {

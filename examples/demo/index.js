@@ -300,6 +300,7 @@ async function caseStall(service, ready, summary) {
       if (payload.cause) say(`    cause: ${payload.cause} (${payload.diagnosis.why})`);
       for (const r of payload.requests || [])
         say(`    blocked request: ${r.method} ${r.route || r.path}, running ${ms(r.runningMs)}`);
+      if (capture.span) say(`    in trace ${capture.span.traceId}, span ${capture.span.spanId} (OpenTelemetry)`);
       for (const frame of stack.slice(0, 4)) say(`    at ${frameText(frame)}`);
       if (!inLoop) return;
       jobStalls += 1;
@@ -311,6 +312,7 @@ async function caseStall(service, ready, summary) {
         stack: stack.slice(0, 8).map((f) => f.functionName),
         cause: payload.cause,
         requests: (payload.requests || []).map((r) => `${r.method} ${r.route || r.path}`),
+        traceId: capture.span && capture.span.traceId,
       };
     } else if (name === 'rule' && payload.firing.rule === 'loop-stalled') {
       const { firing, captures } = payload;
@@ -634,7 +636,7 @@ function printSummary(summary) {
       stall
         ? [
             stall.stall &&
-              `stall ${ms(stall.stall.durationMs)} in ${stall.stall.inLoop ? 'reconcileLedger' : stall.stall.stack[0]}`,
+              `stall ${ms(stall.stall.durationMs)} in ${stall.stall.stack[0]}${stall.stall.requests.length ? `, blocking ${stall.stall.requests.join(', ')}` : ''}`,
             stall.cpuProfile && `profile top ${stall.cpuProfile.topFunction}`,
             stall.guard && 'guard timed out',
             stall.health.wentUnhealthy && `unhealthy${stall.health.recovered ? ' and back' : ''}`,

@@ -122,19 +122,38 @@ async function settlePayouts(signal) {
   return entries.length;
 }
 
+/**
+ * The service traces its requests with OpenTelemetry (an AsyncLocalStorage context manager, as the
+ * SDK sets up): the handler runs in an active span, whose trace the stall then names.
+ */
+function tracer() {
+  const api = require('@opentelemetry/api');
+  const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks');
+  const { BasicTracerProvider } = require('@opentelemetry/sdk-trace-base');
+  api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  api.trace.setGlobalTracerProvider(new BasicTracerProvider());
+  return api.trace.getTracer('demo-shop');
+}
+
 let payoutsTimer;
 let payoutsServer;
 /** The job runs in a request handler, as a scheduler's or an admin's POST starts it: a stall then names the request. */
-function runPayoutsEvery(ms) {
+function runPayoutsEvery(ms, spans) {
   payoutsServer = http
     .createServer((req, res) => {
-      probe.guard('settle-payouts', settlePayouts, { timeoutMs: 1500, overlap: 'refuse' }).then(
-        () => res.end('settled'),
-        (err) => {
-          relay('guard', { job: 'settle-payouts', code: err.code, message: err.message });
-          res.statusCode = 503;
-          res.end(err.code);
-        },
+      spans.startActiveSpan('POST /payouts/settle', (span) =>
+        probe.guard('settle-payouts', settlePayouts, { timeoutMs: 1500, overlap: 'refuse' }).then(
+          () => {
+            span.end();
+            res.end('settled');
+          },
+          (err) => {
+            span.end();
+            relay('guard', { job: 'settle-payouts', code: err.code, message: err.message });
+            res.statusCode = 503;
+            res.end(err.code);
+          },
+        ),
       );
     })
     .listen(0, '127.0.0.1', () => {
@@ -285,10 +304,12 @@ process.on('message', async ({ id, cmd, args }) => {
 
 async function main() {
   fs.mkdirSync(dumpDir, { recursive: true });
+  // Loaded before sysprobe watches: loading modules is start-up work, not one of the demo's bugs.
+  const spans = tracer();
   probe = await start(probeOptions());
   for (const name of ['stall', 'rule', 'capture', 'cache', 'incident'])
     probe.on(name, (payload) => relay(name, payload));
-  runPayoutsEvery(3000);
+  runPayoutsEvery(3000, spans);
   // Any request makes the worker turn the latest readings into samples, so rules see them within
   // a second; the health changes are relayed as probe.health() reports them.
   let lastHealth;

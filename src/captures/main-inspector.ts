@@ -19,6 +19,7 @@ import * as inspector from 'node:inspector';
 import { setFlagsFromString } from 'node:v8';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { CpuProfile } from './cpuprofile.js';
+import { hotFunctions, type HotLocation } from './hot-functions.js';
 import type { AllocationProfile } from './heapprofile.js';
 import type { Frame } from './cpuprofile.js';
 import type { SourceMaps } from '../sourcemaps/source-maps.js';
@@ -36,6 +37,8 @@ export interface StackCapture {
    * frames show where JS resumed, which is near, but not, the blocking call.
    */
   how: 'debugger-pause' | 'blocked-in-native';
+  /** The value of the inspector's `pauseExpression`, evaluated on the paused top frame (undefined when it failed or there is none). */
+  evaluated?: unknown;
 }
 
 /**
@@ -55,8 +58,15 @@ interface ScriptLocation {
   columnNumber?: number;
 }
 interface PausedEvent {
-  callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation }>;
+  callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation; callFrameId?: string }>;
 }
+/** A pause of ours, with what the pause expression gave. */
+interface OurPause {
+  event: PausedEvent;
+  evaluated?: unknown;
+}
+/** The pause expression's bound: the main thread stays paused (it was blocked anyway) until it answers or this passes. */
+const PAUSE_EVALUATE_TIMEOUT_MS = 500;
 
 /**
  * V8's CPU profiler charges a sample whose pc lies in code where TurboFan inlined a function to
@@ -69,16 +79,20 @@ interface PausedEvent {
 const INLINING_OFF_FROM_START = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) =>
   /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a),
 );
+/** How long a profile outside a stall first looks for the hot functions to recompile (#recompileHot). */
+const PRELOOK_MS = 200;
 /** A stall's stack older than this is not taken as the place the loop still spins. */
 const STALL_STACK_FRESH_MS = 10_000;
 
 export class MainInspector {
   #session: inspector.Session | undefined;
   #stackBusy = false;
+  /** A CPU profile (its first look included) is running. */
+  #cpuProfiling = false;
   /** Profiler domains with a run in progress (V8 runs one of each at a time). */
   readonly #samplingDomains = new Set<string>();
   /** Set while a pause we requested may still land; its handler resumes it. */
-  #onOurPause: ((event: PausedEvent) => void) | undefined;
+  #onOurPause: ((pause: OurPause) => void) | undefined;
   #pauseOutstanding = false;
   /** False until Debugger.enable has answered: a paused event before that is not ours. */
   #acceptPause = false;
@@ -93,15 +107,19 @@ export class MainInspector {
   /** What every caller of captureStack() gets while that capture runs (source-mapped). */
   #sharedStack: Promise<StackCapture> | undefined;
 
-  constructor(sourceMaps?: SourceMaps) {
+  /** Evaluated on the top frame of each pause we take, before it is resumed (e.g. the active span: stalls/active-span.ts). */
+  readonly #pauseExpression: string | undefined;
+
+  constructor(sourceMaps?: SourceMaps, { pauseExpression }: { pauseExpression?: string } = {}) {
     this.#sourceMaps = sourceMaps;
+    this.#pauseExpression = pauseExpression;
   }
 
   #connect(): inspector.Session {
     if (!this.#session) {
       const session = new inspector.Session();
       session.connectToMainThread();
-      session.on('Debugger.paused', (message: { params: PausedEvent }) => this.#paused(message.params));
+      session.on('Debugger.paused', (message: { params: PausedEvent }) => void this.#paused(message.params));
       session.on(
         'Debugger.scriptParsed',
         (message: { params: { scriptId: string; url: string; sourceMapURL?: string } }) => {
@@ -115,13 +133,24 @@ export class MainInspector {
     return this.#session;
   }
 
-  #paused(event: PausedEvent): void {
+  async #paused(event: PausedEvent): Promise<void> {
     if (!this.#pauseOutstanding || !this.#acceptPause) return; // someone else's pause (a breakpoint in DevTools): not ours to resume
     this.#pauseOutstanding = false;
     const deliver = this.#onOurPause;
     this.#onOurPause = undefined;
     try {
-      deliver?.(event);
+      const callFrameId = event.callFrames[0]?.callFrameId;
+      let evaluated: unknown;
+      if (deliver && this.#pauseExpression && callFrameId) {
+        // Bounded by the expression (a few reads, no app code) and by the timeout; a failure only loses the value.
+        const answer = await this.#post<{ result?: { value?: unknown }; exceptionDetails?: unknown }>(
+          'Debugger.evaluateOnCallFrame',
+          { callFrameId, expression: this.#pauseExpression, silent: true, returnByValue: true },
+          PAUSE_EVALUATE_TIMEOUT_MS,
+        ).catch(() => undefined);
+        if (answer && !answer.exceptionDetails) evaluated = answer.result?.value;
+      }
+      deliver?.({ event, evaluated });
     } finally {
       // Resume at once; then stop debugging, unless the capture that waits for this pause does it.
       void this.#post('Debugger.resume', undefined, 1000).catch(() => undefined);
@@ -191,8 +220,8 @@ export class MainInspector {
       const requestedAt = performance.now();
       // All three go at once: a thread blocked in native code takes them together when the call returns,
       // so the pause lands at the first JS after the call, in the function that made it (not turns later).
-      const evaluated = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
-      const paused = new Promise<PausedEvent>((resolve) => {
+      const answered = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
+      const paused = new Promise<OurPause>((resolve) => {
         this.#onOurPause = resolve;
       });
       this.#pauseOutstanding = true;
@@ -203,12 +232,12 @@ export class MainInspector {
       });
       const pauseAsked = this.#post('Debugger.pause', undefined, timeoutMs);
       // Rejections are read below, in order; none may go unhandled meanwhile.
-      for (const p of [evaluated, enabled, pauseAsked]) p.catch(() => undefined);
-      await evaluated;
+      for (const p of [answered, enabled, pauseAsked]) p.catch(() => undefined);
+      await answered;
       const latencyMs = performance.now() - requestedAt;
       await enabled;
       await pauseAsked;
-      const event = await withTimeout(
+      const { event, evaluated } = await withTimeout(
         paused,
         Math.max(1, deadline - Date.now()),
         'the main thread did not pause in time (blocked in native code, or paused in a debugger)',
@@ -228,6 +257,7 @@ export class MainInspector {
         takenAt,
         latencyMs,
         how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
+        ...(evaluated !== undefined ? { evaluated } : {}),
       };
     } catch (err) {
       // A pause still outstanding will be resumed by #paused when (if) it lands; stop debugging otherwise.
@@ -242,16 +272,22 @@ export class MainInspector {
   /**
    * Runs V8's CPU profiler on the main thread for `durationMs`, with inlining off meanwhile (see
    * INLINING_OFF_FROM_START). `stalled`: the main thread is stuck in the loop the last stack
-   * capture saw, whose optimized code is then recompiled. Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
+   * capture saw, whose optimized code is then recompiled; otherwise a first look of PRELOOK_MS
+   * finds the hot functions to recompile (#recompileHot). Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
    */
   async captureCpuProfile(
     durationMs: number,
     samplingIntervalUs: number,
     { stalled = false }: { stalled?: boolean } = {},
   ): Promise<{ profile: CpuProfile; startedAtMs: number }> {
+    // One CPU profile at a time, from its first look to its end (the look and the profile are two profiler runs).
+    if (this.#cpuProfiling) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a CPU profile is already running');
     const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
+    this.#cpuProfiling = true;
     if (switchInlining) setFlagsFromString('--no-turbo-inlining');
     try {
+      // Outside a stall, the hot code may have been optimized (with inlining) before: look first, recompile it.
+      if (switchInlining && !stalled) await this.#recompileHot(samplingIntervalUs);
       return await this.#sampleFor('a CPU profile', durationMs, {
         domain: 'Profiler',
         start: [
@@ -262,6 +298,7 @@ export class MainInspector {
         started: stalled && switchInlining ? () => this.#recompileStalled() : undefined,
       });
     } finally {
+      this.#cpuProfiling = false;
       if (switchInlining) setFlagsFromString('--turbo-inlining');
     }
   }
@@ -279,22 +316,63 @@ export class MainInspector {
       this.#lastPause && Date.now() - this.#lastPause.takenAt < STALL_STACK_FRESH_MS
         ? this.#lastPause.location
         : undefined;
-    if (!location || this.#stackBusy || this.#pauseOutstanding) return;
+    if (location) await this.#recompileAt([location]);
+  }
+
+  /** Sets a never-true breakpoint at each location and removes it: V8 discards the optimized code holding those functions. */
+  async #recompileAt(locations: ScriptLocation[]): Promise<void> {
+    // A stack capture holds the Debugger domain: wait for it (bounded by its own timeout) rather than skip.
+    await this.#stackCapture?.catch(() => undefined);
+    if (locations.length === 0 || this.#stackBusy || this.#pauseOutstanding) return;
     this.#stackBusy = true; // the Debugger domain is ours for these calls
     try {
       await this.#post('Debugger.enable', undefined, 2000);
-      const { breakpointId } = await this.#post<{ breakpointId: string }>(
-        'Debugger.setBreakpoint',
-        { location, condition: 'false' },
-        1000,
-      );
-      await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
+      for (const location of locations) {
+        const { breakpointId } = await this.#post<{ breakpointId: string }>(
+          'Debugger.setBreakpoint',
+          { location, condition: 'false' },
+          1000,
+        );
+        await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
+      }
     } catch {
       // the profile is still taken; only its attribution of inlined code is V8's
     } finally {
       this.#stackBusy = false;
       void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
     }
+  }
+
+  /**
+   * A short look with the profiler (PRELOOK_MS), then the functions that held the CPU in it are
+   * recompiled as a stall's loop is (#recompileAt): code optimized before the profile, with the
+   * hot callee inlined into the function the look saw, is discarded; the real profile then sees
+   * the callee in code compiled without inlining. Best effort, like the stall's.
+   */
+  async #recompileHot(samplingIntervalUs: number): Promise<void> {
+    let look: CpuProfile;
+    try {
+      ({ profile: look } = await this.#sampleFor<CpuProfile>('a CPU profile', PRELOOK_MS, {
+        domain: 'Profiler',
+        start: [
+          ['Profiler.setSamplingInterval', { interval: samplingIntervalUs }],
+          ['Profiler.start', undefined],
+        ],
+        stop: 'Profiler.stop',
+      }));
+    } catch (err) {
+      if (err instanceof SysprobeError && err.code === ErrorCode.CAPTURE_BUSY) throw err;
+      return;
+    }
+    let hot: HotLocation[];
+    try {
+      hot = hotFunctions(look);
+    } catch {
+      return;
+    }
+    await this.#recompileAt(
+      hot.map(({ scriptId, lineNumber, columnNumber }) => ({ scriptId, lineNumber, columnNumber })),
+    );
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * Writes profiles through the capture sink, like every other capture: the open format
  * (`.cpuprofile` for CPU, with a gzipped pprof twin; `.heapprofile` for allocations),
- * each with the sink's JSON sidecar holding the summary and, when a rule triggered it,
+ * each with the sink's JSON sidecar holding the summary, the nodes' original positions
+ * when source maps moved any (sourcemaps/profile-positions.ts), and, when a rule triggered it,
  * the firing. So profiles share the dump directory's free-space check, size cap,
  * partial-then-rename and rotation. Used by the probe worker and by profileThread().
  */
@@ -13,6 +14,7 @@ import { summarizeProfile, type CpuProfile } from './cpuprofile.js';
 import { summarizeAllocations, type AllocationProfile } from './heapprofile.js';
 import { toPprof } from './pprof.js';
 import type { SourceMaps } from '../sourcemaps/source-maps.js';
+import { originalPositionsOf } from '../sourcemaps/profile-positions.js';
 
 interface ProfileMeta {
   startedAtMs: number;
@@ -45,10 +47,12 @@ export async function writeProfileFiles(
     ? await meta.sourceMaps.resolver(profile.nodes.map((node) => node.callFrame))
     : undefined;
   const summary = summarizeProfile(profile, { original });
+  // The profile stays as V8 gave it; its nodes' original positions ride in the sidecar for the report.
+  const originalPositions = original ? originalPositionsOf(profile.nodes, original) : undefined;
   const main = await sink.write({
     kind: 'cpu-profile',
     extension: '.cpuprofile',
-    sidecar: sidecarOf(meta, summary),
+    sidecar: { ...sidecarOf(meta, summary), ...(originalPositions ? { originalPositions } : {}) },
     body: JSON.stringify(profile),
   });
   const pprof = await sink.write({

@@ -21,6 +21,7 @@ import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type CaptureSink, type WrittenCapture } from '../sink/sink.js';
 import type { Logger } from '../internal/logger.js';
 import type { LogLevel } from '../protocol.js';
+import { ACTIVE_SPAN_EXPRESSION, parseActiveSpan } from '../stalls/active-span.js';
 
 /** The worker's log lines go to the main thread as messages; this gives the sink a Logger's face on them. */
 function messageLogger(log: (level: LogLevel, msg: string, fields: Record<string, unknown>) => void): Logger {
@@ -72,7 +73,8 @@ export class WorkerCaptures {
   readonly #settings: CaptureSettings;
   /** Source maps of the main thread's scripts, read when a position is shown (stacks, profile summaries, pprof). */
   readonly #sourceMaps = new SourceMaps({ readTimeoutMs: 1000 });
-  readonly #inspector = new MainInspector(this.#sourceMaps);
+  /** Each pause also reads the OpenTelemetry span the paused code runs in (a stall names its trace). */
+  readonly #inspector = new MainInspector(this.#sourceMaps, { pauseExpression: ACTIVE_SPAN_EXPRESSION });
   /** Automatic captures (stalls, rules, near-limit) per minute; what a person asks for is not counted. */
   readonly #budget: RateBudget;
   /** The worker's own sink on the dump directory (the main thread has one for heap snapshots; they share its naming and limits). */
@@ -160,8 +162,13 @@ export class WorkerCaptures {
       };
     }
     try {
-      const { frames, how, takenAt, latencyMs } = await this.stack();
-      return { stack: frames, capture: { how, detectedAt, takenAt, latencyMs }, selfPaused: false };
+      const { frames, how, takenAt, latencyMs, evaluated } = await this.stack();
+      const span = parseActiveSpan(evaluated);
+      return {
+        stack: frames,
+        capture: { how, detectedAt, takenAt, latencyMs, ...(span ? { span } : {}) },
+        selfPaused: false,
+      };
     } catch (err) {
       return {
         stack: undefined,

@@ -17,6 +17,8 @@ import type { Sample } from '../samples/sample.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
 import { readBoundedFile, writeFileAtomically } from '../internal/files.js';
 import { HEAP_DIFF, LOGS, MANIFEST, SAMPLES } from '../incidents/files.js';
+import { readOriginalPositions } from '../sourcemaps/profile-positions.js';
+import type { GeneratedPosition } from '../captures/cpuprofile.js';
 
 /** Bounds on what is read: a file past its bound is left out of the page with a note (the manifest is refused). */
 const MAX_INPUT_BYTES = 64 * 1024 ** 2;
@@ -84,14 +86,15 @@ interface Incident {
         startedAt?: number;
         durationMs?: number;
         frames: Frame[];
-        capture?: { how?: string; reason?: string };
+        capture?: { how?: string; reason?: string; span?: { traceId?: unknown; spanId?: unknown } };
         cause?: string;
         diagnosis?: { why?: string };
         queued?: { count?: number; usual?: number; windowMs?: number };
         requests?: Array<{ method?: string; path?: string; route?: string; runningMs?: number; traceId?: string }>;
       }
     | undefined;
-  profile: { file: string; data: unknown } | undefined;
+  /** The profile as V8 wrote it, and its nodes' original positions (source maps) from its sidecar. */
+  profile: { file: string; data: unknown; originals: Map<number, GeneratedPosition> } | undefined;
   heapDiff: HeapDiff | undefined;
   logs: string[];
   /** When each capture was taken, for the timeline marks. */
@@ -158,7 +161,14 @@ async function readIncident(dir: string): Promise<Incident> {
     manifest.captures.find((c) => c.kind === 'cpu-profile')?.file ??
     (await fs.promises.readdir(dir)).find((name) => name.endsWith('.cpuprofile'));
   const profile = profileName
-    ? { file: profileName, data: await json<unknown>(path.basename(profileName)) }
+    ? {
+        file: profileName,
+        data: await json<unknown>(path.basename(profileName)),
+        originals: readOriginalPositions(
+          // The sink names a sidecar after its capture (FileSink's SIDECAR).
+          (await json<{ originalPositions?: unknown }>(`${path.basename(profileName)}.json`))?.originalPositions,
+        ),
+      }
     : undefined;
   const logs = ((await readBounded(path.join(dir, LOGS), MAX_INPUT_BYTES, notes)) ?? '')
     .split('\n')
@@ -523,6 +533,11 @@ function stallSection({ stall }: Incident): string {
         `<li><code>${esc(displayName(f))}</code> <span class="loc">${esc(`${f.url}:${f.lineNumber + 1}:${f.columnNumber + 1}`)}</span></li>`,
     )
     .join('');
+  const span = stall.capture?.span;
+  const inSpan =
+    span && typeof span.traceId === 'string' && typeof span.spanId === 'string'
+      ? `<p>${esc(`The blocking code ran in OpenTelemetry trace ${span.traceId}, span ${span.spanId}.`)}</p>`
+      : '';
   const cause = stall.cause
     ? `<p>Cause: <strong>${esc(stall.cause)}</strong>${stall.diagnosis?.why ? ` (${esc(stall.diagnosis.why)})` : ''}.</p>`
     : '';
@@ -540,7 +555,7 @@ function stallSection({ stall }: Incident): string {
     stall.queued && typeof stall.queued.count === 'number'
       ? `<p>${esc(`${stall.queued.count} requests started within ${stall.queued.windowMs ?? 0} ms after it (usually ${stall.queued.usual ?? 0}): they waited behind it.`)}</p>`
       : '';
-  return `<section id="stall"><h2>Stall</h2><p>${esc(head)}</p>${cause}${requests}${queued}${frames.length ? `<ol class="stack">${list}</ol>` : '<p>No stack was taken.</p>'}</section>`;
+  return `<section id="stall"><h2>Stall</h2><p>${esc(head)}</p>${cause}${inSpan}${requests}${queued}${frames.length ? `<ol class="stack">${list}</ol>` : '<p>No stack was taken.</p>'}</section>`;
 }
 
 /** An icicle of the CPU profile (callers above callees), widths by total time, nodes under 0.1 % left out. */
@@ -592,7 +607,10 @@ function flameSection({ profile }: Incident): string {
       maxDepth = Math.max(maxDepth, depth);
       const frame = p.nodes[node]!.callFrame;
       const name = displayName(frame);
-      const where = frame.url ? `${frame.url}:${frame.lineNumber + 1}:${frame.columnNumber + 1}` : '';
+      const original = profile.originals.get(p.nodes[node]!.id);
+      const at = ({ url, lineNumber, columnNumber }: GeneratedPosition): string =>
+        url ? `${url}:${lineNumber + 1}:${columnNumber + 1}` : '';
+      const where = original ? `${at(original)} (generated ${at(frame)})` : at(frame);
       const tip = `${name} ${where} — total ${num(total[node]! / 1000)} ms (${num((100 * total[node]!) / all)} %), self ${num(selfMicros[node]! / 1000)} ms`;
       rects.push(
         `<g class="fn" transform="translate(${nx.toFixed(2)},${depth * ROW})"><title>${esc(tip)}</title><rect width="${Math.max(w - 0.5, 0.5).toFixed(2)}" height="${ROW - 1}" style="fill:${color(name)}"/>${w > 40 ? `<text x="3" y="13">${esc(clip(name, Math.floor(w / 7)))}</text>` : ''}</g>`,

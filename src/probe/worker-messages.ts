@@ -127,6 +127,7 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
             .slice(0, 5)
             .map((r) => `${r.method} ${r.route ?? r.path}${r.traceId ? ` trace ${r.traceId}` : ''}`),
           ...(queued ? { queued: queued.count } : {}),
+          ...(capture.span ? { traceId: capture.span.traceId, spanId: capture.span.spanId } : {}),
         },
         'event loop stalled',
       );

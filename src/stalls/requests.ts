@@ -24,6 +24,7 @@
  * Per request the main thread does: a clock read, pop a free slot, two atomic stores, a
  * handful of plain ones, the path's characters (up to 64), a look for `traceparent` among the
  * raw headers, a symbol property on the response; at finish, a property read and one atomic store.
+ * With Fastify, its handler's start adds a property read and one array store (the route).
  * bench/requests.js measures it.
  */
 import * as dc from 'node:diagnostics_channel';
@@ -57,6 +58,12 @@ const H_UNTRACKED = 1;
 
 const START_CHANNEL = 'http.server.request.start';
 const FINISH_CHANNEL = 'http.server.response.finish';
+/**
+ * Fastify 5 publishes the matched route here as a handler starts (its docs, Hooks.md, "Diagnostics
+ * Channel Hooks"); the message is Fastify's own, built only while someone subscribes (on Node with
+ * `TracingChannel#hasSubscribers`: 20.13+, 22+): `{ request, reply, route: { url, method } }`.
+ */
+const FASTIFY_HANDLER_START = 'tracing:fastify.request.handler:start';
 const QUESTION_MARK = 0x3f;
 const HASH = 0x23;
 /** `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>` */
@@ -90,6 +97,11 @@ export interface InFlightSnapshot {
 interface RequestMessage {
   request: IncomingMessage;
   response: ServerResponse & { [SLOT]?: number };
+}
+
+interface FastifyHandlerMessage {
+  reply?: { raw?: ServerResponse & { [SLOT]?: number } };
+  route?: { url?: unknown };
 }
 
 function newTableBuffer(slots: number): SharedArrayBuffer {
@@ -166,7 +178,7 @@ function latin1(bytes: Uint8Array, from: number, length: number): string {
 
 /** What the main thread adds to a request the worker named: what only it can read. */
 export interface RequestDetails {
-  /** The framework's route pattern (Express: `req.baseUrl + req.route.path`), when the request reached one. */
+  /** The framework's route pattern (Express: `req.baseUrl + req.route.path`; Fastify: the route's url), when the request reached one. */
   route?: string;
 }
 
@@ -179,6 +191,8 @@ export class RequestTracker {
   readonly #slots: number;
   /** The response in each slot (to free it at finish, reclaim it when destroyed, and read its route). */
   readonly #live: Array<(ServerResponse & { [SLOT]?: number }) | undefined>;
+  /** The route each slot's request reached, from a framework's channel (Fastify): an existing string, kept by slot. */
+  readonly #routes: Array<string | undefined>;
   /** Free slot indexes, a stack. */
   readonly #free: Int32Array;
   #freeCount: number;
@@ -191,6 +205,7 @@ export class RequestTracker {
   #subscribed = false;
   readonly #onStart = (message: unknown): void => this.#start(message as RequestMessage);
   readonly #onFinish = (message: unknown): void => this.#finish(message as RequestMessage);
+  readonly #onRoute = (message: unknown): void => this.#route(message as FastifyHandlerMessage);
 
   constructor(slots = REQUEST_SLOTS) {
     this.buffer = newTableBuffer(slots);
@@ -199,6 +214,7 @@ export class RequestTracker {
     this.#floats = new Float64Array(this.buffer);
     this.#bytes = new Uint8Array(this.buffer);
     this.#live = new Array<ServerResponse | undefined>(slots).fill(undefined);
+    this.#routes = new Array<string | undefined>(slots).fill(undefined);
     this.#free = new Int32Array(slots);
     // Lowest slots first, so a quiet service uses the start of the table.
     for (let i = 0; i < slots; i++) this.#free[i] = slots - 1 - i;
@@ -211,6 +227,7 @@ export class RequestTracker {
     this.#subscribed = true;
     dc.subscribe(START_CHANNEL, this.#onStart);
     dc.subscribe(FINISH_CHANNEL, this.#onFinish);
+    dc.subscribe(FASTIFY_HANDLER_START, this.#onRoute);
   }
 
   stop(): void {
@@ -218,6 +235,7 @@ export class RequestTracker {
     this.#subscribed = false;
     dc.unsubscribe(START_CHANNEL, this.#onStart);
     dc.unsubscribe(FINISH_CHANNEL, this.#onFinish);
+    dc.unsubscribe(FASTIFY_HANDLER_START, this.#onRoute);
   }
 
   /** Frees the slots of requests whose client went away before the response finished (no 'finish' comes for them). */
@@ -234,7 +252,7 @@ export class RequestTracker {
     if (finished) return finished;
     const response = this.#live[slot];
     // The request whose start wrote seq `seq` is still there while the slot's seq is seq (a finish moves it on).
-    if (response && Atomics.load(this.#ints, this.#base(slot) + SEQ) === seq) return detailsOf(response);
+    if (response && Atomics.load(this.#ints, this.#base(slot) + SEQ) === seq) return this.#detailsOf(slot, response);
     return {};
   }
 
@@ -314,6 +332,14 @@ export class RequestTracker {
     Atomics.store(ints, base + SEQ, seq + 2); // in flight
   }
 
+  /** Fastify's handler starts: one array store of the route string it already has; nothing allocated. */
+  #route({ reply, route }: FastifyHandlerMessage): void {
+    const response = reply?.raw;
+    const slot = response?.[SLOT];
+    const url = route?.url;
+    if (slot !== undefined && this.#live[slot] === response && typeof url === 'string') this.#routes[slot] = url;
+  }
+
   #finish({ response }: RequestMessage): void {
     const slot = response[SLOT];
     if (slot !== undefined && this.#live[slot] === response) this.#release(slot);
@@ -326,17 +352,23 @@ export class RequestTracker {
     if (ints[base + FLAGS]! & SEEN) this.#keepSeen(slot, seq);
     Atomics.store(ints, base + SEQ, seq + 2); // free
     this.#live[slot] = undefined;
+    this.#routes[slot] = undefined;
     this.#free[this.#freeCount++] = slot;
   }
 
   /** A request a stall saw is finishing: keep its details until the stall is reported (bounded by the table's size). */
   #keepSeen(slot: number, seq: number): void {
     if (this.#finishedSeen.size >= this.#slots) this.#finishedSeen.clear();
-    this.#finishedSeen.set(`${slot}:${seq}`, detailsOf(this.#live[slot]!));
+    this.#finishedSeen.set(`${slot}:${seq}`, this.#detailsOf(slot, this.#live[slot]!));
+  }
+
+  #detailsOf(slot: number, response: ServerResponse): RequestDetails {
+    const route = this.#routes[slot];
+    return route !== undefined ? { route } : expressDetails(response);
   }
 }
 
-function detailsOf(response: ServerResponse): RequestDetails {
+function expressDetails(response: ServerResponse): RequestDetails {
   // Express keeps the matched route on the request (and the mount path in baseUrl) once routing reached a handler.
   const request = response.req as (IncomingMessage & { route?: { path?: unknown }; baseUrl?: unknown }) | undefined;
   const path = request?.route?.path;

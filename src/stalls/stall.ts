@@ -2,6 +2,8 @@
  * What both threads know of a stall: the heartbeat's shared slots (the fallback watch) and how
  * a stall's stack was taken. A leaf module.
  */
+import type { ActiveSpan } from './active-span.js';
+
 /** Slots of the heartbeat's shared BigInt64Array; all values are process.hrtime nanoseconds. */
 export const Beat = {
   /** When the main thread's heartbeat last ran. */
@@ -36,5 +38,7 @@ export interface StallCapture {
   takenAt?: number;
   /** How long the main thread took to answer the capture's first (trivial) inspector command, ms: ~1 ms when it runs JS. */
   latencyMs?: number;
+  /** The OpenTelemetry span active in the code the pause landed in (its trace id names the request's trace), when there was one. */
+  span?: ActiveSpan;
   reason?: string;
 }
