@@ -82,6 +82,9 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
     ...(throttledMs !== undefined ? { throttledMs } : {}),
   });
   exporter.recordStall(durationMs, capture.how);
+  // A stall is activity: readings back to every sample interval, and one now (the stall's end).
+  parts.heartbeat.wake();
+  parts.heartbeat.refresh();
   // The heartbeat's gaps already hold the stall; the native watch reports it only here.
   if (parts.loopWatch.kind === 'native' && options.samplers.eventLoop) exporter.recordDelay(durationMs);
   if (!selfPaused)
