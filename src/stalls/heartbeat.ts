@@ -52,9 +52,9 @@ export interface HeartbeatTimer {
  * CPU, so the period is the cost knob. With the native loop watch (no beats) the
  * period stretches while the process is idle: after IDLE_READINGS_BEFORE_STRETCH
  * idle readings it doubles each reading, up to MAX_STRETCHED_MS. The next request's
- * start (or a busy reading, or `wake()`) brings it back to the sample interval, and
- * `refresh()` takes a reading now for whoever is about to read one (recent(),
- * health(), an OpenTelemetry collection), so nothing a user reads is stale.
+ * start (or a busy reading) brings it back to the sample interval, and `refresh()`
+ * takes a reading now for whoever is about to read one (recent(), health(), an
+ * OpenTelemetry collection, a stall's end), so nothing a user reads is stale.
  */
 export class Heartbeat {
   readonly shared = new SharedArrayBuffer(Beat.SIZE * BigInt64Array.BYTES_PER_ELEMENT);
@@ -119,7 +119,7 @@ export class Heartbeat {
     return this.#periodMs;
   }
 
-  /** Activity (a request, a stall's end): back to one reading per sample interval from now. */
+  /** Activity (a request starting): back to one reading per sample interval from now. */
   readonly wake = (): void => {
     this.#idleReadings = 0;
     if (this.#periodMs === this.#timer.intervalMs) return;
