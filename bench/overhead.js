@@ -14,14 +14,14 @@ const path = require('node:path');
 const autocannon = require('autocannon');
 
 const DEFAULT_CONFIGS = ['none', 'sysprobe', 'prom-client', 'none-2', 'otel-runtime-node'];
-// Opt-in with --only (keeps the default run under ~8 min): sysprobe with the JS heartbeat instead of the
+// Opt-in with --only: sysprobe with the JS heartbeat instead of the
 // native loop watch, and sysprobe at the same export cadence as otel-runtime-node.
 const ALL_CONFIGS = [...DEFAULT_CONFIGS, 'sysprobe-heartbeat', 'sysprobe-export1s', 'sysprobe-norequests'];
 const CONFIG_NOTES = {
   none: 'no instrumentation',
   'none-2': 'no instrumentation again (A/A control)',
   sysprobe:
-    'start() defaults (native loop watch, stall threshold 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 60 s interval → InMemoryMetricExporter; the child lives < 60 s, so export cost is excluded (no export ever runs)',
+    'start() defaults (native loop watch, stall threshold 200 ms, sample 1 s) + MeterProvider, PeriodicExportingMetricReader 10 min interval → InMemoryMetricExporter; the child lives ~1.5 min, so export cost is excluded (no export ever runs; `sysprobe-export1s` has it)',
   'sysprobe-heartbeat': "as sysprobe, but loopWatch: 'heartbeat' (the JS fallback: a main-thread timer every 200 ms)",
   'sysprobe-export1s': 'as sysprobe, but the reader exports every 1 s (same export cadence as otel-runtime-node)',
   'sysprobe-norequests':
@@ -41,10 +41,11 @@ default configurations: ${DEFAULT_CONFIGS.join(', ')} ('none' always runs, as th
 
 function parseArgs(argv) {
   const quick = argv.includes('--quick');
-  // Default warm-up is 10 s, not 3: about 8 s after start V8's memory reducer runs a one-off
-  // Mark-Compact in every isolate that allocated at startup (~50 ms CPU for sysprobe across
-  // main, worker and GC helper threads); a 3 s warm-up puts it inside the idle window.
-  // --quick: a ~1.5 min smoke run (its idle window ends before that GC); explicit flags override it.
+  // Default warm-up is 40 s: V8's memory reducer runs GCs in every isolate that allocated at
+  // startup, from ~8 s up to ~35 s after start (tens of ms of CPU across main, worker and GC
+  // helper threads), which a shorter warm-up puts inside the idle window as a spike.
+  // Idle windows are 30 s by default: the worker batches every 10 s, and a shorter window can fall
+  // between two batches (or catch two). --quick: a ~1.5 min smoke run; explicit flags override it.
   const opts = quick
     ? {
         quick,
@@ -59,9 +60,9 @@ function parseArgs(argv) {
     : {
         quick,
         rounds: 3,
-        idleSeconds: 10,
+        idleSeconds: 30,
         loadSeconds: 10,
-        warmupSeconds: 10,
+        warmupSeconds: 40,
         loadWarmupSeconds: 1,
         connections: 10,
         only: DEFAULT_CONFIGS,
@@ -421,8 +422,11 @@ async function main() {
     for (const config of order) {
       const r = await runOnce(config, opts);
       runs.push({ round, config, ...r });
+      const threads = Object.entries(r.idle.byThreadMsPerS)
+        .map(([label, v]) => `${label.replace('sysprobe-', '')} ${v.toFixed(2)}`)
+        .join(', ');
       console.log(
-        `  round ${round + 1} ${config.padEnd(18)} idle main ${r.idle.mainMsPerS.toFixed(2)} ms/s, process ${r.idle.processMsPerS.toFixed(2)} ms/s; ` +
+        `  round ${round + 1} ${config.padEnd(18)} idle process ${r.idle.processMsPerS.toFixed(2)} ms/s (${threads}); ` +
           `load ${r.load.cpuUsPerReq.toFixed(1)} µs/req, ${r.load.reqPerS.toFixed(0)} req/s`,
       );
     }

@@ -38,7 +38,7 @@ async function instrument() {
       const probe = await start({
         serviceName: 'bench',
         logger: require('pino')({ level: 'silent' }),
-        meterProvider: meterProvider(name === 'sysprobe-export1s' ? 1_000 : 60_000),
+        meterProvider: meterProvider(name === 'sysprobe-export1s' ? 1_000 : 600_000),
         loopWatch: name === 'sysprobe-heartbeat' ? 'heartbeat' : 'auto',
         ...(name === 'sysprobe-norequests' ? { samplers: { requests: false } } : {}),
       });

@@ -226,6 +226,7 @@ export class Probe extends EventEmitter {
     const { thresholds } = this.#p.options.health;
     // RSS is a /proc read: only when a threshold asks for it (off by default).
     const rss = this.#p.options.samplers.memory && thresholds.rssBytes ? process.memoryUsage.rss() : undefined;
+    this.#p.heartbeat.refresh();
     const reasons = [
       ...thresholdReasons(readingsFromMain(this.#p.heartbeat.latest, rss), thresholds),
       ...this.#p.unhealthy.reasons(now),
@@ -310,6 +311,8 @@ export class Probe extends EventEmitter {
         `recent({ sinceMs }) needs a number of milliseconds >= 0; got ${String(sinceMs)}.`,
       );
     }
+    // A fresh reading first: while idle the main thread's readings come up to 10 s apart.
+    this.#p.heartbeat.refresh();
     return (await this.#p.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
   }
 

@@ -75,6 +75,8 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
   parts.captured = (capture) => onCaptured(parts, capture);
   let lastSamples: Sample[] = [];
   const samplesSince = async (sinceMs: number): Promise<Sample[]> => {
+    // An OpenTelemetry collection: a fresh reading first (the readings stretch while idle).
+    parts.heartbeat.refresh();
     try {
       lastSamples = (await parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
     } catch (err) {
@@ -131,6 +133,8 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
         checkWatchedCaches(parts);
         parts.requests?.sweep();
       },
+      // A request's start ends a stretched (idle) period: the same channel the request table listens to.
+      ...(parts.requests ? { activity: parts.requests } : {}),
     },
     parts.gc,
     (gapMs) => parts.exporter.recordDelay(gapMs),
@@ -164,8 +168,10 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
         sysprobeVersion: PACKAGE_VERSION,
         logger,
         logs,
-        recent: (sinceMs) =>
-          parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>,
+        recent: (sinceMs) => {
+          parts.heartbeat.refresh();
+          return parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>;
+        },
         writeSamples: (file, sinceTime, max) =>
           parts.supervisor.request(
             { kind: 'writeSamples', file, sinceTime, max },

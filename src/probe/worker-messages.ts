@@ -82,6 +82,9 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
     ...(throttledMs !== undefined ? { throttledMs } : {}),
   });
   exporter.recordStall(durationMs, capture.how);
+  // A reading now (the stall's end), so a stretched period does not leave it stale. Not a wake(): an idle process
+  // stalls too (a GC, the host descheduling it); a busy one sets the period back at its next reading.
+  parts.heartbeat.refresh();
   // The heartbeat's gaps already hold the stall; the native watch reports it only here.
   if (parts.loopWatch.kind === 'native' && options.samplers.eventLoop) exporter.recordDelay(durationMs);
   if (!selfPaused)

@@ -100,13 +100,18 @@ export class MainSamples {
     }
   }
 
-  /** Turns the main thread's readings since the last drain into samples; per-thread CPU, RSS and load, read now, go on the newest. */
-  drain(): void {
+  /**
+   * Turns the main thread's readings since the last drain into samples; per-thread CPU, RSS and
+   * load, read now, go on the newest. Returns how many there were (none while the readings are
+   * stretched between two drains: then nothing is read at all).
+   */
+  drain(): number {
     this.lastDrainAt = performance.now();
     const { values, next, lost } = this.#mainRing.readSince<MainSample>(this.#cursor);
     this.#cursor = next;
     if (lost > 0) this.#sources.lost(lost);
     values.forEach((main, i) => this.#record(main, false, i === values.length - 1));
+    return values.length;
   }
 
   /** A sample taken while the main thread is blocked: its values are the last it left, the rest is read now. */

@@ -11,6 +11,20 @@ import type { GcObserver } from '../memory/gc.js';
 const MAIN_READING_BYTES = 8 * 1024;
 /** Readings the ring holds: the worker drains it well before it wraps (see probe-worker's DRAIN_SLOTS). */
 export const MAIN_RING_SLOTS = 64;
+/** Readings in a row that find the loop idle before the period starts to stretch. */
+const IDLE_READINGS_BEFORE_STRETCH = 3;
+/** A reading is idle below this event-loop utilization (and with no request started since the one before). */
+const IDLE_UTILIZATION = 0.01;
+/** The longest a stretched period gets, ms: the worker's drain period, so each of its batches still has a reading. */
+const MAX_STRETCHED_MS = 10_000;
+
+/** Activity the main thread's readings watch for: requests that started (stalls.ts's RequestTracker). */
+export interface ActivitySignal {
+  /** Requests started so far (only grows). */
+  readonly started: number;
+  /** Calls `callback` once, at the next request's start (undefined: no call). */
+  onNextStart(callback: (() => void) | undefined): void;
+}
 
 /** What the timer does besides sampling. */
 export interface HeartbeatTimer {
@@ -21,6 +35,8 @@ export interface HeartbeatTimer {
   takeMaxDelayMs?: () => number;
   /** Runs after each sample's readings, on the main thread. */
   onSample?: () => void;
+  /** Ends a stretch at once when a request starts; without it, at the next reading that is not idle. */
+  activity?: ActivitySignal;
 }
 
 /**
@@ -33,7 +49,12 @@ export interface HeartbeatTimer {
  * while it lasts) and reports the gap since the previous beat as a delay.
  *
  * One timer, unref()ed: on this kind of machine each wake-up costs ~170 µs of
- * CPU, so the period is the cost knob.
+ * CPU, so the period is the cost knob. With the native loop watch (no beats) the
+ * period stretches while the process is idle: after IDLE_READINGS_BEFORE_STRETCH
+ * idle readings it doubles each reading, up to MAX_STRETCHED_MS. The next request's
+ * start (or a busy reading) brings it back to the sample interval, and `refresh()`
+ * takes a reading now for whoever is about to read one (recent(), health(), an
+ * OpenTelemetry collection, a stall's end), so nothing a user reads is stale.
  */
 export class Heartbeat {
   readonly shared = new SharedArrayBuffer(Beat.SIZE * BigInt64Array.BYTES_PER_ELEMENT);
@@ -45,7 +66,15 @@ export class Heartbeat {
   readonly #gc: GcObserver | undefined;
   readonly #onGap: (gapMs: number) => void;
   readonly #onTooLarge: (capacityBytes: number) => void;
-  #interval: NodeJS.Timeout | undefined;
+  #handle: NodeJS.Timeout | undefined;
+  #running = false;
+  /** The current period, ms: intervalMs, or longer while idle. */
+  #periodMs: number;
+  #idleReadings = 0;
+  /** Requests started as of the last timed reading. */
+  #startedAtReading = 0;
+  /** Utilization since the previous reading, from the last reading. */
+  #utilization = 0;
   #latest: MainSample | undefined;
   #lastSampleAt = 0;
   #maxGapMs = 0;
@@ -63,6 +92,7 @@ export class Heartbeat {
     this.#gc = gc;
     this.#onGap = onGap;
     this.#onTooLarge = onTooLarge;
+    this.#periodMs = timer.intervalMs;
     Atomics.store(this.#beatSlot, Beat.LAST, process.hrtime.bigint());
   }
 
@@ -72,14 +102,48 @@ export class Heartbeat {
   }
 
   start(): void {
-    this.#interval = setInterval(() => this.#tick(), this.#timer.intervalMs);
-    this.#interval.unref();
+    this.#running = true;
+    this.#startedAtReading = this.#timer.activity?.started ?? 0;
+    this.#arm(this.#periodMs);
   }
 
   stop(): void {
-    clearInterval(this.#interval);
-    this.#interval = undefined;
+    this.#running = false;
+    clearTimeout(this.#handle);
+    this.#handle = undefined;
+    this.#timer.activity?.onNextStart(undefined);
   }
+
+  /** The current period between readings, ms (longer than the sample interval while idle). */
+  get periodMs(): number {
+    return this.#periodMs;
+  }
+
+  /** Activity (a request starting): back to one reading per sample interval from now. */
+  readonly wake = (): void => {
+    this.#idleReadings = 0;
+    if (this.#periodMs === this.#timer.intervalMs) return;
+    this.#periodMs = this.#timer.intervalMs;
+    if (!this.#running) return;
+    clearTimeout(this.#handle);
+    this.#arm(this.#periodMs);
+  };
+
+  /** A reading now if the latest is a sample interval old or more (the period stretches while idle). */
+  refresh(): void {
+    if (this.#running && Date.now() - (this.#latest?.time ?? 0) >= this.#options.sampleIntervalMs) this.publish();
+  }
+
+  /** Re-armed after each run (not setInterval), so the period can change and runs never overlap. */
+  #arm(ms: number): void {
+    this.#handle = setTimeout(this.#onTimer, ms);
+    this.#handle.unref();
+  }
+
+  readonly #onTimer = (): void => {
+    this.#tick();
+    if (this.#running) this.#arm(this.#periodMs);
+  };
 
   #tick(): void {
     const now = process.hrtime.bigint();
@@ -89,7 +153,26 @@ export class Heartbeat {
     if (nowMs - this.#lastSampleAt >= this.#options.sampleIntervalMs - this.#timer.intervalMs / 2) {
       this.#lastSampleAt = nowMs;
       this.publish();
+      if (!this.#timer.beats) this.#stretch();
     }
+  }
+
+  /** After a timed reading: the period doubles once the loop has been idle a few readings, and resets when it is not. */
+  #stretch(): void {
+    const activity = this.#timer.activity;
+    const started = activity?.started ?? 0;
+    const idle = this.#utilization < IDLE_UTILIZATION && started === this.#startedAtReading;
+    this.#startedAtReading = started;
+    if (!idle) {
+      this.wake();
+      return;
+    }
+    if (++this.#idleReadings < IDLE_READINGS_BEFORE_STRETCH) return;
+    const base = this.#timer.intervalMs;
+    const next = Math.min(this.#periodMs * 2, Math.max(base, MAX_STRETCHED_MS));
+    // The first request ends the stretch (one call, then the hook is gone: nothing per request).
+    if (this.#periodMs === base && next > base) activity?.onNextStart(this.wake);
+    this.#periodMs = next;
   }
 
   #beat(now: bigint): void {
@@ -121,10 +204,12 @@ export class Heartbeat {
   #read(): MainSample {
     const { samplers } = this.#options;
     const sample: MainSample = { time: Date.now() };
+    // Always read: whether the loop is idle sets the period.
+    const elu = performance.eventLoopUtilization();
+    const delta = performance.eventLoopUtilization(elu, this.#lastElu);
+    this.#lastElu = elu;
+    this.#utilization = delta.utilization;
     if (samplers.eventLoop) {
-      const elu = performance.eventLoopUtilization();
-      const delta = performance.eventLoopUtilization(elu, this.#lastElu);
-      this.#lastElu = elu;
       const maxDelayMs = this.#timer.takeMaxDelayMs?.() ?? this.#maxGapMs;
       this.#maxGapMs = 0;
       sample.eventLoop = { utilization: delta.utilization, maxDelayMs };

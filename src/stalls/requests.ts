@@ -203,6 +203,8 @@ export class RequestTracker {
   readonly #finishedSeen = new Map<string, RequestDetails>();
   readonly #methodIndex = new Map<string, number>(METHODS.map((m, i) => [m, i]));
   #subscribed = false;
+  /** Called once at the next start (the heartbeat's wake while its period is stretched). */
+  #onNextStart: (() => void) | undefined;
   readonly #onStart = (message: unknown): void => this.#start(message as RequestMessage);
   readonly #onFinish = (message: unknown): void => this.#finish(message as RequestMessage);
   readonly #onRoute = (message: unknown): void => this.#route(message as FastifyHandlerMessage);
@@ -236,6 +238,16 @@ export class RequestTracker {
     dc.unsubscribe(START_CHANNEL, this.#onStart);
     dc.unsubscribe(FINISH_CHANNEL, this.#onFinish);
     dc.unsubscribe(FASTIFY_HANDLER_START, this.#onRoute);
+  }
+
+  /** Requests started so far. */
+  get started(): number {
+    return this.#starts;
+  }
+
+  /** Calls `callback` once, at the next request's start (undefined: none). */
+  onNextStart(callback: (() => void) | undefined): void {
+    this.#onNextStart = callback;
   }
 
   /** Frees the slots of requests whose client went away before the response finished (no 'finish' comes for them). */
@@ -291,6 +303,12 @@ export class RequestTracker {
     return count / Math.max(1, beforeMs - from);
   }
 
+  #wakeOnce(): void {
+    const callback = this.#onNextStart!;
+    this.#onNextStart = undefined;
+    callback();
+  }
+
   #base(slot: number): number {
     return (HEADER_BYTES + slot * SLOT_BYTES) / 4;
   }
@@ -298,6 +316,7 @@ export class RequestTracker {
   #start({ request, response }: RequestMessage): void {
     const now = Date.now();
     this.#recentStarts[this.#starts++ % RECENT_STARTS] = now;
+    if (this.#onNextStart !== undefined) this.#wakeOnce();
     if (this.#freeCount === 0) this.sweep();
     if (this.#freeCount === 0) {
       Atomics.add(this.#ints, H_UNTRACKED, 1);

@@ -426,9 +426,14 @@ class ProbeWorker {
   /** The main thread's readings into samples (src/samples/main-samples.ts); then the cgroup and the run record. */
   #drain(): void {
     this.#samples.lastDrainAt = performance.now();
-    this.#guarded('recorder', () => this.#samples.drain());
-    // Read for the next drain's samples (the reading lags by one drain, never blocks one).
-    void this.#cgroup.refresh();
+    let fresh = 0;
+    this.#guarded('recorder', () => {
+      fresh = this.#samples.drain();
+    });
+    // Read for the next drain's samples (the reading lags by one drain, never blocks one). Not when this drain
+    // found no reading (the main thread's readings stretch while idle): nothing new will carry it, and each
+    // read is a dozen file operations on libuv's pool.
+    if (fresh > 0) void this.#cgroup.refresh();
     this.#crash.drained(() => this.#samples.since(undefined));
   }
 
