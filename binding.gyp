@@ -10,7 +10,7 @@
         "target_name": "loop_watch",
         "sources": ["native/loop_watch.c"],
         "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"],
-        "libraries": ["-lpthread"]
+        "libraries": ["-lpthread", "-ldl"]
       }]
     }],
     ["sysprobe_addon in ('all', 'heap_scan')", {

@@ -142,6 +142,7 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
       mainRing: parts.heartbeat.mainRing.buffer,
       heartbeatIntervalMs,
       loopWatch: parts.loopWatch.kind,
+      loopId: parts.loopWatch.loopId,
       mainTid: process.pid,
       ...(parts.requests ? { requestTable: parts.requests.buffer } : {}),
       sysprobeVersion: PACKAGE_VERSION,
@@ -210,14 +211,15 @@ function chooseLoopWatch(options: ResolvedOptions): LoopWatchChoice {
   const heartbeat = (why: string) => {
     if (options.loopWatch === 'native')
       throw new SysprobeError(ErrorCode.UNSUPPORTED, `Option loopWatch is 'native' but ${why}.`);
-    return { kind: 'heartbeat' as const, addon: undefined, lag: undefined, why };
+    return { kind: 'heartbeat' as const, addon: undefined, loopId: 0, lag: undefined, why };
   };
   if (options.loopWatch === 'heartbeat' || !options.samplers.eventLoop)
-    return { kind: 'heartbeat', addon: undefined, lag: undefined, why: undefined };
+    return { kind: 'heartbeat', addon: undefined, loopId: 0, lag: undefined, why: undefined };
   const { addon, error } = loadLoopWatch();
   if (!addon) return heartbeat(`the native loop watch did not load (${error})`);
-  if (!addon.attach()) return heartbeat('another thread of this process already watches its loop natively');
-  return { kind: 'native', addon, lag: new LagSamples(addon), why: undefined };
+  const loopId = addon.attach();
+  if (!loopId) return heartbeat("the native loop watch could not hook this thread's loop");
+  return { kind: 'native', addon, loopId, lag: new LagSamples(addon), why: undefined };
 }
 
 /** Checks (and trims, when asked) each watched cache; a new episode of growth or of being over the limit is logged and emitted. */

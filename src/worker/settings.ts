@@ -39,6 +39,8 @@ export interface ThreadFacts {
   heartbeatIntervalMs: number;
   /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
   loopWatch: 'native' | 'heartbeat';
+  /** The native loop watch's id of the host thread's loop (0 with the heartbeat). */
+  loopId: number;
   mainTid: number;
   sysprobeVersion: string;
   /** The shared table of HTTP requests in flight (src/stalls/requests.ts); absent when the requests sampler is off. */
