@@ -15,6 +15,7 @@ import type { Sample } from '../samples/sample.js';
 import type { SamplesWritten } from '../incidents/samples.js';
 import { OtelExporter } from '../metrics/otel.js';
 import { LagSamples, loadLoopWatch } from '../stalls/loop-watch.js';
+import { registerHost } from '../captures/thread-stack.js';
 import { GcObserver } from '../memory/gc.js';
 import { JobGuard } from '../jobs/guard.js';
 import { Heartbeat } from '../stalls/heartbeat.js';
@@ -90,6 +91,8 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
   // First what can refuse (nothing to undo yet), then the exporter, which everything reports to.
   const snapshotWriter = chooseSnapshotWriter(options.heapSnapshotWriter, isMainThread);
   parts.loopWatch = chooseLoopWatch(options);
+  // A probe inside a worker thread: the probe worker takes this thread's stacks through V8 (the inspector reaches only the main thread).
+  const stackHost = isMainThread ? undefined : registerHost();
   parts.exporter = new OtelExporter(
     meter,
     {
@@ -143,7 +146,8 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
       heartbeatIntervalMs,
       loopWatch: parts.loopWatch.kind,
       loopId: parts.loopWatch.loopId,
-      mainTid: process.pid,
+      mainTid: stackHost?.tid ?? process.pid,
+      stackHost: stackHost?.hostId ?? 0,
       ...(parts.requests ? { requestTable: parts.requests.buffer } : {}),
       sysprobeVersion: PACKAGE_VERSION,
     }),
