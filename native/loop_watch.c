@@ -500,7 +500,7 @@ static void free_state(napi_env env, void* data, void* hint) {
  */
 static void pin_library(void) {
   Dl_info self;
-  if (dladdr((void*)pin_library, &self) && self.dli_fname) dlopen(self.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+  if (dladdr((void*)pin_library, &self) && self.dli_fname) dlopen(self.dli_fname, RTLD_LAZY | RTLD_NODELETE | RTLD_NOLOAD);
 }
 
 static pthread_once_t pinned = PTHREAD_ONCE_INIT;

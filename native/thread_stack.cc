@@ -21,10 +21,12 @@
 #include <dlfcn.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <node_version.h>  // first: it sets NAPI_VERSION, which node_api.h would default
 #include <node_api.h>
 #include <v8.h>
 
 #include <mutex>
+#include <cstring>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -213,10 +215,30 @@ void FreeState(napi_env, void* data, void*) { delete static_cast<EnvState*>(data
 void PinLibrary() {
   Dl_info self;
   if (dladdr(reinterpret_cast<void*>(&PinLibrary), &self) && self.dli_fname)
-    dlopen(self.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+    dlopen(self.dli_fname, RTLD_LAZY | RTLD_NODELETE | RTLD_NOLOAD);  // LAZY: binds nothing new
+}
+
+// Node-API does not check a module's ABI, but this one calls V8's C++ API, whose symbols change
+// between Node majors: one built for another Node would die at its first V8 call (a lazy symbol
+// lookup error ends the process). So before any V8 call: is process.versions.modules ours?
+bool SameAbi(napi_env env) {
+  napi_value global, process, versions, modules;
+  char running[16] = {0};
+  size_t length = 0;
+  if (napi_get_global(env, &global) != napi_ok || napi_get_named_property(env, global, "process", &process) != napi_ok ||
+      napi_get_named_property(env, process, "versions", &versions) != napi_ok ||
+      napi_get_named_property(env, versions, "modules", &modules) != napi_ok ||
+      napi_get_value_string_utf8(env, modules, running, sizeof running, &length) != napi_ok)
+    return false;
+  return std::strcmp(running, NODE_STRINGIFY(NODE_MODULE_VERSION)) == 0;
 }
 
 napi_value Init(napi_env env, napi_value exports) {
+  if (!SameAbi(env)) {
+    napi_throw_error(env, nullptr, "thread_stack was built for Node ABI " NODE_STRINGIFY(NODE_MODULE_VERSION)
+                     " (process.versions.modules differs)");
+    return nullptr;
+  }
   static std::once_flag pinned;
   std::call_once(pinned, PinLibrary);
   napi_set_instance_data(env, new EnvState(), FreeState, nullptr);

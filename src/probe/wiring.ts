@@ -147,7 +147,7 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
       loopWatch: parts.loopWatch.kind,
       loopId: parts.loopWatch.loopId,
       mainTid: stackHost?.tid ?? process.pid,
-      stackHost: stackHost?.hostId ?? 0,
+      stackHost: isMainThread ? 0 : (stackHost?.hostId ?? -1),
       ...(parts.requests ? { requestTable: parts.requests.buffer } : {}),
       sysprobeVersion: PACKAGE_VERSION,
     }),

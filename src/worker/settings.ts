@@ -43,7 +43,7 @@ export interface ThreadFacts {
   loopId: number;
   /** The kernel thread id of the probe's host thread (the main thread's is the pid). */
   mainTid: number;
-  /** The host thread's id in native/thread_stack.cc when the host is a worker thread; 0 for the main thread. */
+  /** The host thread's id in native/thread_stack.cc when the host is a worker thread (-1: the addon is missing); 0 for the main thread. */
   stackHost: number;
   sysprobeVersion: string;
   /** The shared table of HTTP requests in flight (src/stalls/requests.ts); absent when the requests sampler is off. */
