@@ -26,6 +26,7 @@
 #include <v8.h>
 
 #include <mutex>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -47,6 +48,8 @@ struct Request {
   uint32_t host;
   bool done = false;
   std::vector<FrameText> frames;
+  double asked_ms = 0;     // steady clock
+  double answered_ms = 0;  // when the host ran the interrupt
 };
 
 struct Host {
@@ -57,6 +60,10 @@ std::mutex registry_mutex;
 std::unordered_map<uint32_t, Host> hosts;
 std::unordered_map<uint32_t, Request> requests;
 uint32_t last_id = 0;
+
+double SteadyMs() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 uint32_t NextId() {
   if (++last_id == 0) ++last_id;
@@ -72,6 +79,7 @@ std::string Text(v8::Isolate* isolate, v8::Local<v8::String> s) {
 // On the host thread, inside its JS, at an interrupt check.
 void OnInterrupt(v8::Isolate* isolate, void* data) {
   uint32_t id = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(data));
+  double answered_ms = SteadyMs();
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
     if (requests.find(id) == requests.end()) return;  // given up on
@@ -93,6 +101,7 @@ void OnInterrupt(v8::Isolate* isolate, void* data) {
   if (found == requests.end()) return;
   found->second.frames = std::move(frames);
   found->second.done = true;
+  found->second.answered_ms = answered_ms;
 }
 
 void ForgetHost(void* arg) {
@@ -152,13 +161,14 @@ napi_value RequestStack(napi_env env, napi_callback_info info) {
   if (host == hosts.end() || requests.size() >= kMaxPending) return Number(env, 0);
   uint32_t id = NextId();
   requests[id].host = host->first;
+  requests[id].asked_ms = SteadyMs();
   // Under the mutex: the host cannot leave the registry (and its isolate go) meanwhile.
   host->second.isolate->RequestInterrupt(OnInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
   return Number(env, id);
 }
 
-// take(requestId): the frames [{ functionName, url, lineNumber, columnNumber }] once answered
-// (the request is then forgotten), else undefined.
+// take(requestId): once answered (the request is then forgotten), { frames: [{ functionName, url,
+// lineNumber, columnNumber }], latencyMs: from the request to the host taking the interrupt }; else undefined.
 napi_value Take(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -176,7 +186,8 @@ napi_value Take(napi_env env, napi_callback_info info) {
     done = std::move(found->second);
     requests.erase(found);
   }
-  napi_value result;
+  napi_value answer, result;
+  napi_create_object(env, &answer);
   napi_create_array_with_length(env, done.frames.size(), &result);
   for (size_t i = 0; i < done.frames.size(); i++) {
     const FrameText& f = done.frames[i];
@@ -190,7 +201,9 @@ napi_value Take(napi_env env, napi_callback_info info) {
     napi_set_named_property(env, frame, "columnNumber", Number(env, f.column));
     napi_set_element(env, result, static_cast<uint32_t>(i), frame);
   }
-  return result;
+  napi_set_named_property(env, answer, "frames", result);
+  napi_set_named_property(env, answer, "latencyMs", Number(env, done.answered_ms - done.asked_ms));
+  return answer;
 }
 
 // cancel(requestId): the worker gave up; a late interrupt then finds nothing.

@@ -18,8 +18,8 @@ export interface ThreadStackAddon {
   tid(): number;
   /** Asks the host for its stack; a request id for take(), 0 if there is no such host or too many are pending. */
   request(hostId: number): number;
-  /** The frames once the host answered (the request is then forgotten), else undefined. */
-  take(requestId: number): Frame[] | undefined;
+  /** Once the host answered (the request is then forgotten): its frames, and how long it took to take the interrupt (ms); else undefined. */
+  take(requestId: number): { frames: Frame[]; latencyMs: number } | undefined;
   /** Forgets a request: a late answer finds nothing. */
   cancel(requestId: number): void;
 }
@@ -52,9 +52,10 @@ export async function interruptStack(hostId: number, timeoutMs: number): Promise
   const id = addon.request(hostId);
   if (!id) throw new SysprobeError(ErrorCode.CAPTURE_FAILED, 'the host thread is gone or busy with other requests');
   for (;;) {
-    const frames = addon.take(id);
-    const latencyMs = performance.now() - requestedAt;
-    if (frames) {
+    const answer = addon.take(id);
+    if (answer) {
+      // Timed by the addon (request to interrupt), so this worker's own polling delay does not count.
+      const { frames, latencyMs } = answer;
       return {
         frames,
         takenAt: Date.now(),
@@ -63,7 +64,7 @@ export async function interruptStack(hostId: number, timeoutMs: number): Promise
         how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'interrupt',
       };
     }
-    if (latencyMs > timeoutMs) {
+    if (performance.now() - requestedAt > timeoutMs) {
       addon.cancel(id);
       throw new SysprobeError(
         ErrorCode.CAPTURE_FAILED,
