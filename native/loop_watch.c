@@ -1,26 +1,36 @@
 /*
  * Loop watch: sees a stalled event loop without waking the loop it watches.
  *
- * The JS heartbeat costs a main-thread wake-up (~170 µs here) several times a
- * second. This addon needs none:
+ * The JS heartbeat costs a wake-up of the watched thread (~170 µs here) several
+ * times a second. This addon needs none:
  *   - a uv_prepare hook on the watched loop stamps each turn just before the
- *     loop polls (one clock read and one uncontended mutex, ~100 ns, only when
- *     the loop turns anyway);
+ *     loop polls (one clock read, only when the loop turns anyway);
  *   - libuv already counts the time the loop spends waiting in epoll
  *     (uv_metrics_idle_time, thread-safe), so from any thread:
  *         left the poll = stamp + (idle now - idle at stamp)
  *         busy for      = now - left the poll      (about 0 while it waits)
- *   - a watchdog pthread wakes once per threshold (~50 µs a wake-up here), and
- *     calls into the probe worker's JS only when a stall starts or ends.
+ *   - a watchdog pthread, started by the probe worker, looks at the loop and
+ *     calls into the worker's JS only when a stall starts or ends.
  *
- * One watched loop per process: attach() refuses a second one, and the caller
- * falls back to the JS heartbeat.
+ * Any thread's loop can be watched (the main thread's, or an app worker's that
+ * runs its own probe), several at once. What makes that safe:
+ *   - each watched loop has its own heap-allocated state (`watch`), found by id
+ *     in a registry under a mutex and reference-counted: the watched thread
+ *     holds one reference, each watchdog another, so neither can free it under
+ *     the other;
+ *   - the hook is closed by an async cleanup hook of the watched thread's
+ *     environment, before its loop closes; from then on the watch says "no
+ *     loop" and a watchdog that outlives it sees a loop that is never busy;
+ *   - this shared library pins itself in memory (RTLD_NODELETE): Node unloads
+ *     a worker's addons when the worker ends, and a hook callback or a watchdog
+ *     thread must never run code from an unmapped library.
  */
-#define _GNU_SOURCE /* pthread_setname_np */
+#define _GNU_SOURCE /* pthread_setname_np, dladdr */
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <uv.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,111 +41,206 @@
 /* Lag samples kept for readers (one sample per threshold: 1024 is minutes). */
 #define LAG_RING 1024
 
-/* ---- Written by the watched loop's thread, read by the watchdog. ---- */
-static uv_loop_t* watched;          /* the hooked loop; its handle lives until that environment ends */
-static uv_prepare_t turn_hook;
-static atomic_int attached;
-static atomic_uint stamp_seq;       /* seqlock over the two stamps below */
-static _Atomic uint64_t stamp_at;   /* uv_hrtime() when the loop last went to poll */
-static _Atomic uint64_t stamp_idle; /* uv_metrics_idle_time() at that moment */
-static _Atomic uint64_t longest_turn; /* longest turn since the watchdog last took it, ns */
-static uint64_t longest_turn_published; /* longest turn since takeLongestTurn(); same thread as the hook */
+/* One watched loop. */
+typedef struct watch {
+  struct watch* next; /* registry list; registry_mutex */
+  uint32_t id;        /* registry_mutex */
+  int refs;           /* registry_mutex */
+  int registered;     /* registry_mutex: findable by id */
 
-/* ---- Written by the watchdog, read by anyone. ---- */
-static _Atomic uint64_t lag_ring[LAG_RING]; /* lag samples, ns */
-static _Atomic uint64_t lag_count;          /* samples ever written */
+  /* The loop, NULL once its environment began to close; other threads read it under loop_mutex. */
+  pthread_mutex_t loop_mutex;
+  uv_loop_t* loop;
 
-/* ---- The watchdog thread (owned by the thread that called startWatchdog). ---- */
-static pthread_t watchdog;
-static pthread_mutex_t watchdog_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t watchdog_wake;
-static int watchdog_running;
-static int watchdog_stopping;
-static uint64_t threshold_ns;
-static napi_threadsafe_function on_stall;
+  /* ---- The watched thread's own (the hook and its environment's calls). ---- */
+  uv_prepare_t hook;
+  napi_async_cleanup_hook_handle cleanup;
+  uint64_t longest_turn_published; /* longest turn since takeLongestTurn() */
+
+  /* ---- Written by the hook, read by the watchdog. ---- */
+  atomic_uint stamp_seq;         /* seqlock over the two stamps below */
+  _Atomic uint64_t stamp_at;     /* uv_hrtime() when the loop last went to poll */
+  _Atomic uint64_t stamp_idle;   /* uv_metrics_idle_time() at that moment */
+  _Atomic uint64_t longest_turn; /* longest turn since the watchdog last took it, ns */
+
+  /* ---- Written by the watchdog, read by anyone. ---- */
+  _Atomic uint64_t lag_ring[LAG_RING]; /* lag samples, ns */
+  _Atomic uint64_t lag_count;          /* samples ever written */
+} watch;
+
+/* A watchdog thread, owned by the environment that started it (the probe worker's). */
+typedef struct watchdog {
+  watch* w; /* one reference held */
+  pthread_t thread;
+  pthread_mutex_t mutex;
+  pthread_cond_t wake;
+  int stopping;
+  uint64_t threshold_ns;
+  napi_threadsafe_function on_stall;
+  struct env_state* owner;
+} watchdog;
+
+/* Per environment (thread) that loaded the addon. */
+typedef struct env_state {
+  watch* attached; /* the loop this thread hooked, if any (one reference) */
+  watchdog* dog;   /* the watchdog this thread started, if any */
+} env_state;
+
+static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
+static watch* registry;
+static uint32_t last_id;
 
 typedef struct { int started; double start_ms; double duration_ms; } stall_event;
 
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
-static void on_turn(uv_prepare_t* handle) {
-  (void)handle;
-  uint64_t now = uv_hrtime();
-  uint64_t idle = uv_metrics_idle_time(watched);
-  uint64_t prev_at = atomic_load_explicit(&stamp_at, memory_order_relaxed);
-  uint64_t prev_idle = atomic_load_explicit(&stamp_idle, memory_order_relaxed);
-  uint64_t elapsed = now - prev_at, waited = idle - prev_idle;
-  uint64_t turn = elapsed > waited ? elapsed - waited : 0;
-  uint64_t longest = atomic_load_explicit(&longest_turn, memory_order_relaxed);
-  while (turn > longest &&
-         !atomic_compare_exchange_weak_explicit(&longest_turn, &longest, turn, memory_order_relaxed, memory_order_relaxed)) {
+/* ---- The registry ---- */
+
+static watch* find_watch(uint32_t id) {
+  watch* found = NULL;
+  pthread_mutex_lock(&registry_mutex);
+  for (watch* w = registry; w; w = w->next) {
+    if (w->id == id && w->registered) {
+      w->refs++;
+      found = w;
+      break;
+    }
   }
-  if (turn > longest_turn_published) longest_turn_published = turn;
-  unsigned seq = atomic_load_explicit(&stamp_seq, memory_order_relaxed);
-  atomic_store_explicit(&stamp_seq, seq + 1, memory_order_relaxed);
-  atomic_thread_fence(memory_order_release);
-  atomic_store_explicit(&stamp_at, now, memory_order_relaxed);
-  atomic_store_explicit(&stamp_idle, idle, memory_order_relaxed);
-  atomic_store_explicit(&stamp_seq, seq + 2, memory_order_release);
+  pthread_mutex_unlock(&registry_mutex);
+  return found;
 }
 
-/* How long the watched loop has been busy in its current turn; ~0 while it waits in poll. */
-static uint64_t busy_ns(uint64_t now) {
-  uint64_t at, idle_at;
+static void put_watch(watch* w) {
+  int last;
+  pthread_mutex_lock(&registry_mutex);
+  last = --w->refs == 0;
+  if (last) {
+    for (watch** at = &registry; *at; at = &(*at)->next) {
+      if (*at == w) {
+        *at = w->next;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&registry_mutex);
+  if (last) {
+    pthread_mutex_destroy(&w->loop_mutex);
+    free(w);
+  }
+}
+
+/* ---- The hook, on the watched loop's thread ---- */
+
+static void on_turn(uv_prepare_t* handle) {
+  watch* w = handle->data;
+  uint64_t now = uv_hrtime();
+  uint64_t idle = uv_metrics_idle_time(handle->loop);
+  uint64_t prev_at = atomic_load_explicit(&w->stamp_at, memory_order_relaxed);
+  uint64_t prev_idle = atomic_load_explicit(&w->stamp_idle, memory_order_relaxed);
+  uint64_t elapsed = now - prev_at, waited = idle - prev_idle;
+  uint64_t turn = elapsed > waited ? elapsed - waited : 0;
+  uint64_t longest = atomic_load_explicit(&w->longest_turn, memory_order_relaxed);
+  while (turn > longest && !atomic_compare_exchange_weak_explicit(&w->longest_turn, &longest, turn, memory_order_relaxed,
+                                                                  memory_order_relaxed)) {
+  }
+  if (turn > w->longest_turn_published) w->longest_turn_published = turn;
+  unsigned seq = atomic_load_explicit(&w->stamp_seq, memory_order_relaxed);
+  atomic_store_explicit(&w->stamp_seq, seq + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  atomic_store_explicit(&w->stamp_at, now, memory_order_relaxed);
+  atomic_store_explicit(&w->stamp_idle, idle, memory_order_relaxed);
+  atomic_store_explicit(&w->stamp_seq, seq + 2, memory_order_release);
+}
+
+static void on_hook_closed(uv_handle_t* handle) {
+  watch* w = handle->data;
+  napi_remove_async_cleanup_hook(w->cleanup);
+  pthread_mutex_lock(&registry_mutex);
+  w->registered = 0;
+  pthread_mutex_unlock(&registry_mutex);
+  put_watch(w); /* the watched thread's reference */
+}
+
+/* The watched thread's environment is ending: unhook before its loop closes. */
+static void close_watch(napi_async_cleanup_hook_handle handle, void* arg) {
+  watch* w = arg;
+  (void)handle;
+  pthread_mutex_lock(&w->loop_mutex);
+  w->loop = NULL; /* watchdogs stop reading the loop now */
+  pthread_mutex_unlock(&w->loop_mutex);
+  uv_prepare_stop(&w->hook);
+  uv_close((uv_handle_t*)&w->hook, on_hook_closed);
+}
+
+/* ---- Read from any thread ---- */
+
+/* How long the watched loop has been busy in its current turn; 0 while it waits in poll or once it is gone. */
+static uint64_t busy_ns(watch* w, uint64_t now) {
+  uint64_t at, idle_at, idle_now;
   unsigned before, after;
   do {
-    before = atomic_load_explicit(&stamp_seq, memory_order_acquire);
-    at = atomic_load_explicit(&stamp_at, memory_order_relaxed);
-    idle_at = atomic_load_explicit(&stamp_idle, memory_order_relaxed);
+    before = atomic_load_explicit(&w->stamp_seq, memory_order_acquire);
+    at = atomic_load_explicit(&w->stamp_at, memory_order_relaxed);
+    idle_at = atomic_load_explicit(&w->stamp_idle, memory_order_relaxed);
     atomic_thread_fence(memory_order_acquire);
-    after = atomic_load_explicit(&stamp_seq, memory_order_relaxed);
+    after = atomic_load_explicit(&w->stamp_seq, memory_order_relaxed);
   } while ((before & 1) || before != after);
-  uint64_t idle_now = uv_metrics_idle_time(watched);
+  pthread_mutex_lock(&w->loop_mutex);
+  if (!w->loop) {
+    pthread_mutex_unlock(&w->loop_mutex);
+    return 0;
+  }
+  idle_now = uv_metrics_idle_time(w->loop);
+  pthread_mutex_unlock(&w->loop_mutex);
   uint64_t left_poll = at + (idle_now > idle_at ? idle_now - idle_at : 0);
   return now > left_poll ? now - left_poll : 0;
 }
 
-static void push_lag(uint64_t ns) {
-  uint64_t n = atomic_load_explicit(&lag_count, memory_order_relaxed);
-  atomic_store_explicit(&lag_ring[n % LAG_RING], ns, memory_order_relaxed);
-  atomic_store_explicit(&lag_count, n + 1, memory_order_release);
+static void push_lag(watch* w, uint64_t ns) {
+  uint64_t n = atomic_load_explicit(&w->lag_count, memory_order_relaxed);
+  atomic_store_explicit(&w->lag_ring[n % LAG_RING], ns, memory_order_relaxed);
+  atomic_store_explicit(&w->lag_count, n + 1, memory_order_release);
 }
 
-static void emit(int started, uint64_t start_ns, uint64_t duration_ns) {
+/* ---- The watchdog thread ---- */
+
+static void emit(watchdog* dog, int started, uint64_t start_ns, uint64_t duration_ns) {
   stall_event* event = malloc(sizeof *event);
   if (!event) return;
   event->started = started;
   event->start_ms = (double)start_ns / 1e6;
   event->duration_ms = (double)duration_ns / 1e6;
-  if (napi_call_threadsafe_function(on_stall, event, napi_tsfn_nonblocking) != napi_ok) free(event);
+  if (napi_call_threadsafe_function(dog->on_stall, event, napi_tsfn_nonblocking) != napi_ok) free(event);
 }
 
-static void* watch(void* arg) {
-  (void)arg;
+static void* watch_loop(void* arg) {
+  watchdog* dog = arg;
+  watch* w = dog->w;
+  uint64_t threshold_ns = dog->threshold_ns;
   int stalled = 0;
   uint64_t stall_start = 0;
   uint64_t next_sample = uv_hrtime() + threshold_ns;
   /* While stalled, look often enough to report the end promptly. */
   uint64_t stalled_poll = threshold_ns / 4 < 50000000 ? threshold_ns / 4 : 50000000;
-  pthread_mutex_lock(&watchdog_mutex);
-  while (!watchdog_stopping) {
+  pthread_mutex_lock(&dog->mutex);
+  while (!dog->stopping) {
     uint64_t now = uv_hrtime();
-    uint64_t busy = busy_ns(now);
+    uint64_t busy = busy_ns(w, now);
     uint64_t wake;
     if (now >= next_sample) {
-      push_lag(busy);
+      push_lag(w, busy);
       next_sample = now + threshold_ns;
     }
     if (!stalled && busy >= threshold_ns) {
       stalled = 1;
       stall_start = now - busy;
-      atomic_store_explicit(&longest_turn, 0, memory_order_relaxed);
-      emit(1, stall_start, busy);
+      atomic_store_explicit(&w->longest_turn, 0, memory_order_relaxed);
+      emit(dog, 1, stall_start, busy);
     } else if (stalled && now - busy > stall_start + 1000000) {
       /* The loop has left the stalled turn; the hook measured it whole. */
       stalled = 0;
-      uint64_t turn = atomic_exchange_explicit(&longest_turn, 0, memory_order_relaxed);
-      emit(0, stall_start, max_u64(turn, threshold_ns));
+      uint64_t turn = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
+      emit(dog, 0, stall_start, max_u64(turn, threshold_ns));
     }
     /* Next look: the next lag sample, or the moment this turn would become a stall. */
     wake = next_sample;
@@ -146,18 +251,42 @@ static void* watch(void* arg) {
     deadline.tv_nsec = (long)(wake % 1000000000u);
     /* uv_hrtime() is CLOCK_MONOTONIC, the clock the condition variable waits on. */
     int rc;
-    do rc = pthread_cond_timedwait(&watchdog_wake, &watchdog_mutex, &deadline);
-    while (rc == 0 && !watchdog_stopping && uv_hrtime() < wake);
+    do rc = pthread_cond_timedwait(&dog->wake, &dog->mutex, &deadline);
+    while (rc == 0 && !dog->stopping && uv_hrtime() < wake);
   }
-  pthread_mutex_unlock(&watchdog_mutex);
+  pthread_mutex_unlock(&dog->mutex);
   return NULL;
 }
 
+/* Joins the thread and frees the watchdog; on the thread that started it. */
+static void stop_dog(watchdog* dog) {
+  pthread_mutex_lock(&dog->mutex);
+  dog->stopping = 1;
+  pthread_cond_signal(&dog->wake);
+  pthread_mutex_unlock(&dog->mutex);
+  pthread_join(dog->thread, NULL);
+  napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
+  if (dog->owner) dog->owner->dog = NULL;
+  put_watch(dog->w);
+  pthread_cond_destroy(&dog->wake);
+  pthread_mutex_destroy(&dog->mutex);
+  free(dog);
+}
+
+/* The owner's environment is ending with its watchdog still running. */
+static void dog_cleanup(void* arg) { stop_dog(arg); }
+
 /* ---- JS bindings ---- */
 
-static napi_value undefined_value(napi_env env) {
+static env_state* state_of(napi_env env) {
+  void* data = NULL;
+  napi_get_instance_data(env, &data);
+  return data;
+}
+
+static napi_value number_value(napi_env env, double d) {
   napi_value v;
-  napi_get_undefined(env, &v);
+  napi_create_double(env, d, &v);
   return v;
 }
 
@@ -167,49 +296,62 @@ static napi_value boolean_value(napi_env env, int b) {
   return v;
 }
 
-static void close_hook(void* arg) {
-  (void)arg;
-  /* The environment is going away: its loop must not keep our handle. */
-  atomic_store(&attached, 0);
-  uv_close((uv_handle_t*)&turn_hook, NULL);
-  watched = NULL;
-}
+static void free_closed(uv_handle_t* handle) { free(handle->data); }
 
 /*
- * attach(): hooks the calling thread's loop. Returns false if another thread's
- * loop is watched. The handle lives until the environment's teardown, so a
- * stop/start is synchronous: detach() only stops the hook.
+ * attach(): hooks the calling thread's loop and returns the loop's id (> 0) for
+ * startWatchdog, or 0 if it cannot. The hook lives until the thread's
+ * environment ends, so a stop/start is synchronous: detach() only stops it.
  */
 static napi_value attach(napi_env env, napi_callback_info info) {
   (void)info;
+  env_state* st = state_of(env);
   uv_loop_t* loop;
-  int expected = 0;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return boolean_value(env, 0);
-  if ((watched && watched != loop) || !atomic_compare_exchange_strong(&attached, &expected, 1)) return boolean_value(env, 0);
-  if (!watched) {
-    if (uv_prepare_init(loop, &turn_hook) != 0) {
-      atomic_store(&attached, 0);
-      return boolean_value(env, 0);
+  if (!st || napi_get_uv_event_loop(env, &loop) != napi_ok) return number_value(env, 0);
+  watch* w = st->attached;
+  if (!w) {
+    w = calloc(1, sizeof *w);
+    if (!w) return number_value(env, 0);
+    if (pthread_mutex_init(&w->loop_mutex, NULL) != 0) {
+      free(w);
+      return number_value(env, 0);
     }
-    uv_unref((uv_handle_t*)&turn_hook); /* never keeps the process alive */
-    watched = loop;
-    napi_add_env_cleanup_hook(env, close_hook, NULL);
+    if (uv_prepare_init(loop, &w->hook) != 0) {
+      pthread_mutex_destroy(&w->loop_mutex);
+      free(w);
+      return number_value(env, 0);
+    }
+    w->hook.data = w;
+    w->loop = loop;
+    uv_unref((uv_handle_t*)&w->hook); /* never keeps the thread alive */
+    if (napi_add_async_cleanup_hook(env, close_watch, w, &w->cleanup) != napi_ok) {
+      /* Cannot unhook at teardown, so do not hook: close now, and free once closed. */
+      pthread_mutex_destroy(&w->loop_mutex);
+      uv_close((uv_handle_t*)&w->hook, free_closed);
+      return number_value(env, 0);
+    }
+    w->refs = 1;
+    w->registered = 1;
+    pthread_mutex_lock(&registry_mutex);
+    w->id = ++last_id ? last_id : ++last_id; /* never 0 */
+    w->next = registry;
+    registry = w;
+    pthread_mutex_unlock(&registry_mutex);
+    st->attached = w;
   }
-  atomic_store(&stamp_at, uv_hrtime());
-  atomic_store(&stamp_idle, uv_metrics_idle_time(loop));
-  longest_turn_published = 0;
-  uv_prepare_start(&turn_hook, on_turn);
-  return boolean_value(env, 1);
+  atomic_store(&w->stamp_at, uv_hrtime());
+  atomic_store(&w->stamp_idle, uv_metrics_idle_time(loop));
+  w->longest_turn_published = 0;
+  uv_prepare_start(&w->hook, on_turn);
+  return number_value(env, w->id);
 }
 
-/* detach(): on the attached thread, after the watchdog has stopped. */
+/* detach(): stops the calling thread's hook (after its watchdog has stopped). */
 static napi_value detach(napi_env env, napi_callback_info info) {
   (void)info;
-  if (atomic_load(&attached)) {
-    uv_prepare_stop(&turn_hook);
-    atomic_store(&attached, 0);
-  }
-  return undefined_value(env);
+  env_state* st = state_of(env);
+  if (st && st->attached) uv_prepare_stop(&st->attached->hook);
+  return NULL;
 }
 
 static void call_js(napi_env env, napi_value callback, void* context, void* data) {
@@ -226,90 +368,94 @@ static void call_js(napi_env env, napi_value callback, void* context, void* data
   free(event);
 }
 
-static void stop_watchdog(void) {
-  pthread_mutex_lock(&watchdog_mutex);
-  if (!watchdog_running) {
-    pthread_mutex_unlock(&watchdog_mutex);
-    return;
-  }
-  watchdog_stopping = 1;
-  pthread_cond_signal(&watchdog_wake);
-  pthread_mutex_unlock(&watchdog_mutex);
-  pthread_join(watchdog, NULL);
-  napi_release_threadsafe_function(on_stall, napi_tsfn_abort);
-  watchdog_running = 0;
-}
-
-static void cleanup_hook(void* arg) {
-  (void)arg;
-  stop_watchdog();
-}
-
-/* startWatchdog(thresholdMs, onStall(started, startMs, durationMs)): from the probe worker. */
+/*
+ * startWatchdog(loopId, thresholdMs, onStall(started, startMs, durationMs)): from
+ * the probe worker; onStall runs on the calling thread. One per calling thread.
+ */
 static napi_value start_watchdog(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value args[2], name;
-  double threshold_ms;
+  size_t argc = 3;
+  napi_value args[3], name;
+  double loop_id, threshold_ms;
+  env_state* st = state_of(env);
   napi_get_cb_info(env, info, &argc, args, NULL, NULL);
-  if (argc < 2 || napi_get_value_double(env, args[0], &threshold_ms) != napi_ok || threshold_ms < 1) {
-    napi_throw_type_error(env, NULL, "startWatchdog(thresholdMs >= 1, onStall)");
+  if (argc < 3 || napi_get_value_double(env, args[0], &loop_id) != napi_ok ||
+      napi_get_value_double(env, args[1], &threshold_ms) != napi_ok || threshold_ms < 1 || loop_id < 1) {
+    napi_throw_type_error(env, NULL, "startWatchdog(loopId >= 1, thresholdMs >= 1, onStall)");
     return NULL;
   }
-  if (!atomic_load(&attached) || watchdog_running) return boolean_value(env, 0);
-  napi_create_string_utf8(env, "sysprobe-loop-watch", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, args[1], NULL, name, 64, 1, NULL, NULL, NULL, call_js, &on_stall) != napi_ok) {
+  if (!st || st->dog) return boolean_value(env, 0);
+  watchdog* dog = calloc(1, sizeof *dog);
+  if (!dog) return boolean_value(env, 0);
+  dog->w = find_watch((uint32_t)loop_id);
+  if (!dog->w) {
+    free(dog);
     return boolean_value(env, 0);
   }
-  napi_unref_threadsafe_function(env, on_stall);
+  napi_create_string_utf8(env, "sysprobe-loop-watch", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, args[2], NULL, name, 64, 1, NULL, NULL, NULL, call_js, &dog->on_stall) !=
+      napi_ok) {
+    put_watch(dog->w);
+    free(dog);
+    return boolean_value(env, 0);
+  }
+  napi_unref_threadsafe_function(env, dog->on_stall);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&watchdog_wake, &attr);
+  pthread_cond_init(&dog->wake, &attr);
   pthread_condattr_destroy(&attr);
-  threshold_ns = (uint64_t)(threshold_ms * 1e6);
-  watchdog_stopping = 0;
-  if (pthread_create(&watchdog, NULL, watch, NULL) != 0) {
-    napi_release_threadsafe_function(on_stall, napi_tsfn_abort);
+  pthread_mutex_init(&dog->mutex, NULL);
+  dog->threshold_ns = (uint64_t)(threshold_ms * 1e6);
+  if (pthread_create(&dog->thread, NULL, watch_loop, dog) != 0) {
+    napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
+    pthread_cond_destroy(&dog->wake);
+    pthread_mutex_destroy(&dog->mutex);
+    put_watch(dog->w);
+    free(dog);
     return boolean_value(env, 0);
   }
-  watchdog_running = 1;
 #ifdef __linux__
-  pthread_setname_np(watchdog, "sysprobe-watch"); /* before start() resolves, so /proc names it from the start */
+  pthread_setname_np(dog->thread, "sysprobe-watch"); /* before start() resolves, so /proc names it from the start */
 #endif
-  napi_add_env_cleanup_hook(env, cleanup_hook, NULL);
+  dog->owner = st;
+  st->dog = dog;
+  napi_add_env_cleanup_hook(env, dog_cleanup, dog);
   return boolean_value(env, 1);
 }
 
 static napi_value stop_watchdog_js(napi_env env, napi_callback_info info) {
   (void)info;
-  int was_running = watchdog_running;
-  stop_watchdog();
-  if (was_running) napi_remove_env_cleanup_hook(env, cleanup_hook, NULL);
-  return undefined_value(env);
+  env_state* st = state_of(env);
+  if (st && st->dog) {
+    watchdog* dog = st->dog;
+    napi_remove_env_cleanup_hook(env, dog_cleanup, dog);
+    stop_dog(dog);
+  }
+  return NULL;
 }
 
-/* lagMs(): how long the watched loop has been busy in its current turn. */
+/* lagMs(): how long the loop this thread's watchdog watches has been busy in its current turn. */
 static napi_value lag_ms(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value v;
-  napi_create_double(env, atomic_load(&attached) ? (double)busy_ns(uv_hrtime()) / 1e6 : 0, &v);
-  return v;
+  env_state* st = state_of(env);
+  return number_value(env, st && st->dog ? (double)busy_ns(st->dog->w, uv_hrtime()) / 1e6 : 0);
 }
 
 /* takeLongestTurn(): on the attached thread, the longest turn (ms) since the last call. */
 static napi_value take_longest_turn(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value v;
-  napi_create_double(env, (double)longest_turn_published / 1e6, &v);
-  longest_turn_published = 0;
-  return v;
+  env_state* st = state_of(env);
+  if (!st || !st->attached) return number_value(env, 0);
+  double ms = (double)st->attached->longest_turn_published / 1e6;
+  st->attached->longest_turn_published = 0;
+  return number_value(env, ms);
 }
 
 /*
- * readLag(cursor, out: Float64Array): copies the lag samples (ms) written since
- * `cursor` (a count; start at 0) into out, oldest first, and returns
- * [next cursor, samples copied]. Samples older than the ring, or more than out
- * holds, are skipped (the oldest go).
+ * readLag(cursor, out: Float64Array): on the attached thread, copies the lag
+ * samples (ms) of its loop written since `cursor` (a count; start at 0) into
+ * out, oldest first, and returns [next cursor, samples copied]. Samples older
+ * than the ring, or more than out holds, are skipped (the oldest go).
  */
 static napi_value read_lag(napi_env env, napi_callback_info info) {
   size_t argc = 2, length;
@@ -317,29 +463,59 @@ static napi_value read_lag(napi_env env, napi_callback_info info) {
   double cursor_in;
   void* data;
   napi_typedarray_type type;
+  env_state* st = state_of(env);
   napi_get_cb_info(env, info, &argc, args, NULL, NULL);
   if (argc < 2 || napi_get_value_double(env, args[0], &cursor_in) != napi_ok ||
-      napi_get_typedarray_info(env, args[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array) {
+      napi_get_typedarray_info(env, args[1], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_float64_array) {
     napi_throw_type_error(env, NULL, "readLag(cursor, Float64Array)");
     return NULL;
   }
-  uint64_t end = atomic_load_explicit(&lag_count, memory_order_acquire);
+  watch* w = st ? st->attached : NULL;
+  uint64_t end = w ? atomic_load_explicit(&w->lag_count, memory_order_acquire) : 0;
   uint64_t cursor = cursor_in < 0 ? 0 : cursor_in > (double)end ? end : (uint64_t)cursor_in;
   uint64_t from = cursor;
   if (end - from > LAG_RING) from = end - LAG_RING;
   if (end - from > length) from = end - length;
   double* out = data;
-  for (uint64_t i = from; i < end; i++) out[i - from] = (double)atomic_load_explicit(&lag_ring[i % LAG_RING], memory_order_relaxed) / 1e6;
-  napi_value next, count;
+  for (uint64_t i = from; i < end; i++)
+    out[i - from] = (double)atomic_load_explicit(&w->lag_ring[i % LAG_RING], memory_order_relaxed) / 1e6;
   napi_create_array_with_length(env, 2, &result);
-  napi_create_double(env, (double)end, &next);
-  napi_create_double(env, (double)(end - from), &count);
-  napi_set_element(env, result, 0, next);
-  napi_set_element(env, result, 1, count);
+  napi_set_element(env, result, 0, number_value(env, (double)end));
+  napi_set_element(env, result, 1, number_value(env, (double)(end - from)));
   return result;
 }
 
+static void free_state(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
+  /* Cleanup hooks have run: the watchdog is stopped and the hook closing; only the record goes. */
+  free(data);
+}
+
+/*
+ * Node dlclose()s a worker's addons when the worker ends, but a watched loop's
+ * hook and the watchdog threads may outlive the thread that loaded us: keep
+ * this library mapped for the life of the process.
+ */
+static void pin_library(void) {
+  Dl_info self;
+  if (dladdr((void*)pin_library, &self) && self.dli_fname) dlopen(self.dli_fname, RTLD_LAZY | RTLD_NODELETE | RTLD_NOLOAD);
+}
+
+static pthread_once_t pinned = PTHREAD_ONCE_INIT;
+
 static napi_value init(napi_env env, napi_value exports) {
+  pthread_once(&pinned, pin_library);
+  env_state* st = calloc(1, sizeof *st);
+  if (st && napi_set_instance_data(env, st, free_state, NULL) != napi_ok) {
+    free(st);
+    st = NULL;
+  }
+  if (!st) {
+    napi_throw_error(env, NULL, "loop_watch: out of memory"); /* the loader falls back to the heartbeat */
+    return NULL;
+  }
   napi_property_descriptor props[] = {
     {"attach", NULL, attach, NULL, NULL, NULL, napi_enumerable, NULL},
     {"detach", NULL, detach, NULL, NULL, NULL, napi_enumerable, NULL},

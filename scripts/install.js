@@ -7,7 +7,7 @@
  * loads nor builds is reported with what sysprobe does without it.
  *
  *   node scripts/install.js            # what `npm install` runs
- *   node scripts/install.js --build    # build all three from source (node-gyp, npm_config_nodedir's headers)
+ *   node scripts/install.js --build    # build all four from source (node-gyp, npm_config_nodedir's headers)
  *   node scripts/install.js --verbose  # show node-gyp's output
  */
 const { spawnSync } = require('node:child_process');
@@ -15,7 +15,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '..');
-const ADDONS = ['loop_watch', 'heap_scan', 'gc_stats'];
+const ADDONS = ['loop_watch', 'heap_scan', 'gc_stats', 'thread_stack'];
 const args = process.argv.slice(2);
 const FORCE_BUILD = args.includes('--build');
 const VERBOSE = args.includes('--verbose');

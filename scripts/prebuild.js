@@ -7,6 +7,7 @@
  *   prebuilds/linux-x64/loop_watch.napi.glibc.node   Node-API: one binary for every Node version,
  *   prebuilds/linux-x64/heap_scan.napi.glibc.node    built against this node's headers (the oldest supported)
  *   prebuilds/linux-x64/gc_stats.abi<N>.glibc.node   V8's C++ API: one per Node ABI, for this node
+ *   prebuilds/linux-x64/thread_stack.abi<N>.glibc.node  (likewise)
  *                                                    and the newest 22.x, 24.x and 26.x (scripts/node-builds.js)
  *
  * Builds in a scratch copy, so the checkout's build/ is left alone; a binary newer than
@@ -33,7 +34,12 @@ if (process.platform !== 'linux' || process.arch !== 'x64') {
 
 const LIBC = 'glibc'; // musl: not built here (see docs/native.md)
 const OUT = path.join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
-const SOURCES = { loop_watch: 'native/loop_watch.c', heap_scan: 'native/heap_scan.c', gc_stats: 'native/gc_stats.cc' };
+const SOURCES = {
+  loop_watch: 'native/loop_watch.c',
+  heap_scan: 'native/heap_scan.c',
+  gc_stats: 'native/gc_stats.cc',
+  thread_stack: 'native/thread_stack.cc',
+};
 const NODE_GYP = path.join(
   path.dirname(fs.realpathSync(process.execPath)),
   '..',
@@ -132,5 +138,12 @@ const abis = new Set();
 for (const t of targets) {
   if (abis.has(t.abi)) continue;
   abis.add(t.abi);
-  buildOne('gc_stats', t.node, t.headers, path.join(OUT, `gc_stats.abi${t.abi}.${LIBC}.node`), t.abi);
+  for (const name of ['gc_stats', 'thread_stack'])
+    buildOne(
+      name,
+      t.node,
+      t.headers,
+      path.join(OUT, `${name}.abi${t.abi}.${LIBC}.node`),
+      name === 'gc_stats' ? t.abi : undefined,
+    );
 }

@@ -19,7 +19,7 @@ export type { ErrorCodeValue } from './errors.js';
 export type { ProbeOptions, SamplerSwitches, Logger } from './probe/options.js';
 export type { Sample, ThreadCpu, MainSample } from './samples/sample.js';
 export type { Frame, GeneratedPosition } from './captures/cpuprofile.js';
-export type { StallCapture } from './stalls/stall.js';
+export type { StallCapture, StallThread } from './stalls/stall.js';
 export type { ActiveSpan } from './stalls/active-span.js';
 export type { CpuProfileResult, AllocationProfileResult, RuleCaptures, RuleEvent } from './captures/results.js';
 export type { AllocationSummary, AllocationSite } from './captures/heapprofile.js';

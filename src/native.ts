@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileProblem } from './native-file.js';
 
-export type NativeName = 'loop_watch' | 'gc_stats' | 'heap_scan';
+export type NativeName = 'loop_watch' | 'gc_stats' | 'heap_scan' | 'thread_stack';
 
 /** What each part does, and what sysprobe does without it. */
 const PARTS: Record<NativeName, { part: string; api: 'napi' | 'v8'; withoutIt: string }> = {
@@ -39,6 +39,13 @@ const PARTS: Record<NativeName, { part: string; api: 'napi' | 'v8'; withoutIt: s
     part: 'heap scanner',
     api: 'napi',
     withoutIt: 'heap snapshots are read by the JS scanner, about 2x slower',
+  },
+  thread_stack: {
+    part: 'thread stack',
+    api: 'v8',
+    withoutIt:
+      "a probe started inside a worker thread cannot take that thread's stall stacks (the inspector reaches " +
+      'only the main thread): its stalls are reported without a stack',
   },
 };
 

@@ -67,6 +67,7 @@ describe('install without a compiler: the packed tarball on this node', function
       'loop_watch.napi.glibc.node',
       'heap_scan.napi.glibc.node',
       `gc_stats.abi${process.versions.modules}.glibc.node`,
+      `thread_stack.abi${process.versions.modules}.glibc.node`,
     ]) {
       assert.ok(shipped.includes(`prebuilds/linux-x64/${name}`), `the tarball ships ${name}`);
     }
@@ -97,7 +98,7 @@ describe('install without a compiler: the packed tarball on this node', function
   });
 
   it('finds every prebuild before trying a build: nothing is compiled', () => {
-    for (const name of ['loop_watch', 'heap_scan', 'gc_stats']) {
+    for (const name of ['loop_watch', 'heap_scan', 'gc_stats', 'thread_stack']) {
       assert.match(
         installLog,
         new RegExp(`sysprobe: ${name}: loaded prebuilds/linux-x64/${name}\\.`),
@@ -139,6 +140,7 @@ describe('install without a compiler: the packed tarball on this node', function
         ['loop_watch', true],
         ['gc_stats', true],
         ['heap_scan', true],
+        ['thread_stack', true],
       ],
     );
     for (const p of report.native) assert.match(p.reason, /prebuilds\/linux-x64/);

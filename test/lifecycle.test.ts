@@ -85,37 +85,32 @@ describe('lifecycle', () => {
     assert.deepEqual(JSON.parse(stdout.trim()), [0, 1, 0, 1, 'native', 0]);
   });
 
-  it('a second thread cannot have the native watch: loopWatch native is refused, auto falls back to the heartbeat and says why', async () => {
-    // One loop per process can be hooked; a probe started inside a worker thread while the main thread has one is the case.
-    const script = `const { Worker } = require('node:worker_threads');
+  it('a probe in a worker thread while the main thread has one: each hooks its own loop natively, each with its own watchdog', async () => {
+    const script = `const fs = require('node:fs');
+      const { Worker } = require('node:worker_threads');
       const { start } = require('sysprobe');
+      const watchdogs = () => fs.readdirSync('/proc/self/task').filter((t) => fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() === 'sysprobe-watch').length;
       (async () => {
         const probe = await start({ loopWatch: 'native' });
         const inner = new Worker(\`
           const { parentPort } = require('node:worker_threads');
           const { start } = require('sysprobe');
-          const lines = [];
-          const logger = { debug() {}, info(o, m) { lines.push({ ...o, msg: m }); }, warn() {}, error() {}, child() { return logger; } };
           (async () => {
-            const refused = await start({ loopWatch: 'native', logger }).then(() => 'started', (err) => err.code + ': ' + err.message);
-            const fallback = await start({ logger });
-            const kind = fallback.loopWatch;
-            await fallback.stop();
-            parentPort.postMessage({ refused, kind, why: lines.find((l) => l.msg === 'sysprobe started').loopWatchFallback });
+            const probe = await start({ loopWatch: 'native' });
+            parentPort.postMessage(probe.loopWatch);
+            await new Promise((resolve) => parentPort.once('message', resolve));
+            await probe.stop();
           })();\`, { eval: true });
-        const result = await new Promise((resolve) => inner.once('message', resolve));
+        const kind = await new Promise((resolve) => inner.once('message', resolve));
+        const both = watchdogs();
+        inner.postMessage('stop');
+        await new Promise((resolve) => inner.once('exit', resolve));
+        const one = watchdogs();
         await probe.stop();
-        console.log(JSON.stringify({ ...result, main: probe.loopWatch }));
+        console.log(JSON.stringify({ main: probe.loopWatch, kind, both, one, none: watchdogs() }));
       })();`;
     const { stdout } = await node(['-e', script]);
-    const result = JSON.parse(stdout.trim()) as { refused: string; kind: string; why: string; main: string };
-    assert.equal(result.main, 'native');
-    assert.match(
-      result.refused,
-      /^SYSPROBE_ERR_UNSUPPORTED: Option loopWatch is 'native' but another thread of this process already watches its loop natively/,
-    );
-    assert.equal(result.kind, 'heartbeat');
-    assert.match(result.why, /another thread/);
+    assert.deepEqual(JSON.parse(stdout.trim()), { main: 'native', kind: 'native', both: 2, one: 1, none: 0 });
   });
 
   it('a process that only ran start() and stop() exits by itself, promptly', async () => {

@@ -348,6 +348,7 @@ describe('stalls in a real service: the request and the cause', function () {
     await Promise.all(queued);
     const event = await stallEvent();
     assert.equal(event.cause, 'js', JSON.stringify(event));
+    assert.deepEqual(event.thread, { id: 0, name: 'main' });
     assert.equal(event.requests.length, 1);
     assert.deepEqual(
       { method: event.requests[0].method, path: event.requests[0].path, traceId: event.requests[0].traceId },

@@ -36,7 +36,7 @@ export interface StackCapture {
    * only landed after a native call (execSync, a sync crypto call, …) returned, so the top
    * frames show where JS resumed, which is near, but not, the blocking call.
    */
-  how: 'debugger-pause' | 'blocked-in-native';
+  how: 'debugger-pause' | 'interrupt' | 'blocked-in-native';
   /** The value of the inspector's `pauseExpression`, evaluated on the paused top frame (undefined when it failed or there is none). */
   evaluated?: unknown;
 }
@@ -47,7 +47,7 @@ export interface StackCapture {
  * no-op Runtime.evaluate rather than Debugger.enable, whose cost (it replays every script to
  * the session) grows with the app and with the machine's load.
  */
-const NATIVE_LATENCY_MS = 50;
+export const NATIVE_LATENCY_MS = 50;
 const MAX_FRAMES = 64;
 /** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
 const MAX_SCRIPTS = 50_000;

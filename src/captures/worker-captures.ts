@@ -6,7 +6,7 @@
  * taken once (`incidentClosed()` frees them again). A stack asked for while one is being
  * taken shares that one (src/captures/main-inspector.ts).
  */
-import { describeError } from '../errors.js';
+import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import type { AllocationProfileResult, CpuProfileResult, RuleCaptures } from './results.js';
 import type { Frame } from './cpuprofile.js';
 import type { StallCapture } from '../stalls/stall.js';
@@ -15,6 +15,7 @@ import type { SocketPicture } from '../sockets/sampler.js';
 import type { WorkerRule } from '../worker/settings.js';
 import { writeAllocationFiles, writeProfileFiles } from './profile-files.js';
 import { MainInspector, type StackCapture } from './main-inspector.js';
+import { interruptStack, loadThreadStack } from './thread-stack.js';
 import { SourceMaps } from '../sourcemaps/source-maps.js';
 import { RateBudget } from '../internal/rate-budget.js';
 import { FileSink } from '../sink/file-sink.js';
@@ -60,6 +61,8 @@ export interface CaptureSettings {
   capturesPerMinute: number;
   /** Incidents on: rule captures are deduplicated per open incident. */
   incidents: boolean;
+  /** The host thread's id in native/thread_stack.cc when the probe runs in a worker thread (-1: the addon is missing); 0: the main thread, through the inspector. */
+  stackHost: number;
 }
 
 /** A stall's stack, how it was taken, and whether the stall was sysprobe's own pause. */
@@ -107,9 +110,21 @@ export class WorkerCaptures {
     );
   }
 
-  /** The main thread's stack now (a person's request: not budgeted). */
+  /** The host thread's stack now (a person's request: not budgeted). */
   stack(): Promise<StackCapture> {
-    return this.#inspector.captureStack(STACK_TIMEOUT_MS);
+    const { stackHost } = this.#settings;
+    if (stackHost === 0) return this.#inspector.captureStack(STACK_TIMEOUT_MS);
+    if (stackHost < 0) {
+      const why = loadThreadStack().error ?? 'it could not register the thread';
+      return Promise.reject(
+        new SysprobeError(ErrorCode.CAPTURE_FAILED, `a worker thread's stack needs the thread stack addon (${why})`),
+      );
+    }
+    // The probe's host is a worker, which the inspector cannot reach from here: a V8 interrupt takes its stack.
+    return interruptStack(stackHost, STACK_TIMEOUT_MS).then(async (taken) => ({
+      ...taken,
+      frames: await this.#sourceMaps.resolve(taken.frames),
+    }));
   }
 
   /** Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink. */

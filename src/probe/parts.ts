@@ -26,6 +26,8 @@ import type { UnhealthyRules } from '../health/unhealthy.js';
 export interface LoopWatchChoice {
   kind: LoopWatchKind;
   addon: LoopWatchAddon | undefined;
+  /** The hooked loop's id in the addon (0 with the heartbeat). */
+  loopId: number;
   lag: LagSamples | undefined;
   why: string | undefined;
 }

@@ -15,6 +15,7 @@ import type { Sample } from '../samples/sample.js';
 import type { SamplesWritten } from '../incidents/samples.js';
 import { OtelExporter } from '../metrics/otel.js';
 import { LagSamples, loadLoopWatch } from '../stalls/loop-watch.js';
+import { registerHost } from '../captures/thread-stack.js';
 import { GcObserver } from '../memory/gc.js';
 import { JobGuard } from '../jobs/guard.js';
 import { Heartbeat } from '../stalls/heartbeat.js';
@@ -92,6 +93,8 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
   // First what can refuse (nothing to undo yet), then the exporter, which everything reports to.
   const snapshotWriter = chooseSnapshotWriter(options.heapSnapshotWriter, isMainThread);
   parts.loopWatch = chooseLoopWatch(options);
+  // A probe inside a worker thread: the probe worker takes this thread's stacks through V8 (the inspector reaches only the main thread).
+  const stackHost = isMainThread ? undefined : registerHost();
   parts.exporter = new OtelExporter(
     meter,
     {
@@ -146,7 +149,9 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
       mainRing: parts.heartbeat.mainRing.buffer,
       heartbeatIntervalMs,
       loopWatch: parts.loopWatch.kind,
-      mainTid: process.pid,
+      loopId: parts.loopWatch.loopId,
+      mainTid: stackHost?.tid ?? process.pid,
+      stackHost: isMainThread ? 0 : (stackHost?.hostId ?? -1),
       ...(parts.requests ? { requestTable: parts.requests.buffer } : {}),
       sysprobeVersion: PACKAGE_VERSION,
     }),
@@ -216,14 +221,15 @@ function chooseLoopWatch(options: ResolvedOptions): LoopWatchChoice {
   const heartbeat = (why: string) => {
     if (options.loopWatch === 'native')
       throw new SysprobeError(ErrorCode.UNSUPPORTED, `Option loopWatch is 'native' but ${why}.`);
-    return { kind: 'heartbeat' as const, addon: undefined, lag: undefined, why };
+    return { kind: 'heartbeat' as const, addon: undefined, loopId: 0, lag: undefined, why };
   };
   if (options.loopWatch === 'heartbeat' || !options.samplers.eventLoop)
-    return { kind: 'heartbeat', addon: undefined, lag: undefined, why: undefined };
+    return { kind: 'heartbeat', addon: undefined, loopId: 0, lag: undefined, why: undefined };
   const { addon, error } = loadLoopWatch();
   if (!addon) return heartbeat(`the native loop watch did not load (${error})`);
-  if (!addon.attach()) return heartbeat('another thread of this process already watches its loop natively');
-  return { kind: 'native', addon, lag: new LagSamples(addon), why: undefined };
+  const loopId = addon.attach();
+  if (!loopId) return heartbeat("the native loop watch could not hook this thread's loop");
+  return { kind: 'native', addon, loopId, lag: new LagSamples(addon), why: undefined };
 }
 
 /** Checks (and trims, when asked) each watched cache; a new episode of growth or of being over the limit is logged and emitted. */

@@ -7,6 +7,7 @@
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import type { HostRequest, WorkerToMain } from '../protocol.js';
 import type { StallEvent } from '../stalls/stall-event.js';
+import { currentThread } from '../stalls/stall.js';
 import type { RuleEvent } from '../captures/results.js';
 import type { HealthReason } from '../health/evaluate.js';
 import { writeDiagnosticReport } from '../crash/diagnostic-report.js';
@@ -105,6 +106,7 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
   void explanation
     .then(({ requests, queued, diagnosis }) => {
       const event: StallEvent = {
+        thread: currentThread(),
         startedAt,
         durationMs,
         stack,
@@ -117,6 +119,7 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
       };
       logger.warn(
         {
+          thread: event.thread.name,
           startedAt,
           durationMs,
           thresholdMs: options.stallThresholdMs,

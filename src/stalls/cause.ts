@@ -301,6 +301,7 @@ export function classifyStall(input: {
   const native =
     input.captureHow === 'blocked-in-native' ||
     (input.captureHow !== 'debugger-pause' &&
+      input.captureHow !== 'interrupt' &&
       inSyscall.length > 0 &&
       inSyscall.length * 2 >= input.observations.length);
   if (native) {
@@ -320,8 +321,8 @@ export function classifyStall(input: {
   return {
     cause: 'js',
     why:
-      input.captureHow === 'debugger-pause'
-        ? `JavaScript was running (${seen}; the inspector paused it in JS)`
+      input.captureHow === 'debugger-pause' || input.captureHow === 'interrupt'
+        ? `JavaScript was running (${seen}; ${input.captureHow === 'interrupt' ? 'V8 interrupted it in JS' : 'the inspector paused it in JS'})`
         : `the thread was ${seen}, and neither GC nor throttling explains the stall`,
     ...measured,
   };

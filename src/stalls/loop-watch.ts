@@ -1,6 +1,7 @@
 /**
  * The native loop watch (native/loop_watch.c), shared by both threads: the main
- * thread hooks its loop, the worker runs the watchdog. It sees a stall without
+ * thread hooks its loop (the main thread, or an app worker running its own probe), the
+ * probe worker runs the watchdog. It sees a stall without
  * waking the main thread, which the JS heartbeat cannot do; see
  * docs/architecture.md for what each costs. Optional: when the addon did not
  * build, sysprobe falls back to the heartbeat.
@@ -9,21 +10,23 @@ import { loadNative } from '../native.js';
 
 /** The addon's functions, as native/loop_watch.c defines them. */
 export interface LoopWatchAddon {
-  /** Hooks the calling thread's loop; false if another loop in the process is watched. */
-  attach(): boolean;
-  /** Unhooks it (synchronous). */
+  /** Hooks the calling thread's loop (any thread's); returns its id for startWatchdog, 0 if it cannot. */
+  attach(): number;
+  /** Stops the calling thread's hook (synchronous). */
   detach(): void;
-  /** Starts the watchdog thread; `onStall` runs on the calling thread when a stall starts and when it ends. */
+  /** Starts a watchdog thread on loop `loopId`; `onStall` runs on the calling thread when a stall starts and when it ends. */
   startWatchdog(
+    loopId: number,
     thresholdMs: number,
     onStall: (started: boolean, startHrMs: number, durationMs: number) => void,
   ): boolean;
+  /** Stops the calling thread's watchdog. */
   stopWatchdog(): void;
-  /** How long the watched loop has been busy in its current turn, ms; about 0 while it waits for events. */
+  /** How long the loop the calling thread's watchdog watches has been busy in its current turn, ms; about 0 while it waits for events. */
   lagMs(): number;
   /** On the attached thread: the longest completed turn (ms) since the previous call. */
   takeLongestTurn(): number;
-  /** Copies lag samples written since `cursor` into `out`; returns [next cursor, samples copied]. */
+  /** On the attached thread: copies its loop's lag samples written since `cursor` into `out`; returns [next cursor, samples copied]. */
   readLag(cursor: number, out: Float64Array): [number, number];
 }
 

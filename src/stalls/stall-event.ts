@@ -1,16 +1,18 @@
 /** The public shape of a stall, as the probe emits it (`'stall'`). A leaf: type imports only. */
 import type { Frame } from '../captures/cpuprofile.js';
-import type { StallCapture } from './stall.js';
+import type { StallCapture, StallThread } from './stall.js';
 import type { StallCause, StallDiagnosis } from './cause.js';
 import type { StallQueue, StallRequest } from './explain.js';
 
-/** The stall the worker saw, reported once the main thread runs again. */
+/** The stall the worker saw, reported once the blocked thread runs again. */
 export interface StallEvent {
+  /** The thread whose loop stalled: the probe's host, `{ id: 0, name: 'main' }` or a worker's `threadId` and name. */
+  thread: StallThread;
   /** When the loop stopped answering, ms since the epoch (exact with the native loop watch; within one beat with the heartbeat). */
   startedAt: number;
   /** How long the loop was blocked, ms (with the heartbeat: the gap between beats, up to one beat more). */
   durationMs: number;
-  /** The main thread's JS stack, taken by the worker while the loop was still blocked (innermost frame first); absent when not taken. */
+  /** The blocked thread's JS stack, taken by the probe worker while the loop was still blocked (innermost frame first); absent when not taken. */
   stack: Frame[] | undefined;
   /** How the stack was taken, or why not. */
   capture: StallCapture;

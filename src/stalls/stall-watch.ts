@@ -38,12 +38,12 @@ function hrToEpochMs(hrMs: number): number {
 export class NativeStallWatch implements StallWatch {
   readonly #addon: LoopWatchAddon;
 
-  constructor(addon: LoopWatchAddon, thresholdMs: number, onStall: (report: StallReport) => void) {
+  constructor(addon: LoopWatchAddon, loopId: number, thresholdMs: number, onStall: (report: StallReport) => void) {
     this.#addon = addon;
-    const started = addon.startWatchdog(thresholdMs, (began, startHrMs, durationMs) => {
+    const started = addon.startWatchdog(loopId, thresholdMs, (began, startHrMs, durationMs) => {
       onStall({ ended: !began, startedAt: hrToEpochMs(startHrMs), durationMs });
     });
-    if (!started) throw new Error('the native watchdog did not start (is the main loop attached?)');
+    if (!started) throw new Error('the native watchdog did not start (is the host thread loop attached?)');
   }
 
   dueMs(): number {

@@ -2,6 +2,7 @@
  * What both threads know of a stall: the heartbeat's shared slots (the fallback watch) and how
  * a stall's stack was taken. A leaf module.
  */
+import * as threads from 'node:worker_threads';
 import type { ActiveSpan } from './active-span.js';
 
 /** Slots of the heartbeat's shared BigInt64Array; all values are process.hrtime nanoseconds. */
@@ -25,13 +26,15 @@ export function selfPausedNow(beat: BigInt64Array): boolean {
 /** How the stack of a stall was taken, or why it was not. */
 export interface StallCapture {
   /**
-   * `debugger-pause`: paused in the JS that blocked the loop, while it was blocking.
+   * `debugger-pause`: paused in the JS that blocked the loop, while it was blocking (the main thread).
+   * `interrupt`: the same for a probe started inside a worker thread: V8 interrupted that thread's JS
+   * and took its stack (native/thread_stack.cc).
    * `blocked-in-native`: the loop was blocked in native code (execSync, a sync crypto call, …);
    * the pause landed only when JS resumed, so the stack shows where, not the culprit.
    * `skipped`: not taken, see `reason` (the capture budget was spent, or the stall was sysprobe's
    * own heap snapshot). `failed`: see `reason`.
    */
-  how: 'debugger-pause' | 'blocked-in-native' | 'skipped' | 'failed';
+  how: 'debugger-pause' | 'interrupt' | 'blocked-in-native' | 'skipped' | 'failed';
   /** When the worker learned of the stall (it had lasted the threshold), ms since the epoch. */
   detectedAt: number;
   /** When the main thread paused, ms since the epoch. */
@@ -41,4 +44,17 @@ export interface StallCapture {
   /** The OpenTelemetry span active in the code the pause landed in (its trace id names the request's trace), when there was one. */
   span?: ActiveSpan;
   reason?: string;
+}
+
+/** The thread a stall blocked: the main thread is `{ id: 0, name: 'main' }`; a worker has its `threadId`. */
+export interface StallThread {
+  id: number;
+  name: string;
+}
+
+/** The calling thread, as a stall names it: the Worker's `name` where Node says it (22.?+, 24), else `worker <id>`. */
+export function currentThread(): StallThread {
+  if (threads.isMainThread) return { id: 0, name: 'main' };
+  const { threadName } = threads as { threadName?: string };
+  return { id: threads.threadId, name: threadName || `worker ${threads.threadId}` };
 }

@@ -176,7 +176,7 @@ class ProbeWorker {
     try {
       const { addon, error } = loadLoopWatch();
       if (!addon) throw new Error(error);
-      return new NativeStallWatch(addon, this.#settings.stallThresholdMs, onStall);
+      return new NativeStallWatch(addon, this.#settings.loopId, this.#settings.stallThresholdMs, onStall);
     } catch (err) {
       // The main thread found the addon, so this is unexpected; without a heartbeat nobody can watch.
       this.#log('error', 'sysprobe stall watch failed to start; stalls will not be seen', {

@@ -46,7 +46,12 @@ export interface ThreadFacts {
   heartbeatIntervalMs: number;
   /** Who watches for stalls: the native addon's watchdog, or the worker reading the heartbeat. */
   loopWatch: 'native' | 'heartbeat';
+  /** The native loop watch's id of the host thread's loop (0 with the heartbeat). */
+  loopId: number;
+  /** The kernel thread id of the probe's host thread (the main thread's is the pid). */
   mainTid: number;
+  /** The host thread's id in native/thread_stack.cc when the host is a worker thread (-1: the addon is missing); 0 for the main thread. */
+  stackHost: number;
   sysprobeVersion: string;
   /** The shared table of HTTP requests in flight (src/stalls/requests.ts); absent when the requests sampler is off. */
   requestTable?: SharedArrayBuffer;

@@ -1,0 +1,271 @@
+// sysprobe's thread stack: the JS stack of another thread of this process while it
+// is stuck in JS, for a probe whose host is an app's worker thread (the inspector's
+// connectToMainThread() reaches only the main thread).
+//
+// The host thread registers its isolate (hostId = register()). The probe worker asks
+// for a stack (request(hostId) -> requestId): V8's Isolate::RequestInterrupt, which is
+// thread-safe, makes the host thread run our callback at its next interrupt check,
+// which a thread running JS reaches within about a millisecond. The callback takes
+// StackTrace::CurrentStackTrace, copies it into plain strings and leaves it in the
+// request's slot; the worker polls take(requestId) until it is there or it gives up.
+//
+// Never crash the host:
+//   - hosts and requests live in a registry under one mutex, and are found by id, so
+//     nothing points at a thread or a request that is gone: an interrupt for a request
+//     the worker gave up on, or for a host that ended, finds nothing and does nothing;
+//   - RequestInterrupt is called under the mutex, and a host leaves the registry from
+//     its environment's cleanup hook, under the same mutex, before its isolate goes;
+//   - the library pins itself in memory (RTLD_NODELETE): a pending interrupt may run
+//     after the thread that loaded us unloaded its addons.
+
+#include <dlfcn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <node_version.h>  // first: it sets NAPI_VERSION, which node_api.h would default
+#include <node_api.h>
+#include <v8.h>
+
+#include <mutex>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+constexpr int kMaxFrames = 64;
+constexpr size_t kMaxPending = 16;
+
+struct FrameText {
+  std::string function_name;
+  std::string url;
+  int line;    // 0-based, as the inspector's
+  int column;  // 0-based
+};
+
+struct Request {
+  uint32_t host;
+  bool done = false;
+  std::vector<FrameText> frames;
+  double asked_ms = 0;     // steady clock
+  double answered_ms = 0;  // when the host ran the interrupt
+};
+
+struct Host {
+  v8::Isolate* isolate;
+};
+
+std::mutex registry_mutex;
+std::unordered_map<uint32_t, Host> hosts;
+std::unordered_map<uint32_t, Request> requests;
+uint32_t last_id = 0;
+
+double SteadyMs() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+uint32_t NextId() {
+  if (++last_id == 0) ++last_id;
+  return last_id;
+}
+
+std::string Text(v8::Isolate* isolate, v8::Local<v8::String> s) {
+  if (s.IsEmpty()) return std::string();
+  v8::String::Utf8Value utf8(isolate, s);
+  return *utf8 ? std::string(*utf8, static_cast<size_t>(utf8.length())) : std::string();
+}
+
+// On the host thread, inside its JS, at an interrupt check.
+void OnInterrupt(v8::Isolate* isolate, void* data) {
+  uint32_t id = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(data));
+  double answered_ms = SteadyMs();
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    if (requests.find(id) == requests.end()) return;  // given up on
+  }
+  std::vector<FrameText> frames;
+  {
+    v8::HandleScope scope(isolate);
+    v8::Local<v8::StackTrace> trace = v8::StackTrace::CurrentStackTrace(isolate, kMaxFrames, v8::StackTrace::kDetailed);
+    int count = trace->GetFrameCount();
+    frames.reserve(static_cast<size_t>(count));
+    for (int i = 0; i < count; i++) {
+      v8::Local<v8::StackFrame> frame = trace->GetFrame(isolate, static_cast<uint32_t>(i));
+      frames.push_back({Text(isolate, frame->GetFunctionName()), Text(isolate, frame->GetScriptNameOrSourceURL()),
+                        frame->GetLineNumber() - 1, frame->GetColumn() - 1});
+    }
+  }
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto found = requests.find(id);
+  if (found == requests.end()) return;
+  found->second.frames = std::move(frames);
+  found->second.done = true;
+  found->second.answered_ms = answered_ms;
+}
+
+void ForgetHost(void* arg) {
+  uint32_t id = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(arg));
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  hosts.erase(id);
+}
+
+struct EnvState {
+  uint32_t host = 0;  // this thread's registration, if any
+};
+
+EnvState* StateOf(napi_env env) {
+  void* data = nullptr;
+  napi_get_instance_data(env, &data);
+  return static_cast<EnvState*>(data);
+}
+
+napi_value Number(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+// register(): on the host thread; its id for request(). Idempotent per thread.
+napi_value Register(napi_env env, napi_callback_info) {
+  EnvState* st = StateOf(env);
+  if (st == nullptr) return Number(env, 0);
+  if (st->host == 0) {
+    uint32_t id;
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex);
+      id = NextId();
+      hosts[id] = Host{v8::Isolate::GetCurrent()};
+    }
+    if (napi_add_env_cleanup_hook(env, ForgetHost, reinterpret_cast<void*>(static_cast<uintptr_t>(id))) != napi_ok) {
+      ForgetHost(reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+      return Number(env, 0);
+    }
+    st->host = id;
+  }
+  return Number(env, st->host);
+}
+
+// request(hostId): from any thread; a request id for take(), or 0 (no such host, or too many pending).
+napi_value RequestStack(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double host_in = 0;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 1 || napi_get_value_double(env, argv[0], &host_in) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "request(hostId)");
+    return nullptr;
+  }
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto host = hosts.find(static_cast<uint32_t>(host_in));
+  if (host == hosts.end() || requests.size() >= kMaxPending) return Number(env, 0);
+  uint32_t id = NextId();
+  requests[id].host = host->first;
+  requests[id].asked_ms = SteadyMs();
+  // Under the mutex: the host cannot leave the registry (and its isolate go) meanwhile.
+  host->second.isolate->RequestInterrupt(OnInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+  return Number(env, id);
+}
+
+// take(requestId): once answered (the request is then forgotten), { frames: [{ functionName, url,
+// lineNumber, columnNumber }], latencyMs: from the request to the host taking the interrupt }; else undefined.
+napi_value Take(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double id_in = 0;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 1 || napi_get_value_double(env, argv[0], &id_in) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "take(requestId)");
+    return nullptr;
+  }
+  Request done;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    auto found = requests.find(static_cast<uint32_t>(id_in));
+    if (found == requests.end() || !found->second.done) return nullptr;
+    done = std::move(found->second);
+    requests.erase(found);
+  }
+  napi_value answer, result;
+  napi_create_object(env, &answer);
+  napi_create_array_with_length(env, done.frames.size(), &result);
+  for (size_t i = 0; i < done.frames.size(); i++) {
+    const FrameText& f = done.frames[i];
+    napi_value frame, name, url;
+    napi_create_object(env, &frame);
+    napi_create_string_utf8(env, f.function_name.c_str(), f.function_name.size(), &name);
+    napi_create_string_utf8(env, f.url.c_str(), f.url.size(), &url);
+    napi_set_named_property(env, frame, "functionName", name);
+    napi_set_named_property(env, frame, "url", url);
+    napi_set_named_property(env, frame, "lineNumber", Number(env, f.line));
+    napi_set_named_property(env, frame, "columnNumber", Number(env, f.column));
+    napi_set_element(env, result, static_cast<uint32_t>(i), frame);
+  }
+  napi_set_named_property(env, answer, "frames", result);
+  napi_set_named_property(env, answer, "latencyMs", Number(env, done.answered_ms - done.asked_ms));
+  return answer;
+}
+
+// cancel(requestId): the worker gave up; a late interrupt then finds nothing.
+napi_value Cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double id_in = 0;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc >= 1 && napi_get_value_double(env, argv[0], &id_in) == napi_ok) {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    requests.erase(static_cast<uint32_t>(id_in));
+  }
+  return nullptr;
+}
+
+// tid(): the calling thread's kernel thread id (its /proc/self/task/<tid>), for the probe's look at a stalled host.
+napi_value Tid(napi_env env, napi_callback_info) { return Number(env, static_cast<double>(syscall(SYS_gettid))); }
+
+void FreeState(napi_env, void* data, void*) { delete static_cast<EnvState*>(data); }
+
+// A pending interrupt may run after the thread that loaded us unloaded its addons.
+void PinLibrary() {
+  Dl_info self;
+  if (dladdr(reinterpret_cast<void*>(&PinLibrary), &self) && self.dli_fname)
+    dlopen(self.dli_fname, RTLD_LAZY | RTLD_NODELETE | RTLD_NOLOAD);  // LAZY: binds nothing new
+}
+
+// Node-API does not check a module's ABI, but this one calls V8's C++ API, whose symbols change
+// between Node majors: one built for another Node would die at its first V8 call (a lazy symbol
+// lookup error ends the process). So before any V8 call: is process.versions.modules ours?
+bool SameAbi(napi_env env) {
+  napi_value global, process, versions, modules;
+  char running[16] = {0};
+  size_t length = 0;
+  if (napi_get_global(env, &global) != napi_ok || napi_get_named_property(env, global, "process", &process) != napi_ok ||
+      napi_get_named_property(env, process, "versions", &versions) != napi_ok ||
+      napi_get_named_property(env, versions, "modules", &modules) != napi_ok ||
+      napi_get_value_string_utf8(env, modules, running, sizeof running, &length) != napi_ok)
+    return false;
+  return std::strcmp(running, NODE_STRINGIFY(NODE_MODULE_VERSION)) == 0;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  if (!SameAbi(env)) {
+    napi_throw_error(env, nullptr, "thread_stack was built for Node ABI " NODE_STRINGIFY(NODE_MODULE_VERSION)
+                     " (process.versions.modules differs)");
+    return nullptr;
+  }
+  static std::once_flag pinned;
+  std::call_once(pinned, PinLibrary);
+  napi_set_instance_data(env, new EnvState(), FreeState, nullptr);
+  napi_property_descriptor methods[] = {
+      {"register", nullptr, Register, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"request", nullptr, RequestStack, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"take", nullptr, Take, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"tid", nullptr, Tid, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"cancel", nullptr, Cancel, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE_INIT() { return Init(env, exports); }
