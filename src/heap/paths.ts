@@ -21,6 +21,7 @@
  * A bucket queue (Dial's algorithm: small integer weights) keeps the search linear in the edges.
  */
 import type { StringTable } from './strings.js';
+import { bigArray } from './arrays.js';
 
 /** What the search reads of a heap graph (HeapGraph, which builds this). */
 export interface PathGraph {
@@ -75,7 +76,7 @@ export class RetainerPaths {
 
   constructor(graph: PathGraph) {
     this.#graph = graph;
-    const penalty = new Uint8Array(graph.nodeCount);
+    const penalty = bigArray(Uint8Array, graph.nodeCount);
     this.#classifyScopes(penalty);
     this.#parentEdge = this.#search(penalty);
   }
@@ -183,7 +184,7 @@ export class RetainerPaths {
       const i = g.edgeTypeNames.indexOf(t);
       if (i >= 0) stepWeight[i] = INTERNAL_STEP;
     }
-    const parentEdge = new Uint32Array(N).fill(NONE);
+    const parentEdge = bigArray(Uint32Array, N).fill(NONE);
     const dist = g.scratch().fill(NONE);
     const buckets: number[][] = Array.from({ length: BUCKETS }, () => []);
     let pending = 0,
