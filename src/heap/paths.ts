@@ -186,20 +186,34 @@ export class RetainerPaths {
     }
     const parentEdge = bigArray(Uint32Array, N).fill(NONE);
     const dist = g.scratch().fill(NONE);
-    const buckets: number[][] = Array.from({ length: BUCKETS }, () => []);
+    // The queue: a growable typed array per bucket, kept across rounds (no garbage per node).
+    const buckets = Array.from({ length: BUCKETS }, () => new Uint32Array(1024));
+    const sizes = new Int32Array(BUCKETS);
+    const push = (slot: number, n: number): void => {
+      let b = buckets[slot]!;
+      if (sizes[slot] === b.length) {
+        const grown = new Uint32Array(b.length * 2);
+        grown.set(b);
+        buckets[slot] = b = grown;
+      }
+      b[sizes[slot]!++] = n;
+    };
     let pending = 0,
       d = 0;
     const start = (n: number, via: number): void => {
       if (dist[n] !== NONE) return;
       dist[n] = d;
       parentEdge[n] = via;
-      buckets[d % BUCKETS]!.push(n);
+      push(d % BUCKETS, n);
       pending++;
     };
     const run = (): void => {
       for (; pending > 0; d++) {
-        const bucket = buckets[d % BUCKETS]!;
-        for (let i = 0; i < bucket.length; i++) {
+        const slot = d % BUCKETS;
+        // Weights are 1…BUCKETS-1: nothing joins this bucket while it is read.
+        const bucket = buckets[slot]!,
+          size = sizes[slot]!;
+        for (let i = 0; i < size; i++) {
           const n = bucket[i]!;
           pending--;
           if (dist[n] !== d) continue; // reached again, shorter, since it was queued
@@ -211,11 +225,11 @@ export class RetainerPaths {
             if (nd >= dist[to]!) continue;
             dist[to] = nd;
             parentEdge[to] = e;
-            buckets[nd % BUCKETS]!.push(to);
+            push(nd % BUCKETS, to);
             pending++;
           }
         }
-        bucket.length = 0;
+        sizes[slot] = 0;
       }
     };
     dist[0] = 0;
