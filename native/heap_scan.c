@@ -180,7 +180,9 @@ done:
  * The dominator tree and retained sizes: the same steps, in the same order, as the JS
  * HeapGraph#computeDominators in src/heap/graph.ts (its fallback; tests compare the two),
  * at a few times its speed. All arrays are the caller's, so it can lend the scratch ones to
- * later passes; only the predecessor lists are allocated here, and freed. On return
+ * later passes, and `retained` may share the memory of `stack` and `cursor` (two halves of
+ * one buffer: they are done with before it is written); only the predecessor lists are
+ * allocated here, and freed. On return
  * `semi` holds each node's immediate dominator, `vertex` the pre-order, `retained` the
  * retained sizes. Returns how many nodes the root reaches, or -1 when the predecessor
  * lists cannot be allocated (the caller falls back to JS); bad arguments throw.
@@ -319,7 +321,9 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
     idom[w] = x;
   }
 
-  /* 4. Back to node ordinals; retained sizes bottom-up. */
+  /* 4. Back to node ordinals; retained sizes bottom-up. `retained` may be the memory of
+   *    `stack` and `cursor`, done with by now: no store to them may move past here. */
+  __asm__ __volatile__("" ::: "memory");
   uint32_t* dominator = semi;
   for (size_t n = 0; n < N; n++) retained[n] = selfs[n];
   for (size_t w = N - 1; w >= 1; w--) {
