@@ -1,5 +1,6 @@
 'use strict';
-// Heap analysis benchmark: `npm run bench:heap [-- --shape both|map|large-leak] [--mb 275] [--leak 200000] [--rounds 2] [--no-memlab] [--keep] [--name heap]`.
+// Heap analysis benchmark: `npm run bench:heap [-- --shape both|map|large-leak] [--mb 275] [--leak 200000] [--rounds 2] [--no-memlab] [--keep] [--dir D] [--name heap]`.
+// --dir D keeps the snapshots in D/<shape>-<size>/ and reuses them on the next run (generating them is slow).
 //
 // 1. A child process writes three snapshots A, B, C, in one of two shapes (both by default,
 //    each in its own table):
@@ -33,6 +34,7 @@ const TARGET_MB = Number(arg('--mb', '100'));
 const LEAK = Number(arg('--leak', '200000'));
 const WITH_MEMLAB = !args.includes('--no-memlab');
 const KEEP = args.includes('--keep');
+const DIR = arg('--dir'); // keep and reuse the generated snapshots here
 const ROUNDS = Number(arg('--rounds', '2'));
 const NAME = arg('--name', 'heap'); // results go to bench/results/<name>-latest.md
 const SHAPES = arg('--shape', 'both') === 'both' ? ['map', 'large-leak'] : [arg('--shape')];
@@ -172,10 +174,15 @@ function main() {
 }
 
 function runShape(shape) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-bench-heap-'));
   const large = shape === 'large-leak';
   const leak = large ? LARGE_LEAK : LEAK;
-  if (large) {
+  const dir = DIR
+    ? path.join(DIR, large ? `large-leak-${leak}` : `map-${TARGET_MB}mb-${LEAK}`)
+    : fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-bench-heap-'));
+  const reuse = DIR && ['a', 'b', 'c'].every((n) => fs.existsSync(path.join(dir, `${n}.heapsnapshot`)));
+  if (DIR) fs.mkdirSync(dir, { recursive: true });
+  if (reuse) process.stderr.write(`reusing the snapshots in ${dir}\n`);
+  else if (large) {
     process.stderr.write(
       `generating the large-leak snapshots (${leak} sessions leaked between each pair, amid churn) in ${dir}\n`,
     );
@@ -365,7 +372,8 @@ function runShape(shape) {
       : []),
     '',
   ].join('\n');
-  if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  if (DIR) fs.rmSync(path.join(dir, 'memlab'), { recursive: true, force: true });
+  else if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
   return { md, ok: sysprobeFound && oneCoreFound && (!haveMemlab || runs.memlabLeaks.found) };
 }
 

@@ -38,7 +38,7 @@ const PARTS: Record<NativeName, { part: string; api: 'napi' | 'v8'; withoutIt: s
   heap_scan: {
     part: 'heap scanner',
     api: 'napi',
-    withoutIt: 'heap snapshots are read by the JS scanner, about 2x slower',
+    withoutIt: 'heap snapshots are read by the JS scanner, about 2x slower, and their dominators computed in JS',
   },
   thread_stack: {
     part: 'thread stack',

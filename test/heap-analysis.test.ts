@@ -4,7 +4,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
-import { HeapGraph } from '../src/heap/graph.js';
+import { HeapGraph, useNativeDominatorPass } from '../src/heap/graph.js';
+import { bigArray, HUGE_PAGE_MIN_BYTES } from '../src/heap/arrays.js';
 import { classTotals, IdSet, roomForAThread } from '../src/heap/analysis.js';
 import { heapScanner, parseHeapSnapshot, readHeapSnapshot, type RawSnapshot } from '../src/heap/reader.js';
 import { chainSnapshot, leakSnapshots, syntheticSnapshot, type LeakKind } from './heap-fixtures.js';
@@ -309,6 +310,43 @@ describe('heap analysis: real snapshots with known leaks', function () {
     } finally {
       heapScanner('native');
     }
+  });
+
+  it('the C dominator pass and the JS one give the same tree, pre-order and retained sizes, on every real snapshot', async function () {
+    needs(this, HEAP_SCAN);
+    try {
+      for (const [kind, files] of snapshots) {
+        const raw = await readHeapSnapshot(files[2]!);
+        assert.equal(useNativeDominatorPass(false), false);
+        const js = new HeapGraph(raw);
+        assert.equal(useNativeDominatorPass(true), true);
+        const c = new HeapGraph(raw);
+        assert.deepEqual(c.dominators, js.dominators, `dominators, ${kind}`);
+        assert.deepEqual(c.retainedSizes, js.retainedSizes, `retained sizes, ${kind}`);
+        for (let n = 0; n < raw.nodeCount; n += 97)
+          assert.equal(c.isStronglyHeld(n), js.isStronglyHeld(n), `pre-order, node ${n}, ${kind}`);
+        assert.equal(c.retainerPath(raw.nodeCount - 1), js.retainerPath(raw.nodeCount - 1), `a path, ${kind}`);
+      }
+    } finally {
+      useNativeDominatorPass(true);
+    }
+  });
+
+  it('big analysis arrays are zeroed typed arrays of the size asked (huge pages are only a hint)', () => {
+    const check = (a: Uint8Array | Uint32Array | Float64Array, bytesPer: number): void => {
+      assert.equal(a.length, HUGE_PAGE_MIN_BYTES / bytesPer + 1000);
+      assert.equal(a[0], 0);
+      assert.equal(a[a.length - 1], 0);
+    };
+    const u8 = bigArray(Uint8Array, HUGE_PAGE_MIN_BYTES + 1000);
+    assert.ok(u8 instanceof Uint8Array);
+    check(u8, 1);
+    const u32 = bigArray(Uint32Array, HUGE_PAGE_MIN_BYTES / 4 + 1000);
+    assert.ok(u32 instanceof Uint32Array);
+    check(u32, 4);
+    const f64 = bigArray(Float64Array, HUGE_PAGE_MIN_BYTES / 8 + 1000);
+    assert.ok(f64 instanceof Float64Array);
+    check(f64, 8);
   });
 
   it('reads the last file on a second thread or on one, with the same answer; a bad file on either side rejects with BAD_SNAPSHOT', async () => {

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import { HeapGraph } from './graph.js';
 import { readHeapSnapshot, type ProgressCallback } from './reader.js';
 import { readHeapSnapshotInThread, type ThreadRead } from './read-thread.js';
+import { bigArray } from './arrays.js';
 
 /** Totals for one class: a constructor name, or `(type)` for strings, arrays, code… */
 export interface ClassTotal {
@@ -280,7 +281,7 @@ export class IdSet {
     let max = 0;
     for (let i = 0; i < ids.length; i++) if (ids[i]! > max) max = ids[i]!;
     if (max >>> 3 <= ids.length * 4) {
-      const bits = (this.#bits = new Uint8Array((max >>> 3) + 1));
+      const bits = (this.#bits = bigArray(Uint8Array, (max >>> 3) + 1));
       for (let i = 0; i < ids.length; i++) bits[ids[i]! >>> 3]! |= 1 << (ids[i]! & 7);
     } else {
       this.#sorted = Uint32Array.from(ids).sort();

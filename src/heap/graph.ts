@@ -7,8 +7,29 @@
 import type { RawSnapshot } from './reader.js';
 import type { StringTable } from './strings.js';
 import { RetainerPaths } from './paths.js';
+import { bigArray } from './arrays.js';
+import { loadNative } from '../native.js';
 
 const NONE = 0xffffffff;
+
+type ComputeDominators = (
+  firstEdge: Uint32Array,
+  edgeTypes: Uint8Array,
+  edgeTargets: Uint32Array,
+  selfSizes: Uint32Array,
+  weakType: number,
+  shortcutType: number,
+  scratch: Uint32Array[],
+  retained: Float64Array,
+) => number;
+const nativeDominators = loadNative<{ computeDominators?: ComputeDominators }>('heap_scan').addon?.computeDominators;
+let useNativeDominators = nativeDominators !== undefined;
+
+/** Tests: compute dominators with the JS pass (false) or native/heap_scan.c when it loaded (true); returns whether native is in use. */
+export function useNativeDominatorPass(on: boolean): boolean {
+  useNativeDominators = on && nativeDominators !== undefined;
+  return useNativeDominators;
+}
 /** The collections whose `table` edge leads to V8's hash table of their entries. */
 const COLLECTIONS = new Set(['Map', 'Set', 'WeakMap', 'WeakSet']);
 
@@ -118,7 +139,7 @@ export class HeapGraph {
 
   /** A node-sized scratch array, contents unspecified; hand it back with {@link releaseScratch} when done. */
   scratch(): Uint32Array {
-    return this.#spare.pop() ?? new Uint32Array(this.nodeCount);
+    return this.#spare.pop() ?? bigArray(Uint32Array, this.nodeCount);
   }
   /** {@link scratch} as signed numbers. */
   scratchInt32(): Int32Array {
@@ -154,6 +175,7 @@ export class HeapGraph {
   }
 
   #computeDominators(): void {
+    if (useNativeDominators && this.#computeDominatorsNative()) return;
     const N = this.nodeCount;
     const types = this.#edgeTypes,
       targets = this.#edgeTargets,
@@ -161,11 +183,11 @@ export class HeapGraph {
 
     // 1. Depth-first pre-order from the root over essential edges (explicit stack, so
     //    long chains like linked lists cannot overflow the call stack).
-    const dfn = new Uint32Array(N).fill(NONE); // node → pre-order number
-    const vertex = new Uint32Array(N); // pre-order number → node
-    const parent = new Uint32Array(N); // by pre-order number
-    const stack = new Uint32Array(N);
-    const cursor = new Uint32Array(N);
+    const dfn = bigArray(Uint32Array, N).fill(NONE); // node → pre-order number
+    const vertex = bigArray(Uint32Array, N); // pre-order number → node
+    const parent = bigArray(Uint32Array, N); // by pre-order number
+    const stack = bigArray(Uint32Array, N);
+    const cursor = bigArray(Uint32Array, N);
     let top = 0,
       count = 0;
     stack[0] = 0;
@@ -200,7 +222,7 @@ export class HeapGraph {
       }
 
     // 2. Predecessors by pre-order number, essential edges from reached nodes only.
-    const firstPred = new Uint32Array(N + 1);
+    const firstPred = bigArray(Uint32Array, N + 1);
     for (let n = 0; n < N; n++) {
       if (dfn[n]! >= reached) continue;
       for (let e = first[n]!; e < first[n + 1]!; e++) {
@@ -208,9 +230,9 @@ export class HeapGraph {
       }
     }
     for (let i = 0; i < N; i++) firstPred[i + 1]! += firstPred[i]!;
-    const preds = new Uint32Array(firstPred[N]!);
+    const preds = bigArray(Uint32Array, firstPred[N]!);
     // Scratch arrays are reused once their step is done: peak memory is what bounds large snapshots.
-    const semi = new Uint32Array(N);
+    const semi = bigArray(Uint32Array, N);
     const fill = semi; // fill cursors now, semi-dominators in step 3
     fill.set(firstPred.subarray(0, N));
     for (let n = 0; n < N; n++) {
@@ -269,7 +291,8 @@ export class HeapGraph {
 
     // 4. Back to node ordinals; retained sizes bottom-up (a dominator precedes what it dominates in pre-order).
     const dominator = semi; // semi-dominators are done with
-    const retained = Float64Array.from(this.#selfSizes);
+    const retained = bigArray(Float64Array, N);
+    retained.set(this.#selfSizes);
     for (let w = N - 1; w >= 1; w--) {
       const n = vertex[w]!,
         d = vertex[idom[w]!]!;
@@ -282,6 +305,41 @@ export class HeapGraph {
     this.#retained = retained;
     this.#preOrder = vertex;
     this.#reached = reached;
+  }
+
+  /** The same steps in native/heap_scan.c, over arrays allocated here (so the scratch ones are lent on as spares); false when it could not run. */
+  #computeDominatorsNative(): boolean {
+    const N = this.nodeCount;
+    // The retained sizes take the memory of the DFS stack and cursors, which the pass is done
+    // with before it writes them: 8 bytes a node less at the peak.
+    const retained = bigArray(Float64Array, N);
+    const stack = new Uint32Array(retained.buffer, 0, N),
+      cursor = new Uint32Array(retained.buffer, N * 4, N);
+    const [dfn, vertex, parent, firstPred, semi] = [N, N, N, N + 1, N].map((n) => bigArray(Uint32Array, n)) as [
+      Uint32Array,
+      Uint32Array,
+      Uint32Array,
+      Uint32Array,
+      Uint32Array,
+    ];
+    const scratch = [dfn, vertex, parent, stack, cursor, firstPred, semi];
+    const reached = nativeDominators!(
+      this.firstEdge,
+      this.#edgeTypes,
+      this.#edgeTargets,
+      this.#selfSizes,
+      this.#weak,
+      this.#shortcut,
+      scratch,
+      retained,
+    );
+    if (reached < 0) return false; // out of memory for the predecessor lists: the JS pass tries
+    this.#spare.push(dfn, parent, firstPred.subarray(0, N));
+    this.#dominator = semi;
+    this.#retained = retained;
+    this.#preOrder = vertex;
+    this.#reached = reached;
+    return true;
   }
 
   /** The node that owns edge e (binary search over firstEdge). */

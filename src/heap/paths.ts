@@ -21,6 +21,7 @@
  * A bucket queue (Dial's algorithm: small integer weights) keeps the search linear in the edges.
  */
 import type { StringTable } from './strings.js';
+import { bigArray } from './arrays.js';
 
 /** What the search reads of a heap graph (HeapGraph, which builds this). */
 export interface PathGraph {
@@ -75,7 +76,7 @@ export class RetainerPaths {
 
   constructor(graph: PathGraph) {
     this.#graph = graph;
-    const penalty = new Uint8Array(graph.nodeCount);
+    const penalty = bigArray(Uint8Array, graph.nodeCount);
     this.#classifyScopes(penalty);
     this.#parentEdge = this.#search(penalty);
   }
@@ -183,22 +184,36 @@ export class RetainerPaths {
       const i = g.edgeTypeNames.indexOf(t);
       if (i >= 0) stepWeight[i] = INTERNAL_STEP;
     }
-    const parentEdge = new Uint32Array(N).fill(NONE);
+    const parentEdge = bigArray(Uint32Array, N).fill(NONE);
     const dist = g.scratch().fill(NONE);
-    const buckets: number[][] = Array.from({ length: BUCKETS }, () => []);
+    // The queue: a growable typed array per bucket, kept across rounds (no garbage per node).
+    const buckets = Array.from({ length: BUCKETS }, () => new Uint32Array(1024));
+    const sizes = new Int32Array(BUCKETS);
+    const push = (slot: number, n: number): void => {
+      let b = buckets[slot]!;
+      if (sizes[slot] === b.length) {
+        const grown = new Uint32Array(b.length * 2);
+        grown.set(b);
+        buckets[slot] = b = grown;
+      }
+      b[sizes[slot]!++] = n;
+    };
     let pending = 0,
       d = 0;
     const start = (n: number, via: number): void => {
       if (dist[n] !== NONE) return;
       dist[n] = d;
       parentEdge[n] = via;
-      buckets[d % BUCKETS]!.push(n);
+      push(d % BUCKETS, n);
       pending++;
     };
     const run = (): void => {
       for (; pending > 0; d++) {
-        const bucket = buckets[d % BUCKETS]!;
-        for (let i = 0; i < bucket.length; i++) {
+        const slot = d % BUCKETS;
+        // Weights are 1…BUCKETS-1: nothing joins this bucket while it is read.
+        const bucket = buckets[slot]!,
+          size = sizes[slot]!;
+        for (let i = 0; i < size; i++) {
           const n = bucket[i]!;
           pending--;
           if (dist[n] !== d) continue; // reached again, shorter, since it was queued
@@ -210,11 +225,11 @@ export class RetainerPaths {
             if (nd >= dist[to]!) continue;
             dist[to] = nd;
             parentEdge[to] = e;
-            buckets[nd % BUCKETS]!.push(to);
+            push(nd % BUCKETS, to);
             pending++;
           }
         }
-        bucket.length = 0;
+        sizes[slot] = 0;
       }
     };
     dist[0] = 0;

@@ -16,6 +16,7 @@ import { createGunzip } from 'node:zlib';
 import { SysprobeError, ErrorCode } from '../errors.js';
 import { loadNative } from '../native.js';
 import { StringTable, StringTableBuilder } from './strings.js';
+import { bigArray } from './arrays.js';
 
 /** The `snapshot.meta` block of a heap snapshot: the layout of the flat arrays. */
 export interface SnapshotMeta {
@@ -463,15 +464,15 @@ class SnapshotTokenizer {
     };
     const N = (this.nodeCount = nodeCount as number);
     const E = (this.edgeCount = edgeCount as number);
-    this.nodeTypes = new Uint8Array(N);
-    this.nodeNames = new Uint32Array(N);
-    this.nodeIds = new Uint32Array(N);
-    this.selfSizes = new Uint32Array(N);
-    this.firstEdge = new Uint32Array(N + 1);
+    this.nodeTypes = bigArray(Uint8Array, N);
+    this.nodeNames = bigArray(Uint32Array, N);
+    this.nodeIds = bigArray(Uint32Array, N);
+    this.selfSizes = bigArray(Uint32Array, N);
+    this.firstEdge = bigArray(Uint32Array, N + 1);
     if (this.#readEdges) {
-      this.edgeTypes = new Uint8Array(E);
-      if (this.#readEdgeNames) this.edgeNames = new Uint32Array(E);
-      this.edgeTargets = new Uint32Array(E);
+      this.edgeTypes = bigArray(Uint8Array, E);
+      if (this.#readEdgeNames) this.edgeNames = bigArray(Uint32Array, E);
+      this.edgeTargets = bigArray(Uint32Array, E);
     }
   }
 
@@ -728,41 +729,43 @@ class SnapshotTokenizer {
   }
 
   /**
-   * `["a","b\n",...]`: each string's bytes go to the table as they are, found by memchr
-   * (the next quote, the next backslash); only a string with an escape is decoded here, to check it.
+   * `["a","b\n",...]`: each string's bytes go to the table as they are, copied by a byte loop
+   * up to the next quote or backslash; only a string with an escape is decoded here, to check it.
    */
   #stringArray(buf: Buffer, i: number): number {
     const n = buf.length;
+    const view = new Uint8Array(buf.buffer, buf.byteOffset, n); // V8 indexes it faster than a Buffer
     const table = this.#strings!;
-    let backslashAt = -1; // the next backslash at or after the scan position, n when none; -1 not looked for yet
     while (i < n) {
       if (this.#inString) {
         let j = i;
         if (this.#escaped) {
+          // the chunk before ended with a backslash: this byte is the escaped one
+          this.#countString(1);
+          table.append(view, j, j + 1);
           j++;
           this.#escaped = false;
-        } // the chunk before ended with a backslash
+        }
         for (;;) {
-          let quote = j < n ? buf.indexOf(QUOTE, j) : n;
-          if (quote < 0) quote = n;
-          if (backslashAt < j) {
-            backslashAt = j < n ? buf.indexOf(BACKSLASH, j) : n;
-            if (backslashAt < 0) backslashAt = n;
-          }
-          if (backslashAt >= quote) {
-            j = quote;
-            break;
-          }
-          this.#hasEscape = true;
-          j = backslashAt + 2; // past the escaped byte
-          if (j > n) {
+          // Copy no further than the bounds allow, so a huge string fails before it is buffered.
+          const limit = Math.min(n, j + this.#stringRoom());
+          const stop = table.copyPlain(view, j, limit);
+          this.#countString(stop - j);
+          j = stop;
+          if (j === n || view[j] === QUOTE) break;
+          if (j === limit) this.#countString(1); // over a bound: throws
+          this.#hasEscape = true; // a backslash: it and the escaped byte
+          if (j + 1 === n) {
+            this.#countString(1);
+            table.append(view, j, n);
             this.#escaped = true;
             j = n;
             break;
           }
+          this.#countString(2);
+          table.append(view, j, j + 2);
+          j += 2;
         }
-        this.#countString(j - i);
-        table.append(buf, i, j);
         if (j === n) return n;
         if (this.#hasEscape) this.#checkEscapes(table.pending(), j);
         table.end(this.#hasEscape);
@@ -770,7 +773,7 @@ class SnapshotTokenizer {
         i = j + 1;
         continue;
       }
-      const b = buf[i]!;
+      const b = view[i]!;
       if (isSpace(b) || (b === COMMA && this.#opened)) {
         i++;
         continue;
@@ -806,6 +809,11 @@ class SnapshotTokenizer {
     } catch {
       throw bad(`corrupt: a bad escape in a string before byte ${this.#offset + end}`);
     }
+  }
+
+  /** Bytes the string being read may still grow by within both bounds. */
+  #stringRoom(): number {
+    return Math.max(0, Math.min(MAX_STRING_TOKEN_BYTES - this.#strPartBytes, this.#maxStringBytes - this.#stringBytes));
   }
 
   /** Counts `bytes` more of the string being read against both bounds; throws before they are buffered past either. */

@@ -7,7 +7,10 @@
  * transfer, and analysis decodes only the few names it prints or groups by.
  */
 
-const BACKSLASH = 0x5c;
+import { bigArray } from './arrays.js';
+
+const BACKSLASH = 0x5c,
+  QUOTE = 0x22;
 /** Decoded strings kept, by index modulo this (a direct-mapped cache: names repeat). */
 const CACHE_SLOTS = 4096;
 
@@ -110,7 +113,7 @@ export class StringTableBuilder {
 
   /** `expectedBytes`: room to start with (the file's remaining size, when known, so the buffer never grows). */
   constructor(expectedBytes = 1 << 20) {
-    this.#bytes = new Uint8Array(Math.max(16, expectedBytes));
+    this.#bytes = bigArray(Uint8Array, Math.max(16, expectedBytes));
   }
 
   get count(): number {
@@ -120,13 +123,35 @@ export class StringTableBuilder {
   /** Adds bytes start…end of `buf` to the string being read. */
   append(buf: Uint8Array, start: number, end: number): void {
     const len = end - start;
-    if (this.#used + len > this.#bytes.length) {
-      const grown = new Uint8Array(Math.max(this.#bytes.length * 2, this.#used + len));
-      grown.set(this.#bytes.subarray(0, this.#used));
-      this.#bytes = grown;
-    }
+    this.#room(len);
     this.#bytes.set(buf.subarray(start, end), this.#used);
     this.#used += len;
+  }
+
+  /**
+   * Adds bytes of `buf` from `start` to the string being read up to the first quote or
+   * backslash, or `limit`; returns where it stopped. A byte loop: most strings are a few
+   * bytes, where a search call and a copy call each cost more than the copy itself.
+   */
+  copyPlain(buf: Uint8Array, start: number, limit: number): number {
+    this.#room(limit - start);
+    const bytes = this.#bytes;
+    let used = this.#used,
+      i = start;
+    for (; i < limit; i++) {
+      const b = buf[i]!;
+      if (b === QUOTE || b === BACKSLASH) break;
+      bytes[used++] = b;
+    }
+    this.#used = used;
+    return i;
+  }
+
+  #room(len: number): void {
+    if (this.#used + len <= this.#bytes.length) return;
+    const grown = bigArray(Uint8Array, Math.max(this.#bytes.length * 2, this.#used + len));
+    grown.set(this.#bytes.subarray(0, this.#used));
+    this.#bytes = grown;
   }
 
   /** Ends the string being read. */
