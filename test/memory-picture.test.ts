@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as v8 from 'node:v8';
 import { GcObserver } from '../src/memory/gc.js';
 import { gcRates } from '../src/memory/gc-rates.js';
 import { RULE_VALUES } from '../src/rules/engine.js';
@@ -14,10 +15,20 @@ const tmpDir = tempDir;
 const gc = (globalThis as { gc?: () => void }).gc!;
 
 /** Allocates short-lived objects until `ms` of wall time have passed: minor GCs with plenty to reclaim. */
+/**
+ * Allocates short-lived objects for `ms`, and at least twice the young generation's size so
+ * scavenges must run (it grows to 128 MiB on Node 24; a loaded machine allocates little in 400 ms).
+ */
 function churn(ms: number): number {
   const until = Date.now() + ms;
+  const young = v8
+    .getHeapSpaceStatistics()
+    .filter((space) => space.space_name.startsWith('new_'))
+    .reduce((sum, space) => sum + space.space_size, 0);
+  // 40 bytes per item is below what an item costs (its object, its string, its array slot).
+  const minBatches = Math.ceil((2 * young) / (10_000 * 40));
   let kept = 0;
-  while (Date.now() < until) {
+  for (let batches = 0; Date.now() < until || batches < minBatches; batches++) {
     let batch: Array<{ i: number; s: string }> = [];
     for (let i = 0; i < 10_000; i++) batch.push({ i, s: `item ${i}` });
     kept += batch.length;

@@ -207,12 +207,10 @@ describe('source maps: positions in the TypeScript a person wrote', function () 
       await kill(child);
       const top = summary.topFunctions[0]!;
       tops.push(`${top.functionName} (stall: ${stack[0]?.functionName})`);
-      // The stall stack (a debugger pause) always names the inlined frame; V8's CPU profiler
-      // sometimes gives an inlined function's ticks to its caller (seen on Node 24, 1 run in 5).
-      const inlinedInto = stack[0]?.functionName === 'nudgeEntries' ? 'reconcileLedger' : undefined;
-      assert.ok(
-        top.functionName === stack[0]!.functionName || top.functionName === inlinedInto,
-        `run ${run}: stall stack top ${stack[0]?.functionName}, profile ${JSON.stringify(summary.topFunctions.slice(0, 3))}`,
+      assert.equal(
+        top.functionName,
+        stack[0]!.functionName,
+        `run ${run}: ${JSON.stringify(summary.topFunctions.slice(0, 3))}`,
       );
       assert.ok(
         top.url.endsWith('ledger.ts'),

@@ -71,16 +71,25 @@ const PAUSE_EVALUATE_TIMEOUT_MS = 500;
 /**
  * V8's CPU profiler charges a sample whose pc lies in code where TurboFan inlined a function to
  * the outermost function of that code: it unwinds inlined frames for the callers on the stack but
- * not for the sampled pc (Symbolizer::SymbolizeTickSample; the same in Node 20, 22 and 24). So a
+ * not for the sampled pc (Symbolizer::SymbolizeTickSample; the same in Node 20, 22, 24 and 26). So a
  * hot function inlined into its caller shows as the caller's self time. While sysprobe profiles
  * the main thread, V8 does not inline (new optimizations only), and a stalled loop's optimized code
  * is discarded so that it is recompiled that way. Not when the process was started without inlining.
  */
-const INLINING_OFF_FROM_START = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) =>
+const NODE_FLAGS = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+const INLINING_OFF_FROM_START = NODE_FLAGS.some((a) =>
   /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a),
 );
 /** How long a profile outside a stall first looks for the hot functions to recompile (#recompileHot). */
 const PRELOOK_MS = 200;
+/**
+ * Maglev (on by default from Node 24, V8 13) inlines too, and its code is charged the same way:
+ * on Node 24 a stalled loop recompiled without TurboFan inlining came back from Maglev with the
+ * hot function inlined again. So Maglev's inlining goes off too, where V8 has it on (V8 12+).
+ */
+const MAGLEV_INLINES =
+  Number(process.versions.v8.split('.')[0]) >= 12 &&
+  !NODE_FLAGS.some((a) => a === '--no-maglev-inlining' || a === '--no-maglev');
 /** A stall's stack older than this is not taken as the place the loop still spins. */
 const STALL_STACK_FRESH_MS = 10_000;
 
@@ -284,7 +293,10 @@ export class MainInspector {
     if (this.#cpuProfiling) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a CPU profile is already running');
     const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
     this.#cpuProfiling = true;
-    if (switchInlining) setFlagsFromString('--no-turbo-inlining');
+    if (switchInlining) {
+      setFlagsFromString('--no-turbo-inlining');
+      if (MAGLEV_INLINES) setFlagsFromString('--no-maglev-inlining');
+    }
     try {
       // Outside a stall, the hot code may have been optimized (with inlining) before: look first, recompile it.
       if (switchInlining && !stalled) await this.#recompileHot(samplingIntervalUs);
@@ -299,7 +311,10 @@ export class MainInspector {
       });
     } finally {
       this.#cpuProfiling = false;
-      if (switchInlining) setFlagsFromString('--turbo-inlining');
+      if (switchInlining) {
+        setFlagsFromString('--turbo-inlining');
+        if (MAGLEV_INLINES) setFlagsFromString('--maglev-inlining');
+      }
     }
   }
 
