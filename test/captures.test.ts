@@ -267,9 +267,10 @@ describe('CPU profiles: captureCpuProfile()', () => {
     const dumpDir = tempDir('sysprobe-profile-');
     const probe = await start({ logger: memoryLogger().logger, dumpDir });
     try {
-      const pending = probe.captureCpuProfile({ durationMs: 1500 });
-      await new Promise((resolve) => setTimeout(resolve, 300)); // the profiler is running
-      busyCallerForProfile(900); // blocks the loop: the worker still stops the profiler on time
+      const pending = probe.captureCpuProfile({ durationMs: 2000 });
+      // Past the profile's first look (200 ms, then a recompile of what it saw): the profiler is running.
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      busyCallerForProfile(1300); // blocks the loop (most of the profile): the worker still stops the profiler on time
       const result = await pending;
       assert.ok(result.file.startsWith(dumpDir) && result.file.endsWith('.cpuprofile'));
       const profile = JSON.parse(fs.readFileSync(result.file, 'utf8')) as { nodes: unknown[]; samples: number[] };

@@ -44,6 +44,8 @@ function block(): void {
 async function main(): Promise<void> {
   if (mode === 'fifo') cp.execFileSync('mkfifo', [fifo]);
   if (mode === 'gc') heap = Array.from({ length: 2_500_000 }, (_, i) => ({ i, list: [i] }));
+  // OpenTelemetry is loaded before sysprobe watches: a slow module load is not the stall under test.
+  const traced = mode === 'span' ? inSpans() : undefined;
   const probe = await start({
     serviceName: 'stalls-test',
     dumpDir,
@@ -56,12 +58,11 @@ async function main(): Promise<void> {
     console.log(`STALL ${JSON.stringify({ ...rest, top: stack?.slice(0, 4) })}`);
   });
   const server = http.createServer(
-    mode === 'span'
-      ? inSpans()
-      : (req, res) => {
-          if (req.url?.startsWith('/block')) block();
-          res.end(`ok ${heap.length}`);
-        },
+    traced ??
+      ((req, res) => {
+        if (req.url?.startsWith('/block')) block();
+        res.end(`ok ${heap.length}`);
+      }),
   );
   server.listen(0, '127.0.0.1', () => {
     console.log(
