@@ -340,7 +340,7 @@ function runShape(shape) {
       .map((l) => l.toFixed(1))
       .join(
         ' ',
-      )} at the end (the machine is shared). Snapshots A/B/C: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(' / ')} (${result.nodes} nodes in B), ${large ? `${leak} objects leaked into a Map between each pair, amid churn` : `a ${leak}-object leak held by a Map`}.`,
+      )} at the end (the machine is shared). Snapshots A/B/C: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(' / ')} ${result.nodes ? ` (${result.nodes} nodes in B)` : ''}, ${large ? `${leak} objects leaked into a Map between each pair, amid churn` : `a ${leak}-object leak held by a Map`}.`,
     `Each row is a fresh process under \`/usr/bin/time -v\`, the fastest of ${ROUNDS} round${ROUNDS > 1 ? 's' : ''} (every task once per round, in turn).`,
     '',
     '| task | wall | peak RSS | notes |',
