@@ -1,5 +1,6 @@
 'use strict';
 // Heap analysis benchmark: `npm run bench:heap [-- --shape both|map|large-leak] [--mb 275] [--leak 200000] [--rounds 2] [--no-memlab] [--keep] [--dir D] [--name heap]`.
+// --leaks-only times only the leak searches (sysprobe's and memlab's), not the parse and load rows.
 // --dir D keeps the snapshots in D/<shape>-<size>/ and reuses them on the next run (generating them is slow).
 //
 // 1. A child process writes three snapshots A, B, C, in one of two shapes (both by default,
@@ -34,6 +35,7 @@ const TARGET_MB = Number(arg('--mb', '100'));
 const LEAK = Number(arg('--leak', '200000'));
 const WITH_MEMLAB = !args.includes('--no-memlab');
 const KEEP = args.includes('--keep');
+const LEAKS_ONLY = args.includes('--leaks-only');
 const DIR = arg('--dir'); // keep and reuse the generated snapshots here
 const ROUNDS = Number(arg('--rounds', '2'));
 const NAME = arg('--name', 'heap'); // results go to bench/results/<name>-latest.md
@@ -213,7 +215,7 @@ function runShape(shape) {
       'memlab is not installed: PUPPETEER_SKIP_DOWNLOAD=1 npm install --prefix bench/peers memlab@2.0.5\n',
     );
   const memlabEnv = { NODE_OPTIONS: '--max-old-space-size=16384' };
-  const tasks = [
+  const allTasks = [
     ['sysprobeParse', 'sysprobe parse B', ['-e', TASK, 'sysprobe-parse', B]],
     ['sysprobeDominators', 'sysprobe parse + dominators + retained B', ['-e', TASK, 'sysprobe-dominators', B]],
     [
@@ -255,6 +257,7 @@ function runShape(shape) {
         ]
       : []),
   ];
+  const tasks = LEAKS_ONLY ? allTasks.filter(([key]) => /Leaks/.test(key)) : allTasks;
   // Every task once per round, in turn; each keeps its fastest round (the least disturbed by the machine's noise).
   const runs = {};
   for (let round = 1; round <= ROUNDS; round++) {
@@ -298,8 +301,12 @@ function runShape(shape) {
   const ratio = (ours, theirs) => theirs / ours;
   const ratios = haveMemlab
     ? {
-        loadWall: ratio(runs.sysprobeDominators.wallMs, runs.memlabLoad.wallMs),
-        loadRss: ratio(runs.sysprobeDominators.peakRssMb, runs.memlabLoad.peakRssMb),
+        ...(LEAKS_ONLY
+          ? {}
+          : {
+              loadWall: ratio(runs.sysprobeDominators.wallMs, runs.memlabLoad.wallMs),
+              loadRss: ratio(runs.sysprobeDominators.peakRssMb, runs.memlabLoad.peakRssMb),
+            }),
         leaksWall: ratio(runs.sysprobeLeaks.wallMs, runs.memlabLeaks.wallMs),
         leaksRss: ratio(runs.sysprobeLeaks.peakRssMb, runs.memlabLeaks.peakRssMb),
         leaksCpu: ratio(runs.sysprobeLeaks.cpuMs, runs.memlabLeaks.cpuMs),
@@ -314,7 +321,7 @@ function runShape(shape) {
     targetMb: large ? undefined : TARGET_MB,
     leak,
     snapshotMb: sizes,
-    nodes: runs.sysprobeParse.result?.nodes,
+    nodes: runs.sysprobeParse?.result?.nodes,
     runs,
     ratios,
   };
@@ -324,7 +331,7 @@ function runShape(shape) {
 
   const row = (name, r, extra = '') =>
     `| ${name} | ${(r.wallMs / 1000).toFixed(2)} s | ${r.peakRssMb.toFixed(0)} MB | ${extra} |`;
-  const sp = runs.sysprobeDominators.result ?? {};
+  const sp = runs.sysprobeDominators?.result ?? {};
   const md = [
     `# Heap analysis benchmark, ${large ? 'large-leak' : 'map'} shape (${result.at})`,
     '',
@@ -333,21 +340,25 @@ function runShape(shape) {
       .map((l) => l.toFixed(1))
       .join(
         ' ',
-      )} at the end (the machine is shared). Snapshots A/B/C: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(' / ')} (${result.nodes} nodes in B), ${large ? `${leak} objects leaked into a Map between each pair, amid churn` : `a ${leak}-object leak held by a Map`}.`,
+      )} at the end (the machine is shared). Snapshots A/B/C: ${sizes.map((s) => `${s.toFixed(0)} MB`).join(' / ')} ${result.nodes ? ` (${result.nodes} nodes in B)` : ''}, ${large ? `${leak} objects leaked into a Map between each pair, amid churn` : `a ${leak}-object leak held by a Map`}.`,
     `Each row is a fresh process under \`/usr/bin/time -v\`, the fastest of ${ROUNDS} round${ROUNDS > 1 ? 's' : ''} (every task once per round, in turn).`,
     '',
     '| task | wall | peak RSS | notes |',
     '| --- | --- | --- | --- |',
-    row(
-      'sysprobe: parse B',
-      runs.sysprobeParse,
-      `parse ${(runs.sysprobeParse.result?.parseMs / 1000).toFixed(2)} s in-process`,
-    ),
-    row(
-      'sysprobe: parse + dominators + retained sizes of B',
-      runs.sysprobeDominators,
-      `parse ${(sp.parseMs / 1000).toFixed(2)} s, dominators + retained ${(sp.analyzeMs / 1000).toFixed(2)} s`,
-    ),
+    ...(LEAKS_ONLY
+      ? []
+      : [
+          row(
+            'sysprobe: parse B',
+            runs.sysprobeParse,
+            `parse ${(runs.sysprobeParse.result?.parseMs / 1000).toFixed(2)} s in-process`,
+          ),
+          row(
+            'sysprobe: parse + dominators + retained sizes of B',
+            runs.sysprobeDominators,
+            `parse ${(sp.parseMs / 1000).toFixed(2)} s, dominators + retained ${(sp.analyzeMs / 1000).toFixed(2)} s`,
+          ),
+        ]),
     row(
       'sysprobe: `heap diff A B C` (leak search)',
       runs.sysprobeLeaks,
@@ -360,14 +371,16 @@ function runShape(shape) {
     ),
     ...(haveMemlab
       ? [
-          row('memlab 2.0.5: getFullHeapFromFile(B)', runs.memlabLoad, 'parse + dominators + retained sizes'),
+          ...(LEAKS_ONLY
+            ? []
+            : [row('memlab 2.0.5: getFullHeapFromFile(B)', runs.memlabLoad, 'parse + dominators + retained sizes')]),
           row(
             'memlab 2.0.5: find-leaks --trace-all-objects',
             runs.memlabLeaks,
             `${runs.memlabLeaks.found ? 'found' : 'NOT first'}: the Map leak is trace #${runs.memlabLeaks.rankOfMapLeak} of ${runs.memlabLeaks.leakCount}; CPU ${(runs.memlabLeaks.cpuMs / 1000).toFixed(2)} s`,
           ),
           '',
-          `Ratios (memlab ÷ sysprobe): load ${ratios.loadWall.toFixed(1)}× faster at ${ratios.loadRss.toFixed(1)}× less peak RSS; leak search ${ratios.leaksWall.toFixed(1)}× faster (wall; ${ratios.leaksCpu.toFixed(1)}× in CPU time) at ${(1 / ratios.leaksRss).toFixed(2)}× memlab's peak RSS. Targets: ≥ 8× faster, ≤ 0.25× the peak RSS.`,
+          `Ratios (memlab ÷ sysprobe): ${LEAKS_ONLY ? '' : `load ${ratios.loadWall.toFixed(1)}× faster at ${ratios.loadRss.toFixed(1)}× less peak RSS; `}leak search ${ratios.leaksWall.toFixed(1)}× faster (wall; ${ratios.leaksCpu.toFixed(1)}× in CPU time) at ${(1 / ratios.leaksRss).toFixed(2)}× memlab's peak RSS. Targets: ≥ 8× faster, ≤ 0.25× the peak RSS.`,
         ]
       : []),
     '',
