@@ -37,6 +37,9 @@ async function instrument() {
       const { start } = require('..');
       const probe = await start({
         serviceName: 'bench',
+        // A fresh dump directory per child: the parent kills children without stop(), so a shared one holds a dead
+        // run's record, and the next child opens a previous-run incident (files, samples) inside its idle window.
+        dumpDir: fs.mkdtempSync(require('node:path').join(require('node:os').tmpdir(), 'sysprobe-bench-')),
         logger: require('pino')({ level: 'silent' }),
         meterProvider: meterProvider(name === 'sysprobe-export1s' ? 1_000 : 600_000),
         loopWatch: name === 'sysprobe-heartbeat' ? 'heartbeat' : 'auto',
