@@ -77,8 +77,33 @@ function host() {
   const stats = () => {
     global.gc?.();
     const m = process.memoryUsage();
+    const fdKinds = {};
+    for (const fd of fs.readdirSync('/proc/self/fd')) {
+      let target = '?';
+      try {
+        target = fs
+          .readlinkSync(`/proc/self/fd/${fd}`)
+          .replace(/\[\d+\]$/, '')
+          .replace(/^\/.*/, 'file');
+      } catch {
+        // closed while listing (the listing's own descriptor)
+      }
+      fdKinds[target] = (fdKinds[target] || 0) + 1;
+    }
+    const fdFiles = fs
+      .readdirSync('/proc/self/fd')
+      .map((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      })
+      .filter((t) => t.startsWith('/'));
     return {
       fds: fs.readdirSync('/proc/self/fd').length,
+      fdKinds,
+      fdFiles,
       rss: m.rss,
       heapUsed: m.heapUsed,
       external: m.external,
@@ -373,7 +398,10 @@ function lostEvidence(finish, work) {
     .map((l) => JSON.parse(l));
   // The main thread's sink logs what rotation removed; the worker's sink (CPU profiles, stacks) has no logger.
   const rotated = new Set(
-    log.filter((l) => l.msg === 'sysprobe rotated out old evidence').flatMap((l) => l.removed ?? []),
+    log
+      .filter((l) => l.msg === 'sysprobe rotated out old evidence')
+      .flatMap((l) => l.removed ?? [])
+      .map((name) => path.basename(name)),
   );
   const all = finish.announced;
   const exists = all.map((a) => fs.existsSync(a.path));
@@ -420,6 +448,13 @@ ${row('host heap used, MiB', 'heapUsed')}
 ${row('host external, MiB', 'external')}
 ${row('probe worker heap (snapshot total), MiB', 'workerHeap')}
 ${row('worker restarts', 'workerRestarts', String)}
+${row('descriptors by kind', 'fdKinds', (k) =>
+  k
+    ? Object.entries(k)
+        .map(([n, c]) => `${n} ${c}`)
+        .join(', ')
+    : '—',
+)}
 
 ## GET /health during it
 
