@@ -32,6 +32,12 @@
 #include <unordered_map>
 #include <vector>
 
+// The Node ABI this was built for, found by src/native-file.ts before loading (as gc_stats.cc).
+#define SYSPROBE_STR2(x) #x
+#define SYSPROBE_STR(x) SYSPROBE_STR2(x)
+extern "C" __attribute__((used, visibility("default"))) const char sysprobe_abi[] =
+    "sysprobe-abi:" SYSPROBE_STR(NODE_MODULE_VERSION) ";";
+
 namespace {
 
 constexpr int kMaxFrames = 64;

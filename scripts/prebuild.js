@@ -139,11 +139,5 @@ for (const t of targets) {
   if (abis.has(t.abi)) continue;
   abis.add(t.abi);
   for (const name of ['gc_stats', 'thread_stack'])
-    buildOne(
-      name,
-      t.node,
-      t.headers,
-      path.join(OUT, `${name}.abi${t.abi}.${LIBC}.node`),
-      name === 'gc_stats' ? t.abi : undefined,
-    );
+    buildOne(name, t.node, t.headers, path.join(OUT, `${name}.abi${t.abi}.${LIBC}.node`), t.abi);
 }
