@@ -99,8 +99,9 @@ describe('the native watchdog parks while the loop waits', function () {
       seenAfterMs: number;
       durationMs: number;
     };
-    // Looking every 100 ms is 10 a second; parked, it follows the loop's few turns (the sample timer, the worker's messages).
-    assert.ok(result.wakeupsPerS < 5, JSON.stringify(result));
+    // Looking every 100 ms is 10 a second; parked, it follows the loop's few turns (the sample timer, the worker's
+    // messages): 1.4 a second on a quiet machine, up to 6 seen with the host at load 15, so the bar is 8.
+    assert.ok(result.wakeupsPerS < 8, JSON.stringify(result));
     // Woken at the timer + the threshold: the stall is seen while it lasts, not 2 s later.
     assert.ok(result.seenAfterMs < 350, JSON.stringify(result));
     assert.ok(result.durationMs >= 380, JSON.stringify(result));
