@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Worker } from 'node:worker_threads';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
@@ -279,18 +280,39 @@ describe('cgroup reader on recorded trees', () => {
     assert.equal(reading.memory?.usageBytes, undefined);
   });
 
-  it('gives up on a file that does not answer within the timeout (a FIFO) and returns the rest', async function () {
+  it('skips a file that is a FIFO at once (never waits on it) and returns the rest', async function () {
     const root = tempDir('sysprobe-cgroup-');
     fs.cpSync(fixture('v2'), root, { recursive: true });
     fs.rmSync(path.join(root, 'sys/fs/cgroup/memory.peak'));
     require('node:child_process').execFileSync('mkfifo', [path.join(root, 'sys/fs/cgroup/memory.peak')]);
     const started = performance.now();
-    const reading = await new CgroupReader({ root, timeoutMs: 200 }).read();
-    assert.ok(performance.now() - started < 2000);
-    assert.deepEqual(reading.problems, ['timed out after 200 ms']);
+    const reading = await new CgroupReader({ root }).read();
+    assert.ok(performance.now() - started < 500);
+    assert.deepEqual(reading.problems, ['memory.peak: not a regular file']);
     assert.equal(reading.memory?.usageBytes, 402653184);
-    // The open that never returns holds a libuv thread until a writer comes: release it.
-    fs.writeFileSync(path.join(root, 'sys/fs/cgroup/memory.peak'), '1\n');
+  });
+
+  it('a worker terminated while it reads the controllers leaves no descriptor open (20 terminations)', async function () {
+    this.timeout(30_000);
+    const reader = path.resolve(__dirname, '..', 'src', 'containers', 'cgroup-reader.js');
+    const code = `
+      const { CgroupReader } = require(${JSON.stringify(reader)});
+      const reader = new CgroupReader({ root: ${JSON.stringify(fixture('v2'))} });
+      require('node:worker_threads').parentPort.postMessage('go');
+      (async () => { for (;;) { await reader.read(); await reader.readCpu(); } })();
+    `;
+    const fds = () => fs.readdirSync('/proc/self/fd').length;
+    const before = fds();
+    for (let i = 0; i < 20; i++) {
+      const worker = new Worker(code, { eval: true });
+      await new Promise((resolve) => worker.once('message', resolve));
+      await new Promise((resolve) => setTimeout(resolve, 30 + (i % 7) * 7));
+      await worker.terminate();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Async opens still on the thread pool at termination left ~2 per worker (40 here); synchronous reads leave
+    // only the rare termination that lands between an open and its close.
+    assert.ok(fds() - before <= 4, `${fds() - before} descriptors left open by 20 terminated workers`);
   });
 
   it('never throws where /proc/self is missing', () => {

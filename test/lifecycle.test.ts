@@ -154,6 +154,31 @@ describe('lifecycle', () => {
     assert.ok(result.isError && result.samples);
   });
 
+  it('a restarted worker that dies while starting is restarted again (the probe is never left without one)', async () => {
+    const { logger, lines } = memoryLogger();
+    const probe = await start({ sampleIntervalMs: 100, logger });
+    try {
+      const { supervisor } = probeInternals(probe);
+      await supervisor.crashForTest();
+      // Kill the next worker while it starts (spawned after the 100 ms backoff, not yet ready).
+      await waitFor(
+        'a worker starting',
+        async () => (!supervisor.running && (await supervisor.crashForTest()) !== undefined) || undefined,
+        5000,
+        5,
+      );
+      await waitFor('the restart to fail', () => lines.find((l) => l.msg === 'sysprobe worker restart failed'));
+      await waitFor(
+        'a restart after the failed one',
+        () => lines.find((l) => l.msg === 'sysprobe worker restarted'),
+        10_000,
+      );
+      assert.ok(Array.isArray(await probe.recent()), 'the worker answers again');
+    } finally {
+      await probe.stop();
+    }
+  });
+
   it('the worker is restarted with backoff after a crash, logged and counted, and answers again', async () => {
     const { logger, lines } = memoryLogger();
     const metrics = memoryMetrics();

@@ -36,24 +36,29 @@ export interface CgroupReading {
 export interface CgroupReaderOptions {
   /** Prepended to every path read (/proc/self/..., the mount points): tests point it at a recorded tree. Default: none. */
   root?: string;
-  /** The asynchronous read gives up on files not read by then, ms. Default 1000. */
-  timeoutMs?: number;
   /** A controller file larger than this is not read (they are a few hundred bytes). Default 64 KiB. */
   maxFileBytes?: number;
 }
 
 /** mountinfo lists every mount of the namespace: thousands on a busy Kubernetes node still fit. */
 const MAX_MOUNTINFO_BYTES = 4 << 20;
-const DEFAULT_TIMEOUT_MS = 1000;
 const DEFAULT_MAX_FILE_BYTES = 64 << 10;
 
 /** A file read at most `maxBytes` long: its text, `undefined` when absent, or the problem. */
 type FileRead = { text: string } | { absent: true } | { problem: string };
 
+/**
+ * Synchronous on purpose, in the worker too: an async open() still on the thread pool when the
+ * worker is terminated (a crash, a stop past its deadline) never gets its callback, and its
+ * descriptor stays open in the process for good (npm run soak found them: cgroup files, a few per
+ * worker crash). These pseudo-files answer in microseconds. O_NONBLOCK and the regular-file check
+ * keep a FIFO planted under a controller file's name from holding the thread.
+ */
 function readBoundedSync(file: string, maxBytes: number): FileRead {
   let fd: number | undefined;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    if (!fs.fstatSync(fd).isFile()) return { problem: `${path.basename(file)}: not a regular file` };
     const buffer = Buffer.alloc(maxBytes + 1);
     let length = 0;
     // Pseudo-files may answer in several reads; stop at the bound.
@@ -67,25 +72,6 @@ function readBoundedSync(file: string, maxBytes: number): FileRead {
     return absentOr(file, err);
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
-  }
-}
-
-async function readBounded(file: string, maxBytes: number): Promise<FileRead> {
-  let handle: fs.promises.FileHandle | undefined;
-  try {
-    handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    const buffer = Buffer.alloc(maxBytes + 1);
-    let length = 0;
-    for (let n = -1; n !== 0 && length <= maxBytes;) {
-      n = (await handle.read(buffer, length, buffer.length - length, null)).bytesRead;
-      length += n;
-    }
-    if (length > maxBytes) return { problem: `${path.basename(file)}: larger than ${maxBytes} bytes` };
-    return { text: buffer.toString('utf8', 0, length) };
-  } catch (err) {
-    return absentOr(file, err);
-  } finally {
-    await handle?.close().catch(() => undefined);
   }
 }
 
@@ -115,14 +101,12 @@ export function readMemoryAt(
 
 export class CgroupReader {
   readonly #root: string;
-  readonly #timeoutMs: number;
   readonly #maxFileBytes: number;
   /** Where the controllers are (found once: a process does not change cgroup under a running service, and if it did, the old files fail and say so). */
   readonly location: CgroupLocation;
 
   constructor(options: CgroupReaderOptions = {}) {
     this.#root = options.root ?? '';
-    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
     this.location = this.#locate();
   }
@@ -149,32 +133,9 @@ export class CgroupReader {
     return locateCgroup(cgroup.text, mountinfo.text);
   }
 
-  /** Reads both controllers, giving up on files not read within the timeout. */
+  /** Reads both controllers (synchronously underneath: see readBoundedSync). */
   async read(): Promise<CgroupReading> {
-    const problems: string[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<FileRead>((resolve) => {
-      timer = setTimeout(() => resolve({ problem: `timed out after ${this.#timeoutMs} ms` }), this.#timeoutMs);
-      timer.unref();
-    });
-    try {
-      const readAll = async (where: ControllerDir | undefined, names: readonly string[]) =>
-        where &&
-        this.#collect(
-          names,
-          await Promise.all(
-            names.map((name) => Promise.race([readBounded(this.#path(where, name), this.#maxFileBytes), deadline])),
-          ),
-          problems,
-        );
-      const [cpuFiles, memoryFiles] = await Promise.all([
-        readAll(this.location.cpu, CPU_FILES[this.location.cpu?.version ?? 1]),
-        readAll(this.location.memory, MEMORY_FILES[this.location.memory?.version ?? 1]),
-      ]);
-      return this.#reading(cpuFiles, memoryFiles, problems);
-    } finally {
-      clearTimeout(timer);
-    }
+    return this.readSync();
   }
 
   /** Reads both controllers synchronously (small pseudo-files, each bounded in size): for a decision that cannot wait. */
@@ -202,7 +163,7 @@ export class CgroupReader {
     const names = CPU_FILES[where.version];
     const files = this.#collect(
       names,
-      await Promise.all(names.map((name) => readBounded(this.#path(where, name), this.#maxFileBytes))),
+      names.map((name) => readBoundedSync(this.#path(where, name), this.#maxFileBytes)),
       problems,
     );
     return files && parseCpu(where.version, files).value;

@@ -121,7 +121,7 @@ export class WorkerSupervisor {
     worker.unref();
   }
 
-  #scheduleRestart(exitCode: number): void {
+  #scheduleRestart(exitCode: number | undefined): void {
     if (Date.now() - this.#startedAt > BACKOFF_RESET_AFTER_MS) this.#backoffMs = BACKOFF_FIRST_MS;
     const delay = this.#backoffMs;
     this.#backoffMs = Math.min(BACKOFF_MAX_MS, this.#backoffMs * 2);
@@ -131,8 +131,13 @@ export class WorkerSupervisor {
       this.#restartTimer = undefined;
       if (this.#stopping) return;
       this.#spawn((err) => {
-        if (err) this.#logger.error({ err: describeError(err) }, 'sysprobe worker restart failed');
-        else this.#logger.info({ restarts: this.#restarts, workerTid: this.workerTid }, 'sysprobe worker restarted');
+        if (!err) {
+          this.#logger.info({ restarts: this.#restarts, workerTid: this.workerTid }, 'sysprobe worker restarted');
+          return;
+        }
+        this.#logger.error({ err: describeError(err) }, 'sysprobe worker restart failed');
+        // One that died while starting is tried again, later (the backoff keeps growing): never left without a worker.
+        if (!this.#stopping) this.#scheduleRestart(undefined);
       });
     }, delay);
     this.#restartTimer.unref();
