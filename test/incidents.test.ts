@@ -259,9 +259,12 @@ describe('incidents: closed by stop()', () => {
     probe.on('incident', (e: { phase: string; dir: string }) => {
       if (e.phase === 'open') opened.push(e.dir);
     });
+    const stalled = new Promise((resolve) => probe.once('stall', resolve));
     const until = Date.now() + 300;
     while (Date.now() < until);
     const dir = await waitFor('the incident', () => opened[0], 5000);
+    // The stall's own warning line may come after the incident opened: only what stop() logs counts.
+    await stalled;
     const before = lines.length;
     await probe.stop();
     const manifest = readManifest(dir);

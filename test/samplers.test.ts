@@ -271,7 +271,11 @@ for (const loopWatch of ['native', 'heartbeat'] as const) {
         stall && stall.durationMs >= 1000 && stall.durationMs < 1000 + slackMs,
         `duration ${stall?.durationMs}`,
       );
-      assert.ok(Math.abs(stall.startedAt - blockedAt) <= slackMs / 2, `started ${stall.startedAt - blockedAt} ms off`);
+      // The heartbeat dates a stall from its last beat: up to a beat (200 ms) before the block, plus that timer's own
+      // lateness on a loaded host (243 ms seen at load 2 beside a test matrix), never after it.
+      const earlyMs = loopWatch === 'native' ? slackMs / 2 : 200 + 150;
+      const offMs = stall.startedAt - blockedAt;
+      assert.ok(offMs >= -earlyMs && offMs <= slackMs / 2, `started ${offMs} ms off`);
     });
   });
 }
