@@ -25,27 +25,21 @@
  *     a worker's addons when the worker ends, and a hook callback or a watchdog
  *     thread must never run code from an unmapped library.
  */
-#define _GNU_SOURCE /* pthread_setname_np, dladdr, ppoll */
+#define _GNU_SOURCE /* pthread_setname_np, dladdr */
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <uv.h>
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 
-/* Lag samples kept for readers (one per look of the watchdog: 1024 is minutes). */
+/* Lag samples kept for readers (one sample per threshold: 1024 is minutes). */
 #define LAG_RING 1024
-/* The longest the watchdog sleeps while the loop waits for events. */
-#define MAX_PARK_NS 2000000000ull
 
 /* One watched loop. */
 typedef struct watch {
@@ -57,7 +51,6 @@ typedef struct watch {
   /* The loop, NULL once its environment began to close; other threads read it under loop_mutex. */
   pthread_mutex_t loop_mutex;
   uv_loop_t* loop;
-  int backend_fd; /* the loop's epoll fd (readable when an event waits for the loop); under loop_mutex */
 
   /* ---- The watched thread's own (the hook and its environment's calls). ---- */
   uv_prepare_t hook;
@@ -69,7 +62,6 @@ typedef struct watch {
   _Atomic uint64_t stamp_at;     /* uv_hrtime() when the loop last went to poll */
   _Atomic uint64_t stamp_idle;   /* uv_metrics_idle_time() at that moment */
   _Atomic uint64_t longest_turn; /* longest turn since the watchdog last took it, ns */
-  _Atomic uint64_t poll_deadline; /* when the loop's poll times out by itself (its next timer), UINT64_MAX: never */
 
   /* ---- Written by the watchdog, read by anyone. ---- */
   _Atomic uint64_t lag_ring[LAG_RING]; /* lag samples, ns */
@@ -80,9 +72,9 @@ typedef struct watch {
 typedef struct watchdog {
   watch* w; /* one reference held */
   pthread_t thread;
-  atomic_int stopping;
-  int stop_fd;  /* eventfd: written to stop the thread wherever it sleeps */
-  int epoll_fd; /* a dup of the loop's epoll fd (-1 if none): the epoll instance outlives the loop's own fd */
+  pthread_mutex_t mutex;
+  pthread_cond_t wake;
+  int stopping;
   uint64_t threshold_ns;
   napi_threadsafe_function on_stall;
   struct env_state* owner;
@@ -158,10 +150,6 @@ static void on_turn(uv_prepare_t* handle) {
   atomic_store_explicit(&w->stamp_at, now, memory_order_relaxed);
   atomic_store_explicit(&w->stamp_idle, idle, memory_order_relaxed);
   atomic_store_explicit(&w->stamp_seq, seq + 2, memory_order_release);
-  /* libuv computes the poll's timeout right after the prepare hooks: this is it. */
-  int timeout_ms = uv_backend_timeout(handle->loop);
-  atomic_store_explicit(&w->poll_deadline, timeout_ms < 0 ? UINT64_MAX : now + (uint64_t)timeout_ms * 1000000u,
-                        memory_order_relaxed);
 }
 
 static void on_hook_closed(uv_handle_t* handle) {
@@ -225,29 +213,24 @@ static void emit(watchdog* dog, int started, uint64_t start_ns, uint64_t duratio
   if (napi_call_threadsafe_function(dog->on_stall, event, napi_tsfn_nonblocking) != napi_ok) free(event);
 }
 
-/*
- * The watchdog parks while the loop waits for events: a stall needs a running turn,
- * and a turn starts only when an event arrives (the loop's epoll fd turns readable),
- * when its next timer is due, or right after another turn. So it sleeps in poll() on
- * the loop's epoll fd until then (at most MAX_PARK_NS), and looks again one threshold
- * after the loop woke: a turn still running then is a stall, seen on time. A turn that
- * starts between two looks without waking it (the loop consumed the event first) is
- * seen at the latest MAX_PARK_NS late, and still reported whole.
- */
 static void* watch_loop(void* arg) {
   watchdog* dog = arg;
   watch* w = dog->w;
   uint64_t threshold_ns = dog->threshold_ns;
-  int stalled = 0, loop_woke = 0;
+  int stalled = 0;
   uint64_t stall_start = 0;
+  uint64_t next_sample = uv_hrtime() + threshold_ns;
   /* While stalled, look often enough to report the end promptly. */
   uint64_t stalled_poll = threshold_ns / 4 < 50000000 ? threshold_ns / 4 : 50000000;
-  while (!atomic_load(&dog->stopping)) {
+  pthread_mutex_lock(&dog->mutex);
+  while (!dog->stopping) {
     uint64_t now = uv_hrtime();
     uint64_t busy = busy_ns(w, now);
     uint64_t wake;
-    int park = 0;
-    push_lag(w, busy);
+    if (now >= next_sample) {
+      push_lag(w, busy);
+      next_sample = now + threshold_ns;
+    }
     if (!stalled && busy >= threshold_ns) {
       stalled = 1;
       stall_start = now - busy;
@@ -259,41 +242,34 @@ static void* watch_loop(void* arg) {
       uint64_t turn = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
       emit(dog, 0, stall_start, max_u64(turn, threshold_ns));
     }
-    if (stalled) {
-      wake = now + stalled_poll;
-    } else if (busy > 0) {
-      wake = now - busy + threshold_ns; /* when this turn would become a stall */
-    } else if (loop_woke) {
-      /* An event woke the loop: its epoll fd stays readable until the loop reads it, so look again in a threshold. */
-      wake = now + threshold_ns;
-    } else {
-      uint64_t due = atomic_load_explicit(&w->poll_deadline, memory_order_relaxed);
-      park = 1;
-      wake = now + MAX_PARK_NS;
-      /* A turn that a timer starts becomes a stall one threshold after the timer. */
-      if (due != UINT64_MAX && due + threshold_ns < wake) wake = max_u64(due, now) + threshold_ns;
-    }
-    struct pollfd fds[2] = {{dog->stop_fd, POLLIN, 0}, {dog->epoll_fd, POLLIN, 0}};
-    nfds_t nfds = park && dog->epoll_fd >= 0 ? 2 : 1;
-    uint64_t wait_ns = wake > now ? wake - now : 0;
-    struct timespec timeout = {(time_t)(wait_ns / 1000000000u), (long)(wait_ns % 1000000000u)};
-    int ready = ppoll(fds, nfds, &timeout, NULL);
-    loop_woke = nfds == 2 && ready > 0 && (fds[1].revents & POLLIN);
+    /* Next look: the next lag sample, or the moment this turn would become a stall. */
+    wake = next_sample;
+    if (stalled) wake = now + stalled_poll;
+    else if (busy > 0 && now - busy + threshold_ns < wake) wake = now - busy + threshold_ns;
+    struct timespec deadline;
+    deadline.tv_sec = (time_t)(wake / 1000000000u);
+    deadline.tv_nsec = (long)(wake % 1000000000u);
+    /* uv_hrtime() is CLOCK_MONOTONIC, the clock the condition variable waits on. */
+    int rc;
+    do rc = pthread_cond_timedwait(&dog->wake, &dog->mutex, &deadline);
+    while (rc == 0 && !dog->stopping && uv_hrtime() < wake);
   }
+  pthread_mutex_unlock(&dog->mutex);
   return NULL;
 }
 
 /* Joins the thread and frees the watchdog; on the thread that started it. */
 static void stop_dog(watchdog* dog) {
-  uint64_t one = 1;
-  atomic_store(&dog->stopping, 1);
-  if (write(dog->stop_fd, &one, sizeof one) < 0) { /* a full eventfd still wakes the thread */ }
+  pthread_mutex_lock(&dog->mutex);
+  dog->stopping = 1;
+  pthread_cond_signal(&dog->wake);
+  pthread_mutex_unlock(&dog->mutex);
   pthread_join(dog->thread, NULL);
   napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
   if (dog->owner) dog->owner->dog = NULL;
   put_watch(dog->w);
-  close(dog->stop_fd);
-  if (dog->epoll_fd >= 0) close(dog->epoll_fd);
+  pthread_cond_destroy(&dog->wake);
+  pthread_mutex_destroy(&dog->mutex);
   free(dog);
 }
 
@@ -347,8 +323,6 @@ static napi_value attach(napi_env env, napi_callback_info info) {
     }
     w->hook.data = w;
     w->loop = loop;
-    w->backend_fd = uv_backend_fd(loop);
-    atomic_store(&w->poll_deadline, UINT64_MAX);
     uv_unref((uv_handle_t*)&w->hook); /* never keeps the thread alive */
     if (napi_add_async_cleanup_hook(env, close_watch, w, &w->cleanup) != napi_ok) {
       /* Cannot unhook at teardown, so do not hook: close now, and free once closed. */
@@ -425,15 +399,17 @@ static napi_value start_watchdog(napi_env env, napi_callback_info info) {
     return boolean_value(env, 0);
   }
   napi_unref_threadsafe_function(env, dog->on_stall);
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&dog->wake, &attr);
+  pthread_condattr_destroy(&attr);
+  pthread_mutex_init(&dog->mutex, NULL);
   dog->threshold_ns = (uint64_t)(threshold_ms * 1e6);
-  pthread_mutex_lock(&dog->w->loop_mutex);
-  dog->epoll_fd = dog->w->loop && dog->w->backend_fd >= 0 ? fcntl(dog->w->backend_fd, F_DUPFD_CLOEXEC, 0) : -1;
-  pthread_mutex_unlock(&dog->w->loop_mutex);
-  dog->stop_fd = eventfd(0, EFD_CLOEXEC);
-  if (dog->stop_fd < 0 || pthread_create(&dog->thread, NULL, watch_loop, dog) != 0) {
+  if (pthread_create(&dog->thread, NULL, watch_loop, dog) != 0) {
     napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
-    if (dog->stop_fd >= 0) close(dog->stop_fd);
-    if (dog->epoll_fd >= 0) close(dog->epoll_fd);
+    pthread_cond_destroy(&dog->wake);
+    pthread_mutex_destroy(&dog->mutex);
     put_watch(dog->w);
     free(dog);
     return boolean_value(env, 0);

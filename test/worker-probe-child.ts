@@ -37,11 +37,10 @@ async function inWorker(job: Job): Promise<void> {
       stalls.push({ ...event, stack: event.stack?.slice(0, 6), loopWatch: probe.loopWatch }),
     );
     await new Promise((r) => setTimeout(r, 200));
-    const crunchAt = Date.now();
     crunchInWorker(600);
-    const ours = () => stalls.some((s) => Math.abs((s as { startedAt: number }).startedAt - crunchAt) < 300);
-    for (let i = 0; i < 100 && !ours(); i++) await new Promise((r) => setTimeout(r, 50));
-    parentPort!.postMessage({ crunchAt, stalls });
+    for (let i = 0; i < 100 && !stalls.some((s) => (s as { durationMs: number }).durationMs >= 500); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    parentPort!.postMessage(stalls);
   } else {
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -52,7 +51,7 @@ function runWorker(job: Job): Promise<number> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(__filename, { workerData: job, name: 'crunch' });
     worker.once('error', reject);
-    worker.on('message', (seen) => console.log(`STALLS ${JSON.stringify({ threadId: worker.threadId, ...seen })}`));
+    worker.on('message', (stalls) => console.log(`STALLS ${JSON.stringify({ threadId: worker.threadId, stalls })}`));
     worker.once('exit', resolve);
   });
 }
