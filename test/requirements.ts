@@ -147,6 +147,12 @@ export function skipSummary(): string | undefined {
 
 /** Mocha root hooks: the summary once, after everything. */
 export const mochaHooks = {
+  // With mocha's --retries (the test matrix in CI), a test that passed only on a retry is named, never hidden.
+  afterEach(this: Mocha.Context): void {
+    const test = this.currentTest as (Mocha.Test & { currentRetry(): number }) | undefined; // public in mocha, protected in its types
+    const retry = test?.currentRetry() ?? 0;
+    if (test?.state === 'passed' && retry > 0) console.log(`RETRIED: ${test.fullTitle()} passed on retry ${retry}`);
+  },
   afterAll(): void {
     const summary = skipSummary();
     if (summary) console.log(`\n${summary}\n`);
