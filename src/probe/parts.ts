@@ -10,6 +10,7 @@ import type { LagSamples, LoopWatchAddon, LoopWatchKind } from '../stalls/loop-w
 import type { GcObserver } from '../memory/gc.js';
 import type { JobGuard } from '../jobs/guard.js';
 import type { Heartbeat } from '../stalls/heartbeat.js';
+import type { Sample } from '../samples/sample.js';
 import type { HeapSnapshots } from '../heap/snapshots.js';
 import type { BoundedCache, CacheWatcher } from '../caches/caches.js';
 import type { CaptureSink, WrittenCapture } from '../sink/sink.js';
@@ -69,6 +70,8 @@ export interface ProbeParts {
   failed(component: string, err: unknown): void;
   /** A capture is complete in dumpDir: 'capture' and onCapture. */
   captured(capture: WrittenCapture): void;
+  /** The worker's samples of the last `sinceMs` ms (all it holds when undefined), after a fresh main-thread reading. */
+  recentSamples(sinceMs: number | undefined): Promise<Sample[]>;
   /** True once stop() was called. */
   stopped(): boolean;
 }

@@ -311,9 +311,7 @@ export class Probe extends EventEmitter {
         `recent({ sinceMs }) needs a number of milliseconds >= 0; got ${String(sinceMs)}.`,
       );
     }
-    // A fresh reading first: while idle the main thread's readings come up to 10 s apart.
-    this.#p.heartbeat.refresh();
-    return (await this.#p.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
+    return this.#p.recentSamples(sinceMs);
   }
 
   /**

@@ -74,12 +74,15 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
     logger.error({ component, err: describeError(err) }, `sysprobe ${component} failed`);
   };
   parts.captured = (capture) => onCaptured(parts, capture);
+  parts.recentSamples = (sinceMs) => {
+    // Whoever reads samples (recent(), an OpenTelemetry collection, an incident) gets a fresh reading first.
+    parts.heartbeat.refresh();
+    return parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>;
+  };
   let lastSamples: Sample[] = [];
   const samplesSince = async (sinceMs: number): Promise<Sample[]> => {
-    // An OpenTelemetry collection: a fresh reading first (the readings stretch while idle).
-    parts.heartbeat.refresh();
     try {
-      lastSamples = (await parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS)) as Sample[];
+      lastSamples = await parts.recentSamples(sinceMs);
     } catch (err) {
       // The collection goes on with what we had: a restarting worker must not fail the app's exporter.
       parts.exporter.countError('exporter');
@@ -173,10 +176,7 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
         sysprobeVersion: PACKAGE_VERSION,
         logger,
         logs,
-        recent: (sinceMs) => {
-          parts.heartbeat.refresh();
-          return parts.supervisor.request({ kind: 'recent', sinceMs }, REQUEST_TIMEOUT_MS) as Promise<Sample[]>;
-        },
+        recent: (sinceMs) => parts.recentSamples(sinceMs),
         writeSamples: (file, sinceTime, max) =>
           parts.supervisor.request(
             { kind: 'writeSamples', file, sinceTime, max },
