@@ -19,10 +19,8 @@
 // The Node ABI this was built for, as text that src/native-file.ts finds in the file before
 // loading it: this addon uses V8's C++ API, whose layout changes with each ABI, and its
 // Node-API registration makes Node skip the version check it does for other addons.
-#define SYSPROBE_STR2(x) #x
-#define SYSPROBE_STR(x) SYSPROBE_STR2(x)
 extern "C" __attribute__((used, visibility("default"))) const char sysprobe_abi[] =
-    "sysprobe-abi:" SYSPROBE_STR(NODE_MODULE_VERSION) ";";
+    "sysprobe-abi:" NODE_STRINGIFY(NODE_MODULE_VERSION) ";";
 
 namespace {
 

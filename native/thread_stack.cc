@@ -27,16 +27,14 @@
 
 #include <mutex>
 #include <chrono>
-#include <cstring>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-// The Node ABI this was built for, found by src/native-file.ts before loading (as gc_stats.cc).
-#define SYSPROBE_STR2(x) #x
-#define SYSPROBE_STR(x) SYSPROBE_STR2(x)
+// The Node ABI this was built for: src/native-file.ts refuses the file before dlopen under another ABI
+// (Node-API skips Node's own check, and this addon's V8 symbols differ between Node majors).
 extern "C" __attribute__((used, visibility("default"))) const char sysprobe_abi[] =
-    "sysprobe-abi:" SYSPROBE_STR(NODE_MODULE_VERSION) ";";
+    "sysprobe-abi:" NODE_STRINGIFY(NODE_MODULE_VERSION) ";";
 
 namespace {
 
@@ -237,27 +235,7 @@ void PinLibrary() {
     dlopen(self.dli_fname, RTLD_LAZY | RTLD_NODELETE | RTLD_NOLOAD);  // LAZY: binds nothing new
 }
 
-// Node-API does not check a module's ABI, but this one calls V8's C++ API, whose symbols change
-// between Node majors: one built for another Node would die at its first V8 call (a lazy symbol
-// lookup error ends the process). So before any V8 call: is process.versions.modules ours?
-bool SameAbi(napi_env env) {
-  napi_value global, process, versions, modules;
-  char running[16] = {0};
-  size_t length = 0;
-  if (napi_get_global(env, &global) != napi_ok || napi_get_named_property(env, global, "process", &process) != napi_ok ||
-      napi_get_named_property(env, process, "versions", &versions) != napi_ok ||
-      napi_get_named_property(env, versions, "modules", &modules) != napi_ok ||
-      napi_get_value_string_utf8(env, modules, running, sizeof running, &length) != napi_ok)
-    return false;
-  return std::strcmp(running, NODE_STRINGIFY(NODE_MODULE_VERSION)) == 0;
-}
-
 napi_value Init(napi_env env, napi_value exports) {
-  if (!SameAbi(env)) {
-    napi_throw_error(env, nullptr, "thread_stack was built for Node ABI " NODE_STRINGIFY(NODE_MODULE_VERSION)
-                     " (process.versions.modules differs)");
-    return nullptr;
-  }
   static std::once_flag pinned;
   std::call_once(pinned, PinLibrary);
   napi_set_instance_data(env, new EnvState(), FreeState, nullptr);
