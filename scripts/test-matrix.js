@@ -52,6 +52,14 @@ function summary(logText) {
   };
 }
 
+/** The end of mocha's output from its "N failing" line on: each failure's message and stack, at most 300 lines. */
+function failureDetails(logFile) {
+  const lines = fs.readFileSync(logFile, 'utf8').split('\n');
+  const from = lines.findIndex((l) => /^\s*\d+ failing/.test(l));
+  const shown = lines.slice(from < 0 ? -40 : from, (from < 0 ? lines.length : from) + 300);
+  return shown.map((l) => `    | ${l}`).join('\n');
+}
+
 async function runOn(target) {
   const logFile = path.join(LOGS, `${target.version}.log`);
   fs.writeFileSync(logFile, `# ${target.version} (${target.node})\n`);
@@ -81,6 +89,7 @@ async function runOn(target) {
   );
   return {
     version: target.version,
+    logFile,
     code,
     seconds: Math.round((Date.now() - started) / 1000),
     built,
@@ -134,6 +143,8 @@ async function main() {
         `    ${result.passing} passing, ${result.failing} failing, ${result.pending} pending, ${result.seconds} s; ${[...result.built, ...result.peers].join(', ')}`,
       );
       for (const f of result.failures) console.log(`    failed: ${f}`);
+      // CI keeps only what is printed: the failures' own messages, bounded, not just their titles.
+      if (result.failing > 0) console.log(failureDetails(result.logFile));
       for (const r of result.retried) console.log(`    flaky (passed on a retry): ${r}`);
     }
   } finally {
