@@ -16,6 +16,7 @@ import {
 import { InFlightReader, PATH_BYTES, RequestTracker } from '../src/stalls/requests.js';
 import { parseTaskStat } from '../src/samples/proc.js';
 import { kill, line, spawnNode, until, ROOT, type Child } from './children.js';
+import { makeCgroup, removeCgroup, skipUnless, writableV1Dir } from './cgroup-helpers.js';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'stalls');
 const fixture = (name: string) => fs.readFileSync(path.join(FIXTURES, name), 'utf8');
@@ -325,9 +326,17 @@ describe('stalls in a real service: the request and the cause', function () {
         .on('error', reject);
     });
   }
-  async function stallEvent(): Promise<Record<string, any>> {
-    const [, json] = await line(child!, /STALL (.*)/, 30_000);
-    return JSON.parse(json!) as Record<string, any>;
+  /** The stall of the request to `target` (a loaded machine may stall elsewhere too: start-up work, a slow accept). */
+  function stallOf(target: string): Promise<Record<string, any>> {
+    return until(
+      child!,
+      `the stall of ${target}`,
+      () =>
+        [...child!.stdout().matchAll(/^STALL (.*)$/gm)]
+          .map((m) => JSON.parse(m[1]!) as Record<string, any>)
+          .find((e) => (e.requests as Array<{ path: string }>).some((r) => r.path === target)),
+      30_000,
+    );
   }
 
   it('a busy loop in a handler: cause js, the request named with its trace id, in the event and in /health while blocked', async () => {
@@ -346,7 +355,7 @@ describe('stalls in a real service: the request and the cause', function () {
     const queued = [get(port, '/after'), get(port, '/after')];
     await blocked;
     await Promise.all(queued);
-    const event = await stallEvent();
+    const event = await stallOf('/block/7');
     assert.equal(event.cause, 'js', JSON.stringify(event));
     assert.deepEqual(event.thread, { id: 0, name: 'main' });
     assert.equal(event.requests.length, 1);
@@ -358,21 +367,32 @@ describe('stalls in a real service: the request and the cause', function () {
     assert.ok(event.queued.count >= 1, JSON.stringify(event.queued));
   });
 
+  it('a busy loop in a container throttled to a tenth of a CPU: the stack is still taken as JS (waits for a CPU are not native code)', async function () {
+    const { dir: cpuRoot, reason } = writableV1Dir('cpu');
+    skipUnless(this, cpuRoot !== undefined, reason ?? '');
+    // Long enough for the stack to be taken inside the loop however slowly the throttled threads get to it.
+    const { port } = await serve('busy', ['5000']);
+    await get(port, '/warm');
+    // 10 ms of CPU per 100 ms period: after its share, each thread waits up to 90 ms for the next period, far
+    // longer than the 50 ms a JS thread takes to answer the inspector, only because it may not run.
+    const cgroup = makeCgroup(cpuRoot!, { 'cpu.cfs_period_us': '100000', 'cpu.cfs_quota_us': '10000' });
+    try {
+      fs.writeFileSync(path.join(cgroup, 'cgroup.procs'), String(child!.proc.pid));
+      await get(port, '/block/1');
+      const event = await stallOf('/block/1');
+      assert.equal(event.capture.how, 'debugger-pause', JSON.stringify(event.capture));
+      assert.ok(['js', 'throttled'].includes(event.cause as string), JSON.stringify(event));
+    } finally {
+      await kill(child);
+      child = undefined;
+      await removeCgroup(cgroup);
+    }
+  });
+
   it('code that stalls inside an active OpenTelemetry span (AsyncLocalStorage context): the stall names its trace and span', async () => {
     const { port } = await serve('span');
     await get(port, '/block');
     const [, ids] = await line(child!, /SPAN (.*)/, 10_000);
-    // The stall of /block (a loaded machine may stall elsewhere too, e.g. in start-up work).
-    const stallOf = async (target: string): Promise<Record<string, any>> =>
-      until(
-        child!,
-        `the stall of ${target}`,
-        () =>
-          [...child!.stdout().matchAll(/^STALL (.*)$/gm)]
-            .map((m) => JSON.parse(m[1]!) as Record<string, any>)
-            .find((e) => (e.requests as Array<{ path: string }>).some((r) => r.path === target)),
-        30_000,
-      );
     const event = await stallOf('/block');
     assert.equal(event.capture.how, 'debugger-pause', JSON.stringify(event));
     assert.deepEqual(event.capture.span, JSON.parse(ids!));
@@ -386,7 +406,7 @@ describe('stalls in a real service: the request and the cause', function () {
   it('execSync in a handler: cause native, waiting on the child process, the handler named as the caller', async () => {
     const { port } = await serve('exec');
     await get(port, '/block/exec');
-    const event = await stallEvent();
+    const event = await stallOf('/block/exec');
     assert.equal(event.cause, 'native', JSON.stringify(event));
     assert.match(event.diagnosis.blockedIn.waitingOn, /child \d+ .*sleep 0\.6/);
     assert.match(event.diagnosis.calledFrom.url, /stalls-child\.ts$/);
@@ -399,7 +419,7 @@ describe('stalls in a real service: the request and the cause', function () {
     await new Promise((r) => setTimeout(r, 700));
     fs.writeFileSync(fifo, 'go');
     await blocked;
-    const event = await stallEvent();
+    const event = await stallOf('/block/fifo');
     assert.equal(event.cause, 'native', JSON.stringify(event));
     assert.equal(event.diagnosis.blockedIn.syscall, 'read');
     assert.equal(event.diagnosis.blockedIn.waitingOn, `fifo ${fifo}`);
@@ -408,7 +428,7 @@ describe('stalls in a real service: the request and the cause', function () {
   it('a forced full GC of a large heap: cause gc, with the GC time', async () => {
     const { port } = await serve('gc', [], ['--expose-gc']);
     await get(port, '/block/gc');
-    const event = await stallEvent();
+    const event = await stallOf('/block/gc');
     assert.equal(event.cause, 'gc', JSON.stringify(event));
     assert.ok(event.diagnosis.gcMs >= event.durationMs / 2);
   });

@@ -23,6 +23,7 @@ import { hotFunctions, type HotLocation } from './hot-functions.js';
 import type { AllocationProfile } from './heapprofile.js';
 import type { Frame } from './cpuprofile.js';
 import type { SourceMaps } from '../sourcemaps/source-maps.js';
+import { runQueueWaitNs } from '../stalls/cause.js';
 
 /** How a stack was taken. */
 export interface StackCapture {
@@ -45,9 +46,15 @@ export interface StackCapture {
  * A main thread running JS answers a trivial inspector command within a millisecond or two
  * (V8 interrupts it); one that takes longer than this was in native code. Measured with a
  * no-op Runtime.evaluate rather than Debugger.enable, whose cost (it replays every script to
- * the session) grows with the app and with the machine's load.
+ * the session) grows with the app and with the machine's load. The time either thread spent
+ * waiting for a CPU meanwhile is taken off first: on a loaded machine a thread running JS can
+ * wait longer than this to be scheduled at all.
  */
 export const NATIVE_LATENCY_MS = 50;
+/** The threads whose waits for a CPU are taken off inspector timings: the main thread (its tid is the pid) and this worker. */
+const MAIN_AND_WORKER = [process.pid, 'self'] as const;
+/** An inspector timeout stretches by the threads' waits for a CPU, up to this many times its length. */
+const MAX_TIMEOUT_STRETCH = 4;
 const MAX_FRAMES = 64;
 /** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
 const MAX_SCRIPTS = 50_000;
@@ -167,22 +174,24 @@ export class MainInspector {
     }
   }
 
-  /** One inspector call with a timeout; rejects with SYSPROBE_ERR_CAPTURE_FAILED. */
+  /**
+   * One inspector call with a timeout; rejects with SYSPROBE_ERR_CAPTURE_FAILED. The timeout counts the
+   * threads' own time: what the main thread and this one spent waiting for a CPU (a starved or throttled
+   * container) is added back, up to MAX_TIMEOUT_STRETCH times the timeout.
+   */
   #post<T>(method: string, params: object | undefined, timeoutMs: number, onAnswer?: () => void): Promise<T> {
     const session = this.#connect();
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          reject(
-            new SysprobeError(
-              ErrorCode.CAPTURE_FAILED,
-              `inspector ${method} did not answer within ${timeoutMs} ms (is the app paused in a debugger, or blocked in native code?)`,
-            ),
+      const cancel = new OwnTimeSpan(timeoutMs).expire((span) =>
+        reject(
+          new SysprobeError(
+            ErrorCode.CAPTURE_FAILED,
+            `inspector ${method} did not answer within ${span.describe()}: is the app paused in a debugger, or blocked in native code?`,
           ),
-        timeoutMs,
+        ),
       );
       session.post(method, params ?? {}, (err, result) => {
-        clearTimeout(timer);
+        cancel();
         // Synchronously, before the messages that follow this answer are dispatched (a promise's then would run after them).
         if (!err) onAnswer?.();
         if (err)
@@ -225,8 +234,8 @@ export class MainInspector {
   async #takeStack(timeoutMs: number): Promise<StackCapture> {
     this.#stackBusy = true;
     try {
-      const deadline = Date.now() + timeoutMs;
-      const requestedAt = performance.now();
+      // Every wait below counts the threads' own time, so a starved machine is not read as native code.
+      const span = new OwnTimeSpan(timeoutMs);
       // All three go at once: a thread blocked in native code takes them together when the call returns,
       // so the pause lands at the first JS after the call, in the function that made it (not turns later).
       const answered = this.#post('Runtime.evaluate', { expression: '0', silent: true }, timeoutMs);
@@ -243,12 +252,13 @@ export class MainInspector {
       // Rejections are read below, in order; none may go unhandled meanwhile.
       for (const p of [answered, enabled, pauseAsked]) p.catch(() => undefined);
       await answered;
-      const latencyMs = performance.now() - requestedAt;
+      const latencyMs = span.elapsedMs();
+      const waitedMs = span.waitedMs();
       await enabled;
       await pauseAsked;
       const { event, evaluated } = await withTimeout(
         paused,
-        Math.max(1, deadline - Date.now()),
+        span,
         'the main thread did not pause in time (blocked in native code, or paused in a debugger)',
       );
       void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
@@ -265,7 +275,7 @@ export class MainInspector {
         frames,
         takenAt,
         latencyMs,
-        how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
+        how: latencyMs - waitedMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'debugger-pause',
         ...(evaluated !== undefined ? { evaluated } : {}),
       };
     } catch (err) {
@@ -444,10 +454,49 @@ export class MainInspector {
   }
 }
 
-function withTimeout<T>(promise: Promise<T>, timeoutMs: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+function withTimeout<T>(promise: Promise<T>, span: OwnTimeSpan, message: string): Promise<T> {
+  let cancel = (): void => undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, message)), timeoutMs);
+    cancel = span.expire(() => reject(new SysprobeError(ErrorCode.CAPTURE_FAILED, `${message}: ${span.describe()}`)));
   });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+  return Promise.race([promise, timeout]).finally(cancel);
+}
+
+/**
+ * A span of time as the threads could use it: it runs out `ms` after it began, moved back by what the main
+ * thread and this one waited for a CPU meanwhile (a starved or throttled container), never beyond
+ * MAX_TIMEOUT_STRETCH times `ms`. The two threads' waits are summed: an upper bound when they overlap.
+ */
+class OwnTimeSpan {
+  readonly #startedAt = performance.now();
+  readonly #waitedBefore = runQueueWaitNs(MAIN_AND_WORKER);
+
+  constructor(readonly ms: number) {}
+
+  elapsedMs(): number {
+    return performance.now() - this.#startedAt;
+  }
+
+  waitedMs(): number {
+    return (runQueueWaitNs(MAIN_AND_WORKER) - this.#waitedBefore) / 1e6;
+  }
+
+  /** Calls `onExpire` once the span has run out (checked again at each timer, never early); returns the cancel. */
+  expire(onExpire: (span: this) => void): () => void {
+    let timer: NodeJS.Timeout | undefined;
+    const check = (): void => {
+      const remainingMs = Math.min(this.ms + this.waitedMs(), this.ms * MAX_TIMEOUT_STRETCH) - this.elapsedMs();
+      if (remainingMs >= 1) timer = setTimeout(check, remainingMs);
+      else onExpire(this);
+    };
+    check();
+    return () => clearTimeout(timer);
+  }
+
+  /** "2004 ms (the two threads waited 2091 ms for a CPU meanwhile)" */
+  describe(): string {
+    const waitedMs = this.waitedMs();
+    const starved = waitedMs >= 1 ? ` (the two threads waited ${Math.round(waitedMs)} ms for a CPU meanwhile)` : '';
+    return `${Math.round(this.elapsedMs())} ms${starved}`;
+  }
 }

@@ -435,6 +435,22 @@ function describeChildren(tid: number): string | undefined {
     .join(', ');
 }
 
+/**
+ * How long, in ns, the given threads of this process have waited for a CPU so far: the second field of
+ * each one's /proc/self/task/<tid>/schedstat (`'self'`: the calling thread). Read before and after a timed
+ * wait, the difference is the part of it that was the machine's load, not the threads' own doing; a thread
+ * whose schedstat cannot be read counts 0.
+ */
+export function runQueueWaitNs(tids: readonly (number | 'self')[]): number {
+  let total = 0;
+  for (const tid of tids) {
+    const text = readText(tid === 'self' ? '/proc/thread-self/schedstat' : `/proc/self/task/${tid}/schedstat`);
+    const waited = Number(text?.split(' ')[1]);
+    if (Number.isFinite(waited) && waited > 0) total += waited;
+  }
+  return total;
+}
+
 /** The thread `tid` of this process now: state, system call, and what the call waits on. Undefined off Linux or when the thread is gone. */
 export function observeThread(tid: number, now = Date.now()): ThreadObservation | undefined {
   const stat = readText(`/proc/self/task/${tid}/stat`);
