@@ -12,6 +12,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { loadNative, type NativeName } from '../src/native.js';
+import { runningProbe } from '../src/probe/probe.js';
 
 export interface Requirement {
   /** What is needed, in words. */
@@ -145,13 +146,43 @@ export function skipSummary(): string | undefined {
   return lines.join('\n');
 }
 
+/** The probe that was running when the current test began (one a describe shares), if any. */
+let probeAtTestStart: ReturnType<typeof runningProbe>;
+
+/** Whether `test` is the last test its file defines (a file may hold several top-level describes). */
+function lastOfItsFile(test: Mocha.Test): boolean {
+  let root = test.parent;
+  while (root && !root.root) root = root.parent;
+  const tests: Mocha.Test[] = [];
+  const collect = (suite: Mocha.Suite): void => {
+    tests.push(...suite.tests);
+    suite.suites.forEach(collect);
+  };
+  for (const suite of root?.suites ?? []) if (suite.file === test.file) collect(suite);
+  // By title: a retried test runs as a clone of the one the suite holds.
+  return tests.at(-1)?.fullTitle() === test.fullTitle();
+}
+
 /** Mocha root hooks: the summary once, after everything. */
 export const mochaHooks = {
-  // With mocha's --retries (the test matrix in CI), a test that passed only on a retry is named, never hidden.
-  afterEach(this: Mocha.Context): void {
+  beforeEach(): void {
+    probeAtTestStart = runningProbe();
+  },
+  async afterEach(this: Mocha.Context): Promise<void> {
     const test = this.currentTest as (Mocha.Test & { currentRetry(): number }) | undefined; // public in mocha, protected in its types
-    const retry = test?.currentRetry() ?? 0;
-    if (test?.state === 'passed' && retry > 0) console.log(`RETRIED: ${test.fullTitle()} passed on retry ${retry}`);
+    if (!test) return;
+    // With mocha's --retries (CI), a test that passed only on a retry is named, never hidden.
+    const retry = test.currentRetry();
+    if (test.state === 'passed' && retry > 0) console.log(`RETRIED: ${test.fullTitle()} passed on retry ${retry}`);
+    // A test that timed out goes on in the background and may still hold this process's probe. It is stopped when
+    // the test that started it did not pass (its retry then starts clean) and at the end of its file (the next
+    // file's start() would fail with ALREADY_STARTED); a probe a describe shares between its tests is left to it.
+    const probe = runningProbe();
+    const failed = test.state !== 'passed' && test.state !== 'pending';
+    if (probe && ((failed && probe !== probeAtTestStart) || lastOfItsFile(test))) {
+      console.log(`LEFTOVER: a probe was still running after "${test.fullTitle()}"; stopped`);
+      await probe.stop().catch(() => undefined);
+    }
   },
   afterAll(): void {
     const summary = skipSummary();

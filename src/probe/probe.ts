@@ -77,6 +77,11 @@ export function partsOfProbe(probe: Probe): ProbeParts | undefined {
 let current: Probe | undefined;
 let starting = false;
 
+/** @internal The probe running in this thread, if any (not exported by the package: the test suite's cleanup between files). */
+export function runningProbe(): Probe | undefined {
+  return current;
+}
+
 /**
  * A running sysprobe. Get one from {@link start}; release it with {@link Probe.stop}.
  *
