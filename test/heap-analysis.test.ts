@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -347,6 +348,24 @@ describe('heap analysis: real snapshots with known leaks', function () {
     const f64 = bigArray(Float64Array, HUGE_PAGE_MIN_BYTES / 8 + 1000);
     assert.ok(f64 instanceof Float64Array);
     check(f64, 8);
+  });
+
+  it('a process dedicated to analysis (the CLI, the runner) frees the arrays a diff is done with at once, without --expose-gc', () => {
+    // A child without the flag these tests run with: the CLI's process is started without it too.
+    const arrays = path.join(__dirname, '../src/heap/arrays.js');
+    const script = `
+      const { dedicateProcessToAnalysis, releaseDeadArrays } = require(${JSON.stringify(arrays)});
+      dedicateProcessToAnalysis();
+      const ref = new WeakRef(new Uint32Array(1 << 20));
+      // A WeakRef keeps its target until the job that made it ends.
+      setImmediate(() => {
+        releaseDeadArrays();
+        console.log(JSON.stringify({ freed: ref.deref() === undefined, exposed: typeof globalThis.gc }));
+      });
+    `;
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    // The collector is reached without putting gc() on the global object.
+    assert.deepEqual(JSON.parse(out), { freed: true, exposed: 'undefined' });
   });
 
   it('reads the last file on a second thread or on one, with the same answer; a bad file on either side rejects with BAD_SNAPSHOT', async () => {

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import { HeapGraph } from './graph.js';
 import { readHeapSnapshot, type ProgressCallback } from './reader.js';
 import { readHeapSnapshotInThread, type ThreadRead } from './read-thread.js';
-import { bigArray } from './arrays.js';
+import { bigArray, releaseDeadArrays } from './arrays.js';
 
 /** Totals for one class: a constructor name, or `(type)` for strings, arrays, code… */
 export interface ClassTotal {
@@ -394,28 +394,24 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   const reads = new DiffFiles(files, options);
   const { timings } = reads;
   try {
-    // The first file: per-class totals (its retained sizes need dominators, not paths) and its ids.
-    let a: HeapGraph | undefined = await reads.load(0, { edgeNames: false });
-    // The last file is analysed in full: it is read on another core while the first is analysed
-    // and the middle one read, and is ready about then. Not sooner: the first file's analysis
-    // is the earlier peak of memory, and need not meet the last file whole.
-    reads.startLast();
-    let t = process.hrtime.bigint();
-    a.analyze(); // before the passes that borrow the arrays it is done with
-    const totalsA = classTotals(a);
-    const sizeA = heapSize(a);
-    const idsA = IdSet.of(a);
-    timings.analyze0Ms = ms(t);
-    a = undefined;
-
-    // With three files, the second is only asked which objects are new: its nodes suffice.
+    // The first file's graph, then the middle one's, live only in the helpers below: a graph
+    // held in this function's frame across an await may stay reachable until it returns.
+    const first = await firstFile(reads);
+    releaseDeadArrays();
     const threeFiles = files.length >= 3;
-    let b: HeapGraph | undefined = threeFiles ? await reads.load(1, { edges: false }) : await reads.last();
-    const fresh = newObjects(b, idsA, threeFiles);
-    const last = threeFiles ? await reads.last() : b;
-    b = undefined; // a three-file diff is done with the middle file
+    let fresh: ReturnType<typeof newObjects>;
+    let last: HeapGraph;
+    if (threeFiles) {
+      fresh = await middleFile(reads, first.ids);
+      releaseDeadArrays(); // the middle file's columns, before the last file's analysis adds its own
+      last = await reads.last();
+    } else {
+      last = await reads.last();
+      fresh = newObjects(last, first.ids, false);
+    }
+    const { totals: totalsA, size: sizeA } = first;
 
-    t = process.hrtime.bigint();
+    const t = process.hrtime.bigint();
     last.analyze();
     const constructors = constructorDeltas(totalsA, classTotals(last)).slice(0, top);
     const heapGrowth = heapSize(last) - sizeA;
@@ -441,6 +437,28 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   } finally {
     reads.cancel();
   }
+}
+
+/**
+ * The first file: per-class totals (its retained sizes need dominators, not paths), its size
+ * and its ids. Starts reading the last file on another core once this one is read: the first
+ * file's analysis is the earlier peak of memory, and need not meet the last file whole.
+ */
+async function firstFile(reads: DiffFiles): Promise<{ totals: Map<string, ClassTotal>; size: number; ids: IdSet }> {
+  const a = await reads.load(0, { edgeNames: false });
+  reads.startLast();
+  const t = process.hrtime.bigint();
+  a.analyze(); // before the passes that borrow the arrays it is done with
+  const totals = classTotals(a);
+  const size = heapSize(a);
+  const ids = IdSet.of(a);
+  reads.timings.analyze0Ms = ms(t);
+  return { totals, size, ids };
+}
+
+/** The middle file of three is only asked which objects are new: its nodes suffice. */
+async function middleFile(reads: DiffFiles, before: IdSet): Promise<ReturnType<typeof newObjects>> {
+  return newObjects(await reads.load(1, { edges: false }), before, true);
 }
 
 /** Objects in `graph` whose ids are not in `before`, by class; and, when asked, the ids among them a leak is reported in. */
