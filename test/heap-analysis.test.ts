@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -134,21 +135,36 @@ describe('heap analysis: a hand-written graph', () => {
     assert.throws(() => new HeapGraph(nodesOnly).analyze(), /without its edges/);
   });
 
-  it('an IdSet answers like a Set, for dense ids (a bitmap) and sparse ones (binary search)', () => {
+  it('an IdSet answers like a Set, for dense ids (a bitmap), sparse ones (binary search), and dense ones with a few far out', () => {
     let seed = 7;
     const rand = (n: number): number => {
       seed = (seed * 1103515245 + 12345) & 0x7fffffff;
       return seed % n;
     };
-    for (const range of [20_000, 2 ** 32 - 1]) {
-      const ids = Uint32Array.from({ length: 5_000 }, () => rand(range));
+    const cases: Array<[string, Uint32Array, number]> = [
+      ['dense from 0', Uint32Array.from({ length: 5_000 }, () => rand(20_000)), 20_000],
+      ['dense from 1e6', Uint32Array.from({ length: 5_000 }, () => 1e6 + rand(20_000)), 1e6 + 20_000],
+      ['sparse', Uint32Array.from({ length: 5_000 }, () => rand(2 ** 31) * 2 + (rand(2) ? 1 : 0)), 2 ** 32 - 1],
+      [
+        // A snapshot's ids: odd, from 1 upwards, and a few native objects' near 2^32.
+        'dense with outliers',
+        Uint32Array.from({ length: 5_000 }, (_, i) =>
+          i % 500 === 0 ? 2 ** 32 - 1 - rand(1000) * 2 : rand(20_000) * 2 + 1,
+        ),
+        2 ** 32 - 1,
+      ],
+      ['empty', new Uint32Array(0), 1000],
+      ['one', Uint32Array.of(2 ** 32 - 1), 2 ** 32 - 1],
+    ];
+    for (const [what, ids, range] of cases) {
       const set = new IdSet(ids),
         reference = new Set(ids);
       for (let k = 0; k < 20_000; k++) {
-        const probe = k % 2 ? ids[rand(ids.length)]! : rand(range);
-        assert.equal(set.has(probe), reference.has(probe), `id ${probe} in a set over 0…${range}`);
+        const probe = k % 2 && ids.length ? ids[rand(ids.length)]! : rand(range + 1);
+        assert.equal(set.has(probe), reference.has(probe), `id ${probe} in a set, ${what}`);
       }
-      assert.equal(set.has(range + 1), false);
+      for (const probe of [0, 1, range, range + 1, ...ids.slice(0, 3).map((id) => id + 1)])
+        assert.equal(set.has(probe), reference.has(probe), `id ${probe} in a set, ${what}`);
     }
   });
 
@@ -347,6 +363,24 @@ describe('heap analysis: real snapshots with known leaks', function () {
     const f64 = bigArray(Float64Array, HUGE_PAGE_MIN_BYTES / 8 + 1000);
     assert.ok(f64 instanceof Float64Array);
     check(f64, 8);
+  });
+
+  it('a process dedicated to analysis (the CLI, the runner) frees the arrays a diff is done with at once, without --expose-gc', () => {
+    // A child without the flag these tests run with: the CLI's process is started without it too.
+    const arrays = path.join(__dirname, '../src/heap/arrays.js');
+    const script = `
+      const { dedicateProcessToAnalysis, releaseDeadArrays } = require(${JSON.stringify(arrays)});
+      dedicateProcessToAnalysis();
+      const ref = new WeakRef(new Uint32Array(1 << 20));
+      // A WeakRef keeps its target until the job that made it ends.
+      setImmediate(() => {
+        releaseDeadArrays();
+        console.log(JSON.stringify({ freed: ref.deref() === undefined, exposed: typeof globalThis.gc }));
+      });
+    `;
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    // The collector is reached without putting gc() on the global object.
+    assert.deepEqual(JSON.parse(out), { freed: true, exposed: 'undefined' });
   });
 
   it('reads the last file on a second thread or on one, with the same answer; a bad file on either side rejects with BAD_SNAPSHOT', async () => {

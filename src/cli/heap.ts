@@ -4,6 +4,7 @@
  */
 import { SysprobeError } from '../errors.js';
 import { diff, summarize, type HeapDiff, type HeapSummary } from '../heap/analysis.js';
+import { dedicateProcessToAnalysis } from '../heap/arrays.js';
 import { CliError, ExitCode, type Verb } from './cli-common.js';
 
 const HELP = `usage:
@@ -197,6 +198,7 @@ export async function run(argv: string[]): Promise<number> {
   const bar = args.progress || process.stderr.isTTY ? progressBar(args.files.length) : undefined;
   const options = { top, ...(bar ? { onProgress: bar.update } : {}) };
   let result: HeapSummary | HeapDiff;
+  dedicateProcessToAnalysis(); // the CLI's process exists for the analysis
   try {
     result = args.sub === 'summary' ? await summarize(args.files[0]!, options) : await diff(args.files, options);
   } catch (err) {

@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import { HeapGraph } from './graph.js';
 import { readHeapSnapshot, type ProgressCallback } from './reader.js';
 import { readHeapSnapshotInThread, type ThreadRead } from './read-thread.js';
-import { bigArray } from './arrays.js';
+import { bigArray, releaseDeadArrays } from './arrays.js';
 
 /** Totals for one class: a constructor name, or `(type)` for strings, arrays, code… */
 export interface ClassTotal {
@@ -269,23 +269,46 @@ export async function summarize(file: string, options: AnalysisOptions = {}): Pr
 }
 
 /**
- * A set of heap object ids. V8 numbers objects upwards from small values, so a bitmap
- * over 0…max id usually costs under a byte per object and answers with one load; ids
- * spread thinner than that (a long-lived process) use a sorted array and binary search.
+ * A set of heap object ids. V8 numbers objects upwards in steps of 2, so most of a
+ * snapshot's ids fill a range a bitmap covers at under a byte per object and answers with
+ * one load. A few do not: V8 gives some native objects ids near 2^32, and a long-lived
+ * process spreads its ids thin. So the bitmap covers at most 32 ids' worth of range per
+ * member from the smallest id, and the ids past it are kept in a sorted array searched
+ * by halves (a set of only such ids is a sorted array, as before). One outlier near 2^32
+ * once sent a whole 2 GB snapshot's 18 million ids to the sorted array: 1.4 s to sort,
+ * and a binary search for each object of the next snapshot.
  */
 export class IdSet {
-  readonly #bits: Uint8Array | undefined;
-  readonly #sorted: Uint32Array | undefined;
+  /** The bitmap covers ids base … base + span - 1. */
+  readonly #base: number;
+  readonly #span: number;
+  readonly #bits: Uint8Array;
+  /** The members past the bitmap, ascending. */
+  readonly #rest: Uint32Array;
 
   constructor(ids: Uint32Array) {
-    let max = 0;
-    for (let i = 0; i < ids.length; i++) if (ids[i]! > max) max = ids[i]!;
-    if (max >>> 3 <= ids.length * 4) {
-      const bits = (this.#bits = bigArray(Uint8Array, (max >>> 3) + 1));
-      for (let i = 0; i < ids.length; i++) bits[ids[i]! >>> 3]! |= 1 << (ids[i]! & 7);
-    } else {
-      this.#sorted = Uint32Array.from(ids).sort();
+    let min = 0xffffffff;
+    for (let i = 0; i < ids.length; i++) if (ids[i]! < min) min = ids[i]!;
+    const base = (this.#base = ids.length > 0 ? min : 0);
+    // The largest id the bitmap may cover: 32 ids of range per member (4 bits of bitmap each).
+    const reach = base + ids.length * 32;
+    let top = base,
+      outside = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (id >= reach) outside++;
+      else if (id > top) top = id;
     }
+    const span = (this.#span = ids.length > outside ? top - base + 1 : 0);
+    const bits = (this.#bits = bigArray(Uint8Array, (span + 7) >>> 3));
+    const rest = (this.#rest = new Uint32Array(outside));
+    let r = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const d = ids[i]! - base;
+      if (d < span) bits[d >>> 3]! |= 1 << (d & 7);
+      else rest[r++] = ids[i]!;
+    }
+    rest.sort();
   }
 
   static of(graph: HeapGraph): IdSet {
@@ -297,14 +320,14 @@ export class IdSet {
   }
 
   has(id: number): boolean {
-    const bits = this.#bits;
-    if (bits) return id >>> 3 < bits.length && (bits[id >>> 3]! & (1 << (id & 7))) !== 0;
-    const sorted = this.#sorted!;
+    const d = id - this.#base;
+    if (d >= 0 && d < this.#span) return (this.#bits[d >>> 3]! & (1 << (d & 7))) !== 0;
+    const rest = this.#rest;
     let lo = 0,
-      hi = sorted.length - 1;
+      hi = rest.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      const v = sorted[mid]!;
+      const v = rest[mid]!;
       if (v === id) return true;
       if (v < id) lo = mid + 1;
       else hi = mid - 1;
@@ -394,28 +417,24 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   const reads = new DiffFiles(files, options);
   const { timings } = reads;
   try {
-    // The first file: per-class totals (its retained sizes need dominators, not paths) and its ids.
-    let a: HeapGraph | undefined = await reads.load(0, { edgeNames: false });
-    // The last file is analysed in full: it is read on another core while the first is analysed
-    // and the middle one read, and is ready about then. Not sooner: the first file's analysis
-    // is the earlier peak of memory, and need not meet the last file whole.
-    reads.startLast();
-    let t = process.hrtime.bigint();
-    a.analyze(); // before the passes that borrow the arrays it is done with
-    const totalsA = classTotals(a);
-    const sizeA = heapSize(a);
-    const idsA = IdSet.of(a);
-    timings.analyze0Ms = ms(t);
-    a = undefined;
-
-    // With three files, the second is only asked which objects are new: its nodes suffice.
+    // The first file's graph, then the middle one's, live only in the helpers below: a graph
+    // held in this function's frame across an await may stay reachable until it returns.
+    const first = await firstFile(reads);
+    releaseDeadArrays();
     const threeFiles = files.length >= 3;
-    let b: HeapGraph | undefined = threeFiles ? await reads.load(1, { edges: false }) : await reads.last();
-    const fresh = newObjects(b, idsA, threeFiles);
-    const last = threeFiles ? await reads.last() : b;
-    b = undefined; // a three-file diff is done with the middle file
+    let fresh: ReturnType<typeof newObjects>;
+    let last: HeapGraph;
+    if (threeFiles) {
+      fresh = await middleFile(reads, first.ids);
+      releaseDeadArrays(); // the middle file's columns, before the last file's analysis adds its own
+      last = await reads.last();
+    } else {
+      last = await reads.last();
+      fresh = newObjects(last, first.ids, false);
+    }
+    const { totals: totalsA, size: sizeA } = first;
 
-    t = process.hrtime.bigint();
+    const t = process.hrtime.bigint();
     last.analyze();
     const constructors = constructorDeltas(totalsA, classTotals(last)).slice(0, top);
     const heapGrowth = heapSize(last) - sizeA;
@@ -441,6 +460,28 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
   } finally {
     reads.cancel();
   }
+}
+
+/**
+ * The first file: per-class totals (its retained sizes need dominators, not paths), its size
+ * and its ids. Starts reading the last file on another core once this one is read: the first
+ * file's analysis is the earlier peak of memory, and need not meet the last file whole.
+ */
+async function firstFile(reads: DiffFiles): Promise<{ totals: Map<string, ClassTotal>; size: number; ids: IdSet }> {
+  const a = await reads.load(0, { edgeNames: false });
+  reads.startLast();
+  const t = process.hrtime.bigint();
+  a.analyze(); // before the passes that borrow the arrays it is done with
+  const totals = classTotals(a);
+  const size = heapSize(a);
+  const ids = IdSet.of(a);
+  reads.timings.analyze0Ms = ms(t);
+  return { totals, size, ids };
+}
+
+/** The middle file of three is only asked which objects are new: its nodes suffice. */
+async function middleFile(reads: DiffFiles, before: IdSet): Promise<ReturnType<typeof newObjects>> {
+  return newObjects(await reads.load(1, { edges: false }), before, true);
 }
 
 /** Objects in `graph` whose ids are not in `before`, by class; and, when asked, the ids among them a leak is reported in. */

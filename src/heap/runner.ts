@@ -4,6 +4,7 @@
  */
 import { describeError } from '../errors.js';
 import { diff, summarize, type HeapDiff, type HeapSummary } from './analysis.js';
+import { dedicateProcessToAnalysis } from './arrays.js';
 
 export interface RunnerRequest {
   kind: 'summary' | 'diff';
@@ -35,6 +36,7 @@ async function run(req: RunnerRequest): Promise<void> {
     ...(req.parallel !== undefined ? { parallel: req.parallel } : {}),
     ...(onProgress ? { onProgress } : {}),
   };
+  dedicateProcessToAnalysis(); // this process exists for the analysis
   try {
     const result = req.kind === 'summary' ? await summarize(req.files[0]!, options) : await diff(req.files, options);
     await reply({ type: 'result', result });
