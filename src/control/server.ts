@@ -220,7 +220,9 @@ async function downloadCapture(
   if (!listed) return refuse(404, 'not found');
   const handle = await OpenFile.open(
     path.join(actions.dumpDir, listed.name),
-    fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW,
+    // O_NONBLOCK: a FIFO swapped in after the listing is refused below, never waited on (a worker
+    // terminated with an open waiting on the pool could not exit until it returned).
+    fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
   ).catch(() => undefined);
   if (!handle) return refuse(404, 'not found');
   const stat = await handle.stat();

@@ -434,7 +434,10 @@ async function produceThenRename(
     // The producer opens the partial by name (O_TRUNC, keeping its 0600): in a directory others
     // cannot write into, or a sticky one, nobody else can have replaced it meanwhile.
     await producer.writeTo(file + PARTIAL);
-    const written = await OpenFile.open(file + PARTIAL, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const written = await OpenFile.open(
+      file + PARTIAL,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+    );
     try {
       const { size } = await written.stat();
       if (size > limit.bytes) {
