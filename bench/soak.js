@@ -421,7 +421,7 @@ function lostEvidence(finish, work) {
     capturesGone: gone.filter((a) => a.kind === 'capture'),
     errorLines: log
       .filter((l) => l.level >= 50)
-      .map((l) => l.msg)
+      .map((l) => (l.err?.message ? `${l.msg} (${l.err.message})` : l.msg))
       .slice(0, 20),
   };
 }

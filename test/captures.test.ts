@@ -291,12 +291,35 @@ describe('CPU profiles: captureCpuProfile()', () => {
     }
   });
 
-  it('refuses a second profile while one runs', async () => {
+  it('a profile asked for while one runs joins it: the same files and summary, shared; one with longer to go is refused', async () => {
     const probe = await start({ logger: memoryLogger().logger, dumpDir: tempDir('sysprobe-profile-') });
     try {
-      const first = probe.captureCpuProfile({ durationMs: 300 });
-      await assert.rejects(probe.captureCpuProfile({ durationMs: 300 }), { code: 'SYSPROBE_ERR_CAPTURE_BUSY' });
-      await first;
+      const first = probe.captureCpuProfile({ durationMs: 1500 });
+      // Asked for right after: the running profile ends within the 1500 ms this one asks for.
+      const second = probe.captureCpuProfile({ durationMs: 1500 });
+      // 100 ms asked for while ~1.5 s are left: waiting would outlast what was asked, so it is refused, saying how long is left.
+      await assert.rejects(probe.captureCpuProfile({ durationMs: 100 }), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'SYSPROBE_ERR_CAPTURE_BUSY');
+        assert.match(err.message, /already running for \d+ ms more/);
+        return true;
+      });
+      busyCallerForProfile(300);
+      const [a, b] = await Promise.all([first, second]);
+      assert.equal(b.file, a.file);
+      assert.equal(b.pprofFile, a.pprofFile);
+      assert.deepEqual(b.summary, a.summary);
+      assert.equal(a.shared, undefined);
+      assert.equal(b.shared, true);
+      assert.equal(b.profiledFrom, a.profiledFrom);
+      assert.equal(a.durationMs, 1500);
+      assert.ok(Date.parse(a.profiledFrom) > 0, a.profiledFrom);
+      // One profile written, not two.
+      const profiles = fs.readdirSync(path.dirname(a.file)).filter((f) => f.endsWith('.cpuprofile'));
+      assert.deepEqual(profiles, [path.basename(a.file)]);
+      // Once it is over, a profile asked for is a new one.
+      const later = await probe.captureCpuProfile({ durationMs: 100 });
+      assert.notEqual(later.file, a.file);
+      assert.equal(later.shared, undefined);
     } finally {
       await probe.stop();
     }
@@ -399,6 +422,25 @@ describe('allocation profiles: captureAllocationProfile()', () => {
       );
       assert.ok(topFunctions[0] && topFunctions[0].share > 0 && topFunctions[0].share <= 1);
       assert.equal(JSON.parse(fs.readFileSync(result.sidecarFile, 'utf8')).kind, 'allocation-profile');
+    } finally {
+      retainedForAllocationTest.length = 0;
+      await probe.stop();
+    }
+  });
+
+  it('an allocation profile asked for while one runs shares its result', async () => {
+    const probe = await start({ logger: memoryLogger().logger, dumpDir: tempDir('sysprobe-alloc-') });
+    try {
+      const first = probe.captureAllocationProfile({ durationMs: 800 });
+      const second = probe.captureAllocationProfile({ durationMs: 1000 });
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      allocateRetainedRecords(50_000);
+      const [a, b] = await Promise.all([first, second]);
+      assert.equal(b.file, a.file);
+      assert.deepEqual(b.summary, a.summary);
+      assert.equal(b.shared, true);
+      assert.equal(b.durationMs, 800, "the running profile's duration, not the one asked for");
+      assert.ok(fs.existsSync(a.file));
     } finally {
       retainedForAllocationTest.length = 0;
       await probe.stop();

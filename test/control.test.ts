@@ -300,6 +300,22 @@ describe('control endpoint', () => {
       assert.ok(download.body.equals(fs.readFileSync(result.file)), 'byte-identical');
     });
 
+    it('two CPU profiles asked for at once: both 200, the same capture (the second shared)', async () => {
+      const [a, b] = await Promise.all([
+        raw(port, req('POST', '/captures/cpu-profile?durationMs=800')),
+        raw(port, req('POST', '/captures/cpu-profile', { body: '{"durationMs":800}' })),
+      ]);
+      assert.equal(a.status, 200, a.body.toString());
+      assert.equal(b.status, 200, b.body.toString());
+      const [ra, rb] = [a, b].map(
+        (r) => JSON.parse(r.body.toString()) as { file: string; summary: unknown; shared?: boolean },
+      );
+      assert.equal(rb!.file, ra!.file);
+      assert.deepEqual(rb!.summary, ra!.summary);
+      // Which request reached the worker first is the network's choice: exactly one of them is the joiner.
+      assert.deepEqual([ra!.shared, rb!.shared].sort(), [true, undefined]);
+    });
+
     it('a heap snapshot and a stack asked for, and the recent samples', async function () {
       this.timeout(60_000);
       const snapshot = await raw(port, req('POST', '/captures/heap-snapshot'));

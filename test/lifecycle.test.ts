@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { promisify } from 'node:util';
 import { ErrorCode, start } from '../src/index.js';
-import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, waitFor } from './helpers.js';
+import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, tempDir, waitFor } from './helpers.js';
 import { probeInternals } from '../src/probe/internals.js';
 import { nativeParts } from '../src/native.js';
 
@@ -208,6 +210,48 @@ describe('lifecycle', () => {
       await metrics.shutdown();
     }
     assert.ok(lines.some((l) => l.msg === 'sysprobe stopped' && l.workerRestarts === 2));
+  });
+
+  it('a worker killed while its /proc/net reads and partial files are being opened leaves no descriptor open', async () => {
+    // The probe worker's file opens, as the socket sampler (readBoundedFile of /proc/net/tcp) and the
+    // sink (createExclusive of a .partial) make them, in a real worker thread. Its JS then blocks, so the
+    // opens finish on libuv's pool but never reach it: the window a crash or a terminate can hit, held
+    // open here for as long as the test needs. Then the worker is terminated, and the descriptors counted.
+    const dir = tempDir('sysprobe-worker-fds-');
+    const N = 20;
+    const ours = () =>
+      fs.readdirSync('/proc/self/fd').filter((fd) => {
+        let target = '';
+        try {
+          target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        } catch {
+          // closed since the listing
+        }
+        // Opened from a thread, /proc/net/tcp reads back as /proc/<tid>/net/tcp (deleted) once the thread is gone.
+        return target.startsWith(dir) || /\/net\/tcp( \(deleted\))?$/.test(target);
+      }).length;
+    assert.equal(ours(), 0);
+    const files = path.join(__dirname, '..', 'src', 'internal', 'files.js');
+    const worker = new Worker(
+      `const { readBoundedFile, createExclusive } = require(${JSON.stringify(files)});
+      const { workerData } = require('node:worker_threads');
+      for (let i = 0; i < ${N}; i++) {
+        readBoundedFile('/proc/net/tcp', 64 << 20).catch(() => undefined);
+        createExclusive(require('node:path').join(${JSON.stringify(dir)}, i + '.partial')).catch(() => undefined);
+      }
+      Atomics.wait(new Int32Array(workerData), 0, 0, 30_000);`,
+      { eval: true, workerData: new SharedArrayBuffer(4) },
+    );
+    try {
+      // Every open has finished on the pool: the descriptors exist, the worker has not seen one of them.
+      await waitFor('the opens to finish', () => ours() === 2 * N || undefined, 20_000);
+    } finally {
+      await worker.terminate();
+    }
+    assert.equal(fs.readdirSync(dir).length, N, 'the partial files were created');
+    await waitFor('the descriptors to close', () => ours() === 0 || undefined, 5_000).catch(() => undefined);
+    assert.equal(ours(), 0, 'descriptors the dead worker opened are still open');
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 
   it('a listener that throws does not reach the host: it is logged and the probe goes on', async () => {

@@ -13,7 +13,9 @@
  *   up waiting (a main thread blocked in native code takes the pause only when
  *   it returns to JS); a pause we did not ask for is never touched;
  * - one capture of each kind at a time (V8 has one profiler, one pause); a stack asked
- *   for while one is being taken shares it, a second profile of a kind is refused.
+ *   for while one is being taken shares it. A second profile of a kind is refused here:
+ *   WorkerCaptures lets a second request join the running one (captures/shared-run.ts), so
+ *   this refusal only guards against a caller that bypasses it.
  */
 import * as inspector from 'node:inspector';
 import { setFlagsFromString } from 'node:v8';

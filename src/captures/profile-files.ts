@@ -66,6 +66,8 @@ export async function writeProfileFiles(
     pprofFile: pprof.file,
     sidecarFile: main.sidecarFile,
     summary,
+    profiledFrom: new Date(meta.startedAtMs).toISOString(),
+    durationMs: meta.durationMs,
     ...(meta.trigger ? { trigger: meta.trigger } : {}),
   };
 }
@@ -88,6 +90,8 @@ export async function writeAllocationFiles(
     file: written.file,
     sidecarFile: written.sidecarFile,
     summary,
+    profiledFrom: new Date(meta.startedAtMs).toISOString(),
+    durationMs: meta.durationMs,
     ...(meta.trigger ? { trigger: meta.trigger } : {}),
   };
 }

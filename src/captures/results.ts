@@ -16,8 +16,18 @@ export interface CpuProfileResult {
   /** The .cpuprofile's JSON sidecar: the summary, and the rule that triggered the capture, if one did. */
   sidecarFile: string;
   summary: ProfileSummary;
-  /** The rule firing that triggered this capture; absent for a capture asked for directly. */
+  /** When the profiler started, as an ISO time (the sidecar's `profiledFrom`). */
+  profiledFrom: string;
+  /** How long it profiled, ms: the duration the profile was started with (the sidecar's `durationMs`). */
+  durationMs: number;
+  /** The rule firing that triggered this profile; absent for a capture asked for directly. */
   trigger?: RuleFiring;
+  /**
+   * True when this request joined a profile that was already running (asked for by another
+   * caller, a rule or the control endpoint) instead of starting one: the files, the summary,
+   * `profiledFrom`, `durationMs` and `trigger` are that profile's.
+   */
+  shared?: true;
 }
 
 /** What an allocation profile capture wrote, and what it found. */
@@ -27,7 +37,14 @@ export interface AllocationProfileResult {
   /** Its JSON sidecar: the summary, and the rule that triggered the capture, if one did. */
   sidecarFile: string;
   summary: AllocationSummary;
+  /** When sampling started, as an ISO time (the sidecar's `profiledFrom`). */
+  profiledFrom: string;
+  /** How long it sampled, ms: the duration the profile was started with. */
+  durationMs: number;
+  /** The rule firing that triggered this profile; absent for a capture asked for directly. */
   trigger?: RuleFiring;
+  /** True when this request joined a profile already running: everything above is that profile's (see CpuProfileResult.shared). */
+  shared?: true;
 }
 
 /** What the worker did for a rule that fired. */

@@ -4,7 +4,9 @@
  * the inspector session, the source maps, the capture budget (automatic captures only), the
  * worker's sink, and capture dedupe: while an incident is open, a kind of rule capture is
  * taken once (`incidentClosed()` frees them again). A stack asked for while one is being
- * taken shares that one (src/captures/main-inspector.ts).
+ * taken shares that one (src/captures/main-inspector.ts); a CPU or allocation profile asked
+ * for while one of its kind runs joins it when it ends within the duration asked for
+ * (src/captures/shared-run.ts), whoever asked for either (a person, a rule, the control endpoint).
  */
 import { describeError, ErrorCode, SysprobeError } from '../errors.js';
 import type { AllocationProfileResult, CpuProfileResult, RuleCaptures } from './results.js';
@@ -15,6 +17,7 @@ import type { SocketPicture } from '../sockets/sampler.js';
 import type { WorkerRule } from '../worker/settings.js';
 import { writeAllocationFiles, writeProfileFiles } from './profile-files.js';
 import { MainInspector, type StackCapture } from './main-inspector.js';
+import { SharedRun } from './shared-run.js';
 import { interruptStack, loadThreadStack } from './thread-stack.js';
 import { SourceMaps } from '../sourcemaps/source-maps.js';
 import { RateBudget } from '../internal/rate-budget.js';
@@ -86,6 +89,10 @@ export class WorkerCaptures {
   readonly #incidentKinds = new Set<string>();
   /** Whether the main thread is stalled now (a profile of a stall first discards the stalled loop's optimized code). */
   readonly #stalled: () => boolean;
+  /** The CPU profile running, which a request for one joins (V8 has one profiler per isolate). */
+  readonly #cpuRun = new SharedRun<CpuProfileResult>('a CPU profile');
+  /** The allocation profile running, likewise (one sampling heap profiler). */
+  readonly #allocationRun = new SharedRun<AllocationProfileResult>('an allocation profile');
 
   /** `captured` hears of each finished capture (the main thread tells the app: onCapture, 'capture'). */
   constructor(
@@ -127,32 +134,45 @@ export class WorkerCaptures {
     }));
   }
 
-  /** Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink. */
-  async cpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
-    const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US, {
-      stalled: this.#stalled(),
-    });
-    return writeProfileFiles(this.#sink, profile, {
-      startedAtMs,
-      durationMs,
-      thread: 'main',
-      trigger,
-      sourceMaps: this.#sourceMaps,
+  /**
+   * Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink.
+   * While a CPU profile runs, this joins it when it ends within `durationMs` (its result, `shared: true`), else
+   * rejects with CAPTURE_BUSY (src/captures/shared-run.ts).
+   */
+  cpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
+    return this.#cpuRun.run(durationMs, async () => {
+      const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(
+        durationMs,
+        PROFILE_SAMPLING_INTERVAL_US,
+        { stalled: this.#stalled() },
+      );
+      return writeProfileFiles(this.#sink, profile, {
+        startedAtMs,
+        durationMs,
+        thread: 'main',
+        trigger,
+        sourceMaps: this.#sourceMaps,
+      });
     });
   }
 
-  /** Samples the main thread's allocations and writes the .heapprofile, with its sidecar (summary, trigger), through the sink. */
-  async allocationProfile(durationMs: number, trigger?: RuleFiring): Promise<AllocationProfileResult> {
-    const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(
-      durationMs,
-      ALLOCATION_SAMPLING_BYTES,
-    );
-    return writeAllocationFiles(this.#sink, profile, {
-      startedAtMs,
-      durationMs,
-      thread: 'main',
-      trigger,
-      sourceMaps: this.#sourceMaps,
+  /**
+   * Samples the main thread's allocations and writes the .heapprofile, with its sidecar (summary, trigger), through
+   * the sink. Joins an allocation profile already running as cpuProfile() joins a CPU profile.
+   */
+  allocationProfile(durationMs: number, trigger?: RuleFiring): Promise<AllocationProfileResult> {
+    return this.#allocationRun.run(durationMs, async () => {
+      const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(
+        durationMs,
+        ALLOCATION_SAMPLING_BYTES,
+      );
+      return writeAllocationFiles(this.#sink, profile, {
+        startedAtMs,
+        durationMs,
+        thread: 'main',
+        trigger,
+        sourceMaps: this.#sourceMaps,
+      });
     });
   }
 

@@ -14,6 +14,7 @@ import { describeError, ErrorCode } from '../errors.js';
 import { isCaptureName } from '../sink/file-sink.js';
 import type { Reply, Route } from '../internal/http-endpoint.js';
 import { tokenMatches } from './options.js';
+import { OpenFile } from '../internal/open-file.js';
 
 /** What the control endpoint can do; the worker supplies it. */
 export interface ControlActions {
@@ -217,9 +218,12 @@ async function downloadCapture(
   // The name must be one the listing returns; only then is it joined to the directory.
   const listed = (await listCaptures(actions.dumpDir)).find((c) => c.name === name);
   if (!listed) return refuse(404, 'not found');
-  const handle = await fs.promises
-    .open(path.join(actions.dumpDir, listed.name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
-    .catch(() => undefined);
+  const handle = await OpenFile.open(
+    path.join(actions.dumpDir, listed.name),
+    // O_NONBLOCK: a FIFO swapped in after the listing is refused below, never waited on (a worker
+    // terminated with an open waiting on the pool could not exit until it returned).
+    fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+  ).catch(() => undefined);
   if (!handle) return refuse(404, 'not found');
   const stat = await handle.stat();
   if (!stat.isFile() || stat.size > actions.maxDownloadBytes) {
@@ -240,7 +244,7 @@ async function downloadCapture(
         return;
       }
       // Exactly the size stat gave: a file that grows meanwhile is cut at it.
-      const stream = handle.createReadStream({ start: 0, end: Math.max(0, stat.size - 1), autoClose: true });
+      const stream = handle.createReadStream({ start: 0, end: Math.max(0, stat.size - 1) });
       if (stat.size === 0) {
         stream.destroy();
         res.end();

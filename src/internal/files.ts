@@ -10,10 +10,13 @@
  * - Directories sysprobe makes are 0700. A directory it writes into must be a real
  *   directory (not a link), owned by this user or root, and not writable by others
  *   unless it has the sticky bit (like /tmp: others cannot then remove or rename our files).
+ * - Files are opened as OpenFile (internal/open-file.ts), never with fs.promises.open: a
+ *   worker thread that dies with an open in flight then leaves no descriptor behind.
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { ErrorCode, SysprobeError } from '../errors.js';
+import { OpenFile } from './open-file.js';
 
 const { O_CREAT, O_EXCL, O_NOFOLLOW, O_WRONLY, O_RDONLY, O_NONBLOCK } = fs.constants;
 
@@ -29,8 +32,8 @@ export const CREATE_FLAGS = O_CREAT | O_EXCL | O_NOFOLLOW | O_WRONLY;
 export const READ_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK;
 
 /** Creates `file` (it must not exist, and must not be a link), mode 0600 whatever the umask. */
-export async function createExclusive(file: string): Promise<fs.promises.FileHandle> {
-  const handle = await fs.promises.open(file, CREATE_FLAGS, FILE_MODE);
+export async function createExclusive(file: string): Promise<OpenFile> {
+  const handle = await OpenFile.open(file, CREATE_FLAGS, FILE_MODE);
   try {
     await handle.chmod(FILE_MODE);
   } catch (err) {
@@ -50,7 +53,7 @@ export async function writeFileAtomically(file: string, text: string | Buffer): 
   try {
     const handle = await createExclusive(partial);
     try {
-      await handle.writeFile(text);
+      await handle.writeAll(text);
     } finally {
       await handle.close();
     }
@@ -106,6 +109,9 @@ function tighten(dir: string, stat: fs.Stats, code: SysprobeError['code']): void
   if (ours && (stat.mode & 0o077) !== 0 && (stat.mode & STICKY) === 0) fs.chmodSync(dir, DIR_MODE);
 }
 
+/** The first buffer for a file whose size fstat does not know (/proc's). */
+const PROC_READ_START_BYTES = 64 << 10;
+
 /** How a bounded read may open its file. */
 export interface ReadBounds {
   /**
@@ -128,8 +134,8 @@ export async function openRegularFile(
   file: string,
   maxBytes = Infinity,
   { followLinks = false }: ReadBounds = {},
-): Promise<{ handle: fs.promises.FileHandle; size: number }> {
-  const handle = await fs.promises.open(file, followLinks ? READ_FLAGS & ~O_NOFOLLOW : READ_FLAGS);
+): Promise<{ handle: OpenFile; size: number }> {
+  const handle = await OpenFile.open(file, followLinks ? READ_FLAGS & ~O_NOFOLLOW : READ_FLAGS);
   try {
     const stat = await handle.stat();
     if (stat.isDirectory()) throw fileError('EISDIR', `${file} is a directory`);
@@ -148,17 +154,23 @@ export async function openRegularFile(
  * {@link openRegularFile}): every file sysprobe reads back goes through here.
  */
 export async function readBoundedFile(file: string, maxBytes: number, bounds: ReadBounds = {}): Promise<string> {
-  const { handle } = await openRegularFile(file, maxBytes, bounds);
+  const { handle, size } = await openRegularFile(file, maxBytes, bounds);
   try {
-    // Read at most one byte past the bound, in case the file grew since fstat.
-    const buffer = Buffer.alloc(Math.min(maxBytes + 1, (await handle.stat()).size + 1));
+    // Sized by fstat, plus one byte to see growth; /proc's files say 0, so they start at 64 KiB.
+    // The buffer grows while it fills, to one byte past the bound.
+    let buffer = Buffer.alloc(Math.min(maxBytes + 1, size > 0 ? size + 1 : PROC_READ_START_BYTES));
     let length = 0;
-    while (length < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
       if (bytesRead === 0) break;
       length += bytesRead;
+      if (length > maxBytes) throw fileError('EFBIG', `${file} grew past the ${maxBytes} bytes this reads`);
+      if (length === buffer.length) {
+        const larger = Buffer.alloc(Math.min(maxBytes + 1, buffer.length * 2));
+        buffer.copy(larger, 0, 0, length);
+        buffer = larger;
+      }
     }
-    if (length > maxBytes) throw fileError('EFBIG', `${file} grew past the ${maxBytes} bytes this reads`);
     return buffer.subarray(0, length).toString('utf8');
   } finally {
     await handle.close();

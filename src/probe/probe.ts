@@ -356,7 +356,14 @@ export class Probe extends EventEmitter {
    * Runs V8's CPU profiler on the main thread for `durationMs` (from the worker, so it works
    * while the main thread is blocked), writes a .cpuprofile and a gzipped pprof file into
    * `dumpDir`, and resolves with their paths and a summary: top functions by self time and
-   * the busy-loop signature. Rejects with SYSPROBE_ERR_CAPTURE_BUSY while another profile runs.
+   * the busy-loop signature, with when it ran (`profiledFrom`, `durationMs`).
+   *
+   * V8 runs one CPU profile at a time. Asked for while one runs (another call, a rule's, the
+   * control endpoint's), this waits for it and resolves with its result, the same files and
+   * summary, marked `shared: true`, provided it ends within the `durationMs` asked for (so the
+   * wait is never longer than your own profile's, and the profile covers all of it; its own
+   * duration may differ from yours). If it has longer to run, this rejects with
+   * SYSPROBE_ERR_CAPTURE_BUSY, whose message says how long it has left.
    */
   async captureCpuProfile(options: CpuProfileOptions = {}): Promise<CpuProfileResult> {
     return (await this.#requestProfile('captureCpuProfile', options.durationMs ?? 5000)) as CpuProfileResult;
@@ -376,8 +383,10 @@ export class Probe extends EventEmitter {
   /**
    * Runs V8's sampling heap profiler on the main thread for `durationMs` (from the worker) and
    * writes a .heapprofile (Chrome DevTools) into `dumpDir`; resolves with its path and a summary
-   * of the stacks that allocated what was still live at the end. Rejects with CAPTURE_BUSY
-   * while another allocation profile runs.
+   * of the stacks that allocated what was still live at the end. Asked for while another
+   * allocation profile runs, it shares that one's result as {@link Probe.captureCpuProfile}
+   * does (`shared: true`), or rejects with SYSPROBE_ERR_CAPTURE_BUSY when it has longer to run
+   * than the `durationMs` asked for.
    */
   async captureAllocationProfile(options: AllocationProfileOptions = {}): Promise<AllocationProfileResult> {
     return (await this.#requestProfile(

@@ -23,6 +23,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Logger } from '../internal/logger.js';
+import { OpenFile } from '../internal/open-file.js';
 import type { CaptureInput, FileProducer, CaptureSink, WrittenCapture } from './sink.js';
 import { INCIDENTS_DIR, OPEN_MARKER } from '../incidents/files.js';
 import {
@@ -258,7 +259,7 @@ export class FileSink implements CaptureSink {
     kind: string,
     startedAt: Date,
     extension: string,
-  ): Promise<{ file: string; handle: fs.promises.FileHandle; sidecarHandle: fs.promises.FileHandle }> {
+  ): Promise<{ file: string; handle: OpenFile; sidecarHandle: OpenFile }> {
     const base = `${kind}-${startedAt.toISOString().replace(/:/g, '')}-${this.#pid}`;
     for (let seq = 0; seq < 1000; seq++) {
       const file = path.join(this.dir, `${base}${seq === 0 ? '' : `-${seq}`}${extension}`);
@@ -422,7 +423,7 @@ function isProducer(body: CaptureInput['body']): body is FileProducer {
  * it is what keeps the reserve.
  */
 async function produceThenRename(
-  handle: fs.promises.FileHandle,
+  handle: OpenFile,
   file: string,
   producer: FileProducer,
   limit: { bytes: number; why: string },
@@ -433,7 +434,10 @@ async function produceThenRename(
     // The producer opens the partial by name (O_TRUNC, keeping its 0600): in a directory others
     // cannot write into, or a sticky one, nobody else can have replaced it meanwhile.
     await producer.writeTo(file + PARTIAL);
-    const written = await fs.promises.open(file + PARTIAL, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    const written = await OpenFile.open(
+      file + PARTIAL,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+    );
     try {
       const { size } = await written.stat();
       if (size > limit.bytes) {
@@ -466,7 +470,7 @@ async function* chunksOf(body: Exclude<CaptureInput['body'], FileProducer>): Asy
  * `file`. Past `limit` bytes, or on any failure, the partial file is deleted instead.
  */
 async function writeThenRename(
-  handle: fs.promises.FileHandle,
+  handle: OpenFile,
   file: string,
   chunks: AsyncIterable<Buffer>,
   limit: { bytes: number; why: string },
@@ -500,7 +504,7 @@ async function writeThenRename(
 }
 
 /** The new file, or undefined when the name is taken (by anything, a link included). */
-async function createUnlessTaken(file: string): Promise<fs.promises.FileHandle | undefined> {
+async function createUnlessTaken(file: string): Promise<OpenFile | undefined> {
   try {
     return await createExclusive(file);
   } catch (err) {

@@ -12,6 +12,7 @@ import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import { parseNetCounters, parseSs, parseTcpTable, type RowFilter, type SsInfo, type TcpRow } from './proc-net.js';
+import { readBoundedFile } from '../internal/files.js';
 
 /** The `sockets` option after checking. */
 export interface SocketsSettings {
@@ -120,6 +121,12 @@ export interface SocketPicture {
 /** A sweep looks at most at this many descriptors: the reads stay bounded whatever `ulimit -n` allows. */
 export const MAX_FDS = 200_000;
 /**
+ * /proc/net/tcp{,6} holds every socket of the network namespace, ~150 bytes a row: 64 MiB is
+ * ~400,000 sockets. Read through internal/files.ts (bounded, a FIFO refused, and a descriptor
+ * that a dying worker cannot leave open: internal/open-file.ts).
+ */
+const MAX_PROC_NET_BYTES = 64 << 20;
+/**
  * Descriptors resolved per turn of the worker's loop. readlink runs synchronously, in the worker,
  * in slices with a yield between them: the async form costs four times the CPU (a threadpool
  * round trip per descriptor, bench:net) and would queue 10,000 requests on the libuv threadpool
@@ -221,11 +228,15 @@ export class SocketSampler {
     return { inodes, truncated };
   }
 
+  #readNet(name: string): Promise<string> {
+    return readBoundedFile(`${this.#procDir}/net/${name}`, MAX_PROC_NET_BYTES);
+  }
+
   async #readTable(name: string, keep: RowFilter): Promise<{ rows: TcpRow[]; malformed: number; missing: boolean }> {
     try {
       // No IPv6 (or no IPv4) in this kernel: that table is simply absent.
       return {
-        ...parseTcpTable(await fsp.readFile(`${this.#procDir}/net/${name}`, 'latin1'), LITTLE_ENDIAN, keep),
+        ...parseTcpTable(await this.#readNet(name), LITTLE_ENDIAN, keep),
         missing: false,
       };
     } catch {
@@ -234,8 +245,7 @@ export class SocketSampler {
   }
 
   async #readCounters(time: number): Promise<{ counters: TcpCounters; malformed: number } | undefined> {
-    const read = (name: string) =>
-      fsp.readFile(`${this.#procDir}/net/${name}`, 'latin1').then(parseNetCounters, () => undefined);
+    const read = (name: string) => this.#readNet(name).then(parseNetCounters, () => undefined);
     const [snmp, netstat] = await Promise.all([read('snmp'), read('netstat')]);
     const tcp = snmp?.groups.Tcp;
     if (!tcp) return undefined;
