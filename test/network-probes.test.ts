@@ -30,15 +30,24 @@ const FIXTURES = path.join(__dirname, '..', '..', 'test', 'fixtures');
 const CERT = fs.readFileSync(path.join(FIXTURES, 'localhost-cert.pem'), 'utf8');
 const KEY = fs.readFileSync(path.join(FIXTURES, 'localhost-key.pem'), 'utf8');
 
+/** Every connection each test server accepted, so that closing it never waits on a peer (a plain net.Server has no closeAllConnections). */
+const connections = new WeakMap<net.Server, Set<net.Socket>>();
+
 function listen<S extends net.Server>(server: S): Promise<number> {
+  const open = new Set<net.Socket>();
+  connections.set(server, open);
+  server.on('connection', (socket: net.Socket) => {
+    open.add(socket);
+    socket.on('close', () => open.delete(socket));
+  });
   return new Promise((resolve) =>
     server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port)),
   );
 }
 const close = (server: net.Server) =>
   new Promise<void>((resolve) => {
-    (server as http.Server).closeAllConnections?.();
     server.close(() => resolve());
+    for (const socket of connections.get(server) ?? []) socket.destroy();
   });
 
 /** A histogram point's count and sum, for one probe and phase. */
