@@ -37,6 +37,8 @@ export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './jobs/guard.
 export type { CgroupRuleValue } from './containers/cgroup-rule-values.js';
 export type { CgroupValues } from './containers/cgroup-values.js';
 export type { EndCause } from './crash/previous-runs.js';
+export { watchThread } from './stalls/watch-thread.js';
+export type { WatchThreadOptions, ThreadWatch } from './stalls/watch-thread.js';
 export { profileThread } from './captures/thread-profile.js';
 export type { ThreadProfileOptions } from './captures/thread-profile.js';
 export type { HeapSnapshotResult } from './heap/snapshots.js';

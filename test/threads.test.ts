@@ -61,3 +61,75 @@ describe('a probe started inside an app worker thread', function () {
     assert.equal(code, 0, output(child));
   });
 });
+
+const WATCH_CHILD = path.join(ROOT, 'dist', 'test', 'watch-thread-child.js');
+
+describe("watchThread(): an app worker thread watched by the main thread's probe", function () {
+  this.timeout(120_000);
+
+  it("a worker's stall is emitted by the main probe, named by the worker's blocking function and its name", async () => {
+    const child = spawnNode([WATCH_CHILD, 'stall']);
+    const { code, signal } = await exitOf(child);
+    assert.equal(signal, null, output(child));
+    assert.equal(code, 0, output(child));
+    const worker = JSON.parse(/WORKER (.*)/.exec(child.stdout())?.[1] ?? 'null') as {
+      threadId: number;
+      watching: { id: number; name: string };
+    } | null;
+    assert.ok(worker, output(child));
+    assert.deepEqual(worker.watching, { id: worker.threadId, name: 'image-resizer' });
+    const stalls = [...child.stdout().matchAll(/^STALL (.*)$/gm)].map(
+      (m) =>
+        JSON.parse(m[1]!) as {
+          thread: { id: number; name: string };
+          durationMs: number;
+          capture: { how: string };
+          stack?: Array<{ functionName: string }>;
+          cause: string;
+        },
+    );
+    const stall = stalls.find((s) => s.thread.id === worker.threadId);
+    assert.ok(stall, output(child));
+    assert.deepEqual(stall.thread, { id: worker.threadId, name: 'image-resizer' });
+    assert.equal(stall.capture.how, 'interrupt', JSON.stringify(stall.capture));
+    assert.equal(stall.stack?.[0]?.functionName, 'resizeImage', JSON.stringify(stall.stack));
+    assert.equal(stall.cause, 'js');
+    // It blocked 1.5 s; detection, the hook and a loaded host move the edges by a few ms, not hundreds.
+    assert.ok(stall.durationMs >= 1400 && stall.durationMs < 3000, `durationMs ${stall.durationMs}`);
+    // The main thread was not blocked: no stall of its own that long.
+    assert.ok(!stalls.some((s) => s.thread.id === 0 && s.durationMs >= 1000), output(child));
+    // The incident names the thread too.
+    assert.match(child.stdout(), /INCIDENT .*"phase":"open".*"thread":\{"id":\d+,"name":"image-resizer"\}/);
+  });
+
+  it('workers that register and end (stop(), exit while registered, terminated mid-stall), 12 times: every slot freed, the process exits', async () => {
+    const child = spawnNode([WATCH_CHILD, 'cycle', '12']);
+    const { code, signal } = await exitOf(child);
+    assert.equal(signal, null, `the process died by ${signal}\n${output(child)}`);
+    assert.equal(code, 0, output(child));
+    assert.match(child.stdout(), /CYCLES 12 LEFT 0/);
+    assert.match(child.stdout(), /DONE/);
+  });
+
+  it('refuses with coded errors: bad options, the main thread, no probe running, twice in one thread', async () => {
+    const child = spawnNode([WATCH_CHILD, 'errors']);
+    const { code, signal } = await exitOf(child);
+    assert.equal(signal, null, output(child));
+    assert.equal(code, 0, output(child));
+    const found = /ERRORS (.*)/.exec(child.stdout());
+    assert.ok(found, output(child));
+    assert.deepEqual(JSON.parse(found[1]!), {
+      onMain: 'SYSPROBE_ERR_UNSUPPORTED',
+      early: { first: 'SYSPROBE_ERR_NOT_STARTED', twice: 'SYSPROBE_ERR_NOT_STARTED' },
+      options: {
+        badName: 'SYSPROBE_ERR_INVALID_OPTION',
+        longName: 'SYSPROBE_ERR_INVALID_OPTION',
+        unknownKey: 'SYSPROBE_ERR_INVALID_OPTION',
+        badThreshold: 'SYSPROBE_ERR_INVALID_OPTION',
+        notObject: 'SYSPROBE_ERR_INVALID_OPTION',
+      },
+      running: { first: 'none', twice: 'SYSPROBE_ERR_ALREADY_STARTED' },
+      stopped: { notStarted: 'SYSPROBE_ERR_NOT_STARTED' },
+    });
+  });
+});
