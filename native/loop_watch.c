@@ -10,7 +10,9 @@
  *         left the poll = stamp + (idle now - idle at stamp)
  *         busy for      = now - left the poll      (about 0 while it waits)
  *   - a watchdog pthread, started by the probe worker, looks at the loop and
- *     calls into the worker's JS only when a stall starts or ends.
+ *     calls into the worker's JS only when a stall starts or ends, and once
+ *     when the watched thread has ended. One probe worker may run several: its
+ *     host's loop and each app worker registered with watchThread().
  *
  * Any thread's loop can be watched (the main thread's, or an app worker's that
  * runs its own probe), several at once. What makes that safe:

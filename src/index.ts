@@ -29,7 +29,7 @@ export type { LoopWatchKind } from './stalls/loop-watch.js';
 export { healthHandler, fastifyHealthHandler } from './health/handler.js';
 export type { HealthProvider, FastifyReplyLike } from './health/handler.js';
 export type { HealthSource } from './probe/probe.js';
-export type { HealthStatus, HealthReason, BlockedInfo } from './health/evaluate.js';
+export type { HealthStatus, HealthReason, BlockedInfo, BlockedThreadInfo } from './health/evaluate.js';
 export type { HealthOptions, HealthThresholds, HealthLevel, HealthThresholdName } from './health/options.js';
 export type { ControlOptions } from './control/options.js';
 export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofile.js';

@@ -53,7 +53,8 @@ function inWorker(job: Job): void {
   port.postMessage({ watching: handle.thread });
   port.on('message', (what: string) => {
     if (what === 'block') {
-      resizeImage(1500);
+      port.postMessage({ blocking: true }); // delivered while it blocks
+      resizeImage(2000);
       port.postMessage({ blocked: true });
     } else if (what === 'block-long') {
       resizeImage(5000); // terminated before it returns
@@ -92,6 +93,7 @@ async function startProbe(dumpDir: string, stallThresholdMs: number): Promise<Pr
     serviceName: 'watch-thread-test',
     dumpDir,
     stallThresholdMs,
+    health: { port: 0 },
     logger: require('pino')({ level: 'silent' }),
   });
 }
@@ -110,8 +112,15 @@ async function stallScenario(dumpDir: string): Promise<void> {
   console.log(`WORKER ${JSON.stringify({ threadId: worker.threadId, watching })}`);
   // Let the probe worker see the registration (it follows the table without a timer; this is margin).
   await new Promise((r) => setTimeout(r, 300));
+  const blocked = message(worker, (m) => 'blocked' in m);
   worker.postMessage('block');
-  await message(worker, (m) => 'blocked' in m);
+  await message(worker, (m) => 'blocking' in m);
+  // Mid-stall (it lasts 2 s; seen at 200 ms): the worker-served /health names the blocked thread.
+  await new Promise((r) => setTimeout(r, 600));
+  const { port } = probe.healthAddress()!;
+  const health = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(5000) });
+  console.log(`HEALTH ${health.status} ${await health.text()}`);
+  await blocked;
   await until('the worker stall event', () => stalls.some((s) => s.thread.id === worker.threadId));
   worker.postMessage('end');
   console.log(`EXIT ${await ended}`);

@@ -160,6 +160,7 @@ class ProbeWorker {
               observation: this.#stallFacts?.observations.at(-1),
             }
           : undefined,
+      blockedThreads: () => this.#threads?.blocked() ?? [],
       ruleReasons: (now) => this.#unhealthy.reasons(now),
       probeStatuses: () => this.#probes?.book.status() ?? [],
       control: {
