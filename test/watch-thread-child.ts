@@ -4,6 +4,7 @@
 //   cycle N   N workers register and end: stop() and exit, exit still registered, or terminated mid-stall
 //   errors    watchThread()'s refusals, each printed with its code
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -78,6 +79,18 @@ function message<T>(worker: Worker, test: (m: Record<string, unknown>) => boolea
   });
 }
 
+function getText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { timeout: 5000 }, (response) => {
+      let body = '';
+      response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      response.on('end', () => resolve(body));
+    });
+    request.on('timeout', () => request.destroy(new Error('timed out')));
+    request.on('error', reject);
+  });
+}
+
 const exited = (worker: Worker) => new Promise<number>((resolve) => worker.once('exit', resolve));
 
 async function until(what: string, fn: () => boolean, timeoutMs = 20_000): Promise<void> {
@@ -115,11 +128,17 @@ async function stallScenario(dumpDir: string): Promise<void> {
   const blocked = message(worker, (m) => 'blocked' in m);
   worker.postMessage('block');
   await message(worker, (m) => 'blocking' in m);
-  // Mid-stall (it lasts 2 s; seen at 200 ms): the worker-served /health names the blocked thread.
-  await new Promise((r) => setTimeout(r, 600));
+  // Mid-stall (it lasts 2 s; seen at 200 ms): the worker-served /health names the blocked thread. Asked until it
+  // does or the block is over (node:http, not fetch: fetch's first use compiles undici's wasm, a stall of its own).
+  let done = false;
+  void blocked.then(() => (done = true));
   const { port } = probe.healthAddress()!;
-  const health = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(5000) });
-  console.log(`HEALTH ${health.status} ${await health.text()}`);
+  let health = '';
+  while (!done && !health.includes('blockedThreads')) {
+    await new Promise((r) => setTimeout(r, 100));
+    health = await getText(`http://127.0.0.1:${port}/health`);
+  }
+  console.log(`HEALTH ${health}`);
   await blocked;
   await until('the worker stall event', () => stalls.some((s) => s.thread.id === worker.threadId));
   worker.postMessage('end');
