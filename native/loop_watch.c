@@ -10,7 +10,9 @@
  *         left the poll = stamp + (idle now - idle at stamp)
  *         busy for      = now - left the poll      (about 0 while it waits)
  *   - a watchdog pthread, started by the probe worker, looks at the loop and
- *     calls into the worker's JS only when a stall starts or ends.
+ *     calls into the worker's JS only when a stall starts or ends, and once
+ *     when the watched thread has ended. One probe worker may run several: its
+ *     host's loop and each app worker registered with watchThread().
  *
  * Any thread's loop can be watched (the main thread's, or an app worker's that
  * runs its own probe), several at once. What makes that safe:
@@ -51,6 +53,8 @@ typedef struct watch {
   /* The loop, NULL once its environment began to close; other threads read it under loop_mutex. */
   pthread_mutex_t loop_mutex;
   uv_loop_t* loop;
+  /* 1 while the hook runs (an attach() not yet matched by detach()): an unhooked loop is never busy. */
+  atomic_int hooked;
 
   /* ---- The watched thread's own (the hook and its environment's calls). ---- */
   uv_prepare_t hook;
@@ -78,18 +82,21 @@ typedef struct watchdog {
   uint64_t threshold_ns;
   napi_threadsafe_function on_stall;
   struct env_state* owner;
+  struct watchdog* next; /* the owner's list */
 } watchdog;
 
 /* Per environment (thread) that loaded the addon. */
 typedef struct env_state {
   watch* attached; /* the loop this thread hooked, if any (one reference) */
-  watchdog* dog;   /* the watchdog this thread started, if any */
+  int users;       /* attach() calls not yet matched by detach(): the hook runs while > 0 */
+  watchdog* dogs;  /* the watchdogs this thread started, one per watched loop */
 } env_state;
 
 static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
 static watch* registry;
 static uint32_t last_id;
 
+/* started: 1 a stall began, 0 it ended, -1 the watched loop is gone (its thread ended). */
 typedef struct { int started; double start_ms; double duration_ms; } stall_event;
 
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -175,7 +182,7 @@ static void close_watch(napi_async_cleanup_hook_handle handle, void* arg) {
 /* ---- Read from any thread ---- */
 
 /* How long the watched loop has been busy in its current turn; 0 while it waits in poll or once it is gone. */
-static uint64_t busy_ns(watch* w, uint64_t now) {
+static uint64_t busy_ns(watch* w, uint64_t now, int* gone) {
   uint64_t at, idle_at, idle_now;
   unsigned before, after;
   do {
@@ -185,9 +192,11 @@ static uint64_t busy_ns(watch* w, uint64_t now) {
     atomic_thread_fence(memory_order_acquire);
     after = atomic_load_explicit(&w->stamp_seq, memory_order_relaxed);
   } while ((before & 1) || before != after);
+  if (!atomic_load_explicit(&w->hooked, memory_order_acquire)) return 0;
   pthread_mutex_lock(&w->loop_mutex);
   if (!w->loop) {
     pthread_mutex_unlock(&w->loop_mutex);
+    if (gone) *gone = 1;
     return 0;
   }
   idle_now = uv_metrics_idle_time(w->loop);
@@ -222,30 +231,39 @@ static void* watch_loop(void* arg) {
   uint64_t next_sample = uv_hrtime() + threshold_ns;
   /* While stalled, look often enough to report the end promptly. */
   uint64_t stalled_poll = threshold_ns / 4 < 50000000 ? threshold_ns / 4 : 50000000;
+  int gone = 0;
   pthread_mutex_lock(&dog->mutex);
   while (!dog->stopping) {
     uint64_t now = uv_hrtime();
-    uint64_t busy = busy_ns(w, now);
-    uint64_t wake;
-    if (now >= next_sample) {
-      push_lag(w, busy);
-      next_sample = now + threshold_ns;
-    }
-    if (!stalled && busy >= threshold_ns) {
-      stalled = 1;
-      stall_start = now - busy;
-      atomic_store_explicit(&w->longest_turn, 0, memory_order_relaxed);
-      emit(dog, 1, stall_start, busy);
-    } else if (stalled && now - busy > stall_start + 1000000) {
-      /* The loop has left the stalled turn; the hook measured it whole. */
+    uint64_t wake = now + 60000000000ull; /* once the loop is gone: only wait to be stopped */
+    uint64_t busy = gone ? 0 : busy_ns(w, now, &gone);
+    if (gone && gone != 2) {
+      /* The watched thread ended: a stall it was in ends here, then the owner hears, once, that it is gone. */
+      if (stalled) emit(dog, 0, stall_start, max_u64(now - stall_start, threshold_ns));
       stalled = 0;
-      uint64_t turn = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
-      emit(dog, 0, stall_start, max_u64(turn, threshold_ns));
+      emit(dog, -1, now, 0);
+      gone = 2;
+    } else if (!gone) {
+      if (now >= next_sample) {
+        push_lag(w, busy);
+        next_sample = now + threshold_ns;
+      }
+      if (!stalled && busy >= threshold_ns) {
+        stalled = 1;
+        stall_start = now - busy;
+        atomic_store_explicit(&w->longest_turn, 0, memory_order_relaxed);
+        emit(dog, 1, stall_start, busy);
+      } else if (stalled && now - busy > stall_start + 1000000) {
+        /* The loop has left the stalled turn; the hook measured it whole. */
+        stalled = 0;
+        uint64_t turn = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
+        emit(dog, 0, stall_start, max_u64(turn, threshold_ns));
+      }
+      /* Next look: the next lag sample, or the moment this turn would become a stall. */
+      wake = next_sample;
+      if (stalled) wake = now + stalled_poll;
+      else if (busy > 0 && now - busy + threshold_ns < wake) wake = now - busy + threshold_ns;
     }
-    /* Next look: the next lag sample, or the moment this turn would become a stall. */
-    wake = next_sample;
-    if (stalled) wake = now + stalled_poll;
-    else if (busy > 0 && now - busy + threshold_ns < wake) wake = now - busy + threshold_ns;
     struct timespec deadline;
     deadline.tv_sec = (time_t)(wake / 1000000000u);
     deadline.tv_nsec = (long)(wake % 1000000000u);
@@ -266,7 +284,14 @@ static void stop_dog(watchdog* dog) {
   pthread_mutex_unlock(&dog->mutex);
   pthread_join(dog->thread, NULL);
   napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
-  if (dog->owner) dog->owner->dog = NULL;
+  if (dog->owner) {
+    for (watchdog** at = &dog->owner->dogs; *at; at = &(*at)->next) {
+      if (*at == dog) {
+        *at = dog->next;
+        break;
+      }
+    }
+  }
   put_watch(dog->w);
   pthread_cond_destroy(&dog->wake);
   pthread_mutex_destroy(&dog->mutex);
@@ -339,18 +364,27 @@ static napi_value attach(napi_env env, napi_callback_info info) {
     pthread_mutex_unlock(&registry_mutex);
     st->attached = w;
   }
-  atomic_store(&w->stamp_at, uv_hrtime());
-  atomic_store(&w->stamp_idle, uv_metrics_idle_time(loop));
-  w->longest_turn_published = 0;
-  uv_prepare_start(&w->hook, on_turn);
+  if (st->users++ == 0) {
+    atomic_store(&w->stamp_at, uv_hrtime());
+    atomic_store(&w->stamp_idle, uv_metrics_idle_time(loop));
+    w->longest_turn_published = 0;
+    uv_prepare_start(&w->hook, on_turn);
+    atomic_store_explicit(&w->hooked, 1, memory_order_release);
+  }
   return number_value(env, w->id);
 }
 
-/* detach(): stops the calling thread's hook (after its watchdog has stopped). */
+/*
+ * detach(): matches one attach(); the last stops the calling thread's hook (after its
+ * watchdogs have stopped). A thread's own probe and watchThread() each attach.
+ */
 static napi_value detach(napi_env env, napi_callback_info info) {
   (void)info;
   env_state* st = state_of(env);
-  if (st && st->attached) uv_prepare_stop(&st->attached->hook);
+  if (st && st->attached && st->users > 0 && --st->users == 0) {
+    atomic_store_explicit(&st->attached->hooked, 0, memory_order_release);
+    uv_prepare_stop(&st->attached->hook);
+  }
   return NULL;
 }
 
@@ -358,19 +392,30 @@ static void call_js(napi_env env, napi_value callback, void* context, void* data
   (void)context;
   stall_event* event = data;
   if (env && callback) {
-    napi_value args[3], global;
-    napi_get_boolean(env, event->started, &args[0]);
+    napi_value args[4], global;
+    napi_get_boolean(env, event->started == 1, &args[0]);
     napi_create_double(env, event->start_ms, &args[1]);
     napi_create_double(env, event->duration_ms, &args[2]);
+    napi_get_boolean(env, event->started < 0, &args[3]);
     napi_get_global(env, &global);
-    napi_call_function(env, global, callback, 3, args, NULL);
+    napi_call_function(env, global, callback, 4, args, NULL);
   }
   free(event);
 }
 
+/* The calling thread's watchdog of loop `id`, if it started one. */
+static watchdog* dog_of(env_state* st, uint32_t id) {
+  if (!st) return NULL;
+  for (watchdog* dog = st->dogs; dog; dog = dog->next)
+    if (dog->w->id == id) return dog;
+  return NULL;
+}
+
 /*
- * startWatchdog(loopId, thresholdMs, onStall(started, startMs, durationMs)): from
- * the probe worker; onStall runs on the calling thread. One per calling thread.
+ * startWatchdog(loopId, thresholdMs, onStall(started, startMs, durationMs, gone)): from
+ * the probe worker; onStall runs on the calling thread. One per loop per calling thread
+ * (the probe worker watches its host's loop and each thread registered with watchThread()).
+ * `gone`: the watched thread ended (said once, after the end of a stall it was in).
  */
 static napi_value start_watchdog(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -383,7 +428,7 @@ static napi_value start_watchdog(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "startWatchdog(loopId >= 1, thresholdMs >= 1, onStall)");
     return NULL;
   }
-  if (!st || st->dog) return boolean_value(env, 0);
+  if (!st || dog_of(st, (uint32_t)loop_id)) return boolean_value(env, 0);
   watchdog* dog = calloc(1, sizeof *dog);
   if (!dog) return boolean_value(env, 0);
   dog->w = find_watch((uint32_t)loop_id);
@@ -418,27 +463,36 @@ static napi_value start_watchdog(napi_env env, napi_callback_info info) {
   pthread_setname_np(dog->thread, "sysprobe-watch"); /* before start() resolves, so /proc names it from the start */
 #endif
   dog->owner = st;
-  st->dog = dog;
+  dog->next = st->dogs;
+  st->dogs = dog;
   napi_add_env_cleanup_hook(env, dog_cleanup, dog);
   return boolean_value(env, 1);
 }
 
+/* The loop id given as the first argument, or 0. */
+static uint32_t loop_arg(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  double id = 0;
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  if (argc < 1 || napi_get_value_double(env, args[0], &id) != napi_ok || id < 1 || id > 4294967295.0) return 0;
+  return (uint32_t)id;
+}
+
+/* stopWatchdog(loopId): stops the calling thread's watchdog of that loop (joins its thread). */
 static napi_value stop_watchdog_js(napi_env env, napi_callback_info info) {
-  (void)info;
-  env_state* st = state_of(env);
-  if (st && st->dog) {
-    watchdog* dog = st->dog;
+  watchdog* dog = dog_of(state_of(env), loop_arg(env, info));
+  if (dog) {
     napi_remove_env_cleanup_hook(env, dog_cleanup, dog);
     stop_dog(dog);
   }
   return NULL;
 }
 
-/* lagMs(): how long the loop this thread's watchdog watches has been busy in its current turn. */
+/* lagMs(loopId): how long that loop, watched by this thread's watchdog, has been busy in its current turn. */
 static napi_value lag_ms(napi_env env, napi_callback_info info) {
-  (void)info;
-  env_state* st = state_of(env);
-  return number_value(env, st && st->dog ? (double)busy_ns(st->dog->w, uv_hrtime()) / 1e6 : 0);
+  watchdog* dog = dog_of(state_of(env), loop_arg(env, info));
+  return number_value(env, dog ? (double)busy_ns(dog->w, uv_hrtime(), NULL) / 1e6 : 0);
 }
 
 /* takeLongestTurn(): on the attached thread, the longest turn (ms) since the last call. */

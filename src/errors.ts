@@ -8,6 +8,8 @@ export const ErrorCode = {
   INVALID_OPTION: 'SYSPROBE_ERR_INVALID_OPTION',
   /** `start()` was called while another probe is running or starting. */
   ALREADY_STARTED: 'SYSPROBE_ERR_ALREADY_STARTED',
+  /** `watchThread()` found no probe running on the main thread (or its worker was created before the first `start()`). */
+  NOT_STARTED: 'SYSPROBE_ERR_NOT_STARTED',
   /** A method was called on a probe after `stop()`. */
   STOPPED: 'SYSPROBE_ERR_STOPPED',
   /** The probe worker did not start, or is restarting and could not answer. */

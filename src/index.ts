@@ -29,7 +29,7 @@ export type { LoopWatchKind } from './stalls/loop-watch.js';
 export { healthHandler, fastifyHealthHandler } from './health/handler.js';
 export type { HealthProvider, FastifyReplyLike } from './health/handler.js';
 export type { HealthSource } from './probe/probe.js';
-export type { HealthStatus, HealthReason, BlockedInfo } from './health/evaluate.js';
+export type { HealthStatus, HealthReason, BlockedInfo, BlockedThreadInfo } from './health/evaluate.js';
 export type { HealthOptions, HealthThresholds, HealthLevel, HealthThresholdName } from './health/options.js';
 export type { ControlOptions } from './control/options.js';
 export type { ProfileSummary, FunctionTime, BusyLoop } from './captures/cpuprofile.js';
@@ -37,6 +37,8 @@ export type { GuardOptions, GuardWorkerOptions, JobOverlap } from './jobs/guard.
 export type { CgroupRuleValue } from './containers/cgroup-rule-values.js';
 export type { CgroupValues } from './containers/cgroup-values.js';
 export type { EndCause } from './crash/previous-runs.js';
+export { watchThread } from './stalls/watch-thread.js';
+export type { WatchThreadOptions, ThreadWatch } from './stalls/watch-thread.js';
 export { profileThread } from './captures/thread-profile.js';
 export type { ThreadProfileOptions } from './captures/thread-profile.js';
 export type { HeapSnapshotResult } from './heap/snapshots.js';

@@ -8,7 +8,7 @@ import type { RuleCaptures } from './captures/results.js';
 import type { RuleFiring } from './rules/firing.js';
 import type { WrittenCapture } from './sink/sink.js';
 import type { ProbeResult } from './synthetics/runner.js';
-import type { StallCapture } from './stalls/stall.js';
+import type { StallCapture, StallThread } from './stalls/stall.js';
 import type { InFlightSnapshot } from './stalls/requests.js';
 import type { ThreadObservation } from './stalls/cause.js';
 import type { CgroupValues } from './containers/cgroup-values.js';
@@ -49,9 +49,11 @@ export type WorkerToMain =
   | { type: 'response'; id: number; ok: false; error: { code: string; message: string } }
   | { type: 'log'; level: LogLevel; msg: string; fields: Record<string, unknown> }
   /** `facts.selfPaused`: the stall was sysprobe's own pause (a heap snapshot), not the app's: no incident.
-   *  `throttledMs`: how long the cgroup's CPU quota stopped the process during the stall (Linux, with a CPU controller). */
+   *  `throttledMs`: how long the cgroup's CPU quota stopped the process during the stall (Linux, with a CPU controller).
+   *  `thread`: a thread registered with watchThread() stalled (absent: the probe's host thread). */
   | {
       type: 'stall';
+      thread?: StallThread;
       startedAt: number;
       durationMs: number;
       stack: Frame[] | undefined;

@@ -15,6 +15,11 @@ interface Job {
   stall?: boolean;
 }
 
+type Stall = { startedAt: number; durationMs: number };
+/** The stall of the blocking function: the one under its middle (a start-up stall ends before it; the heartbeat's start may be a beat early). */
+const covers = (s: Stall, crunchAt: number) =>
+  s.startedAt <= crunchAt + 300 && s.startedAt + s.durationMs >= crunchAt + 300;
+
 /** The app's blocking function, which the stall's stack must name. */
 function crunchInWorker(ms: number): number {
   let x = 0;
@@ -37,10 +42,11 @@ async function inWorker(job: Job): Promise<void> {
       stalls.push({ ...event, stack: event.stack?.slice(0, 6), loopWatch: probe.loopWatch }),
     );
     await new Promise((r) => setTimeout(r, 200));
+    const crunchAt = Date.now();
     crunchInWorker(600);
-    for (let i = 0; i < 100 && !stalls.some((s) => (s as { durationMs: number }).durationMs >= 500); i++)
+    for (let i = 0; i < 100 && !stalls.some((s) => covers(s as Stall, crunchAt)); i++)
       await new Promise((r) => setTimeout(r, 50));
-    parentPort!.postMessage(stalls);
+    parentPort!.postMessage({ stalls, crunchAt });
   } else {
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -51,7 +57,9 @@ function runWorker(job: Job): Promise<number> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(__filename, { workerData: job, name: 'crunch' });
     worker.once('error', reject);
-    worker.on('message', (stalls) => console.log(`STALLS ${JSON.stringify({ threadId: worker.threadId, stalls })}`));
+    worker.on('message', ({ stalls, crunchAt }) =>
+      console.log(`STALLS ${JSON.stringify({ threadId: worker.threadId, stalls, crunchAt })}`),
+    );
     worker.once('exit', resolve);
   });
 }

@@ -117,9 +117,11 @@ export class WorkerCaptures {
     );
   }
 
-  /** The host thread's stack now (a person's request: not budgeted). */
-  stack(): Promise<StackCapture> {
-    const { stackHost } = this.#settings;
+  /**
+   * The host thread's stack now (a person's request: not budgeted); or, with `stackHost`, the stack of
+   * that thread (a thread registered with watchThread(); -1: it has no stack host).
+   */
+  stack(stackHost = this.#settings.stackHost): Promise<StackCapture> {
     if (stackHost === 0) return this.#inspector.captureStack(STACK_TIMEOUT_MS);
     if (stackHost < 0) {
       const why = loadThreadStack().error ?? 'it could not register the thread';
@@ -179,9 +181,10 @@ export class WorkerCaptures {
   /**
    * A stall's stack, taken as the stall is seen. None when the stall is sysprobe's own pause
    * (`selfPaused`: the main thread is in native code on purpose, a capture would only wait and
-   * fail, and hold the debugger a person's request then needs) or the budget is spent.
+   * fail, and hold the debugger a person's request then needs) or the budget is spent. `stackHost`:
+   * a watched thread's (see stack()); the probe's host thread's by default.
    */
-  async stallStack(selfPaused: boolean): Promise<StallStack> {
+  async stallStack(selfPaused: boolean, stackHost = this.#settings.stackHost): Promise<StallStack> {
     const detectedAt = Date.now();
     if (selfPaused)
       return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: SELF_PAUSE_REASON }, selfPaused: true };
@@ -197,7 +200,7 @@ export class WorkerCaptures {
       };
     }
     try {
-      const { frames, how, takenAt, latencyMs, evaluated } = await this.stack();
+      const { frames, how, takenAt, latencyMs, evaluated } = await this.stack(stackHost);
       const span = parseActiveSpan(evaluated);
       return {
         stack: frames,

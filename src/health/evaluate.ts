@@ -5,6 +5,7 @@
  * call it, each with what it sees.
  */
 import { describe } from '../internal/check-options.js';
+import type { StallThread } from '../stalls/stall.js';
 import type { HealthLevel, HealthThresholdName, ResolvedThresholds } from './options.js';
 import type { MainSample, Sample } from '../samples/sample.js';
 import type { ProbeStatus } from '../synthetics/book.js';
@@ -122,6 +123,23 @@ export interface Health {
   checkedAt: number;
   /** Only from the worker's endpoint: the main thread is blocked right now. */
   blocked?: BlockedInfo;
+  /**
+   * Only from the worker's endpoint: the worker threads registered with watchThread() that are blocked
+   * right now. They do not change the status: the main thread still serves.
+   */
+  blockedThreads?: BlockedThreadInfo[];
+}
+
+/** A watched worker thread's current stall, as the worker sees it. */
+export interface BlockedThreadInfo {
+  thread: StallThread;
+  /** How long its event loop has been blocked, ms. */
+  forMs: number;
+  /** The innermost frame of its stall's stack, when it was taken. */
+  function?: string;
+  file?: string;
+  /** 1-based. */
+  line?: number;
 }
 
 /** The main thread's current stall, as the worker sees it. */

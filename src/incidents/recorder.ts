@@ -23,7 +23,7 @@ import type { Frame } from '../captures/cpuprofile.js';
 import type { RuleCaptures } from '../captures/results.js';
 import type { Sample } from '../samples/sample.js';
 import type { SamplesWritten } from './samples.js';
-import type { StallCapture } from '../stalls/stall.js';
+import type { StallCapture, StallThread } from '../stalls/stall.js';
 import type { StallExplanation, StallRequest } from '../stalls/explain.js';
 import type { StallCause } from '../stalls/cause.js';
 import { DIR_MODE, ensurePrivateDir, FILE_MODE, writeFileAtomically } from '../internal/files.js';
@@ -63,6 +63,8 @@ export interface IncidentTrigger {
   requests?: StallRequest[];
   /** A stall: how long the cgroup's CPU quota stopped the process during it, ms (Linux). */
   throttledMs?: number;
+  /** A stall of a thread registered with watchThread() (absent: the probe's host thread). */
+  thread?: StallThread;
 }
 
 /** A file of the incident, relative to its folder. */
@@ -248,6 +250,7 @@ export class IncidentRecorder {
         await this.#writeCapture(incident, 'stall-stack', 'stall-stack.json', {
           startedAt: trigger.at,
           durationMs: trigger.observed,
+          ...(trigger.thread ? { thread: trigger.thread } : {}),
           capture,
           frames: stack ?? [],
           ...(explained

@@ -407,9 +407,11 @@ export class OtelExporter {
     this.#delayStats.record(Math.max(1, Math.round(delayMs * 1e6)));
   }
 
-  recordStall(durationMs: number, capture: string): void {
-    this.#stalls.add(1, { 'sysprobe.capture': capture });
-    this.#stallDuration.record(durationMs / 1000);
+  /** `watched`: a thread registered with watchThread() (attribute `sysprobe.thread: worker`; the probe's host thread has none). */
+  recordStall(durationMs: number, capture: string, watched = false): void {
+    const attributes = watched ? { 'sysprobe.thread': 'worker' } : undefined;
+    this.#stalls.add(1, { 'sysprobe.capture': capture, ...attributes });
+    this.#stallDuration.record(durationMs / 1000, attributes);
   }
 
   recordRule(rule: string): void {

@@ -22,6 +22,7 @@ import type { RequestTracker } from '../stalls/requests.js';
 import type { StallExplainer } from '../stalls/explain.js';
 import type { CrashEvidence } from '../crash/startup.js';
 import type { UnhealthyRules } from '../health/unhealthy.js';
+import type { ThreadTable } from '../stalls/thread-table.js';
 
 /** Which loop watch runs, and why not the native one when it does not. */
 export interface LoopWatchChoice {
@@ -45,6 +46,8 @@ export interface ProbeParts {
   /** Explains each stall once it is over: its requests, what queued behind it, its cause. */
   readonly stallExplainer: StallExplainer;
   readonly heartbeat: Heartbeat;
+  /** The process's table of threads registered with watchThread(): open while this probe runs (a main-thread probe only). */
+  readonly threadTable: ThreadTable | undefined;
   readonly supervisor: WorkerSupervisor;
   /** Undefined when the `incidents` option is false. */
   readonly incidents: IncidentRecorder | undefined;

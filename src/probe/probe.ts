@@ -126,6 +126,8 @@ export class Probe extends EventEmitter {
       throw err;
     }
     this.#p.heartbeat.start();
+    // From now on watchThread() in the app's workers registers with this probe.
+    this.#p.threadTable?.setOpen(true);
     this.#p.dependencies?.start();
     this.#p.requests?.start();
     const failed = (['health', 'control'] as const).filter(
@@ -459,6 +461,8 @@ export class Probe extends EventEmitter {
   /** Releases everything the probe started: timers, observers, the worker, the instruments' callbacks. */
   stop(): Promise<void> {
     this.#stopped ??= (async () => {
+      // Registered threads stay registered (the next probe watches them); new ones are refused until then.
+      this.#p.threadTable?.setOpen(false);
       this.#p.heartbeat.stop();
       this.#p.dependencies?.stop();
       this.#p.requests?.stop();

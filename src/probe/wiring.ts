@@ -31,6 +31,7 @@ import { StallExplainer } from '../stalls/explain.js';
 import { CrashEvidence } from '../crash/startup.js';
 import { UnhealthyRules } from '../health/unhealthy.js';
 import { onWorkerMessage } from './worker-messages.js';
+import { processThreadTable } from '../stalls/thread-table.js';
 import type { LoopWatchChoice, ProbeParts } from './parts.js';
 
 export const REQUEST_TIMEOUT_MS = 2_000;
@@ -146,6 +147,8 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
     (gapMs) => parts.exporter.recordDelay(gapMs),
     (capacityBytes) => logger.warn({ capacityBytes }, 'sysprobe main-thread reading too large for its slot; skipped'),
   );
+  // The app's worker threads reach this probe through the process's thread table (stalls/thread-table.ts).
+  parts.threadTable = isMainThread && options.samplers.eventLoop ? processThreadTable() : undefined;
   parts.supervisor = new WorkerSupervisor(
     workerSettings(options, {
       heartbeat: parts.heartbeat.shared,
@@ -156,6 +159,7 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
       mainTid: stackHost?.tid ?? process.pid,
       stackHost: isMainThread ? 0 : (stackHost?.hostId ?? -1),
       ...(parts.requests ? { requestTable: parts.requests.buffer } : {}),
+      ...(parts.threadTable ? { threadTable: parts.threadTable.buffer } : {}),
       sysprobeVersion: PACKAGE_VERSION,
     }),
     logger,

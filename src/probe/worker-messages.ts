@@ -71,6 +71,9 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
   const { options, exporter, logger } = parts;
   const { startedAt, durationMs, stack, capture, facts, throttledMs } = message;
   const { selfPaused } = facts;
+  // A thread registered with watchThread(): not this thread's loop, requests or GC.
+  const watched = message.thread !== undefined;
+  const thread = message.thread ?? currentThread();
   // Explained once the requests that queued behind it have started (a few tens of ms after it ended).
   const explanation = parts.stallExplainer.explain({
     startedAt,
@@ -81,13 +84,16 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
     requests: facts.requests,
     observations: facts.observations,
     ...(throttledMs !== undefined ? { throttledMs } : {}),
+    ...(watched ? { otherThread: true } : {}),
   });
-  exporter.recordStall(durationMs, capture.how);
-  // A reading now (the stall's end), so a stretched period does not leave it stale. Not a wake(): an idle process
-  // stalls too (a GC, the host descheduling it); a busy one sets the period back at its next reading.
-  parts.heartbeat.refresh();
-  // The heartbeat's gaps already hold the stall; the native watch reports it only here.
-  if (parts.loopWatch.kind === 'native' && options.samplers.eventLoop) exporter.recordDelay(durationMs);
+  exporter.recordStall(durationMs, capture.how, watched);
+  if (!watched) {
+    // A reading now (the stall's end), so a stretched period does not leave it stale. Not a wake(): an idle process
+    // stalls too (a GC, the host descheduling it); a busy one sets the period back at its next reading.
+    parts.heartbeat.refresh();
+    // The heartbeat's gaps already hold the stall; the native watch reports it only here.
+    if (parts.loopWatch.kind === 'native' && options.samplers.eventLoop) exporter.recordDelay(durationMs);
+  }
   if (!selfPaused)
     parts.incidents?.stalled(
       {
@@ -98,6 +104,7 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
         threshold: options.stallThresholdMs,
         at: startedAt,
         ...(throttledMs !== undefined ? { throttledMs } : {}),
+        ...(watched ? { thread } : {}),
       },
       stack,
       capture,
@@ -106,7 +113,7 @@ function onStall(parts: ProbeParts, message: Extract<WorkerToMain, { type: 'stal
   void explanation
     .then(({ requests, queued, diagnosis }) => {
       const event: StallEvent = {
-        thread: currentThread(),
+        thread,
         startedAt,
         durationMs,
         stack,

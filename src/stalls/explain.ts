@@ -62,6 +62,8 @@ export interface StallFacts {
   requests?: InFlightSnapshot | undefined;
   observations?: ThreadObservation[] | undefined;
   throttledMs?: number | undefined;
+  /** A stall of another thread (registered with watchThread()): this thread's GC, requests and queue are not its. */
+  otherThread?: boolean;
 }
 
 export class StallExplainer {
@@ -109,6 +111,7 @@ export class StallExplainer {
    */
   async explain(facts: StallFacts, now: () => number = Date.now): Promise<StallExplanation> {
     const endedAt = facts.startedAt + facts.durationMs;
+    if (facts.otherThread) return this.#explainOther(facts);
     const wait = endedAt + QUEUE_WINDOW_MS - now();
     if (wait > 0) await new Promise<void>((resolve) => setTimeout(resolve, wait).unref());
     const requests: StallRequest[] = (facts.requests?.requests ?? []).map((r) => {
@@ -146,5 +149,21 @@ export class StallExplainer {
       };
     }
     return explanation;
+  }
+
+  /** Another thread's stall: its stack and what /proc showed of it; its GC is not observed here. */
+  #explainOther(facts: StallFacts): StallExplanation {
+    return {
+      requests: [],
+      diagnosis: classifyStall({
+        durationMs: facts.durationMs,
+        selfPaused: false,
+        gcMs: undefined,
+        throttledMs: facts.throttledMs,
+        captureHow: facts.captureHow,
+        observations: facts.observations ?? [],
+        stack: facts.stack,
+      }),
+    };
   }
 }

@@ -10,20 +10,23 @@ import { loadNative } from '../native.js';
 
 /** The addon's functions, as native/loop_watch.c defines them. */
 export interface LoopWatchAddon {
-  /** Hooks the calling thread's loop (any thread's); returns its id for startWatchdog, 0 if it cannot. */
+  /** Hooks the calling thread's loop (any thread's); returns its id for startWatchdog, 0 if it cannot. Counted: each attach() needs a detach(). */
   attach(): number;
-  /** Stops the calling thread's hook (synchronous). */
+  /** Matches one attach(); the last stops the calling thread's hook (synchronous). */
   detach(): void;
-  /** Starts a watchdog thread on loop `loopId`; `onStall` runs on the calling thread when a stall starts and when it ends. */
+  /**
+   * Starts a watchdog thread on loop `loopId` (one per loop per calling thread); `onStall` runs on the calling
+   * thread when a stall starts and when it ends, and once with `gone` when the watched thread has ended.
+   */
   startWatchdog(
     loopId: number,
     thresholdMs: number,
-    onStall: (started: boolean, startHrMs: number, durationMs: number) => void,
+    onStall: (started: boolean, startHrMs: number, durationMs: number, gone: boolean) => void,
   ): boolean;
-  /** Stops the calling thread's watchdog. */
-  stopWatchdog(): void;
-  /** How long the loop the calling thread's watchdog watches has been busy in its current turn, ms; about 0 while it waits for events. */
-  lagMs(): number;
+  /** Stops the calling thread's watchdog of loop `loopId`. */
+  stopWatchdog(loopId: number): void;
+  /** How long loop `loopId`, watched by the calling thread's watchdog, has been busy in its current turn, ms; about 0 while it waits. */
+  lagMs(loopId: number): number;
   /** On the attached thread: the longest completed turn (ms) since the previous call. */
   takeLongestTurn(): number;
   /** On the attached thread: copies its loop's lag samples written since `cursor` into `out`; returns [next cursor, samples copied]. */

@@ -37,11 +37,21 @@ function hrToEpochMs(hrMs: number): number {
  */
 export class NativeStallWatch implements StallWatch {
   readonly #addon: LoopWatchAddon;
+  readonly #loopId: number;
 
-  constructor(addon: LoopWatchAddon, loopId: number, thresholdMs: number, onStall: (report: StallReport) => void) {
+  /** `onGone`: the watched thread ended (a watched app worker; the probe's own host outlives its watch). */
+  constructor(
+    addon: LoopWatchAddon,
+    loopId: number,
+    thresholdMs: number,
+    onStall: (report: StallReport) => void,
+    onGone: () => void = () => undefined,
+  ) {
     this.#addon = addon;
-    const started = addon.startWatchdog(loopId, thresholdMs, (began, startHrMs, durationMs) => {
-      onStall({ ended: !began, startedAt: hrToEpochMs(startHrMs), durationMs });
+    this.#loopId = loopId;
+    const started = addon.startWatchdog(loopId, thresholdMs, (began, startHrMs, durationMs, gone) => {
+      if (gone) onGone();
+      else onStall({ ended: !began, startedAt: hrToEpochMs(startHrMs), durationMs });
     });
     if (!started) throw new Error('the native watchdog did not start (is the host thread loop attached?)');
   }
@@ -53,11 +63,11 @@ export class NativeStallWatch implements StallWatch {
   check(): void {}
 
   lagMs(): number {
-    return this.#addon.lagMs();
+    return this.#addon.lagMs(this.#loopId);
   }
 
   stop(): void {
-    this.#addon.stopWatchdog();
+    this.#addon.stopWatchdog(this.#loopId);
   }
 }
 

@@ -13,6 +13,7 @@ import {
   readingsFromSample,
   thresholdReasons,
   type BlockedInfo,
+  type BlockedThreadInfo,
   type Health,
   type HealthReason,
 } from '../health/evaluate.js';
@@ -26,6 +27,7 @@ import type { WorkerSettings } from './settings.js';
 import type { ProbeStatus } from '../synthetics/book.js';
 import type { InFlightRequest } from '../stalls/requests.js';
 import type { ThreadObservation } from '../stalls/cause.js';
+import type { StallThread } from '../stalls/stall.js';
 import { close, listen, type OnRefused } from '../internal/http-endpoint.js';
 
 /** How long a health answer during a stall waits for the stall's stack, if its capture is still running. */
@@ -47,6 +49,8 @@ export interface WorkerView {
         observation: ThreadObservation | undefined;
       }
     | undefined;
+  /** The watched worker threads (watchThread()) blocked now, with their stall's stack capture. */
+  blockedThreads(): Array<{ thread: StallThread; forMs: number; stack: Promise<Frame[] | undefined> }>;
   /** Rules with markUnhealthy that fired in the worker and are within their cooldown. */
   ruleReasons(now: number): HealthReason[];
   /** The synthetic probes' state: those failing are `dependency` reasons. */
@@ -158,7 +162,19 @@ export class WorkerEndpoints {
         message: `event loop blocked for ${blocked.forMs} ms${where}`,
       });
     }
-    return combine(reasons, now, blocked);
+    const health = combine(reasons, now, blocked);
+    const blockedThreads = await Promise.all(
+      this.#view.blockedThreads().map(async ({ thread, forMs, stack }): Promise<BlockedThreadInfo> => {
+        const top = (await withinMs(stack, BLOCKED_STACK_WAIT_MS))?.[0];
+        return {
+          thread,
+          forMs: Math.round(forMs),
+          ...(top ? { function: top.functionName, file: top.url, line: top.lineNumber + 1 } : {}),
+        };
+      }),
+    );
+    if (blockedThreads.length > 0) health.blockedThreads = blockedThreads;
+    return health;
   }
 
   stop(): void {

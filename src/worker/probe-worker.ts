@@ -36,6 +36,8 @@ import { observeThread } from '../stalls/cause.js';
 import { CgroupWatch } from '../containers/cgroup-watch.js';
 import { CrashWatch } from '../crash/crash-watch.js';
 import type { NearLimit } from '../crash/near-limit.js';
+import { WatchedThreads, type WatchedStall } from '../stalls/watched-threads.js';
+import { ThreadTable } from '../stalls/thread-table.js';
 
 /** Drain the main thread's ring after at most this many readings: half the ring, so it never wraps. */
 const DRAIN_SLOTS = 32;
@@ -87,6 +89,8 @@ class ProbeWorker {
   readonly #cgroup: CgroupWatch;
   /** The run record and the near-limit watch (src/crash). */
   readonly #crash: CrashWatch;
+  /** The app's worker threads registered with watchThread() (a main-thread probe only; src/stalls/watched-threads.ts). */
+  readonly #threads: WatchedThreads | undefined;
 
   constructor(port: NonNullable<typeof parentPort>, settings: WorkerSettings) {
     this.#port = port;
@@ -136,6 +140,14 @@ class ProbeWorker {
     void this.#cgroup.refresh().finally(() => this.#crash.begin());
     port.on('message', (message: MainToWorker) => this.#onMessage(message));
     this.#watch = settings.samplers.eventLoop ? this.#startWatch() : undefined;
+    this.#threads =
+      settings.threadTable && settings.samplers.eventLoop
+        ? new WatchedThreads(new ThreadTable(settings.threadTable), settings.stallThresholdMs, {
+            stallStack: (stackHost) => this.#captures.stallStack(false, stackHost),
+            stalled: (stall) => this.#onThreadStall(stall),
+            log: (level, msg, fields) => this.#log(level, msg, fields),
+          })
+        : undefined;
     this.#probes = this.#startProbes(settings);
     this.#endpoints = new WorkerEndpoints(settings, {
       latestSample: () => this.#latestSample(),
@@ -148,6 +160,7 @@ class ProbeWorker {
               observation: this.#stallFacts?.observations.at(-1),
             }
           : undefined,
+      blockedThreads: () => this.#threads?.blocked() ?? [],
       ruleReasons: (now) => this.#unhealthy.reasons(now),
       probeStatuses: () => this.#probes?.book.status() ?? [],
       control: {
@@ -394,6 +407,20 @@ class ProbeWorker {
     this.#arm();
   }
 
+  /** A watched thread's stall is over: to the main thread, which explains and emits it as its own. */
+  #onThreadStall(stall: WatchedStall): void {
+    const { thread, startedAt, durationMs, stack, capture, observations } = stall;
+    this.#send({
+      type: 'stall',
+      thread,
+      startedAt,
+      durationMs,
+      stack,
+      capture,
+      facts: { observations, selfPaused: false },
+    });
+  }
+
   /** The worker's one timer: the next drain, a sample during a stall, or sooner when the heartbeat watch needs a look. */
   #arm(): void {
     if (this.#stopped) return;
@@ -478,6 +505,7 @@ class ProbeWorker {
     clearTimeout(this.#timer);
     this.#probes?.runner.stop();
     this.#watch?.stop();
+    this.#threads?.stop();
     this.#sockets?.stop();
     this.#endpoints.stop();
     this.#hostRequests.failAll(

@@ -55,6 +55,8 @@ export interface ThreadFacts {
   sysprobeVersion: string;
   /** The shared table of HTTP requests in flight (src/stalls/requests.ts); absent when the requests sampler is off. */
   requestTable?: SharedArrayBuffer;
+  /** The process's table of threads registered with watchThread() (src/stalls/thread-table.ts); only a main-thread probe has it. */
+  threadTable?: SharedArrayBuffer;
 }
 
 export interface WorkerSettings extends WorkerOptions, ThreadFacts {
