@@ -8,7 +8,8 @@
  *
  *   node bench/watchdog-idle.js [--seconds 40] [--warmup 5] [--root <package dir>]
  *
- * Prints one JSON line: { cpuMsPerS, wakeupsPerS, seconds, loopWatch }.
+ * Prints one JSON line: the watchdog's cpuMsPerS, wakeupsPerS and usPerWakeup, the main thread's
+ * wake-ups (mainWakeupsPerS), the probe worker's workerCpuMsPerS and workerWakeupsPerS.
  */
 const fs = require('node:fs');
 const path = require('node:path');
@@ -38,11 +39,15 @@ function schedstat(tid) {
   if (!tid) throw new Error(`no sysprobe-watch thread (loopWatch ${probe.loopWatch})`);
   const hold = setInterval(() => {}, 1 << 30); // keeps the process alive without waking it
   await new Promise((r) => setTimeout(r, WARMUP * 1000));
+  const workerTid = require(path.join(ROOT, 'dist', 'src', 'probe', 'internals.js')).probeInternals(probe).supervisor
+    .workerTid;
+  const [workerCpu0, workerRuns0] = schedstat(workerTid);
   const [cpu0, runs0] = schedstat(tid);
   const [, mainRuns0] = schedstat(process.pid);
   const t0 = process.hrtime.bigint();
   await new Promise((r) => setTimeout(r, SECONDS * 1000));
   const [cpu1, runs1] = schedstat(tid);
+  const [workerCpu1, workerRuns1] = schedstat(workerTid);
   const [, mainRuns1] = schedstat(process.pid);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   clearInterval(hold);
@@ -53,6 +58,8 @@ function schedstat(tid) {
       wakeupsPerS: +((runs1 - runs0) / seconds).toFixed(2),
       mainWakeupsPerS: +((mainRuns1 - mainRuns0) / seconds).toFixed(2),
       usPerWakeup: runs1 > runs0 ? +((cpu1 - cpu0) / 1e3 / (runs1 - runs0)).toFixed(1) : 0,
+      workerCpuMsPerS: +((workerCpu1 - workerCpu0) / 1e6 / seconds).toFixed(4),
+      workerWakeupsPerS: +((workerRuns1 - workerRuns0) / seconds).toFixed(2),
       seconds: +seconds.toFixed(1),
       loopWatch: probe.loopWatch,
       node: process.version,
