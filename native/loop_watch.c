@@ -84,8 +84,9 @@ typedef struct watchdog {
   watch* w; /* one reference held */
   pthread_t thread;
   int stop_fd[2];     /* a pipe: readable once stop_dog() asks the thread to end */
-  int park_fd;        /* epoll set: the watched loop's epoll fd (edge-triggered) and stop_fd; -1: cannot park */
+  int park_fd;        /* epoll set: stop_fd, and the watched loop's epoll fd (edge-triggered) while armed; -1: cannot park */
   int park_fd_failed; /* the watchdog thread's: park_fd failed once, look every threshold instead */
+  int armed;          /* the watchdog thread's: the loop's epoll fd is in park_fd */
   uint64_t threshold_ns;
   napi_threadsafe_function on_stall;
   struct env_state* owner;
@@ -267,6 +268,53 @@ static int events_waiting(watch* w) {
   return waiting;
 }
 
+/*
+ * Puts the loop's epoll fd in the parking set (arm) or takes it out. Armed, each event
+ * for the loop also wakes the set (a few hundred ns in the kernel, per event): so only
+ * while parked, never while a busy loop is looked at every threshold.
+ */
+static void arm(watchdog* dog, int on) {
+#ifdef __linux__
+  watch* w = dog->w;
+  if (dog->armed == on || dog->park_fd < 0) return;
+  struct epoll_event loop = {.events = EPOLLIN | EPOLLET, .data = {.u32 = 1}};
+  /* Under loop_mutex the loop, so its epoll fd, is open (its close takes it out of the set). */
+  pthread_mutex_lock(&w->loop_mutex);
+  if (w->loop && w->backend_fd >= 0) {
+    if (epoll_ctl(dog->park_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->backend_fd, &loop) == 0) dog->armed = on;
+    else if (on) dog->park_fd_failed = 1;
+  } else {
+    dog->armed = 0;
+  }
+  pthread_mutex_unlock(&w->loop_mutex);
+#else
+  (void)dog;
+  (void)on;
+#endif
+}
+
+/*
+ * Whether the watchdog may park now: armed first, then no event waits that the loop
+ * has not taken (so any later one wakes the set), then the loop still waits with no
+ * turn since `l` (a turn that began from an event taken before the check shows: the
+ * event stays readable until its callback runs, and the callback runs after the loop's
+ * idle time ends).
+ */
+static int may_park(watchdog* dog, look l) {
+  if (dog->park_fd < 0 || dog->park_fd_failed) return 0;
+  arm(dog, 1);
+  if (!dog->armed) {
+    /* A loop that is gone turns no more: park (till the next 10 s look or stop). */
+    pthread_mutex_lock(&dog->w->loop_mutex);
+    int gone = !dog->w->loop;
+    pthread_mutex_unlock(&dog->w->loop_mutex);
+    return gone && !dog->park_fd_failed;
+  }
+  if (events_waiting(dog->w)) return 0;
+  look again = look_at(dog->w, uv_hrtime());
+  return again.waiting && again.turns == l.turns;
+}
+
 /* Sleeps until `until` (uv_hrtime) or stop; parked, also until an event arrives for the watched loop. */
 static int wait_until(watchdog* dog, uint64_t until, int parked) {
   for (;;) {
@@ -297,7 +345,7 @@ static int wait_until(watchdog* dog, uint64_t until, int parked) {
 /*
  * Looks at the loop only while it may be running a turn. A stall needs a running
  * turn, and the loop leaves its poll only for an event (which wakes the parked
- * watchdog too: the loop's epoll fd is in its epoll set, edge-triggered) or for its
+ * watchdog too: while parked, the loop's epoll fd is in its set, edge-triggered) or for its
  * next timer (whose time the hook recorded): so while the loop waits, the watchdog
  * sleeps until either, and once a turn began it looks when the turn would reach the
  * threshold, exactly as a watchdog looking every threshold would.
@@ -339,17 +387,14 @@ static void* watch_loop(void* arg) {
      * until its next event or timer, unless events wait that the loop has not taken
      * yet (the event that woke the watchdog, whose turn has not begun: look a threshold
      * later), or the loop turned more than twice since the last look (a busy loop:
-     * looking every threshold costs less than two wake-ups per turn). Once the loop
-     * took an event its turn shows: libuv's epoll is level-triggered, so the event
-     * stays waiting until its callback runs, which first ends the loop's idle time.
+     * looking every threshold costs less than two wake-ups per turn): see may_park.
      */
     parked = 0;
     if (stalled) {
       wake = now + stalled_poll;
     } else if (!l.waiting) {
       wake = now - busy + threshold_ns;
-    } else if (dog->park_fd >= 0 && !dog->park_fd_failed && l.turns - turns_seen <= 2 &&
-               !events_waiting(w)) {
+    } else if (l.turns - turns_seen <= 2 && may_park(dog, l)) {
       parked = 1;
       wake = now + PARK_MAX_NS;
       if (l.timeout >= 0) {
@@ -361,6 +406,7 @@ static void* watch_loop(void* arg) {
     } else {
       wake = now + threshold_ns;
     }
+    if (!parked) arm(dog, 0);
     turns_seen = l.turns;
     if (wait_until(dog, wake, parked) == WOKE_STOP) break;
   }
@@ -388,17 +434,10 @@ static int open_fds(watchdog* dog) {
   fcntl(dog->stop_fd[0], F_SETFD, FD_CLOEXEC);
   fcntl(dog->stop_fd[1], F_SETFD, FD_CLOEXEC);
 #ifdef __linux__
-  watch* w = dog->w;
   int set = epoll_create1(EPOLL_CLOEXEC);
   if (set < 0) return 1;
   struct epoll_event stop = {.events = EPOLLIN, .data = {.u32 = 0}};
-  struct epoll_event loop = {.events = EPOLLIN | EPOLLET, .data = {.u32 = 1}};
-  int ok = epoll_ctl(set, EPOLL_CTL_ADD, dog->stop_fd[0], &stop) == 0;
-  /* Under loop_mutex the loop, so its epoll fd, is open. Its close takes it out of the set. */
-  pthread_mutex_lock(&w->loop_mutex);
-  ok = ok && w->loop && w->backend_fd >= 0 && epoll_ctl(set, EPOLL_CTL_ADD, w->backend_fd, &loop) == 0;
-  pthread_mutex_unlock(&w->loop_mutex);
-  if (ok) dog->park_fd = set;
+  if (epoll_ctl(set, EPOLL_CTL_ADD, dog->stop_fd[0], &stop) == 0) dog->park_fd = set;
   else close(set);
 #endif
   return 1;
