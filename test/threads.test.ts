@@ -149,3 +149,71 @@ describe("watchThread(): an app worker thread watched by the main thread's probe
     });
   });
 });
+
+describe('the native watchdog parks while the loop waits', function () {
+  this.timeout(60_000);
+
+  it('an idle loop wakes it rarely (it looked every threshold before); a stall from a timer and one from an event are still seen while they last', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const script = `const fs = require('node:fs');
+      const { Worker } = require('node:worker_threads');
+      const { start } = require('sysprobe');
+      const runs = (tid) => Number(fs.readFileSync('/proc/self/task/' + tid + '/schedstat', 'utf8').split(' ')[2]);
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+      const spin = (ms) => { const end = Date.now() + ms; while (Date.now() < end); };
+      (async () => {
+        const probe = await start({ serviceName: 'park-test', loopWatch: 'native', stallThresholdMs: 100, sampleIntervalMs: 5000,
+          logger: require('pino')({ level: 'silent' }) });
+        const tid = fs.readdirSync('/proc/self/task').find((t) => fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() === 'sysprobe-watch');
+        const stalls = [];
+        probe.on('stall', (s) => stalls.push(s));
+        const hold = setInterval(() => {}, 1 << 30); // the probe's worker is unref'd
+        await sleep(1000);
+        const before = runs(tid), t0 = Date.now();
+        await sleep(6000);
+        const wakeupsPerS = (runs(tid) - before) / ((Date.now() - t0) / 1000);
+        // No timer of ours runs while we wait for a stall: a timer would wake the watchdog by itself. The wait ends
+        // with the stall that began after \`since\` (under load, start-up can stall the loop too), or after 8 s: a stall
+        // the watchdog missed never comes (that timer is due long after the 500 ms stall, and cleared).
+        const spins = [];
+        const stallAfter = (since) => new Promise((resolve) => {
+          const give = setTimeout(done, 8000);
+          function on(s) { if (s.startedAt >= since) done(); }
+          function done() { clearTimeout(give); probe.off('stall', on); resolve(); }
+          probe.on('stall', on);
+        });
+        // A timer's turn: the watchdog parked until the timer's time + the threshold.
+        let stalled = stallAfter(Date.now());
+        setTimeout(() => { spins.push(Date.now()); spin(500); }, 1500);
+        await stalled;
+        await sleep(1500);
+        // An event's turn (a message from a thread, through the loop's epoll): it wakes the parked watchdog.
+        stalled = stallAfter(Date.now());
+        const sender = new Worker("setTimeout(() => require('node:worker_threads').parentPort.postMessage('go'), 1500)", { eval: true });
+        sender.once('message', () => { spins.push(Date.now()); spin(500); });
+        await stalled;
+        await sender.terminate();
+        clearInterval(hold);
+        await probe.stop();
+        // Each spin's stall: the one that began with it (the turn began at most a little before the spin did).
+        const ofSpin = (at) => stalls.find((s) => s.startedAt <= at + 50 && s.startedAt > at - 200);
+        console.log(JSON.stringify({ wakeupsPerS, stalls: spins.map(ofSpin).map((s) => s && { seenAfterMs: s.capture.detectedAt - s.startedAt, durationMs: s.durationMs }) }));
+      })();`;
+    const child = spawnNode(['-e', script]);
+    const { code } = await exitOf(child);
+    assert.equal(code, 0, output(child));
+    const result = JSON.parse(/\{.*\}/.exec(child.stdout())?.[0] ?? 'null') as {
+      wakeupsPerS: number;
+      stalls: Array<{ seenAfterMs: number; durationMs: number } | null>;
+    };
+    // Looking every 100 ms is 10 a second; parked, it follows the loop's few turns (its 5 s timer, the worker's batches).
+    assert.ok(result.wakeupsPerS < 3, JSON.stringify(result));
+    // Both stalls seen while they lasted (500 ms), not after: the watchdog woke for each turn.
+    assert.equal(result.stalls.length, 2, JSON.stringify(result));
+    for (const stall of result.stalls) {
+      assert.ok(stall, JSON.stringify(result));
+      assert.ok(stall.seenAfterMs < 400, JSON.stringify(result));
+      assert.ok(stall.durationMs >= 490, JSON.stringify(result));
+    }
+  });
+});
