@@ -465,29 +465,43 @@ function withTimeout<T>(promise: Promise<T>, span: OwnTimeSpan, message: string)
 }
 
 /**
- * A span of time as the threads could use it: it runs out `ms` after it began, moved back by what the main
- * thread and this one waited for a CPU meanwhile (a starved or throttled container), never beyond
- * MAX_TIMEOUT_STRETCH times `ms`. The two threads' waits are summed: an upper bound when they overlap.
+ * A span of time as the threads could use it: it runs out `ms` after it began, moved back by what the
+ * threads (the main thread and this one, unless told) waited for a CPU meanwhile (a starved or throttled
+ * container), never beyond MAX_TIMEOUT_STRETCH times `ms`. Several threads' waits are summed: an upper
+ * bound when they overlap.
  */
-class OwnTimeSpan {
+export class OwnTimeSpan {
   readonly #startedAt = performance.now();
-  readonly #waitedBefore = runQueueWaitNs(MAIN_AND_WORKER);
+  readonly #tids: readonly (number | 'self')[];
+  readonly #waitedBefore: number;
 
-  constructor(readonly ms: number) {}
+  /** `tids`: the threads whose waits count (by default the main thread and this one). */
+  constructor(
+    readonly ms: number,
+    tids: readonly (number | 'self')[] = MAIN_AND_WORKER,
+  ) {
+    this.#tids = tids;
+    this.#waitedBefore = runQueueWaitNs(tids);
+  }
 
   elapsedMs(): number {
     return performance.now() - this.#startedAt;
   }
 
   waitedMs(): number {
-    return (runQueueWaitNs(MAIN_AND_WORKER) - this.#waitedBefore) / 1e6;
+    return (runQueueWaitNs(this.#tids) - this.#waitedBefore) / 1e6;
+  }
+
+  /** What is left of the span, ms (0 or less once it has run out). */
+  remainingMs(): number {
+    return Math.min(this.ms + this.waitedMs(), this.ms * MAX_TIMEOUT_STRETCH) - this.elapsedMs();
   }
 
   /** Calls `onExpire` once the span has run out (checked again at each timer, never early); returns the cancel. */
   expire(onExpire: (span: this) => void): () => void {
     let timer: NodeJS.Timeout | undefined;
     const check = (): void => {
-      const remainingMs = Math.min(this.ms + this.waitedMs(), this.ms * MAX_TIMEOUT_STRETCH) - this.elapsedMs();
+      const remainingMs = this.remainingMs();
       if (remainingMs >= 1) timer = setTimeout(check, remainingMs);
       else onExpire(this);
     };
@@ -495,10 +509,10 @@ class OwnTimeSpan {
     return () => clearTimeout(timer);
   }
 
-  /** "2004 ms (the two threads waited 2091 ms for a CPU meanwhile)" */
+  /** "2004 ms (the threads waited 2091 ms for a CPU meanwhile)" */
   describe(): string {
     const waitedMs = this.waitedMs();
-    const starved = waitedMs >= 1 ? ` (the two threads waited ${Math.round(waitedMs)} ms for a CPU meanwhile)` : '';
+    const starved = waitedMs >= 1 ? ` (the threads waited ${Math.round(waitedMs)} ms for a CPU meanwhile)` : '';
     return `${Math.round(this.elapsedMs())} ms${starved}`;
   }
 }

@@ -8,7 +8,7 @@
 import { loadNative } from '../native.js';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { Frame } from './cpuprofile.js';
-import { NATIVE_LATENCY_MS, type StackCapture } from './main-inspector.js';
+import { NATIVE_LATENCY_MS, OwnTimeSpan, type StackCapture } from './main-inspector.js';
 
 /** The addon's functions, as native/thread_stack.cc defines them. */
 export interface ThreadStackAddon {
@@ -44,11 +44,15 @@ export function registerHost(): { hostId: number; tid: number } | undefined {
 /** Polls for the answer this often: a capture happens only during a stall or when asked for. */
 const POLL_MS = 2;
 
-/** In the probe worker: the host thread's stack, taken by a V8 interrupt. Rejects with CAPTURE_FAILED. */
-export async function interruptStack(hostId: number, timeoutMs: number): Promise<StackCapture> {
+/**
+ * In the probe worker: the host thread's stack, taken by a V8 interrupt. `tid` (0: unknown) is the host's kernel
+ * thread id: the time it waited for a CPU is not read as native code, and stretches the timeout (OwnTimeSpan).
+ * Rejects with CAPTURE_FAILED.
+ */
+export async function interruptStack(hostId: number, tid: number, timeoutMs: number): Promise<StackCapture> {
   const { addon, error } = loadThreadStack();
   if (!addon) throw new SysprobeError(ErrorCode.CAPTURE_FAILED, `the thread stack addon did not load (${error})`);
-  const requestedAt = performance.now();
+  const span = new OwnTimeSpan(timeoutMs, tid > 0 ? [tid] : []);
   const id = addon.request(hostId);
   if (!id) throw new SysprobeError(ErrorCode.CAPTURE_FAILED, 'the host thread is gone or busy with other requests');
   for (;;) {
@@ -61,14 +65,14 @@ export async function interruptStack(hostId: number, timeoutMs: number): Promise
         takenAt: Date.now(),
         latencyMs,
         // A thread in native code takes the interrupt only when the call returns: the stack shows where JS resumed.
-        how: latencyMs > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'interrupt',
+        how: latencyMs - span.waitedMs() > NATIVE_LATENCY_MS ? 'blocked-in-native' : 'interrupt',
       };
     }
-    if (performance.now() - requestedAt > timeoutMs) {
+    if (span.remainingMs() <= 0) {
       addon.cancel(id);
       throw new SysprobeError(
         ErrorCode.CAPTURE_FAILED,
-        'the thread did not take the interrupt in time (blocked in native code, or paused in a debugger)',
+        `the thread did not take the interrupt within ${span.describe()} (blocked in native code, or paused in a debugger)`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));

@@ -66,6 +66,8 @@ export interface CaptureSettings {
   incidents: boolean;
   /** The host thread's id in native/thread_stack.cc when the probe runs in a worker thread (-1: the addon is missing); 0: the main thread, through the inspector. */
   stackHost: number;
+  /** The host thread's kernel thread id (its waits for a CPU are not read as native code). */
+  mainTid: number;
 }
 
 /** A stall's stack, how it was taken, and whether the stall was sysprobe's own pause. */
@@ -121,7 +123,7 @@ export class WorkerCaptures {
    * The host thread's stack now (a person's request: not budgeted); or, with `stackHost`, the stack of
    * that thread (a thread registered with watchThread(); -1: it has no stack host).
    */
-  stack(stackHost = this.#settings.stackHost): Promise<StackCapture> {
+  stack(stackHost = this.#settings.stackHost, tid = this.#settings.mainTid): Promise<StackCapture> {
     if (stackHost === 0) return this.#inspector.captureStack(STACK_TIMEOUT_MS);
     if (stackHost < 0) {
       const why = loadThreadStack().error ?? 'it could not register the thread';
@@ -130,7 +132,7 @@ export class WorkerCaptures {
       );
     }
     // The probe's host is a worker, which the inspector cannot reach from here: a V8 interrupt takes its stack.
-    return interruptStack(stackHost, STACK_TIMEOUT_MS).then(async (taken) => ({
+    return interruptStack(stackHost, tid, STACK_TIMEOUT_MS).then(async (taken) => ({
       ...taken,
       frames: await this.#sourceMaps.resolve(taken.frames),
     }));
@@ -184,7 +186,11 @@ export class WorkerCaptures {
    * fail, and hold the debugger a person's request then needs) or the budget is spent. `stackHost`:
    * a watched thread's (see stack()); the probe's host thread's by default.
    */
-  async stallStack(selfPaused: boolean, stackHost = this.#settings.stackHost): Promise<StallStack> {
+  async stallStack(
+    selfPaused: boolean,
+    stackHost = this.#settings.stackHost,
+    tid = this.#settings.mainTid,
+  ): Promise<StallStack> {
     const detectedAt = Date.now();
     if (selfPaused)
       return { stack: undefined, capture: { how: 'skipped', detectedAt, reason: SELF_PAUSE_REASON }, selfPaused: true };
@@ -200,7 +206,7 @@ export class WorkerCaptures {
       };
     }
     try {
-      const { frames, how, takenAt, latencyMs, evaluated } = await this.stack(stackHost);
+      const { frames, how, takenAt, latencyMs, evaluated } = await this.stack(stackHost, tid);
       const span = parseActiveSpan(evaluated);
       return {
         stack: frames,

@@ -38,7 +38,8 @@ export interface BlockedThread {
 
 export interface WatchedThreadsHooks {
   /** The stall's stack, taken now: `stackHost` is the thread's id in native/thread_stack.cc (-1: none). */
-  stallStack(stackHost: number): Promise<{ stack: Frame[] | undefined; capture: StallCapture }>;
+  /** `tid`: the thread's kernel id (0: unknown), so that its waits for a CPU are not read as native code. */
+  stallStack(stackHost: number, tid: number): Promise<{ stack: Frame[] | undefined; capture: StallCapture }>;
   /** A watched thread's stall is over. */
   stalled(stall: WatchedStall): void;
   log(level: LogLevel, msg: string, fields: Record<string, unknown>): void;
@@ -156,7 +157,7 @@ export class WatchedThreads {
       const observation = tid ? observeThread(tid) : undefined;
       watched.stall = {
         observations: observation ? [observation] : [],
-        stack: this.#hooks.stallStack(stackHost || -1),
+        stack: this.#hooks.stallStack(stackHost || -1, tid),
       };
       return;
     }

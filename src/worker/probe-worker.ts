@@ -143,7 +143,7 @@ class ProbeWorker {
     this.#threads =
       settings.threadTable && settings.samplers.eventLoop
         ? new WatchedThreads(new ThreadTable(settings.threadTable), settings.stallThresholdMs, {
-            stallStack: (stackHost) => this.#captures.stallStack(false, stackHost),
+            stallStack: (stackHost, tid) => this.#captures.stallStack(false, stackHost, tid),
             stalled: (stall) => this.#onThreadStall(stall),
             log: (level, msg, fields) => this.#log(level, msg, fields),
           })
