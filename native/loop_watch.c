@@ -12,10 +12,7 @@
  *   - a watchdog pthread, started by the probe worker, looks at the loop and
  *     calls into the worker's JS only when a stall starts or ends, and once
  *     when the watched thread has ended. One probe worker may run several: its
- *     host's loop and each app worker registered with watchThread(). It looks
- *     only while a turn may be running: while the loop waits in poll it parks
- *     until the loop's next event (the loop's epoll fd is in its own epoll set)
- *     or next timer (the hook records the poll's timeout); see watch_loop.
+ *     host's loop and each app worker registered with watchThread().
  *
  * Any thread's loop can be watched (the main thread's, or an app worker's that
  * runs its own probe), several at once. What makes that safe:
@@ -37,17 +34,11 @@
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
-#include <unistd.h>
-#include <fcntl.h>
-#ifdef __linux__
-#include <sys/epoll.h>
-#endif
 
 /* Lag samples kept for readers (one sample per threshold: 1024 is minutes). */
 #define LAG_RING 1024
@@ -64,7 +55,6 @@ typedef struct watch {
   uv_loop_t* loop;
   /* 1 while the hook runs (an attach() not yet matched by detach()): an unhooked loop is never busy. */
   atomic_int hooked;
-  int backend_fd; /* the loop's epoll fd (uv_backend_fd), -1 if none; valid while loop is set */
 
   /* ---- The watched thread's own (the hook and its environment's calls). ---- */
   uv_prepare_t hook;
@@ -75,7 +65,6 @@ typedef struct watch {
   atomic_uint stamp_seq;         /* seqlock over the two stamps below */
   _Atomic uint64_t stamp_at;     /* uv_hrtime() when the loop last went to poll */
   _Atomic uint64_t stamp_idle;   /* uv_metrics_idle_time() at that moment */
-  _Atomic int64_t stamp_timeout; /* uv_backend_timeout() then: ms until its next timer, -1 none */
   _Atomic uint64_t longest_turn; /* longest turn since the watchdog last took it, ns */
 
   /* ---- Written by the watchdog, read by anyone. ---- */
@@ -87,10 +76,9 @@ typedef struct watch {
 typedef struct watchdog {
   watch* w; /* one reference held */
   pthread_t thread;
-  int stop_fd[2];     /* a pipe: readable once stop_dog() asks the thread to end */
-  int park_fd;        /* epoll set: stop_fd, and the watched loop's epoll fd (edge-triggered) while armed; -1: cannot park */
-  int park_fd_failed; /* the watchdog thread's: park_fd failed once, look every threshold instead */
-  int armed;          /* the watchdog thread's: the loop's epoll fd is in park_fd */
+  pthread_mutex_t mutex;
+  pthread_cond_t wake;
+  int stopping;
   uint64_t threshold_ns;
   napi_threadsafe_function on_stall;
   struct env_state* owner;
@@ -154,7 +142,6 @@ static void on_turn(uv_prepare_t* handle) {
   watch* w = handle->data;
   uint64_t now = uv_hrtime();
   uint64_t idle = uv_metrics_idle_time(handle->loop);
-  int64_t timeout = uv_backend_timeout(handle->loop);
   uint64_t prev_at = atomic_load_explicit(&w->stamp_at, memory_order_relaxed);
   uint64_t prev_idle = atomic_load_explicit(&w->stamp_idle, memory_order_relaxed);
   uint64_t elapsed = now - prev_at, waited = idle - prev_idle;
@@ -169,7 +156,6 @@ static void on_turn(uv_prepare_t* handle) {
   atomic_thread_fence(memory_order_release);
   atomic_store_explicit(&w->stamp_at, now, memory_order_relaxed);
   atomic_store_explicit(&w->stamp_idle, idle, memory_order_relaxed);
-  atomic_store_explicit(&w->stamp_timeout, timeout, memory_order_relaxed);
   atomic_store_explicit(&w->stamp_seq, seq + 2, memory_order_release);
 }
 
@@ -195,51 +181,29 @@ static void close_watch(napi_async_cleanup_hook_handle handle, void* arg) {
 
 /* ---- Read from any thread ---- */
 
-/* What the watchdog reads of a watched loop. */
-typedef struct look {
-  uint64_t busy;   /* how long the current turn has run, ns; about 0 while the loop waits in poll, 0 once it is gone */
-  int waiting;     /* the loop waits in poll now (its idle time grows), is unhooked, or is gone */
-  int gone;        /* the watched thread's environment has ended: its loop turns no more */
-  unsigned turns;  /* the hook's count of turns (changes each time the loop goes to poll) */
-  uint64_t at;     /* when the loop last went to poll */
-  int64_t timeout; /* its poll's timeout then, ms (-1: no timer) */
-} look;
-
-static look look_at(watch* w, uint64_t now) {
-  look l;
-  uint64_t idle_at, idle_now;
-  unsigned after;
+/* How long the watched loop has been busy in its current turn; 0 while it waits in poll or once it is gone. */
+static uint64_t busy_ns(watch* w, uint64_t now, int* gone) {
+  uint64_t at, idle_at, idle_now;
+  unsigned before, after;
   do {
-    l.turns = atomic_load_explicit(&w->stamp_seq, memory_order_acquire);
-    l.at = atomic_load_explicit(&w->stamp_at, memory_order_relaxed);
+    before = atomic_load_explicit(&w->stamp_seq, memory_order_acquire);
+    at = atomic_load_explicit(&w->stamp_at, memory_order_relaxed);
     idle_at = atomic_load_explicit(&w->stamp_idle, memory_order_relaxed);
-    l.timeout = atomic_load_explicit(&w->stamp_timeout, memory_order_relaxed);
     atomic_thread_fence(memory_order_acquire);
     after = atomic_load_explicit(&w->stamp_seq, memory_order_relaxed);
-  } while ((l.turns & 1) || l.turns != after);
-  l.turns /= 2;
-  l.busy = 0;
-  l.waiting = 1;
-  l.gone = 0;
-  if (!atomic_load_explicit(&w->hooked, memory_order_acquire)) return l;
+  } while ((before & 1) || before != after);
+  if (!atomic_load_explicit(&w->hooked, memory_order_acquire)) return 0;
   pthread_mutex_lock(&w->loop_mutex);
   if (!w->loop) {
     pthread_mutex_unlock(&w->loop_mutex);
-    l.timeout = -1;
-    l.gone = 1;
-    return l;
+    if (gone) *gone = 1;
+    return 0;
   }
   idle_now = uv_metrics_idle_time(w->loop);
-  /* Out of poll, libuv's idle time stands still: two reads agree to the ns. In poll it counts up to now. */
-  l.waiting = uv_metrics_idle_time(w->loop) != idle_now;
   pthread_mutex_unlock(&w->loop_mutex);
-  uint64_t left_poll = l.at + (idle_now > idle_at ? idle_now - idle_at : 0);
-  l.busy = now > left_poll ? now - left_poll : 0;
-  return l;
+  uint64_t left_poll = at + (idle_now > idle_at ? idle_now - idle_at : 0);
+  return now > left_poll ? now - left_poll : 0;
 }
-
-/* How long the watched loop has been busy in its current turn; 0 while it waits in poll or once it is gone. */
-static uint64_t busy_ns(watch* w, uint64_t now) { return look_at(w, now).busy; }
 
 static void push_lag(watch* w, uint64_t ns) {
   uint64_t n = atomic_load_explicit(&w->lag_count, memory_order_relaxed);
@@ -258,223 +222,66 @@ static void emit(watchdog* dog, int started, uint64_t start_ns, uint64_t duratio
   if (napi_call_threadsafe_function(dog->on_stall, event, napi_tsfn_nonblocking) != napi_ok) free(event);
 }
 
-/*
- * Parked, the watchdog sleeps this long at most while the loop waits with no timer:
- * a turn that neither an event nor a timer starts (a 'beforeExit' listener between
- * two runs of the loop) is seen that late.
- */
-#define PARK_MAX_NS 10000000000ull
-/* Once the watched thread has ended, the watchdog only waits to be stopped (checking this often). */
-#define GONE_WAIT_NS 60000000000ull
-
-enum { WOKE_TIME, WOKE_EVENT, WOKE_STOP };
-
-/* Whether events wait for the loop that it has not taken yet (it is about to leave its poll). */
-static int events_waiting(watch* w) {
-  int waiting = 0;
-  pthread_mutex_lock(&w->loop_mutex);
-  if (w->loop && w->backend_fd >= 0) {
-    struct pollfd p = {w->backend_fd, POLLIN, 0};
-    waiting = poll(&p, 1, 0) != 0; /* an error counts as waiting: never park on a doubt */
-  }
-  pthread_mutex_unlock(&w->loop_mutex);
-  return waiting;
-}
-
-/*
- * Puts the loop's epoll fd in the parking set (arm) or takes it out. Armed, each event
- * for the loop also wakes the set (a few hundred ns in the kernel, per event): so only
- * while parked, never while a busy loop is looked at every threshold.
- */
-static void arm(watchdog* dog, int on) {
-#ifdef __linux__
-  watch* w = dog->w;
-  if (dog->armed == on || dog->park_fd < 0) return;
-  struct epoll_event loop = {.events = EPOLLIN | EPOLLET, .data = {.u32 = 1}};
-  /* Under loop_mutex the loop, so its epoll fd, is open (its close takes it out of the set). */
-  pthread_mutex_lock(&w->loop_mutex);
-  if (w->loop && w->backend_fd >= 0) {
-    if (epoll_ctl(dog->park_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->backend_fd, &loop) == 0) dog->armed = on;
-    else if (on) dog->park_fd_failed = 1;
-  } else {
-    dog->armed = 0;
-  }
-  pthread_mutex_unlock(&w->loop_mutex);
-#else
-  (void)dog;
-  (void)on;
-#endif
-}
-
-/*
- * Whether the watchdog may park now: armed first, then no event waits that the loop
- * has not taken (so any later one wakes the set), then the loop still waits with no
- * turn since `l` (a turn that began from an event taken before the check shows: the
- * event stays readable until its callback runs, and the callback runs after the loop's
- * idle time ends).
- */
-static int may_park(watchdog* dog, look l) {
-  if (dog->park_fd < 0 || dog->park_fd_failed) return 0;
-  arm(dog, 1);
-  if (!dog->armed) {
-    /* A loop that is gone turns no more: park (till the next 10 s look or stop). */
-    pthread_mutex_lock(&dog->w->loop_mutex);
-    int gone = !dog->w->loop;
-    pthread_mutex_unlock(&dog->w->loop_mutex);
-    return gone && !dog->park_fd_failed;
-  }
-  if (events_waiting(dog->w)) return 0;
-  look again = look_at(dog->w, uv_hrtime());
-  return again.waiting && again.turns == l.turns;
-}
-
-/* Sleeps until `until` (uv_hrtime) or stop; parked, also until an event arrives for the watched loop. */
-static int wait_until(watchdog* dog, uint64_t until, int parked) {
-  for (;;) {
-    uint64_t now = uv_hrtime();
-    if (now >= until) return WOKE_TIME;
-    int ms = (int)((until - now + 999999) / 1000000); /* at most PARK_MAX_NS */
-#ifdef __linux__
-    if (parked) {
-      struct epoll_event events[2];
-      int n = epoll_wait(dog->park_fd, events, 2, ms);
-      if (n < 0 && errno != EINTR) dog->park_fd_failed = 1; /* not again: look instead */
-      if (n < 0) return WOKE_TIME;
-      for (int i = 0; i < n; i++)
-        if (events[i].data.u32 == 0) return WOKE_STOP;
-      if (n > 0) return WOKE_EVENT;
-      continue;
-    }
-#else
-    (void)parked;
-#endif
-    struct pollfd p = {dog->stop_fd[0], POLLIN, 0};
-    int n = poll(&p, 1, ms);
-    if (n > 0) return WOKE_STOP;
-    if (n < 0 && errno != EINTR) return WOKE_TIME;
-  }
-}
-
-/*
- * Looks at the loop only while it may be running a turn. A stall needs a running
- * turn, and the loop leaves its poll only for an event (which wakes the parked
- * watchdog too: while parked, the loop's epoll fd is in its set, edge-triggered) or for its
- * next timer (whose time the hook recorded): so while the loop waits, the watchdog
- * sleeps until either, and once a turn began it looks when the turn would reach the
- * threshold, exactly as a watchdog looking every threshold would.
- */
 static void* watch_loop(void* arg) {
   watchdog* dog = arg;
   watch* w = dog->w;
   uint64_t threshold_ns = dog->threshold_ns;
-  int stalled = 0, parked = 0, gone = 0;
+  int stalled = 0;
   uint64_t stall_start = 0;
   uint64_t next_sample = uv_hrtime() + threshold_ns;
   /* While stalled, look often enough to report the end promptly. */
   uint64_t stalled_poll = threshold_ns / 4 < 50000000 ? threshold_ns / 4 : 50000000;
-  unsigned turns_seen = look_at(w, uv_hrtime()).turns;
-  for (;;) {
+  int gone = 0;
+  pthread_mutex_lock(&dog->mutex);
+  while (!dog->stopping) {
     uint64_t now = uv_hrtime();
-    if (gone) {
-      /* The watched thread ended and the owner was told: only wait to be stopped. */
-      if (wait_until(dog, now + GONE_WAIT_NS, 0) == WOKE_STOP) break;
-      continue;
-    }
-    look l = look_at(w, now);
-    uint64_t busy = l.busy, wake;
-    if (l.gone) {
+    uint64_t wake = now + 60000000000ull; /* once the loop is gone: only wait to be stopped */
+    uint64_t busy = gone ? 0 : busy_ns(w, now, &gone);
+    if (gone && gone != 2) {
       /* The watched thread ended: a stall it was in ends here, then the owner hears, once, that it is gone. */
       if (stalled) emit(dog, 0, stall_start, max_u64(now - stall_start, threshold_ns));
       stalled = 0;
       emit(dog, -1, now, 0);
-      gone = 1;
-      arm(dog, 0);
-      continue;
-    }
-    if (now >= next_sample) {
-      /* The samples a watchdog looking every threshold would have taken while this one was parked: the loop waited. */
-      uint64_t missed = parked ? (now - next_sample) / threshold_ns : 0;
-      for (uint64_t i = 0; i < missed && i < LAG_RING; i++) push_lag(w, 0);
-      push_lag(w, busy);
-      next_sample = now + threshold_ns;
-    }
-    if (!stalled && busy >= threshold_ns) {
-      stalled = 1;
-      stall_start = now - busy;
-      atomic_store_explicit(&w->longest_turn, 0, memory_order_relaxed);
-      emit(dog, 1, stall_start, busy);
-    } else if (stalled && now - busy > stall_start + 1000000) {
-      /* The loop has left the stalled turn; the hook measured it whole. */
-      stalled = 0;
-      uint64_t turn = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
-      emit(dog, 0, stall_start, max_u64(turn, threshold_ns));
-    }
-    /*
-     * Next look. Running a turn: when it would become a stall. Waiting in poll: park
-     * until its next event or timer, unless events wait that the loop has not taken
-     * yet (the event that woke the watchdog, whose turn has not begun: look a threshold
-     * later), or the loop turned more than twice since the last look (a busy loop:
-     * looking every threshold costs less than two wake-ups per turn): see may_park.
-     */
-    parked = 0;
-    if (stalled) {
-      wake = now + stalled_poll;
-    } else if (!l.waiting) {
-      wake = now - busy + threshold_ns;
-    } else if (l.turns - turns_seen <= 2 && may_park(dog, l)) {
-      parked = 1;
-      wake = now + PARK_MAX_NS;
-      if (l.timeout >= 0) {
-        /* The timer's turn begins at its time (or, late, after now): look when it would be a stall. */
-        uint64_t due = l.at + (uint64_t)l.timeout * 1000000u + threshold_ns;
-        if (due < now + threshold_ns) due = now + threshold_ns;
-        if (due < wake) wake = due;
+      gone = 2;
+    } else if (!gone) {
+      if (now >= next_sample) {
+        push_lag(w, busy);
+        next_sample = now + threshold_ns;
       }
-    } else {
-      wake = now + threshold_ns;
+      if (!stalled && busy >= threshold_ns) {
+        stalled = 1;
+        stall_start = now - busy;
+        atomic_store_explicit(&w->longest_turn, 0, memory_order_relaxed);
+        emit(dog, 1, stall_start, busy);
+      } else if (stalled && now - busy > stall_start + 1000000) {
+        /* The loop has left the stalled turn; the hook measured it whole. */
+        stalled = 0;
+        uint64_t turn = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
+        emit(dog, 0, stall_start, max_u64(turn, threshold_ns));
+      }
+      /* Next look: the next lag sample, or the moment this turn would become a stall. */
+      wake = next_sample;
+      if (stalled) wake = now + stalled_poll;
+      else if (busy > 0 && now - busy + threshold_ns < wake) wake = now - busy + threshold_ns;
     }
-    if (!parked) arm(dog, 0);
-    turns_seen = l.turns;
-    if (wait_until(dog, wake, parked) == WOKE_STOP) break;
+    struct timespec deadline;
+    deadline.tv_sec = (time_t)(wake / 1000000000u);
+    deadline.tv_nsec = (long)(wake % 1000000000u);
+    /* uv_hrtime() is CLOCK_MONOTONIC, the clock the condition variable waits on. */
+    int rc;
+    do rc = pthread_cond_timedwait(&dog->wake, &dog->mutex, &deadline);
+    while (rc == 0 && !dog->stopping && uv_hrtime() < wake);
   }
+  pthread_mutex_unlock(&dog->mutex);
   return NULL;
-}
-
-static void close_fds(watchdog* dog) {
-  if (dog->park_fd >= 0) close(dog->park_fd);
-  if (dog->stop_fd[0] >= 0) close(dog->stop_fd[0]);
-  if (dog->stop_fd[1] >= 0) close(dog->stop_fd[1]);
-}
-
-/*
- * The stop pipe, and the parking set: the watched loop's epoll fd, edge-triggered (a
- * new event for the loop wakes the watchdog once; the watchdog never takes them), and
- * the stop pipe. Returns 0 only if the stop pipe failed; without the set, the watchdog
- * looks every threshold.
- */
-static int open_fds(watchdog* dog) {
-  dog->park_fd = -1;
-  if (pipe(dog->stop_fd) != 0) {
-    dog->stop_fd[0] = dog->stop_fd[1] = -1;
-    return 0;
-  }
-  fcntl(dog->stop_fd[0], F_SETFD, FD_CLOEXEC);
-  fcntl(dog->stop_fd[1], F_SETFD, FD_CLOEXEC);
-#ifdef __linux__
-  int set = epoll_create1(EPOLL_CLOEXEC);
-  if (set < 0) return 1;
-  struct epoll_event stop = {.events = EPOLLIN, .data = {.u32 = 0}};
-  if (epoll_ctl(set, EPOLL_CTL_ADD, dog->stop_fd[0], &stop) == 0) dog->park_fd = set;
-  else close(set);
-#endif
-  return 1;
 }
 
 /* Joins the thread and frees the watchdog; on the thread that started it. */
 static void stop_dog(watchdog* dog) {
-  ssize_t written;
-  do written = write(dog->stop_fd[1], "x", 1);
-  while (written < 0 && errno == EINTR);
+  pthread_mutex_lock(&dog->mutex);
+  dog->stopping = 1;
+  pthread_cond_signal(&dog->wake);
+  pthread_mutex_unlock(&dog->mutex);
   pthread_join(dog->thread, NULL);
   napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
   if (dog->owner) {
@@ -486,7 +293,8 @@ static void stop_dog(watchdog* dog) {
     }
   }
   put_watch(dog->w);
-  close_fds(dog);
+  pthread_cond_destroy(&dog->wake);
+  pthread_mutex_destroy(&dog->mutex);
   free(dog);
 }
 
@@ -540,7 +348,6 @@ static napi_value attach(napi_env env, napi_callback_info info) {
     }
     w->hook.data = w;
     w->loop = loop;
-    w->backend_fd = uv_backend_fd(loop);
     uv_unref((uv_handle_t*)&w->hook); /* never keeps the thread alive */
     if (napi_add_async_cleanup_hook(env, close_watch, w, &w->cleanup) != napi_ok) {
       /* Cannot unhook at teardown, so do not hook: close now, and free once closed. */
@@ -637,10 +444,17 @@ static napi_value start_watchdog(napi_env env, napi_callback_info info) {
     return boolean_value(env, 0);
   }
   napi_unref_threadsafe_function(env, dog->on_stall);
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&dog->wake, &attr);
+  pthread_condattr_destroy(&attr);
+  pthread_mutex_init(&dog->mutex, NULL);
   dog->threshold_ns = (uint64_t)(threshold_ms * 1e6);
-  if (!open_fds(dog) || pthread_create(&dog->thread, NULL, watch_loop, dog) != 0) {
+  if (pthread_create(&dog->thread, NULL, watch_loop, dog) != 0) {
     napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
-    close_fds(dog);
+    pthread_cond_destroy(&dog->wake);
+    pthread_mutex_destroy(&dog->mutex);
     put_watch(dog->w);
     free(dog);
     return boolean_value(env, 0);
@@ -678,7 +492,7 @@ static napi_value stop_watchdog_js(napi_env env, napi_callback_info info) {
 /* lagMs(loopId): how long that loop, watched by this thread's watchdog, has been busy in its current turn. */
 static napi_value lag_ms(napi_env env, napi_callback_info info) {
   watchdog* dog = dog_of(state_of(env), loop_arg(env, info));
-  return number_value(env, dog ? (double)busy_ns(dog->w, uv_hrtime()) / 1e6 : 0);
+  return number_value(env, dog ? (double)busy_ns(dog->w, uv_hrtime(), NULL) / 1e6 : 0);
 }
 
 /* takeLongestTurn(): on the attached thread, the longest turn (ms) since the last call. */
