@@ -8,8 +8,7 @@
  * maximum string length load, and memory is the columns' size (about 17 bytes a node
  * and 9 an edge). Anything that is not a well-formed snapshot ends in a coded error.
  */
-import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { constants, createReadStream, read } from 'node:fs';
 import * as v8 from 'node:v8';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -17,6 +16,7 @@ import { SysprobeError, ErrorCode } from '../errors.js';
 import { loadNative } from '../native.js';
 import { StringTable, StringTableBuilder } from './strings.js';
 import { bigArray } from './arrays.js';
+import { OpenFile } from '../internal/open-file.js';
 
 /** The `snapshot.meta` block of a heap snapshot: the layout of the flat arrays. */
 export interface SnapshotMeta {
@@ -897,7 +897,8 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
   let fh;
   try {
     // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; the type is checked next.
-    fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    // An OpenFile, not a FileHandle: a reading thread terminated mid-open cannot leak it (internal/open-file.ts).
+    fh = await OpenFile.open(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     throw new SysprobeError(ErrorCode.BAD_SNAPSHOT, `cannot open ${file}: ${(err as Error).message}`, { cause: err });
   }
@@ -925,24 +926,24 @@ export async function readHeapSnapshot(file: string, options: ReadOptions = {}):
 
 type Feed = (chunk: Buffer, bytesRead: number) => void;
 
-async function isGzip(fh: FileHandle): Promise<boolean> {
+async function isGzip(fh: OpenFile): Promise<boolean> {
   const magic = Buffer.alloc(2);
   const { bytesRead } = await fh.read(magic, 0, 2, 0);
   return bytesRead === 2 && magic[0] === 0x1f && magic[1] === 0x8b;
 }
 
 /** Two buffers: the next chunk is read (on libuv's pool) while this one is tokenised. */
-async function feedPlain(fh: FileHandle, chunkBytes: number, feed: Feed): Promise<void> {
+async function feedPlain(fh: OpenFile, chunkBytes: number, feed: Feed): Promise<void> {
   const bufs = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)];
   let next = fh.read(bufs[0]!, 0, chunkBytes, 0);
   let read = 0;
   try {
     for (let k = 0; ; k ^= 1) {
-      const { bytesRead, buffer } = await next;
+      const { bytesRead } = await next;
       if (bytesRead === 0) break;
       read += bytesRead;
       next = fh.read(bufs[k ^ 1]!, 0, chunkBytes, read);
-      feed(buffer.subarray(0, bytesRead), read);
+      feed(bufs[k]!.subarray(0, bytesRead), read);
     }
   } finally {
     await next.catch(() => undefined); // a bad chunk ends the loop with a read in flight: let it land before the file closes
@@ -950,8 +951,15 @@ async function feedPlain(fh: FileHandle, chunkBytes: number, feed: Feed): Promis
 }
 
 /** A gzipped snapshot (`.heapsnapshot.gz`): inflated on libuv's pool while the chunks before are tokenised. */
-async function feedGunzipped(fh: FileHandle, chunkBytes: number, feed: Feed): Promise<void> {
-  const source = fh.createReadStream({ start: 0, highWaterMark: chunkBytes, autoClose: false });
+async function feedGunzipped(fh: OpenFile, chunkBytes: number, feed: Feed): Promise<void> {
+  // The stream reads the descriptor but never closes it (its destroy() would): the OpenFile's close is the one.
+  const source = createReadStream('', {
+    fd: fh.fd,
+    start: 0,
+    highWaterMark: chunkBytes,
+    autoClose: false,
+    fs: { read, close: (_fd: number, done: (err: NodeJS.ErrnoException | null) => void) => done(null) },
+  });
   const gunzip = createGunzip({ chunkSize: 1 << 20 });
   const piped = pipeline(source, gunzip).catch((err: unknown) => err as Error);
   try {
