@@ -149,24 +149,36 @@ export function skipSummary(): string | undefined {
 /** The probe that was running when the current test began (one a describe shares), if any. */
 let probeAtTestStart: ReturnType<typeof runningProbe>;
 
-/** Whether `test` is the last test its file defines (a file may hold several top-level describes). */
-function lastOfItsFile(test: Mocha.Test): boolean {
-  let root = test.parent;
-  while (root && !root.root) root = root.parent;
-  const tests: Mocha.Test[] = [];
-  const collect = (suite: Mocha.Suite): void => {
-    tests.push(...suite.tests);
-    suite.suites.forEach(collect);
-  };
-  for (const suite of root?.suites ?? []) if (suite.file === test.file) collect(suite);
-  // By title: a retried test runs as a clone of the one the suite holds.
-  return tests.at(-1)?.fullTitle() === test.fullTitle();
+/** The top-level describes that already stop a leftover probe once all their own hooks have run. */
+const guarded = new WeakSet<Mocha.Suite>();
+
+/** Stops the probe still running in this process, if any, saying so. */
+async function stopLeftover(after: string): Promise<void> {
+  const probe = runningProbe();
+  if (!probe) return;
+  console.log(`LEFTOVER: a probe was still running after ${after}; stopped`);
+  await probe.stop().catch(() => undefined);
+}
+
+/**
+ * Gives the top-level describe `test` belongs to a last after-all hook (added while it runs, so it comes after the
+ * describe's own, which may still use a probe it shares between its tests): a probe left running past it is stopped,
+ * so that the next describe's start() does not fail with ALREADY_STARTED.
+ */
+function guardTopLevelSuite(test: Mocha.Test): void {
+  let top = test.parent;
+  while (top?.parent && !top.parent.root) top = top.parent;
+  if (!top || top.root || guarded.has(top)) return;
+  guarded.add(top);
+  const title = top.title;
+  top.afterAll('stop a probe left running', () => stopLeftover(`"${title}"`));
 }
 
 /** Mocha root hooks: the summary once, after everything. */
 export const mochaHooks = {
-  beforeEach(): void {
+  beforeEach(this: Mocha.Context): void {
     probeAtTestStart = runningProbe();
+    if (this.currentTest) guardTopLevelSuite(this.currentTest);
   },
   async afterEach(this: Mocha.Context): Promise<void> {
     const test = this.currentTest as (Mocha.Test & { currentRetry(): number }) | undefined; // public in mocha, protected in its types
@@ -175,14 +187,10 @@ export const mochaHooks = {
     const retry = test.currentRetry();
     if (test.state === 'passed' && retry > 0) console.log(`RETRIED: ${test.fullTitle()} passed on retry ${retry}`);
     // A test that timed out goes on in the background and may still hold this process's probe. It is stopped when
-    // the test that started it did not pass (its retry then starts clean) and at the end of its file (the next
-    // file's start() would fail with ALREADY_STARTED); a probe a describe shares between its tests is left to it.
-    const probe = runningProbe();
+    // the test that started it did not pass, so that its retry starts clean; a probe a describe shares between its
+    // tests is left to it (and to the guard above, after the describe).
     const failed = test.state !== 'passed' && test.state !== 'pending';
-    if (probe && ((failed && probe !== probeAtTestStart) || lastOfItsFile(test))) {
-      console.log(`LEFTOVER: a probe was still running after "${test.fullTitle()}"; stopped`);
-      await probe.stop().catch(() => undefined);
-    }
+    if (failed && runningProbe() !== probeAtTestStart) await stopLeftover(`"${test.fullTitle()}"`);
   },
   afterAll(): void {
     const summary = skipSummary();
