@@ -15,6 +15,11 @@ export const MAIN_RING_SLOTS = 64;
 const IDLE_READINGS_BEFORE_STRETCH = 3;
 /** A reading is idle below this event-loop utilization (and with no request started since the one before). */
 const IDLE_UTILIZATION = 0.01;
+/**
+ * A reading is not idle when the JS heap grew more than this since the one before: a leak in a quiet process is
+ * what the near-limit watch and the memory rules must see in time (stretched readings let one die unwatched).
+ */
+const HEAP_GROWTH_NOT_IDLE_BYTES = 1024 * 1024;
 /** The longest a stretched period gets, ms: the worker's drain period, so each of its batches still has a reading. */
 const MAX_STRETCHED_MS = 10_000;
 
@@ -50,8 +55,9 @@ export interface HeartbeatTimer {
  *
  * One timer, unref()ed: on this kind of machine each wake-up costs ~170 µs of
  * CPU, so the period is the cost knob. With the native loop watch (no beats) the
- * period stretches while the process is idle: after IDLE_READINGS_BEFORE_STRETCH
- * idle readings it doubles each reading, up to MAX_STRETCHED_MS. The next request's
+ * period stretches while the process is idle (no request, the loop under 1% busy, the
+ * heap not growing): after IDLE_READINGS_BEFORE_STRETCH idle readings it doubles each
+ * reading, up to MAX_STRETCHED_MS. The next request's
  * start (or a busy reading) brings it back to the sample interval, and `refresh()`
  * takes a reading now for whoever is about to read one (recent(), health(), an
  * OpenTelemetry collection, a stall's end), so nothing a user reads is stale.
@@ -75,6 +81,9 @@ export class Heartbeat {
   #startedAtReading = 0;
   /** Utilization since the previous reading, from the last reading. */
   #utilization = 0;
+  /** The JS heap's used bytes at the last reading, and at the last timed reading (0: not read). */
+  #heapUsed = 0;
+  #heapUsedAtReading = 0;
   #latest: MainSample | undefined;
   #lastSampleAt = 0;
   #maxGapMs = 0;
@@ -161,8 +170,10 @@ export class Heartbeat {
   #stretch(): void {
     const activity = this.#timer.activity;
     const started = activity?.started ?? 0;
-    const idle = this.#utilization < IDLE_UTILIZATION && started === this.#startedAtReading;
+    const heapGrew = this.#heapUsed - this.#heapUsedAtReading > HEAP_GROWTH_NOT_IDLE_BYTES;
+    const idle = this.#utilization < IDLE_UTILIZATION && started === this.#startedAtReading && !heapGrew;
     this.#startedAtReading = started;
+    this.#heapUsedAtReading = this.#heapUsed;
     if (!idle) {
       this.wake();
       return;
@@ -217,6 +228,7 @@ export class Heartbeat {
     if (samplers.cpu) sample.cpu = readProcessCpu();
     if (samplers.memory) {
       const heap = v8.getHeapStatistics();
+      this.#heapUsed = heap.used_heap_size;
       sample.memory = {
         heapUsed: heap.used_heap_size,
         heapTotal: heap.total_heap_size,
