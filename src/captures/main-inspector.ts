@@ -497,7 +497,11 @@ export class OwnTimeSpan {
     return Math.min(this.ms + this.waitedMs(), this.ms * MAX_TIMEOUT_STRETCH) - this.elapsedMs();
   }
 
-  /** Calls `onExpire` once the span has run out (checked again at each timer, never early); returns the cancel. */
+  /**
+   * Calls `onExpire` once the span has run out: first looked at after the time left on the wall clock (no
+   * /proc read before then, as most calls answer first), then again for what the threads' waits added.
+   * Returns the cancel.
+   */
   expire(onExpire: (span: this) => void): () => void {
     let timer: NodeJS.Timeout | undefined;
     const check = (): void => {
@@ -505,7 +509,7 @@ export class OwnTimeSpan {
       if (remainingMs >= 1) timer = setTimeout(check, remainingMs);
       else onExpire(this);
     };
-    check();
+    timer = setTimeout(check, Math.max(1, this.ms - this.elapsedMs()));
     return () => clearTimeout(timer);
   }
 
