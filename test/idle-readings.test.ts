@@ -65,8 +65,10 @@ describe('idle readings', function () {
     const { readingTimes } = await get<{ readingTimes: number[] }>(port, '/state');
     const readings = readingTimes.filter((t) => t >= windowStart && t < windowEnd).length;
     const unstretched = windowMs / SAMPLE_INTERVAL_MS;
+    // At most a quarter of the unstretched count: on a starved host (two CPU burners, load 8) a reading preempted in
+    // mid-turn can pass the 1% idle line and restart the stretch (8 readings seen there); stretching off gives 48.
     assert.ok(
-      readings <= 4,
+      readings <= unstretched / 4,
       `${readings} readings in ${windowMs} ms (unstretched: ${unstretched}); the main thread woke ${switches} times\n${output(child)}`,
     );
     // Each wake-up costs the same whoever asks for it: a generous bound, well under one per sample interval.
