@@ -128,13 +128,14 @@ async function stallScenario(dumpDir: string): Promise<void> {
   const blocked = message(worker, (m) => 'blocked' in m);
   worker.postMessage('block');
   await message(worker, (m) => 'blocking' in m);
-  // Mid-stall (it lasts 2 s; seen at 200 ms): the worker-served /health names the blocked thread. Asked until it
-  // does or the block is over (node:http, not fetch: fetch's first use compiles undici's wasm, a stall of its own).
+  // Mid-stall (it lasts 2 s; seen at 200 ms, its stack taken right after): the worker-served /health names the blocked
+  // thread and its function. Asked until it does or the block is over: under load the stack can come a few hundred ms
+  // after the stall is seen (node:http, not fetch: fetch's first use compiles undici's wasm, a stall of its own).
   let done = false;
   void blocked.then(() => (done = true));
   const { port } = probe.healthAddress()!;
   let health = '';
-  while (!done && !health.includes('blockedThreads')) {
+  while (!done && !/"blockedThreads":\[\{[^\]]*"function"/.test(health)) {
     await new Promise((r) => setTimeout(r, 100));
     health = await getText(`http://127.0.0.1:${port}/health`);
   }
