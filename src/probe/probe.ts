@@ -473,6 +473,7 @@ export class Probe extends EventEmitter {
       this.#p.gc?.stop();
       this.#p.exporter.stop();
       await this.#p.supervisor.stop();
+      this.#p.hostProfiler?.close();
       this.#p.crash.stop();
       this.#release();
       this.#p.logger.info(
