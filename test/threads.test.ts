@@ -177,7 +177,7 @@ describe("watchThread(): an app worker thread watched by the main thread's probe
     assert.match(child.stdout(), /DONE/);
   });
 
-  it('refuses with coded errors: bad options, the main thread, no probe running, twice in one thread', async () => {
+  it('refuses with coded errors: bad options, the main thread, no probe running, twice in one thread, with a probe of its own', async () => {
     const child = spawnNode([WATCH_CHILD, 'errors']);
     const { code, signal } = await exitOf(child);
     assert.equal(signal, null, output(child));
@@ -186,7 +186,14 @@ describe("watchThread(): an app worker thread watched by the main thread's probe
     assert.ok(found, output(child));
     assert.deepEqual(JSON.parse(found[1]!), {
       onMain: 'SYSPROBE_ERR_UNSUPPORTED',
-      early: { first: 'SYSPROBE_ERR_NOT_STARTED', twice: 'SYSPROBE_ERR_NOT_STARTED' },
+      early: {
+        first: 'SYSPROBE_ERR_NOT_STARTED',
+        twice: 'SYSPROBE_ERR_NOT_STARTED',
+        // Not watched: its own probe starts; watchThread() beside that probe is refused before the table is looked at.
+        startWhileWatched: 'none',
+        watchWithOwnProbe: 'SYSPROBE_ERR_ALREADY_STARTED',
+        startAfterWatchStopped: 'none',
+      },
       options: {
         badName: 'SYSPROBE_ERR_INVALID_OPTION',
         longName: 'SYSPROBE_ERR_INVALID_OPTION',
@@ -194,7 +201,14 @@ describe("watchThread(): an app worker thread watched by the main thread's probe
         badThreshold: 'SYSPROBE_ERR_INVALID_OPTION',
         notObject: 'SYSPROBE_ERR_INVALID_OPTION',
       },
-      running: { first: 'none', twice: 'SYSPROBE_ERR_ALREADY_STARTED' },
+      running: {
+        first: 'none',
+        twice: 'SYSPROBE_ERR_ALREADY_STARTED',
+        // One watchdog per loop: a watched thread starts no probe of its own, a thread with its own is not watched too.
+        startWhileWatched: 'SYSPROBE_ERR_ALREADY_STARTED',
+        watchWithOwnProbe: 'SYSPROBE_ERR_ALREADY_STARTED',
+        startAfterWatchStopped: 'none',
+      },
       stopped: { notStarted: 'SYSPROBE_ERR_NOT_STARTED' },
     });
   });
