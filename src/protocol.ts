@@ -79,9 +79,18 @@ export interface StallWorkerFacts {
   selfPaused: boolean;
 }
 
-/** What the worker can ask the main thread. */
+/** What the worker can ask the main thread (the probe's host thread). */
 export type HostRequest =
-  { kind: 'captureHeapSnapshot'; trigger: string } | { kind: 'diagnosticReport'; trigger: string };
+  { kind: 'captureHeapSnapshot'; trigger: string } | { kind: 'diagnosticReport'; trigger: string } | HostProfileRequest;
+
+/**
+ * A profile of the probe's host thread when that thread is an app's worker, which the probe worker cannot reach
+ * with the inspector: the host takes it of itself (src/captures/host-profiler.ts). `deadline` (ms since the epoch):
+ * after it the probe worker no longer waits, and the host does not start it.
+ */
+export type HostProfileRequest =
+  | { kind: 'hostCpuProfile'; durationMs: number; samplingIntervalUs: number; deadline: number }
+  | { kind: 'hostAllocationProfile'; durationMs: number; samplingIntervalBytes: number; deadline: number };
 
 /** Where the worker's endpoints listen (the address they bound), or why they could not. */
 export interface EndpointsReady {

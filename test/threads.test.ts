@@ -65,6 +65,56 @@ describe('a probe started inside an app worker thread', function () {
   });
 });
 
+const PROFILE_CHILD = path.join(ROOT, 'dist', 'test', 'worker-profile-child.js');
+
+interface Top {
+  functionName: string;
+}
+
+/** The worker's CPU-heavy function, and its one caller (see below). */
+const WORKER_CPU = ['resizeImage', 'resizeNext'];
+
+/** Runs a worker-profile-child scenario and returns what its worker found. */
+async function profileScenario(scenario: string): Promise<Record<string, any>> {
+  const child = spawnNode([PROFILE_CHILD, scenario]);
+  const { code, signal } = await exitOf(child);
+  assert.equal(signal, null, output(child));
+  assert.equal(code, 0, output(child));
+  const found = /RESULT (.*)/.exec(child.stdout());
+  assert.ok(found, output(child));
+  return JSON.parse(found[1]!) as Record<string, any>;
+}
+
+describe("a worker-hosted probe's profiles are of its host thread, not the main thread", function () {
+  this.timeout(120_000);
+
+  it("captureCpuProfile() names the worker's busy function while the main thread idles; a second request joins it; captureAllocationProfile() names the worker's allocating function", async () => {
+    const { cpu, joined, allocation } = await profileScenario('demand');
+    // The worker's code, never the idle main thread's. As on the main thread (captures.test.ts), a hot function that V8
+    // optimized into its caller before the profile can still be charged to that caller (resizeNext, which only calls it).
+    assert.ok(WORKER_CPU.includes((cpu.top as Top[])[0]?.functionName ?? ''), JSON.stringify(cpu.top));
+    assert.ok(cpu.top[0].selfShare > 0.5, JSON.stringify(cpu.top));
+    assert.match(cpu.sidecar.thread, /^thread-[1-9]\d*$/, JSON.stringify(cpu.sidecar));
+    assert.deepEqual(joined, { shared: true, sameFile: true });
+    assert.equal((allocation.top as Top[])[0]?.functionName, 'decodeTiles', JSON.stringify(allocation.top));
+  });
+
+  it("a rule's CPU profile names the worker's busy function", async () => {
+    const { rule } = await profileScenario('rule');
+    assert.ok(rule, 'the rule did not fire');
+    assert.equal(rule.rule, 'worker-busy');
+    assert.ok(WORKER_CPU.includes((rule.top as Top[] | undefined)?.[0]?.functionName ?? ''), JSON.stringify(rule));
+  });
+
+  it('a profile asked for while the worker is blocked starts when its loop returns, and says so', async () => {
+    const { blocked } = await profileScenario('blocked');
+    // The worker blocked for 1500 ms right after asking: the request reached it only then (margin for load).
+    assert.ok(blocked.startedLateMs >= 700, JSON.stringify(blocked));
+    assert.match(blocked.note, /blocked/);
+    assert.equal(blocked.sidecar.startedLateMs, blocked.startedLateMs);
+  });
+});
+
 const WATCH_CHILD = path.join(ROOT, 'dist', 'test', 'watch-thread-child.js');
 
 describe("watchThread(): an app worker thread watched by the main thread's probe", function () {
@@ -127,7 +177,7 @@ describe("watchThread(): an app worker thread watched by the main thread's probe
     assert.match(child.stdout(), /DONE/);
   });
 
-  it('refuses with coded errors: bad options, the main thread, no probe running, twice in one thread', async () => {
+  it('refuses with coded errors: bad options, the main thread, no probe running, twice in one thread, with a probe of its own', async () => {
     const child = spawnNode([WATCH_CHILD, 'errors']);
     const { code, signal } = await exitOf(child);
     assert.equal(signal, null, output(child));
@@ -136,7 +186,14 @@ describe("watchThread(): an app worker thread watched by the main thread's probe
     assert.ok(found, output(child));
     assert.deepEqual(JSON.parse(found[1]!), {
       onMain: 'SYSPROBE_ERR_UNSUPPORTED',
-      early: { first: 'SYSPROBE_ERR_NOT_STARTED', twice: 'SYSPROBE_ERR_NOT_STARTED' },
+      early: {
+        first: 'SYSPROBE_ERR_NOT_STARTED',
+        twice: 'SYSPROBE_ERR_NOT_STARTED',
+        // Not watched: its own probe starts; watchThread() beside that probe is refused before the table is looked at.
+        startWhileWatched: 'none',
+        watchWithOwnProbe: 'SYSPROBE_ERR_ALREADY_STARTED',
+        startAfterWatchStopped: 'none',
+      },
       options: {
         badName: 'SYSPROBE_ERR_INVALID_OPTION',
         longName: 'SYSPROBE_ERR_INVALID_OPTION',
@@ -144,7 +201,14 @@ describe("watchThread(): an app worker thread watched by the main thread's probe
         badThreshold: 'SYSPROBE_ERR_INVALID_OPTION',
         notObject: 'SYSPROBE_ERR_INVALID_OPTION',
       },
-      running: { first: 'none', twice: 'SYSPROBE_ERR_ALREADY_STARTED' },
+      running: {
+        first: 'none',
+        twice: 'SYSPROBE_ERR_ALREADY_STARTED',
+        // One watchdog per loop: a watched thread starts no probe of its own, a thread with its own is not watched too.
+        startWhileWatched: 'SYSPROBE_ERR_ALREADY_STARTED',
+        watchWithOwnProbe: 'SYSPROBE_ERR_ALREADY_STARTED',
+        startAfterWatchStopped: 'none',
+      },
       stopped: { notStarted: 'SYSPROBE_ERR_NOT_STARTED' },
     });
   });

@@ -30,6 +30,36 @@ function codeOf(fn: () => unknown): string {
   }
 }
 
+/** start() while this thread is watched, then (the watch stopped) watchThread() while its own probe runs. */
+async function ownProbeCodes(
+  watch: ReturnType<typeof watchThread> | undefined,
+): Promise<{ startWhileWatched: string; watchWithOwnProbe: string; startAfterWatchStopped: string }> {
+  const options = {
+    dumpDir: fs.mkdtempSync(path.join(os.tmpdir(), 'sysprobe-watch-own-')),
+    defaultRules: false,
+    logger: require('pino')({ level: 'silent' }),
+  };
+  const startWhileWatched = await start(options).then(
+    async (p) => {
+      await p.stop();
+      return 'none';
+    },
+    (err: { code?: string }) => String(err.code),
+  );
+  watch?.stop();
+  let startAfterWatchStopped = 'none';
+  let watchWithOwnProbe = 'none';
+  try {
+    const own = await start(options);
+    watchWithOwnProbe = codeOf(() => watchThread());
+    await own.stop();
+  } catch (err) {
+    startAfterWatchStopped = String((err as { code?: unknown }).code);
+  }
+  fs.rmSync(options.dumpDir, { recursive: true, force: true });
+  return { startWhileWatched, watchWithOwnProbe, startAfterWatchStopped };
+}
+
 function inWorker(job: Job): void {
   const port = parentPort!;
   if (job.kind === 'errors') {
@@ -42,9 +72,11 @@ function inWorker(job: Job): void {
     });
     port.once('message', (what: string) => {
       if (what === 'watch') {
-        const first = codeOf(() => watchThread({ name: 'errors' }));
+        let watch: ReturnType<typeof watchThread> | undefined;
+        const first = codeOf(() => (watch = watchThread({ name: 'errors' })));
         const twice = codeOf(() => watchThread());
-        port.postMessage({ first, twice });
+        // A probe of its own in a watched thread, and watchThread() in a thread with its own probe: one watchdog per loop.
+        void ownProbeCodes(watch).then((own) => port.postMessage({ first, twice, ...own }));
       } else port.postMessage({ notStarted: codeOf(() => watchThread()) });
       port.once('message', () => port.close());
     });

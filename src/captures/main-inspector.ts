@@ -18,11 +18,20 @@
  *   this refusal only guards against a caller that bypasses it.
  */
 import * as inspector from 'node:inspector';
-import { setFlagsFromString } from 'node:v8';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import type { CpuProfile } from './cpuprofile.js';
-import { hotFunctions, type HotLocation } from './hot-functions.js';
 import type { AllocationProfile } from './heapprofile.js';
+import {
+  allocationCalls,
+  cpuCalls,
+  hotLocations,
+  inliningOff,
+  PRELOOK_MS,
+  recompileAt,
+  sampleFor,
+  type SamplingCalls,
+  type ScriptLocation,
+} from './profiler-steps.js';
 import type { Frame } from './cpuprofile.js';
 import type { SourceMaps } from '../sourcemaps/source-maps.js';
 import { runQueueWaitNs } from '../stalls/cause.js';
@@ -61,11 +70,6 @@ const MAX_FRAMES = 64;
 /** Bounds the script-URL map (an app has a few thousand scripts; beyond this, frames keep an empty url). */
 const MAX_SCRIPTS = 50_000;
 
-interface ScriptLocation {
-  scriptId: string;
-  lineNumber: number;
-  columnNumber?: number;
-}
 interface PausedEvent {
   callFrames: Array<{ functionName: string; url?: string; location: ScriptLocation; callFrameId?: string }>;
 }
@@ -77,28 +81,6 @@ interface OurPause {
 /** The pause expression's bound: the main thread stays paused (it was blocked anyway) until it answers or this passes. */
 const PAUSE_EVALUATE_TIMEOUT_MS = 500;
 
-/**
- * V8's CPU profiler charges a sample whose pc lies in code where TurboFan inlined a function to
- * the outermost function of that code: it unwinds inlined frames for the callers on the stack but
- * not for the sampled pc (Symbolizer::SymbolizeTickSample; the same in Node 20, 22, 24 and 26). So a
- * hot function inlined into its caller shows as the caller's self time. While sysprobe profiles
- * the main thread, V8 does not inline (new optimizations only), and a stalled loop's optimized code
- * is discarded so that it is recompiled that way. Not when the process was started without inlining.
- */
-const NODE_FLAGS = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
-const INLINING_OFF_FROM_START = NODE_FLAGS.some((a) =>
-  /^--(no-turbo-inlining|max-inlined-bytecode-size(-cumulative)?=0)$/.test(a),
-);
-/** How long a profile outside a stall first looks for the hot functions to recompile (#recompileHot). */
-const PRELOOK_MS = 200;
-/**
- * Maglev (on by default from Node 24, V8 13) inlines too, and its code is charged the same way:
- * on Node 24 a stalled loop recompiled without TurboFan inlining came back from Maglev with the
- * hot function inlined again. So Maglev's inlining goes off too, where V8 has it on (V8 12+).
- */
-const MAGLEV_INLINES =
-  Number(process.versions.v8.split('.')[0]) >= 12 &&
-  !NODE_FLAGS.some((a) => a === '--no-maglev-inlining' || a === '--no-maglev');
 /** A stall's stack older than this is not taken as the place the loop still spins. */
 const STALL_STACK_FRESH_MS = 10_000;
 
@@ -291,10 +273,10 @@ export class MainInspector {
   }
 
   /**
-   * Runs V8's CPU profiler on the main thread for `durationMs`, with inlining off meanwhile (see
-   * INLINING_OFF_FROM_START). `stalled`: the main thread is stuck in the loop the last stack
-   * capture saw, whose optimized code is then recompiled; otherwise a first look of PRELOOK_MS
-   * finds the hot functions to recompile (#recompileHot). Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
+   * Runs V8's CPU profiler on the main thread for `durationMs`, with inlining off meanwhile
+   * (captures/profiler-steps.ts, inliningOff). `stalled`: the main thread is stuck in the loop the
+   * last stack capture saw, whose optimized code is then recompiled; otherwise a first look of
+   * PRELOOK_MS finds the hot functions to recompile. Rejects with CAPTURE_BUSY or CAPTURE_FAILED.
    */
   async captureCpuProfile(
     durationMs: number,
@@ -303,30 +285,24 @@ export class MainInspector {
   ): Promise<{ profile: CpuProfile; startedAtMs: number }> {
     // One CPU profile at a time, from its first look to its end (the look and the profile are two profiler runs).
     if (this.#cpuProfiling) throw new SysprobeError(ErrorCode.CAPTURE_BUSY, 'a CPU profile is already running');
-    const switchInlining = !INLINING_OFF_FROM_START && !this.#samplingDomains.has('Profiler');
     this.#cpuProfiling = true;
-    if (switchInlining) {
-      setFlagsFromString('--no-turbo-inlining');
-      if (MAGLEV_INLINES) setFlagsFromString('--no-maglev-inlining');
-    }
+    const restoreInlining = this.#samplingDomains.has('Profiler') ? undefined : inliningOff();
     try {
       // Outside a stall, the hot code may have been optimized (with inlining) before: look first, recompile it.
-      if (switchInlining && !stalled) await this.#recompileHot(samplingIntervalUs);
-      return await this.#sampleFor('a CPU profile', durationMs, {
-        domain: 'Profiler',
-        start: [
-          ['Profiler.setSamplingInterval', { interval: samplingIntervalUs }],
-          ['Profiler.start', undefined],
-        ],
-        stop: 'Profiler.stop',
-        started: stalled && switchInlining ? () => this.#recompileStalled() : undefined,
-      });
+      if (restoreInlining && !stalled)
+        await this.#recompileAt(
+          await hotLocations(() =>
+            this.#sampleFor<CpuProfile>('a CPU profile', PRELOOK_MS, cpuCalls(samplingIntervalUs)),
+          ),
+        );
+      return await this.#sampleFor(
+        'a CPU profile',
+        durationMs,
+        cpuCalls(samplingIntervalUs, stalled && restoreInlining ? () => this.#recompileStalled() : undefined),
+      );
     } finally {
       this.#cpuProfiling = false;
-      if (switchInlining) {
-        setFlagsFromString('--turbo-inlining');
-        if (MAGLEV_INLINES) setFlagsFromString('--maglev-inlining');
-      }
+      restoreInlining?.();
     }
   }
 
@@ -346,60 +322,17 @@ export class MainInspector {
     if (location) await this.#recompileAt([location]);
   }
 
-  /** Sets a never-true breakpoint at each location and removes it: V8 discards the optimized code holding those functions. */
+  /** Recompiles the functions at `locations` (profiler-steps.ts, recompileAt), holding the Debugger domain meanwhile. */
   async #recompileAt(locations: ScriptLocation[]): Promise<void> {
     // A stack capture holds the Debugger domain: wait for it (bounded by its own timeout) rather than skip.
     await this.#stackCapture?.catch(() => undefined);
     if (locations.length === 0 || this.#stackBusy || this.#pauseOutstanding) return;
     this.#stackBusy = true; // the Debugger domain is ours for these calls
     try {
-      await this.#post('Debugger.enable', undefined, 2000);
-      for (const location of locations) {
-        const { breakpointId } = await this.#post<{ breakpointId: string }>(
-          'Debugger.setBreakpoint',
-          { location, condition: 'false' },
-          1000,
-        );
-        await this.#post('Debugger.removeBreakpoint', { breakpointId }, 1000);
-      }
-    } catch {
-      // the profile is still taken; only its attribution of inlined code is V8's
+      await recompileAt((method, params, timeoutMs) => this.#post(method, params, timeoutMs), locations);
     } finally {
       this.#stackBusy = false;
-      void this.#post('Debugger.disable', undefined, 1000).catch(() => undefined);
     }
-  }
-
-  /**
-   * A short look with the profiler (PRELOOK_MS), then the functions that held the CPU in it are
-   * recompiled as a stall's loop is (#recompileAt): code optimized before the profile, with the
-   * hot callee inlined into the function the look saw, is discarded; the real profile then sees
-   * the callee in code compiled without inlining. Best effort, like the stall's.
-   */
-  async #recompileHot(samplingIntervalUs: number): Promise<void> {
-    let look: CpuProfile;
-    try {
-      ({ profile: look } = await this.#sampleFor<CpuProfile>('a CPU profile', PRELOOK_MS, {
-        domain: 'Profiler',
-        start: [
-          ['Profiler.setSamplingInterval', { interval: samplingIntervalUs }],
-          ['Profiler.start', undefined],
-        ],
-        stop: 'Profiler.stop',
-      }));
-    } catch (err) {
-      if (err instanceof SysprobeError && err.code === ErrorCode.CAPTURE_BUSY) throw err;
-      return;
-    }
-    let hot: HotLocation[];
-    try {
-      hot = hotFunctions(look);
-    } catch {
-      return;
-    }
-    await this.#recompileAt(
-      hot.map(({ scriptId, lineNumber, columnNumber }) => ({ scriptId, lineNumber, columnNumber })),
-    );
   }
 
   /**
@@ -410,39 +343,25 @@ export class MainInspector {
     durationMs: number,
     samplingIntervalBytes: number,
   ): Promise<{ profile: AllocationProfile; startedAtMs: number }> {
-    return this.#sampleFor('an allocation profile', durationMs, {
-      domain: 'HeapProfiler',
-      start: [['HeapProfiler.startSampling', { samplingInterval: samplingIntervalBytes }]],
-      stop: 'HeapProfiler.stopSampling',
-    });
+    return this.#sampleFor('an allocation profile', durationMs, allocationCalls(samplingIntervalBytes));
   }
 
-  /** Enables a profiler domain, starts it, waits, stops it and disables it; one run per domain at a time. */
+  /** One run of a profiler domain (profiler-steps.ts, sampleFor); one per domain at a time. */
   async #sampleFor<P>(
     what: string,
     durationMs: number,
-    calls: {
-      domain: string;
-      start: Array<[string, object | undefined]>;
-      stop: string;
-      started?: (() => Promise<void>) | undefined;
-    },
+    calls: SamplingCalls,
   ): Promise<{ profile: P; startedAtMs: number }> {
     if (this.#samplingDomains.has(calls.domain))
       throw new SysprobeError(ErrorCode.CAPTURE_BUSY, `${what} is already running`);
     this.#samplingDomains.add(calls.domain);
     try {
-      await this.#post(`${calls.domain}.enable`, undefined, 2000);
-      for (const [method, params] of calls.start) await this.#post(method, params, 2000);
-      // The profile's own times are monotonic; the files want the wall-clock start.
-      const startedAtMs = Date.now();
-      const waited = new Promise((resolve) => setTimeout(resolve, durationMs));
-      await calls.started?.();
-      await waited;
-      const { profile } = await this.#post<{ profile: P }>(calls.stop, undefined, 5000);
-      return { profile, startedAtMs };
+      return await sampleFor<P>(
+        (method, params, timeoutMs) => this.#post(method, params, timeoutMs),
+        durationMs,
+        calls,
+      );
     } finally {
-      void this.#post(`${calls.domain}.disable`, undefined, 1000).catch(() => undefined);
       this.#samplingDomains.delete(calls.domain);
     }
   }

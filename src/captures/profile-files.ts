@@ -19,8 +19,12 @@ import { originalPositionsOf } from '../sourcemaps/profile-positions.js';
 interface ProfileMeta {
   startedAtMs: number;
   durationMs: number;
-  /** `main`, or `thread-<id>` for a profile an app thread took of itself. */
+  /** `main`, or `thread-<id>` for a profile an app thread took of itself (profileThread(), a worker-hosted probe). */
   thread: string;
+  /** The thread's loop was blocked when the profile was asked for: it started this many ms late (a worker host's). */
+  startedLateMs?: number | undefined;
+  /** What a person must know to read the profile right (a worker host's late start or end). */
+  note?: string | undefined;
   trigger?: RuleFiring | undefined;
   /** Maps positions through the scripts' source maps for the summary and pprof; the raw profile is written as V8 gave it (DevTools applies maps itself). */
   sourceMaps?: SourceMaps | undefined;
@@ -33,7 +37,16 @@ function sidecarOf(meta: ProfileMeta, summary: unknown): Record<string, unknown>
     durationMs,
     thread,
     summary,
+    ...timingOf(meta),
     ...(trigger ? { trigger } : {}),
+  };
+}
+
+/** A late start and its note, when there is one: in the sidecar and the result alike. */
+function timingOf(meta: ProfileMeta): { startedLateMs?: number; note?: string } {
+  return {
+    ...(meta.startedLateMs !== undefined ? { startedLateMs: meta.startedLateMs } : {}),
+    ...(meta.note !== undefined ? { note: meta.note } : {}),
   };
 }
 
@@ -68,6 +81,7 @@ export async function writeProfileFiles(
     summary,
     profiledFrom: new Date(meta.startedAtMs).toISOString(),
     durationMs: meta.durationMs,
+    ...timingOf(meta),
     ...(meta.trigger ? { trigger: meta.trigger } : {}),
   };
 }
@@ -92,6 +106,7 @@ export async function writeAllocationFiles(
     summary,
     profiledFrom: new Date(meta.startedAtMs).toISOString(),
     durationMs: meta.durationMs,
+    ...timingOf(meta),
     ...(meta.trigger ? { trigger: meta.trigger } : {}),
   };
 }

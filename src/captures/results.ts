@@ -20,6 +20,13 @@ export interface CpuProfileResult {
   profiledFrom: string;
   /** How long it profiled, ms: the duration the profile was started with (the sidecar's `durationMs`). */
   durationMs: number;
+  /**
+   * A probe started in a worker thread: that thread's loop was blocked when the profile was asked for, so the
+   * profile started this many ms later, when the loop returned (absent when it started at once).
+   */
+  startedLateMs?: number;
+  /** What to know to read the profile right, e.g. that it started or ended late because its thread was blocked. */
+  note?: string;
   /** The rule firing that triggered this profile; absent for a capture asked for directly. */
   trigger?: RuleFiring;
   /**
@@ -41,6 +48,10 @@ export interface AllocationProfileResult {
   profiledFrom: string;
   /** How long it sampled, ms: the duration the profile was started with. */
   durationMs: number;
+  /** As CpuProfileResult.startedLateMs. */
+  startedLateMs?: number;
+  /** As CpuProfileResult.note. */
+  note?: string;
   /** The rule firing that triggered this profile; absent for a capture asked for directly. */
   trigger?: RuleFiring;
   /** True when this request joined a profile already running: everything above is that profile's (see CpuProfileResult.shared). */

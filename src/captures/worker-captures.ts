@@ -24,7 +24,10 @@ import { RateBudget } from '../internal/rate-budget.js';
 import { FileSink } from '../sink/file-sink.js';
 import { functionSink, type CaptureSink, type WrittenCapture } from '../sink/sink.js';
 import type { Logger } from '../internal/logger.js';
-import type { LogLevel } from '../protocol.js';
+import type { HostProfileRequest, LogLevel } from '../protocol.js';
+import type { HostProfile } from './host-profiler.js';
+import type { CpuProfile } from './cpuprofile.js';
+import type { AllocationProfile } from './heapprofile.js';
 import { ACTIVE_SPAN_EXPRESSION, parseActiveSpan } from '../stalls/active-span.js';
 
 /** The worker's log lines go to the main thread as messages; this gives the sink a Logger's face on them. */
@@ -53,6 +56,17 @@ const ALLOCATION_SAMPLING_BYTES = 32 * 1024;
 const PROFILE_SAMPLING_INTERVAL_US = 1000;
 /** Near a memory limit: a short allocation profile (the stacks allocating now). */
 const NEAR_LIMIT_PROFILE_MS = 1_000;
+/**
+ * A worker host's profile: how long the host thread may take to take the request from its queue (its loop
+ * blocked), and the margin for the rest (a first look of the CPU profile, the answer's trip). Together with the
+ * duration they stay within the probe's own wait for a profile (durationMs + 15 s, probe.ts).
+ */
+const HOST_START_WAIT_MS = 10_000;
+const HOST_MARGIN_MS = 3_000;
+/** A host thread that took the request later than this was blocked: the result says so. */
+const HOST_LATE_MS = 100;
+/** A host request before its deadline is set (each member of the union without it). */
+type WithoutDeadline<R> = R extends unknown ? Omit<R, 'deadline'> : never;
 /** The reason a stall during sysprobe's own pause (a heap snapshot) has no stack. */
 const SELF_PAUSE_REASON = 'sysprobe was writing a heap snapshot';
 
@@ -95,6 +109,8 @@ export class WorkerCaptures {
   readonly #cpuRun = new SharedRun<CpuProfileResult>('a CPU profile');
   /** The allocation profile running, likewise (one sampling heap profiler). */
   readonly #allocationRun = new SharedRun<AllocationProfileResult>('an allocation profile');
+  /** A worker-hosted probe asks its host thread for profiles (captures/host-profiler.ts); absent: the main thread's, through the inspector. */
+  readonly #askHost: ((request: HostProfileRequest, timeoutMs: number) => Promise<unknown>) | undefined;
 
   /** `captured` hears of each finished capture (the main thread tells the app: onCapture, 'capture'). */
   constructor(
@@ -102,8 +118,11 @@ export class WorkerCaptures {
     captured: (capture: WrittenCapture) => void,
     stalled: () => boolean,
     log: (level: LogLevel, msg: string, fields: Record<string, unknown>) => void = () => undefined,
+    askHost?: (request: HostProfileRequest, timeoutMs: number) => Promise<unknown>,
   ) {
     this.#settings = settings;
+    // stackHost 0: the probe runs on the main thread, which the inspector reaches from here.
+    this.#askHost = settings.stackHost === 0 ? undefined : askHost;
     this.#stalled = stalled;
     this.#budget = new RateBudget(settings.capturesPerMinute, 60_000);
     this.#sink = functionSink(
@@ -139,45 +158,91 @@ export class WorkerCaptures {
   }
 
   /**
-   * Profiles the main thread and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through the sink.
-   * While a CPU profile runs, this joins it when it ends within `durationMs` (its result, `shared: true`), else
-   * rejects with CAPTURE_BUSY (src/captures/shared-run.ts).
+   * Profiles the probe's host thread (the main thread through the inspector; a worker host profiles
+   * itself when asked) and writes .cpuprofile and pprof, with their sidecars (summary, trigger), through
+   * the sink. While a CPU profile runs, this joins it when it ends within `durationMs` (its result,
+   * `shared: true`), else rejects with CAPTURE_BUSY (src/captures/shared-run.ts).
    */
   cpuProfile(durationMs: number, trigger?: RuleFiring): Promise<CpuProfileResult> {
     return this.#cpuRun.run(durationMs, async () => {
-      const { profile, startedAtMs } = await this.#inspector.captureCpuProfile(
-        durationMs,
-        PROFILE_SAMPLING_INTERVAL_US,
-        { stalled: this.#stalled() },
-      );
+      const { profile, startedAtMs, ...taken } = this.#askHost
+        ? await this.#fromHost<CpuProfile>({
+            kind: 'hostCpuProfile',
+            durationMs,
+            samplingIntervalUs: PROFILE_SAMPLING_INTERVAL_US,
+          })
+        : {
+            ...(await this.#inspector.captureCpuProfile(durationMs, PROFILE_SAMPLING_INTERVAL_US, {
+              stalled: this.#stalled(),
+            })),
+            thread: 'main',
+          };
       return writeProfileFiles(this.#sink, profile, {
         startedAtMs,
         durationMs,
-        thread: 'main',
         trigger,
         sourceMaps: this.#sourceMaps,
+        ...taken,
       });
     });
   }
 
   /**
-   * Samples the main thread's allocations and writes the .heapprofile, with its sidecar (summary, trigger), through
-   * the sink. Joins an allocation profile already running as cpuProfile() joins a CPU profile.
+   * Samples the host thread's allocations (as cpuProfile()) and writes the .heapprofile, with its sidecar (summary,
+   * trigger), through the sink. Joins an allocation profile already running as cpuProfile() joins a CPU profile.
    */
   allocationProfile(durationMs: number, trigger?: RuleFiring): Promise<AllocationProfileResult> {
     return this.#allocationRun.run(durationMs, async () => {
-      const { profile, startedAtMs } = await this.#inspector.captureAllocationProfile(
-        durationMs,
-        ALLOCATION_SAMPLING_BYTES,
-      );
+      const { profile, startedAtMs, ...taken } = this.#askHost
+        ? await this.#fromHost<AllocationProfile>({
+            kind: 'hostAllocationProfile',
+            durationMs,
+            samplingIntervalBytes: ALLOCATION_SAMPLING_BYTES,
+          })
+        : {
+            ...(await this.#inspector.captureAllocationProfile(durationMs, ALLOCATION_SAMPLING_BYTES)),
+            thread: 'main',
+          };
       return writeAllocationFiles(this.#sink, profile, {
         startedAtMs,
         durationMs,
-        thread: 'main',
         trigger,
         sourceMaps: this.#sourceMaps,
+        ...taken,
       });
     });
+  }
+
+  /**
+   * A worker host's profile of itself, and what to say about its timing: a host whose loop was blocked takes the
+   * request late (the profile then shows the work after the block, not the block), or ends it late. Bounded: the
+   * host refuses a request it takes after HOST_START_WAIT_MS, and this stops waiting soon after.
+   */
+  async #fromHost<P>(
+    request: WithoutDeadline<HostProfileRequest>,
+  ): Promise<{ profile: P; startedAtMs: number; thread: string; startedLateMs?: number; note?: string }> {
+    const askedAt = Date.now();
+    const answer = (await this.#askHost!(
+      { ...request, deadline: askedAt + HOST_START_WAIT_MS } as HostProfileRequest,
+      HOST_START_WAIT_MS + request.durationMs + HOST_MARGIN_MS,
+    )) as HostProfile<P>;
+    const startedLateMs = answer.receivedAtMs - askedAt;
+    const notes: string[] = [];
+    if (startedLateMs > HOST_LATE_MS)
+      notes.push(
+        `the thread's loop was blocked when this profile was asked for: it started ${startedLateMs} ms later, when the loop returned, so it shows the work after the block, not the block`,
+      );
+    if (answer.stoppedLateMs > 0)
+      notes.push(
+        `the thread's loop was blocked when the profile was due to end: it ran ${answer.stoppedLateMs} ms longer than asked`,
+      );
+    return {
+      profile: answer.profile,
+      startedAtMs: answer.startedAtMs,
+      thread: `thread-${answer.threadId}`,
+      ...(startedLateMs > HOST_LATE_MS ? { startedLateMs } : {}),
+      ...(notes.length > 0 ? { note: notes.join('; ') } : {}),
+    };
   }
 
   /**

@@ -12,6 +12,7 @@ import type { JobGuard } from '../jobs/guard.js';
 import type { Heartbeat } from '../stalls/heartbeat.js';
 import type { Sample } from '../samples/sample.js';
 import type { HeapSnapshots } from '../heap/snapshots.js';
+import type { HostProfiler } from '../captures/host-profiler.js';
 import type { BoundedCache, CacheWatcher } from '../caches/caches.js';
 import type { CaptureSink, WrittenCapture } from '../sink/sink.js';
 import type { WorkerSupervisor } from './supervisor.js';
@@ -57,6 +58,8 @@ export interface ProbeParts {
   /** The main thread's captures (heap snapshots, diagnostic reports) go through it. */
   readonly sink: CaptureSink;
   readonly snapshots: HeapSnapshots;
+  /** A worker-hosted probe's profiles of its own thread, which the probe worker asks for (absent on the main thread). */
+  readonly hostProfiler: HostProfiler | undefined;
   /** Fatal-error reports, the exit note, dead previous runs (src/crash). */
   readonly crash: CrashEvidence;
   readonly caches: Map<string, BoundedCache<{}, {}>>;

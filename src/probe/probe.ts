@@ -35,6 +35,7 @@ import type { StallEvent } from '../stalls/stall-event.js';
 import type { PreviousRunEvent } from '../crash/startup.js';
 import { REQUEST_TIMEOUT_MS, wireProbe } from './wiring.js';
 import { nativeLogFields } from '../native.js';
+import { claimLoop, releaseLoop } from '../stalls/loop-claim.js';
 import type { ProbeParts } from './parts.js';
 
 /** A stack capture's own timeout is 2 s (in the worker); this covers it and the round trip. */
@@ -473,6 +474,7 @@ export class Probe extends EventEmitter {
       this.#p.gc?.stop();
       this.#p.exporter.stop();
       await this.#p.supervisor.stop();
+      this.#p.hostProfiler?.close();
       this.#p.crash.stop();
       this.#release();
       this.#p.logger.info(
@@ -486,7 +488,10 @@ export class Probe extends EventEmitter {
   #release(): void {
     // After the worker is gone, so its watchdog no longer reads the hook's stamps.
     this.#p.loopWatch.addon?.detach();
-    if (current === this) current = undefined;
+    if (current === this) {
+      current = undefined;
+      releaseLoop('start');
+    }
   }
 
   #assertRunning(method: string): void {
@@ -506,6 +511,8 @@ export class Probe extends EventEmitter {
         'sysprobe is already running in this process; reuse the probe that start() returned, or await probe.stop() before starting again.',
       );
     }
+    // A worker thread watched by the main thread's probe (watchThread()) is not watched a second time.
+    claimLoop('start');
     starting = true;
     try {
       const probe = new Probe(options);
@@ -514,6 +521,7 @@ export class Probe extends EventEmitter {
       return probe;
     } finally {
       starting = false;
+      if (!current) releaseLoop('start'); // it did not start
     }
   }
 }

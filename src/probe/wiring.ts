@@ -16,6 +16,7 @@ import type { SamplesWritten } from '../incidents/samples.js';
 import { OtelExporter } from '../metrics/otel.js';
 import { LagSamples, loadLoopWatch } from '../stalls/loop-watch.js';
 import { registerHost } from '../captures/thread-stack.js';
+import { HostProfiler } from '../captures/host-profiler.js';
 import { GcObserver } from '../memory/gc.js';
 import { JobGuard } from '../jobs/guard.js';
 import { Heartbeat } from '../stalls/heartbeat.js';
@@ -99,6 +100,8 @@ export function wireProbe(options: ResolvedOptions, host: ProbeHost): ProbeParts
   parts.loopWatch = chooseLoopWatch(options);
   // A probe inside a worker thread: the probe worker takes this thread's stacks through V8 (the inspector reaches only the main thread).
   const stackHost = isMainThread ? undefined : registerHost();
+  // ...and asks this thread for its profiles, which it takes of itself (captures/host-profiler.ts).
+  parts.hostProfiler = isMainThread ? undefined : new HostProfiler();
   parts.exporter = new OtelExporter(
     meter,
     {

@@ -198,7 +198,7 @@ async function onRule(parts: ProbeParts, event: RuleEvent, unhealthy: HealthReas
   parts.emit('rule', event);
 }
 
-/** Does what the worker asked of the main thread (a heap snapshot for the control endpoint, a diagnostic report) and answers. */
+/** Does what the worker asked of the main thread (a heap snapshot for the control endpoint, a diagnostic report, a worker host's profile) and answers. */
 async function answerHost(parts: ProbeParts, id: number, request: HostRequest): Promise<void> {
   try {
     let value: unknown;
@@ -206,6 +206,12 @@ async function answerHost(parts: ProbeParts, id: number, request: HostRequest): 
     // Near a memory limit: what is safe instead of a snapshot (src/crash).
     else if (request.kind === 'diagnosticReport')
       value = await writeDiagnosticReport(parts.sink, { trigger: request.trigger });
+    // A worker-hosted probe: this thread profiles itself; the probe worker writes the files.
+    else if ((request.kind === 'hostCpuProfile' || request.kind === 'hostAllocationProfile') && parts.hostProfiler)
+      value = await parts.hostProfiler.run(request).catch((err: unknown) => {
+        parts.logger.debug({ err: describeError(err), kind: request.kind }, 'sysprobe host profile failed');
+        throw err;
+      });
     else
       throw new SysprobeError(
         ErrorCode.CAPTURE_FAILED,

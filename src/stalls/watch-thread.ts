@@ -12,6 +12,7 @@ import { ErrorCode, SysprobeError } from '../errors.js';
 import { checkInteger, checkKnownKeys, checkPlainObject, invalid, describe } from '../internal/check-options.js';
 import { loadLoopWatch } from './loop-watch.js';
 import { registerHost } from '../captures/thread-stack.js';
+import { claimLoop, releaseLoop } from './loop-claim.js';
 import { currentThread, type StallThread } from './stall.js';
 import { inheritedThreadTable, MAX_NAME_BYTES, MAX_WATCHED_THREADS } from './thread-table.js';
 
@@ -42,7 +43,8 @@ let current: ThreadWatch | undefined;
  * thread. Throws SYSPROBE_ERR_INVALID_OPTION (bad options), SYSPROBE_ERR_UNSUPPORTED (on the
  * main thread, without the native loop watch, or with 32 threads already watched),
  * SYSPROBE_ERR_NOT_STARTED (no probe runs on the main thread, or this worker was created
- * before the first `start()`) and SYSPROBE_ERR_ALREADY_STARTED (this thread is watched already).
+ * before the first `start()`) and SYSPROBE_ERR_ALREADY_STARTED (this thread is watched already,
+ * or runs a probe of its own, which watches its loop: stalls/loop-claim.ts).
  */
 export function watchThread(options?: WatchThreadOptions): ThreadWatch {
   const given = options === undefined ? {} : checkPlainObject('(the watchThread options)', options);
@@ -61,6 +63,17 @@ export function watchThread(options?: WatchThreadOptions): ThreadWatch {
       ErrorCode.ALREADY_STARTED,
       `this thread is watched already (as '${current.thread.name}'); call stop() on that watch first.`,
     );
+  // A thread with its own probe is watched by it already (stalls/loop-claim.ts).
+  claimLoop('watchThread');
+  try {
+    return watchClaimed(name, thresholdMs);
+  } catch (err) {
+    releaseLoop('watchThread');
+    throw err;
+  }
+}
+
+function watchClaimed(name: string, thresholdMs: number): ThreadWatch {
   const table = inheritedThreadTable();
   if (!table || !table.open)
     throw new SysprobeError(
@@ -102,6 +115,7 @@ export function watchThread(options?: WatchThreadOptions): ThreadWatch {
       if (stopped) return;
       stopped = true;
       if (current === watch) current = undefined;
+      releaseLoop('watchThread');
       table.release(serial);
       // The probe worker stops its watchdog when it sees the slot freed; the hook only stamps turns meanwhile.
       addon.detach();

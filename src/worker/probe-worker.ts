@@ -103,6 +103,8 @@ class ProbeWorker {
       (capture) => this.#send({ type: 'captured', capture }),
       () => this.#stalled,
       (level, msg, fields) => this.#log(level, msg, fields),
+      // A worker host's profiles: it takes them of itself (captures/host-profiler.ts).
+      (request, timeoutMs) => this.#askHost(request, timeoutMs),
     );
     this.#rules = new RuleEngine(settings.rules.map((r) => r.condition));
     this.#sockets =
