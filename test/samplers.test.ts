@@ -281,7 +281,10 @@ for (const loopWatch of ['native', 'heartbeat'] as const) {
         // (200 ms) before it plus that timer's lateness on a loaded host (243 ms seen at load 2 beside a test
         // matrix), and ends when the loop's next timers phase runs the beat.
         const clockMs = 5; // Date.now() here against hrtime stamps there
-        assert.ok(stall.startedAt <= blockedAt + clockMs && endedAt >= unblockedAt - clockMs, `covers the block: ${seen}`);
+        assert.ok(
+          stall.startedAt <= blockedAt + clockMs && endedAt >= unblockedAt - clockMs,
+          `covers the block: ${seen}`,
+        );
         assert.ok(stall.startedAt >= blockedAt - 200 - 150, `start: ${seen}`);
         assert.ok(endedAt <= nextTurnAt + clockMs, `end: ${seen}`);
       }
