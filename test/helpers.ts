@@ -63,6 +63,19 @@ export function pointValue(metric: MetricData, match: Record<string, unknown> = 
 }
 
 /** Blocks the main thread for exactly `ms` without burning a CPU: deterministic lag. */
+/**
+ * Resolves once the event loop has turned freely (each 20 ms timer within 50 ms of due) for `ms`. On a loaded host
+ * the loop can be held up before a test's own block, and a heartbeat stall runs from one beat to the next: waiting
+ * here puts a beat between the two, so the stall a test checks is its own.
+ */
+export async function loopTurnsFreely(ms = 500): Promise<void> {
+  for (let freeSince = Date.now(); Date.now() - freeSince < ms;) {
+    const before = Date.now();
+    await new Promise((r) => setTimeout(r, 20));
+    if (Date.now() - before > 70) freeSince = Date.now();
+  }
+}
+
 export function blockFor(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }

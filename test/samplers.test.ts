@@ -3,7 +3,17 @@ import * as net from 'node:net';
 import * as v8 from 'node:v8';
 import type { HistogramMetricData } from '@opentelemetry/sdk-metrics';
 import { start, type Probe, type Sample } from '../src/index.js';
-import { blockFor, findMetric, memoryLogger, memoryMetrics, pointValue, sleep, spinCpu, waitFor } from './helpers.js';
+import {
+  blockFor,
+  findMetric,
+  loopTurnsFreely,
+  memoryLogger,
+  memoryMetrics,
+  pointValue,
+  sleep,
+  spinCpu,
+  waitFor,
+} from './helpers.js';
 
 const MB = 1024 * 1024;
 
@@ -251,6 +261,7 @@ for (const loopWatch of ['native', 'heartbeat'] as const) {
       const stalls: Array<{ startedAt: number; durationMs: number }> = [];
       probe.on('stall', (event) => stalls.push(event));
       await nextSamples();
+      await loopTurnsFreely();
       const blockedAt = Date.now();
       blockFor(1000);
       const unblockedAt = Date.now();

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { start } from '../src/index.js';
+import { loopTurnsFreely } from './helpers.js';
 
 interface Job {
   dumpDir: string;
@@ -41,13 +42,7 @@ async function inWorker(job: Job): Promise<void> {
     probe.on('stall', (event) =>
       stalls.push({ ...event, stack: event.stack?.slice(0, 6), loopWatch: probe.loopWatch }),
     );
-    // Start-up can stall this loop (500 ms and more under load, in native code), and a heartbeat stall runs from one beat
-    // to the next: crunch once the loop has turned freely for half a second, so a beat falls between the two stalls.
-    for (let freeSince = Date.now(); Date.now() - freeSince < 500;) {
-      const before = Date.now();
-      await new Promise((r) => setTimeout(r, 20));
-      if (Date.now() - before > 70) freeSince = Date.now();
-    }
+    await loopTurnsFreely(); // start-up can stall this loop (500 ms and more under load, in native code)
     const crunchAt = Date.now();
     crunchInWorker(600);
     for (let i = 0; i < 100 && !stalls.some((s) => covers(s as Stall, crunchAt)); i++)
