@@ -315,6 +315,37 @@ describe('cgroup reader on recorded trees', () => {
     assert.ok(fds() - before <= 4, `${fds() - before} descriptors left open by 20 terminated workers`);
   });
 
+  it('reads the limit files (quota, period, memory limit) again only once they are a minute old; the counters every time', () => {
+    for (const [name, limits, counter] of [
+      ['v1', ['cpu,cpuacct/cpu.cfs_quota_us', 'memory/memory.limit_in_bytes'], 'memory/memory.usage_in_bytes'],
+      ['v2', ['cpu.max', 'memory.max'], 'memory.current'],
+    ] as const) {
+      const root = tempDir('sysprobe-cgroup-');
+      fs.cpSync(fixture(name), root, { recursive: true });
+      const file = (rel: string) => path.join(root, 'sys/fs/cgroup', rel);
+      let now = 1_000;
+      const reader = new CgroupReader({ root, now: () => now });
+      const first = reader.readSync();
+      assert.ok(first.cpu?.quotaCores !== undefined && first.memory?.limitBytes !== undefined, name);
+      // The container is resized and its usage moves.
+      fs.writeFileSync(file(limits[0]), name === 'v1' ? '300000\n' : '300000 100000\n');
+      fs.writeFileSync(file(limits[1]), '134217728\n');
+      fs.writeFileSync(file(counter), '123456789\n');
+      now += 30_000;
+      const soon = reader.readSync();
+      assert.equal(soon.memory?.usageBytes, 123456789, `${name}: counters are read every time`);
+      assert.equal(soon.cpu?.quotaCores, first.cpu?.quotaCores, `${name}: the quota is kept for a minute`);
+      assert.equal(soon.memory?.limitBytes, first.memory?.limitBytes, `${name}: the limit is kept for a minute`);
+      now += 30_000;
+      const later = reader.readSync();
+      assert.equal(later.cpu?.quotaCores, 3, `${name}: the new quota once a minute passed`);
+      assert.equal(later.memory?.limitBytes, 134217728, `${name}: the new limit once a minute passed`);
+      // limitsRereadMs: 0 reads them every time.
+      fs.writeFileSync(file(limits[1]), '67108864\n');
+      assert.equal(new CgroupReader({ root, limitsRereadMs: 0 }).readSync().memory?.limitBytes, 67108864, name);
+    }
+  });
+
   it('never throws where /proc/self is missing', () => {
     const reader = new CgroupReader({ root: tempDir('sysprobe-cgroup-') });
     assert.equal(reader.supported, false);

@@ -38,14 +38,39 @@ export interface CgroupReaderOptions {
   root?: string;
   /** A controller file larger than this is not read (they are a few hundred bytes). Default 64 KiB. */
   maxFileBytes?: number;
+  /**
+   * The limit files (CPU quota and period, the memory limit) are set by whoever runs the container and
+   * change rarely (an in-place resize): they are read again only when the last read is this old, ms.
+   * The counters and usage are read every time. Default 60 s; 0 reads them every time.
+   */
+  limitsRereadMs?: number;
+  /** The clock for `limitsRereadMs`, ms (tests). Default performance.now. */
+  now?: () => number;
 }
 
 /** mountinfo lists every mount of the namespace: thousands on a busy Kubernetes node still fit. */
 const MAX_MOUNTINFO_BYTES = 4 << 20;
 const DEFAULT_MAX_FILE_BYTES = 64 << 10;
+const DEFAULT_LIMITS_REREAD_MS = 60_000;
+/** Files that hold a limit someone set, not a counter: see `limitsRereadMs`. */
+const LIMIT_FILES: ReadonlySet<string> = new Set([
+  'cpu.cfs_quota_us',
+  'cpu.cfs_period_us',
+  'cpu.max',
+  'memory.limit_in_bytes',
+  'memory.max',
+]);
 
 /** A file read at most `maxBytes` long: its text, `undefined` when absent, or the problem. */
 type FileRead = { text: string } | { absent: true } | { problem: string };
+
+/** What a reader keeps between reads so that a read allocates and checks no more than it must. */
+interface ReadReuse {
+  /** One buffer for every read (the text is copied out of it): no 64 KiB allocation per file, no GC for them. */
+  buffer: Buffer;
+  /** Files found to be regular once: the kernel's cgroup files do not turn into FIFOs, so they are not checked again. */
+  regular: Set<string>;
+}
 
 /**
  * Synchronous on purpose, in the worker too: an async open() still on the thread pool when the
@@ -54,16 +79,19 @@ type FileRead = { text: string } | { absent: true } | { problem: string };
  * worker crash). These pseudo-files answer in microseconds. O_NONBLOCK and the regular-file check
  * keep a FIFO planted under a controller file's name from holding the thread.
  */
-function readBoundedSync(file: string, maxBytes: number): FileRead {
+function readBoundedSync(file: string, maxBytes: number, reuse?: ReadReuse): FileRead {
   let fd: number | undefined;
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
-    if (!fs.fstatSync(fd).isFile()) return { problem: `${path.basename(file)}: not a regular file` };
-    const buffer = Buffer.alloc(maxBytes + 1);
+    if (!reuse?.regular.has(file)) {
+      if (!fs.fstatSync(fd).isFile()) return { problem: `${path.basename(file)}: not a regular file` };
+      reuse?.regular.add(file);
+    }
+    const buffer = reuse && reuse.buffer.length > maxBytes ? reuse.buffer : Buffer.alloc(maxBytes + 1);
     let length = 0;
     // Pseudo-files may answer in several reads; stop at the bound.
     for (let n = -1; n !== 0 && length <= maxBytes;) {
-      n = fs.readSync(fd, buffer, length, buffer.length - length, null);
+      n = fs.readSync(fd, buffer, length, maxBytes + 1 - length, null);
       length += n;
     }
     if (length > maxBytes) return { problem: `${path.basename(file)}: larger than ${maxBytes} bytes` };
@@ -102,12 +130,20 @@ export function readMemoryAt(
 export class CgroupReader {
   readonly #root: string;
   readonly #maxFileBytes: number;
+  readonly #limitsRereadMs: number;
+  readonly #now: () => number;
+  /** The read buffer (made at the first read) and the files known to be regular. */
+  #reuse: ReadReuse | undefined;
+  /** The limit files' last reads (text or absent; a problem is not kept, so the next read tries again). */
+  readonly #limits = new Map<string, { read: FileRead; at: number }>();
   /** Where the controllers are (found once: a process does not change cgroup under a running service, and if it did, the old files fail and say so). */
   readonly location: CgroupLocation;
 
   constructor(options: CgroupReaderOptions = {}) {
     this.#root = options.root ?? '';
     this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    this.#limitsRereadMs = options.limitsRereadMs ?? DEFAULT_LIMITS_REREAD_MS;
+    this.#now = options.now ?? (() => performance.now());
     this.location = this.#locate();
   }
 
@@ -145,7 +181,7 @@ export class CgroupReader {
       where &&
       this.#collect(
         names,
-        names.map((name) => readBoundedSync(this.#path(where, name), this.#maxFileBytes)),
+        names.map((name) => this.#readFile(where, name)),
         problems,
       );
     return this.#reading(
@@ -163,10 +199,28 @@ export class CgroupReader {
     const names = CPU_FILES[where.version];
     const files = this.#collect(
       names,
-      names.map((name) => readBoundedSync(this.#path(where, name), this.#maxFileBytes)),
+      names.map((name) => this.#readFile(where, name)),
       problems,
     );
     return files && parseCpu(where.version, files).value;
+  }
+
+  /** One controller file: a limit file from its last read while that is recent, any other read now. */
+  #readFile(where: ControllerDir, name: string): FileRead {
+    const file = this.#path(where, name);
+    const limit = LIMIT_FILES.has(name);
+    const now = limit ? this.#now() : 0;
+    if (limit) {
+      const kept = this.#limits.get(file);
+      if (kept && now - kept.at < this.#limitsRereadMs) return kept.read;
+    }
+    this.#reuse ??= { buffer: Buffer.allocUnsafe(this.#maxFileBytes + 1), regular: new Set() };
+    const read = readBoundedSync(file, this.#maxFileBytes, this.#reuse);
+    if (limit) {
+      if ('problem' in read) this.#limits.delete(file);
+      else this.#limits.set(file, { read, at: now });
+    }
+    return read;
   }
 
   #path(where: ControllerDir, name: string): string {

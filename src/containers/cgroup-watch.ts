@@ -1,6 +1,6 @@
 /**
- * The probe worker's view of its cgroup: the latest reading (refreshed without waiting,
- * each time the worker drains), the values a sample carries, and the throttled time
+ * The probe worker's view of its cgroup: the latest reading (refreshed each time the worker
+ * drains a new reading), the values a sample carries, and the throttled time
  * across a stall (cpu.stat read when the stall is seen and when it ends).
  */
 import { CgroupReader, type CgroupReading } from './cgroup-reader.js';
@@ -16,7 +16,6 @@ export class CgroupWatch {
   readonly #logged = new Set<string>();
   #previous: CgroupReading | undefined;
   #current: CgroupReading | undefined;
-  #reading = false;
   #stallStart: Promise<CgroupCpu | undefined> | undefined;
 
   /** `log` is told of each distinct problem once (unreadable files, no cgroup). */
@@ -39,20 +38,22 @@ export class CgroupWatch {
     return this.#current;
   }
 
-  /** Starts a read unless one is under way; its result serves the samples after it lands. */
+  /**
+   * Reads the cgroup now (synchronously: a few small pseudo-files, the limits only once a minute; see
+   * CgroupReader); its result serves the samples after it. The promise is settled already: it is kept
+   * for callers that chain on it.
+   */
   refresh(): Promise<void> {
-    if (!this.supported || this.#reading) return Promise.resolve();
-    this.#reading = true;
-    return this.#reader
-      .read()
-      .then((reading) => {
-        this.#previous = this.#current;
-        this.#current = reading;
-        for (const problem of reading.problems ?? []) this.#note(problem);
-      })
-      .finally(() => {
-        this.#reading = false;
-      });
+    if (!this.supported) return Promise.resolve();
+    try {
+      const reading = this.#reader.readSync();
+      this.#previous = this.#current;
+      this.#current = reading;
+      for (const problem of reading.problems ?? []) this.#note(problem);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   /** The values for a sample: the latest reading, with rates since the one before. */

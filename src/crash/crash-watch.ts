@@ -34,6 +34,8 @@ export class CrashWatch {
 
   /** The worker drained: persist if a minute has passed since the last write. */
   drained(samples: () => Sample[]): void {
+    // Checked here first: most drains write nothing, and then make no promise either.
+    if (!this.#keeper.due) return;
     this.#keeper.maybePersist(samples, this.#facts()).catch(this.#failed);
   }
 

@@ -58,9 +58,14 @@ export class RunKeeper {
     await this.#write([], facts);
   }
 
+  /** Whether the last write is `minIntervalMs` old (a periodic write is due). */
+  get due(): boolean {
+    return this.#options.now() - this.#lastWriteAt >= this.#options.minIntervalMs;
+  }
+
   /** Writes the record if the last write is `minIntervalMs` old; true when it wrote. */
   async maybePersist(samples: () => Sample[], facts: RunFacts): Promise<boolean> {
-    if (this.#options.now() - this.#lastWriteAt < this.#options.minIntervalMs) return false;
+    if (!this.due) return false;
     await this.#write(samples(), facts);
     return true;
   }

@@ -25,10 +25,11 @@ export function parseTaskStat(text: string): TaskStat | undefined {
   const close = text.lastIndexOf(')');
   if (open <= 0 || close < open) return undefined;
   const tid = Number(text.slice(0, open).trim());
-  const rest = text
-    .slice(close + 2)
-    .trim()
-    .split(/\s+/);
+  // The kernel separates the fields by single spaces: a plain split of the first 13 is enough (the worker reads
+  // a dozen of these per batch); anything else takes the general split.
+  const after = text.slice(close + 2);
+  let rest = after.split(' ', 13);
+  if (rest.length < 13 || rest.includes('')) rest = after.trim().split(/\s+/);
   // After comm: state(0) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(11) stime(12)
   const state = rest[0];
   const utime = Number(rest[11]);
