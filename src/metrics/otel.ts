@@ -308,9 +308,11 @@ export class OtelExporter {
           if (total.reclaimedBytes !== undefined)
             result.observe(reclaimed, total.reclaimedBytes, { 'v8js.gc.type': kind });
         }
-        if (latest?.gcRates) {
-          result.observe(rate, latest.gcRates.perMin);
-          result.observe(pauseShare, latest.gcRates.pauseShare);
+        // A sample the worker took during a stall has no main-thread reading, so no rates: the newest that has them.
+        const rates = latest?.gcRates ?? recent.findLast((s) => s.gcRates)?.gcRates;
+        if (rates) {
+          result.observe(rate, rates.perMin);
+          result.observe(pauseShare, rates.pauseShare);
         }
       });
     }
