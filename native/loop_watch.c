@@ -66,6 +66,7 @@ typedef struct watch {
   _Atomic uint64_t stamp_at;     /* uv_hrtime() when the loop last went to poll */
   _Atomic uint64_t stamp_idle;   /* uv_metrics_idle_time() at that moment */
   _Atomic uint64_t longest_turn; /* longest turn since the watchdog last took it, ns */
+  _Atomic uint64_t longest_turn_start; /* when that turn left poll (uv_hrtime) */
 
   /* ---- Written by the watchdog, read by anyone. ---- */
   _Atomic uint64_t lag_ring[LAG_RING]; /* lag samples, ns */
@@ -96,7 +97,7 @@ static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
 static watch* registry;
 static uint32_t last_id;
 
-/* started: 1 a stall began, 0 it ended, -1 the watched loop is gone (its thread ended). */
+/* started: 1 a stall began, 0 it ended, 2 one ended that no look saw while it ran, -1 the watched loop is gone (its thread ended). */
 typedef struct { int started; double start_ms; double duration_ms; } stall_event;
 
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -150,6 +151,7 @@ static void on_turn(uv_prepare_t* handle) {
   while (turn > longest && !atomic_compare_exchange_weak_explicit(&w->longest_turn, &longest, turn, memory_order_relaxed,
                                                                   memory_order_relaxed)) {
   }
+  if (turn > longest) atomic_store_explicit(&w->longest_turn_start, now - turn, memory_order_relaxed);
   if (turn > w->longest_turn_published) w->longest_turn_published = turn;
   unsigned seq = atomic_load_explicit(&w->stamp_seq, memory_order_relaxed);
   atomic_store_explicit(&w->stamp_seq, seq + 1, memory_order_relaxed);
@@ -248,10 +250,18 @@ static void* watch_loop(void* arg) {
         push_lag(w, busy);
         next_sample = now + threshold_ns;
       }
+      if (!stalled) {
+        /*
+         * A turn that reached the threshold and ended between two looks: this thread was kept off the
+         * CPU while it ran (a starved host, a container's CPU quota). Reported late, never lost.
+         */
+        uint64_t done = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
+        if (done >= threshold_ns)
+          emit(dog, 2, atomic_load_explicit(&w->longest_turn_start, memory_order_relaxed), done);
+      }
       if (!stalled && busy >= threshold_ns) {
         stalled = 1;
         stall_start = now - busy;
-        atomic_store_explicit(&w->longest_turn, 0, memory_order_relaxed);
         emit(dog, 1, stall_start, busy);
       } else if (stalled && now - busy > stall_start + 1000000) {
         /* The loop has left the stalled turn; the hook measured it whole. */
@@ -367,6 +377,7 @@ static napi_value attach(napi_env env, napi_callback_info info) {
   if (st->users++ == 0) {
     atomic_store(&w->stamp_at, uv_hrtime());
     atomic_store(&w->stamp_idle, uv_metrics_idle_time(loop));
+    atomic_store(&w->longest_turn, 0); /* turns from before this attach are nobody's stalls */
     w->longest_turn_published = 0;
     uv_prepare_start(&w->hook, on_turn);
     atomic_store_explicit(&w->hooked, 1, memory_order_release);
@@ -392,13 +403,14 @@ static void call_js(napi_env env, napi_value callback, void* context, void* data
   (void)context;
   stall_event* event = data;
   if (env && callback) {
-    napi_value args[4], global;
+    napi_value args[5], global;
     napi_get_boolean(env, event->started == 1, &args[0]);
     napi_create_double(env, event->start_ms, &args[1]);
     napi_create_double(env, event->duration_ms, &args[2]);
     napi_get_boolean(env, event->started < 0, &args[3]);
+    napi_get_boolean(env, event->started == 2, &args[4]);
     napi_get_global(env, &global);
-    napi_call_function(env, global, callback, 4, args, NULL);
+    napi_call_function(env, global, callback, 5, args, NULL);
   }
   free(event);
 }
@@ -412,10 +424,11 @@ static watchdog* dog_of(env_state* st, uint32_t id) {
 }
 
 /*
- * startWatchdog(loopId, thresholdMs, onStall(started, startMs, durationMs, gone)): from
+ * startWatchdog(loopId, thresholdMs, onStall(started, startMs, durationMs, gone, late)): from
  * the probe worker; onStall runs on the calling thread. One per loop per calling thread
  * (the probe worker watches its host's loop and each thread registered with watchThread()).
  * `gone`: the watched thread ended (said once, after the end of a stall it was in).
+ * `late`: a stall that had ended before any look saw it (said once, with its whole length).
  */
 static napi_value start_watchdog(napi_env env, napi_callback_info info) {
   size_t argc = 3;

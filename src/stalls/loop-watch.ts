@@ -21,7 +21,7 @@ export interface LoopWatchAddon {
   startWatchdog(
     loopId: number,
     thresholdMs: number,
-    onStall: (started: boolean, startHrMs: number, durationMs: number, gone: boolean) => void,
+    onStall: (started: boolean, startHrMs: number, durationMs: number, gone: boolean, late?: boolean) => void,
   ): boolean;
   /** Stops the calling thread's watchdog of loop `loopId`. */
   stopWatchdog(loopId: number): void;

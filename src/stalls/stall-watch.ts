@@ -14,6 +14,8 @@ export interface StallReport {
   /** When the loop stopped turning, ms since the epoch. */
   startedAt: number;
   durationMs: number;
+  /** An ended stall that no look saw while it lasted (the watchdog thread had no CPU): no stack could be taken. */
+  late?: boolean;
 }
 
 export interface StallWatch {
@@ -49,9 +51,9 @@ export class NativeStallWatch implements StallWatch {
   ) {
     this.#addon = addon;
     this.#loopId = loopId;
-    const started = addon.startWatchdog(loopId, thresholdMs, (began, startHrMs, durationMs, gone) => {
+    const started = addon.startWatchdog(loopId, thresholdMs, (began, startHrMs, durationMs, gone, late) => {
       if (gone) onGone();
-      else onStall({ ended: !began, startedAt: hrToEpochMs(startHrMs), durationMs });
+      else onStall({ ended: !began, startedAt: hrToEpochMs(startHrMs), durationMs, ...(late ? { late } : {}) });
     });
     if (!started) throw new Error('the native watchdog did not start (is the host thread loop attached?)');
   }

@@ -31,8 +31,8 @@ export interface StallCapture {
    * and took its stack (native/thread_stack.cc).
    * `blocked-in-native`: the loop was blocked in native code (execSync, a sync crypto call, …);
    * the pause landed only when JS resumed, so the stack shows where, not the culprit.
-   * `skipped`: not taken, see `reason` (the capture budget was spent, or the stall was sysprobe's
-   * own heap snapshot). `failed`: see `reason`.
+   * `skipped`: not taken, see `reason` (the capture budget was spent, the stall was sysprobe's
+   * own heap snapshot, or it was seen only once over: `LATE_STALL_REASON`). `failed`: see `reason`.
    */
   how: 'debugger-pause' | 'interrupt' | 'blocked-in-native' | 'skipped' | 'failed';
   /** When the worker learned of the stall (it had lasted the threshold), ms since the epoch. */
@@ -45,6 +45,12 @@ export interface StallCapture {
   span?: ActiveSpan;
   reason?: string;
 }
+
+/**
+ * Why a stall has no stack when the native watchdog saw it only after it ended: its thread did not get a CPU while
+ * the turn ran (a starved host, a container's CPU quota), so its length is exact and its stack lost.
+ */
+export const LATE_STALL_REASON = 'seen only after it ended: the watchdog thread had no CPU while it lasted';
 
 /** The thread a stall blocked: the main thread is `{ id: 0, name: 'main' }`; a worker has its `threadId`. */
 export interface StallThread {
