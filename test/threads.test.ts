@@ -96,7 +96,17 @@ describe("a worker-hosted probe's profiles are of its host thread, not the main 
     assert.ok(cpu.top[0].selfShare > 0.5, JSON.stringify(cpu.top));
     assert.match(cpu.sidecar.thread, /^thread-[1-9]\d*$/, JSON.stringify(cpu.sidecar));
     assert.deepEqual(joined, { shared: true, sameFile: true });
-    assert.equal((allocation.top as Top[])[0]?.functionName, 'decodeTiles', JSON.stringify(allocation.top));
+    // The allocating function, or its one caller once V8 inlined it there (Node 24.22.3: the caller 77%, decodeTiles
+    // 23%); either is the worker's own code, where the main thread's profile had nothing.
+    const allocationTop = allocation.top as Top[];
+    assert.ok(
+      ['decodeTiles', 'decodeStep'].includes(allocationTop[0]?.functionName ?? ''),
+      JSON.stringify(allocationTop),
+    );
+    assert.ok(
+      allocationTop.some((f) => f.functionName === 'decodeTiles'),
+      JSON.stringify(allocationTop),
+    );
   });
 
   it("a rule's CPU profile names the worker's busy function", async () => {
