@@ -32,7 +32,8 @@ export interface StallCapture {
    * `blocked-in-native`: the loop was blocked in native code (execSync, a sync crypto call, …);
    * the pause landed only when JS resumed, so the stack shows where, not the culprit.
    * `skipped`: not taken, see `reason` (the capture budget was spent, the stall was sysprobe's
-   * own heap snapshot, or it was seen only once over: `LATE_STALL_REASON`). `failed`: see `reason`.
+   * own heap snapshot, or the watchdog thread got a CPU only after the stall was over: reason
+   * 'seen only after it ended: …', with the stall's exact start and length). `failed`: see `reason`.
    */
   how: 'debugger-pause' | 'interrupt' | 'blocked-in-native' | 'skipped' | 'failed';
   /** When the worker learned of the stall (it had lasted the threshold), ms since the epoch. */
