@@ -53,6 +53,11 @@ export interface StallCapture {
  */
 export const LATE_STALL_REASON = 'seen only after it ended: the watchdog thread had no CPU while it lasted';
 
+/** The capture of a stall reported late (`StallReport.late`): none. */
+export function lateStallCapture(): StallCapture {
+  return { how: 'skipped', detectedAt: Date.now(), reason: LATE_STALL_REASON };
+}
+
 /** The thread a stall blocked: the main thread is `{ id: 0, name: 'main' }`; a worker has its `threadId`. */
 export interface StallThread {
   id: number;

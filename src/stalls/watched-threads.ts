@@ -11,7 +11,7 @@
 import { loadLoopWatch } from './loop-watch.js';
 import { NativeStallWatch, type StallReport } from './stall-watch.js';
 import { observeThread, type ThreadObservation } from './cause.js';
-import { LATE_STALL_REASON, type StallCapture, type StallThread } from './stall.js';
+import { lateStallCapture, type StallCapture, type StallThread } from './stall.js';
 import type { Frame } from '../captures/cpuprofile.js';
 import type { LogLevel } from '../protocol.js';
 import type { ThreadEntry, ThreadTable } from './thread-table.js';
@@ -161,16 +161,11 @@ export class WatchedThreads {
       };
       return;
     }
+    // A late stall had no start: its stack was never asked for.
     const stall =
       watched.stall ??
       (report.late
-        ? {
-            observations: [],
-            stack: Promise.resolve({
-              stack: undefined,
-              capture: { how: 'skipped' as const, detectedAt: Date.now(), reason: LATE_STALL_REASON },
-            }),
-          }
+        ? { observations: [], stack: Promise.resolve({ stack: undefined, capture: lateStallCapture() }) }
         : undefined);
     watched.stall = undefined;
     if (!stall) return;

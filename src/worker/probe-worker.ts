@@ -17,7 +17,7 @@ import { loadLoopWatch } from '../stalls/loop-watch.js';
 import type { HostRequest, LogLevel, MainToWorker, Request, StallWorkerFacts, WorkerToMain } from '../protocol.js';
 import type { Frame } from '../captures/cpuprofile.js';
 import type { Sample } from '../samples/sample.js';
-import { selfPausedNow, Beat, LATE_STALL_REASON } from '../stalls/stall.js';
+import { selfPausedNow, Beat, lateStallCapture } from '../stalls/stall.js';
 import type { WorkerSettings } from './settings.js';
 import { PendingRequests } from '../internal/pending-requests.js';
 import { WorkerCaptures, type StallStack } from '../captures/worker-captures.js';
@@ -367,11 +367,9 @@ class ProbeWorker {
         this.#stallStack ??
         Promise.resolve({
           stack: undefined,
-          capture: {
-            how: 'skipped' as const,
-            detectedAt: Date.now(),
-            reason: report.late ? LATE_STALL_REASON : 'no capture started',
-          },
+          capture: report.late
+            ? lateStallCapture()
+            : { how: 'skipped' as const, detectedAt: Date.now(), reason: 'no capture started' },
           selfPaused: false,
         });
       this.#stallStack = undefined;
