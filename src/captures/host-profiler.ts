@@ -64,17 +64,12 @@ export class HostProfiler {
           `the thread took the profile request ${receivedAtMs - request.deadline} ms after the probe worker stopped waiting for it (its loop was blocked)`,
         ),
       );
-    return request.kind === 'hostCpuProfile'
-      ? this.#cpu(request.durationMs, request.samplingIntervalUs, receivedAtMs)
-      : this.#withSession(allocationCalls(request.samplingIntervalBytes).domain, (post, wait) =>
-          this.#sample<AllocationProfile>(
-            post,
-            wait,
-            request.durationMs,
-            allocationCalls(request.samplingIntervalBytes),
-            receivedAtMs,
-          ),
-        );
+    if (request.kind === 'hostCpuProfile')
+      return this.#cpu(request.durationMs, request.samplingIntervalUs, receivedAtMs);
+    const calls = allocationCalls(request.samplingIntervalBytes);
+    return this.#withSession(calls.domain, (post, wait) =>
+      this.#sample<AllocationProfile>(post, wait, request.durationMs, calls, receivedAtMs),
+    );
   }
 
   /** A CPU profile as the main thread's (main-inspector.ts): inlining off, a first look, its hot code recompiled. */
