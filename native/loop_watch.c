@@ -13,6 +13,13 @@
  *     calls into the worker's JS only when a stall starts or ends, and once
  *     when the watched thread has ended. One probe worker may run several: its
  *     host's loop and each app worker registered with watchThread().
+ *   - while the loop waits in poll the watchdog parks (a futex on the watch's
+ *     park word) instead of looking every threshold; the loop's own thread
+ *     wakes it from its first entry into JavaScript (and from a GC) after the
+ *     poll: native/thread_stack.cc registers V8 callbacks that do it (this
+ *     file is on Node-API only, V8's C++ API is per ABI). Without them the
+ *     watchdog never parks and looks as before. See park() for why a turn
+ *     cannot start unseen.
  *
  * Any thread's loop can be watched (the main thread's, or an app worker's that
  * runs its own probe), several at once. What makes that safe:
@@ -34,14 +41,44 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* Lag samples kept for readers (one sample per threshold: 1024 is minutes). */
 #define LAG_RING 1024
+
+/*
+ * A parked watchdog looks anyway after this long. It bounds how late a stall is
+ * seen when a turn starts without entering JavaScript or collecting garbage
+ * (native code only: a platform task, an inspector command), i.e. without
+ * waking it: such a stall is seen 2 s late at worst, and one shorter than that
+ * is not seen (its turn is still timed by the hook). 2 s is 0.5 wake-ups/s at
+ * idle, about 5 us/s of CPU, against 5/s when looking every 200 ms.
+ */
+#define PARK_FALLBACK_NS 2000000000ull
+
+/*
+ * Park words: a watch's futex word lives in this static pool, not in the watch,
+ * so that the watched thread's V8 callbacks (which hold its address in a
+ * thread-local) never touch freed memory: a word outlives its watch, and a
+ * stale address can only cause one spurious wake-up of a later watch's dogs.
+ * Padded to a cache line each: the watched threads only read their own.
+ */
+#define PARK_WORDS 64
+typedef struct {
+  _Alignas(64) _Atomic uint32_t word; /* 1: a watchdog of this loop is (about to be) parked */
+} park_word;
+static park_word park_words[PARK_WORDS];
+static unsigned char park_word_used[PARK_WORDS]; /* registry_mutex */
 
 /* One watched loop. */
 typedef struct watch {
@@ -55,6 +92,10 @@ typedef struct watch {
   uv_loop_t* loop;
   /* 1 while the hook runs (an attach() not yet matched by detach()): an unhooked loop is never busy. */
   atomic_int hooked;
+  /* The park word (park_words), NULL if the pool was empty: then the watchdogs never park. */
+  _Atomic uint32_t* park;
+  /* 1 while the watched thread wakes parked watchdogs from its JS entries (sysprobe_loop_watch_entry_word). */
+  atomic_int wakes_on_entry;
 
   /* ---- The watched thread's own (the hook and its environment's calls). ---- */
   uv_prepare_t hook;
@@ -79,7 +120,7 @@ typedef struct watchdog {
   pthread_t thread;
   pthread_mutex_t mutex;
   pthread_cond_t wake;
-  int stopping;
+  atomic_int stopping; /* set under mutex; read without it while parked */
   uint64_t threshold_ns;
   napi_threadsafe_function on_stall;
   struct env_state* owner;
@@ -129,12 +170,48 @@ static void put_watch(watch* w) {
         break;
       }
     }
+    if (w->park) park_word_used[(park_word*)(void*)w->park - park_words] = 0;
   }
   pthread_mutex_unlock(&registry_mutex);
   if (last) {
     pthread_mutex_destroy(&w->loop_mutex);
     free(w);
   }
+}
+
+/* ---- Parking ---- */
+
+#ifdef __linux__
+static long futex(_Atomic uint32_t* word, int op, uint32_t value, const struct timespec* timeout) {
+  return syscall(SYS_futex, (uint32_t*)word, op, value, timeout, NULL, 0);
+}
+#endif
+
+/* Wakes every watchdog parked on `word` (the word is cleared first: one that is about to wait does not). */
+static void wake_parked(_Atomic uint32_t* word) {
+  if (!word) return;
+  atomic_store_explicit(word, 0, memory_order_seq_cst);
+#ifdef __linux__
+  futex(word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+#endif
+}
+
+/* The watch the calling thread hooked (attach), until its environment closes it. */
+static _Thread_local watch* thread_watch;
+
+/*
+ * For native/thread_stack.cc, found with dlsym: on the watched thread, on = 1
+ * says its V8 callbacks now wake parked watchdogs, and returns the word they
+ * must clear (and FUTEX_WAKE) when they find it set; NULL when this thread
+ * hooked no loop or has no word. on = 0 says they stopped (the watchdogs look
+ * periodically again, woken now).
+ */
+__attribute__((visibility("default"))) _Atomic uint32_t* sysprobe_loop_watch_entry_word(int on) {
+  watch* w = thread_watch;
+  if (!w || !w->park) return NULL;
+  atomic_store_explicit(&w->wakes_on_entry, on ? 1 : 0, memory_order_seq_cst);
+  if (!on) wake_parked(w->park);
+  return on ? w->park : NULL;
 }
 
 /* ---- The hook, on the watched loop's thread ---- */
@@ -177,6 +254,9 @@ static void close_watch(napi_async_cleanup_hook_handle handle, void* arg) {
   pthread_mutex_lock(&w->loop_mutex);
   w->loop = NULL; /* watchdogs stop reading the loop now */
   pthread_mutex_unlock(&w->loop_mutex);
+  if (thread_watch == w) thread_watch = NULL;
+  atomic_store_explicit(&w->wakes_on_entry, 0, memory_order_seq_cst);
+  wake_parked(w->park); /* parked watchdogs hear now that the loop is gone */
   uv_prepare_stop(&w->hook);
   uv_close((uv_handle_t*)&w->hook, on_hook_closed);
 }
@@ -224,6 +304,74 @@ static void emit(watchdog* dog, int started, uint64_t start_ns, uint64_t duratio
   if (napi_call_threadsafe_function(dog->on_stall, event, napi_tsfn_nonblocking) != napi_ok) free(event);
 }
 
+/*
+ * 1 if the watched loop was waiting in poll at a moment after the caller's
+ * earlier stores: two reads of its idle time, under libuv's metrics mutex, differ
+ * only while it waits there (the idle time then grows with the clock; in a turn it
+ * is constant), and no new turn stamped in between (the stamp moves before poll).
+ * So the first read found the loop in poll, and libuv's update of the idle time
+ * when the loop leaves it takes the same mutex later.
+ */
+static int waits_in_poll(watch* w) {
+  unsigned before = atomic_load_explicit(&w->stamp_seq, memory_order_acquire);
+  uint64_t first, second;
+  if (before & 1) return 0;
+  pthread_mutex_lock(&w->loop_mutex);
+  if (!w->loop) {
+    pthread_mutex_unlock(&w->loop_mutex);
+    return 0;
+  }
+  first = uv_metrics_idle_time(w->loop);
+  second = uv_metrics_idle_time(w->loop);
+  pthread_mutex_unlock(&w->loop_mutex);
+  return second != first && atomic_load_explicit(&w->stamp_seq, memory_order_acquire) == before;
+}
+
+/*
+ * Parks the watchdog (its mutex released meanwhile) until the watched thread
+ * enters JavaScript or collects garbage, the watchdog is stopped, the loop is
+ * gone, or PARK_FALLBACK_NS passed: PARK_WOKEN or PARK_TIMED_OUT. Returns 0
+ * without parking when the loop is not waiting in poll.
+ *
+ * Why a turn cannot start unseen: the watchdog stores 1 in the park word, then
+ * (waits_in_poll) finds the loop in poll under libuv's metrics mutex. The loop
+ * thread, leaving poll, updates its idle time under that mutex (libuv does it
+ * before each I/O callback and before the timers and immediates run), and only
+ * then runs the turn's JavaScript, whose first entry loads the word
+ * (thread_stack.cc). Unlocking the mutex after the watchdog's read, then locking
+ * it in the loop thread, orders the store of 1 before that load: the load sees
+ * 1 (or a later value: 0 from a wake that already woke this watchdog), so the
+ * loop thread wakes it. Had the loop left poll before the watchdog's read, the
+ * idle time stops growing and the watchdog does not park. The loop thread's
+ * load needs no fence (one plain load per JS entry); the store's seq_cst is
+ * belt and braces.
+ */
+enum { PARK_WOKEN = 1, PARK_TIMED_OUT = 2 };
+
+static int park(watchdog* dog, watch* w) {
+  _Atomic uint32_t* word = w->park;
+  int how = PARK_WOKEN;
+  atomic_store_explicit(word, 1, memory_order_seq_cst);
+  if (!waits_in_poll(w)) return 0; /* the word stays set: the turn's next JS entry clears it */
+  pthread_mutex_unlock(&dog->mutex);
+  uint64_t deadline = uv_hrtime() + PARK_FALLBACK_NS;
+  while (atomic_load_explicit(word, memory_order_acquire) && !atomic_load(&dog->stopping)) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline) {
+      how = PARK_TIMED_OUT;
+      break;
+    }
+    struct timespec left = {(time_t)((deadline - now) / 1000000000u), (long)((deadline - now) % 1000000000u)};
+#ifdef __linux__
+    futex(word, FUTEX_WAIT_PRIVATE, 1, &left); /* returns at once if the word is 0 already */
+#else
+    nanosleep(&left, NULL);
+#endif
+  }
+  pthread_mutex_lock(&dog->mutex);
+  return how;
+}
+
 static void* watch_loop(void* arg) {
   watchdog* dog = arg;
   watch* w = dog->w;
@@ -234,10 +382,13 @@ static void* watch_loop(void* arg) {
   /* While stalled, look often enough to report the end promptly. */
   uint64_t stalled_poll = threshold_ns / 4 < 50000000 ? threshold_ns / 4 : 50000000;
   int gone = 0;
+  int parked = 0; /* how the last wait ended: 0 not parked, PARK_WOKEN, PARK_TIMED_OUT */
+  unsigned seen_seq = atomic_load_explicit(&w->stamp_seq, memory_order_acquire); /* the turn stamp at the previous look */
   pthread_mutex_lock(&dog->mutex);
   while (!dog->stopping) {
     uint64_t now = uv_hrtime();
     uint64_t wake = now + 60000000000ull; /* once the loop is gone: only wait to be stopped */
+    unsigned seq = atomic_load_explicit(&w->stamp_seq, memory_order_acquire);
     uint64_t busy = gone ? 0 : busy_ns(w, now, &gone);
     if (gone && gone != 2) {
       /* The watched thread ended: a stall it was in ends here, then the owner hears, once, that it is gone. */
@@ -246,6 +397,15 @@ static void* watch_loop(void* arg) {
       emit(dog, -1, now, 0);
       gone = 2;
     } else if (!gone) {
+      if (parked) {
+        /* The samples due while parked: the loop waited (lag 0) until it left poll, now - busy. */
+        uint64_t left_poll = now - busy;
+        for (int n = 0; next_sample + threshold_ns <= now && n < LAG_RING; n++) {
+          push_lag(w, next_sample > left_poll ? next_sample - left_poll : 0);
+          next_sample += threshold_ns;
+        }
+        if (next_sample + threshold_ns <= now) next_sample = now; /* older than the ring: skipped */
+      }
       if (now >= next_sample) {
         push_lag(w, busy);
         next_sample = now + threshold_ns;
@@ -269,6 +429,16 @@ static void* watch_loop(void* arg) {
         uint64_t turn = atomic_exchange_explicit(&w->longest_turn, 0, memory_order_relaxed);
         emit(dog, 0, stall_start, max_u64(turn, threshold_ns));
       }
+      /*
+       * Park while the loop waits, unless it turns often (more than one turn since the previous look: a busy
+       * loop would wake the watchdog at once, at the cost of a futex wake on its own thread), or the watchdog was
+       * woken just now by the turn under way.
+       */
+      int may_park = !stalled && parked != PARK_WOKEN && seq - seen_seq <= 2 && w->park &&
+                     atomic_load(&w->wakes_on_entry);
+      seen_seq = seq;
+      parked = may_park ? park(dog, w) : 0;
+      if (parked) continue;
       /* Next look: the next lag sample, or the moment this turn would become a stall. */
       wake = next_sample;
       if (stalled) wake = now + stalled_poll;
@@ -289,9 +459,10 @@ static void* watch_loop(void* arg) {
 /* Joins the thread and frees the watchdog; on the thread that started it. */
 static void stop_dog(watchdog* dog) {
   pthread_mutex_lock(&dog->mutex);
-  dog->stopping = 1;
+  atomic_store(&dog->stopping, 1);
   pthread_cond_signal(&dog->wake);
   pthread_mutex_unlock(&dog->mutex);
+  if (dog->w->park) wake_parked(dog->w->park); /* after stopping is set: a dog about to park sees one or the other */
   pthread_join(dog->thread, NULL);
   napi_release_threadsafe_function(dog->on_stall, napi_tsfn_abort);
   if (dog->owner) {
@@ -368,11 +539,20 @@ static napi_value attach(napi_env env, napi_callback_info info) {
     w->refs = 1;
     w->registered = 1;
     pthread_mutex_lock(&registry_mutex);
+    for (int i = 0; i < PARK_WORDS; i++) {
+      if (!park_word_used[i]) {
+        park_word_used[i] = 1;
+        atomic_store(&park_words[i].word, 0);
+        w->park = &park_words[i].word;
+        break;
+      }
+    }
     w->id = ++last_id ? last_id : ++last_id; /* never 0 */
     w->next = registry;
     registry = w;
     pthread_mutex_unlock(&registry_mutex);
     st->attached = w;
+    thread_watch = w;
   }
   if (st->users++ == 0) {
     atomic_store(&w->stamp_at, uv_hrtime());

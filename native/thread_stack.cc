@@ -17,14 +17,24 @@
 //     its environment's cleanup hook, under the same mutex, before its isolate goes;
 //   - the library pins itself in memory (RTLD_NODELETE): a pending interrupt may run
 //     after the thread that loaded us unloaded its addons.
+//
+// It also wakes the loop watch's parked watchdogs (native/loop_watch.c, which is on
+// Node-API only and cannot reach V8): wakeOnEntry(loopWatchFile), on a thread whose loop
+// loop_watch hooked, registers V8 callbacks that run at each call from C++ into V8 that
+// may run script (CallDepthScope<true> in V8's api.cc: node::MakeCallback, Function::Call,
+// Promise::Resolver::Resolve, ...) and before each GC. Each is one thread-local load and
+// one plain load of loop_watch's park word; only when a watchdog parked: an exchange and a
+// FUTEX_WAKE. loop_watch.c says why a turn cannot start unseen.
 
 #include <dlfcn.h>
+#include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <node_version.h>  // first: it sets NAPI_VERSION, which node_api.h would default
 #include <node_api.h>
 #include <v8.h>
 
+#include <climits>
 #include <mutex>
 #include <chrono>
 #include <string>
@@ -114,9 +124,37 @@ void ForgetHost(void* arg) {
   hosts.erase(id);
 }
 
+// ---- Waking the loop watch's parked watchdogs, on the watched thread ----
+
+// loop_watch's park word of this thread's loop (a static pool there: never freed), while the callbacks run.
+thread_local uint32_t* park_word = nullptr;
+
+inline void WakeParked() {
+  uint32_t* word = park_word;
+  if (word == nullptr || __atomic_load_n(word, __ATOMIC_RELAXED) == 0) return;
+  if (__atomic_exchange_n(word, 0u, __ATOMIC_SEQ_CST) != 0)
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void OnCallEntered(v8::Isolate*) { WakeParked(); }
+void OnGcPrologue(v8::Isolate*, v8::GCType, v8::GCCallbackFlags) { WakeParked(); }
+
+using EntryWordFn = uint32_t* (*)(int on);
+
 struct EnvState {
   uint32_t host = 0;  // this thread's registration, if any
+  v8::Isolate* waking = nullptr;  // the isolate whose callbacks wake parked watchdogs, if any
+  EntryWordFn entry_word = nullptr;
 };
+
+void StopWaking(void* arg) {
+  EnvState* st = static_cast<EnvState*>(arg);
+  st->waking->RemoveBeforeCallEnteredCallback(OnCallEntered);
+  st->waking->RemoveGCPrologueCallback(OnGcPrologue);
+  st->waking = nullptr;
+  park_word = nullptr;
+  st->entry_word(0);  // the watchdogs look periodically again (a no-op once loop_watch closed this thread's watch)
+}
 
 EnvState* StateOf(napi_env env) {
   void* data = nullptr;
@@ -223,6 +261,44 @@ napi_value Cancel(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// wakeOnEntry(loopWatchFile): on a thread whose loop native/loop_watch.c hooked (attach()), where that
+// addon was loaded from: this thread's JS entries and GCs now wake that loop's parked watchdogs. false if
+// loop_watch is not loaded from that file, is an older build, or has no park word for this thread.
+napi_value WakeOnEntry(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  char file[4096];
+  size_t length = 0;
+  EnvState* st = StateOf(env);
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], file, sizeof file, &length) != napi_ok ||
+      length >= sizeof file - 1) {
+    napi_throw_type_error(env, nullptr, "wakeOnEntry(loopWatchFile)");
+    return nullptr;
+  }
+  uint32_t* word = nullptr;
+  EntryWordFn entry_word = nullptr;
+  if (void* lib = dlopen(file, RTLD_LAZY | RTLD_NOLOAD)) {  // only if loaded already; pinned by loop_watch itself
+    entry_word = reinterpret_cast<EntryWordFn>(dlsym(lib, "sysprobe_loop_watch_entry_word"));
+    dlclose(lib);
+  }
+  if (st != nullptr && entry_word != nullptr) word = entry_word(1);
+  if (word != nullptr && st->waking == nullptr) {
+    if (napi_add_env_cleanup_hook(env, StopWaking, st) != napi_ok) {
+      entry_word(0);
+      word = nullptr;
+    } else {
+      st->waking = v8::Isolate::GetCurrent();
+      st->entry_word = entry_word;
+      st->waking->AddBeforeCallEnteredCallback(OnCallEntered);
+      st->waking->AddGCPrologueCallback(OnGcPrologue);
+    }
+  }
+  if (word != nullptr) park_word = word;
+  napi_get_boolean(env, word != nullptr, &result);
+  return result;
+}
+
 // tid(): the calling thread's kernel thread id (its /proc/self/task/<tid>), for the probe's look at a stalled host.
 napi_value Tid(napi_env env, napi_callback_info) { return Number(env, static_cast<double>(syscall(SYS_gettid))); }
 
@@ -245,6 +321,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"take", nullptr, Take, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"tid", nullptr, Tid, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"cancel", nullptr, Cancel, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"wakeOnEntry", nullptr, WakeOnEntry, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(methods) / sizeof(methods[0]), methods);
   return exports;

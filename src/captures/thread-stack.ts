@@ -22,6 +22,11 @@ export interface ThreadStackAddon {
   take(requestId: number): { frames: Frame[]; latencyMs: number } | undefined;
   /** Forgets a request: a late answer finds nothing. */
   cancel(requestId: number): void;
+  /**
+   * On a thread whose loop native/loop_watch.c (loaded from `loopWatchFile`) hooked: its JS entries and GCs wake
+   * that loop's parked watchdogs from now on; false if they cannot (then the watchdogs never park).
+   */
+  wakeOnEntry?(loopWatchFile: string): boolean;
 }
 
 /** The addon, or undefined with the reason it could not load. Loaded once per thread. */

@@ -23,6 +23,8 @@ export interface DoctorReport {
   libc: string | null;
   /** What `start()` uses to see stalls with the default `loopWatch: 'auto'`. */
   loopWatch: 'native' | 'heartbeat';
+  /** Whether the native watchdog sleeps while the loop waits (needs thread_stack too); else it looks every threshold. */
+  watchdogParks: boolean;
   native: NativePart[];
 }
 
@@ -38,6 +40,7 @@ export function doctorReport(): DoctorReport {
     arch: process.arch,
     libc: libc() ?? null,
     loopWatch: native.find((p) => p.name === 'loop_watch')?.loaded ? 'native' : 'heartbeat',
+    watchdogParks: ['loop_watch', 'thread_stack'].every((name) => native.find((p) => p.name === name)?.loaded),
     native,
   };
 }
@@ -45,7 +48,7 @@ export function doctorReport(): DoctorReport {
 function text(report: DoctorReport): string {
   const lines = [
     `sysprobe ${report.sysprobe} on Node ${report.node.version} (ABI ${report.node.abi}, Node-API ${report.node.napi}), ${report.platform}-${report.arch}${report.libc ? ` ${report.libc}` : ''}`,
-    `stalls seen by: ${report.loopWatch}`,
+    `stalls seen by: ${report.loopWatch}${report.loopWatch === 'native' ? `, watchdog ${report.watchdogParks ? 'parks while the loop waits' : 'looks every stall threshold (no thread_stack)'}` : ''}`,
     '',
   ];
   for (const p of report.native) {

@@ -33,6 +33,8 @@ export interface LoopWatchChoice {
   loopId: number;
   lag: LagSamples | undefined;
   why: string | undefined;
+  /** The watchdog parks while the loop waits (woken by its next JS entry); false: it looks every threshold. */
+  parks: boolean;
 }
 
 export interface ProbeParts {

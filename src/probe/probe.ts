@@ -163,6 +163,8 @@ export class Probe extends EventEmitter {
         sampleIntervalMs: this.#p.options.sampleIntervalMs,
         stallThresholdMs: this.#p.options.stallThresholdMs,
         loopWatch: this.#p.loopWatch.kind,
+        // The native watchdog sleeps while the loop waits (woken by its next JS entry), or looks every threshold.
+        ...(this.#p.loopWatch.kind === 'native' ? { loopWatchParks: this.#p.loopWatch.parks } : {}),
         ...(this.#p.loopWatch.why ? { loopWatchFallback: this.#p.loopWatch.why } : {}),
         // Which native parts loaded, and why not and what that costs where one did not (what `sysprobe doctor` says).
         native: nativeLogFields(),

@@ -14,7 +14,7 @@ import type { ResolvedOptions } from './options.js';
 import type { Sample } from '../samples/sample.js';
 import type { SamplesWritten } from '../incidents/samples.js';
 import { OtelExporter } from '../metrics/otel.js';
-import { LagSamples, loadLoopWatch } from '../stalls/loop-watch.js';
+import { LagSamples, loadLoopWatch, parkWatchdogs } from '../stalls/loop-watch.js';
 import { registerHost } from '../captures/thread-stack.js';
 import { HostProfiler } from '../captures/host-profiler.js';
 import { GcObserver } from '../memory/gc.js';
@@ -228,15 +228,15 @@ function chooseLoopWatch(options: ResolvedOptions): LoopWatchChoice {
   const heartbeat = (why: string) => {
     if (options.loopWatch === 'native')
       throw new SysprobeError(ErrorCode.UNSUPPORTED, `Option loopWatch is 'native' but ${why}.`);
-    return { kind: 'heartbeat' as const, addon: undefined, loopId: 0, lag: undefined, why };
+    return { kind: 'heartbeat' as const, addon: undefined, loopId: 0, lag: undefined, why, parks: false };
   };
   if (options.loopWatch === 'heartbeat' || !options.samplers.eventLoop)
-    return { kind: 'heartbeat', addon: undefined, loopId: 0, lag: undefined, why: undefined };
+    return { kind: 'heartbeat', addon: undefined, loopId: 0, lag: undefined, why: undefined, parks: false };
   const { addon, error } = loadLoopWatch();
   if (!addon) return heartbeat(`the native loop watch did not load (${error})`);
   const loopId = addon.attach();
   if (!loopId) return heartbeat("the native loop watch could not hook this thread's loop");
-  return { kind: 'native', addon, loopId, lag: new LagSamples(addon), why: undefined };
+  return { kind: 'native', addon, loopId, lag: new LagSamples(addon), why: undefined, parks: parkWatchdogs() };
 }
 
 /** Checks (and trims, when asked) each watched cache; a new episode of growth or of being over the limit is logged and emitted. */

@@ -6,7 +6,8 @@
  * docs/architecture.md for what each costs. Optional: when the addon did not
  * build, sysprobe falls back to the heartbeat.
  */
-import { loadNative } from '../native.js';
+import { loadNative, nativeFile } from '../native.js';
+import { loadThreadStack } from '../captures/thread-stack.js';
 
 /** The addon's functions, as native/loop_watch.c defines them. */
 export interface LoopWatchAddon {
@@ -39,6 +40,23 @@ export type LoopWatchKind = 'native' | 'heartbeat';
 /** The addon, or undefined with the reason it could not load. Loaded once per thread. */
 export function loadLoopWatch(): { addon: LoopWatchAddon | undefined; error: string | undefined } {
   return loadNative<LoopWatchAddon>('loop_watch');
+}
+
+/**
+ * On a thread whose loop attach() hooked: lets the watchdogs of that loop park while it waits
+ * in poll, woken by this thread's next entry into JavaScript (native/thread_stack.cc registers
+ * the V8 callback; loop_watch.c is on Node-API only). Idempotent per thread. false when the
+ * thread stack addon is missing or older: the watchdogs then look every stall threshold.
+ */
+export function parkWatchdogs(): boolean {
+  const { addon } = loadThreadStack();
+  const file = nativeFile('loop_watch');
+  if (!addon?.wakeOnEntry || !file) return false;
+  try {
+    return addon.wakeOnEntry(file);
+  } catch {
+    return false;
+  }
 }
 
 /** One reader's view of the watchdog's lag samples: each call to drain() hands over the new ones. */

@@ -10,7 +10,7 @@
 import { isMainThread, threadId } from 'node:worker_threads';
 import { ErrorCode, SysprobeError } from '../errors.js';
 import { checkInteger, checkKnownKeys, checkPlainObject, invalid, describe } from '../internal/check-options.js';
-import { loadLoopWatch } from './loop-watch.js';
+import { loadLoopWatch, parkWatchdogs } from './loop-watch.js';
 import { registerHost } from '../captures/thread-stack.js';
 import { claimLoop, releaseLoop } from './loop-claim.js';
 import { currentThread, type StallThread } from './stall.js';
@@ -90,8 +90,9 @@ function watchClaimed(name: string, thresholdMs: number): ThreadWatch {
       ErrorCode.UNSUPPORTED,
       `watchThread() needs the native loop watch (${error ?? "it could not hook this thread's loop"}).`,
     );
-  // Without the thread stack addon its stalls are still seen, reported without a stack.
+  // Without the thread stack addon its stalls are still seen, reported without a stack, by a watchdog that never parks.
   const host = registerHost();
+  parkWatchdogs();
   const thread: StallThread = { id: threadId, name };
   const serial = table.claim({
     loopId,
