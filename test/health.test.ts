@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
-import { Worker } from 'node:worker_threads';
 import express from 'express';
 import Fastify from 'fastify';
 import { ErrorCode, fastifyHealthHandler, healthHandler, start, type Health, type Probe } from '../src/index.js';
 import { combine, thresholdReasons } from '../src/health/evaluate.js';
 import { resolveHealthOptions } from '../src/health/options.js';
 import { blockFor, memoryLogger, waitFor } from './helpers.js';
+import { healthClient } from './health-client.js';
 
 /** Keeps the CPU busy for `ms` of wall time: the named function the health endpoint must report. */
 function busyLoopForHealthTest(ms: number): number {
@@ -14,50 +14,6 @@ function busyLoopForHealthTest(ms: number): number {
   let x = 0;
   while (Date.now() < end) x += Math.sqrt(x + 1);
   return x;
-}
-
-/**
- * A client in its own thread, so a blocked main thread cannot delay it: it waits for the
- * main thread's go (a shared flag), then asks GET /health at the given offsets and reports
- * each answer with its latency, measured in the client thread.
- */
-const CLIENT = `
-const { parentPort, workerData } = require('node:worker_threads');
-const http = require('node:http');
-const agent = new http.Agent({ keepAlive: true });
-const get = (method) => new Promise((resolve, reject) => {
-  const t0 = performance.now();
-  const req = http.request({ host: '127.0.0.1', port: workerData.port, path: '/health', method, agent }, (res) => {
-    let body = '';
-    res.on('data', (c) => { body += c; });
-    res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, body, retryAfter: res.headers['retry-after'], cacheControl: res.headers['cache-control'] }));
-  });
-  req.on('error', reject);
-  req.end();
-});
-(async () => {
-  await get('GET'); // warm: connection, parser, JIT
-  const flag = new Int32Array(workerData.flag);
-  Atomics.wait(flag, 0, 0);
-  const t0 = performance.now();
-  const answers = [];
-  for (const at of workerData.offsets) {
-    const wait = at - (performance.now() - t0);
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    answers.push({ at, ...(await get(at % 2 ? 'HEAD' : 'GET')) });
-  }
-  parentPort.postMessage(answers);
-  agent.destroy();
-})().catch((err) => parentPort.postMessage({ error: String(err) }));
-`;
-
-interface Answer {
-  at: number;
-  status: number;
-  ms: number;
-  body: string;
-  retryAfter?: string;
-  cacheControl?: string;
 }
 
 function get(
@@ -273,26 +229,13 @@ describe('health', () => {
     for (const loopWatch of ['auto', 'heartbeat'] as const) {
       it(`answers within 100 ms with 503 and the blocking function while the main thread is blocked for 2 s (loopWatch ${loopWatch})`, async () => {
         probe = await start({ logger: memoryLogger().logger, stallThresholdMs: 200, loopWatch, health: { port: 0 } });
-        const flag = new SharedArrayBuffer(4);
         // The native watch sees the stall at 200 ms, the heartbeat at 200 + one 200 ms beat; the worker then takes its
         // stack (Debugger.enable replays every script to the worker: tens of ms of its loop in a big process). The
         // answers asked after that, every 300 ms, must each come within 100 ms.
         const offsets = probe.loopWatch === 'native' ? [500, 800, 1100, 1400, 1700] : [700, 1000, 1300, 1600];
-        const client = new Worker(CLIENT, {
-          eval: true,
-          workerData: { port: probe.healthAddress()!.port, flag, offsets },
-        });
-        const answers = new Promise<Answer[] | { error: string }>((resolve, reject) => {
-          client.once('message', resolve);
-          client.once('error', reject);
-        });
-        await new Promise((r) => setTimeout(r, 300)); // the client's warm-up request
-        Atomics.store(new Int32Array(flag), 0, 1);
-        Atomics.notify(new Int32Array(flag), 0);
+        const client = await healthClient(probe.healthAddress()!.port, offsets);
         busyLoopForHealthTest(2000);
-        const result = await answers;
-        await client.terminate();
-        assert.ok(Array.isArray(result), JSON.stringify(result));
+        const result = await client.answers();
         for (const answer of result) {
           // The worker answers from memory in ~1-5 ms (bench/health.js); 100 ms leaves room for a loaded CI machine,
           // and the client runs in its own thread, so the blocked main thread cannot stretch what it measures.

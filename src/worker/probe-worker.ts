@@ -153,15 +153,26 @@ class ProbeWorker {
     this.#probes = this.#startProbes(settings);
     this.#endpoints = new WorkerEndpoints(settings, {
       latestSample: () => this.#latestSample(),
-      stall: () =>
-        this.#stallNow && this.#stalled
-          ? {
-              forMs: this.#watch?.lagMs() ?? 0,
-              stack: this.#stallNow.stack,
-              requests: this.#requests?.read().requests,
-              observation: this.#stallFacts?.observations.at(-1),
-            }
-          : undefined,
+      stall: () => {
+        const forMs = this.#watch?.lagMs() ?? 0;
+        if (this.#stallNow && this.#stalled)
+          return {
+            forMs,
+            stack: this.#stallNow.stack,
+            requests: this.#requests?.read().requests,
+            observation: this.#stallFacts?.observations.at(-1),
+          };
+        // A parked native watchdog sees a turn that never entered JavaScript only at its fallback look
+        // (native/loop_watch.c); the loop's busy time is exact now, so the load balancer hears now.
+        if (this.#watch instanceof NativeStallWatch && forMs >= this.#settings.stallThresholdMs)
+          return {
+            forMs,
+            stack: Promise.resolve(undefined),
+            requests: this.#requests?.read().requests,
+            observation: observeThread(this.#settings.mainTid),
+          };
+        return undefined;
+      },
       blockedThreads: () => this.#threads?.blocked() ?? [],
       ruleReasons: (now) => this.#unhealthy.reasons(now),
       probeStatuses: () => this.#probes?.book.status() ?? [],
