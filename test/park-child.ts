@@ -2,6 +2,7 @@
 //   WAKES {...}   the watchdog thread's runs (wake-ups) per second over an idle window (/proc schedstat)
 //   STALL {...}   for each way a turn can start after an idle second: the stall event the probe emitted
 //                 (or none), and when the block ran
+//   DONE          at the end
 // and exits by itself with code 0. Each stall starts after at least 1.2 s in which the main thread ran no JS,
 // long enough for a parking watchdog to be parked, and is started by the turn's first entry into JS of one kind:
 // a timer, socket data, a MessagePort message (with a setImmediate after it), a promise continuation after an
@@ -17,7 +18,7 @@ import pino from 'pino';
 import { start, type StallEvent } from '../src/index.js';
 
 const IDLE_MS = 1200;
-const BLOCK_MS = 600;
+const BLOCK_MS = 800;
 
 function spin(ms: number): number {
   let x = 0;
@@ -147,7 +148,7 @@ async function main(): Promise<void> {
           durationMs: event.durationMs,
           how: event.capture.how,
           takenAt: event.capture.takenAt,
-          top: event.stack?.[0]?.functionName,
+          names: event.stack?.map((f) => f.functionName),
         },
       })}`,
     );
@@ -156,6 +157,7 @@ async function main(): Promise<void> {
   server.close();
   await probe.stop();
   fs.rmSync(dumpDir, { recursive: true, force: true });
+  console.log('DONE');
 }
 
 if (isMainThread) {
