@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ThreadCpuSampler } from '../src/samples/cpu.js';
 import { parseTaskStat, threadRole } from '../src/samples/proc.js';
+import { Worker } from 'node:worker_threads';
 import { tempDir } from './helpers.js';
 
 // Recorded from /proc/self/task/*/stat on Linux 6.x (fields after stime trimmed in some lines).
@@ -83,5 +84,48 @@ describe('per-thread CPU sampler on a recorded /proc tree', () => {
     const sampler = new ThreadCpuSampler(1, undefined, path.join(dir, 'missing'));
     assert.equal(sampler.supported, false);
     assert.deepEqual(sampler.sample(), []);
+  });
+});
+
+describe('per-thread CPU sampler on this process', () => {
+  /** This process's descriptors open on a stat file of one of its threads. */
+  const statFilesOpen = (tid: number): number =>
+    fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`).endsWith(`/task/${tid}/stat`);
+      } catch {
+        return false; // closed since the listing
+      }
+    }).length;
+
+  it('keeps one stat file open per live thread, sees a new thread, and closes the file of one that ended', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const sampler = new ThreadCpuSampler(process.pid, undefined);
+    const worker = new Worker(
+      "const { parentPort } = require('node:worker_threads'); const fs = require('node:fs');" +
+        "parentPort.postMessage(Number(fs.readlinkSync('/proc/thread-self').split('/').pop()));" +
+        'setInterval(() => {}, 1000);',
+      { eval: true },
+    );
+    const tid = await new Promise<number>((resolve) => worker.once('message', resolve));
+    try {
+      const first = sampler.sample();
+      assert.ok(
+        first.some((t) => t.tid === tid),
+        `the worker thread ${tid} is sampled`,
+      );
+      assert.ok(first.some((t) => t.tid === process.pid && t.role === 'main'));
+      assert.equal(statFilesOpen(tid), 1);
+      const second = sampler.sample();
+      assert.equal(statFilesOpen(tid), 1, 'read again from the same file');
+      assert.equal(statFilesOpen(process.pid), 1);
+      assert.ok(second.find((t) => t.tid === process.pid)!.userMs >= first.find((t) => t.tid === process.pid)!.userMs);
+    } finally {
+      await worker.terminate();
+    }
+    await new Promise((r) => setTimeout(r, 50)); // the thread is gone from /proc once joined
+    const after = sampler.sample();
+    assert.ok(!after.some((t) => t.tid === tid), 'the ended thread is no longer sampled');
+    assert.equal(statFilesOpen(tid), 0, "the ended thread's stat file is closed");
   });
 });

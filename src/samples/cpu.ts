@@ -20,26 +20,21 @@ export function readLoadAverage(): [number, number, number] {
   return [one, five, fifteen];
 }
 
-function readSmall(file: string, buffer: Buffer): string | undefined {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(file, 'r');
-    const n = fs.readSync(fd, buffer, 0, buffer.length, 0);
-    return buffer.toString('latin1', 0, n);
-  } catch {
-    return undefined; // the thread exited between readdir and read: not an error
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
-  }
-}
-
-/** CPU per thread from /proc/self/task (Linux). `supported` is false elsewhere. */
+/**
+ * CPU per thread from /proc/self/task (Linux). `supported` is false elsewhere.
+ *
+ * Each thread's stat file stays open and is read again from offset 0: the worker reads these once a drain, cold,
+ * and an open and a close per thread were most of it. The worker's descriptors close when it ends (Node tracks
+ * the ones fs.openSync opened in a worker); a thread that ended has its own closed at the next sample.
+ */
 export class ThreadCpuSampler {
   readonly supported: boolean;
   readonly #taskDir: string;
   readonly #mainTid: number;
   readonly #workerTid: number | undefined;
   readonly #buffer = Buffer.alloc(STAT_READ_BYTES);
+  /** Open stat files by tid (the directory entry's name). */
+  #files = new Map<string, number>();
   #last = new Map<number, { userMs: number; systemMs: number }>();
   #lastTime = performance.now();
 
@@ -55,13 +50,14 @@ export class ThreadCpuSampler {
     const now = performance.now();
     const elapsedMs = Math.max(1, now - this.#lastTime);
     const next = new Map<number, { userMs: number; systemMs: number }>();
+    const files = new Map<string, number>();
     const threads: ThreadCpu[] = [];
     const tids = fs
       .readdirSync(this.#taskDir)
       .sort((a, b) => Number(a) - Number(b))
       .slice(0, MAX_THREADS);
     for (const entry of tids) {
-      const text = readSmall(`${this.#taskDir}/${entry}/stat`, this.#buffer);
+      const text = this.#read(entry, files);
       const stat = text === undefined ? undefined : parseTaskStat(text);
       if (stat === undefined) continue;
       next.set(stat.tid, { userMs: stat.userMs, systemMs: stat.systemMs });
@@ -76,8 +72,40 @@ export class ThreadCpuSampler {
         utilization: Math.max(0, busyMs / elapsedMs),
       });
     }
+    for (const fd of this.#files.values()) closeQuietly(fd); // threads that ended
+    this.#files = files;
     this.#last = next;
     this.#lastTime = now;
     return threads;
+  }
+
+  /**
+   * One thread's stat, from its open file if it has one (moved into `files`), else opened now. A file whose thread
+   * ended fails to read (a new thread that reuses the id has a new file): it is opened again once.
+   */
+  #read(entry: string, files: Map<string, number>): string | undefined {
+    const kept = this.#files.get(entry);
+    this.#files.delete(entry);
+    for (const reuse of kept === undefined ? [false] : [true, false]) {
+      let fd: number | undefined;
+      try {
+        fd = reuse ? kept! : fs.openSync(`${this.#taskDir}/${entry}/stat`, 'r');
+        const n = fs.readSync(fd, this.#buffer, 0, this.#buffer.length, 0);
+        if (n === 0) throw new Error('empty stat');
+        files.set(entry, fd);
+        return this.#buffer.toString('latin1', 0, n);
+      } catch {
+        if (fd !== undefined) closeQuietly(fd); // the thread exited between readdir and read: not an error
+      }
+    }
+    return undefined;
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // Already closed: nothing to do.
   }
 }
