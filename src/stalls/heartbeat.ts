@@ -20,8 +20,11 @@ const IDLE_UTILIZATION = 0.01;
  * what the near-limit watch and the memory rules must see in time (stretched readings let one die unwatched).
  */
 const HEAP_GROWTH_NOT_IDLE_BYTES = 1024 * 1024;
-/** The longest a stretched period gets, ms: the worker's drain period, so each of its batches still has a reading. */
-const MAX_STRETCHED_MS = 10_000;
+/**
+ * The longest a stretched period gets, ms: three of the worker's 10 s drains, two of which then find nothing and
+ * read nothing. Idle, a reading and its drain are most of sysprobe's cost (cold code: ~1 ms on each thread).
+ */
+const MAX_STRETCHED_MS = 30_000;
 
 /** Activity the main thread's readings watch for: requests that started (stalls.ts's RequestTracker). */
 export interface ActivitySignal {
