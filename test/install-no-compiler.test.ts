@@ -130,10 +130,12 @@ describe('install without a compiler: the packed tarball on this node', function
     const report = JSON.parse(out) as {
       node: { version: string };
       loopWatch: string;
+      watchdogParks: boolean;
       native: Array<{ name: string; loaded: boolean; reason: string }>;
     };
     assert.equal(report.node.version, process.version);
     assert.equal(report.loopWatch, 'native');
+    assert.equal(report.watchdogParks, true, 'the prebuilt watchdog parks while the loop waits');
     assert.deepEqual(
       report.native.map((p) => [p.name, p.loaded]),
       [

@@ -285,6 +285,9 @@ describe('lifecycle', () => {
     assert.equal(started?.node, process.version);
     assert.equal(typeof started?.workerTid, process.platform === 'linux' ? 'number' : 'undefined');
     assert.ok(['native', 'heartbeat'].includes(started?.loopWatch as string), `loopWatch ${started?.loopWatch}`);
+    // With both addons the native watchdog parks while the loop waits; the field is there only for the native watch.
+    const parks = ['loop_watch', 'thread_stack'].every((name) => nativeParts().find((p) => p.name === name)?.loaded);
+    assert.equal(started?.loopWatchParks, started?.loopWatch === 'native' ? parks : undefined);
     // Each native part: true where it loaded, else why not and what that costs.
     const native = started?.native as Record<string, unknown>;
     assert.deepEqual(
