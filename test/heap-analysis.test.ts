@@ -31,6 +31,42 @@ function assertSameColumns(x: RawSnapshot, y: RawSnapshot, what: string): void {
   assert.deepEqual(x.strings.toArray(), y.strings.toArray(), `strings ${what}`);
 }
 
+function writeFile(name: string, text: string): string {
+  const file = path.join(tmp, `${name.replace(/\W+/g, '-')}.heapsnapshot`);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+/**
+ * A chain of 3000 nodes whose numbers take every length from 1 to 10 digits (2^32 - 1 too),
+ * some with leading zeros (12 digits in all), between separators of every kind and count:
+ * what V8 writes (`,` and `\n,`) and what it may (spaces, `\r\n`, tabs, five in a row).
+ */
+function oddNumbersSnapshot(): string {
+  const meta = (JSON.parse(syntheticSnapshot()) as { snapshot: { meta: unknown } }).snapshot.meta;
+  const N = 3000,
+    NF = 5;
+  const wide = [0, 7, 42, 123, 4096, 65535, 1048576, 12345678, 987654321, 4294967295];
+  const seps = [',', '\n,', ', ', ' ,\r\n\t ', ',\t'];
+  const join = (record: string[], i: number): string => record.join(seps[i % seps.length]!);
+  const nodes: string[] = [],
+    edges: string[] = [];
+  for (let i = 0; i < N; i++) {
+    const id = i === 3 ? '4294967295' : String(wide[(i * 7) % wide.length]);
+    const self = i === 5 ? '000000000007' : i % 11 === 0 ? '0000000042' : String(wide[i % wide.length]);
+    nodes.push(join([i === 0 ? '9' : '3', String(i % 13), id, self, i < N - 1 ? '1' : '0'], i));
+    if (i < N - 1)
+      edges.push(
+        join(
+          [String(i % 3 === 0 ? 1 : 2), String(i % 3 === 0 ? wide[i % wide.length] : i % 13), String((i + 1) * NF)],
+          i,
+        ),
+      );
+  }
+  const strings = Array.from({ length: 13 }, (_, i) => `s${i}`);
+  return `{"snapshot":{"meta":${JSON.stringify(meta)},"node_count":${N},"edge_count":${N - 1},"trace_function_count":0},\n"nodes":[${nodes.join('\n,')}],\n"edges":[${edges.join('\n,')}],\n"trace_function_infos":[],"trace_tree":[],"samples":[],"locations":[],\n"strings":${JSON.stringify(strings)}}`;
+}
+
 describe('heap analysis: a hand-written graph', () => {
   const graph = new HeapGraph(parseHeapSnapshot(syntheticSnapshot()));
   const byName = (name: string): number => {
@@ -115,6 +151,50 @@ describe('heap analysis: a hand-written graph', () => {
     await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT });
     fs.writeFileSync(gz, zlib.gzipSync('not a snapshot at all'));
     await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT, message: /not a heap snapshot/ });
+  });
+
+  it('reads records of numbers of every length between any separators alike with the C loop and the JS one', async function () {
+    needs(this, HEAP_SCAN);
+    const text = oddNumbersSnapshot();
+    const file = path.join(tmp, 'odd-numbers.heapsnapshot');
+    fs.writeFileSync(file, text);
+    try {
+      heapScanner('js');
+      const js = parseHeapSnapshot(text);
+      assert.equal(js.nodeIds[3], 4294967295, 'the largest id');
+      assert.equal(js.selfSizes[5], 7, 'a 12-digit number with leading zeros');
+      heapScanner('native');
+      for (const chunkBytes of [7, 1000, 4 << 20])
+        assertSameColumns(await readHeapSnapshot(file, { chunkBytes }), js, `with ${chunkBytes}-byte reads`);
+      // Faults deep in each array, far from its start: the same coded error from both loops.
+      const nodesAt = text.indexOf('"nodes":[') + 5000,
+        edgesAt = text.indexOf('"edges":[') + 5000;
+      const cut = (at: number, insert: string): string => {
+        const start = text.indexOf(',', at) + 1;
+        return text.slice(0, start) + insert + text.slice(text.indexOf(',', start));
+      };
+      const faults = {
+        'a number over 2^32 - 1': cut(nodesAt, '4294967296'),
+        'a letter': cut(nodesAt, '12x4'),
+        'a negative number': cut(edgesAt, '-5'),
+        'an 11-digit number': cut(edgesAt, '12345678901'),
+      };
+      for (const [what, bad] of Object.entries(faults)) {
+        const errors: string[] = [];
+        for (const scanner of ['native', 'js'] as const) {
+          heapScanner(scanner);
+          const err = await readHeapSnapshot(writeFile(`odd-${what}`, bad)).then(
+            () => assert.fail(`${what} was read (${scanner})`),
+            (e: unknown) => e as SysprobeError,
+          );
+          assert.equal(err.code, ErrorCode.BAD_SNAPSHOT, `${what} (${scanner})`);
+          errors.push(err.message.replace(/near byte \d+/, 'near byte …')); // the JS loop says where its window began
+        }
+        assert.equal(errors[0], errors[1], `the same message for ${what}`);
+      }
+    } finally {
+      heapScanner('native');
+    }
   });
 
   it('uses the C loop when the addon built', function () {
