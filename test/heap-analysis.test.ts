@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
 import { HeapGraph, useNativeDominatorPass } from '../src/heap/graph.js';
+import { useNativePathSearch } from '../src/heap/paths.js';
 import { bigArray, HUGE_PAGE_MIN_BYTES } from '../src/heap/arrays.js';
 import { classTotals, IdSet, roomForAThread } from '../src/heap/analysis.js';
 import { heapScanner, parseHeapSnapshot, readHeapSnapshot, type RawSnapshot } from '../src/heap/reader.js';
@@ -408,23 +409,31 @@ describe('heap analysis: real snapshots with known leaks', function () {
     }
   });
 
-  it('the C dominator pass and the JS one give the same tree, pre-order and retained sizes, on every real snapshot', async function () {
+  it('the C dominator pass and path search and the JS ones give the same tree, pre-order, retained sizes and paths, on every real snapshot', async function () {
     needs(this, HEAP_SCAN);
     try {
       for (const [kind, files] of snapshots) {
         const raw = await readHeapSnapshot(files[2]!);
         assert.equal(useNativeDominatorPass(false), false);
+        assert.equal(useNativePathSearch(false), false);
         const js = new HeapGraph(raw);
+        // Both passes run on first use: now, with the JS loops.
+        assert.equal(js.retainerPath(0), '(root)');
         assert.equal(useNativeDominatorPass(true), true);
+        assert.equal(useNativePathSearch(true), true);
         const c = new HeapGraph(raw);
         assert.deepEqual(c.dominators, js.dominators, `dominators, ${kind}`);
         assert.deepEqual(c.retainedSizes, js.retainedSizes, `retained sizes, ${kind}`);
         for (let n = 0; n < raw.nodeCount; n += 97)
           assert.equal(c.isStronglyHeld(n), js.isStronglyHeld(n), `pre-order, node ${n}, ${kind}`);
+        let differ = 0;
+        for (let n = 0; n < raw.nodeCount; n++) if (c.parentEdge(n) !== js.parentEdge(n)) differ++;
+        assert.equal(differ, 0, `nodes whose path's last edge differs, ${kind}`);
         assert.equal(c.retainerPath(raw.nodeCount - 1), js.retainerPath(raw.nodeCount - 1), `a path, ${kind}`);
       }
     } finally {
       useNativeDominatorPass(true);
+      useNativePathSearch(true);
     }
   });
 
