@@ -188,15 +188,15 @@ static bool advise_huge(void* data, size_t bytes) {
 /*
  * computeDominators(firstEdge: Uint32Array(N+1), edgeTypes: Uint8Array, edgeTargets: Uint32Array,
  *                   selfSizes: Uint32Array(N), weakType, shortcutType,
- *                   scratch: [dfn, vertex, parent, stack, cursor, firstPred(N+1), semi] (Uint32Array),
+ *                   scratch: [dfn, vertex, parent, stack, cursor, firstPred(N+1), semi, preds?] (Uint32Array),
  *                   retained: Float64Array(N)) -> number
  *
  * The dominator tree and retained sizes: the same steps, in the same order, as the JS
  * HeapGraph#computeDominators in src/heap/graph.ts (its fallback; tests compare the two),
  * at a few times its speed. All arrays are the caller's, so it can lend the scratch ones to
  * later passes, and `retained` may share the memory of `stack` and `cursor` (two halves of
- * one buffer: they are done with before it is written); only the predecessor lists are
- * allocated here, and freed. On return
+ * one buffer: they are done with before it is written); the predecessor lists go in `preds`
+ * when it is given and long enough (a slot per edge), else they are allocated here, and freed. On return
  * `semi` holds each node's immediate dominator, `vertex` the pre-order, `retained` the
  * retained sizes. Returns how many nodes the root reaches, or -1 when the predecessor
  * lists cannot be allocated (the caller falls back to JS); bad arguments throw.
@@ -206,10 +206,11 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  uint32_t *first, *targets, *selfs, *a[7];
+  uint32_t *first, *targets, *selfs, *a[8];
   uint8_t* types;
   double* retained;
-  size_t first_len, types_len, targets_len, selfs_len, retained_len, len[7];
+  size_t first_len, types_len, targets_len, selfs_len, retained_len, len[8];
+  uint32_t scratch_count = 0;
   double weak_d, shortcut_d;
   bool is_array;
   if (argc < 8 || !typed_array(env, argv[0], napi_uint32_array, (void**)&first, &first_len) || first_len < 1 ||
@@ -219,15 +220,18 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
       napi_get_value_double(env, argv[4], &weak_d) != napi_ok ||
       napi_get_value_double(env, argv[5], &shortcut_d) != napi_ok ||
       napi_is_array(env, argv[6], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[6], &scratch_count) != napi_ok || scratch_count < 7 ||
       !typed_array(env, argv[7], napi_float64_array, (void**)&retained, &retained_len)) {
     goto bad;
   }
   const size_t N = first_len - 1;
   if (N == 0 || selfs_len < N || retained_len < N || types_len < targets_len) goto bad;
-  for (uint32_t k = 0; k < 7; k++) {
+  len[7] = 0;
+  a[7] = NULL;
+  for (uint32_t k = 0; k < (scratch_count > 7 ? 8 : 7); k++) {
     napi_value v;
     if (napi_get_element(env, argv[6], k, &v) != napi_ok || !typed_array(env, v, napi_uint32_array, (void**)&a[k], &len[k]) ||
-        len[k] < (k == 5 ? N + 1 : N)) {
+        len[k] < (k == 5 ? N + 1 : k == 7 ? 0 : N)) {
       goto bad;
     }
   }
@@ -284,12 +288,14 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
   }
   for (size_t i = 0; i < N; i++) first_pred[i + 1] += first_pred[i];
   const size_t preds_bytes = ((size_t)first_pred[N] + 1) * sizeof(uint32_t);
-  uint32_t* preds = malloc(preds_bytes);
+  /* The caller's, when it is long enough (allocated and touched on another thread: analysis.ts). */
+  const bool own_preds = !a[7] || len[7] < (size_t)first_pred[N];
+  uint32_t* preds = own_preds ? malloc(preds_bytes) : a[7];
   if (!preds) return number(env, -1);
   /* Huge pages, as for the caller's arrays (src/heap/arrays.ts): the lists take 4 bytes an
      edge, hundreds of MB, and a fresh 4 KiB page costs a fault, measured at about 3 ms per MB
      on this VM (about 1 s per 2 GB snapshot), 2 MiB pages 2 to 40 times less. */
-  advise_huge(preds, preds_bytes);
+  if (own_preds) advise_huge(preds, preds_bytes);
   uint32_t* fill = semi;
   memcpy(fill, first_pred, N * sizeof(uint32_t));
   for (size_t n = 0; n < N; n++) {
@@ -331,7 +337,7 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
     semi[w] = s;
     ancestor[w] = parent[w];
   }
-  free(preds);
+  if (own_preds) free(preds);
   uint32_t* idom = parent;
   for (uint32_t w = 1; w < reached; w++) {
     const uint32_t s = semi[w];

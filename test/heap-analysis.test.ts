@@ -5,7 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
-import { HeapGraph, useNativeDominatorPass } from '../src/heap/graph.js';
+import { HeapGraph, dominatorScratchShape, useNativeDominatorPass } from '../src/heap/graph.js';
+import { touchedArraysInThread } from '../src/heap/touch-thread.js';
 import { useNativePathSearch } from '../src/heap/paths.js';
 import { bigArray, HUGE_PAGE_MIN_BYTES } from '../src/heap/arrays.js';
 import { classTotals, IdSet, roomForAThread } from '../src/heap/analysis.js';
@@ -435,6 +436,33 @@ describe('heap analysis: real snapshots with known leaks', function () {
       useNativeDominatorPass(true);
       useNativePathSearch(true);
     }
+  });
+
+  it('the dominator pass takes its arrays made (and their pages touched) on another thread, with the same answer', async function () {
+    needs(this, HEAP_SCAN);
+    const raw = await readHeapSnapshot(snapshots.get('map')![0]!, { edgeNames: false });
+    const shape = dominatorScratchShape(raw.nodeCount, raw.edgeCount);
+    const scratch = await touchedArraysInThread(shape);
+    assert.ok(scratch, 'the thread made them');
+    for (const [name, [kind, length]] of Object.entries(shape)) {
+      const a: Uint32Array | Float64Array = scratch[name as keyof typeof shape];
+      assert.ok(a instanceof (kind === 'f64' ? Float64Array : Uint32Array), `${name} is ${kind}`);
+      assert.equal(a.length, length, `${name}'s length`);
+      assert.ok(
+        a.every((x) => x === 0),
+        `${name} is zeroed`,
+      );
+    }
+    const given = new HeapGraph(raw);
+    given.analyze(scratch);
+    assert.equal(given.dominators.buffer, scratch.semi.buffer, 'the pass used the given arrays');
+    const own = new HeapGraph(raw);
+    assert.deepEqual(own.dominators, given.dominators);
+    assert.deepEqual(own.retainedSizes, given.retainedSizes);
+    // Arrays of another graph's sizes are not used.
+    const other = new HeapGraph(raw);
+    other.analyze(await touchedArraysInThread(dominatorScratchShape(raw.nodeCount + 1, raw.edgeCount)));
+    assert.deepEqual(other.dominators, own.dominators);
   });
 
   it('big analysis arrays are zeroed typed arrays of the size asked (huge pages are only a hint)', () => {
