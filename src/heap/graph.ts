@@ -341,7 +341,7 @@ export class HeapGraph {
     this.#reached = reached;
   }
 
-  /** The same steps in native/heap_scan.c, over arrays allocated here (so the scratch ones are lent on as spares); false when it could not run. */
+  /** The same steps in native/heap_scan.c, over arrays given (when they fit) or allocated here (so the scratch ones are lent on as spares); false when it could not run. */
   #computeDominatorsNative(given: DominatorScratch | undefined): boolean {
     const N = this.nodeCount;
     const shape = dominatorScratchShape(N, this.firstEdge[N]!);
