@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -173,13 +172,6 @@ done:
   state[STATE_ERROR] = error;
   state[STATE_AT] = at;
   return number(env, error ? -1 : result);
-}
-
-static size_t element_bytes(napi_typedarray_type type) {
-  return type == napi_int8_array || type == napi_uint8_array || type == napi_uint8_clamped_array ? 1
-         : type == napi_int16_array || type == napi_uint16_array ? 2
-         : type == napi_float64_array || type == napi_bigint64_array || type == napi_biguint64_array ? 8
-         : 4;
 }
 
 #define HUGE_PAGE ((uintptr_t)2 << 20)
@@ -521,40 +513,11 @@ static napi_value advise_huge_pages(napi_env env, napi_callback_info info) {
   napi_value buffer;
   if (argc >= 1 && napi_is_typedarray(env, argv[0], &is) == napi_ok && is &&
       napi_get_typedarray_info(env, argv[0], &type, &length, &data, &buffer, &offset) == napi_ok && data) {
-    ok = advise_huge(data, length * element_bytes(type));
-  }
-  napi_get_boolean(env, ok, &out);
-  return out;
-}
-
-/*
- * populatePages(array: TypedArray) -> boolean
- *
- * Faults in the array's pages for writing without writing to them (madvise
- * MADV_POPULATE_WRITE, Linux 5.14 and later), so that whoever writes them next takes no fault.
- * Safe while another thread writes the array: pages already there are left as they are. A
- * thread with nothing else to do so takes the faults of arrays the reading thread is filling
- * (a SharedArrayBuffer's). False when the kernel cannot (older, another OS).
- */
-#if defined(__linux__) && !defined(MADV_POPULATE_WRITE)
-#define MADV_POPULATE_WRITE 23
-#endif
-static napi_value populate_pages(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  bool is, ok = false;
-  napi_typedarray_type type;
-  size_t length;
-  void* data;
-  if (argc >= 1 && napi_is_typedarray(env, argv[0], &is) == napi_ok && is &&
-      napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) == napi_ok && data) {
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t start = (uintptr_t)data & ~(page - 1);
-    uintptr_t end = ((uintptr_t)data + length * element_bytes(type) + page - 1) & ~(page - 1);
-#ifdef MADV_POPULATE_WRITE
-    if (end > start) ok = madvise((void*)start, end - start, MADV_POPULATE_WRITE) == 0;
-#endif
+    size_t bytes_per = type == napi_int8_array || type == napi_uint8_array || type == napi_uint8_clamped_array ? 1
+                       : type == napi_int16_array || type == napi_uint16_array ? 2
+                       : type == napi_float64_array || type == napi_bigint64_array || type == napi_biguint64_array ? 8
+                       : 4;
+    ok = advise_huge(data, length * bytes_per);
   }
   napi_get_boolean(env, ok, &out);
   return out;
@@ -597,8 +560,6 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "searchPaths", fn);
   napi_create_function(env, "adviseHugePages", NAPI_AUTO_LENGTH, advise_huge_pages, NULL, &fn);
   napi_set_named_property(env, exports, "adviseHugePages", fn);
-  napi_create_function(env, "populatePages", NAPI_AUTO_LENGTH, populate_pages, NULL, &fn);
-  napi_set_named_property(env, exports, "populatePages", fn);
   napi_create_function(env, "mmapLargeAllocations", NAPI_AUTO_LENGTH, mmap_large_allocations, NULL, &fn);
   napi_set_named_property(env, exports, "mmapLargeAllocations", fn);
   return exports;

@@ -132,17 +132,11 @@ function ms(start: bigint): number {
 export async function loadGraph(
   file: string,
   onProgress?: ProgressCallback,
-  {
-    edges = true,
-    edgeNames = true,
-    onHeader,
-    sharedColumns = false,
-  }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onHeader' | 'sharedColumns'> = {},
+  { edges = true, edgeNames = true, onHeader }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onHeader'> = {},
 ): Promise<HeapGraph> {
   const raw = await readHeapSnapshot(file, {
     edges,
     edgeNames,
-    sharedColumns,
     ...(onProgress ? { onProgress } : {}),
     ...(onHeader ? { onHeader } : {}),
   });
@@ -388,10 +382,7 @@ class DiffFiles {
   }
 
   /** Reads file `i` here. */
-  async load(
-    i: number,
-    parts: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onHeader' | 'sharedColumns'> = {},
-  ): Promise<HeapGraph> {
+  async load(i: number, parts: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onHeader'> = {}): Promise<HeapGraph> {
     const t = process.hrtime.bigint();
     const g = await loadGraph(this.files[i]!, this.#progress(i), parts);
     this.timings[`parse${i}Ms`] = ms(t);
@@ -489,19 +480,15 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
  * file's analysis is the earlier peak of memory, and need not meet the last file whole.
  */
 async function firstFile(reads: DiffFiles): Promise<{ totals: Map<string, ClassTotal>; size: number; ids: IdSet }> {
-  // While this file is read, the second core (idle until the last file's read starts) takes the
-  // page faults of its columns (shared, so that it can) as they are filled, then makes its
-  // dominator arrays and takes theirs.
+  // While this file is read, the second core (idle until the last file's read starts) makes its
+  // dominator arrays and takes their page faults.
   let scratch: Promise<DominatorScratch | undefined> | undefined;
   const onHeader = reads.threads
-    ? (nodes: number, edges: number, columns: ArrayBufferView[]) => {
-        scratch = touchedArraysInThread(dominatorScratchShape(nodes, edges), columns);
+    ? (nodes: number, edges: number) => {
+        scratch = touchedArraysInThread(dominatorScratchShape(nodes, edges));
       }
     : undefined;
-  const a = await reads.load(0, {
-    edgeNames: false,
-    ...(onHeader ? { onHeader, sharedColumns: true } : {}),
-  });
+  const a = await reads.load(0, { edgeNames: false, ...(onHeader ? { onHeader } : {}) });
   reads.startLast();
   const t = process.hrtime.bigint();
   a.analyze(await scratch); // before the passes that borrow the arrays it is done with

@@ -17,7 +17,6 @@ export const HUGE_PAGE_MIN_BYTES = 12 * 1024 ** 2;
 
 const addon = loadNative<{
   adviseHugePages?: (a: ArrayBufferView) => boolean;
-  populatePages?: (a: ArrayBufferView) => boolean;
   mmapLargeAllocations?: (bytes: number) => boolean;
 }>('heap_scan').addon;
 const advise = addon?.adviseHugePages;
@@ -70,25 +69,4 @@ export function bigArray<T extends ArrayBufferView>(Kind: TypedArrayClass<T>, le
   const a = new Kind(length);
   if (advise && a.byteLength >= HUGE_PAGE_MIN_BYTES) advise(a);
   return a;
-}
-
-/** {@link bigArray} over a SharedArrayBuffer: another thread may then {@link populatePages} it while this one fills it. */
-export function sharedBigArray<T extends ArrayBufferView>(
-  Kind: TypedArrayClass<T> & { BYTES_PER_ELEMENT: number },
-  length: number,
-): T {
-  const a = new (Kind as unknown as new (buffer: SharedArrayBuffer) => T)(
-    new SharedArrayBuffer(length * Kind.BYTES_PER_ELEMENT),
-  );
-  if (advise && a.byteLength >= HUGE_PAGE_MIN_BYTES) advise(a);
-  return a;
-}
-
-/**
- * Takes the page faults of an array's memory now, on this thread, without writing to it (Linux
- * 5.14 and later, with the addon; elsewhere false and nothing happens). Safe while another
- * thread fills a shared array: what it wrote stays.
- */
-export function populatePages(a: ArrayBufferView): boolean {
-  return addon?.populatePages?.(a) ?? false;
 }

@@ -15,7 +15,7 @@ import { createGunzip } from 'node:zlib';
 import { SysprobeError, ErrorCode } from '../errors.js';
 import { loadNative } from '../native.js';
 import { StringTable, StringTableBuilder } from './strings.js';
-import { bigArray, sharedBigArray } from './arrays.js';
+import { bigArray } from './arrays.js';
 import { OpenFile } from '../internal/open-file.js';
 
 /** The `snapshot.meta` block of a heap snapshot: the layout of the flat arrays. */
@@ -70,13 +70,8 @@ export interface ReadOptions {
    * it is seen. Default: half of this thread's V8 heap limit (so `maxMemoryMb` bounds it).
    */
   maxStringBytes?: number;
-  /**
-   * The columns in SharedArrayBuffers, so that another thread can take their page faults while
-   * this one fills them (see onHeader). False by default.
-   */
-  sharedColumns?: boolean;
-  /** Called once the header is read, with its counts and the columns the arrays will be read into (empty until then). */
-  onHeader?: (nodeCount: number, edgeCount: number, columns: Array<Uint8Array | Uint32Array>) => void;
+  /** Called once the header is read, with its counts (before the arrays are). */
+  onHeader?: (nodeCount: number, edgeCount: number) => void;
 }
 
 /**
@@ -242,7 +237,6 @@ class SnapshotTokenizer {
   readonly #readEdges: boolean;
   readonly #readEdgeNames: boolean;
   readonly #onHeader: ReadOptions['onHeader'];
-  readonly #sharedColumns: boolean;
   readonly #native = useNative
     ? {
         state: new Float64Array(8),
@@ -304,13 +298,11 @@ class SnapshotTokenizer {
       edgeNames = true,
       maxStringBytes = v8.getHeapStatistics().heap_size_limit / 2,
       onHeader,
-      sharedColumns = false,
-    }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes' | 'onHeader' | 'sharedColumns'> = {},
+    }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes' | 'onHeader'> = {},
     readonly fileSize?: number,
   ) {
     this.#maxStringBytes = maxStringBytes;
     this.#onHeader = onHeader;
-    this.#sharedColumns = sharedColumns;
     this.#readEdges = edges;
     this.#readEdgeNames = edges && edgeNames;
   }
@@ -477,26 +469,17 @@ class SnapshotTokenizer {
     };
     const N = (this.nodeCount = nodeCount as number);
     const E = (this.edgeCount = edgeCount as number);
-    const array = this.#sharedColumns ? sharedBigArray : bigArray;
-    this.nodeTypes = array(Uint8Array, N);
-    this.nodeNames = array(Uint32Array, N);
-    this.nodeIds = array(Uint32Array, N);
-    this.selfSizes = array(Uint32Array, N);
-    this.firstEdge = array(Uint32Array, N + 1);
+    this.nodeTypes = bigArray(Uint8Array, N);
+    this.nodeNames = bigArray(Uint32Array, N);
+    this.nodeIds = bigArray(Uint32Array, N);
+    this.selfSizes = bigArray(Uint32Array, N);
+    this.firstEdge = bigArray(Uint32Array, N + 1);
     if (this.#readEdges) {
-      this.edgeTypes = array(Uint8Array, E);
-      if (this.#readEdgeNames) this.edgeNames = array(Uint32Array, E);
-      this.edgeTargets = array(Uint32Array, E);
+      this.edgeTypes = bigArray(Uint8Array, E);
+      if (this.#readEdgeNames) this.edgeNames = bigArray(Uint32Array, E);
+      this.edgeTargets = bigArray(Uint32Array, E);
     }
-    // In the order the file fills them.
-    this.#onHeader?.(N, E, [
-      this.nodeTypes,
-      this.nodeNames,
-      this.nodeIds,
-      this.selfSizes,
-      this.firstEdge,
-      ...(this.#readEdges ? [this.edgeTypes, this.edgeNames, this.edgeTargets] : []),
-    ]);
+    this.#onHeader?.(N, E);
   }
 
   /** Between values: object keys, colons, commas, the closing brace. */

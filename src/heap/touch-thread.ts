@@ -5,7 +5,7 @@
  * for the first file's while that file is read, when the second core has nothing else to do.
  */
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { bigArray, populatePages } from './arrays.js';
+import { bigArray } from './arrays.js';
 
 /** The arrays wanted, by name: each element's kind and how many. */
 export type ArrayShapes = Record<string, [kind: 'u32' | 'f64', length: number]>;
@@ -14,22 +14,12 @@ type Arrays<S extends ArrayShapes> = { [K in keyof S]: S[K][0] extends 'f64' ? F
 interface Request {
   sysprobeHeapTouch: true;
   shapes: ArrayShapes;
-  populate: ArrayBufferView[];
 }
 
-/**
- * The arrays, zeroed and in memory; undefined when the thread failed (the caller allocates them
- * itself). First the thread takes the page faults of `populate` (arrays over SharedArrayBuffers
- * that the caller is filling meanwhile: see populatePages).
- */
-export function touchedArraysInThread<S extends ArrayShapes>(
-  shapes: S,
-  populate: ArrayBufferView[] = [],
-): Promise<Arrays<S> | undefined> {
+/** The arrays, zeroed and in memory; undefined when the thread failed (the caller allocates them itself). */
+export function touchedArraysInThread<S extends ArrayShapes>(shapes: S): Promise<Arrays<S> | undefined> {
   return new Promise((resolve) => {
-    const worker = new Worker(__filename, {
-      workerData: { sysprobeHeapTouch: true, shapes, populate } satisfies Request,
-    });
+    const worker = new Worker(__filename, { workerData: { sysprobeHeapTouch: true, shapes } satisfies Request });
     let settled = false;
     const finish = (arrays: Arrays<S> | undefined): void => {
       if (settled) return;
@@ -44,7 +34,6 @@ export function touchedArraysInThread<S extends ArrayShapes>(
 }
 
 function serve(req: Request): void {
-  for (const a of req.populate) populatePages(a);
   const arrays: Record<string, Uint32Array | Float64Array> = {};
   for (const [name, [kind, length]] of Object.entries(req.shapes)) {
     const a = kind === 'f64' ? bigArray(Float64Array, length) : bigArray(Uint32Array, length);
