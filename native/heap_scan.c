@@ -174,18 +174,29 @@ done:
   return number(env, error ? -1 : result);
 }
 
+#define HUGE_PAGE ((uintptr_t)2 << 20)
+/* madvise(MADV_HUGEPAGE) on the whole 2 MiB pages inside [data, data + bytes); only a hint. */
+static bool advise_huge(void* data, size_t bytes) {
+  uintptr_t start = ((uintptr_t)data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+  uintptr_t end = ((uintptr_t)data + bytes) & ~(HUGE_PAGE - 1);
+#ifdef MADV_HUGEPAGE
+  if (end > start) return madvise((void*)start, end - start, MADV_HUGEPAGE) == 0;
+#endif
+  return false;
+}
+
 /*
  * computeDominators(firstEdge: Uint32Array(N+1), edgeTypes: Uint8Array, edgeTargets: Uint32Array,
  *                   selfSizes: Uint32Array(N), weakType, shortcutType,
- *                   scratch: [dfn, vertex, parent, stack, cursor, firstPred(N+1), semi] (Uint32Array),
+ *                   scratch: [dfn, vertex, parent, stack, cursor, firstPred(N+1), semi, preds?] (Uint32Array),
  *                   retained: Float64Array(N)) -> number
  *
  * The dominator tree and retained sizes: the same steps, in the same order, as the JS
  * HeapGraph#computeDominators in src/heap/graph.ts (its fallback; tests compare the two),
  * at a few times its speed. All arrays are the caller's, so it can lend the scratch ones to
  * later passes, and `retained` may share the memory of `stack` and `cursor` (two halves of
- * one buffer: they are done with before it is written); only the predecessor lists are
- * allocated here, and freed. On return
+ * one buffer: they are done with before it is written); the predecessor lists go in `preds`
+ * when it is given and long enough (a slot per edge), else they are allocated here, and freed. On return
  * `semi` holds each node's immediate dominator, `vertex` the pre-order, `retained` the
  * retained sizes. Returns how many nodes the root reaches, or -1 when the predecessor
  * lists cannot be allocated (the caller falls back to JS); bad arguments throw.
@@ -195,10 +206,11 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  uint32_t *first, *targets, *selfs, *a[7];
+  uint32_t *first, *targets, *selfs, *a[8];
   uint8_t* types;
   double* retained;
-  size_t first_len, types_len, targets_len, selfs_len, retained_len, len[7];
+  size_t first_len, types_len, targets_len, selfs_len, retained_len, len[8];
+  uint32_t scratch_count = 0;
   double weak_d, shortcut_d;
   bool is_array;
   if (argc < 8 || !typed_array(env, argv[0], napi_uint32_array, (void**)&first, &first_len) || first_len < 1 ||
@@ -208,15 +220,18 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
       napi_get_value_double(env, argv[4], &weak_d) != napi_ok ||
       napi_get_value_double(env, argv[5], &shortcut_d) != napi_ok ||
       napi_is_array(env, argv[6], &is_array) != napi_ok || !is_array ||
+      napi_get_array_length(env, argv[6], &scratch_count) != napi_ok || scratch_count < 7 ||
       !typed_array(env, argv[7], napi_float64_array, (void**)&retained, &retained_len)) {
     goto bad;
   }
   const size_t N = first_len - 1;
   if (N == 0 || selfs_len < N || retained_len < N || types_len < targets_len) goto bad;
-  for (uint32_t k = 0; k < 7; k++) {
+  len[7] = 0;
+  a[7] = NULL;
+  for (uint32_t k = 0; k < (scratch_count > 7 ? 8 : 7); k++) {
     napi_value v;
     if (napi_get_element(env, argv[6], k, &v) != napi_ok || !typed_array(env, v, napi_uint32_array, (void**)&a[k], &len[k]) ||
-        len[k] < (k == 5 ? N + 1 : N)) {
+        len[k] < (k == 5 ? N + 1 : k == 7 ? 0 : N)) {
       goto bad;
     }
   }
@@ -272,8 +287,15 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
       if (ESSENTIAL(n, types[e])) first_pred[dfn[targets[e]] + 1]++;
   }
   for (size_t i = 0; i < N; i++) first_pred[i + 1] += first_pred[i];
-  uint32_t* preds = malloc(((size_t)first_pred[N] + 1) * sizeof(uint32_t));
+  const size_t preds_bytes = ((size_t)first_pred[N] + 1) * sizeof(uint32_t);
+  /* The caller's, when it is long enough (allocated and touched on another thread: analysis.ts). */
+  const bool own_preds = !a[7] || len[7] < (size_t)first_pred[N];
+  uint32_t* preds = own_preds ? malloc(preds_bytes) : a[7];
   if (!preds) return number(env, -1);
+  /* Huge pages, as for the caller's arrays (src/heap/arrays.ts): the lists take 4 bytes an
+     edge, hundreds of MB, and a fresh 4 KiB page costs a fault, measured at about 3 ms per MB
+     on this VM (about 1 s per 2 GB snapshot), 2 MiB pages 2 to 40 times less. */
+  if (own_preds) advise_huge(preds, preds_bytes);
   uint32_t* fill = semi;
   memcpy(fill, first_pred, N * sizeof(uint32_t));
   for (size_t n = 0; n < N; n++) {
@@ -315,7 +337,7 @@ static napi_value compute_dominators(napi_env env, napi_callback_info info) {
     semi[w] = s;
     ancestor[w] = parent[w];
   }
-  free(preds);
+  if (own_preds) free(preds);
   uint32_t* idom = parent;
   for (uint32_t w = 1; w < reached; w++) {
     const uint32_t s = semi[w];
@@ -343,6 +365,135 @@ bad:
 }
 
 /*
+ * searchPaths(firstEdge: Uint32Array(N+1), edgeTypes: Uint8Array, edgeTargets: Uint32Array,
+ *             penalty: Uint8Array(N), stepWeight: Uint8Array(edge types), weakType, shortcutType,
+ *             modules: Uint32Array, parentEdge: Uint32Array(N), dist: Uint32Array(N)) -> boolean
+ *
+ * The retainer paths' search, the same steps in the same order as RetainerPaths#search in
+ * src/heap/paths.ts (its fallback; tests compare the two): Dial's algorithm over 64 buckets,
+ * an edge costing stepWeight[its type] plus penalty[its target], never through a weak edge or
+ * a shortcut past the root. First from the root's shortcuts (the global objects) and the
+ * `modules` (scopes, whose parentEdge becomes MODULE_SOURCE), then from the root's other
+ * strong edges, farther than anything found in the first round. parentEdge and dist must
+ * come filled with NONE. False when the buckets cannot be allocated (the caller falls back
+ * to JS); bad arguments (an edge weight outside 1 to 63 among them) throw.
+ */
+#define BUCKETS 64
+#define MODULE_SOURCE 0xfffffffeu
+typedef struct {
+  uint32_t* items[BUCKETS];
+  size_t size[BUCKETS], room[BUCKETS];
+  uint64_t pending;
+  uint32_t d;
+  bool failed;
+} queue_t;
+
+static void queue_push(queue_t* q, uint32_t slot, uint32_t n) {
+  if (q->size[slot] == q->room[slot]) {
+    size_t room = q->room[slot] ? q->room[slot] * 2 : 1024;
+    uint32_t* grown = realloc(q->items[slot], room * sizeof(uint32_t));
+    if (!grown) {
+      q->failed = true;
+      return;
+    }
+    q->items[slot] = grown;
+    q->room[slot] = room;
+  }
+  q->items[slot][q->size[slot]++] = n;
+  q->pending++;
+}
+
+/* A search's start: at the current distance, unless already reached. */
+static void queue_start(queue_t* q, uint32_t* dist, uint32_t* parent_edge, uint32_t n, uint32_t via) {
+  if (dist[n] != NONE) return;
+  dist[n] = q->d;
+  parent_edge[n] = via;
+  queue_push(q, q->d % BUCKETS, n);
+}
+
+static void queue_run(queue_t* q, const uint32_t* first, const uint8_t* types, const uint32_t* targets,
+                      const uint8_t* penalty, const uint8_t* step, int weak, int shortcut,
+                      uint32_t* dist, uint32_t* parent_edge) {
+  for (; q->pending > 0 && !q->failed; q->d++) {
+    const uint32_t d = q->d, slot = d % BUCKETS;
+    /* Weights are 1 to BUCKETS - 1: nothing joins this bucket while it is read (others may move). */
+    const size_t size = q->size[slot];
+    for (size_t i = 0; i < size; i++) {
+      const uint32_t n = q->items[slot][i];
+      q->pending--;
+      if (dist[n] != d) continue; /* reached again, shorter, since it was queued */
+      for (uint32_t e = first[n]; e < first[n + 1]; e++) {
+        const int type = types[e];
+        if (type == weak || (type == shortcut && n != 0)) continue;
+        const uint32_t to = targets[e];
+        const uint32_t nd = d + step[type] + penalty[to];
+        if (nd >= dist[to]) continue;
+        dist[to] = nd;
+        parent_edge[to] = e;
+        queue_push(q, nd % BUCKETS, to);
+      }
+    }
+    q->size[slot] = 0;
+  }
+}
+
+static napi_value search_paths(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint32_t *first, *targets, *modules, *parent_edge, *dist;
+  uint8_t *types, *penalty, *step;
+  size_t first_len, types_len, targets_len, penalty_len, step_len, modules_len, parent_len, dist_len;
+  double weak_d, shortcut_d;
+  if (argc < 10 || !typed_array(env, argv[0], napi_uint32_array, (void**)&first, &first_len) || first_len < 2 ||
+      !typed_array(env, argv[1], napi_uint8_array, (void**)&types, &types_len) ||
+      !typed_array(env, argv[2], napi_uint32_array, (void**)&targets, &targets_len) ||
+      !typed_array(env, argv[3], napi_uint8_array, (void**)&penalty, &penalty_len) ||
+      !typed_array(env, argv[4], napi_uint8_array, (void**)&step, &step_len) ||
+      napi_get_value_double(env, argv[5], &weak_d) != napi_ok ||
+      napi_get_value_double(env, argv[6], &shortcut_d) != napi_ok ||
+      !typed_array(env, argv[7], napi_uint32_array, (void**)&modules, &modules_len) ||
+      !typed_array(env, argv[8], napi_uint32_array, (void**)&parent_edge, &parent_len) ||
+      !typed_array(env, argv[9], napi_uint32_array, (void**)&dist, &dist_len)) {
+    goto bad;
+  }
+  const size_t N = first_len - 1;
+  if (penalty_len < N || parent_len < N || dist_len < N || types_len < targets_len || first[N] > targets_len) goto bad;
+  for (size_t n = 0; n < N; n++)
+    if (first[n] > first[n + 1]) goto bad;
+  for (size_t e = 0; e < first[N]; e++)
+    if (targets[e] >= N || types[e] >= step_len) goto bad;
+  for (size_t m = 0; m < modules_len; m++)
+    if (modules[m] >= N) goto bad;
+  /* Every edge's weight from 1 to BUCKETS - 1, or the buckets would mix distances. */
+  uint8_t most = 0;
+  for (size_t n = 0; n < N; n++)
+    if (penalty[n] > most) most = penalty[n];
+  for (size_t k = 0; k < step_len; k++)
+    if (step[k] == 0 || step[k] + most >= BUCKETS) goto bad;
+
+  const int weak = (int)weak_d, shortcut = (int)shortcut_d;
+  queue_t q;
+  memset(&q, 0, sizeof q);
+  dist[0] = 0;
+  /* The global objects (the root's shortcuts) and the app's module scopes first … */
+  for (uint32_t e = first[0]; e < first[1]; e++)
+    if (types[e] == shortcut) queue_start(&q, dist, parent_edge, targets[e], e);
+  for (size_t m = 0; m < modules_len; m++) queue_start(&q, dist, parent_edge, modules[m], MODULE_SOURCE);
+  queue_run(&q, first, types, targets, penalty, step, weak, shortcut, dist, parent_edge);
+  /* … then what only the GC roots hold, farther than anything found so far. */
+  for (uint32_t e = first[0]; e < first[1] && !q.failed; e++)
+    if (types[e] != shortcut && types[e] != weak) queue_start(&q, dist, parent_edge, targets[e], e);
+  queue_run(&q, first, types, targets, penalty, step, weak, shortcut, dist, parent_edge);
+  for (int b = 0; b < BUCKETS; b++) free(q.items[b]);
+  napi_get_boolean(env, !q.failed, &out);
+  return out;
+bad:
+  napi_throw_type_error(env, NULL, "searchPaths(firstEdge, edgeTypes, edgeTargets, penalty, stepWeight, weak, shortcut, modules, parentEdge, dist): bad arguments");
+  return NULL;
+}
+
+/*
  * adviseHugePages(array: TypedArray) -> boolean
  *
  * Asks the kernel to back the array's untouched memory with transparent huge pages
@@ -351,7 +502,6 @@ bad:
  * of CPU per MB on a VM), with 2 MiB pages 512 times fewer. Only a hint: false when the
  * kernel declines (THP off, another OS), and the array works the same.
  */
-#define HUGE_PAGE ((uintptr_t)2 << 20)
 static napi_value advise_huge_pages(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], out;
@@ -367,11 +517,7 @@ static napi_value advise_huge_pages(napi_env env, napi_callback_info info) {
                        : type == napi_int16_array || type == napi_uint16_array ? 2
                        : type == napi_float64_array || type == napi_bigint64_array || type == napi_biguint64_array ? 8
                        : 4;
-    uintptr_t start = ((uintptr_t)data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-    uintptr_t end = ((uintptr_t)data + length * bytes_per) & ~(HUGE_PAGE - 1);
-#ifdef MADV_HUGEPAGE
-    if (end > start) ok = madvise((void*)start, end - start, MADV_HUGEPAGE) == 0;
-#endif
+    ok = advise_huge(data, length * bytes_per);
   }
   napi_get_boolean(env, ok, &out);
   return out;
@@ -410,6 +556,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "scanRecords", fn);
   napi_create_function(env, "computeDominators", NAPI_AUTO_LENGTH, compute_dominators, NULL, &fn);
   napi_set_named_property(env, exports, "computeDominators", fn);
+  napi_create_function(env, "searchPaths", NAPI_AUTO_LENGTH, search_paths, NULL, &fn);
+  napi_set_named_property(env, exports, "searchPaths", fn);
   napi_create_function(env, "adviseHugePages", NAPI_AUTO_LENGTH, advise_huge_pages, NULL, &fn);
   napi_set_named_property(env, exports, "adviseHugePages", fn);
   napi_create_function(env, "mmapLargeAllocations", NAPI_AUTO_LENGTH, mmap_large_allocations, NULL, &fn);

@@ -5,7 +5,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { diffHeapSnapshots, summarizeHeapSnapshot, ErrorCode, SysprobeError } from '../src/index.js';
-import { HeapGraph, useNativeDominatorPass } from '../src/heap/graph.js';
+import { HeapGraph, dominatorScratchShape, useNativeDominatorPass } from '../src/heap/graph.js';
+import { touchedArraysInThread } from '../src/heap/touch-thread.js';
+import { useNativePathSearch } from '../src/heap/paths.js';
 import { bigArray, HUGE_PAGE_MIN_BYTES } from '../src/heap/arrays.js';
 import { classTotals, IdSet, roomForAThread } from '../src/heap/analysis.js';
 import { heapScanner, parseHeapSnapshot, readHeapSnapshot, type RawSnapshot } from '../src/heap/reader.js';
@@ -29,6 +31,42 @@ const HEAP_SCAN = nativeAddon('heap_scan');
 function assertSameColumns(x: RawSnapshot, y: RawSnapshot, what: string): void {
   for (const column of COLUMNS) assert.deepEqual(x[column], y[column], `${column} ${what}`);
   assert.deepEqual(x.strings.toArray(), y.strings.toArray(), `strings ${what}`);
+}
+
+function writeFile(name: string, text: string): string {
+  const file = path.join(tmp, `${name.replace(/\W+/g, '-')}.heapsnapshot`);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+/**
+ * A chain of 3000 nodes whose numbers take every length from 1 to 10 digits (2^32 - 1 too),
+ * some with leading zeros (12 digits in all), between separators of every kind and count:
+ * what V8 writes (`,` and `\n,`) and what it may (spaces, `\r\n`, tabs, five in a row).
+ */
+function oddNumbersSnapshot(): string {
+  const meta = (JSON.parse(syntheticSnapshot()) as { snapshot: { meta: unknown } }).snapshot.meta;
+  const N = 3000,
+    NF = 5;
+  const wide = [0, 7, 42, 123, 4096, 65535, 1048576, 12345678, 987654321, 4294967295];
+  const seps = [',', '\n,', ', ', ' ,\r\n\t ', ',\t'];
+  const join = (record: string[], i: number): string => record.join(seps[i % seps.length]!);
+  const nodes: string[] = [],
+    edges: string[] = [];
+  for (let i = 0; i < N; i++) {
+    const id = i === 3 ? '4294967295' : String(wide[(i * 7) % wide.length]);
+    const self = i === 5 ? '000000000007' : i % 11 === 0 ? '0000000042' : String(wide[i % wide.length]);
+    nodes.push(join([i === 0 ? '9' : '3', String(i % 13), id, self, i < N - 1 ? '1' : '0'], i));
+    if (i < N - 1)
+      edges.push(
+        join(
+          [String(i % 3 === 0 ? 1 : 2), String(i % 3 === 0 ? wide[i % wide.length] : i % 13), String((i + 1) * NF)],
+          i,
+        ),
+      );
+  }
+  const strings = Array.from({ length: 13 }, (_, i) => `s${i}`);
+  return `{"snapshot":{"meta":${JSON.stringify(meta)},"node_count":${N},"edge_count":${N - 1},"trace_function_count":0},\n"nodes":[${nodes.join('\n,')}],\n"edges":[${edges.join('\n,')}],\n"trace_function_infos":[],"trace_tree":[],"samples":[],"locations":[],\n"strings":${JSON.stringify(strings)}}`;
 }
 
 describe('heap analysis: a hand-written graph', () => {
@@ -115,6 +153,50 @@ describe('heap analysis: a hand-written graph', () => {
     await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT });
     fs.writeFileSync(gz, zlib.gzipSync('not a snapshot at all'));
     await assert.rejects(readHeapSnapshot(gz), { code: ErrorCode.BAD_SNAPSHOT, message: /not a heap snapshot/ });
+  });
+
+  it('reads records of numbers of every length between any separators alike with the C loop and the JS one', async function () {
+    needs(this, HEAP_SCAN);
+    const text = oddNumbersSnapshot();
+    const file = path.join(tmp, 'odd-numbers.heapsnapshot');
+    fs.writeFileSync(file, text);
+    try {
+      heapScanner('js');
+      const js = parseHeapSnapshot(text);
+      assert.equal(js.nodeIds[3], 4294967295, 'the largest id');
+      assert.equal(js.selfSizes[5], 7, 'a 12-digit number with leading zeros');
+      heapScanner('native');
+      for (const chunkBytes of [7, 1000, 4 << 20])
+        assertSameColumns(await readHeapSnapshot(file, { chunkBytes }), js, `with ${chunkBytes}-byte reads`);
+      // Faults deep in each array, far from its start: the same coded error from both loops.
+      const nodesAt = text.indexOf('"nodes":[') + 5000,
+        edgesAt = text.indexOf('"edges":[') + 5000;
+      const cut = (at: number, insert: string): string => {
+        const start = text.indexOf(',', at) + 1;
+        return text.slice(0, start) + insert + text.slice(text.indexOf(',', start));
+      };
+      const faults = {
+        'a number over 2^32 - 1': cut(nodesAt, '4294967296'),
+        'a letter': cut(nodesAt, '12x4'),
+        'a negative number': cut(edgesAt, '-5'),
+        'an 11-digit number': cut(edgesAt, '12345678901'),
+      };
+      for (const [what, bad] of Object.entries(faults)) {
+        const errors: string[] = [];
+        for (const scanner of ['native', 'js'] as const) {
+          heapScanner(scanner);
+          const err = await readHeapSnapshot(writeFile(`odd-${what}`, bad)).then(
+            () => assert.fail(`${what} was read (${scanner})`),
+            (e: unknown) => e as SysprobeError,
+          );
+          assert.equal(err.code, ErrorCode.BAD_SNAPSHOT, `${what} (${scanner})`);
+          errors.push(err.message.replace(/near byte \d+/, 'near byte …')); // the JS loop says where its window began
+        }
+        assert.equal(errors[0], errors[1], `the same message for ${what}`);
+      }
+    } finally {
+      heapScanner('native');
+    }
   });
 
   it('uses the C loop when the addon built', function () {
@@ -328,24 +410,59 @@ describe('heap analysis: real snapshots with known leaks', function () {
     }
   });
 
-  it('the C dominator pass and the JS one give the same tree, pre-order and retained sizes, on every real snapshot', async function () {
+  it('the C dominator pass and path search and the JS ones give the same tree, pre-order, retained sizes and paths, on every real snapshot', async function () {
     needs(this, HEAP_SCAN);
     try {
       for (const [kind, files] of snapshots) {
         const raw = await readHeapSnapshot(files[2]!);
         assert.equal(useNativeDominatorPass(false), false);
+        assert.equal(useNativePathSearch(false), false);
         const js = new HeapGraph(raw);
+        // Both passes run on first use: now, with the JS loops.
+        assert.equal(js.retainerPath(0), '(root)');
         assert.equal(useNativeDominatorPass(true), true);
+        assert.equal(useNativePathSearch(true), true);
         const c = new HeapGraph(raw);
         assert.deepEqual(c.dominators, js.dominators, `dominators, ${kind}`);
         assert.deepEqual(c.retainedSizes, js.retainedSizes, `retained sizes, ${kind}`);
         for (let n = 0; n < raw.nodeCount; n += 97)
           assert.equal(c.isStronglyHeld(n), js.isStronglyHeld(n), `pre-order, node ${n}, ${kind}`);
+        let differ = 0;
+        for (let n = 0; n < raw.nodeCount; n++) if (c.parentEdge(n) !== js.parentEdge(n)) differ++;
+        assert.equal(differ, 0, `nodes whose path's last edge differs, ${kind}`);
         assert.equal(c.retainerPath(raw.nodeCount - 1), js.retainerPath(raw.nodeCount - 1), `a path, ${kind}`);
       }
     } finally {
       useNativeDominatorPass(true);
+      useNativePathSearch(true);
     }
+  });
+
+  it('the dominator pass takes its arrays made (and their pages touched) on another thread, with the same answer', async function () {
+    needs(this, HEAP_SCAN);
+    const raw = await readHeapSnapshot(snapshots.get('map')![0]!, { edgeNames: false });
+    const shape = dominatorScratchShape(raw.nodeCount, raw.edgeCount);
+    const scratch = await touchedArraysInThread(shape);
+    assert.ok(scratch, 'the thread made them');
+    for (const [name, [kind, length]] of Object.entries(shape)) {
+      const a: Uint32Array | Float64Array = scratch[name as keyof typeof shape];
+      assert.ok(a instanceof (kind === 'f64' ? Float64Array : Uint32Array), `${name} is ${kind}`);
+      assert.equal(a.length, length, `${name}'s length`);
+      assert.ok(
+        a.every((x) => x === 0),
+        `${name} is zeroed`,
+      );
+    }
+    const given = new HeapGraph(raw);
+    given.analyze(scratch);
+    assert.equal(given.dominators.buffer, scratch.semi.buffer, 'the pass used the given arrays');
+    const own = new HeapGraph(raw);
+    assert.deepEqual(own.dominators, given.dominators);
+    assert.deepEqual(own.retainedSizes, given.retainedSizes);
+    // Arrays of another graph's sizes are not used.
+    const other = new HeapGraph(raw);
+    other.analyze(await touchedArraysInThread(dominatorScratchShape(raw.nodeCount + 1, raw.edgeCount)));
+    assert.deepEqual(other.dominators, own.dominators);
   });
 
   it('big analysis arrays are zeroed typed arrays of the size asked (huge pages are only a hint)', () => {

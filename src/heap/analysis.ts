@@ -5,9 +5,10 @@
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { HeapGraph } from './graph.js';
-import { readHeapSnapshot, type ProgressCallback } from './reader.js';
+import { HeapGraph, dominatorScratchShape, type DominatorScratch } from './graph.js';
+import { readHeapSnapshot, type ProgressCallback, type ReadOptions } from './reader.js';
 import { readHeapSnapshotInThread, type ThreadRead } from './read-thread.js';
+import { touchedArraysInThread } from './touch-thread.js';
 import { bigArray, releaseDeadArrays } from './arrays.js';
 
 /** Totals for one class: a constructor name, or `(type)` for strings, arrays, code… */
@@ -131,9 +132,14 @@ function ms(start: bigint): number {
 export async function loadGraph(
   file: string,
   onProgress?: ProgressCallback,
-  { edges = true, edgeNames = true } = {},
+  { edges = true, edgeNames = true, onHeader }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onHeader'> = {},
 ): Promise<HeapGraph> {
-  const raw = await readHeapSnapshot(file, { edges, edgeNames, ...(onProgress ? { onProgress } : {}) });
+  const raw = await readHeapSnapshot(file, {
+    edges,
+    edgeNames,
+    ...(onProgress ? { onProgress } : {}),
+    ...(onHeader ? { onHeader } : {}),
+  });
   return new HeapGraph(raw);
 }
 
@@ -358,6 +364,7 @@ export function roomForAThread(files: string[]): boolean {
 class DiffFiles {
   readonly timings: Record<string, number> = {};
   #lastRead: ThreadRead | undefined;
+  #threads: boolean | undefined;
 
   constructor(
     readonly files: string[],
@@ -368,8 +375,14 @@ class DiffFiles {
     return this.files.length - 1;
   }
 
+  /** Whether the diff may use a second core (see {@link AnalysisOptions.parallel}); decided once. */
+  get threads(): boolean {
+    const { parallel } = this.options;
+    return (this.#threads ??= parallel === true || (parallel === undefined && roomForAThread(this.files)));
+  }
+
   /** Reads file `i` here. */
-  async load(i: number, parts: { edges?: boolean; edgeNames?: boolean } = {}): Promise<HeapGraph> {
+  async load(i: number, parts: Pick<ReadOptions, 'edges' | 'edgeNames' | 'onHeader'> = {}): Promise<HeapGraph> {
     const t = process.hrtime.bigint();
     const g = await loadGraph(this.files[i]!, this.#progress(i), parts);
     this.timings[`parse${i}Ms`] = ms(t);
@@ -378,8 +391,7 @@ class DiffFiles {
 
   /** Starts reading the last file on another core (when parallel). */
   startLast(): void {
-    const { parallel } = this.options;
-    if (parallel === false || this.#lastRead || (parallel === undefined && !roomForAThread(this.files))) return;
+    if (this.#lastRead || !this.threads) return;
     const onProgress = this.#progress(this.lastIndex);
     this.#lastRead = readHeapSnapshotInThread(this.files[this.lastIndex]!, onProgress ? { onProgress } : {});
     this.#lastRead.result.catch(() => undefined); // awaited in last(); if an earlier step fails first, this must not go unhandled
@@ -468,10 +480,18 @@ export async function diff(files: string[], options: AnalysisOptions = {}): Prom
  * file's analysis is the earlier peak of memory, and need not meet the last file whole.
  */
 async function firstFile(reads: DiffFiles): Promise<{ totals: Map<string, ClassTotal>; size: number; ids: IdSet }> {
-  const a = await reads.load(0, { edgeNames: false });
+  // While this file is read, the second core (idle until the last file's read starts) makes its
+  // dominator arrays and takes their page faults.
+  let scratch: Promise<DominatorScratch | undefined> | undefined;
+  const onHeader = reads.threads
+    ? (nodes: number, edges: number) => {
+        scratch = touchedArraysInThread(dominatorScratchShape(nodes, edges));
+      }
+    : undefined;
+  const a = await reads.load(0, { edgeNames: false, ...(onHeader ? { onHeader } : {}) });
   reads.startLast();
   const t = process.hrtime.bigint();
-  a.analyze(); // before the passes that borrow the arrays it is done with
+  a.analyze(await scratch); // before the passes that borrow the arrays it is done with
   const totals = classTotals(a);
   const size = heapSize(a);
   const ids = IdSet.of(a);

@@ -30,6 +30,37 @@ export function useNativeDominatorPass(on: boolean): boolean {
   useNativeDominators = on && nativeDominators !== undefined;
   return useNativeDominators;
 }
+/**
+ * Arrays for the dominator pass of a graph of `nodeCount` nodes and `edgeCount` edges, given to
+ * {@link HeapGraph.analyze}: allocated, and their pages touched, on another core while the
+ * snapshot is read (touch-thread.ts), they cost the pass no page faults.
+ */
+export interface DominatorScratch {
+  dfn: Uint32Array;
+  vertex: Uint32Array;
+  parent: Uint32Array;
+  firstPred: Uint32Array;
+  semi: Uint32Array;
+  retained: Float64Array;
+  preds: Uint32Array;
+}
+
+/** What {@link DominatorScratch} holds for a graph: each array's kind and length. */
+export function dominatorScratchShape(nodeCount: number, edgeCount: number) {
+  const u32 = (length: number): ['u32', number] => ['u32', length];
+  const f64 = (length: number): ['f64', number] => ['f64', length];
+  const N = nodeCount;
+  return {
+    dfn: u32(N),
+    vertex: u32(N),
+    parent: u32(N),
+    firstPred: u32(N + 1),
+    semi: u32(N),
+    retained: f64(N),
+    preds: u32(edgeCount),
+  } satisfies Record<keyof DominatorScratch, ['u32' | 'f64', number]>;
+}
+
 /** The collections whose `table` edge leads to V8's hash table of their entries. */
 const COLLECTIONS = new Set(['Map', 'Set', 'WeakMap', 'WeakSet']);
 
@@ -155,11 +186,14 @@ export class HeapGraph {
     return typeValue !== this.#weak && (typeValue !== this.#shortcut || from === 0);
   }
 
-  /** Builds the dominator tree and retained sizes. Idempotent. Retainer paths are built on first use. */
-  analyze(): void {
+  /**
+   * Builds the dominator tree and retained sizes. Idempotent. Retainer paths are built on first use.
+   * `scratch`: arrays for the pass (see {@link DominatorScratch}); used when their sizes fit this graph.
+   */
+  analyze(scratch?: DominatorScratch): void {
     if (!this.#hasEdges)
       throw new Error('this heap graph was read without its edges (readHeapSnapshot with edges: false)');
-    if (!this.#retained) this.#computeDominators();
+    if (!this.#retained) this.#computeDominators(scratch);
   }
 
   get dominators(): Uint32Array {
@@ -174,8 +208,8 @@ export class HeapGraph {
     return this.retainedSizes[n]!;
   }
 
-  #computeDominators(): void {
-    if (useNativeDominators && this.#computeDominatorsNative()) return;
+  #computeDominators(scratch: DominatorScratch | undefined): void {
+    if (useNativeDominators && this.#computeDominatorsNative(scratch)) return;
     const N = this.nodeCount;
     const types = this.#edgeTypes,
       targets = this.#edgeTargets,
@@ -307,22 +341,28 @@ export class HeapGraph {
     this.#reached = reached;
   }
 
-  /** The same steps in native/heap_scan.c, over arrays allocated here (so the scratch ones are lent on as spares); false when it could not run. */
-  #computeDominatorsNative(): boolean {
+  /** The same steps in native/heap_scan.c, over arrays given (when they fit) or allocated here (so the scratch ones are lent on as spares); false when it could not run. */
+  #computeDominatorsNative(given: DominatorScratch | undefined): boolean {
     const N = this.nodeCount;
+    const shape = dominatorScratchShape(N, this.firstEdge[N]!);
+    const fits =
+      given && Object.entries(shape).every(([k, [, length]]) => given[k as keyof DominatorScratch].length === length);
     // The retained sizes take the memory of the DFS stack and cursors, which the pass is done
     // with before it writes them: 8 bytes a node less at the peak.
-    const retained = bigArray(Float64Array, N);
-    const stack = new Uint32Array(retained.buffer, 0, N),
-      cursor = new Uint32Array(retained.buffer, N * 4, N);
-    const [dfn, vertex, parent, firstPred, semi] = [N, N, N, N + 1, N].map((n) => bigArray(Uint32Array, n)) as [
-      Uint32Array,
-      Uint32Array,
-      Uint32Array,
-      Uint32Array,
-      Uint32Array,
-    ];
-    const scratch = [dfn, vertex, parent, stack, cursor, firstPred, semi];
+    const retained = fits ? given.retained : bigArray(Float64Array, N);
+    const stack = new Uint32Array(retained.buffer, retained.byteOffset, N),
+      cursor = new Uint32Array(retained.buffer, retained.byteOffset + N * 4, N);
+    const [dfn, vertex, parent, firstPred, semi] = fits
+      ? [given.dfn, given.vertex, given.parent, given.firstPred, given.semi]
+      : ([N, N, N, N + 1, N].map((n) => bigArray(Uint32Array, n)) as [
+          Uint32Array,
+          Uint32Array,
+          Uint32Array,
+          Uint32Array,
+          Uint32Array,
+        ]);
+    // Without given ones, the predecessor lists are allocated in C (and freed there).
+    const scratch = [dfn, vertex, parent, stack, cursor, firstPred, semi, ...(fits ? [given.preds] : [])];
     const reached = nativeDominators!(
       this.firstEdge,
       this.#edgeTypes,

@@ -22,6 +22,7 @@
  */
 import type { StringTable } from './strings.js';
 import { bigArray } from './arrays.js';
+import { loadNative } from '../native.js';
 
 /** What the search reads of a heap graph (HeapGraph, which builds this). */
 export interface PathGraph {
@@ -56,6 +57,27 @@ const STEP = 2,
   NODE_INTERNALS = 40;
 /** How far a closure's context chain is followed to its module scope. */
 const MAX_SCOPE_DEPTH = 16;
+
+type SearchPaths = (
+  firstEdge: Uint32Array,
+  edgeTypes: Uint8Array,
+  edgeTargets: Uint32Array,
+  penalty: Uint8Array,
+  stepWeight: Uint8Array,
+  weakType: number,
+  shortcutType: number,
+  modules: Uint32Array,
+  parentEdge: Uint32Array,
+  dist: Uint32Array,
+) => boolean;
+const nativeSearch = loadNative<{ searchPaths?: SearchPaths }>('heap_scan').addon?.searchPaths;
+let useNativeSearch = nativeSearch !== undefined;
+
+/** Tests: search with the JS loop (false) or native/heap_scan.c's when it loaded (true); returns whether native is in use. */
+export function useNativePathSearch(on: boolean): boolean {
+  useNativeSearch = on && nativeSearch !== undefined;
+  return useNativeSearch;
+}
 
 /** A script Node ships (its own code, not the app's). */
 function isNodeScript(name: string): boolean {
@@ -186,6 +208,18 @@ export class RetainerPaths {
     }
     const parentEdge = bigArray(Uint32Array, N).fill(NONE);
     const dist = g.scratch().fill(NONE);
+    // The same search in native/heap_scan.c (about twice as fast); false: out of memory for its queue.
+    const modules = Uint32Array.from(this.#modules.keys());
+    if (useNativeSearch) {
+      if (
+        nativeSearch!(firstEdge, edgeTypes, edgeTargets, penalty, stepWeight, weak, shortcut, modules, parentEdge, dist)
+      ) {
+        g.releaseScratch(dist);
+        return parentEdge;
+      }
+      parentEdge.fill(NONE);
+      dist.fill(NONE);
+    }
     // The queue: a growable typed array per bucket, kept across rounds (no garbage per node).
     const buckets = Array.from({ length: BUCKETS }, () => new Uint32Array(1024));
     const sizes = new Int32Array(BUCKETS);
@@ -235,7 +269,7 @@ export class RetainerPaths {
     dist[0] = 0;
     // The global objects (the root's shortcuts) and the app's module scopes first …
     for (let e = firstEdge[0]!; e < firstEdge[1]!; e++) if (edgeTypes[e] === shortcut) start(edgeTargets[e]!, e);
-    for (const ctx of this.#modules.keys()) start(ctx, MODULE_SOURCE);
+    for (const ctx of modules) start(ctx, MODULE_SOURCE);
     run();
     // … then what only the GC roots hold, farther than anything found so far.
     for (let e = firstEdge[0]!; e < firstEdge[1]!; e++)

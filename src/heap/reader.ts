@@ -70,6 +70,8 @@ export interface ReadOptions {
    * it is seen. Default: half of this thread's V8 heap limit (so `maxMemoryMb` bounds it).
    */
   maxStringBytes?: number;
+  /** Called once the header is read, with its counts (before the arrays are). */
+  onHeader?: (nodeCount: number, edgeCount: number) => void;
 }
 
 /**
@@ -234,6 +236,7 @@ class SnapshotTokenizer {
 
   readonly #readEdges: boolean;
   readonly #readEdgeNames: boolean;
+  readonly #onHeader: ReadOptions['onHeader'];
   readonly #native = useNative
     ? {
         state: new Float64Array(8),
@@ -294,10 +297,12 @@ class SnapshotTokenizer {
       edges = true,
       edgeNames = true,
       maxStringBytes = v8.getHeapStatistics().heap_size_limit / 2,
-    }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes'> = {},
+      onHeader,
+    }: Pick<ReadOptions, 'edges' | 'edgeNames' | 'maxStringBytes' | 'onHeader'> = {},
     readonly fileSize?: number,
   ) {
     this.#maxStringBytes = maxStringBytes;
+    this.#onHeader = onHeader;
     this.#readEdges = edges;
     this.#readEdgeNames = edges && edgeNames;
   }
@@ -474,6 +479,7 @@ class SnapshotTokenizer {
       if (this.#readEdgeNames) this.edgeNames = bigArray(Uint32Array, E);
       this.edgeTargets = bigArray(Uint32Array, E);
     }
+    this.#onHeader?.(N, E);
   }
 
   /** Between values: object keys, colons, commas, the closing brace. */
