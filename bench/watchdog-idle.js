@@ -6,7 +6,7 @@
  * the start and the end of a window of at least 30 s (the worker's batches are
  * 10 s apart: shorter windows can fall between them).
  *
- *   node bench/watchdog-idle.js [--seconds 40] [--warmup 5] [--root <package dir>]
+ *   npm run bench:watchdog-idle -- [--seconds 40] [--warmup 5] [--root <package dir>]
  *
  * Prints one JSON line: the watchdog's cpuMsPerS, wakeupsPerS and usPerWakeup, the main thread's
  * wake-ups (mainWakeupsPerS), the probe worker's workerCpuMsPerS and workerWakeupsPerS.
