@@ -14,7 +14,7 @@ export interface StallReport {
   /** When the loop stopped turning, ms since the epoch. */
   startedAt: number;
   durationMs: number;
-  /** An ended stall that no look saw while it lasted (the watchdog thread had no CPU): no stack could be taken. */
+  /** An ended stall that no look saw while it lasted (the watchdog thread had no CPU, or was parked through a turn with no JavaScript): no stack could be taken. */
   late?: boolean;
 }
 
@@ -24,6 +24,11 @@ export interface StallWatch {
   check(): void;
   /** How long the loop has been busy without turning, ms. */
   lagMs(): number;
+  /**
+   * How long the loop has been stalled, read now, or undefined while it is not: true before the stall is reported
+   * (a parked native watchdog sees a turn with no JavaScript only at its fallback look).
+   */
+  stalledForMs(): number | undefined;
   stop(): void;
 }
 
@@ -40,6 +45,7 @@ function hrToEpochMs(hrMs: number): number {
 export class NativeStallWatch implements StallWatch {
   readonly #addon: LoopWatchAddon;
   readonly #loopId: number;
+  readonly #thresholdMs: number;
 
   /** `onGone`: the watched thread ended (a watched app worker; the probe's own host outlives its watch). */
   constructor(
@@ -51,6 +57,7 @@ export class NativeStallWatch implements StallWatch {
   ) {
     this.#addon = addon;
     this.#loopId = loopId;
+    this.#thresholdMs = thresholdMs;
     const started = addon.startWatchdog(loopId, thresholdMs, (began, startHrMs, durationMs, gone, late) => {
       if (gone) onGone();
       else onStall({ ended: !began, startedAt: hrToEpochMs(startHrMs), durationMs, ...(late ? { late } : {}) });
@@ -66,6 +73,12 @@ export class NativeStallWatch implements StallWatch {
 
   lagMs(): number {
     return this.#addon.lagMs(this.#loopId);
+  }
+
+  /** The hook's busy time is exact: a turn at the threshold is a stall. */
+  stalledForMs(): number | undefined {
+    const lagMs = this.lagMs();
+    return lagMs >= this.#thresholdMs ? lagMs : undefined;
   }
 
   stop(): void {
@@ -116,6 +129,11 @@ export class HeartbeatStallWatch implements StallWatch {
       this.#stalled = false;
       if (!this.#stopped) this.#onStall({ ended: true, startedAt, durationMs });
     });
+  }
+
+  /** A beat missing for the threshold proves a stall (dueMs), whether check() has run yet or not. */
+  stalledForMs(): number | undefined {
+    return this.#stalled || this.dueMs() <= 0 ? this.lagMs() : undefined;
   }
 
   /** Time since the main thread's heartbeat last ran. */

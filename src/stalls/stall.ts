@@ -32,7 +32,7 @@ export interface StallCapture {
    * `blocked-in-native`: the loop was blocked in native code (execSync, a sync crypto call, …);
    * the pause landed only when JS resumed, so the stack shows where, not the culprit.
    * `skipped`: not taken, see `reason` (the capture budget was spent, the stall was sysprobe's
-   * own heap snapshot, or the watchdog thread got a CPU only after the stall was over: reason
+   * own heap snapshot, or the watchdog could look only after the stall was over: reason
    * 'seen only after it ended: …', with the stall's exact start and length). `failed`: see `reason`.
    */
   how: 'debugger-pause' | 'interrupt' | 'blocked-in-native' | 'skipped' | 'failed';
@@ -49,9 +49,11 @@ export interface StallCapture {
 
 /**
  * Why a stall has no stack when the native watchdog saw it only after it ended: its thread did not get a CPU while
- * the turn ran (a starved host, a container's CPU quota), so its length is exact and its stack lost.
+ * the turn ran (a starved host, a container's CPU quota), or it was parked and the turn ran no JavaScript to wake it
+ * (native/loop_watch.c). Its length is exact; its stack is lost.
  */
-export const LATE_STALL_REASON = 'seen only after it ended: the watchdog thread had no CPU while it lasted';
+export const LATE_STALL_REASON =
+  'seen only after it ended: the watchdog could not look while it lasted (its thread had no CPU, or it was parked through a turn that ran no JavaScript)';
 
 /** The capture of a stall reported late (`StallReport.late`): none. */
 export function lateStallCapture(): StallCapture {

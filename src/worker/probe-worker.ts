@@ -154,24 +154,16 @@ class ProbeWorker {
     this.#endpoints = new WorkerEndpoints(settings, {
       latestSample: () => this.#latestSample(),
       stall: () => {
-        const forMs = this.#watch?.lagMs() ?? 0;
-        if (this.#stallNow && this.#stalled)
-          return {
-            forMs,
-            stack: this.#stallNow.stack,
-            requests: this.#requests?.read().requests,
-            observation: this.#stallFacts?.observations.at(-1),
-          };
-        // A parked native watchdog sees a turn that never entered JavaScript only at its fallback look
-        // (native/loop_watch.c); the loop's busy time is exact now, so the load balancer hears now.
-        if (this.#watch instanceof NativeStallWatch && forMs >= this.#settings.stallThresholdMs)
-          return {
-            forMs,
-            stack: Promise.resolve(undefined),
-            requests: this.#requests?.read().requests,
-            observation: observeThread(this.#settings.mainTid),
-          };
-        return undefined;
+        // Read live: the loop can be stalled before the watch reports it (see StallWatch.stalledForMs).
+        const liveMs = this.#watch?.stalledForMs();
+        const reported = this.#stalled ? this.#stallNow : undefined;
+        if (liveMs === undefined && !reported) return undefined;
+        return {
+          forMs: liveMs ?? this.#watch?.lagMs() ?? 0,
+          stack: reported?.stack ?? Promise.resolve(undefined),
+          requests: this.#requests?.read().requests,
+          observation: reported ? this.#stallFacts?.observations.at(-1) : observeThread(this.#settings.mainTid),
+        };
       },
       blockedThreads: () => this.#threads?.blocked() ?? [],
       ruleReasons: (now) => this.#unhealthy.reasons(now),
